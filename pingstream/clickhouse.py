@@ -1,0 +1,53 @@
+"""The ClickHouse client factory: embedded chdb or a server, one code path.
+
+clickhouse-connect's client is synchronous (and chdb allows one process per
+data path), so async callers go through ``ClickHouse.run`` which executes on a
+single dedicated thread, keeping the event loop free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import clickhouse_connect
+
+from schemas import ddl
+
+
+def connect(dsn: str, database: str):
+    """A client bound to ``database`` (created if missing), with the DDL applied."""
+    client = clickhouse_connect.get_client(dsn=dsn)
+    ddl.migrate(client, database)
+    client.database = database
+    return client
+
+
+class ClickHouse:
+    """A client plus the one thread that may use it."""
+
+    def __init__(self, dsn: str, database: str) -> None:
+        self.dsn = dsn
+        self.database = database
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="clickhouse")
+        self.client = None
+
+    async def start(self) -> None:
+        self.client = await self.run_raw(connect, self.dsn, self.database)
+
+    async def run_raw(self, fn: Callable, *args) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def run(self, fn: Callable, *args) -> Any:
+        """Run ``fn(client, *args)`` on the ClickHouse thread."""
+        return await self.run_raw(fn, self.client, *args)
+
+    async def query(self, sql: str, parameters: dict | None = None) -> list[tuple]:
+        return await self.run(lambda c: c.query(sql, parameters=parameters or {}).result_rows)
+
+    async def close(self) -> None:
+        if self.client is not None:
+            client, self.client = self.client, None
+            await self.run_raw(client.close)
+        self._executor.shutdown(wait=True)

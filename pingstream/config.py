@@ -1,0 +1,87 @@
+"""Settings, read once from the environment at start-up and parsed strictly.
+
+A bad value stops the process with a message naming the variable, instead of
+surfacing later as a strange failure. Every variable is listed in README.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _int(env: dict, name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: not an integer") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value}: must be between {lo} and {hi}")
+    return value
+
+
+def _float(env: dict, name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: not a number") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value}: must be between {lo} and {hi}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    data_dir: Path
+    kafka: str | None  # bootstrap servers; None = embedded SQLite log
+    clickhouse: str  # DSN: chdb:///path or http(s)://host:8123
+    clickhouse_database: str
+    host: str
+    port: int
+    public_url: str
+    ping_body_limit: int
+    partitions: int
+    min_timeout_s: int
+    tick_interval_s: float
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "eventlog.sqlite3"
+
+    @classmethod
+    def from_env(cls, env: dict | None = None, **overrides) -> "Config":
+        env = dict(os.environ if env is None else env)
+        data_dir = Path(env.get("PINGSTREAM_DATA") or "pingstream-data")
+        host = env.get("PINGSTREAM_HOST") or "127.0.0.1"
+        port = _int(env, "PINGSTREAM_PORT", 8000, 0, 65535)
+        clickhouse = env.get("PINGSTREAM_CLICKHOUSE") or f"chdb:///{(data_dir / 'clickhouse').resolve()}"
+        if not clickhouse.startswith(("chdb://", "http://", "https://")):
+            raise ConfigError(f"PINGSTREAM_CLICKHOUSE={clickhouse!r}: expected chdb:///path or http(s)://host:port")
+        database = env.get("PINGSTREAM_CLICKHOUSE_DATABASE") or "pingstream"
+        if not database.replace("_", "").isalnum():
+            raise ConfigError(f"PINGSTREAM_CLICKHOUSE_DATABASE={database!r}: letters, digits and _ only")
+        config = cls(
+            data_dir=data_dir,
+            kafka=env.get("PINGSTREAM_KAFKA") or None,
+            clickhouse=clickhouse,
+            clickhouse_database=database,
+            host=host,
+            port=port,
+            public_url=(env.get("PINGSTREAM_PUBLIC_URL") or f"http://{host}:{port}").rstrip("/"),
+            ping_body_limit=_int(env, "PINGSTREAM_PING_BODY_LIMIT", 10_000, 0, 100_000_000),
+            partitions=_int(env, "PINGSTREAM_PARTITIONS", 4, 1, 1024),
+            min_timeout_s=_int(env, "PINGSTREAM_MIN_TIMEOUT_S", 60, 1, 86400),
+            tick_interval_s=_float(env, "PINGSTREAM_TICK_INTERVAL_S", 1.0, 0.01, 60.0),
+        )
+        return dataclasses.replace(config, **overrides) if overrides else config

@@ -1,0 +1,98 @@
+"""The event-log interface every service talks to; SQLite and Kafka implement it.
+
+Contract (tests/integration/test_eventlog_contract.py runs it on both):
+- ``produce`` returns only once the record is durable (fsynced SQLite
+  transaction / Kafka acks=all), with the partition and offset it got.
+- Records with the same key land in the same partition, in produce order.
+- A consumer in a group reads from its group's committed offsets (the
+  beginning when there are none); what it does not commit is read again by
+  the next consumer of that group.
+- A consumer with ``group=None`` reads every partition from the beginning and
+  commits nothing (used to rebuild in-memory views such as the registry).
+"""
+
+from __future__ import annotations
+
+import abc
+import zlib
+from typing import NamedTuple
+
+
+class LogUnavailable(Exception):
+    """The log could not durably accept a record (broker down, disk full, ...)."""
+
+
+class Record(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int
+
+
+class TopicPartition(NamedTuple):
+    topic: str
+    partition: int
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """Stable key → partition mapping used by the embedded log."""
+    return zlib.crc32(key) % partitions
+
+
+class Consumer(abc.ABC):
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def getmany(self, max_records: int = 10_000, timeout_ms: int = 200) -> list[Record]:
+        """Up to ``max_records`` records, waiting at most ``timeout_ms`` for the first."""
+
+    @abc.abstractmethod
+    async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
+        """Commit next-offsets to read; ``None`` commits everything returned so far."""
+
+    @abc.abstractmethod
+    def assignment(self) -> set[TopicPartition]: ...
+
+    @abc.abstractmethod
+    async def end_offsets(self) -> dict[TopicPartition, int]:
+        """The next offset to be written on each assigned partition (for lag and catch-up)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> "Consumer":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+
+class EventLog(abc.ABC):
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def produce(
+        self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
+    ) -> tuple[int, int]:
+        """Write one record durably; returns (partition, offset). Raises LogUnavailable."""
+
+    @abc.abstractmethod
+    async def partitions(self, topic: str) -> list[int]: ...
+
+    @abc.abstractmethod
+    def consumer(self, topics: list[str], group: str | None) -> Consumer: ...
+
+    async def __aenter__(self) -> "EventLog":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

@@ -1,0 +1,297 @@
+"""The embedded event log: one SQLite file in WAL mode.
+
+Durability: a produce is acknowledged after the transaction holding it has
+committed with ``synchronous=FULL`` (fsync of the WAL). Produces that arrive
+while a commit is under way wait and share the next one (group commit), so
+thousands of concurrent pings cost one fsync, not thousands.
+
+Offsets are assigned inside the write transaction (``BEGIN IMMEDIATE`` +
+``MAX(offset)``), so several processes may produce into the same file safely.
+A consumer group here owns every partition of its topics: the embedded mode
+runs one process per service; scale-out is what the Kafka backend is for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .base import Consumer, EventLog, LogUnavailable, Record, TopicPartition, partition_for
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+    key BLOB, value BLOB NOT NULL, ts INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition, offset)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS topics (topic TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS group_offsets (
+    grp TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+    PRIMARY KEY (grp, topic, partition)
+) WITHOUT ROWID;
+"""
+
+_MAX_GROUP = 20_000  # records per group commit
+_POLL_S = 0.05  # how often an idle consumer looks for records written by other processes
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class SqliteEventLog(EventLog):
+    def __init__(self, path: str | Path, default_partitions: int = 1) -> None:
+        self.path = Path(path)
+        self.default_partitions = default_partitions
+        self._conn: sqlite3.Connection | None = None
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-log-writer")
+        self._queue: asyncio.Queue | None = None
+        self._writer_task: asyncio.Task | None = None
+        self._partitions: dict[str, int] = {}
+        self._written = asyncio.Event()
+        self._lock = threading.Lock()
+
+    # --- lifecycle ---
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        self._conn = await loop.run_in_executor(self._writer, self._open)
+        self._queue = asyncio.Queue()
+        self._writer_task = asyncio.create_task(self._write_loop(), name="sqlite-log-group-commit")
+
+    def _open(self) -> sqlite3.Connection:
+        conn = _connect(self.path)
+        conn.executescript(_SCHEMA)
+        return conn
+
+    async def close(self) -> None:
+        if self._writer_task is not None:
+            await self._queue.put(None)  # drain what is queued, then stop
+            await self._writer_task
+            self._writer_task = None
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await asyncio.get_running_loop().run_in_executor(self._writer, conn.close)
+        self._writer.shutdown(wait=True)
+
+    # --- topics ---
+
+    def _topic_partitions(self, conn: sqlite3.Connection, topic: str) -> int:
+        n = self._partitions.get(topic)
+        if n is None:
+            with self._lock:
+                conn.execute(
+                    "INSERT OR IGNORE INTO topics(topic, partitions) VALUES (?, ?)",
+                    (topic, self.default_partitions),
+                )
+                (n,) = conn.execute("SELECT partitions FROM topics WHERE topic=?", (topic,)).fetchone()
+            self._partitions[topic] = n
+        return n
+
+    async def partitions(self, topic: str) -> list[int]:
+        loop = asyncio.get_running_loop()
+        n = await loop.run_in_executor(self._writer, self._topic_partitions, self._conn, topic)
+        return list(range(n))
+
+    # --- produce (group commit) ---
+
+    async def produce(
+        self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
+    ) -> tuple[int, int]:
+        if self._queue is None:
+            raise LogUnavailable("event log is not started")
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((topic, key, value, partition, fut))
+        return await fut
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            batch = []
+            if first is None:
+                stopping = True
+            else:
+                batch.append(first)
+            while len(batch) < _MAX_GROUP and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    stopping = True
+                    continue
+                batch.append(item)
+            if not batch:
+                continue
+            try:
+                results = await loop.run_in_executor(self._writer, self._write_batch, batch)
+            except Exception as exc:  # disk full, read-only, locked: nobody gets a false ack
+                log.error("event log write of %d records failed: %s", len(batch), exc)
+                for *_, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(LogUnavailable(str(exc)))
+                continue
+            for (*_, fut), result in zip(batch, results):
+                if not fut.done():
+                    fut.set_result(result)
+            self._written.set()
+            self._written = asyncio.Event()
+
+    def _write_batch(self, batch: list) -> list[tuple[int, int]]:
+        conn = self._conn
+        ts = int(time.time() * 1000)
+        rows, results, next_offset = [], [], {}
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for topic, key, value, partition, _ in batch:
+                if partition is None:
+                    n = self._topic_partitions(conn, topic)
+                    partition = partition_for(key, n) if key is not None else 0
+                tp = (topic, partition)
+                offset = next_offset.get(tp)
+                if offset is None:
+                    (offset,) = conn.execute(
+                        "SELECT COALESCE(MAX(offset) + 1, 0) FROM records WHERE topic=? AND partition=?",
+                        tp,
+                    ).fetchone()
+                next_offset[tp] = offset + 1
+                rows.append((topic, partition, offset, key, value, ts))
+                results.append((partition, offset))
+            conn.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?)", rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return results
+
+    async def wait_written(self, timeout_s: float) -> None:
+        """Wake when this process commits records, or after ``timeout_s`` (other writers)."""
+        try:
+            await asyncio.wait_for(self._written.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            pass
+
+    # --- maintenance ---
+
+    async def compact(self, topic: str) -> int:
+        """Drop records superseded by a later record with the same key (Kafka's log compaction)."""
+
+        def run() -> int:
+            cur = self._conn.execute(
+                """DELETE FROM records WHERE topic = ?1 AND key IS NOT NULL AND offset < (
+                       SELECT MAX(r.offset) FROM records r
+                       WHERE r.topic = ?1 AND r.partition = records.partition AND r.key = records.key)""",
+                (topic,),
+            )
+            return cur.rowcount
+
+        return await asyncio.get_running_loop().run_in_executor(self._writer, run)
+
+    def consumer(self, topics: list[str], group: str | None) -> "SqliteConsumer":
+        return SqliteConsumer(self, topics, group)
+
+
+class SqliteConsumer(Consumer):
+    def __init__(self, log_: SqliteEventLog, topics: list[str], group: str | None) -> None:
+        self._log = log_
+        self._topics = topics
+        self._group = group
+        self._conn: sqlite3.Connection | None = None
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-log-reader")
+        self._positions: dict[TopicPartition, int] = {}
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._reader, fn, *args)
+
+    async def start(self) -> None:
+        for topic in self._topics:
+            for p in await self._log.partitions(topic):
+                self._positions[TopicPartition(topic, p)] = 0
+        self._conn = await self._run(_connect, self._log.path)
+        if self._group is not None:
+            rows = await self._run(
+                lambda: self._conn.execute(
+                    "SELECT topic, partition, offset FROM group_offsets WHERE grp=?", (self._group,)
+                ).fetchall()
+            )
+            for topic, partition, offset in rows:
+                tp = TopicPartition(topic, partition)
+                if tp in self._positions:
+                    self._positions[tp] = offset
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._positions)
+
+    def _read(self, max_records: int) -> list[Record]:
+        out: list[Record] = []
+        for tp, position in self._positions.items():
+            if len(out) >= max_records:
+                break
+            rows = self._conn.execute(
+                "SELECT offset, key, value, ts FROM records WHERE topic=? AND partition=? AND offset>=? "
+                "ORDER BY offset LIMIT ?",
+                (tp.topic, tp.partition, position, max_records - len(out)),
+            ).fetchall()
+            for offset, key, value, ts in rows:
+                out.append(Record(tp.topic, tp.partition, offset, key, value, ts))
+        return out
+
+    async def getmany(self, max_records: int = 10_000, timeout_ms: int = 200) -> list[Record]:
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            records = await self._run(self._read, max_records)
+            if records:
+                for r in records:
+                    self._positions[TopicPartition(r.topic, r.partition)] = r.offset + 1
+                return records
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            await self._log.wait_written(min(_POLL_S, remaining))
+
+    async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
+        if self._group is None:
+            return
+        offsets = dict(self._positions if offsets is None else offsets)
+
+        def run() -> None:
+            with self._conn:
+                self._conn.executemany(
+                    "INSERT INTO group_offsets(grp, topic, partition, offset) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(grp, topic, partition) DO UPDATE SET offset=excluded.offset",
+                    [(self._group, tp.topic, tp.partition, off) for tp, off in offsets.items()],
+                )
+
+        await self._run(run)
+
+    async def end_offsets(self) -> dict[TopicPartition, int]:
+        def run() -> dict[TopicPartition, int]:
+            out = {}
+            for tp in self._positions:
+                (end,) = self._conn.execute(
+                    "SELECT COALESCE(MAX(offset) + 1, 0) FROM records WHERE topic=? AND partition=?", tp
+                ).fetchone()
+                out[tp] = end
+            return out
+
+        return await self._run(run)
+
+    def position(self, tp: TopicPartition) -> int:
+        return self._positions[tp]
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await self._run(conn.close)
+        self._reader.shutdown(wait=True)

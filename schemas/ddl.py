@@ -1,0 +1,134 @@
+"""ClickHouse DDL and its idempotent migration step.
+
+Every table is deduplicating (ReplacingMergeTree keyed so that the same event
+always lands on the same sorting key), and every projector insert carries an
+``insert_deduplication_token``: a batch retried after a crash neither doubles
+rows nor feeds the rollup views twice. Read with ``FINAL`` where an exact
+count matters.
+"""
+
+from __future__ import annotations
+
+# Each statement is idempotent (IF NOT EXISTS); new statements are appended.
+# ``{db}`` is replaced by the database name (an identifier checked at start-up).
+_DEDUP = "SETTINGS non_replicated_deduplication_window = 10000"
+
+STATEMENTS: list[str] = [
+    "CREATE DATABASE IF NOT EXISTS {db}",
+    f"""
+    CREATE TABLE IF NOT EXISTS {{db}}.pings (
+        event_id UUID,
+        check_id UUID,
+        project_id UUID,
+        n UInt64,
+        kind LowCardinality(String),
+        exit_status Nullable(UInt8),
+        rid Nullable(UUID),
+        received_at DateTime64(6, 'UTC'),
+        method LowCardinality(String),
+        scheme LowCardinality(String),
+        remote_addr String,
+        user_agent String,
+        body String,
+        body_size UInt64,
+        source LowCardinality(String),
+        duration_s Nullable(Float64)
+    ) ENGINE = ReplacingMergeTree
+    PARTITION BY toYYYYMM(received_at)
+    ORDER BY (check_id, received_at, event_id)
+    {_DEDUP}
+    """,
+    f"""
+    CREATE TABLE IF NOT EXISTS {{db}}.runs (
+        event_id UUID,
+        start_event_id UUID,
+        check_id UUID,
+        project_id UUID,
+        rid Nullable(UUID),
+        started_at DateTime64(6, 'UTC'),
+        finished_at DateTime64(6, 'UTC'),
+        duration_s Float64,
+        outcome LowCardinality(String),
+        exit_status Nullable(UInt8)
+    ) ENGINE = ReplacingMergeTree
+    PARTITION BY toYYYYMM(finished_at)
+    ORDER BY (check_id, finished_at, event_id)
+    {_DEDUP}
+    """,
+    f"""
+    CREATE TABLE IF NOT EXISTS {{db}}.check_state (
+        check_id UUID,
+        project_id UUID,
+        status LowCardinality(String),
+        last_ping Nullable(DateTime64(6, 'UTC')),
+        last_start Nullable(DateTime64(6, 'UTC')),
+        last_start_rid Nullable(UUID),
+        last_duration_s Nullable(Float64),
+        n_pings UInt64,
+        started UInt8,
+        updated_at DateTime64(6, 'UTC'),
+        version UInt64
+    ) ENGINE = ReplacingMergeTree(version)
+    ORDER BY check_id
+    {_DEDUP}
+    """,
+    f"""
+    CREATE TABLE IF NOT EXISTS {{db}}.transitions (
+        event_id UUID,
+        check_id UUID,
+        project_id UUID,
+        from_status LowCardinality(String),
+        to_status LowCardinality(String),
+        at DateTime64(6, 'UTC'),
+        reason String,
+        cause_event_id String
+    ) ENGINE = ReplacingMergeTree
+    PARTITION BY toYYYYMM(at)
+    ORDER BY (check_id, at, event_id)
+    {_DEDUP}
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS {db}.durations_hourly (
+        check_id UUID,
+        project_id UUID,
+        bucket DateTime('UTC'),
+        runs AggregateFunction(count),
+        failures AggregateFunction(countIf, UInt8),
+        duration AggregateFunction(quantilesTDigest(0.5, 0.95, 0.99), Float64)
+    ) ENGINE = AggregatingMergeTree
+    ORDER BY (project_id, check_id, bucket)
+    """,
+    """
+    CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.durations_hourly_mv TO {db}.durations_hourly AS
+    SELECT check_id, project_id, toStartOfHour(finished_at) AS bucket,
+           countState() AS runs,
+           countIfState(outcome = 'fail') AS failures,
+           quantilesTDigestState(0.5, 0.95, 0.99)(duration_s) AS duration
+    FROM {db}.runs GROUP BY check_id, project_id, bucket
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS {db}.durations_daily (
+        check_id UUID,
+        project_id UUID,
+        bucket DateTime('UTC'),
+        runs AggregateFunction(count),
+        failures AggregateFunction(countIf, UInt8),
+        duration AggregateFunction(quantilesTDigest(0.5, 0.95, 0.99), Float64)
+    ) ENGINE = AggregatingMergeTree
+    ORDER BY (project_id, check_id, bucket)
+    """,
+    """
+    CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.durations_daily_mv TO {db}.durations_daily AS
+    SELECT check_id, project_id, toStartOfDay(finished_at) AS bucket,
+           countState() AS runs,
+           countIfState(outcome = 'fail') AS failures,
+           quantilesTDigestState(0.5, 0.95, 0.99)(duration_s) AS duration
+    FROM {db}.runs GROUP BY check_id, project_id, bucket
+    """,
+]
+
+
+def migrate(client, database: str) -> None:
+    """Apply every statement; safe to run on every start, from any service."""
+    for statement in STATEMENTS:
+        client.command(statement.format(db=database))

@@ -1,0 +1,220 @@
+"""Every event the pipeline carries, and the one codec that reads and writes them.
+
+Events are msgspec Structs: frozen, tagged by a ``type`` field, encoded as JSON
+(bytes as base64, datetimes as RFC 3339 with microseconds, always UTC).
+Decoding skips event types this version does not know (returns ``None``) so an
+older consumer keeps running when a newer producer adds a type.
+
+Topics (see ``schemas/topics/*.md``):
+- ``pingstream.pings``: PingEvent, Paused, Resumed, Tick — keyed by check uuid
+  (Tick: no key, written to every partition).
+- ``pingstream.checks``: ProjectUpserted, ProjectDeleted, CheckUpserted,
+  CheckDeleted — compacted, keyed by ``project:<id>`` / check uuid.
+- ``pingstream.transitions``: Transition, IngestGap — keyed by check uuid.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Literal, Union
+
+import msgspec
+
+TOPIC_PINGS = "pingstream.pings"
+TOPIC_CHECKS = "pingstream.checks"
+TOPIC_TRANSITIONS = "pingstream.transitions"
+TOPIC_DEAD_LETTER = "pingstream.dead-letter"
+
+PingKind = Literal["success", "start", "fail", "log", "ign"]
+Status = Literal["new", "up", "grace", "down", "started", "paused"]
+ScheduleKind = Literal["simple", "cron", "oncalendar"]
+
+
+class _Event(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
+    event_id: str
+
+
+# --- pingstream.pings -------------------------------------------------------
+
+
+class PingEvent(_Event, frozen=True, tag="ping"):
+    check_id: str
+    project_id: str
+    kind: PingKind
+    received_at: datetime
+    exit_status: int | None = None
+    rid: str | None = None
+    method: str = "GET"
+    scheme: str = "http"
+    remote_addr: str = ""
+    user_agent: str = ""
+    body: bytes = b""
+    body_size: int = 0
+    source: Literal["ping", "checkin"] = "ping"
+
+
+class Paused(_Event, frozen=True, tag="paused"):
+    check_id: str
+    project_id: str
+    at: datetime
+
+
+class Resumed(_Event, frozen=True, tag="resumed"):
+    check_id: str
+    project_id: str
+    at: datetime
+
+
+class Tick(_Event, frozen=True, tag="tick"):
+    """Clock pulse: the edge writes one to every partition about once a second."""
+
+    at: datetime
+    partition: int
+
+
+# --- pingstream.checks (registry) ------------------------------------------
+
+
+class Project(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    ping_key: str
+    api_key: str
+    api_key_readonly: str
+    created: datetime
+
+
+class CheckConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """A check's whole configuration, as the registry carries it."""
+
+    id: str
+    project_id: str
+    name: str = ""
+    slug: str = ""
+    tags: str = ""
+    desc: str = ""
+    kind: ScheduleKind = "simple"
+    timeout_s: int = 86400
+    grace_s: int = 3600
+    schedule: str = "* * * * *"
+    tz: str = "UTC"
+    manual_resume: bool = False
+    methods: str = ""  # "" = any method, "POST" = only POST counts
+    filter_subject: bool = False
+    filter_body: bool = False
+    success_kw: str = ""
+    failure_kw: str = ""
+    start_kw: str = ""
+    unique_key: str = ""
+    monitor_type: str = ""  # "SCHEDULED" for checks created through the Overwatch API
+    created: datetime
+
+
+class ProjectUpserted(_Event, frozen=True, tag="project_upserted"):
+    project: Project
+
+
+class ProjectDeleted(_Event, frozen=True, tag="project_deleted"):
+    project_id: str
+
+
+class CheckUpserted(_Event, frozen=True, tag="check_upserted"):
+    check: CheckConfig
+
+
+class CheckDeleted(_Event, frozen=True, tag="check_deleted"):
+    check_id: str
+    project_id: str
+
+
+# --- pingstream.transitions -------------------------------------------------
+
+
+class Transition(_Event, frozen=True, tag="transition"):
+    check_id: str
+    project_id: str
+    from_status: Status
+    to_status: Status
+    at: datetime
+    reason: str
+    cause_event_id: str = ""
+
+
+class IngestGap(_Event, frozen=True, tag="ingest_gap"):
+    """The stream clock saw no ticks from ``start`` to ``end``: data, not jobs, went missing."""
+
+    start: datetime
+    end: datetime
+    partition: int
+
+
+Event = Union[
+    PingEvent,
+    Paused,
+    Resumed,
+    Tick,
+    ProjectUpserted,
+    ProjectDeleted,
+    CheckUpserted,
+    CheckDeleted,
+    Transition,
+    IngestGap,
+]
+
+KNOWN_TYPES = frozenset(t.__struct_config__.tag for t in Event.__args__)
+
+
+class _Envelope(msgspec.Struct):
+    type: str
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Event)
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+
+
+def encode(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode(data: bytes) -> Event | None:
+    """Decode one event; ``None`` for a well-formed event of a type we do not know.
+
+    Raises ``msgspec.DecodeError`` / ``msgspec.ValidationError`` for bytes that are
+    not an event at all (a poison record: callers dead-letter it).
+    """
+    try:
+        return _decoder.decode(data)
+    except msgspec.ValidationError:
+        envelope = _envelope_decoder.decode(data)
+        if envelope.type not in KNOWN_TYPES:
+            return None
+        raise
+
+
+# --- ids and time -----------------------------------------------------------
+
+
+def uuid7(now_ns: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562): 48-bit ms timestamp, random rest — sortable by time."""
+    ms = (now_ns if now_ns is not None else time.time_ns()) // 1_000_000
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= int.from_bytes(os.urandom(10), "big") & ((1 << 80) - 1)
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return str(uuid.UUID(int=value))
+
+
+_NAMESPACE = uuid.UUID("6f0c5d1e-3b1a-4c36-9a53-0d2f4a0a7e11")
+
+
+def stable_id(*parts: str) -> str:
+    """A deterministic uuid (v5) from parts: replays and racing edges agree on it."""
+    return str(uuid.uuid5(_NAMESPACE, "\x1f".join(parts)))
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,1 @@
+"""Placeholder: the session-scoped real Kafka broker fixture is being written."""
