@@ -81,6 +81,7 @@ class SqliteEventLog(EventLog):
             await self._queue.put(None)  # drain what is queued, then stop
             await self._writer_task
             self._writer_task = None
+            self._queue = None
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await asyncio.get_running_loop().run_in_executor(self._writer, conn.close)

@@ -1,0 +1,46 @@
+"""The edge's aiohttp application factory."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from pingstream.clickhouse import ClickHouse
+from pingstream.config import Config
+from pingstream.eventlog.base import EventLog
+from pingstream.registry import Registry
+
+from . import pings
+from .keys import CLICKHOUSE, CONFIG, EVENT_LOG, REGISTRY
+
+log = logging.getLogger(__name__)
+
+
+@web.middleware
+async def short_errors(request: web.Request, handler):
+    """Router and client errors as short plain-text 4xx bodies, never an HTML page or a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and exc.text and exc.text.startswith(f"{exc.status}:"):
+            text = {404: "not found", 405: "method not allowed"}.get(exc.status, exc.reason.lower())
+            raise type(exc)(text=text, headers={k: v for k, v in exc.headers.items() if k == "Allow"}) from None
+        raise
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="OK")
+
+
+def create_app(config: Config, event_log: EventLog, registry: Registry, clickhouse: ClickHouse | None) -> web.Application:
+    # Bodies of pings are streamed and cut by the ping handler; this bounds the other endpoints.
+    app = web.Application(middlewares=[short_errors], client_max_size=1024 * 1024)
+    app[CONFIG] = config
+    app[EVENT_LOG] = event_log
+    app[REGISTRY] = registry
+    if clickhouse is not None:
+        app[CLICKHOUSE] = clickhouse
+    pings.add_routes(app)
+    app.router.add_get("/healthz", healthz)
+    return app

@@ -1,0 +1,241 @@
+"""The Pinging API: ``/ping/<uuid>[/start|/fail|/log|/<exit-status>]`` and the slug forms.
+
+Wire behaviour follows Healthchecks' ``hc/api/views.py``: the check is looked
+up first (404 ``not found``, 409 ``ambiguous slug``), then the exit status
+(400 ``invalid url format``), then ``rid`` (400 ``invalid uuid format``).
+A ping is answered ``OK`` only once the event log has durably acknowledged
+its ``PingEvent``; when the log cannot, the answer is 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from email.utils import formatdate
+
+import msgspec
+from aiohttp import web
+
+from pingstream.eventlog.base import LogUnavailable
+from schemas.events import (
+    TOPIC_CHECKS,
+    TOPIC_PINGS,
+    CheckConfig,
+    CheckUpserted,
+    PingEvent,
+    encode,
+    stable_id,
+    utcnow,
+    uuid7,
+)
+
+from .keys import CONFIG, EVENT_LOG, REGISTRY
+
+log = logging.getLogger(__name__)
+
+# Django's path converters, as upstream routes use them: lowercase-only uuids,
+# slugs of [-a-zA-Z0-9_], exit statuses of digits.
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
+_SLUG = re.compile(r"[-a-zA-Z0-9_]+\Z")
+_ACTIONS = {"start", "fail", "log"}
+_READ_CHUNK = 64 * 1024
+
+
+def _text(body: str, status: int = 200, headers: dict | None = None) -> web.Response:
+    return web.Response(text=body, status=status, content_type="text/plain", headers=headers)
+
+
+def _not_found() -> web.Response:
+    return _text("not found", 404)
+
+
+def _parse_action(part: str | None) -> tuple[str, int | None] | None:
+    """(action, exit_status) for the URL's last segment; None when it matches no route."""
+    if part is None:
+        return "success", None
+    if part in _ACTIONS:
+        return part, None
+    if part.isdigit() and part.isascii():
+        return "success", int(part)
+    return None
+
+
+def _response_headers(limit: int) -> dict:
+    # Upstream's ping view is wrapped in never_cache; the header values match it.
+    return {
+        "Access-Control-Allow-Origin": "*",
+        "Ping-Body-Limit": str(limit),
+        "Cache-Control": "max-age=0, no-cache, no-store, must-revalidate, private",
+        "Expires": formatdate(usegmt=True),
+    }
+
+
+async def _read_body(request: web.Request, limit: int) -> tuple[bytes, int]:
+    """The first ``limit`` bytes of the body and its full size; the rest is read and dropped."""
+    if not request.body_exists:
+        return b"", 0
+    kept = bytearray()
+    size = 0
+    content = request.content
+    while True:
+        chunk = await content.read(_READ_CHUNK)
+        if not chunk:
+            break
+        size += len(chunk)
+        if len(kept) < limit:
+            kept += chunk[: limit - len(kept)]
+    return bytes(kept), size
+
+
+def _matches(text: str, keywords: str) -> bool:
+    return any(k.strip() and k.strip() in text for k in keywords.split(","))
+
+
+def _filtered_action(check: CheckConfig, method: str, body: bytes, action: str) -> str:
+    """Apply the check's filters, as upstream: POST-only checks ignore other methods,
+    keyword filters decide by the body (failure wins over success over start), and a
+    paused manual_resume check ignores pings."""
+    if check.methods == "POST" and method != "POST":
+        return "ign"
+    if check.filter_body and (check.success_kw or check.failure_kw or check.start_kw):
+        text = body.decode("utf-8", errors="replace")
+        if check.failure_kw and _matches(text, check.failure_kw):
+            action = "fail"
+        elif check.success_kw and _matches(text, check.success_kw):
+            action = "success"
+        elif check.start_kw and _matches(text, check.start_kw):
+            action = "start"
+        else:
+            action = "ign"
+    if check.paused and check.manual_resume:
+        return "ign"
+    return action
+
+
+def _remote_addr(request: web.Request) -> str:
+    addr = request.headers.get("X-Forwarded-For") or request.remote or ""
+    addr = addr.split(",")[0].strip()
+    if "." in addr and ":" in addr:  # "ipv4:port" from some proxies: drop the port
+        addr = addr.split(":")[0]
+    return addr
+
+
+async def record_ping(
+    request: web.Request,
+    check: CheckConfig,
+    action: str,
+    exit_status: int | None,
+    source: str = "ping",
+) -> web.Response | None:
+    """Validate, build and durably log a ping. Returns an error response, or None on success."""
+    if exit_status is not None and exit_status > 255:
+        return _text("invalid url format", 400)
+    rid = request.query.get("rid")
+    if rid is not None:
+        if not _CANONICAL_UUID.match(rid):
+            return _text("invalid uuid format", 400)
+        rid = rid.lower()
+    config = request.app[CONFIG]
+    body, body_size = await _read_body(request, config.ping_body_limit)
+    if exit_status is not None and exit_status > 0:
+        action = "fail"
+    kind = _filtered_action(check, request.method, body, action)
+    event = PingEvent(
+        event_id=uuid7(),
+        check_id=check.id,
+        project_id=check.project_id,
+        kind=kind,
+        received_at=utcnow(),
+        exit_status=exit_status,
+        rid=rid,
+        method=request.method,
+        scheme=request.headers.get("X-Forwarded-Proto", "http"),
+        remote_addr=_remote_addr(request),
+        user_agent=request.headers.get("User-Agent", ""),
+        body=body,
+        body_size=body_size,
+        source=source,
+    )
+    event_log = request.app[EVENT_LOG]
+    try:
+        await event_log.produce(TOPIC_PINGS, encode(event), key=check.id.encode())
+        if check.paused and kind != "ign" and not check.manual_resume:
+            # A ping resumes a paused check: keep the registry's flag in step.
+            await _put_check(request, msgspec.structs.replace(check, paused=False))
+    except LogUnavailable as exc:
+        log.warning("ping for %s not logged: %s", check.id, exc)
+        return _text("service unavailable", 503, {"Retry-After": "1"})
+    return None
+
+
+async def _put_check(request: web.Request, check: CheckConfig) -> None:
+    await request.app[EVENT_LOG].produce(
+        TOPIC_CHECKS, encode(CheckUpserted(event_id=uuid7(), check=check)), key=check.id.encode()
+    )
+    request.app[REGISTRY].apply(CheckUpserted(event_id="", check=check))
+
+
+async def handle_ping(request: web.Request) -> web.Response:
+    parts = request.match_info["tail"].split("/")
+    registry = request.app[REGISTRY]
+    limit = request.app[CONFIG].ping_body_limit
+    if _UUID.match(parts[0]) and len(parts) <= 2:
+        parsed = _parse_action(parts[1] if len(parts) == 2 else None)
+        check = registry.checks.get(parts[0])
+        if check is None or parsed is None:
+            # "/ping/<uuid>/<word>" also reads as "/ping/<ping-key>/<slug>": try that.
+            if len(parts) == 2 and parsed is None:
+                return await _handle_slug(request, parts)
+            return _not_found()
+        error = await record_ping(request, check, *parsed)
+        if error is not None:
+            return error
+        return _text("OK", headers=_response_headers(limit))
+    return await _handle_slug(request, parts)
+
+
+async def _handle_slug(request: web.Request, parts: list[str]) -> web.Response:
+    if len(parts) not in (2, 3) or not (_SLUG.match(parts[0]) and _SLUG.match(parts[1])):
+        return _not_found()
+    parsed = _parse_action(parts[2] if len(parts) == 3 else None)
+    if parsed is None:
+        return _not_found()
+    ping_key, slug = parts[0], parts[1]
+    registry = request.app[REGISTRY]
+    limit = request.app[CONFIG].ping_body_limit
+    project = registry.project_by_ping_key(ping_key)
+    if project is None:
+        return _not_found()
+    matches = registry.checks_by_slug(project.id, slug)
+    created = False
+    if len(matches) > 1:
+        return _text("ambiguous slug", 409)
+    if not matches:
+        if request.query.get("create") != "1":
+            return _not_found()
+        # Derived from project + slug, so racing edges create the same check.
+        check = CheckConfig(
+            id=stable_id("check", project.id, slug),
+            project_id=project.id,
+            name=slug,
+            slug=slug,
+            created=utcnow(),
+        )
+        try:
+            await _put_check(request, check)
+        except LogUnavailable:
+            return _text("service unavailable", 503, {"Retry-After": "1"})
+        created = True
+    else:
+        check = matches[0]
+    error = await record_ping(request, check, *parsed)
+    if error is not None:
+        return error
+    if created:
+        return _text("Created", 201, _response_headers(limit))
+    return _text("OK", headers=_response_headers(limit))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_route("*", "/ping/{tail:.+}", handle_ping)

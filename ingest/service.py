@@ -1,0 +1,62 @@
+"""Runs the edge: registry follower, clock ticker and the HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from pingstream.clickhouse import ClickHouse
+from pingstream.config import Config
+from pingstream.eventlog.base import EventLog
+from pingstream.registry import Registry, follow
+
+from .app import create_app
+from .ticker import run_ticker
+
+log = logging.getLogger(__name__)
+
+
+async def start_registry(event_log: EventLog, stop: asyncio.Event) -> tuple[Registry, asyncio.Task]:
+    """A registry caught up with the log, and the task that keeps it following."""
+    registry = Registry()
+    ready = asyncio.Event()
+    task = asyncio.create_task(follow(registry, event_log, ready, stop), name="registry-follow")
+    ready_wait = asyncio.create_task(ready.wait())
+    await asyncio.wait({task, ready_wait}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        ready_wait.cancel()
+        task.result()  # raises what stopped the follower
+    return registry, task
+
+
+async def run(
+    config: Config,
+    event_log: EventLog,
+    clickhouse: ClickHouse | None,
+    stop: asyncio.Event,
+    registry: Registry | None = None,
+    started: asyncio.Event | None = None,
+) -> None:
+    follower = None
+    if registry is None:
+        registry, follower = await start_registry(event_log, stop)
+    ticker = asyncio.create_task(run_ticker(event_log, config.tick_interval_s, stop), name="ticker")
+    app = create_app(config, event_log, registry, clickhouse)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, backlog=1024)
+    await site.start()
+    log.info("edge serving on http://%s:%d", config.host, config.port)
+    if started is not None:
+        started.set()
+    try:
+        await stop.wait()
+    finally:
+        # Stop accepting, let in-flight pings finish their durable produce, then stop the rest.
+        await runner.cleanup()
+        for task in (ticker, follower):
+            if task is not None:
+                await task
+        log.info("edge stopped")

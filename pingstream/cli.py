@@ -1,0 +1,189 @@
+"""``pingstream`` command line: run the services, manage projects, follow transitions.
+
+    pingstream up                 edge + projector + monitor in one process (embedded default)
+    pingstream ingest|projector|monitor   one service per process (against Kafka)
+    pingstream project create NAME
+    pingstream transitions tail
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+
+from schemas.events import TOPIC_CHECKS, Project, ProjectUpserted, encode, utcnow, uuid7
+
+from .clickhouse import ClickHouse
+from .config import Config, ConfigError
+from .eventlog import EventLog, open_eventlog
+from .registry import Registry, project_key
+
+log = logging.getLogger("pingstream")
+
+
+def _install_signals(stop: asyncio.Event) -> None:
+    """First SIGINT/SIGTERM: graceful stop (stop accepting, flush, commit, close). Second: exit now."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signame: str) -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting at once", signame)
+            os._exit(1)
+        log.info("%s: stopping gracefully (send again to exit at once)", signame)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+
+
+def new_project(name: str) -> Project:
+    # 32-character API keys: Healthchecks' clients and its auth check expect that length.
+    return Project(
+        id=str(uuid7()),
+        name=name,
+        ping_key=secrets.token_urlsafe(16),
+        api_key=secrets.token_urlsafe(24),
+        api_key_readonly=secrets.token_urlsafe(24),
+        created=utcnow(),
+    )
+
+
+async def create_project(event_log: EventLog, name: str, registry: Registry | None = None) -> Project:
+    project = new_project(name)
+    event = ProjectUpserted(event_id=uuid7(), project=project)
+    await event_log.produce(TOPIC_CHECKS, encode(event), key=project_key(project.id))
+    if registry is not None:
+        registry.apply(event)
+    return project
+
+
+def _print_project(config: Config, project: Project, out=sys.stdout) -> None:
+    print(
+        f"project {project.name!r} ({project.id})\n"
+        f"  ping key:          {project.ping_key}\n"
+        f"  API key:           {project.api_key}\n"
+        f"  read-only API key: {project.api_key_readonly}\n"
+        f"  example ping:      curl {config.public_url}/ping/{project.ping_key}/my-job?create=1",
+        file=out,
+        flush=True,
+    )
+
+
+async def _open_clickhouse(config: Config) -> ClickHouse:
+    clickhouse = ClickHouse(config.clickhouse, config.clickhouse_database)
+    await clickhouse.start()
+    return clickhouse
+
+
+async def _run_services(config: Config, names: list[str]) -> None:
+    from ingest import service as edge_service
+
+    stop = asyncio.Event()
+    _install_signals(stop)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    event_log = open_eventlog(config)
+    await event_log.start()
+    clickhouse = None
+    try:
+        if "projector" in names or "ingest" in names:
+            clickhouse = await _open_clickhouse(config)
+        tasks = []
+        if "ingest" in names:
+            registry, follower = await edge_service.start_registry(event_log, stop)
+            if "up" in names and not registry.projects:
+                project = await create_project(event_log, "default", registry)
+                print("created the default project:", flush=True)
+                _print_project(config, project)
+            elif "up" in names:
+                _print_project(config, next(iter(registry.projects.values())))
+            tasks.append(edge_service.run(config, event_log, clickhouse, stop, registry=registry))
+            tasks.append(follower)
+        if "projector" in names:
+            from projector import service as projector_service
+
+            tasks.append(projector_service.run(config, event_log, clickhouse, stop))
+        if "monitor" in names:
+            from monitor import service as monitor_service
+
+            tasks.append(monitor_service.run(config, event_log, clickhouse, stop))
+        running = [asyncio.ensure_future(t) for t in tasks]
+        # One service failing stops the others: a half-running pipeline is worse than none.
+        done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
+        stop.set()
+        await asyncio.gather(*running, return_exceptions=True)
+        for task in done:
+            if task.exception() is not None:
+                raise task.exception()
+    finally:
+        await event_log.close()
+        if clickhouse is not None:
+            await clickhouse.close()
+
+
+async def _project_create(config: Config, name: str) -> None:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    async with open_eventlog(config) as event_log:
+        project = await create_project(event_log, name)
+    _print_project(config, project)
+
+
+async def _transitions_tail(config: Config) -> None:
+    from monitor.tail import tail
+
+    stop = asyncio.Event()
+    _install_signals(stop)
+    async with open_eventlog(config) as event_log:
+        await tail(event_log, stop, sys.stdout)
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pingstream", description="Heartbeat monitoring pipeline")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="run edge + projector + monitor in one process")
+    sub.add_parser("ingest", help="run the HTTP edge")
+    sub.add_parser("projector", help="run the projector (log -> ClickHouse)")
+    sub.add_parser("monitor", help="run the monitor (state machine -> transitions)")
+    project = sub.add_parser("project", help="manage projects")
+    project_sub = project.add_subparsers(dest="action", required=True)
+    create = project_sub.add_parser("create", help="create a project and print its keys")
+    create.add_argument("name")
+    transitions = sub.add_parser("transitions", help="follow the transitions topic")
+    transitions.add_argument("action", choices=["tail"])
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=os.environ.get("PINGSTREAM_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = Config.from_env()
+    except ConfigError as exc:
+        print(f"pingstream: configuration error: {exc}", file=sys.stderr)
+        return 2
+    _use_uvloop()
+    if args.command == "up":
+        asyncio.run(_run_services(config, ["up", "ingest", "projector", "monitor"]))
+    elif args.command in ("ingest", "projector", "monitor"):
+        asyncio.run(_run_services(config, [args.command]))
+    elif args.command == "project":
+        asyncio.run(_project_create(config, args.name))
+    elif args.command == "transitions":
+        asyncio.run(_transitions_tail(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

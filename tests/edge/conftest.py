@@ -1,0 +1,59 @@
+"""An edge on a real embedded log, served over real HTTP on loopback (aiohttp's test server)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import msgspec
+import pytest
+
+from ingest.app import create_app
+from pingstream.cli import create_project
+from pingstream.config import Config
+from pingstream.eventlog.sqlite import SqliteEventLog
+from pingstream.registry import Registry
+from schemas.events import TOPIC_CHECKS, TOPIC_PINGS, CheckConfig, CheckUpserted, PingEvent, decode, encode, utcnow, uuid7
+
+
+@dataclasses.dataclass
+class Edge:
+    client: object
+    log: SqliteEventLog
+    registry: Registry
+    project: object
+    config: Config
+
+    async def add_check(self, **fields) -> CheckConfig:
+        fields.setdefault("id", str(uuid7()))
+        check = CheckConfig(project_id=fields.pop("project_id", self.project.id), created=utcnow(), **fields)
+        event = CheckUpserted(event_id=str(uuid7()), check=check)
+        await self.log.produce(TOPIC_CHECKS, encode(event), key=check.id.encode())
+        self.registry.apply(event)
+        return check
+
+    async def events(self, topic: str = TOPIC_PINGS, types=(PingEvent,)) -> list:
+        consumer = self.log.consumer([topic], group=None)
+        await consumer.start()
+        out = []
+        try:
+            while records := await consumer.getmany(timeout_ms=0):
+                out.extend(e for r in records if isinstance(e := decode(r.value), types))
+        finally:
+            await consumer.close()
+        return out
+
+
+@pytest.fixture
+async def edge(tmp_path, aiohttp_client):
+    config = Config.from_env({"PINGSTREAM_DATA": str(tmp_path)}, ping_body_limit=100)
+    log = SqliteEventLog(config.sqlite_path, default_partitions=2)
+    await log.start()
+    registry = Registry()
+    project = await create_project(log, "test", registry)
+    app = create_app(config, log, registry, clickhouse=None)
+    client = await aiohttp_client(app)
+    try:
+        yield Edge(client, log, registry, project, config)
+    finally:
+        await client.close()
+        await log.close()
