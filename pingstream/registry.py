@@ -8,6 +8,7 @@ reads the topic from the beginning at start, then follows it live.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections import defaultdict
 
@@ -31,12 +32,18 @@ def project_key(project_id: str) -> bytes:
     return f"project:{project_id}".encode()
 
 
+def _digest(secret: str) -> bytes:
+    # Keys are indexed by their hash: a lookup compares digests, never the secret
+    # itself byte by byte, so response timing tells nothing about a key's prefix.
+    return hashlib.sha256(secret.encode()).digest()
+
+
 class Registry:
     def __init__(self) -> None:
         self.projects: dict[str, Project] = {}
         self.checks: dict[str, CheckConfig] = {}
         self._by_ping_key: dict[str, Project] = {}
-        self._by_api_key: dict[str, tuple[Project, bool]] = {}  # key -> (project, read_only)
+        self._by_api_key: dict[bytes, tuple[Project, bool]] = {}  # digest -> (project, read_only)
         self._by_slug: dict[tuple[str, str], set[str]] = defaultdict(set)  # (project, slug) -> ids
         self._changed = asyncio.Event()
 
@@ -53,9 +60,9 @@ class Registry:
             self.projects[p.id] = p
             self._by_ping_key[p.ping_key] = p
             if p.api_key:
-                self._by_api_key[p.api_key] = (p, False)
+                self._by_api_key[_digest(p.api_key)] = (p, False)
             if p.api_key_readonly:
-                self._by_api_key[p.api_key_readonly] = (p, True)
+                self._by_api_key[_digest(p.api_key_readonly)] = (p, True)
         elif isinstance(event, ProjectDeleted):
             self._drop_project_keys(event.project_id)
             self.projects.pop(event.project_id, None)
@@ -84,8 +91,8 @@ class Registry:
         if old is None:
             return
         self._by_ping_key.pop(old.ping_key, None)
-        self._by_api_key.pop(old.api_key, None)
-        self._by_api_key.pop(old.api_key_readonly, None)
+        self._by_api_key.pop(_digest(old.api_key), None)
+        self._by_api_key.pop(_digest(old.api_key_readonly), None)
 
     # --- lookups ---
 
@@ -93,8 +100,8 @@ class Registry:
         return self._by_ping_key.get(ping_key)
 
     def project_by_api_key(self, api_key: str) -> tuple[Project, bool] | None:
-        """(project, read_only) for an API key. Callers compare in constant time via this dict's hash."""
-        return self._by_api_key.get(api_key)
+        """(project, read_only) for an API key, or None."""
+        return self._by_api_key.get(_digest(api_key))
 
     def checks_by_slug(self, project_id: str, slug: str) -> list[CheckConfig]:
         return [self.checks[i] for i in self._by_slug.get((project_id, slug), ())]

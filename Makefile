@@ -1,0 +1,34 @@
+# The two set-up commands (see README.md):
+#   make run    - install, then run the whole system embedded on http://127.0.0.1:8000
+#   make test   - install what the tests need (Kafka broker jars included), then run every test
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: run test install kafka-jars bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/pingstream up
+
+kafka-jars: install
+	$(BIN)/python -m pingstream.kafkabroker fetch
+
+# pytest exits 5 when it collected no tests: that is a failure here, never a pass.
+test: install kafka-jars
+	$(BIN)/python -m pytest -ra $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+bench: install
+	$(BIN)/python bench/edge.py
+
+clean:
+	rm -rf $(VENV) .cache pingstream-data
