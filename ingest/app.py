@@ -11,7 +11,7 @@ from pingstream.config import Config
 from pingstream.eventlog.base import EventLog
 from pingstream.registry import Registry
 
-from . import pings
+from . import checkin, management, openapi, pings
 from .keys import CLICKHOUSE, CONFIG, EVENT_LOG, REGISTRY
 
 log = logging.getLogger(__name__)
@@ -42,5 +42,8 @@ def create_app(config: Config, event_log: EventLog, registry: Registry, clickhou
     if clickhouse is not None:
         app[CLICKHOUSE] = clickhouse
     pings.add_routes(app)
+    management.add_routes(app)
+    checkin.add_routes(app)
+    openapi.add_routes(app)
     app.router.add_get("/healthz", healthz)
     return app

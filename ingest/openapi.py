@@ -1,0 +1,138 @@
+"""The API described as OpenAPI 3.1, served at ``/api/openapi.json``."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .keys import CONFIG
+
+_UUID = {"type": "string", "format": "uuid"}
+_ERROR = {"type": "object", "properties": {"error": {"type": "string"}}}
+_TEXT = {"text/plain": {"schema": {"type": "string"}}}
+
+
+def _json(schema: dict) -> dict:
+    return {"application/json": {"schema": schema}}
+
+
+def _param(name: str, where: str = "path", schema: dict | None = None, required: bool | None = None) -> dict:
+    return {"name": name, "in": where, "required": where == "path" if required is None else required,
+            "schema": schema or {"type": "string"}}
+
+
+_CHECK_SPEC = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 100},
+        "slug": {"type": "string", "maxLength": 100, "pattern": "^[a-z0-9-_]*$"},
+        "tags": {"type": "string"},
+        "desc": {"type": "string"},
+        "timeout": {"type": "integer", "maximum": 31536000},
+        "grace": {"type": "integer", "maximum": 31536000},
+        "schedule": {"type": "string", "maxLength": 100},
+        "tz": {"type": "string"},
+        "manual_resume": {"type": "boolean"},
+        "methods": {"enum": ["", "POST"]},
+        "channels": {"type": "string"},
+        "success_kw": {"type": "string", "maxLength": 200},
+        "failure_kw": {"type": "string", "maxLength": 200},
+        "start_kw": {"type": "string", "maxLength": 200},
+        "filter_subject": {"type": "boolean"},
+        "filter_body": {"type": "boolean"},
+        "unique": {"type": "array", "items": {"enum": ["name", "slug", "tags", "timeout", "grace"]}},
+    },
+}
+_CHECK = {"type": "object", "properties": {
+    "name": {"type": "string"}, "slug": {"type": "string"}, "status": {"type": "string"},
+    "n_pings": {"type": "integer"}, "last_ping": {"type": ["string", "null"]}, "uuid": _UUID}}
+_AUTH = [{"apiKey": []}]
+
+
+def _ping_op(summary: str, extra_params: list) -> dict:
+    responses = {
+        "200": {"description": "OK", "content": _TEXT},
+        "400": {"description": "invalid url format / invalid uuid format", "content": _TEXT},
+        "404": {"description": "not found", "content": _TEXT},
+        "503": {"description": "the event log could not acknowledge the ping; retry", "content": _TEXT},
+    }
+    params = extra_params + [_param("rid", "query", _UUID)]
+    return {m: {"summary": summary, "parameters": params, "responses": responses} for m in ("get", "post", "head")}
+
+
+def build(public_url: str) -> dict:
+    api = "/api/v3/checks"
+    check_path = [_param("uuid", schema=_UUID)]
+    slug_params = [_param("ping_key"), _param("slug", schema={"type": "string", "pattern": "^[-a-zA-Z0-9_]+$"}),
+                   _param("create", "query", {"enum": ["0", "1"]})]
+    ok = lambda schema: {"description": "OK", "content": _json(schema)}  # noqa: E731
+    err = {"description": "error", "content": _json(_ERROR)}
+    paths = {
+        "/ping/{uuid}": _ping_op("Success signal", check_path),
+        "/ping/{uuid}/start": _ping_op("Start signal", check_path),
+        "/ping/{uuid}/fail": _ping_op("Failure signal", check_path),
+        "/ping/{uuid}/log": _ping_op("Log signal", check_path),
+        "/ping/{uuid}/{exit_status}": _ping_op("Exit status", check_path + [_param("exit_status", schema={"type": "integer", "minimum": 0, "maximum": 255})]),
+        "/ping/{ping_key}/{slug}": _ping_op("Success signal by slug", slug_params),
+        "/ping/{ping_key}/{slug}/start": _ping_op("Start signal by slug", slug_params),
+        "/ping/{ping_key}/{slug}/fail": _ping_op("Failure signal by slug", slug_params),
+        "/ping/{ping_key}/{slug}/log": _ping_op("Log signal by slug", slug_params),
+        api + "/": {
+            "get": {"summary": "List checks", "security": _AUTH,
+                    "parameters": [_param("slug", "query"), _param("tag", "query")],
+                    "responses": {"200": ok({"type": "object", "properties": {"checks": {"type": "array", "items": _CHECK}}}), "401": err}},
+            "post": {"summary": "Create (or upsert with unique) a check", "security": _AUTH,
+                     "requestBody": {"content": _json(_CHECK_SPEC)},
+                     "responses": {"201": ok(_CHECK), "200": ok(_CHECK), "400": err, "401": err}},
+        },
+        api + "/{uuid}": {
+            "get": {"summary": "Get a check", "security": _AUTH, "parameters": check_path,
+                    "responses": {"200": ok(_CHECK), "401": err, "403": err, "404": err}},
+            "post": {"summary": "Update a check", "security": _AUTH, "parameters": check_path,
+                     "requestBody": {"content": _json(_CHECK_SPEC)},
+                     "responses": {"200": ok(_CHECK), "400": err, "401": err, "403": err, "404": err}},
+            "delete": {"summary": "Delete a check", "security": _AUTH, "parameters": check_path,
+                       "responses": {"200": ok(_CHECK), "401": err, "403": err, "404": err}},
+        },
+        api + "/{uuid}/pause": {"post": {"summary": "Pause", "security": _AUTH, "parameters": check_path,
+                                         "responses": {"200": ok(_CHECK), "401": err, "403": err, "404": err}}},
+        api + "/{uuid}/resume": {"post": {"summary": "Resume", "security": _AUTH, "parameters": check_path,
+                                          "responses": {"200": ok(_CHECK), "409": {"description": "check is not paused"}, "401": err}}},
+        api + "/{uuid}/pings/": {"get": {"summary": "List logged pings", "security": _AUTH, "parameters": check_path,
+                                         "responses": {"200": ok({"type": "object"}), "401": err, "403": err, "404": err}}},
+        api + "/{uuid}/pings/{n}/body": {"get": {"summary": "A ping's body", "security": _AUTH,
+                                                 "parameters": check_path + [_param("n", schema={"type": "integer", "minimum": 1})],
+                                                 "responses": {"200": {"description": "body", "content": _TEXT}, "404": err}}},
+        api + "/{uuid}/flips/": {"get": {"summary": "List status changes", "security": _AUTH,
+                                         "parameters": check_path + [_param(n, "query", {"type": "integer", "minimum": 0}) for n in ("seconds", "start", "end")],
+                                         "responses": {"200": ok({"type": "object"}), "400": err, "401": err}}},
+        "/api/v3/channels/": {"get": {"summary": "List integrations", "security": _AUTH,
+                                      "responses": {"200": ok({"type": "object"}), "401": err}}},
+        "/api/v1/monitors": {"post": {"summary": "Create a SCHEDULED monitor", "security": [{"bearer": []}],
+                                      "requestBody": {"content": _json({"type": "object", "required": ["type"], "properties": {
+                                          "type": {"enum": ["SCHEDULED"]}, "name": {"type": "string"}, "interval": {"type": "integer"},
+                                          "gracePeriod": {"type": "integer"}, "schedule": {"type": "string"}, "timezone": {"type": "string"}}})},
+                                      "responses": {"201": ok({"type": "object"}), "400": err, "401": err}}},
+        "/api/v1/monitors/{id}": {"get": {"summary": "Get a monitor", "security": [{"bearer": []}], "parameters": [_param("id")],
+                                          "responses": {"200": ok({"type": "object"}), "401": err, "404": err}}},
+        "/api/v1/monitors/{id}/checkin": {m: {"summary": "Record a checkin", "parameters": [_param("id"), _param("status", "query", {"enum": ["ok", "fail"]})],
+                                              "responses": {"200": ok({"type": "object", "properties": {"recorded": {"enum": ["ok", "failure"]}, "monitor": {"type": "string"}}}),
+                                                            "404": err}} for m in ("get", "post")},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "pingstream", "version": "0.1.0",
+                 "description": "Healthchecks-compatible Pinging and Management API, and the Overwatch checkin endpoint."},
+        "servers": [{"url": public_url}],
+        "components": {"securitySchemes": {
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
+            "bearer": {"type": "http", "scheme": "bearer"}}},
+        "paths": paths,
+    }
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(build(request.app[CONFIG].public_url))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/openapi.json", openapi_json)
