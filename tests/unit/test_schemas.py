@@ -1,0 +1,58 @@
+"""The topic documents' example payloads decode; the codec is forward compatible."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from schemas import events
+
+TOPICS = Path(events.__file__).parent / "topics"
+EXPECTED = {
+    events.TOPIC_PINGS: {"ping", "paused", "resumed", "tick"},
+    events.TOPIC_CHECKS: {"project_upserted", "project_deleted", "check_upserted", "check_deleted"},
+    events.TOPIC_TRANSITIONS: {"transition", "ingest_gap"},
+}
+
+
+def _examples(topic: str) -> list[bytes]:
+    text = (TOPICS / f"{topic}.md").read_text()
+    return [block.encode() for block in re.findall(r"```json\n(.*?)\n```", text, re.S)]
+
+
+@pytest.mark.parametrize("topic", sorted(EXPECTED))
+def test_every_example_decodes_and_every_type_has_one(topic):
+    examples = _examples(topic)
+    decoded = [events.decode(raw) for raw in examples]
+    assert all(e is not None for e in decoded)
+    assert {type(e).__struct_config__.tag for e in decoded} == EXPECTED[topic]
+    for event in decoded:
+        assert events.decode(events.encode(event)) == event
+
+
+def test_it_skips_unknown_event_types():
+    assert events.decode(b'{"type":"from_the_future","event_id":"x","anything":1}') is None
+
+
+def test_it_rejects_garbage():
+    with pytest.raises(msgspec.DecodeError):
+        events.decode(b"\xff not json")
+    with pytest.raises(msgspec.ValidationError):
+        events.decode(b'{"type":"ping","event_id":"x"}')
+
+
+def test_uuid7_is_time_ordered_and_versioned():
+    import uuid
+
+    a = events.uuid7(now_ns=1_000_000_000_000)
+    b = events.uuid7(now_ns=2_000_000_000_000)
+    assert a < b
+    assert uuid.UUID(a).version == 7
+
+
+def test_stable_id_is_deterministic():
+    assert events.stable_id("check", "p", "slug") == events.stable_id("check", "p", "slug")
+    assert events.stable_id("check", "p", "slug") != events.stable_id("check", "p", "slug2")
