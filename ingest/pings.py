@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from email.utils import formatdate
 
 import msgspec
@@ -61,13 +62,21 @@ def _parse_action(part: str | None) -> tuple[str, int | None] | None:
     return None
 
 
+_expires: tuple[int, str] = (0, "")
+
+
 def _response_headers(limit: int) -> dict:
     # Upstream's ping view is wrapped in never_cache; the header values match it.
+    # The Expires date changes once a second: format it once a second, not per ping.
+    global _expires
+    now = int(time.time())
+    if _expires[0] != now:
+        _expires = (now, formatdate(now, usegmt=True))
     return {
         "Access-Control-Allow-Origin": "*",
         "Ping-Body-Limit": str(limit),
         "Cache-Control": "max-age=0, no-cache, no-store, must-revalidate, private",
-        "Expires": formatdate(usegmt=True),
+        "Expires": _expires[1],
     }
 
 

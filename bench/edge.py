@@ -1,0 +1,167 @@
+"""Edge throughput and latency beside a bare aiohttp handler, in one run.
+
+    python bench/edge.py [--duration 5] [--connections 32] [--rate 2000] [--no-kafka]
+
+Each server runs in its own process (uvloop, access log off), the load
+generator in this one, all on 127.0.0.1. The servers:
+- ``bare``: an aiohttp handler that only answers ``OK``;
+- ``sqlite``: the pingstream edge, each ping durably committed to the embedded log;
+- ``kafka``: the pingstream edge producing with acks=all to a real broker
+  (PINGSTREAM_KAFKA, else one started from the project's cached jars).
+Prints requests/s and p50/p99 for a closed loop at full speed, the ratio to
+``bare``, and p99 for an open loop at a fixed rate. Writes bench/results/edge.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.loadgen import closed_loop, open_loop  # noqa: E402
+
+SERVER = r"""
+import asyncio, os, sys
+import uvloop
+from aiohttp import web
+
+mode, port, data = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+async def main():
+    if mode == "bare":
+        async def ok(request):
+            return web.Response(text="OK")
+        app = web.Application()
+        app.router.add_route("*", "/ping/{tail:.+}", ok)
+        check_id = "x"
+        cleanup = None
+    else:
+        from ingest.app import create_app
+        from pingstream.cli import create_project
+        from pingstream.config import Config
+        from pingstream.eventlog import open_eventlog
+        from pingstream.registry import Registry
+        from schemas.events import CheckConfig, CheckUpserted, utcnow, uuid7
+        env = {"PINGSTREAM_DATA": data}
+        if mode == "kafka":
+            env["PINGSTREAM_KAFKA"] = os.environ["BENCH_KAFKA"]
+        config = Config.from_env(env)
+        log = open_eventlog(config)
+        await log.start()
+        registry = Registry()
+        project = await create_project(log, "bench", registry)
+        check = CheckConfig(id=str(uuid7()), project_id=project.id, created=utcnow())
+        registry.apply(CheckUpserted(event_id="", check=check))
+        app = create_app(config, log, registry, None)
+        check_id = check.id
+        cleanup = log.close
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+    print("ready", check_id, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await runner.cleanup()
+    if cleanup:
+        await cleanup()
+
+uvloop.run(main())
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, mode: str, data_dir: str, env: dict) -> None:
+        self.mode = mode
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SERVER, mode, str(self.port), data_dir],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT, env=env, text=True,
+        )
+        line = self.proc.stdout.readline().split()
+        if not line or line[0] != "ready":
+            self.stop()
+            raise RuntimeError(f"{mode} server did not start")
+        self.check_id = line[1]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+async def measure(server: Server, args) -> dict:
+    path = f"/ping/{server.check_id}"
+    await closed_loop(server.port, path, args.connections, 1.0)  # warm-up
+    full = await closed_loop(server.port, path, args.connections, args.duration)
+    fixed = await open_loop(server.port, path, args.rate, args.duration)
+    return {"closed_loop": full, "open_loop": fixed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=2000.0)
+    parser.add_argument("--no-kafka", action="store_true")
+    args = parser.parse_args()
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    broker = None
+    modes = ["bare", "sqlite"]
+    if not args.no_kafka:
+        bootstrap = os.environ.get("PINGSTREAM_KAFKA")
+        if not bootstrap:
+            from pingstream import kafkabroker
+
+            broker = kafkabroker.start_broker(tempfile.mkdtemp(prefix="bench-kafka-"))
+            bootstrap = broker.bootstrap
+        env["BENCH_KAFKA"] = bootstrap
+        modes.append("kafka")
+    results = {}
+    try:
+        for mode in modes:
+            with tempfile.TemporaryDirectory(prefix=f"bench-{mode}-") as data:
+                server = Server(mode, data, env)
+                try:
+                    results[mode] = asyncio.run(measure(server, args))
+                finally:
+                    server.stop()
+    finally:
+        if broker is not None:
+            broker.stop()
+
+    bare_rps = results["bare"]["closed_loop"]["rps"]
+    print(f"\n{'server':8} {'req/s':>9} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} | open loop @{args.rate:.0f}/s: {'p50 ms':>7} {'p99 ms':>7}  statuses")
+    for mode, r in results.items():
+        c, o = r["closed_loop"], r["open_loop"]
+        r["ratio_to_bare"] = c["rps"] / bare_rps
+        print(f"{mode:8} {c['rps']:9.0f} {r['ratio_to_bare']:6.2f} {c['p50_ms']:7.2f} {c['p99_ms']:7.2f} |"
+              f"                   {o['p50_ms']:7.2f} {o['p99_ms']:7.2f}  {c['statuses']} {o['statuses']}")
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "edge.json").write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                               "args": vars(args), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
