@@ -12,7 +12,7 @@ from pingstream.eventlog.base import EventLog
 from pingstream.registry import Registry
 
 from . import checkin, management, openapi, pings
-from .keys import CLICKHOUSE, CONFIG, EVENT_LOG, REGISTRY
+from .keys import CLICKHOUSE, CONFIG, EVENT_LOG, LIMITERS, REGISTRY, Limiters
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ def create_app(config: Config, event_log: EventLog, registry: Registry, clickhou
     app[CONFIG] = config
     app[EVENT_LOG] = event_log
     app[REGISTRY] = registry
+    app[LIMITERS] = Limiters(config)
     if clickhouse is not None:
         app[CLICKHOUSE] = clickhouse
     pings.add_routes(app)

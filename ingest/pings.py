@@ -30,7 +30,7 @@ from schemas.events import (
     uuid7,
 )
 
-from .keys import CONFIG, EVENT_LOG, REGISTRY
+from .keys import CONFIG, EVENT_LOG, LIMITERS, REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,15 @@ def _remote_addr(request: web.Request) -> str:
     return addr
 
 
+def _rate_limited(request: web.Request, check: CheckConfig) -> web.Response | None:
+    limiters = request.app[LIMITERS]
+    now = time.monotonic()
+    for limiter, key in ((limiters.by_check, check.id), (limiters.by_client, _remote_addr(request))):
+        if limiter.enabled and not limiter.allow(key, now):
+            return _text("rate limited", 429, {"Retry-After": str(limiter.retry_after_s())})
+    return None
+
+
 async def record_ping(
     request: web.Request,
     check: CheckConfig,
@@ -145,6 +154,9 @@ async def record_ping(
         if not _CANONICAL_UUID.match(rid):
             return _text("invalid uuid format", 400)
         rid = rid.lower()
+    limited = _rate_limited(request, check)
+    if limited is not None:
+        return limited
     config = request.app[CONFIG]
     body, body_size = await _read_body(request, config.ping_body_limit)
     if exit_status is not None and exit_status > 0:

@@ -54,6 +54,9 @@ class Config:
     partitions: int
     min_timeout_s: int
     tick_interval_s: float
+    rate_limit_check_per_s: float = 0.0  # 0 = no limit
+    rate_limit_client_per_s: float = 0.0
+    rate_limit_burst: float = 20.0
 
     @property
     def sqlite_path(self) -> Path:
@@ -83,5 +86,8 @@ class Config:
             partitions=_int(env, "PINGSTREAM_PARTITIONS", 4, 1, 1024),
             min_timeout_s=_int(env, "PINGSTREAM_MIN_TIMEOUT_S", 60, 1, 86400),
             tick_interval_s=_float(env, "PINGSTREAM_TICK_INTERVAL_S", 1.0, 0.01, 60.0),
+            rate_limit_check_per_s=_float(env, "PINGSTREAM_RATE_LIMIT_CHECK", 0.0, 0.0, 1e6),
+            rate_limit_client_per_s=_float(env, "PINGSTREAM_RATE_LIMIT_CLIENT", 0.0, 0.0, 1e6),
+            rate_limit_burst=_float(env, "PINGSTREAM_RATE_LIMIT_BURST", 20.0, 1.0, 1e6),
         )
         return dataclasses.replace(config, **overrides) if overrides else config

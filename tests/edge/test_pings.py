@@ -173,3 +173,27 @@ async def test_it_answers_503_when_the_log_is_unavailable(edge):
     r = await edge.client.get(f"/ping/{check.id}")
     assert r.status == 503
     assert "Retry-After" in r.headers
+
+
+async def test_it_rate_limits_a_runaway_check_but_not_others(tmp_path, aiohttp_client):
+    from ingest.app import create_app
+    from pingstream.cli import create_project
+    from pingstream.config import Config
+    from pingstream.eventlog.sqlite import SqliteEventLog
+    from pingstream.registry import Registry
+    from schemas.events import CheckConfig, CheckUpserted, utcnow, uuid7
+
+    config = Config.from_env({"PINGSTREAM_DATA": str(tmp_path), "PINGSTREAM_RATE_LIMIT_CHECK": "1",
+                              "PINGSTREAM_RATE_LIMIT_BURST": "3"})
+    async with SqliteEventLog(config.sqlite_path) as log:
+        registry = Registry()
+        project = await create_project(log, "p", registry)
+        checks = [CheckConfig(id=str(uuid7()), project_id=project.id, created=utcnow()) for _ in range(2)]
+        for c in checks:
+            registry.apply(CheckUpserted(event_id="", check=c))
+        client = await aiohttp_client(create_app(config, log, registry, None))
+        statuses = [(await client.get(f"/ping/{checks[0].id}")).status for _ in range(5)]
+        assert statuses == [200, 200, 200, 429, 429]
+        r = await client.get(f"/ping/{checks[0].id}")
+        assert r.headers["Retry-After"] == "1"
+        assert (await client.get(f"/ping/{checks[1].id}")).status == 200
