@@ -9,6 +9,7 @@ its ``PingEvent``; when the log cannot, the answer is 503 with Retry-After.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -41,6 +42,7 @@ _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9
 _SLUG = re.compile(r"[-a-zA-Z0-9_]+\Z")
 _ACTIONS = {"start", "fail", "log"}
 _READ_CHUNK = 64 * 1024
+BODY_TIMEOUT_S = 30.0
 
 
 def _text(body: str, status: int = 200, headers: dict | None = None) -> web.Response:
@@ -158,7 +160,12 @@ async def record_ping(
     if limited is not None:
         return limited
     config = request.app[CONFIG]
-    body, body_size = await _read_body(request, config.ping_body_limit)
+    try:
+        # A client trickling its body (slowloris) is cut off instead of holding the handler.
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            body, body_size = await _read_body(request, config.ping_body_limit)
+    except TimeoutError:
+        return _text("request timeout", 408)
     if exit_status is not None and exit_status > 0:
         action = "fail"
     kind = _filtered_action(check, request.method, body, action)
