@@ -1,0 +1,244 @@
+"""The per-check state machine: pure functions, time is an argument.
+
+``apply(state | None, event, now, plan) -> (state, transitions)`` folds one
+event of the pings topic into a check's state; ``expire(state, now, plan)``
+fires the deadlines that stream time has passed. Neither does I/O or reads
+the wall clock, so a replay of the same events yields the same transitions
+with the same ids.
+
+Statuses follow Healthchecks (``Check.ping``, ``get_status``,
+``going_down_after``). ``base`` is what Healthchecks stores (new, up, down,
+paused); ``status`` is what it displays and what consumers were last told::
+
+        success ping            fail ping, or grace over, or run over grace
+    new ─────────────► up ──────────────────────────────────────────► down
+     ▲                 │ ▲  next expected time                         │
+     │ resume          │ │  passed                success ping         │
+     │                 ▼ │  (success ping: back up)  ◄─────────────────┘
+   paused ◄── pause ── grace ──── grace over ───► down
+                                                  ▲
+    any ── start ping ──► started ── run longer than grace ─┘
+                            └── success/fail ping ──► up / down
+
+- A start ping shows ``started`` until the run ends (success/fail) or exceeds
+  the grace time; a start after the next expected time does not extend the
+  deadline (Healthchecks: going down after min(grace start, last start) + grace).
+- A paused ``manual_resume`` check ignores pings (the edge already marks
+  them ``ign``); other paused checks come back with their next ping.
+- ``log`` and ``ign`` pings change nothing but move time forward.
+
+Deadlines inside an ingest gap (stream time pingstream did not hear) are
+postponed by the gap's length: time we were deaf does not count against a
+check, so no check goes down because of our own outage. The check's anchors
+(grace start, run start) move with it, so later deadlines keep their spacing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import msgspec
+
+from schemas.events import Paused, PingEvent, Resumed, Transition, stable_id
+
+from .schedule import next_expected, to_datetime
+
+_replace = msgspec.structs.replace
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The slice of a check's configuration the state machine needs (interned: shared by checks)."""
+
+    project_id: str
+    kind: str = "simple"
+    timeout_s: float = 86400.0
+    grace_s: float = 3600.0
+    schedule: str = "* * * * *"
+    tz: str = "UTC"
+    manual_resume: bool = False
+
+    def next_expected(self, last_ping: float) -> float:
+        return next_expected(self.kind, self.timeout_s, self.schedule, self.tz, last_ping)
+
+
+class CheckState(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """One check, about 120 bytes: a million fit easily (array_like keeps the persisted form small)."""
+
+    status: str = "new"  # displayed, the last status consumers were told
+    base: str = "new"  # Healthchecks' stored status: new | up | down | paused
+    last_ping: float | None = None  # last success/fail, POSIX seconds of stream time
+    grace_start: float | None = None  # base up: when the next ping is overdue
+    last_start: float | None = None  # a run in progress since
+    deadline: float | None = None  # the next moment the status changes by itself
+    partition: int = -1  # where the check's events live (for the ingest gaps of that partition)
+    offset: int = -1  # last folded record: a replay after a restart skips what the state already holds
+
+
+Gaps = Sequence[tuple[float, float]]
+
+
+def _settle(s: CheckState, now: float, plan: Plan) -> CheckState:
+    """Displayed status and next deadline from the base status and anchors, at ``now``."""
+    grace = plan.grace_s
+    if s.last_start is not None:
+        start_over = s.last_start
+        if s.base == "up" and s.grace_start is not None:
+            start_over = min(s.grace_start, s.last_start)
+        return _replace(s, status="started", deadline=start_over + grace)
+    if s.base == "up" and s.grace_start is not None:
+        if now < s.grace_start:
+            return _replace(s, status="up", deadline=s.grace_start)
+        return _replace(s, status="grace", deadline=s.grace_start + grace)
+    return _replace(s, status=s.base, deadline=None)
+
+
+def _gap_shift(due: float, gaps: Gaps) -> float:
+    for start, end in gaps:
+        if start < due <= end:
+            return end - start
+    return 0.0
+
+
+def _postpone(s: CheckState, delta: float) -> CheckState:
+    return _replace(
+        s,
+        grace_start=None if s.grace_start is None else s.grace_start + delta,
+        last_start=None if s.last_start is None else s.last_start + delta,
+        deadline=None if s.deadline is None else s.deadline + delta,
+    )
+
+
+def _us(t: float) -> str:
+    return str(round(t * 1_000_000))
+
+
+def transition(
+    check_id: str, plan: Plan, frm: str, to: str, at: float, reason: str, cause_event_id: str = "", cause: str = ""
+) -> Transition:
+    """A Transition whose id is a function of (check, from, to, cause): replays re-emit the same id."""
+    return Transition(
+        event_id=stable_id(check_id, frm, to, cause or cause_event_id),
+        check_id=check_id,
+        project_id=plan.project_id,
+        from_status=frm,
+        to_status=to,
+        at=to_datetime(at),
+        reason=reason,
+        cause_event_id=cause_event_id,
+    )
+
+
+def expire(
+    state: CheckState, now: float, plan: Plan, check_id: str, gaps: Gaps = ()
+) -> tuple[CheckState, list[Transition]]:
+    """Fire every deadline at or before ``now``, in order (up → grace → down can happen in one call)."""
+    out: list[Transition] = []
+    while state.deadline is not None and state.deadline <= now:
+        due = state.deadline
+        shift = _gap_shift(due, gaps)
+        if shift > 0:
+            state = _postpone(state, shift)
+            continue
+        if state.last_start is not None:
+            reason = "run did not finish within grace"
+            new = _replace(state, base="down", last_start=None, grace_start=None)
+        elif state.status == "grace":
+            reason = "no ping within schedule + grace"
+            new = _replace(state, base="down", grace_start=None)
+        else:
+            reason = "ping overdue, grace period started"
+            new = state
+        new = _settle(new, due, plan)
+        if new.status != state.status:
+            # The offset of the last folded record tells apart two cycles that hit the same due time.
+            cause = f"deadline:{_us(due)}:{state.offset}"
+            out.append(transition(check_id, plan, state.status, new.status, due, reason, cause=cause))
+        state = new
+    return state, out
+
+
+def _ping_reason(event: PingEvent) -> str:
+    if event.kind == "fail":
+        if event.source == "checkin":
+            return "checkin status=fail"
+        if event.exit_status:
+            return f"fail ping (exit status {event.exit_status})"
+        return "fail ping"
+    return f"{event.kind} ping"
+
+
+def apply(
+    state: CheckState | None,
+    event: PingEvent | Paused | Resumed,
+    now: float,
+    plan: Plan,
+    *,
+    position: tuple[int, int] = (-1, -1),
+    gaps: Gaps = (),
+) -> tuple[CheckState, list[Transition]]:
+    """Fold one event (at stream time ``now``) read from ``position`` = (partition, offset)."""
+    partition, offset = position
+    if state is None:
+        state = CheckState(partition=partition)
+    elif offset >= 0 and partition == state.partition and offset <= state.offset:
+        return state, []  # already in the state (restart between state write and offset commit)
+    check_id = event.check_id
+    # Deadlines that passed before this event happened come first: a ping after
+    # grace + timeout means the check was down in between (as Healthchecks' sendalerts would have said).
+    state, out = expire(state, now, plan, check_id, gaps)
+    reason, cause = "", event.event_id
+    if isinstance(event, PingEvent):
+        kind = event.kind
+        if state.base == "paused" and plan.manual_resume:
+            kind = "ign"  # a paused manual_resume check waits for resume, whatever the edge thought
+        if kind == "start":
+            new = _replace(state, last_start=now)
+        elif kind == "success" or kind == "fail":
+            up = kind == "success"
+            new = _replace(
+                state,
+                base="up" if up else "down",
+                last_ping=now,
+                grace_start=plan.next_expected(now) if up else None,
+                last_start=None,
+            )
+        else:
+            new = state
+        reason = _ping_reason(event)
+    elif isinstance(event, Paused):
+        # Healthchecks' pause: status paused, the run (if any) forgotten, no deadline.
+        new = _replace(state, base="paused", last_start=None, grace_start=None)
+        reason = "paused"
+    elif isinstance(event, Resumed):
+        if state.base != "paused":
+            new = state
+        else:
+            new = _replace(state, base="new", last_ping=None, last_start=None, grace_start=None)
+        reason = "resumed"
+    else:
+        return state, out
+    new = _settle(new, now, plan)
+    if new.status != state.status:
+        out.append(transition(check_id, plan, state.status, new.status, now, reason, cause_event_id=cause))
+    return _replace(new, partition=partition, offset=offset), out
+
+
+def reconfigure(state: CheckState, now: float, plan: Plan, check_id: str) -> tuple[CheckState, list[Transition]]:
+    """The check's schedule or grace changed: recompute its next expected time from its last ping.
+
+    Like Healthchecks after an API update. The id's cause is the stream time of
+    the change; a deadline already passed under the new plan fires at the next
+    ``expire``.
+    """
+    new = state
+    if state.base == "up" and state.last_ping is not None:
+        new = _replace(state, grace_start=plan.next_expected(state.last_ping))
+    new = _settle(new, now, plan)
+    out = []
+    if new.status != state.status:
+        out.append(
+            transition(check_id, plan, state.status, new.status, now, "schedule changed", cause=f"config:{_us(now)}")
+        )
+    return new, out
