@@ -1,0 +1,66 @@
+"""The monitor's compact view of the registry: check id -> Plan.
+
+It is folded by ``pingstream.registry.follow`` (which only calls ``apply``), but
+keeps just what the state machine needs, interned, instead of whole
+CheckConfigs: with a million checks that is the difference between a few
+tens of megabytes and most of a gigabyte.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from schemas.events import CheckConfig, CheckDeleted, CheckUpserted, ProjectDeleted
+
+from .transitions import Plan
+
+
+def plan_of(check: CheckConfig) -> Plan:
+    return Plan(
+        project_id=check.project_id,
+        kind=check.kind,
+        timeout_s=float(check.timeout_s),
+        grace_s=float(check.grace_s),
+        schedule=check.schedule,
+        tz=check.tz,
+        manual_resume=check.manual_resume,
+    )
+
+
+class PlanBook:
+    def __init__(self) -> None:
+        self.plans: dict[str, Plan] = {}
+        self.changed: set[str] = set()  # plans that differ from before: the service reconfigures those checks
+        self.deleted: set[str] = set()
+        self._interned: dict[Plan, Plan] = {}
+
+    def apply(self, event) -> None:
+        if isinstance(event, CheckUpserted):
+            plan = plan_of(event.check)
+            plan = self._interned.setdefault(plan, plan)
+            check_id = sys.intern(event.check.id)
+            if self.plans.get(check_id) != plan:
+                self.plans[check_id] = plan
+                self.changed.add(check_id)
+            self.deleted.discard(check_id)
+        elif isinstance(event, CheckDeleted):
+            if self.plans.pop(event.check_id, None) is not None:
+                self.deleted.add(event.check_id)
+            self.changed.discard(event.check_id)
+        elif isinstance(event, ProjectDeleted):
+            for check_id in [c for c, p in self.plans.items() if p.project_id == event.project_id]:
+                del self.plans[check_id]
+                self.deleted.add(check_id)
+                self.changed.discard(check_id)
+
+    def get(self, check_id: str, project_id: str) -> Plan:
+        """The check's plan; Healthchecks' defaults (1 day + 1 hour) while the registry has not caught up.
+
+        The default is remembered, so the real configuration arriving later counts as a change
+        and moves the check's deadline."""
+        plan = self.plans.get(check_id)
+        if plan is None:
+            plan = Plan(project_id=project_id)
+            plan = self._interned.setdefault(plan, plan)
+            self.plans[check_id] = plan
+        return plan

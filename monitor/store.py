@@ -1,0 +1,82 @@
+"""Monitor state that survives a restart: the compacted topic ``pingstream.monitor-state``.
+
+Key = check uuid, value = the CheckState as a JSON array (empty value: the
+check was deleted). Key ``clock:<partition>`` holds that partition's watermark
+and recent ingest gaps. The service writes every state a batch changed
+*before* committing the batch's offsets, so a restart resumes from states at
+least as new as the offsets (records already folded are skipped by offset,
+see ``CheckState.offset``) and re-emits no old transition.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+
+from pingstream.eventlog.base import EventLog
+
+from .transitions import CheckState
+
+log = logging.getLogger(__name__)
+
+TOPIC_MONITOR_STATE = "pingstream.monitor-state"
+_CLOCK = b"clock:"
+
+
+class ClockRecord(msgspec.Struct, frozen=True):
+    watermark: float | None
+    gaps: list[tuple[float, float]] = []
+
+
+_state_decoder = msgspec.json.Decoder(CheckState)
+_clock_decoder = msgspec.json.Decoder(ClockRecord)
+_encoder = msgspec.json.Encoder()
+
+
+def encode_state(state: CheckState) -> bytes:
+    return _encoder.encode(state)
+
+
+def clock_key(partition: int) -> bytes:
+    return _CLOCK + str(partition).encode()
+
+
+def encode_clock(watermark: float | None, gaps) -> bytes:
+    return _encoder.encode(ClockRecord(watermark, [tuple(g) for g in gaps]))
+
+
+async def load(
+    event_log: EventLog, partitions: set[int]
+) -> tuple[dict[str, CheckState], dict[int, ClockRecord]]:
+    """Read the state topic to its end; keep what belongs to ``partitions`` of the pings topic."""
+    states: dict[str, CheckState] = {}
+    clocks: dict[int, ClockRecord] = {}
+    consumer = event_log.consumer([TOPIC_MONITOR_STATE], group=None)
+    await consumer.start()
+    try:
+        end = await consumer.end_offsets()
+        seen = {tp: 0 for tp in end}
+        while any(seen[tp] < off for tp, off in end.items()):
+            for r in await consumer.getmany(max_records=50_000, timeout_ms=200):
+                seen[(r.topic, r.partition)] = r.offset + 1
+                key = r.key or b""
+                try:
+                    if key.startswith(_CLOCK):
+                        p = int(key[len(_CLOCK):])
+                        if p in partitions:
+                            clocks[p] = _clock_decoder.decode(r.value)
+                    elif not r.value:
+                        states.pop(key.decode(), None)
+                    else:
+                        state = _state_decoder.decode(r.value)
+                        check_id = key.decode()
+                        if state.partition in partitions:
+                            states[check_id] = state
+                        else:
+                            states.pop(check_id, None)
+                except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+                    log.error("bad monitor state record %s/%d@%d: %s", r.topic, r.partition, r.offset, exc)
+    finally:
+        await consumer.close()
+    return states, clocks

@@ -1,0 +1,155 @@
+"""The monitor service on a real SQLite log, with real (small) time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+
+import pytest
+
+from monitor import service
+from pingstream.config import Config
+from pingstream.eventlog.sqlite import SqliteEventLog
+from schemas.events import (
+    TOPIC_CHECKS,
+    TOPIC_PINGS,
+    TOPIC_TRANSITIONS,
+    CheckConfig,
+    CheckUpserted,
+    IngestGap,
+    PingEvent,
+    Tick,
+    Transition,
+    decode,
+    encode,
+    utcnow,
+    uuid7,
+)
+
+CHECK = "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
+PROJECT = "019ab7ef-0000-7000-8000-000000000001"
+
+
+class Edge:
+    """Plays the edge: ticks to every partition (can be silenced) and pings."""
+
+    def __init__(self, log: SqliteEventLog, interval_s: float) -> None:
+        self.log, self.interval_s = log, interval_s
+        self.ticking = asyncio.Event()
+        self.ticking.set()
+        self.stop = asyncio.Event()
+
+    async def tick_forever(self) -> None:
+        partitions = await self.log.partitions(TOPIC_PINGS)
+        while not self.stop.is_set():
+            await self.ticking.wait()
+            at = utcnow()
+            for p in partitions:
+                await self.log.produce(TOPIC_PINGS, encode(Tick(event_id=uuid7(), at=at, partition=p)), partition=p)
+            await asyncio.sleep(self.interval_s)
+
+    async def ping(self, kind: str = "success") -> PingEvent:
+        event = PingEvent(event_id=uuid7(), check_id=CHECK, project_id=PROJECT, kind=kind, received_at=utcnow())
+        await self.log.produce(TOPIC_PINGS, encode(event), key=CHECK.encode())
+        return event
+
+
+async def read_all(log: SqliteEventLog) -> list:
+    consumer = log.consumer([TOPIC_TRANSITIONS], group=None)
+    await consumer.start()
+    try:
+        out = []
+        while records := await consumer.getmany(timeout_ms=0):
+            out += [decode(r.value) for r in records]
+        return out
+    finally:
+        await consumer.close()
+
+
+def flips(events) -> list[tuple[str, str]]:
+    return [(e.from_status, e.to_status) for e in events if isinstance(e, Transition)]
+
+
+async def wait_for(log, predicate, timeout_s: float = 6.0) -> list:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout_s
+    while True:
+        events = await read_all(log)
+        if predicate(events) or loop.time() > end:
+            return events
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def world(tmp_path):
+    log = SqliteEventLog(tmp_path / "log.sqlite3", default_partitions=2)
+    await log.start()
+    config = Config.from_env({}, data_dir=tmp_path, min_timeout_s=1, tick_interval_s=0.1, partitions=2)
+    check = CheckConfig(id=CHECK, project_id=PROJECT, timeout_s=1, grace_s=1, created=utcnow())
+    await log.produce(TOPIC_CHECKS, encode(CheckUpserted(event_id=uuid7(), check=check)), key=CHECK.encode())
+    edge = Edge(log, config.tick_interval_s)
+    ticker = asyncio.create_task(edge.tick_forever())
+    yield log, config, edge
+    edge.stop.set()
+    edge.ticking.set()
+    await ticker
+    await log.close()
+
+
+class Running:
+    def __init__(self, config, log) -> None:
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(service.run(config, log, None, self.stop))
+
+    async def halt(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 10)
+
+
+async def test_up_down_restart_and_ingest_gap(world, caplog):
+    caplog.set_level(logging.INFO)
+    log, config, edge = world
+    monitor = Running(config, log)
+
+    # new -> up on the first success, then grace and down after timeout + grace of stream time
+    first = await edge.ping()
+    events = await wait_for(log, lambda ev: ("grace", "down") in flips(ev))
+    assert flips(events) == [("new", "up"), ("up", "grace"), ("grace", "down")]
+    up, grace, down = [e for e in events if isinstance(e, Transition)]
+    assert up.cause_event_id == first.event_id and up.project_id == PROJECT
+    assert (down.at - up.at).total_seconds() >= 2.0  # never before timeout + grace
+    assert (grace.at - up.at).total_seconds() >= 1.0
+
+    # back up; restart the monitor while a deadline is pending: nothing old again, the deadline kept
+    await edge.ping()
+    await wait_for(log, lambda ev: flips(ev)[-1:] == [("down", "up")])
+    await monitor.halt()
+    monitor = Running(config, log)
+    events = await wait_for(log, lambda ev: len(flips(ev)) >= 6)
+    await asyncio.sleep(0.5)  # anything re-emitted would show up by now
+    events = await read_all(log)
+    assert flips(events) == [("new", "up"), ("up", "grace"), ("grace", "down")] * 1 + [
+        ("down", "up"),
+        ("up", "grace"),
+        ("grace", "down"),
+    ]
+    assert len({e.event_id for e in events}) == len(events)
+
+    # the edge goes deaf for longer than timeout + grace: no down for the gap, an ingest_gap instead
+    await edge.ping()
+    await wait_for(log, lambda ev: flips(ev)[-1:] == [("down", "up")])
+    edge.ticking.clear()
+    await asyncio.sleep(3.0)
+    assert flips(await read_all(log))[-1] == ("down", "up")
+    edge.ticking.set()
+    events = await wait_for(log, lambda ev: flips(ev)[-1:] == [("grace", "down")])
+    gaps = [e for e in events if isinstance(e, IngestGap)]
+    assert len(gaps) == 2  # one per partition
+    gap_end = max(g.end for g in gaps)
+    assert (gaps[0].end - gaps[0].start).total_seconds() >= 2.5
+    late = [e for e in events if isinstance(e, Transition)][-2:]
+    assert [(e.from_status, e.to_status) for e in late] == [("up", "grace"), ("grace", "down")]
+    assert all(e.at > gap_end for e in late)  # evaluated from the time data resumed
+    await monitor.halt()
+    assert any("monitor:" in r.getMessage() for r in caplog.records)  # counts and rates are logged
