@@ -1,0 +1,254 @@
+"""A real single-node Apache Kafka broker (KRaft, no ZooKeeper) for tests, benches and laptops.
+
+    python -m pingstream.kafkabroker fetch          # resolve the broker jars once into the cache
+    python -m pingstream.kafkabroker run [--dir D]  # start a broker on a free loopback port
+
+The jars come from Maven Central through ``deploy/kafka/pom.xml`` (Java 17 +
+Maven) and are kept in ``$PINGSTREAM_CACHE/kafka/<version>/libs`` (default
+``.cache`` at the project root, ignored by git). ``start_broker`` formats a
+fresh storage directory and starts ``kafka.Kafka`` as combined
+broker+controller on free loopback ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+POM = ROOT / "deploy" / "kafka" / "pom.xml"
+
+
+def kafka_version() -> str:
+    match = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", POM.read_text())
+    if not match:
+        raise RuntimeError(f"{POM.name}: no <kafka.version> property")
+    return match.group(1)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PINGSTREAM_CACHE") or ROOT / ".cache")
+
+
+def libs_dir() -> Path:
+    return cache_dir() / "kafka" / kafka_version() / "libs"
+
+
+def _fetched(libs: Path) -> bool:
+    return libs.is_dir() and any(libs.glob("kafka_2.13-*.jar"))
+
+
+def fetch() -> Path:
+    """Resolve the broker and its dependencies into the cache (once); returns the libs directory."""
+    libs = libs_dir()
+    if _fetched(libs):
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise RuntimeError("Maven (mvn) is needed to fetch the Kafka broker jars; install it or set PINGSTREAM_KAFKA")
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="libs-", dir=libs.parent))
+    started = time.monotonic()
+    print(f"fetching Apache Kafka {kafka_version()} broker jars from Maven Central ...", file=sys.stderr, flush=True)
+    try:
+        subprocess.run(
+            [mvn, "--batch-mode", "--no-transfer-progress", "-q", "-f", str(POM),
+             "dependency:copy-dependencies", f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
+            check=True,
+        )
+        if not _fetched(staging):
+            raise RuntimeError("Maven finished but no kafka_2.13 jar was copied")
+        staging.rename(libs)  # atomic: a half-fetched cache is never taken for a whole one
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    jars = list(libs.glob("*.jar"))
+    print(f"fetched {len(jars)} jars in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+    return libs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+_LOG4J = """\
+status = error
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {path}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.server.name = org.apache.kafka
+logger.server.level = WARN
+"""
+
+
+class Broker:
+    """One broker+controller process. ``stop()`` then ``start()`` restarts it on the same ports and data."""
+
+    def __init__(self, workdir: Path, port: int | None = None, partitions: int = 4) -> None:
+        self.workdir = Path(workdir)
+        self.port = port or free_port()
+        self.controller_port = free_port()
+        self.partitions = partitions
+        self.process: subprocess.Popen | None = None
+        self.libs = fetch()
+        self._formatted = False
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _properties(self) -> Path:
+        path = self.workdir / "server.properties"
+        path.write_text(
+            "\n".join([
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"log.dirs={self.workdir / 'data'}",
+                f"num.partitions={self.partitions}",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=4",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "auto.create.topics.enable=true",
+                "log.flush.interval.messages=1",  # a single node has no replica to lose: fsync what it acks
+                "log.cleaner.backoff.ms=1000",
+                "",
+            ])
+        )
+        return path
+
+    def _java(self, main: str, *args: str, **popen) -> list[str]:
+        log4j = self.workdir / "log4j2.properties"
+        log4j.write_text(_LOG4J.format(path=self.workdir / "broker.log"))
+        return [
+            shutil.which("java") or "java",
+            "-Xms256m", "-Xmx768m", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j}",
+            "-cp", str(self.libs / "*"), main, *args,
+        ]
+
+    def _format(self, properties: Path) -> None:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22]
+        subprocess.run(
+            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties), "--ignore-formatted"),
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        self._formatted = True
+
+    def start(self, timeout_s: float = 90.0) -> "Broker":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        properties = self._properties()
+        if not self._formatted:
+            self._format(properties)
+        out = open(self.workdir / "broker.out", "ab")
+        self.process = subprocess.Popen(
+            self._java("kafka.Kafka", str(properties)), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop it in order
+        )
+        out.close()
+        deadline = time.monotonic() + timeout_s
+        while not _port_open(self.port):
+            if self.process.poll() is not None:
+                tail = (self.workdir / "broker.out").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"Kafka broker exited with {self.process.returncode}:\n{tail}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"Kafka broker did not listen on {self.bootstrap} within {timeout_s:.0f} s")
+            time.sleep(0.1)
+        log.info("Kafka broker %s up on %s (pid %d)", kafka_version(), self.bootstrap, self.process.pid)
+        return self
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def kill(self) -> None:
+        """kill -9: the broker gets no chance to flush or say goodbye."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+    def __enter__(self) -> "Broker":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_broker(workdir: str | Path, port: int | None = None, partitions: int = 4) -> Broker:
+    return Broker(Path(workdir), port=port, partitions=partitions).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pingstream.kafkabroker")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("fetch", help="fetch the broker jars into the cache")
+    run = sub.add_parser("run", help="start a single-node broker and wait")
+    run.add_argument("--dir", help="data directory (default: a temporary one)")
+    run.add_argument("--port", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "fetch":
+        libs = fetch()
+        print(libs.relative_to(ROOT) if libs.is_relative_to(ROOT) else libs)
+        return 0
+    workdir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="pingstream-kafka-"))
+    broker = start_broker(workdir, port=args.port)
+    print(f"PINGSTREAM_KAFKA={broker.bootstrap}", flush=True)
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
