@@ -15,12 +15,12 @@ import logging
 import msgspec
 
 from pingstream.eventlog.base import EventLog
+from schemas.events import TOPIC_MONITOR_STATE  # re-exported for the service
 
 from .transitions import CheckState
 
 log = logging.getLogger(__name__)
 
-TOPIC_MONITOR_STATE = "pingstream.monitor-state"
 _CLOCK = b"clock:"
 
 

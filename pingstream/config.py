@@ -41,6 +41,12 @@ def _float(env: dict, name: str, default: float, lo: float, hi: float) -> float:
     return value
 
 
+def _topic_prefix(value: str) -> str:
+    if value and not all(c.isalnum() or c in "._-" for c in value):
+        raise ConfigError(f"PINGSTREAM_KAFKA_PREFIX={value!r}: letters, digits, '.', '_' and '-' only")
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     data_dir: Path
@@ -57,6 +63,7 @@ class Config:
     rate_limit_check_per_s: float = 0.0  # 0 = no limit
     rate_limit_client_per_s: float = 0.0
     rate_limit_burst: float = 20.0
+    kafka_prefix: str = ""  # namespaces topic names on a shared cluster
 
     @property
     def sqlite_path(self) -> Path:
@@ -89,5 +96,6 @@ class Config:
             rate_limit_check_per_s=_float(env, "PINGSTREAM_RATE_LIMIT_CHECK", 0.0, 0.0, 1e6),
             rate_limit_client_per_s=_float(env, "PINGSTREAM_RATE_LIMIT_CLIENT", 0.0, 0.0, 1e6),
             rate_limit_burst=_float(env, "PINGSTREAM_RATE_LIMIT_BURST", 20.0, 1.0, 1e6),
+            kafka_prefix=_topic_prefix(env.get("PINGSTREAM_KAFKA_PREFIX") or ""),
         )
         return dataclasses.replace(config, **overrides) if overrides else config

@@ -27,6 +27,7 @@ TOPIC_PINGS = "pingstream.pings"
 TOPIC_CHECKS = "pingstream.checks"
 TOPIC_TRANSITIONS = "pingstream.transitions"
 TOPIC_DEAD_LETTER = "pingstream.dead-letter"
+TOPIC_MONITOR_STATE = "pingstream.monitor-state"  # compacted: the monitor's per-check state
 
 PingKind = Literal["success", "start", "fail", "log", "ign"]
 Status = Literal["new", "up", "grace", "down", "started", "paused"]

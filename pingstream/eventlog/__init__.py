@@ -10,7 +10,7 @@ def open_eventlog(config) -> EventLog:
     if config.kafka:
         from .kafka import KafkaEventLog
 
-        return KafkaEventLog(config.kafka, default_partitions=config.partitions)
+        return KafkaEventLog(config.kafka, default_partitions=config.partitions, prefix=config.kafka_prefix)
     from .sqlite import SqliteEventLog
 
     return SqliteEventLog(config.sqlite_path, default_partitions=config.partitions)

@@ -1,0 +1,204 @@
+"""The distributed event log: Apache Kafka through aiokafka.
+
+- The producer is idempotent with ``acks=all``: ``produce`` returns once every
+  in-sync replica has the record. Partitions are chosen by us with the same
+  crc32 mapping the embedded log uses, so a key lands on the same partition
+  number on either backend (the monitor relies on pings and its state
+  sharing partition numbers).
+- Topics are created at start with the configured partition count;
+  registry-like topics (latest value per key) are compacted.
+- Consumers never auto-commit: a service commits after its effects are done.
+- ``prefix`` namespaces every topic name on the broker (tests, or several
+  installations on one cluster); records come back with the plain name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import TopicPartition as KafkaTP
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from schemas.events import TOPIC_CHECKS, TOPIC_DEAD_LETTER, TOPIC_MONITOR_STATE, TOPIC_PINGS, TOPIC_TRANSITIONS
+
+from .base import Consumer, EventLog, LogUnavailable, Record, TopicPartition, partition_for
+
+log = logging.getLogger(__name__)
+
+# Topics whose records are "the latest value for this key": Kafka keeps the last one per key.
+COMPACTED = frozenset({TOPIC_CHECKS, TOPIC_MONITOR_STATE})
+# Created at start so consumers can subscribe before anything was produced.
+KNOWN_TOPICS = (TOPIC_PINGS, TOPIC_CHECKS, TOPIC_TRANSITIONS, TOPIC_DEAD_LETTER, TOPIC_MONITOR_STATE)
+
+ACK_TIMEOUT_S = 10.0  # longest a produce waits for acks before the caller hears LogUnavailable
+
+
+class KafkaEventLog(EventLog):
+    def __init__(
+        self,
+        bootstrap: str,
+        default_partitions: int = 4,
+        prefix: str = "",
+        replication_factor: int = 1,
+        ack_timeout_s: float = ACK_TIMEOUT_S,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.default_partitions = default_partitions
+        self.prefix = prefix
+        self.replication_factor = replication_factor
+        self.ack_timeout_s = ack_timeout_s
+        self._producer: AIOKafkaProducer | None = None
+        self._counts: dict[str, int] = {}
+        self._ensured: set[str] = set()
+
+    def name(self, topic: str) -> str:
+        return self.prefix + topic
+
+    def plain(self, name: str) -> str:
+        return name[len(self.prefix):] if self.prefix and name.startswith(self.prefix) else name
+
+    async def start(self) -> None:
+        await self.ensure_topics(list(KNOWN_TOPICS))
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,  # lets concurrent pings share a request, as group commit does on SQLite
+            max_batch_size=256 * 1024,
+            request_timeout_ms=int(self.ack_timeout_s * 1000),
+            retry_backoff_ms=200,
+        )
+        await self._producer.start()
+
+    async def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()  # flushes what is pending
+
+    async def ensure_topics(self, topics: list[str]) -> None:
+        missing = [t for t in topics if t not in self._ensured]
+        if not missing:
+            return
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=30_000)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            new = [
+                NewTopic(
+                    self.name(t),
+                    self.default_partitions,
+                    self.replication_factor,
+                    topic_configs={"cleanup.policy": "compact"} if t in COMPACTED else {},
+                )
+                for t in missing
+                if self.name(t) not in existing
+            ]
+            if new:
+                response = await admin.create_topics(new, timeout_ms=30_000)
+                for topic, code, *_ in response.topic_errors:
+                    if code not in (0, TopicAlreadyExistsError.errno):
+                        raise LogUnavailable(f"creating topic {topic}: error code {code}")
+                log.info("created topics %s", ", ".join(t.name for t in new))
+            for described in await admin.describe_topics([self.name(t) for t in missing]):
+                if described["partitions"]:
+                    self._counts[self.plain(described["topic"])] = len(described["partitions"])
+        finally:
+            await admin.close()
+        self._ensured.update(missing)
+
+    async def _partition_count(self, topic: str) -> int:
+        count = self._counts.get(topic)
+        if count is None:
+            await self.ensure_topics([topic])
+            count = self._counts.get(topic)
+            if count is None:
+                parts = await self._producer.partitions_for(self.name(topic))
+                count = self._counts[topic] = len(parts)
+        return count
+
+    async def partitions(self, topic: str) -> list[int]:
+        return list(range(await self._partition_count(topic)))
+
+    async def produce(
+        self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
+    ) -> tuple[int, int]:
+        if self._producer is None:
+            raise LogUnavailable("event log is closed")
+        try:
+            if partition is None and key is not None:
+                partition = partition_for(key, await self._partition_count(topic))
+            async with asyncio.timeout(self.ack_timeout_s):
+                meta = await self._producer.send_and_wait(self.name(topic), value, key=key, partition=partition)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            raise LogUnavailable(f"Kafka did not acknowledge: {exc.__class__.__name__}: {exc}") from exc
+        return meta.partition, meta.offset
+
+    def consumer(self, topics: list[str], group: str | None) -> "KafkaConsumer":
+        return KafkaConsumer(self, topics, group)
+
+
+class KafkaConsumer(Consumer):
+    def __init__(self, log_: KafkaEventLog, topics: list[str], group: str | None) -> None:
+        self._log = log_
+        self.topics = topics
+        self.group = group
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        await self._log.ensure_topics(self.topics)
+        names = [self._log.name(t) for t in self.topics]
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._log.bootstrap,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            session_timeout_ms=6000,  # a killed member's partitions move on within seconds
+            heartbeat_interval_ms=2000,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_wait_ms=100,
+        )
+        await self._consumer.start()
+        if self.group is None:
+            tps = [KafkaTP(n, p) for n in names for p in range(await self._log._partition_count(self._log.plain(n)))]
+            self._consumer.assign(tps)
+            await self._consumer.seek_to_beginning(*tps)
+        else:
+            self._consumer.subscribe(names)
+
+    def assignment(self) -> set[TopicPartition]:
+        if self._consumer is None:
+            return set()
+        return {TopicPartition(self._log.plain(tp.topic), tp.partition) for tp in self._consumer.assignment()}
+
+    async def getmany(self, max_records: int = 10_000, timeout_ms: int = 200) -> list[Record]:
+        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        plain = self._log.plain
+        return [
+            Record(plain(m.topic), m.partition, m.offset, m.key, m.value, m.timestamp)
+            for msgs in batches.values()
+            for m in msgs
+        ]
+
+    async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
+        if self.group is None:
+            return
+        if offsets is None:
+            await self._consumer.commit()
+        elif offsets:
+            await self._consumer.commit({KafkaTP(self._log.name(tp.topic), tp.partition): o for tp, o in offsets.items()})
+
+    async def end_offsets(self) -> dict[TopicPartition, int]:
+        tps = list(self._consumer.assignment())
+        if not tps:
+            return {}
+        ends = await self._consumer.end_offsets(tps)
+        return {TopicPartition(self._log.plain(tp.topic), tp.partition): o for tp, o in ends.items()}
+
+    async def close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()

@@ -1,0 +1,211 @@
+"""One contract, two event logs: the embedded SQLite log and a real Kafka broker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from pingstream.eventlog.base import EventLog, LogUnavailable, TopicPartition
+from tests.integration.logproc import open_log
+
+ROOT = Path(__file__).resolve().parents[2]
+BACKENDS = ["sqlite", "kafka"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, tmp_path):
+    """(name, where, prefix): enough for this process or a child to open the same log."""
+    if request.param == "kafka":
+        bootstrap = request.getfixturevalue("kafka_bootstrap")
+        return "kafka", bootstrap, f"c{uuid.uuid4().hex[:10]}."
+    return "sqlite", str(tmp_path / "log.sqlite3"), ""
+
+
+def new_log(backend) -> EventLog:
+    return open_log(*backend)
+
+
+async def drain(log: EventLog, topic: str, group: str | None, expect: int, timeout_s: float = 30.0) -> list:
+    consumer = log.consumer([topic], group=group)
+    await consumer.start()
+    out = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(out) < expect and time.monotonic() < deadline:
+            out.extend(await consumer.getmany(max_records=1000, timeout_ms=200))
+        # nothing more than expected arrives
+        out.extend(await consumer.getmany(max_records=1000, timeout_ms=300))
+        if group is not None:
+            await consumer.commit()
+    finally:
+        await consumer.close()
+    return out
+
+
+async def test_order_is_kept_per_key(backend):
+    async with new_log(backend) as log:
+        keys = [f"check-{i}".encode() for i in range(5)]
+
+        async def writer(key: bytes) -> None:
+            for seq in range(60):
+                await log.produce("contract.order", f"{key.decode()}:{seq}".encode(), key=key)
+
+        await asyncio.gather(*(writer(k) for k in keys))
+        records = await drain(log, "contract.order", None, expect=300)
+    assert len(records) == 300
+    seen = defaultdict(list)
+    partitions = defaultdict(set)
+    for r in records:
+        key, seq = r.value.decode().split(":")
+        seen[key].append(int(seq))
+        partitions[key].add(r.partition)
+    assert all(seqs == list(range(60)) for seqs in seen.values()), "per-key order broken"
+    assert all(len(p) == 1 for p in partitions.values()), "a key spread over partitions"
+
+
+async def test_uncommitted_records_are_redelivered(backend):
+    async with new_log(backend) as log:
+        for i in range(100):
+            await log.produce("contract.redeliver", str(i).encode(), key=b"k")
+        first = log.consumer(["contract.redeliver"], group="g1")
+        await first.start()
+        got = []
+        deadline = time.monotonic() + 30
+        while len(got) < 100 and time.monotonic() < deadline:
+            got.extend(await first.getmany(max_records=100, timeout_ms=200))
+        assert len(got) == 100
+        # commit only the first 40, then the consumer goes away
+        await first.commit({TopicPartition("contract.redeliver", got[39].partition): got[39].offset + 1})
+        await first.close()
+        rest = await drain(log, "contract.redeliver", "g1", expect=60)
+    assert [int(r.value) for r in rest] == list(range(40, 100))
+
+
+async def test_committed_offsets_survive_a_restart(backend):
+    async with new_log(backend) as log:
+        for i in range(50):
+            await log.produce("contract.restart", str(i).encode(), key=b"k")
+        assert len(await drain(log, "contract.restart", "g2", expect=50)) == 50
+        for i in range(50, 70):
+            await log.produce("contract.restart", str(i).encode(), key=b"k")
+    # a new process-worth of objects: only what came after the commit is read
+    async with new_log(backend) as log:
+        rest = await drain(log, "contract.restart", "g2", expect=20)
+    assert [int(r.value) for r in rest] == list(range(50, 70))
+
+
+async def test_group_none_reads_everything_and_end_offsets(backend):
+    async with new_log(backend) as log:
+        for i in range(30):
+            await log.produce("contract.all", str(i).encode(), key=f"k{i % 3}".encode())
+        records = await drain(log, "contract.all", None, expect=30)
+        consumer = log.consumer(["contract.all"], group=None)
+        await consumer.start()
+        try:
+            ends = await consumer.end_offsets()
+        finally:
+            await consumer.close()
+    assert sorted(int(r.value) for r in records) == list(range(30))
+    assert sum(ends.values()) == 30
+
+
+def _child(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.logproc", *args],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def _read_lines_until(child: subprocess.Popen, prefix: str, count: int, timeout_s: float = 60.0) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while sum(line == prefix or line.startswith(prefix + " ") for line in lines) < count:
+        if time.monotonic() > deadline:
+            child.kill()
+            raise AssertionError(f"child produced {len(lines)} lines; stderr: {child.stderr.read()[-2000:]}")
+        line = child.stdout.readline()
+        if not line:
+            raise AssertionError(f"child exited {child.wait()}: {child.stderr.read()[-2000:]}")
+        lines.append(line.strip())
+    return lines
+
+
+async def test_acknowledged_produce_survives_kill_9_of_the_producer(backend):
+    child = _child("produce", *backend, "contract.kill")
+    try:
+        lines = _read_lines_until(child, "acked", 400)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    acked = {int(line.split()[1]) for line in lines if line.startswith("acked")}
+    async with new_log(backend) as log:
+        records = await drain(log, "contract.kill", None, expect=len(acked), timeout_s=30)
+    stored = {int(r.value) for r in records}
+    assert acked <= stored, f"lost {len(acked - stored)} acknowledged records"
+
+
+async def test_a_killed_consumer_leaves_the_uncommitted_to_the_next_one(backend):
+    async with new_log(backend) as log:
+        for i in range(500):
+            await log.produce("contract.ckill", str(i).encode(), key=f"k{i % 5}".encode())
+    child = _child("consume", *backend, "contract.ckill", "g3", "50")
+    try:
+        lines = _read_lines_until(child, "committed", 4)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    committed: set[int] = set()  # batches whose commit returned
+    batch: set[int] = set()
+    for line in lines + child.stdout.read().splitlines():
+        if line.startswith("committing "):
+            batch = {int(v) for v in line.split()[1].split(",")}
+        elif line == "committed":
+            committed |= batch
+            batch = set()
+    maybe = batch  # a batch whose commit may or may not have landed before the kill
+    assert len(committed) >= 200
+    async with new_log(backend) as log:
+        rest = await drain(log, "contract.ckill", "g3", expect=500 - len(committed) - len(maybe), timeout_s=40)
+    after = {int(r.value) for r in rest}
+    # everything not committed is delivered again; what was committed does not come back
+    assert set(range(500)) - committed - maybe <= after
+    assert not committed & after, "committed records were delivered again"
+
+
+async def test_kafka_down_means_log_unavailable_then_it_reconnects(own_kafka_broker):
+    """Broker stopped: produce raises LogUnavailable (never a false ack); back up: produce works again."""
+    from pingstream.eventlog.kafka import KafkaEventLog
+
+    log = KafkaEventLog(own_kafka_broker.bootstrap, prefix="down.", ack_timeout_s=3)
+    await log.start()
+    try:
+        await log.produce("contract.down", b"before", key=b"k")
+        own_kafka_broker.stop()
+        started = time.monotonic()
+        with pytest.raises(LogUnavailable):
+            await log.produce("contract.down", b"while down", key=b"k")
+        assert time.monotonic() - started < 10
+        own_kafka_broker.start()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                await log.produce("contract.down", b"after", key=b"k")
+                break
+            except LogUnavailable:
+                assert time.monotonic() < deadline, "producer never reconnected"
+                await asyncio.sleep(0.5)
+        records = await drain(log, "contract.down", None, expect=2)
+    finally:
+        await log.close()
+    values = [r.value for r in records]
+    assert values[0] == b"before" and values[-1] == b"after"
