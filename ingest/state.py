@@ -6,7 +6,7 @@ Without a ClickHouse client (an edge run without one) every check reads as new.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from aiohttp import web
 
@@ -59,8 +59,6 @@ def next_ping(check: CheckConfig, last_ping: datetime | None) -> datetime | None
     """When the next ping is expected (upstream's ``next_ping``): None before the first ping."""
     if last_ping is None:
         return None
-    if check.kind == "simple":
-        return last_ping + timedelta(seconds=check.timeout_s)
-    from monitor.schedule import next_expected
+    from monitor.schedule import next_expected, to_datetime
 
-    return next_expected(check, last_ping)
+    return to_datetime(next_expected(check.kind, check.timeout_s, check.schedule, check.tz, last_ping.timestamp()))
