@@ -6,6 +6,7 @@ import logging
 
 from aiohttp import web
 
+from pingstream import metrics
 from pingstream.clickhouse import ClickHouse
 from pingstream.config import Config
 from pingstream.eventlog.base import EventLog
@@ -29,13 +30,36 @@ async def short_errors(request: web.Request, handler):
         raise
 
 
+def _endpoint(path: str) -> str:
+    if path.startswith("/ping/"):
+        return "ping"
+    if path.endswith("/checkin"):
+        return "checkin"
+    return "api" if path.startswith("/api/") else "other"
+
+
+@web.middleware
+async def count_responses(request: web.Request, handler):
+    """pingstream_http_responses{endpoint, code}: what an operator watches for 4xx/5xx storms."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        metrics.HTTP_RESPONSES.labels(_endpoint(request.path), str(exc.status)).inc()
+        raise
+    except BaseException:
+        metrics.HTTP_RESPONSES.labels(_endpoint(request.path), "500").inc()
+        raise
+    metrics.HTTP_RESPONSES.labels(_endpoint(request.path), str(response.status)).inc()
+    return response
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="OK")
 
 
 def create_app(config: Config, event_log: EventLog, registry: Registry, clickhouse: ClickHouse | None) -> web.Application:
     # Bodies of pings are streamed and cut by the ping handler; this bounds the other endpoints.
-    app = web.Application(middlewares=[short_errors], client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[count_responses, short_errors], client_max_size=1024 * 1024)
     app[CONFIG] = config
     app[EVENT_LOG] = event_log
     app[REGISTRY] = registry
@@ -47,4 +71,5 @@ def create_app(config: Config, event_log: EventLog, registry: Registry, clickhou
     checkin.add_routes(app)
     openapi.add_routes(app)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics.metrics_handler)
     return app

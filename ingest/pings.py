@@ -18,6 +18,7 @@ from email.utils import formatdate
 import msgspec
 from aiohttp import web
 
+from pingstream import metrics
 from pingstream.eventlog.base import LogUnavailable
 from schemas.events import (
     TOPIC_CHECKS,
@@ -188,6 +189,7 @@ async def record_ping(
     event_log = request.app[EVENT_LOG]
     try:
         await event_log.produce(TOPIC_PINGS, encode(event), key=check.id.encode())
+        metrics.PINGS.labels(kind, source).inc()
         if check.paused and kind != "ign" and not check.manual_resume:
             # A ping resumes a paused check: keep the registry's flag in step.
             await _put_check(request, msgspec.structs.replace(check, paused=False))

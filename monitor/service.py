@@ -15,6 +15,7 @@ import logging
 import sys
 import time
 
+from pingstream import metrics
 from pingstream.config import Config
 from pingstream.eventlog.base import EventLog, TopicPartition
 from pingstream.registry import follow
@@ -26,6 +27,7 @@ from schemas.events import (
     PingEvent,
     Resumed,
     Tick,
+    Transition,
     decode,
     encode,
     stable_id,
@@ -218,6 +220,7 @@ async def _consume(config, event_log, plans, stop, threshold, batch_max) -> None
     try:
         monitor = Monitor(plans, StreamClock([], threshold))
         owned: set[int] = set()
+        positions: dict[TopicPartition, int] = {}
         last_log = last_compact = time.monotonic()
         logged = dict(monitor.counts)
         while not stop.is_set():
@@ -241,14 +244,20 @@ async def _consume(config, event_log, plans, stop, threshold, batch_max) -> None
             # flush → produce → commit: transitions and states are durable before the
             # offsets that produced them are committed, so a crash re-emits (same ids), never loses.
             await _produce_all(event_log, TOPIC_TRANSITIONS, [(_key(e), encode(e)) for e in out])
+            for e in out:
+                if isinstance(e, Transition):
+                    metrics.TRANSITIONS.labels(e.from_status, e.to_status).inc()
             await _produce_all(event_log, store.TOPIC_MONITOR_STATE, state_records)
             if records:
                 offsets: dict[TopicPartition, int] = {}
                 for r in records:
                     offsets[TopicPartition(r.topic, r.partition)] = r.offset + 1
                 await consumer.commit(offsets)
+                positions.update(offsets)
+                metrics.BATCH_RECORDS.labels("monitor").observe(len(records))
             now_m = time.monotonic()
             if now_m - last_log >= _LOG_EVERY_S:
+                await metrics.record_lag(GROUP, consumer, positions)
                 _log_rates(monitor, logged, now_m - last_log)
                 logged, last_log = dict(monitor.counts), now_m
             if now_m - last_compact >= _COMPACT_EVERY_S and hasattr(event_log, "compact"):

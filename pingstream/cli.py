@@ -111,6 +111,10 @@ async def _run_services(config: Config, names: list[str]) -> None:
             from monitor import service as monitor_service
 
             tasks.append(monitor_service.run(config, event_log, clickhouse, stop))
+        if "ingest" not in names and config.metrics_port:
+            from . import metrics
+
+            tasks.append(metrics.serve(config.host, config.metrics_port, stop))
         running = [asyncio.ensure_future(t) for t in tasks]
         # One service failing stops the others: a half-running pipeline is worse than none.
         done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)

@@ -16,17 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as KafkaTP
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from pingstream import metrics
 from schemas.events import TOPIC_CHECKS, TOPIC_DEAD_LETTER, TOPIC_MONITOR_STATE, TOPIC_PINGS, TOPIC_TRANSITIONS
 
 from .base import Consumer, EventLog, LogUnavailable, Record, TopicPartition, partition_for
 
 log = logging.getLogger(__name__)
+_LATENCY = metrics.PRODUCE_SECONDS.labels("kafka")
+_ERRORS = metrics.PRODUCE_ERRORS.labels("kafka")
 
 # Topics whose records are "the latest value for this key": Kafka keeps the last one per key.
 COMPACTED = frozenset({TOPIC_CHECKS, TOPIC_MONITOR_STATE})
@@ -130,9 +134,12 @@ class KafkaEventLog(EventLog):
         try:
             if partition is None and key is not None:
                 partition = partition_for(key, await self._partition_count(topic))
+            started = time.perf_counter()
             async with asyncio.timeout(self.ack_timeout_s):
                 meta = await self._producer.send_and_wait(self.name(topic), value, key=key, partition=partition)
+            _LATENCY.observe(time.perf_counter() - started)
         except (KafkaError, TimeoutError, OSError) as exc:
+            _ERRORS.inc()
             raise LogUnavailable(f"Kafka did not acknowledge: {exc.__class__.__name__}: {exc}") from exc
         return meta.partition, meta.offset
 

@@ -21,9 +21,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from pingstream import metrics
+
 from .base import Consumer, EventLog, LogUnavailable, Record, TopicPartition, partition_for
 
 log = logging.getLogger(__name__)
+_LATENCY = metrics.PRODUCE_SECONDS.labels("sqlite")
+_ERRORS = metrics.PRODUCE_ERRORS.labels("sqlite")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -115,7 +119,14 @@ class SqliteEventLog(EventLog):
             raise LogUnavailable("event log is not started")
         fut = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((topic, key, value, partition, fut))
-        return await fut
+        started = time.perf_counter()
+        try:
+            result = await fut
+        except LogUnavailable:
+            _ERRORS.inc()
+            raise
+        _LATENCY.observe(time.perf_counter() - started)
+        return result
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()

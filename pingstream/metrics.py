@@ -1,0 +1,126 @@
+"""Prometheus metrics of every service, in one registry per process.
+
+The edge serves them on ``GET /metrics``; a projector or monitor running in a
+process of its own serves them on ``PINGSTREAM_METRICS_PORT`` (0 = off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+log = logging.getLogger(__name__)
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_FAST = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+HTTP_RESPONSES = Counter(
+    "pingstream_http_responses", "HTTP answers of the edge", ["endpoint", "code"], registry=REGISTRY
+)
+PINGS = Counter("pingstream_pings", "Pings recorded by the edge, by kind", ["kind", "source"], registry=REGISTRY)
+PRODUCE_SECONDS = Histogram(
+    "pingstream_log_produce_seconds", "Time until the event log acknowledged a record", ["backend"],
+    buckets=_FAST, registry=REGISTRY,
+)
+PRODUCE_ERRORS = Counter(
+    "pingstream_log_produce_errors", "Records the event log could not acknowledge", ["backend"], registry=REGISTRY
+)
+CONSUMER_LAG = Gauge(
+    "pingstream_consumer_lag", "Records not yet consumed, per partition", ["group", "topic", "partition"],
+    registry=REGISTRY,
+)
+BATCH_RECORDS = Histogram(
+    "pingstream_batch_records", "Records per consumed batch", ["service"],
+    buckets=(1, 10, 100, 1000, 5000, 10_000, 25_000, 50_000, 100_000), registry=REGISTRY,
+)
+INSERT_SECONDS = Histogram(
+    "pingstream_clickhouse_insert_seconds", "ClickHouse insert latency", ["table"], buckets=_FAST, registry=REGISTRY
+)
+INSERT_ROWS = Counter("pingstream_clickhouse_rows", "Rows inserted into ClickHouse", ["table"], registry=REGISTRY)
+TRANSITIONS = Counter(
+    "pingstream_transitions", "Status transitions emitted by the monitor", ["from_status", "to_status"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "pingstream_dead_letters", "Records sent to the dead-letter topic", ["service"], registry=REGISTRY
+)
+LAST_DURATION = Gauge(
+    "pingstream_check_last_duration_seconds", "Duration of the last completed run, per check",
+    ["check_id"], registry=REGISTRY,
+)
+
+# A million checks must not become a million series: keep the most recently finished ones.
+MAX_DURATION_SERIES = 10_000
+_duration_series: OrderedDict[str, None] = OrderedDict()
+
+
+def set_last_duration(check_id: str, seconds: float) -> None:
+    LAST_DURATION.labels(check_id).set(seconds)
+    _duration_series[check_id] = None
+    _duration_series.move_to_end(check_id)
+    while len(_duration_series) > MAX_DURATION_SERIES:
+        old, _ = _duration_series.popitem(last=False)
+        try:
+            LAST_DURATION.remove(old)
+        except KeyError:
+            pass
+
+
+async def record_lag(group: str, consumer, positions: dict) -> None:
+    """Set the lag gauges from the consumer's end offsets and the next offsets to read."""
+    try:
+        ends = await consumer.end_offsets()
+    except Exception as exc:  # lag is best effort: never let it stop a service
+        log.debug("end offsets unavailable: %s", exc)
+        return
+    for tp, end in ends.items():
+        position = positions.get(tp)
+        if position is not None:
+            CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(max(0, end - position))
+
+
+class Timer:
+    """``with Timer(histogram.labels(...)):`` observes the block's wall time."""
+
+    __slots__ = ("_h", "_t")
+
+    def __init__(self, histogram) -> None:
+        self._h = histogram
+
+    def __enter__(self) -> "Timer":
+        self._t = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._h.observe(time.perf_counter() - self._t)
+
+
+def exposition() -> bytes:
+    return generate_latest(REGISTRY)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    return web.Response(body=exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def serve(host: str, port: int, stop: asyncio.Event) -> None:
+    """A /metrics-only HTTP server for services without an edge in their process."""
+    if not port:
+        await stop.wait()
+        return
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
