@@ -19,6 +19,7 @@ memory, and a float is a third of a datetime.
 from __future__ import annotations
 
 import functools
+import math
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -89,7 +90,9 @@ class CronSchedule(_Cached):
         self._fixed_hour = not fields[1].startswith("*")
 
     def _compute(self, t: float) -> float:
-        it = croniter(self.expr, datetime.fromtimestamp(t, self.zone))
+        # Whole seconds: fromtimestamp rounds to microseconds, and 10:04:59.9999996 must not
+        # become 10:05:00 (croniter would then skip the 10:05 fire, which is still ahead of t).
+        it = croniter(self.expr, datetime.fromtimestamp(math.floor(t), self.zone))
         while True:
             n = it.get_next(datetime)
             if self._fixed_hour and _second_of_repeated_hour(n):

@@ -114,3 +114,9 @@ def test_cron_cache_is_monotonic(expr, tz, t, dt):
     assert b >= a
     if t + dt < a:
         assert a == b
+
+
+def test_cron_just_before_a_fire_is_not_rounded_past_it():
+    # fromtimestamp rounds to the microsecond: 10:04:59.9999996 must still expect 10:05
+    t = ts(2026, 1, 1, 10, 4, 59) + 0.9999996
+    assert next_expected("cron", 0, "*/5 * * * *", "UTC", t) == ts(2026, 1, 1, 10, 5)
