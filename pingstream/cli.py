@@ -4,6 +4,7 @@
     pingstream ingest|projector|monitor   one service per process (against Kafka)
     pingstream project create NAME
     pingstream transitions tail
+    pingstream sql "SELECT ..."   query the configured ClickHouse (embedded: while nothing else holds it)
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ async def _run_services(config: Config, names: list[str]) -> None:
     await event_log.start()
     clickhouse = None
     try:
-        if "projector" in names or "ingest" in names:
+        if "projector" in names or ("ingest" in names and config.clickhouse != "off"):
             clickhouse = await _open_clickhouse(config)
         tasks = []
         if "ingest" in names:
@@ -145,6 +146,35 @@ async def _transitions_tail(config: Config) -> None:
         await tail(event_log, stop, sys.stdout)
 
 
+def _sql(config: Config, query: str, fmt: str) -> int:
+    """Run one query on the configured ClickHouse and print the result (embedded: stop `up` first)."""
+    from .clickhouse import connect
+
+    if config.clickhouse == "off":
+        print("pingstream: PINGSTREAM_CLICKHOUSE=off", file=sys.stderr)
+        return 2
+    try:
+        client = connect(config.clickhouse, config.clickhouse_database)
+    except Exception as exc:  # chdb: the data path is locked by a running `pingstream up`
+        print(f"pingstream: cannot open ClickHouse ({exc.__class__.__name__}: {str(exc)[:200]}); "
+              "with embedded chdb, stop the running service first or query it through the API", file=sys.stderr)
+        return 1
+    try:
+        result = client.query(query)
+        if fmt == "json":
+            import json
+
+            for row in result.named_results():
+                print(json.dumps(row, default=str))
+        else:
+            print("\t".join(result.column_names))
+            for row in result.result_rows:
+                print("\t".join("" if v is None else str(v) for v in row))
+    finally:
+        client.close()
+    return 0
+
+
 def _use_uvloop() -> None:
     try:
         import uvloop
@@ -164,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     project_sub = project.add_subparsers(dest="action", required=True)
     create = project_sub.add_parser("create", help="create a project and print its keys")
     create.add_argument("name")
+    sql = sub.add_parser("sql", help="run a query on the configured ClickHouse and print the rows")
+    sql.add_argument("query")
+    sql.add_argument("--format", choices=["tsv", "json"], default="tsv")
     transitions = sub.add_parser("transitions", help="follow the transitions topic")
     transitions.add_argument("action", choices=["tail"])
     args = parser.parse_args(argv)
@@ -177,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pingstream: configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command in ("up", "projector") and config.clickhouse == "off":
+        print("pingstream: the projector needs ClickHouse; PINGSTREAM_CLICKHOUSE=off is for edges only", file=sys.stderr)
+        return 2
     _use_uvloop()
     if args.command == "up":
         asyncio.run(_run_services(config, ["up", "ingest", "projector", "monitor"]))
@@ -184,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_run_services(config, [args.command]))
     elif args.command == "project":
         asyncio.run(_project_create(config, args.name))
+    elif args.command == "sql":
+        return _sql(config, args.query, args.format)
     elif args.command == "transitions":
         asyncio.run(_transitions_tail(config))
     return 0

@@ -77,8 +77,10 @@ class Config:
         host = env.get("PINGSTREAM_HOST") or "127.0.0.1"
         port = _int(env, "PINGSTREAM_PORT", 8000, 0, 65535)
         clickhouse = env.get("PINGSTREAM_CLICKHOUSE") or f"chdb:///{(data_dir / 'clickhouse').resolve()}"
-        if not clickhouse.startswith(("chdb://", "http://", "https://")):
-            raise ConfigError(f"PINGSTREAM_CLICKHOUSE={clickhouse!r}: expected chdb:///path or http(s)://host:port")
+        if clickhouse != "off" and not clickhouse.startswith(("chdb://", "http://", "https://")):
+            raise ConfigError(
+                f"PINGSTREAM_CLICKHOUSE={clickhouse!r}: expected chdb:///path, http(s)://host:port or off"
+            )
         database = env.get("PINGSTREAM_CLICKHOUSE_DATABASE") or "pingstream"
         if not database.replace("_", "").isalnum():
             raise ConfigError(f"PINGSTREAM_CLICKHOUSE_DATABASE={database!r}: letters, digits and _ only")
