@@ -125,6 +125,8 @@ STATEMENTS: list[str] = [
            quantilesTDigestState(0.5, 0.95, 0.99)(duration_s) AS duration
     FROM {db}.runs GROUP BY check_id, project_id, bucket
     """,
+    # When a row became visible: ping → queryable latency, measured per row (bench/e2e.py).
+    "ALTER TABLE {db}.pings ADD COLUMN IF NOT EXISTS inserted_at DateTime64(6, 'UTC') DEFAULT now64(6)",
 ]
 
 
