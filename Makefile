@@ -27,8 +27,10 @@ test: install kafka-jars
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-bench: install
+bench: install kafka-jars
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/edge.py
+	$(BIN)/python bench/e2e.py
 
 clean:
 	rm -rf $(VENV) .cache pingstream-data

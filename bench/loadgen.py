@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Callable
 
 
 def request_bytes(path: str, host: str = "127.0.0.1") -> bytes:
@@ -70,10 +71,20 @@ async def closed_loop(port: int, path: str, connections: int, duration_s: float,
     return summary(latencies, statuses, time.perf_counter() - start)
 
 
-async def open_loop(port: int, path: str, rate_per_s: float, duration_s: float, connections: int = 64) -> dict:
+def post_bytes(path: str, body: bytes, host: str = "127.0.0.1") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: pingstream-bench\r\n"
+            f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+async def open_loop(
+    port: int, path: str | Callable[[int], bytes], rate_per_s: float, duration_s: float, connections: int = 64
+) -> dict:
     """Send at ``rate_per_s`` over a pool of connections; latency is measured from the
-    scheduled send time, so queueing in the client or server counts against the server."""
-    req = request_bytes(path)
+    scheduled send time, so queueing in the client or server counts against the server.
+
+    ``path`` is one path for every request, or a function giving request ``i``'s bytes;
+    request ``i`` is scheduled at ``wall_start + i / rate_per_s`` (both returned)."""
+    make = path if callable(path) else (lambda _i, req=request_bytes(path): req)
     total = int(rate_per_s * duration_s)
     latencies: list[float] = []
     statuses: dict[int, int] = {}
@@ -81,26 +92,26 @@ async def open_loop(port: int, path: str, rate_per_s: float, duration_s: float, 
     for _ in range(connections):
         pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
 
-    async def fire(scheduled: float) -> None:
+    async def fire(i: int, scheduled: float) -> None:
         reader, writer = await pool.get()
         try:
-            status = await _one(reader, writer, req)
+            status = await _one(reader, writer, make(i))
         finally:
             pool.put_nowait((reader, writer))
         latencies.append(time.perf_counter() - scheduled)
         statuses[status] = statuses.get(status, 0) + 1
 
-    start = time.perf_counter()
+    wall_start, start = time.time(), time.perf_counter()
     tasks = []
     for i in range(total):
         scheduled = start + i / rate_per_s
         delay = scheduled - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(fire(scheduled)))
+        tasks.append(asyncio.create_task(fire(i, scheduled)))
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
     while not pool.empty():
         _, writer = pool.get_nowait()
         writer.close()
-    return summary(latencies, statuses, elapsed)
+    return {**summary(latencies, statuses, elapsed), "wall_start": wall_start, "sent": total}

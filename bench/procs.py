@@ -1,0 +1,106 @@
+"""Service processes for end-to-end tests and benchmarks: start, stop (SIGTERM), kill -9, read their keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from pingstream.kafkabroker import _port_open, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_KEY_PATTERNS = (
+    ("ping_key", r"ping key:\s+(\S+)"),
+    ("api_key", r"  API key:\s+(\S+)"),
+    ("api_key_readonly", r"read-only API key:\s+(\S+)"),
+)
+
+
+def parse_keys(text: str) -> dict[str, str]:
+    keys = {}
+    for name, pattern in _KEY_PATTERNS:
+        if m := re.search(pattern, text):
+            keys[name] = m.group(1)
+    return keys
+
+
+class Service:
+    """One ``pingstream <command>`` process; start / stop (SIGTERM) / kill (-9), keeping its data."""
+
+    def __init__(self, command: str, env: dict[str, str], port: int | None = None) -> None:
+        self.command = command
+        self.env = env
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}" if port else None
+        self.proc: subprocess.Popen | None = None
+        self.output: list[str] = []
+        self.keys: dict[str, str] = {}
+
+    def start(self, timeout_s: float = 90) -> "Service":
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PINGSTREAM_HOST="127.0.0.1", **self.env)
+        if self.port:
+            env["PINGSTREAM_PORT"] = str(self.port)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pingstream.cli", *self.command.split()], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
+        if self.port:
+            deadline = time.monotonic() + timeout_s
+            while not (_port_open(self.port) and (self.command != "up" or "api_key" in self.keys)):
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"pingstream {self.command} exited:\n" + self.tail())
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"pingstream {self.command} did not start:\n" + self.tail())
+                time.sleep(0.05)
+        return self
+
+    def tail(self, n: int = 40) -> str:
+        return "".join(self.output[-n:])
+
+    def _drain(self, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            self.output.append(line)
+            self.keys.update(parse_keys(line))
+
+    def wait_output(self, pattern: str, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not any(re.search(pattern, line) for line in list(self.output)):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"no {pattern!r} from pingstream {self.command}:\n" + self.tail())
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+def run_cli(*args: str, env: dict[str, str], timeout_s: float = 120) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "pingstream.cli", *args], cwd=ROOT, env=dict(os.environ, **env),
+        capture_output=True, text=True, timeout=timeout_s,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"pingstream {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def sql(env: dict[str, str], query: str) -> list[dict]:
+    """Rows of a query on that ClickHouse, from a child process (chdb allows one data path per process)."""
+    return [json.loads(line) for line in run_cli("sql", query, "--format", "json", env=env).splitlines() if line]
