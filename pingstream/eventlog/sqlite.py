@@ -183,7 +183,8 @@ class SqliteEventLog(EventLog):
             conn.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?)", rows)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # a failed COMMIT (disk full) may have rolled back already
+                conn.execute("ROLLBACK")
             raise
         return results
 
