@@ -64,6 +64,7 @@ class Config:
     rate_limit_client_per_s: float = 0.0
     rate_limit_burst: float = 20.0
     kafka_prefix: str = ""  # namespaces topic names on a shared cluster
+    kafka_ack_timeout_s: float = 10.0  # a produce not acknowledged by then answers 503
     metrics_port: int = 0  # /metrics of a projector or monitor process (the edge serves it on its own port)
 
     @property
@@ -99,6 +100,7 @@ class Config:
             rate_limit_check_per_s=_float(env, "PINGSTREAM_RATE_LIMIT_CHECK", 0.0, 0.0, 1e6),
             rate_limit_client_per_s=_float(env, "PINGSTREAM_RATE_LIMIT_CLIENT", 0.0, 0.0, 1e6),
             rate_limit_burst=_float(env, "PINGSTREAM_RATE_LIMIT_BURST", 20.0, 1.0, 1e6),
+            kafka_ack_timeout_s=_float(env, "PINGSTREAM_KAFKA_ACK_TIMEOUT_S", 10.0, 0.5, 300.0),
             metrics_port=_int(env, "PINGSTREAM_METRICS_PORT", 0, 0, 65535),
             kafka_prefix=_topic_prefix(env.get("PINGSTREAM_KAFKA_PREFIX") or ""),
         )

@@ -10,7 +10,12 @@ def open_eventlog(config) -> EventLog:
     if config.kafka:
         from .kafka import KafkaEventLog
 
-        return KafkaEventLog(config.kafka, default_partitions=config.partitions, prefix=config.kafka_prefix)
+        return KafkaEventLog(
+            config.kafka,
+            default_partitions=config.partitions,
+            prefix=config.kafka_prefix,
+            ack_timeout_s=config.kafka_ack_timeout_s,
+        )
     from .sqlite import SqliteEventLog
 
     return SqliteEventLog(config.sqlite_path, default_partitions=config.partitions)
