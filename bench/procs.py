@@ -20,6 +20,7 @@ _KEY_PATTERNS = (
     ("ping_key", r"ping key:\s+(\S+)"),
     ("api_key", r"  API key:\s+(\S+)"),
     ("api_key_readonly", r"read-only API key:\s+(\S+)"),
+    ("project_id", r"^project '.*' \((\S+)\)"),
 )
 
 

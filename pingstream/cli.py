@@ -1,7 +1,7 @@
 """``pingstream`` command line: run the services, manage projects, follow transitions.
 
     pingstream up                 edge + projector + monitor in one process (embedded default)
-    pingstream ingest|projector|monitor   one service per process (against Kafka)
+    pingstream ingest|projector|monitor|webhooks   one service per process (against Kafka)
     pingstream project create NAME
     pingstream transitions tail
     pingstream sql "SELECT ..."   query the configured ClickHouse (embedded: while nothing else holds it)
@@ -112,6 +112,10 @@ async def _run_services(config: Config, names: list[str]) -> None:
             from monitor import service as monitor_service
 
             tasks.append(monitor_service.run(config, event_log, clickhouse, stop))
+        if "webhooks" in names or ("up" in names and config.webhooks):
+            from monitor.webhooks import run_webhooks
+
+            tasks.append(run_webhooks(event_log, dict(config.webhooks).get, stop))
         if "ingest" not in names and config.metrics_port:
             from . import metrics
 
@@ -190,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("ingest", help="run the HTTP edge")
     sub.add_parser("projector", help="run the projector (log -> ClickHouse)")
     sub.add_parser("monitor", help="run the monitor (state machine -> transitions)")
+    sub.add_parser("webhooks", help="POST each transition to its project's PINGSTREAM_WEBHOOKS URL")
     project = sub.add_parser("project", help="manage projects")
     project_sub = project.add_subparsers(dest="action", required=True)
     create = project_sub.add_parser("create", help="create a project and print its keys")
@@ -216,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     _use_uvloop()
     if args.command == "up":
         asyncio.run(_run_services(config, ["up", "ingest", "projector", "monitor"]))
-    elif args.command in ("ingest", "projector", "monitor"):
+    elif args.command == "webhooks" and not config.webhooks:
+        print("pingstream: set PINGSTREAM_WEBHOOKS=<project id>=<url>[,...]", file=sys.stderr)
+        return 2
+    elif args.command in ("ingest", "projector", "monitor", "webhooks"):
         asyncio.run(_run_services(config, [args.command]))
     elif args.command == "project":
         asyncio.run(_project_create(config, args.name))

@@ -41,6 +41,17 @@ def _float(env: dict, name: str, default: float, lo: float, hi: float) -> float:
     return value
 
 
+def _webhooks(value: str) -> tuple[tuple[str, str], ...]:
+    """``<project id>=<url>[,<project id>=<url>...]``."""
+    out = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        project, sep, url = item.partition("=")
+        if not sep or not project or not url.startswith(("http://", "https://")):
+            raise ConfigError(f"PINGSTREAM_WEBHOOKS: {item!r}: expected <project id>=http(s)://...")
+        out.append((project.strip(), url.strip()))
+    return tuple(out)
+
+
 def _topic_prefix(value: str) -> str:
     if value and not all(c.isalnum() or c in "._-" for c in value):
         raise ConfigError(f"PINGSTREAM_KAFKA_PREFIX={value!r}: letters, digits, '.', '_' and '-' only")
@@ -65,6 +76,7 @@ class Config:
     rate_limit_burst: float = 20.0
     kafka_prefix: str = ""  # namespaces topic names on a shared cluster
     kafka_ack_timeout_s: float = 10.0  # a produce not acknowledged by then answers 503
+    webhooks: tuple[tuple[str, str], ...] = ()  # (project id, URL): where transitions are POSTed
     metrics_port: int = 0  # /metrics of a projector or monitor process (the edge serves it on its own port)
 
     @property
@@ -101,6 +113,7 @@ class Config:
             rate_limit_client_per_s=_float(env, "PINGSTREAM_RATE_LIMIT_CLIENT", 0.0, 0.0, 1e6),
             rate_limit_burst=_float(env, "PINGSTREAM_RATE_LIMIT_BURST", 20.0, 1.0, 1e6),
             kafka_ack_timeout_s=_float(env, "PINGSTREAM_KAFKA_ACK_TIMEOUT_S", 10.0, 0.5, 300.0),
+            webhooks=_webhooks(env.get("PINGSTREAM_WEBHOOKS") or ""),
             metrics_port=_int(env, "PINGSTREAM_METRICS_PORT", 0, 0, 65535),
             kafka_prefix=_topic_prefix(env.get("PINGSTREAM_KAFKA_PREFIX") or ""),
         )
