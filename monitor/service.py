@@ -15,7 +15,7 @@ import logging
 import sys
 import time
 
-from pingstream import metrics
+from pingstream import deadletter, metrics
 from pingstream.config import Config
 from pingstream.eventlog.base import EventLog, TopicPartition
 from pingstream.registry import follow
@@ -74,6 +74,7 @@ class Monitor:
         self.out: list = []  # events for pingstream.transitions, in order
         self.dirty: set[str] = set()  # check ids whose state changed in this batch
         self.dirty_clock: set[int] = set()
+        self.poison: list = []  # (record, exception) of this batch, for the dead-letter topic
         self.counts = {"records": 0, "transitions": 0, "gaps": 0, "errors": 0}
 
     def restore(self, states: dict[str, CheckState], clocks: dict[int, store.ClockRecord]) -> None:
@@ -93,11 +94,13 @@ class Monitor:
 
     def fold(self, record) -> None:
         try:
-            event = decode(record.value)
-        except Exception as exc:  # a poison record must not stop monitoring: log where it is and go on
+            self._fold(record)
+        except Exception as exc:  # a poison record must not stop monitoring: dead-letter it and go on
             self.counts["errors"] += 1
-            log.error("undecodable record %s/%d@%d: %s", record.topic, record.partition, record.offset, exc)
-            return
+            self.poison.append((record, exc))
+
+    def _fold(self, record) -> None:
+        event = decode(record.value)
         self.counts["records"] += 1
         at = _event_time(event)
         if at is None:
@@ -244,6 +247,9 @@ async def _consume(config, event_log, plans, stop, threshold, batch_max) -> None
             # flush → produce → commit: transitions and states are durable before the
             # offsets that produced them are committed, so a crash re-emits (same ids), never loses.
             await _produce_all(event_log, TOPIC_TRANSITIONS, [(_key(e), encode(e)) for e in out])
+            poison, monitor.poison = monitor.poison, []
+            for record, exc in poison:
+                await deadletter.send(event_log, "monitor", record, exc)
             for e in out:
                 if isinstance(e, Transition):
                     metrics.TRANSITIONS.labels(e.from_status, e.to_status).inc()

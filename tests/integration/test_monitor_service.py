@@ -153,3 +153,25 @@ async def test_up_down_restart_and_ingest_gap(world, caplog):
     assert all(e.at > gap_end for e in late)  # evaluated from the time data resumed
     await monitor.halt()
     assert any("monitor:" in r.getMessage() for r in caplog.records)  # counts and rates are logged
+
+
+async def test_a_poison_record_goes_to_the_dead_letter_topic_and_monitoring_goes_on(world):
+    from pingstream import deadletter
+    from schemas.events import TOPIC_DEAD_LETTER
+
+    log, config, edge = world
+    monitor = Running(config, log)
+    partition, offset = await log.produce(TOPIC_PINGS, b"\xff not an event", key=CHECK.encode())
+    await edge.ping()
+    events = await wait_for(log, lambda ev: ("new", "up") in flips(ev))
+    assert ("new", "up") in flips(events)
+    await monitor.halt()
+    consumer = log.consumer([TOPIC_DEAD_LETTER], group=None)
+    await consumer.start()
+    try:
+        [record] = await consumer.getmany(timeout_ms=1000)
+    finally:
+        await consumer.close()
+    letter = deadletter.decode(record.value)
+    assert (letter.service, letter.topic, letter.partition, letter.offset) == ("monitor", TOPIC_PINGS, partition, offset)
+    assert letter.value == b"\xff not an event" and letter.error
