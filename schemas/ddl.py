@@ -127,6 +127,27 @@ STATEMENTS: list[str] = [
     """,
     # When a row became visible: ping → queryable latency, measured per row (bench/e2e.py).
     "ALTER TABLE {db}.pings ADD COLUMN IF NOT EXISTS inserted_at DateTime64(6, 'UTC') DEFAULT now64(6)",
+    # The projector's fold state: open starts (rid, time, event id) and the offsets already applied,
+    # so a restart resumes from here instead of replaying history, and a replay changes nothing.
+    "ALTER TABLE {db}.check_state ADD COLUMN IF NOT EXISTS open_starts String DEFAULT '[]'",
+    "ALTER TABLE {db}.check_state ADD COLUMN IF NOT EXISTS pings_offset Int64 DEFAULT -1",
+    "ALTER TABLE {db}.check_state ADD COLUMN IF NOT EXISTS transitions_offset Int64 DEFAULT -1",
+    # Which records each projector batch held (per partition), written before its rows: a batch
+    # replayed after a crash is cut at the same offsets, so its insert blocks and their
+    # deduplication tokens are identical and the rollup views never count a run twice.
+    """
+    CREATE TABLE IF NOT EXISTS {db}.projector_batches (
+        consumer String,
+        topic String,
+        partition UInt32,
+        first_offset Int64,
+        last_offset Int64,
+        token String,
+        at DateTime64(6, 'UTC') DEFAULT now64(6)
+    ) ENGINE = MergeTree
+    ORDER BY (consumer, topic, partition, first_offset)
+    TTL toDateTime(at) + INTERVAL 7 DAY
+    """,
 ]
 
 

@@ -1,0 +1,221 @@
+"""The projector's pure fold: ``fold(states, records) -> Rows``. No I/O; time comes from the events.
+
+Per check it keeps what the tables need (ping count, last ping, open starts,
+last duration, status) and the offsets already applied, so replaying records
+a crash left uncommitted changes nothing and yields the same rows again.
+
+Durations follow Healthchecks: a completion (success, fail, or exit status)
+pairs with the most recent unpaired start of the same check with the same rid
+(no rid on both also pairs) that is at most 72 hours older; that start is then
+used up. ``log`` and ``ign`` pings never pair and leave starts alone. A
+completion without a start has no duration. Every ping counts in ``n_pings``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+import msgspec
+
+from schemas.events import Paused, PingEvent, Resumed, Transition
+
+MAX_DURATION = timedelta(hours=72)
+MAX_OPEN_STARTS = 64  # per check: concurrent runs distinguished by rid; older ones fall off
+
+COMPLETIONS = frozenset({"success", "fail"})
+
+
+class OpenStart(msgspec.Struct, array_like=True, frozen=True):
+    rid: str | None
+    at: datetime
+    event_id: str
+
+
+class CheckFold(msgspec.Struct, kw_only=True):
+    """One check's projected state; what a ``check_state`` row holds."""
+
+    check_id: str
+    project_id: str
+    status: str = "new"
+    n_pings: int = 0
+    last_ping: datetime | None = None
+    last_duration_s: float | None = None
+    starts: list[OpenStart] = []
+    pings_offset: int = -1  # last applied offset of this check's pings partition
+    transitions_offset: int = -1
+    version: int = 0
+
+    @property
+    def last_start(self) -> OpenStart | None:
+        return self.starts[-1] if self.starts else None
+
+
+@dataclass
+class Rows:
+    """Rows for each table, as lists of tuples in the DDL's column order (see COLUMNS)."""
+
+    pings: list[tuple] = field(default_factory=list)
+    runs: list[tuple] = field(default_factory=list)
+    transitions: list[tuple] = field(default_factory=list)
+    touched: dict[str, CheckFold] = field(default_factory=dict)  # check_state rows, one per check
+
+    def check_state_rows(self, updated_at: datetime) -> list[tuple]:
+        return [state_row(s, updated_at) for s in self.touched.values()]
+
+
+COLUMNS = {
+    "pings": ["event_id", "check_id", "project_id", "n", "kind", "exit_status", "rid", "received_at", "method",
+              "scheme", "remote_addr", "user_agent", "body", "body_size", "source", "duration_s"],
+    "runs": ["event_id", "start_event_id", "check_id", "project_id", "rid", "started_at", "finished_at",
+             "duration_s", "outcome", "exit_status"],
+    "transitions": ["event_id", "check_id", "project_id", "from_status", "to_status", "at", "reason",
+                    "cause_event_id"],
+    "check_state": ["check_id", "project_id", "status", "last_ping", "last_start", "last_start_rid",
+                    "last_duration_s", "n_pings", "started", "updated_at", "version", "open_starts",
+                    "pings_offset", "transitions_offset"],
+}
+
+_starts_encoder = msgspec.json.Encoder()
+_starts_decoder = msgspec.json.Decoder(list[OpenStart])
+
+
+def state_row(s: CheckFold, updated_at: datetime) -> tuple:
+    last = s.last_start
+    return (
+        s.check_id, s.project_id, s.status, s.last_ping, last.at if last else None, last.rid if last else None,
+        s.last_duration_s, s.n_pings, 1 if last else 0, updated_at, s.version,
+        _starts_encoder.encode(s.starts).decode(), s.pings_offset, s.transitions_offset,
+    )
+
+
+def utc(dt: datetime | None) -> datetime | None:
+    """Datetimes read back from ClickHouse may come without a zone; ours are all UTC."""
+    return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
+
+
+def state_from_row(row: dict) -> CheckFold:
+    """The inverse of ``state_row`` (a ``check_state`` row read back as a dict)."""
+    return CheckFold(
+        check_id=str(row["check_id"]),
+        project_id=str(row["project_id"]),
+        status=row["status"],
+        n_pings=int(row["n_pings"]),
+        last_ping=utc(row["last_ping"]),
+        last_duration_s=row["last_duration_s"],
+        starts=_starts_decoder.decode(row["open_starts"]) if row.get("open_starts") else [],
+        pings_offset=int(row["pings_offset"]),
+        transitions_offset=int(row["transitions_offset"]),
+        version=int(row["version"]),
+    )
+
+
+def _pair(state: CheckFold, event: PingEvent) -> OpenStart | None:
+    """Take the most recent open start with the event's rid (within 72 h), if any."""
+    starts = state.starts
+    for i in range(len(starts) - 1, -1, -1):
+        start = starts[i]
+        if start.rid == event.rid:
+            del starts[i]
+            if event.received_at - start.at <= MAX_DURATION and start.at <= event.received_at:
+                return start
+            return None
+    return None
+
+
+def apply_ping(state: CheckFold, event: PingEvent, offset: int, rows: Rows) -> None:
+    if offset <= state.pings_offset:
+        return  # applied before a crash: its rows exist already
+    state.pings_offset = offset
+    state.n_pings += 1
+    state.last_ping = event.received_at if state.last_ping is None else max(state.last_ping, event.received_at)
+    duration = None
+    kind = event.kind
+    if kind == "start":
+        state.starts.append(OpenStart(event.rid, event.received_at, event.event_id))
+        if len(state.starts) > MAX_OPEN_STARTS:
+            del state.starts[0]
+    elif kind in COMPLETIONS:
+        start = _pair(state, event)
+        if start is not None:
+            duration = (event.received_at - start.at).total_seconds()
+            state.last_duration_s = duration
+            rows.runs.append((
+                event.event_id, start.event_id, event.check_id, event.project_id, event.rid, start.at,
+                event.received_at, duration, kind, event.exit_status,
+            ))
+    rows.pings.append((
+        event.event_id, event.check_id, event.project_id, state.n_pings, kind, event.exit_status, event.rid,
+        event.received_at, event.method, event.scheme, event.remote_addr, event.user_agent, event.body,
+        event.body_size, event.source, duration,
+    ))
+
+
+def apply_control(state: CheckFold, event: Paused | Resumed, offset: int) -> None:
+    if offset <= state.pings_offset:
+        return
+    state.pings_offset = offset
+    if isinstance(event, Paused):
+        state.status = "paused"
+    else:
+        # Resume clears the last ping and the run in progress, as upstream's resume does.
+        state.status, state.last_ping, state.starts = "new", None, []
+
+
+def apply_transition(state: CheckFold, event: Transition, offset: int, rows: Rows) -> None:
+    if offset <= state.transitions_offset:
+        return
+    state.transitions_offset = offset
+    state.status = event.to_status
+    rows.transitions.append((
+        event.event_id, event.check_id, event.project_id, event.from_status, event.to_status, event.at,
+        event.reason, event.cause_event_id,
+    ))
+
+
+def fold(
+    states: dict[str, CheckFold],
+    events: list[tuple[object, int]],
+    on_error: Callable[[int, Exception], None] | None = None,
+) -> Rows:
+    """Apply ``(event, offset)`` pairs in order to ``states`` (changed in place); return the rows.
+
+    ``states`` must hold every check the events name (callers load missing ones first);
+    a check not there starts new. Events of other types are ignored. An event that
+    cannot be applied is reported to ``on_error(index, exception)`` (the caller
+    dead-letters it) and leaves its check as it was; without ``on_error`` it raises.
+    """
+    rows = Rows()
+    touched = rows.touched
+    for i, (event, offset) in enumerate(events):
+        check_id = getattr(event, "check_id", None)
+        if check_id is None:
+            continue
+        state = states.get(check_id)
+        if state is None:
+            state = states[check_id] = CheckFold(check_id=check_id, project_id=event.project_id)
+        before = (state.pings_offset, state.transitions_offset)
+        saved = msgspec.structs.replace(state, starts=list(state.starts))
+        marks = (len(rows.pings), len(rows.runs), len(rows.transitions))
+        try:
+            if isinstance(event, PingEvent):
+                apply_ping(state, event, offset, rows)
+            elif isinstance(event, Transition):
+                apply_transition(state, event, offset, rows)
+            elif isinstance(event, (Paused, Resumed)):
+                apply_control(state, event, offset)
+            else:
+                continue
+        except Exception as exc:
+            if on_error is None:
+                raise
+            for f in msgspec.structs.fields(CheckFold):  # undo the partial change
+                setattr(state, f.name, getattr(saved, f.name))
+            del rows.pings[marks[0]:], rows.runs[marks[1]:], rows.transitions[marks[2]:]
+            on_error(i, exc)
+            continue
+        if (state.pings_offset, state.transitions_offset) != before and check_id not in touched:
+            state.version += 1
+            touched[check_id] = state
+    return rows

@@ -1,0 +1,64 @@
+"""Reads of the projected tables for the API. Parameterised queries only; FINAL where exactness matters."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pingstream.clickhouse import ClickHouse
+
+from .fold import utc
+
+# Upstream's flips are changes between up and down; grace and a running job count as up.
+_BUCKET = {"up": "up", "grace": "up", "started": "up", "down": "down", "new": "new", "paused": "paused"}
+FLIP_SQL_STATUSES = ("up", "down")
+
+
+async def _rows(ch: ClickHouse, sql: str, parameters: dict, column_formats: dict | None = None) -> list[dict]:
+    def run(client):
+        result = client.query(sql, parameters=parameters, column_formats=column_formats or {})
+        return [{k: utc(v) if isinstance(v, datetime) else v for k, v in row.items()} for row in result.named_results()]
+
+    return await ch.run(run)
+
+
+async def check_states(ch: ClickHouse, check_ids: list[str]) -> dict[str, dict]:
+    rows = await _rows(
+        ch,
+        "SELECT check_id, status, last_ping, last_start, last_duration_s, n_pings, started "
+        "FROM check_state FINAL WHERE check_id IN {ids:Array(UUID)}",
+        {"ids": list(check_ids)},
+    )
+    return {str(r["check_id"]): r for r in rows}
+
+
+async def pings(ch: ClickHouse, check_id: str, limit: int) -> list[dict]:
+    rows = await _rows(
+        ch,
+        "SELECT n, kind, received_at, scheme, remote_addr, method, user_agent, rid, duration_s, exit_status, "
+        "body_size FROM pings FINAL WHERE check_id = {c:UUID} ORDER BY n DESC LIMIT {limit:UInt32}",
+        {"c": check_id, "limit": limit},
+    )
+    for r in rows:
+        r["rid"] = str(r["rid"]) if r["rid"] is not None else None
+    return rows
+
+
+async def ping_body(ch: ClickHouse, check_id: str, n: int) -> bytes | None:
+    rows = await _rows(
+        ch,
+        "SELECT body FROM pings FINAL WHERE check_id = {c:UUID} AND n = {n:UInt64} LIMIT 1",
+        {"c": check_id, "n": n},
+        column_formats={"body": "bytes"},
+    )
+    return bytes(rows[0]["body"]) if rows else None
+
+
+async def flips(ch: ClickHouse, check_id: str, since: datetime | None = None, until: datetime | None = None) -> list[dict]:
+    rows = await _rows(
+        ch,
+        "SELECT at, from_status, to_status FROM transitions FINAL WHERE check_id = {c:UUID} "
+        "AND to_status IN ('up', 'down') AND at >= {since:DateTime64(6, 'UTC')} AND at < {until:DateTime64(6, 'UTC')} "
+        "ORDER BY at, event_id",
+        {"c": check_id, "since": since or datetime(1970, 1, 2), "until": until or datetime(2200, 1, 1)},
+    )
+    return [r for r in rows if _BUCKET.get(r["from_status"]) != _BUCKET.get(r["to_status"])]
