@@ -1,0 +1,153 @@
+"""Faults injected under load, counted: every ping answered 200 ends up in ClickHouse exactly once.
+
+- kill -9 of the edge (``pingstream up``) mid-load, three times;
+- the Kafka broker stopped and started while the edge takes pings: 503 with
+  Retry-After while it cannot get acknowledgements, never 200 for a ping it did
+  not log; edge and projector reconnect on their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import Counter
+
+import aiohttp
+
+from bench.procs import parse_keys, run_cli, sql
+
+FIGURES: dict[str, dict] = {}
+
+
+class Pinger:
+    """Concurrent POST pings with unique bodies; remembers which were answered 200."""
+
+    def __init__(self, urls: list[str], concurrency: int = 16) -> None:
+        self.urls = urls
+        self.concurrency = concurrency
+        self.acked: set[str] = set()
+        self.statuses: Counter = Counter()
+        self.retry_after_missing = 0
+        self._seq = itertools.count()
+        self._stop = asyncio.Event()
+
+    async def _worker(self, session: aiohttp.ClientSession) -> None:
+        while not self._stop.is_set():
+            n = next(self._seq)
+            body = f"f{n}"
+            try:
+                async with session.post(self.urls[n % len(self.urls)], data=body.encode()) as r:
+                    await r.read()
+                    self.statuses[r.status] += 1
+                    if r.status == 200:
+                        self.acked.add(body)
+                    elif r.status == 503 and not r.headers.get("Retry-After"):
+                        self.retry_after_missing += 1
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                self.statuses["conn-error"] += 1
+                await asyncio.sleep(0.05)
+
+    async def run_for(self, seconds: float) -> None:
+        self._stop.clear()
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            workers = [asyncio.create_task(self._worker(session)) for _ in range(self.concurrency)]
+            await asyncio.sleep(seconds)
+            self._stop.set()
+            await asyncio.gather(*workers)
+
+    def start(self, seconds: float) -> asyncio.Task:
+        return asyncio.create_task(self.run_for(seconds))
+
+
+def assert_exactly_once(env: dict, acked: set[str], prefix: str = "f") -> dict:
+    rows = sql(env, f"SELECT body, count() AS n FROM pings FINAL WHERE startsWith(body, '{prefix}') GROUP BY body")
+    stored = {r["body"]: int(r["n"]) for r in rows}
+    lost = acked - stored.keys()
+    duplicated = [b for b, n in stored.items() if n > 1]
+    [raw] = sql(env, f"SELECT count() AS n, uniqExact(event_id) AS ids FROM pings WHERE startsWith(body, '{prefix}')")
+    assert not lost, f"{len(lost)} acknowledged pings lost"
+    assert not duplicated, f"{len(duplicated)} pings stored twice"
+    return {"acked": len(acked), "stored": len(stored), "lost": len(lost), "duplicated": len(duplicated),
+            "raw_rows": int(raw["n"]), "event_ids": int(raw["ids"])}
+
+
+async def _create_check(url: str, api_key: str) -> str:
+    async with aiohttp.ClientSession() as session:
+        r = await session.post(f"{url}/api/v3/checks/", json={"name": "faulty"}, headers={"X-Api-Key": api_key})
+        assert r.status == 201, await r.text()
+        return (await r.json())["uuid"]
+
+
+async def _wait_stable(fetch, seconds: float = 2.0, timeout_s: float = 60.0):
+    """Poll until the value stops changing for ``seconds``."""
+    last, since, deadline = None, time.monotonic(), time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = await fetch()
+        if value != last:
+            last, since = value, time.monotonic()
+        elif time.monotonic() - since >= seconds:
+            return value
+        await asyncio.sleep(0.2)
+    return last
+
+
+async def test_kill_9_of_the_edge_loses_no_acknowledged_ping(system):
+    s = system()
+    check = await _create_check(s.url, s.keys["api_key"])
+    pinger = Pinger([f"{s.url}/ping/{check}"])
+    kills = 3
+    for _ in range(kills):
+        load = pinger.start(2.5)
+        await asyncio.sleep(1.5)
+        s.kill()  # mid-load: requests in flight get no answer, and may or may not be logged
+        await load
+        s.start()
+    await pinger.run_for(1.0)
+
+    async def n_pings():
+        async with aiohttp.ClientSession() as session:
+            r = await session.get(f"{s.url}/api/v3/checks/{check}", headers={"X-Api-Key": s.keys["api_key"]})
+            return (await r.json())["n_pings"]
+
+    assert await _wait_stable(n_pings) >= len(pinger.acked)
+    s.stop()
+    figures = assert_exactly_once(s.env, pinger.acked)
+    FIGURES["edge kill -9"] = {"kills": kills, **figures, "statuses": dict(pinger.statuses)}
+    print("edge kill -9:", FIGURES["edge kill -9"])
+
+
+async def test_kafka_broker_down_means_503_then_everything_recovers(own_kafka_broker, services, tmp_path):
+    common = {
+        "PINGSTREAM_KAFKA": own_kafka_broker.bootstrap,
+        "PINGSTREAM_KAFKA_ACK_TIMEOUT_S": "2",
+        "PINGSTREAM_PARTITIONS": "4",
+    }
+    keys = parse_keys(run_cli("project", "create", "faults", env={**common, "PINGSTREAM_DATA": str(tmp_path / "cli")}))
+    edge = services("ingest", {**common, "PINGSTREAM_DATA": str(tmp_path / "edge"), "PINGSTREAM_CLICKHOUSE": "off"},
+                    port=True)
+    projector = services("projector", {**common, "PINGSTREAM_DATA": str(tmp_path / "projector")})
+    check = await _create_check(edge.url, keys["api_key"])
+    pinger = Pinger([f"{edge.url}/ping/{check}"], concurrency=8)
+
+    load = pinger.start(14)
+    await asyncio.sleep(3)
+    own_kafka_broker.stop()
+    during = Counter()
+    await asyncio.sleep(5)
+    during.update(pinger.statuses)
+    own_kafka_broker.start()
+    await load
+    after_restart = Counter(pinger.statuses)
+    await pinger.run_for(2)  # answered 200 again once the broker is back
+    assert pinger.statuses[200] > after_restart[200], "the edge did not recover after the broker came back"
+
+    assert during[503] > 0, f"no 503 while the broker was down: {during}"
+    assert pinger.retry_after_missing == 0
+    assert set(pinger.statuses) <= {200, 503}, pinger.statuses
+    await asyncio.sleep(5)  # the projector reconnects and drains
+    projector.stop()
+    figures = assert_exactly_once(projector.env, pinger.acked)
+    FIGURES["kafka down"] = {**figures, "statuses": dict(pinger.statuses)}
+    print("kafka broker stop/start:", FIGURES["kafka down"])
