@@ -1,0 +1,182 @@
+"""The projector on a real SQLite log and real chdb: rows, API reads, idempotence, restart, replay."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+import pytest
+
+from pingstream import deadletter
+from pingstream.config import Config
+from pingstream.eventlog.sqlite import SqliteEventLog
+from projector import queries
+from projector import service as projector_service
+from projector.service import Batcher, Projector, batch_token, ranges_of
+from schemas.events import (
+    TOPIC_DEAD_LETTER,
+    TOPIC_PINGS,
+    TOPIC_TRANSITIONS,
+    PingEvent,
+    Transition,
+    encode,
+    utcnow,
+    uuid7,
+)
+
+CHECK = "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
+PROJECT = "019ab7ef-0000-7000-8000-000000000001"
+RID = "7e0b0c8e-0000-4000-8000-00000000000a"
+
+
+@pytest.fixture
+async def log(tmp_path):
+    log = SqliteEventLog(tmp_path / "log.sqlite3", default_partitions=2)
+    await log.start()
+    yield log
+    await log.close()
+
+
+async def ping(log, kind: str, at=None, rid=None, body=b"", exit_status=None) -> PingEvent:
+    event = PingEvent(event_id=uuid7(), check_id=CHECK, project_id=PROJECT, kind=kind, received_at=at or utcnow(),
+                      rid=rid, body=body, body_size=len(body), exit_status=exit_status)
+    await log.produce(TOPIC_PINGS, encode(event), key=CHECK.encode())
+    return event
+
+
+class Running:
+    def __init__(self, log, clickhouse, tmp_path) -> None:
+        self.stop = asyncio.Event()
+        config = Config.from_env({}, data_dir=tmp_path)
+        self.task = asyncio.create_task(projector_service.run(config, log, clickhouse, self.stop))
+
+    async def halt(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 20)
+
+
+async def wait_until(predicate, timeout_s: float = 10.0):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.05)
+
+
+async def count(ch, sql: str) -> int:
+    return int((await ch.query(sql))[0][0])
+
+
+async def test_pings_runs_state_and_api_reads(log, clickhouse, tmp_path):
+    projector = Running(log, clickhouse, tmp_path)
+    t0 = utcnow()
+    await ping(log, "start", t0, rid=RID)
+    done = await ping(log, "success", t0 + timedelta(seconds=12.5), rid=RID, body=b"\xff\x00binary")
+    await log.produce(TOPIC_TRANSITIONS, encode(Transition(
+        event_id=uuid7(), check_id=CHECK, project_id=PROJECT, from_status="new", to_status="up", at=t0,
+        reason="success", cause_event_id=done.event_id)), key=CHECK.encode())
+
+    async def state():
+        st = (await queries.check_states(clickhouse, [CHECK])).get(CHECK)
+        return st if st and st["n_pings"] == 2 and st["status"] == "up" else None
+
+    st = await wait_until(state)
+    await projector.halt()
+    assert st["last_duration_s"] == 12.5 and st["last_ping"] == done.received_at and not st["started"]
+    rows = await queries.pings(clickhouse, CHECK, 10)
+    assert [(r["n"], r["kind"], r["duration_s"]) for r in rows] == [(2, "success", 12.5), (1, "start", None)]
+    assert rows[0]["rid"] == RID
+    assert await queries.ping_body(clickhouse, CHECK, 2) == b"\xff\x00binary"
+    assert await queries.ping_body(clickhouse, CHECK, 3) is None
+    assert [f["to_status"] for f in await queries.flips(clickhouse, CHECK)] == ["up"]
+    assert await count(clickhouse, "SELECT count() FROM runs FINAL") == 1
+    assert await count(clickhouse, "SELECT countMerge(runs) FROM durations_hourly") == 1
+
+
+async def test_reinserting_a_batch_adds_nothing(log, clickhouse):
+    """Same token: ClickHouse drops the block (and the rollup views do not see it); other token: FINAL dedupes."""
+    t0 = utcnow()
+    events = [await ping(log, "start", t0), await ping(log, "success", t0 + timedelta(seconds=3))]
+    consumer = log.consumer([TOPIC_PINGS], group=None)
+    await consumer.start()
+    records = await consumer.getmany(timeout_ms=500)
+    await consumer.close()
+    assert len(records) == len(events)
+    token = batch_token(ranges_of(records))
+    for _ in range(3):
+        await Projector(clickhouse, log).process(records, token)  # a fresh projector: nothing in memory
+    assert await count(clickhouse, "SELECT count() FROM pings") == 2
+    assert await count(clickhouse, "SELECT countMerge(runs) FROM durations_daily") == 1
+    fresh = Projector(clickhouse, log)
+    fresh.states.clear()
+    await fresh.process(records, "another-token")  # state says these offsets are applied: no rows at all
+    assert await count(clickhouse, "SELECT count() FROM pings") == 2
+
+
+async def test_a_restart_resumes_from_clickhouse_state(log, clickhouse, tmp_path):
+    projector = Running(log, clickhouse, tmp_path)
+    t0 = utcnow()
+    await ping(log, "start", t0, rid=RID)
+    await wait_until(lambda: count(clickhouse, "SELECT count() FROM pings FINAL"))
+    await projector.halt()
+    projector = Running(log, clickhouse, tmp_path)
+    await ping(log, "fail", t0 + timedelta(seconds=7), rid=RID, exit_status=2)
+
+    async def two():
+        return await count(clickhouse, "SELECT count() FROM pings FINAL") == 2
+
+    assert await wait_until(two)
+    await projector.halt()
+    [(n, duration)] = await clickhouse.query("SELECT n, duration_s FROM pings FINAL WHERE kind = 'fail'")
+    assert (n, duration) == (2, 7.0)
+
+
+async def test_a_crash_between_insert_and_commit_replays_the_same_blocks(log, clickhouse, tmp_path):
+    t0 = utcnow()
+    for i in range(5):
+        await ping(log, "start", t0 + timedelta(seconds=10 * i))
+        await ping(log, "success", t0 + timedelta(seconds=10 * i + 4))
+    consumer = log.consumer(projector_service.TOPICS, group=projector_service.GROUP)
+    await consumer.start()
+    records = await consumer.getmany(timeout_ms=500)
+    records = records[:6]  # the crashed batch held some of what is there now
+    await consumer.close()
+    crashed = Projector(clickhouse, log)
+    ranges = ranges_of(records)
+    await crashed.write_journal(ranges, batch_token(ranges))
+    await crashed.process(records, batch_token(ranges))  # ...and died before committing
+    assert await count(clickhouse, "SELECT countMerge(runs) FROM durations_hourly") == 3
+
+    consumer = log.consumer(projector_service.TOPICS, group=projector_service.GROUP)
+    await consumer.start()
+    batcher = Batcher(consumer, await Projector(clickhouse, log).journal_tail())
+    batch, replayed = await batcher.next(asyncio.Event())
+    await consumer.close()
+    assert replayed and [r.offset for r in batch] == [r.offset for r in records]
+
+    projector = Running(log, clickhouse, tmp_path)
+
+    async def all_in():
+        return await count(clickhouse, "SELECT count() FROM pings FINAL") == 10
+
+    assert await wait_until(all_in)
+    await projector.halt()
+    assert await count(clickhouse, "SELECT count() FROM pings") == 10  # no duplicate block, even before merges
+    assert await count(clickhouse, "SELECT countMerge(runs) FROM durations_hourly") == 5
+    assert await count(clickhouse, "SELECT countMerge(runs) FROM durations_daily") == 5
+
+
+async def test_poison_goes_to_the_dead_letter_topic(log, clickhouse, tmp_path):
+    partition, offset = await log.produce(TOPIC_PINGS, b"{not json", key=CHECK.encode())
+    await ping(log, "success")
+    projector = Running(log, clickhouse, tmp_path)
+    assert await wait_until(lambda: count(clickhouse, "SELECT count() FROM pings FINAL"))
+    await projector.halt()
+    consumer = log.consumer([TOPIC_DEAD_LETTER], group=None)
+    await consumer.start()
+    [record] = await consumer.getmany(timeout_ms=500)
+    await consumer.close()
+    letter = deadletter.decode(record.value)
+    assert (letter.service, letter.partition, letter.offset, letter.value) == ("projector", partition, offset, b"{not json")
