@@ -129,22 +129,25 @@ def apply_ping(state: CheckFold, event: PingEvent, offset: int, rows: Rows) -> N
         return  # applied before a crash: its rows exist already
     state.pings_offset = offset
     state.n_pings += 1
-    state.last_ping = event.received_at if state.last_ping is None else max(state.last_ping, event.received_at)
     duration = None
     kind = event.kind
     if kind == "start":
+        # Upstream pairs a completion with the newest same-rid ping only: an older start with this rid is dead.
+        state.starts = [s for s in state.starts if s.rid != event.rid]
         state.starts.append(OpenStart(event.rid, event.received_at, event.event_id))
         if len(state.starts) > MAX_OPEN_STARTS:
             del state.starts[0]
     elif kind in COMPLETIONS:
+        # last_ping is the last success or fail, as upstream and the monitor have it (a start does not move it).
+        state.last_ping = event.received_at if state.last_ping is None else max(state.last_ping, event.received_at)
         start = _pair(state, event)
         if start is not None:
             duration = (event.received_at - start.at).total_seconds()
-            state.last_duration_s = duration
             rows.runs.append((
                 event.event_id, start.event_id, event.check_id, event.project_id, event.rid, start.at,
                 event.received_at, duration, kind, event.exit_status,
             ))
+        state.last_duration_s = duration  # a completion without a start clears it, as upstream's Check.ping
     rows.pings.append((
         event.event_id, event.check_id, event.project_id, state.n_pings, kind, event.exit_status, event.rid,
         event.received_at, event.method, event.scheme, event.remote_addr, event.user_agent, event.body,

@@ -182,3 +182,47 @@ def test_split_and_restored_like_one_batch(raw, cut):
         import msgspec
 
         assert msgspec.structs.replace(states[CHECK], version=0) == msgspec.structs.replace(whole[CHECK], version=0)
+
+
+def test_a_newer_start_with_the_same_rid_makes_the_older_one_stale():
+    # Upstream pairs a completion with the newest same-rid ping only: after it, nothing is left to pair.
+    _, rows = run([ping("start", 0), ping("start", 10), ping("success", 12), ping("success", 13)])
+    assert durations(rows) == [None, None, 2.0, None]
+
+
+def test_a_start_or_a_log_does_not_move_last_ping():
+    states, _ = run([ping("success", 0), ping("start", 10), ping("log", 20), ping("ign", 30)])
+    assert states[CHECK].last_ping == T0
+    assert states[CHECK].last_start.at == T0 + timedelta(seconds=10)
+
+
+def upstream_durations(pings: list[PingEvent]) -> list[float | None]:
+    """``Ping.duration`` as Healthchecks defines it over the ping log: look back through earlier pings
+    with the same rid, at most 72 h older; a start gives the duration, a success or fail first gives none."""
+    out = []
+    for i, p in enumerate(pings):
+        duration = None
+        if p.kind in ("success", "fail"):
+            for q in reversed(pings[:i]):
+                if q.rid != p.rid or q.received_at < p.received_at - timedelta(hours=72):
+                    continue
+                if q.kind == "start":
+                    duration = (p.received_at - q.received_at).total_seconds()
+                    break
+                if q.kind in ("success", "fail"):
+                    break
+        out.append(duration)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps)
+def test_durations_equal_upstreams_definition_over_the_ping_log(raw):
+    events = _events(raw)
+    _, rows = run(events)
+    assert durations(rows) == upstream_durations(events)
+
+
+def test_a_completion_without_a_start_clears_the_last_duration():
+    states, _ = run([ping("start", 0), ping("success", 5), ping("success", 6)])
+    assert states[CHECK].last_duration_s is None
