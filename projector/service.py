@@ -114,17 +114,24 @@ class Projector:
         t2 = time.perf_counter()
         rows = fold(self.states, [(e, o) for e, o, _ in events], on_error=lambda i, exc: poison.append((events[i][2], exc)))
         t3 = time.perf_counter()
-        for record, exc in poison:
-            await deadletter.send(self.log, "projector", record, exc)
-        now = utcnow()
-        for table, data in (
-            ("pings", rows.pings),
-            ("runs", rows.runs),
-            ("transitions", rows.transitions),
-            ("check_state", rows.check_state_rows(now)),  # last: its offsets say the rest is in
-        ):
-            if data:
-                await self.insert(table, data, f"{token}:{table}")
+        try:
+            now = utcnow()
+            for table, data in (
+                ("pings", rows.pings),
+                ("runs", rows.runs),
+                ("transitions", rows.transitions),
+                ("check_state", rows.check_state_rows(now)),  # last: its offsets say the rest is in
+            ):
+                if data:
+                    await self.insert(table, data, f"{token}:{table}")
+            for record, exc in poison:
+                await deadletter.send(self.log, "projector", record, exc)
+        except BaseException:
+            # The fold already counted this batch in memory; the retry must fold it again from what
+            # ClickHouse holds (check_state is written last, so it never runs ahead of the other tables).
+            for check_id in rows.touched:
+                self.states.pop(check_id, None)
+            raise
         for state in rows.touched.values():
             if state.last_duration_s is not None:
                 metrics.set_last_duration(state.check_id, state.last_duration_s)

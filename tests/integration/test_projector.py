@@ -180,3 +180,30 @@ async def test_poison_goes_to_the_dead_letter_topic(log, clickhouse, tmp_path):
     await consumer.close()
     letter = deadletter.decode(record.value)
     assert (letter.service, letter.partition, letter.offset, letter.value) == ("projector", partition, offset, b"{not json")
+
+
+async def test_a_failed_insert_is_retried_without_losing_rows(log, clickhouse):
+    """ClickHouse failing half-way through a batch: the retry folds again from the stored state."""
+    t0 = utcnow()
+    await ping(log, "start", t0, rid=RID)
+    await ping(log, "success", t0 + timedelta(seconds=3), rid=RID)
+    consumer = log.consumer([TOPIC_PINGS], group=None)
+    await consumer.start()
+    records = await consumer.getmany(timeout_ms=500)
+    await consumer.close()
+    projector = Projector(clickhouse, log)
+    real_insert, failed = projector.insert, []
+
+    async def insert(table, data, token):
+        if table == "runs" and not failed:
+            failed.append(table)
+            raise ConnectionError("ClickHouse went away")
+        await real_insert(table, data, token)
+
+    projector.insert = insert
+    token = batch_token(ranges_of(records))
+    await projector_service._retry(asyncio.Event(), "insert", lambda: projector.process(records, token))
+    assert failed
+    assert await count(clickhouse, "SELECT count() FROM pings") == 2
+    assert await count(clickhouse, "SELECT count() FROM runs FINAL") == 1
+    assert (await queries.check_states(clickhouse, [CHECK]))[CHECK]["n_pings"] == 2
