@@ -1,0 +1,188 @@
+"""End to end: pings at rising fixed rates → how long until each is queryable in ClickHouse.
+
+    python bench/e2e.py [--rates 250,500,1000,2000,3000] [--duration 8] [--modes embedded,kafka]
+
+An open-loop generator (requests leave on schedule whatever the answers do)
+POSTs pings with a unique body to a system started fresh for every rate:
+- ``embedded``: ``pingstream up`` (SQLite log + chdb in one process);
+- ``kafka``: ``pingstream ingest`` + ``projector`` + ``monitor`` as three
+  processes on a real broker (PINGSTREAM_KAFKA, else one from the cached jars).
+After the load and a drain period the system is stopped and every row's
+``inserted_at`` (when ClickHouse made it visible) is compared with the ping's
+scheduled send time: that is the ping → queryable latency, per ping, with
+queueing anywhere (client, edge, log, projector) counted. A ping not visible
+when the system stops counts as infinitely late.
+
+Prints a table, writes bench/results/e2e.json and bench/results/e2e.png
+(latency p50/p99 against rate). Loopback only; bounded in time and count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.loadgen import open_loop, percentile, post_bytes  # noqa: E402
+from bench.procs import Service, free_port, parse_keys, run_cli, sql  # noqa: E402
+
+N_CHECKS = 64
+
+
+async def _create_checks(port: int, api_key: str) -> list[str]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        ids = []
+        for i in range(N_CHECKS):
+            r = await session.post(f"http://127.0.0.1:{port}/api/v3/checks/", json={"name": f"bench-{i}"},
+                                   headers={"X-Api-Key": api_key})
+            ids.append((await r.json())["uuid"])
+        return ids
+
+
+def _start(mode: str, data: Path, bootstrap: str | None) -> tuple[list[Service], Service, dict, dict]:
+    """The services, the edge among them, the projector's env (for queries) and the keys."""
+    base = {"PINGSTREAM_DATA": str(data), "PINGSTREAM_LOG_LEVEL": "WARNING"}
+    if mode == "embedded":
+        up = Service("up", {**base, "PINGSTREAM_KAFKA": ""}, free_port()).start()
+        return [up], up, up.env, up.keys
+    common = {**base, "PINGSTREAM_KAFKA": bootstrap, "PINGSTREAM_KAFKA_PREFIX": f"b{os.urandom(4).hex()}.",
+              "PINGSTREAM_PARTITIONS": "8"}
+    keys = parse_keys(run_cli("project", "create", "bench", env=common))
+    projector = Service("projector", common).start()
+    monitor = Service("monitor", {**common, "PINGSTREAM_DATA": str(data / "monitor")}).start()
+    edge = Service("ingest", {**common, "PINGSTREAM_DATA": str(data / "edge"), "PINGSTREAM_CLICKHOUSE": "off"},
+                   free_port()).start()
+    return [edge, projector, monitor], edge, projector.env, keys
+
+
+async def _wait_registry(port: int, check_id: str) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):
+            if (await session.head(f"http://127.0.0.1:{port}/ping/{check_id}")).status == 200:
+                return
+            await asyncio.sleep(0.1)
+
+
+def run_rate(mode: str, rate: float, args, bootstrap: str | None) -> dict:
+    with tempfile.TemporaryDirectory(prefix=f"bench-e2e-{mode}-") as tmp:
+        procs, edge, query_env, keys = _start(mode, Path(tmp), bootstrap)
+        try:
+            checks = asyncio.run(_create_checks(edge.port, keys["api_key"]))
+            asyncio.run(_wait_registry(edge.port, checks[-1]))
+            tag = f"r{int(rate)}-"
+            paths = [f"/ping/{c}" for c in checks]
+
+            def request(i: int) -> bytes:
+                return post_bytes(paths[i % len(paths)], f"{tag}{i}".encode())
+
+            load = asyncio.run(open_loop(edge.port, request, rate, args.duration, connections=args.connections))
+            time.sleep(args.drain)
+        finally:
+            for p in procs:
+                p.stop()
+        rows = sql(query_env, f"SELECT body, toUnixTimestamp64Micro(inserted_at) AS at FROM pings "
+                              f"WHERE startsWith(body, '{tag}')")
+    start, sent = load["wall_start"], load["sent"]
+    latencies = []
+    for row in rows:
+        i = int(row["body"][len(tag):])
+        latencies.append(int(row["at"]) / 1e6 - (start + i / rate))
+    visible = len(latencies)
+    latencies.sort()
+    latencies += [math.inf] * (sent - visible)  # never visible: infinitely late
+    return {
+        "mode": mode, "rate": rate, "sent": sent, "acked": load["statuses"].get(200, 0), "visible": visible,
+        "statuses": load["statuses"], "ack_p50_ms": load["p50_ms"], "ack_p99_ms": load["p99_ms"],
+        "achieved_rps": load["rps"],
+        "visible_p50_s": percentile(latencies, 0.50), "visible_p99_s": percentile(latencies, 0.99),
+    }
+
+
+def _plot(results: list[dict], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed (pip install -e '.[bench]'): no plot", file=sys.stderr)
+        return False
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for mode in sorted({r["mode"] for r in results}):
+        rs = [r for r in results if r["mode"] == mode]
+        rates = [r["rate"] for r in rs]
+        for key, style in (("visible_p50_s", "--"), ("visible_p99_s", "-")):
+            values = [min(r[key], 30.0) for r in rs]
+            ax.plot(rates, values, style, marker="o", label=f"{mode} {key.split('_')[1]}")
+    ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
+    ax.set_xlabel("offered pings/s (open loop)")
+    ax.set_ylabel("ping → queryable in ClickHouse (s, log scale; lost = 30)")
+    ax.set_yscale("log")
+    ax.set_title("pingstream end to end on loopback")
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rates", default="250,500,1000,2000,3000")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds of load per rate")
+    parser.add_argument("--drain", type=float, default=4.0, help="seconds allowed to catch up before stopping")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--modes", default="embedded,kafka")
+    args = parser.parse_args()
+    rates = [float(r) for r in args.rates.split(",")]
+    modes = args.modes.split(",")
+
+    broker, bootstrap = None, os.environ.get("PINGSTREAM_KAFKA")
+    if "kafka" in modes and not bootstrap:
+        from pingstream import kafkabroker
+
+        broker = kafkabroker.start_broker(tempfile.mkdtemp(prefix="bench-kafka-"), partitions=8)
+        bootstrap = broker.bootstrap
+    results = []
+    try:
+        for mode in modes:
+            for rate in rates:
+                started = time.monotonic()
+                r = run_rate(mode, rate, args, bootstrap)
+                results.append(r)
+                print(f"{mode:8} {rate:6.0f}/s sent {r['sent']:6d} acked {r['acked']:6d} visible {r['visible']:6d} "
+                      f"ack p99 {r['ack_p99_ms']:7.1f} ms  visible p50 {r['visible_p50_s']:6.3f} s "
+                      f"p99 {r['visible_p99_s']:6.3f} s  ({time.monotonic() - started:.0f} s)", flush=True)
+    finally:
+        if broker is not None:
+            broker.stop()
+
+    summary = {}
+    for mode in modes:
+        ok = [r["rate"] for r in results if r["mode"] == mode and r["visible_p99_s"] < 1.0 and r["visible"] == r["sent"]]
+        summary[mode] = {"max_rate_p99_under_1s": max(ok) if ok else 0}
+        print(f"{mode}: highest rate with every ping visible and p99 < 1 s: {summary[mode]['max_rate_p99_under_1s']:.0f}/s")
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    clean = [{k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in r.items()} for r in results]
+    (out / "e2e.json").write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                              "args": vars(args), "summary": summary, "results": clean}, indent=2))
+    if _plot(results, out / "e2e.png"):
+        print(f"plot: {(out / 'e2e.png').relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
