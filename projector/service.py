@@ -170,54 +170,88 @@ def ranges_of(records: list[Record]) -> dict[TopicPartition, tuple[int, int]]:
 
 
 class Batcher:
-    """Reads batches bounded by count and time; after a restart, re-cuts the journaled batch."""
+    """Reads batches bounded by count and time; after a restart, first re-cuts the journaled batch.
+
+    ``replay`` is the journal's last batch per partition: ``tp -> (first, last, token)``.
+    The batch that was journaled but not committed starts exactly at the group's
+    committed offsets; journal entries for partitions that start elsewhere were
+    committed already and are dropped.
+    """
 
     def __init__(self, consumer, replay: dict[TopicPartition, tuple[int, int, str]]) -> None:
         self.consumer = consumer
-        self.replay = replay  # tp -> (first, last, token) of the last journaled batch
+        self.replay = dict(replay)
         self.held: list[Record] = []
 
     async def next(self, stop: asyncio.Event) -> tuple[list[Record], bool]:
         """(records, replayed): ``replayed`` when the batch is the journaled one, cut as before."""
         records, self.held = self.held, []
+        if self.replay:
+            return await self._replay(records, stop)
         deadline = None
         while len(records) < BATCH_MAX and not stop.is_set():
             wait_ms = 200 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
-            got = await self.consumer.getmany(max_records=BATCH_MAX - len(records), timeout_ms=wait_ms)
-            records += got
+            records += await self.consumer.getmany(max_records=BATCH_MAX - len(records), timeout_ms=wait_ms)
             if records and deadline is None:
                 deadline = time.monotonic() + BATCH_WAIT_S
-            if deadline is None:
-                return [], False  # idle: let the caller look at stop and lag
-            if time.monotonic() >= deadline:
-                break
-        return self._cut(records)
+            if deadline is None or time.monotonic() >= deadline:
+                break  # idle (let the caller look at stop), or the batch's time is up
+        return self._split(records), False
 
-    def _cut(self, records: list[Record]) -> tuple[list[Record], bool]:
-        if not self.replay or not records:
-            return records, False
-        firsts: dict[TopicPartition, int] = {}
-        for r in records:
-            firsts.setdefault(TopicPartition(r.topic, r.partition), r.offset)
-        tokens = {tok for tp, (first, _, tok) in self.replay.items() if firsts.get(tp) == first}
-        if len(tokens) != 1:
+    def _split(self, records: list[Record]) -> list[Record]:
+        # A prefix of the read order is a prefix of every partition: offsets stay contiguous.
+        if len(records) > BATCH_MAX:
+            records, self.held = records[:BATCH_MAX], records[BATCH_MAX:] + self.held
+        return records
+
+    async def _replay(self, records: list[Record], stop: asyncio.Event) -> tuple[list[Record], bool]:
+        while not stop.is_set():
+            cut = self._cut(records)
+            if cut is not None:
+                return cut
+            if len(records) >= 4 * BATCH_MAX:
+                break
+            got = await self.consumer.getmany(max_records=BATCH_MAX, timeout_ms=200)
+            if not got:  # drained: journaled partitions we have not seen were committed
+                seen = {(r.topic, r.partition) for r in records}
+                self.replay = {tp: v for tp, v in self.replay.items() if tp in seen}
+            records += got
+        if stop.is_set():
+            self.held = records
+            return [], False
+        if self.replay:
+            log.warning("projector: the journaled batch could not be cut again; reading on without it")
             self.replay = {}
-            return records, False
-        (token,) = tokens
-        ends = {tp: last for tp, (first, last, tok) in self.replay.items() if tok == token}
-        if any(firsts.get(tp) != self.replay[tp][0] for tp in ends):
-            self.replay = {}  # partitions of that batch are elsewhere now (rebalance)
-            return records, False
+        return self._split(records), False
+
+    def _cut(self, records: list[Record]) -> tuple[list[Record], bool] | None:
+        """The journaled batch and True once it has been read whole; None to read on."""
+        firsts: dict[TopicPartition, int] = {}
+        lasts: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            firsts.setdefault(tp, r.offset)
+            lasts[tp] = r.offset
+        assigned = self.consumer.assignment()  # may still be empty before a group consumer's first fetch
+        stale = {tok for tp, (first, _, tok) in self.replay.items()
+                 if (assigned and tp not in assigned) or (tp in firsts and firsts[tp] != first)}
+        self.replay = {tp: v for tp, v in self.replay.items() if v[2] not in stale}
+        if not self.replay:
+            return self._split(records), False
+        if any(tp not in firsts for tp in self.replay):
+            return None
+        tokens = {tok for _, _, tok in self.replay.values()}
+        if len(tokens) > 1:  # cannot happen with one projector per partition; do not guess
+            self.replay = {}
+            return self._split(records), False
+        ends = {tp: last for tp, (_, last, _) in self.replay.items()}
+        if any(lasts[tp] < end for tp, end in ends.items()):
+            return None
         batch, held = [], []
         for r in records:
             end = ends.get(TopicPartition(r.topic, r.partition))
             (batch if end is not None and r.offset <= end else held).append(r)
-        got_all = all(any(r.partition == tp.partition and r.topic == tp.topic and r.offset == end for r in batch)
-                      for tp, end in ends.items())
-        if not got_all:
-            self.held = batch + held  # read on until the journaled batch is complete
-            return [], False
-        self.held = held
+        self.held = held + self.held
         self.replay = {}
         return batch, True
 

@@ -10,6 +10,7 @@ import pytest
 
 from pingstream import deadletter
 from pingstream.config import Config
+from pingstream.eventlog.base import TopicPartition, partition_for
 from pingstream.eventlog.sqlite import SqliteEventLog
 from projector import queries
 from projector import service as projector_service
@@ -63,6 +64,10 @@ async def wait_until(predicate, timeout_s: float = 10.0):
         if value or time.monotonic() > deadline:
             return value
         await asyncio.sleep(0.05)
+
+
+def log_partition(check_id: str) -> int:
+    return partition_for(check_id.encode(), 2)
 
 
 async def count(ch, sql: str) -> int:
@@ -207,3 +212,33 @@ async def test_a_failed_insert_is_retried_without_losing_rows(log, clickhouse):
     assert await count(clickhouse, "SELECT count() FROM pings") == 2
     assert await count(clickhouse, "SELECT count() FROM runs FINAL") == 1
     assert (await queries.check_states(clickhouse, [CHECK]))[CHECK]["n_pings"] == 2
+
+
+async def test_a_journaled_batch_over_two_partitions_is_cut_again_behind_a_backlog(log, clickhouse, monkeypatch):
+    """The log hands out one partition's backlog first: the replay reads on until it has the whole batch."""
+    monkeypatch.setattr(projector_service, "BATCH_MAX", 8)
+    checks = {}
+    for i in range(64):  # a check on each partition
+        key = f"0f1e2d3c-4b5a-4968-8776-{i:012d}"
+        checks.setdefault(log_partition(key), key)
+    assert len(checks) == 2
+    t0 = utcnow()
+    for i in range(20):
+        for check in checks.values():
+            event = PingEvent(event_id=uuid7(), check_id=check, project_id=PROJECT, kind="success",
+                              received_at=t0 + timedelta(seconds=i))
+            await log.produce(TOPIC_PINGS, encode(event), key=check.encode())
+    crashed = Projector(clickhouse, log)
+    journaled = {TopicPartition(TOPIC_PINGS, p): (0, 3) for p in checks}
+    await crashed.write_journal(journaled, batch_token(journaled))  # ...and died before committing
+
+    consumer = log.consumer(projector_service.TOPICS, group=projector_service.GROUP)
+    await consumer.start()
+    batcher = Batcher(consumer, await Projector(clickhouse, log).journal_tail())
+    batch, replayed = await batcher.next(asyncio.Event())
+    rest = [r for r in batcher.held]
+    following, again = await batcher.next(asyncio.Event())
+    await consumer.close()
+    assert replayed and ranges_of(batch) == journaled
+    assert not again and following
+    assert all(r.offset > 3 for r in rest + following)
