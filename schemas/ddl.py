@@ -148,6 +148,10 @@ STATEMENTS: list[str] = [
     ORDER BY (consumer, topic, partition, first_offset)
     TTL toDateTime(at) + INTERVAL 7 DAY
     """,
+    # A runs block dropped as a duplicate must not reach the rollups either: the projector inserts with
+    # deduplicate_blocks_in_dependent_materialized_views, which needs a window on the views' tables.
+    "ALTER TABLE {db}.durations_hourly MODIFY SETTING non_replicated_deduplication_window = 10000",
+    "ALTER TABLE {db}.durations_daily MODIFY SETTING non_replicated_deduplication_window = 10000",
 ]
 
 

@@ -13,6 +13,7 @@ from pingstream.config import Config
 from pingstream.eventlog.base import TopicPartition, partition_for
 from pingstream.eventlog.sqlite import SqliteEventLog
 from projector import queries
+from projector.fold import fold
 from projector import service as projector_service
 from projector.service import Batcher, Projector, batch_token, ranges_of
 from schemas.events import (
@@ -21,6 +22,7 @@ from schemas.events import (
     TOPIC_TRANSITIONS,
     PingEvent,
     Transition,
+    decode,
     encode,
     utcnow,
     uuid7,
@@ -242,3 +244,20 @@ async def test_a_journaled_batch_over_two_partitions_is_cut_again_behind_a_backl
     assert replayed and ranges_of(batch) == journaled
     assert not again and following
     assert all(r.offset > 3 for r in rest + following)
+
+
+async def test_a_runs_block_inserted_twice_is_counted_once_in_the_rollups(log, clickhouse):
+    t0 = utcnow()
+    await ping(log, "start", t0)
+    await ping(log, "success", t0 + timedelta(seconds=3))
+    consumer = log.consumer([TOPIC_PINGS], group=None)
+    await consumer.start()
+    records = await consumer.getmany(timeout_ms=500)
+    await consumer.close()
+    projector = Projector(clickhouse, log)
+    rows = fold({}, [(decode(r.value), r.offset) for r in records])
+    for _ in range(2):  # a crash after this insert and before check_state: the replay sends it again
+        await projector.insert("runs", rows.runs, "token:runs")
+    assert await count(clickhouse, "SELECT count() FROM runs") == 1
+    assert await count(clickhouse, "SELECT countMerge(runs) FROM durations_hourly") == 1
+    assert await count(clickhouse, "SELECT countMerge(runs) FROM durations_daily") == 1
