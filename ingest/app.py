@@ -12,7 +12,7 @@ from pingstream.config import Config
 from pingstream.eventlog.base import EventLog
 from pingstream.registry import Registry
 
-from . import checkin, management, openapi, pings
+from . import analytics, checkin, management, openapi, pings
 from .keys import CLICKHOUSE, CONFIG, EVENT_LOG, LIMITERS, REGISTRY, Limiters
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ def create_app(config: Config, event_log: EventLog, registry: Registry, clickhou
     pings.add_routes(app)
     management.add_routes(app)
     checkin.add_routes(app)
+    analytics.add_routes(app)
     openapi.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics.metrics_handler)
