@@ -453,3 +453,42 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v3/analytics/slowest", slowest)
     app.router.add_get("/api/v3/analytics/failure-rate", failure_rate)
     app.router.add_get("/api/v3/analytics/p95-growth", p95_growth)
+
+
+def openapi_paths() -> dict:
+    """This API's entries for ``/api/openapi.json`` (appended by ingest/openapi.py)."""
+    err = {"description": "error", "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"error": {"type": "string"}}}}}}
+    errors = {s: err for s in ("400", "401", "403", "404", "503")}
+    ok = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}},
+                                           "text/csv": {"schema": {"type": "string"}}}}
+
+    def q(name: str, schema: dict | None = None) -> dict:
+        return {"name": name, "in": "query", "required": False, "schema": schema or {"type": "string"}}
+
+    code = {"name": "code", "in": "path", "required": True,
+            "schema": {"type": "string"}, "description": "check uuid, or its unique_key"}
+    time = {"type": "string", "description": "ISO 8601 time or unix seconds"}
+    span = [q("since", time), q("until", time)]
+    fmt = q("format", {"enum": ["json", "csv"]})
+    bucket = q("bucket", {"enum": list(queries.BUCKETS)})
+
+    def op(summary: str, params: list, responses: dict | None = None) -> dict:
+        return {"get": {"summary": summary, "security": [{"apiKey": []}], "parameters": params,
+                        "responses": {"200": ok, **errors, **(responses or {})}}}
+
+    limit = q("limit", {"type": "integer", "minimum": 1})
+    svg = {"200": {"description": "chart", "content": {"image/svg+xml": {"schema": {"type": "string"}}}}}
+    return {
+        "/api/v3/checks/{code}/runs": op("Runs of a check", [code, *span, limit, fmt]),
+        "/api/v3/checks/{code}/durations": op("Duration quantiles per bucket", [
+            code, q("q", {"type": "string", "description": "1..10 comma-separated levels in 0..1"}),
+            bucket, *span, fmt]),
+        "/api/v3/checks/{code}/durations.svg": op("p50/p95/p99 duration chart", [code, bucket, *span], svg),
+        "/api/v3/checks/{code}/chart": {"get": {"summary": "A page showing the duration chart", "parameters": [code],
+                                                "responses": {"200": {"description": "HTML page"}}}},
+        "/api/v3/analytics/slowest": op("Checks by p95 duration", [*span, limit, fmt]),
+        "/api/v3/analytics/failure-rate": op("Failure rate per check", [*span, limit, fmt]),
+        "/api/v3/analytics/p95-growth": op("Week-over-week p95 growth", [
+            q("until", time), q("weeks_ago", {"type": "integer", "minimum": 0}), limit, fmt]),
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from . import analytics
 from .keys import CONFIG
 
 _UUID = {"type": "string", "format": "uuid"}
@@ -118,6 +119,7 @@ def build(public_url: str) -> dict:
                                               "responses": {"200": ok({"type": "object", "properties": {"recorded": {"enum": ["ok", "failure"]}, "monitor": {"type": "string"}}}),
                                                             "404": err}} for m in ("get", "post")},
     }
+    paths.update(analytics.openapi_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "pingstream", "version": "0.1.0",

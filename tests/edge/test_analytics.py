@@ -74,7 +74,8 @@ async def fleet(edge):
     runs = []
     for hour in range(6):
         for i in range(4):
-            runs.append((T0 + timedelta(hours=hour, minutes=10 * i + 5), 10 * (hour + 1), "fail" if (hour, i) == (2, 0) else "success"))
+            outcome = "fail" if (hour, i) == (2, 0) else "success"
+            runs.append((T0 + timedelta(hours=hour, minutes=10 * i + 5), 10 * (hour + 1), outcome))
     await insert_runs(edge.ch, backup, runs)
     await insert_runs(edge.ch, report, [(T0 + timedelta(hours=h, minutes=m), 5, "fail" if m else "success")
                                         for h in range(3) for m in (0, 30)])
@@ -314,3 +315,22 @@ async def test_the_chart_page_fetches_the_svg_with_a_typed_in_key(ana):
     page = await r.text()
     assert "durations.svg" in page and "X-Api-Key" in page and check.id not in page
     assert (await ana.client.get("/api/v3/checks/not-a-check/chart")).status == 404
+
+
+async def test_defaults_cover_the_recent_past(ana):
+    check = await ana.add_check(name="recent")
+    now = datetime.now(timezone.utc)
+    await insert_runs(ana.ch, check, [(now - timedelta(hours=2), 4, "success"), (now - timedelta(days=8), 2, "success")])
+    assert len((await get_json(ana, f"/api/v3/checks/{check.id}/runs"))["runs"]) == 1
+    assert [b["p50"] for b in (await get_json(ana, f"/api/v3/checks/{check.id}/durations"))["buckets"]] == [4.0]
+    assert len((await get_json(ana, f"/api/v3/checks/{check.id}/durations?bucket=1d"))["buckets"]) == 2
+    [growth] = (await get_json(ana, "/api/v3/analytics/p95-growth"))["checks"]
+    assert growth["growth"] == 1.0 and growth["name"] == "recent"
+    r = await ana.client.get(f"/api/v3/checks/{check.id}/durations.svg", headers=key(ana))
+    assert r.status == 200
+    ET.fromstring(await r.text())
+
+
+async def test_the_openapi_document_lists_the_analytics_paths(ana):
+    paths = (await (await ana.client.get("/api/openapi.json")).json())["paths"]
+    assert {"/api/v3/checks/{code}/durations", "/api/v3/analytics/p95-growth"} <= set(paths)
