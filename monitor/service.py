@@ -258,7 +258,13 @@ async def _consume(config, event_log, plans, stop, threshold, batch_max) -> None
                 offsets: dict[TopicPartition, int] = {}
                 for r in records:
                     offsets[TopicPartition(r.topic, r.partition)] = r.offset + 1
-                await consumer.commit(offsets)
+                try:
+                    await consumer.commit(offsets)
+                except Exception as exc:  # partitions moved to another monitor meanwhile (rebalance)
+                    log.warning("commit refused (%s: %s): the new owner reads those records again",
+                                exc.__class__.__name__, exc)
+                    owned = set()  # reload the states of what we own now
+                    continue
                 positions.update(offsets)
                 metrics.BATCH_RECORDS.labels("monitor").observe(len(records))
             now_m = time.monotonic()
