@@ -216,10 +216,8 @@ async def check_runs(request: web.Request, api: ApiRequest) -> web.Response:
     return _respond(request, csv_out, body, rows, RUN_COLUMNS)
 
 
-async def _duration_buckets(request: web.Request, api: ApiRequest, quantiles: list[float]):
-    check = _check(request, api)
-    if isinstance(check, web.Response):
-        return check, None
+async def _duration_buckets(request: web.Request, api: ApiRequest, check: CheckConfig,
+                            quantiles: list[float]) -> tuple[dict, list[dict]]:
     bucket = _bucket(request)
     since, until = _duration_range(request, bucket)
     rows = await _query(queries.durations(request.app[CLICKHOUSE], check.id, quantiles, bucket, since, until))
@@ -233,20 +231,22 @@ async def _duration_buckets(request: web.Request, api: ApiRequest, quantiles: li
 
 @handler
 async def check_durations(request: web.Request, api: ApiRequest) -> web.Response:
+    check = _check(request, api)
+    if isinstance(check, web.Response):
+        return check
     quantiles = _quantiles(request)
     csv_out = _wants_csv(request)
-    meta, buckets = await _duration_buckets(request, api, quantiles)
-    if isinstance(meta, web.Response):
-        return meta
+    meta, buckets = await _duration_buckets(request, api, check, quantiles)
     columns = ["bucket", "runs", "failures"] + [label(q) for q in quantiles]
     return _respond(request, csv_out, {**meta, "buckets": buckets}, buckets, columns)
 
 
 @handler
 async def check_durations_svg(request: web.Request, api: ApiRequest) -> web.Response:
-    meta, buckets = await _duration_buckets(request, api, list(queries.ROLLUP_QUANTILES))
-    if isinstance(meta, web.Response):
-        return meta
+    check = _check(request, api)
+    if isinstance(check, web.Response):
+        return check
+    meta, buckets = await _duration_buckets(request, api, check, list(queries.ROLLUP_QUANTILES))
     svg = render_svg(meta["check"]["name"] or meta["check"]["slug"] or "check", meta["bucket"],
                      meta["since"], meta["until"], buckets)
     return web.Response(text=svg, content_type="image/svg+xml",

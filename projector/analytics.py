@@ -98,45 +98,54 @@ async def durations(ch: ClickHouse, check_id: str, quantiles: list[float], bucke
     ]
 
 
-def _fleet_filter() -> str:
-    # The project and its current checks: a deleted check's old rows stay out of the rankings.
-    return ("project_id = {p:UUID} AND check_id IN {ids:Array(UUID)} "
-            "AND bucket >= {since:DateTime('UTC')} AND bucket < {until:DateTime('UTC')}")
+# Up to this many checks, the project's check ids go into the query (an array parameter); a
+# bigger project is filtered by project alone and its deleted checks are dropped here instead.
+MAX_ID_FILTER = 2000
 
 
-def _fleet_params(project_id: str, check_ids: list[str], since: datetime, until: datetime) -> dict:
-    return {"p": project_id, "ids": list(check_ids),
-            "since": _naive_utc(align(since, "1h")), "until": _naive_utc(until)}
+async def _fleet(ch: ClickHouse, select: str, having_order: str, project_id: str, check_ids: list[str],
+                 since: datetime, until: datetime, limit: int, extra: dict | None = None) -> list[tuple]:
+    """Per check rows of the project's current checks, from hourly buckets in ``[since, until)``.
+
+    ``select`` and ``having_order`` are this module's constants, never request text.
+    """
+    if not check_ids:
+        return []
+    by_ids = len(check_ids) <= MAX_ID_FILTER
+    sql = (
+        f"SELECT check_id, {select} FROM durations_hourly "
+        "WHERE project_id = {p:UUID} "
+        "AND bucket >= {since:DateTime('UTC')} AND bucket < {until:DateTime('UTC')} "
+        + ("AND check_id IN {ids:Array(UUID)} " if by_ids else "")
+        + f"GROUP BY check_id {having_order}"
+        + (" LIMIT {limit:UInt32}" if by_ids else "")
+    )
+    params = {"p": project_id, "since": _naive_utc(align(since, "1h")), "until": _naive_utc(until),
+              "limit": limit, **(extra or {})}
+    if by_ids:
+        params["ids"] = list(check_ids)
+    # A deleted check's old rows stay out of the rankings.
+    wanted = set(check_ids)
+    return [(str(row[0]), *row[1:]) for row in await ch.query(sql, params) if str(row[0]) in wanted][:limit]
 
 
 async def slowest(ch: ClickHouse, project_id: str, check_ids: list[str], since: datetime, until: datetime,
                   limit: int) -> list[dict]:
     """Checks by p95 duration (hourly buckets in range), slowest first."""
-    if not check_ids:
-        return []
-    rows = await ch.query(
-        "SELECT check_id, countMerge(runs) AS n, countIfMerge(failures), "
-        "quantilesTDigestMerge(0.5, 0.95, 0.99)(duration) AS q "
-        f"FROM durations_hourly WHERE {_fleet_filter()} "
-        "GROUP BY check_id HAVING n > 0 ORDER BY q[2] DESC, check_id LIMIT {limit:UInt32}",
-        {**_fleet_params(project_id, check_ids, since, until), "limit": limit},
-    )
-    return [{"check_id": str(c), "runs": int(n), "failures": int(f),
+    rows = await _fleet(
+        ch, "countMerge(runs) AS n, countIfMerge(failures), quantilesTDigestMerge(0.5, 0.95, 0.99)(duration) AS q",
+        "HAVING n > 0 ORDER BY q[2] DESC, check_id", project_id, check_ids, since, until, limit)
+    return [{"check_id": c, "runs": int(n), "failures": int(f),
              "p50": _number(q[0]), "p95": _number(q[1]), "p99": _number(q[2])} for c, n, f, q in rows]
 
 
 async def failure_rates(ch: ClickHouse, project_id: str, check_ids: list[str], since: datetime,
                         until: datetime, limit: int) -> list[dict]:
     """failures / runs per check (hourly buckets in range), highest rate first."""
-    if not check_ids:
-        return []
-    rows = await ch.query(
-        "SELECT check_id, countMerge(runs) AS n, countIfMerge(failures) AS f, f / n AS rate "
-        f"FROM durations_hourly WHERE {_fleet_filter()} "
-        "GROUP BY check_id HAVING n > 0 ORDER BY rate DESC, f DESC, check_id LIMIT {limit:UInt32}",
-        {**_fleet_params(project_id, check_ids, since, until), "limit": limit},
-    )
-    return [{"check_id": str(c), "runs": int(n), "failures": int(f), "failure_rate": float(rate)}
+    rows = await _fleet(
+        ch, "countMerge(runs) AS n, countIfMerge(failures) AS f, f / n AS rate",
+        "HAVING n > 0 ORDER BY rate DESC, f DESC, check_id", project_id, check_ids, since, until, limit)
+    return [{"check_id": c, "runs": int(n), "failures": int(f), "failure_rate": float(rate)}
             for c, n, f, rate in rows]
 
 
@@ -147,21 +156,16 @@ async def p95_growth(ch: ClickHouse, project_id: str, check_ids: list[str], unti
     Growth is relative ((now - before) / before); checks without runs in both weeks, or with a
     zero p95 before, have no growth to rank and are left out.
     """
-    if not check_ids:
-        return []
     start, mid, end = window(until)
-    rows = await ch.query(
-        "SELECT check_id, "
+    rows = await _fleet(
+        ch,
         "countMergeIf(runs, bucket >= {mid:DateTime('UTC')}) AS n_now, "
         "countMergeIf(runs, bucket < {mid:DateTime('UTC')}) AS n_before, "
         "quantilesTDigestMergeIf(0.5, 0.95, 0.99)(duration, bucket >= {mid:DateTime('UTC')})[2] AS now, "
-        "quantilesTDigestMergeIf(0.5, 0.95, 0.99)(duration, bucket < {mid:DateTime('UTC')})[2] AS before "
-        f"FROM durations_hourly WHERE {_fleet_filter()} "
-        "GROUP BY check_id HAVING n_now > 0 AND n_before > 0 AND before > 0 "
-        "ORDER BY (now - before) / before DESC, check_id LIMIT {limit:UInt32}",
-        {**_fleet_params(project_id, check_ids, start, end), "mid": _naive_utc(mid), "limit": limit},
-    )
-    return [{"check_id": str(c), "runs": int(n_now), "runs_before": int(n_before),
+        "quantilesTDigestMergeIf(0.5, 0.95, 0.99)(duration, bucket < {mid:DateTime('UTC')})[2] AS before",
+        "HAVING n_now > 0 AND n_before > 0 AND before > 0 ORDER BY (now - before) / before DESC, check_id",
+        project_id, check_ids, start, end, limit, {"mid": _naive_utc(mid)})
+    return [{"check_id": c, "runs": int(n_now), "runs_before": int(n_before),
              "p95": _number(now), "p95_before": _number(before), "growth": _number((now - before) / before)}
             for c, n_now, n_before, now, before in rows]
 

@@ -17,6 +17,7 @@ from pingstream.cli import create_project
 from pingstream.config import Config
 from pingstream.eventlog.sqlite import SqliteEventLog
 from pingstream.registry import Registry
+from schemas.events import CheckDeleted, uuid7
 
 from .conftest import Edge
 
@@ -334,3 +335,14 @@ async def test_defaults_cover_the_recent_past(ana):
 async def test_the_openapi_document_lists_the_analytics_paths(ana):
     paths = (await (await ana.client.get("/api/openapi.json")).json())["paths"]
     assert {"/api/v3/checks/{code}/durations", "/api/v3/analytics/p95-growth"} <= set(paths)
+
+
+@pytest.mark.parametrize("max_id_filter", [2000, 1])
+async def test_fleet_views_leave_out_deleted_checks(ana, monkeypatch, max_id_filter):
+    from projector import analytics
+
+    monkeypatch.setattr(analytics, "MAX_ID_FILTER", max_id_filter)  # 1: filtered by project only
+    backup, report, *_ = await fleet(ana)
+    ana.registry.apply(CheckDeleted(event_id=str(uuid7()), check_id=report.id, project_id=report.project_id))
+    assert [c["name"] for c in (await get_json(ana, f"/api/v3/analytics/slowest?{RANGE}"))["checks"]] == ["backup"]
+    assert [c["name"] for c in (await get_json(ana, f"/api/v3/analytics/failure-rate?{RANGE}&limit=1"))["checks"]] == ["backup"]
