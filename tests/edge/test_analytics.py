@@ -346,3 +346,21 @@ async def test_fleet_views_leave_out_deleted_checks(ana, monkeypatch, max_id_fil
     ana.registry.apply(CheckDeleted(event_id=str(uuid7()), check_id=report.id, project_id=report.project_id))
     assert [c["name"] for c in (await get_json(ana, f"/api/v3/analytics/slowest?{RANGE}"))["checks"]] == ["backup"]
     assert [c["name"] for c in (await get_json(ana, f"/api/v3/analytics/failure-rate?{RANGE}&limit=1"))["checks"]] == ["backup"]
+
+
+@pytest.mark.parametrize(("largest_s", "unit", "top"), [
+    (0, "s", 1), (0.4, "ms", 400), (7, "s", 8), (60, "s", 60), (166, "m", 3), (7300, "h", 3), (259200, "h", 80)])
+def test_the_y_axis_has_round_steps_in_a_readable_unit(largest_s, unit, top):
+    from ingest.analytics import y_axis
+
+    got_unit, factor, levels = y_axis(largest_s)
+    assert (got_unit, levels[-1]) == (unit, top) and 3 <= len(levels) <= 6 and levels[-1] * factor >= largest_s
+
+
+def test_x_ticks_fall_on_whole_hours_and_days():
+    from ingest.analytics import x_ticks
+
+    ticks = x_ticks(T0, T0 + timedelta(hours=48), "1h")
+    assert ticks[0] == T0 and ticks[1] - ticks[0] == timedelta(hours=12) and len(ticks) == 5
+    days = x_ticks(T0, T0 + timedelta(days=90), "1d")
+    assert 2 <= len(days) <= 7 and all(t.hour == 0 and t.minute == 0 for t in days)
