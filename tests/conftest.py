@@ -39,3 +39,15 @@ async def clickhouse(chdb_dsn):
 @pytest.fixture
 def data_dir(tmp_path) -> Path:
     return tmp_path / "data"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say which ClickHouse the tests ran on: the server path is only exercised when one is given."""
+    server = os.environ.get("PINGSTREAM_CLICKHOUSE", "")
+    if server.startswith("http"):
+        terminalreporter.write_line("ClickHouse: tests ran against the server named by PINGSTREAM_CLICKHOUSE")
+    else:
+        terminalreporter.write_line(
+            "ClickHouse: tests ran on embedded chdb only; the http:// server path was NOT exercised "
+            "(set PINGSTREAM_CLICKHOUSE=http://user:password@host:8123 to run them against a server)"
+        )
