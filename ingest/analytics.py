@@ -121,14 +121,10 @@ def _wants_csv(request: web.Request) -> bool:
 def _cell(value) -> str:
     if value is None:
         return ""
-    return _iso(value) if isinstance(value, datetime) else str(value)
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
-def _iso(dt: datetime) -> str:
-    return dt.isoformat()
-
-
-def _respond(request: web.Request, csv_out: bool, body: dict, rows: list[dict], columns: list[str]) -> web.Response:
+def _respond(csv_out: bool, body: dict, rows: list[dict], columns: list[str]) -> web.Response:
     if csv_out:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
@@ -213,7 +209,7 @@ async def check_runs(request: web.Request, api: ApiRequest) -> web.Response:
     rows = await _query(queries.runs(request.app[CLICKHOUSE], check.id, since, until, limit))
     rows = [{c: r[c] for c in RUN_COLUMNS} for r in rows]
     body = {"check": _check_ref(check, api.readonly), "since": since, "until": until, "runs": rows}
-    return _respond(request, csv_out, body, rows, RUN_COLUMNS)
+    return _respond(csv_out, body, rows, RUN_COLUMNS)
 
 
 async def _duration_buckets(request: web.Request, api: ApiRequest, check: CheckConfig,
@@ -238,7 +234,7 @@ async def check_durations(request: web.Request, api: ApiRequest) -> web.Response
     csv_out = _wants_csv(request)
     meta, buckets = await _duration_buckets(request, api, check, quantiles)
     columns = ["bucket", "runs", "failures"] + [label(q) for q in quantiles]
-    return _respond(request, csv_out, {**meta, "buckets": buckets}, buckets, columns)
+    return _respond(csv_out, {**meta, "buckets": buckets}, buckets, columns)
 
 
 @handler
@@ -283,7 +279,7 @@ async def slowest(request: web.Request, api: ApiRequest) -> web.Response:
                                         since, until, limit))
     rows = _fleet_rows(request, api, rows)
     columns = _fleet_columns(api, ["runs", "failures", "p50", "p95", "p99"])
-    return _respond(request, csv_out, {"since": since, "until": until, "checks": rows}, rows, columns)
+    return _respond(csv_out, {"since": since, "until": until, "checks": rows}, rows, columns)
 
 
 @handler
@@ -295,7 +291,7 @@ async def failure_rate(request: web.Request, api: ApiRequest) -> web.Response:
                                               _project_check_ids(request, api), since, until, limit))
     rows = _fleet_rows(request, api, rows)
     columns = _fleet_columns(api, ["runs", "failures", "failure_rate"])
-    return _respond(request, csv_out, {"since": since, "until": until, "checks": rows}, rows, columns)
+    return _respond(csv_out, {"since": since, "until": until, "checks": rows}, rows, columns)
 
 
 @handler
@@ -313,7 +309,7 @@ async def p95_growth(request: web.Request, api: ApiRequest) -> web.Response:
     start, middle, end = queries.window(until)
     body = {"previous_since": start, "since": middle, "until": end, "checks": rows}
     columns = _fleet_columns(api, ["runs", "runs_before", "p95", "p95_before", "growth"])
-    return _respond(request, csv_out, body, rows, columns)
+    return _respond(csv_out, body, rows, columns)
 
 
 # --- the chart ----------------------------------------------------------------
