@@ -121,7 +121,11 @@ def _wants_csv(request: web.Request) -> bool:
 def _cell(value) -> str:
     if value is None:
         return ""
-    return value.isoformat() if isinstance(value, datetime) else str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value  # a check named "=HYPERLINK(...)" stays text in a spreadsheet
+    return str(value)
 
 
 def _respond(csv_out: bool, body: dict, rows: list[dict], columns: list[str]) -> web.Response:

@@ -364,3 +364,11 @@ def test_x_ticks_fall_on_whole_hours_and_days():
     assert ticks[0] == T0 and ticks[1] - ticks[0] == timedelta(hours=12) and len(ticks) == 5
     days = x_ticks(T0, T0 + timedelta(days=90), "1d")
     assert 2 <= len(days) <= 7 and all(t.hour == 0 and t.minute == 0 for t in days)
+
+
+def test_csv_cells_cannot_become_spreadsheet_formulas():
+    from ingest.analytics import _cell
+
+    assert _cell("=HYPERLINK(\"http://x\")") == "'=HYPERLINK(\"http://x\")"
+    assert _cell("+1") == "'+1" and _cell("@sum") == "'@sum" and _cell("nightly") == "nightly"
+    assert _cell(-1.5) == "-1.5"  # numbers stay numbers
