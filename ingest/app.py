@@ -26,7 +26,8 @@ async def short_errors(request: web.Request, handler):
     except web.HTTPException as exc:
         if exc.status >= 400 and exc.text and exc.text.startswith(f"{exc.status}:"):
             text = {404: "not found", 405: "method not allowed"}.get(exc.status, exc.reason.lower())
-            raise type(exc)(text=text, headers={k: v for k, v in exc.headers.items() if k == "Allow"}) from None
+            headers = {k: v for k, v in exc.headers.items() if k == "Allow"}
+            return web.Response(status=exc.status, text=text, headers=headers)
         raise
 
 

@@ -6,7 +6,6 @@ A SCHEDULED monitor is an ordinary check (same registry, same pipeline) whose
 
 from __future__ import annotations
 
-import json
 
 from aiohttp import web
 
@@ -17,7 +16,7 @@ from . import state
 from .keys import CONFIG, REGISTRY
 from .management import _save, isostring
 from .pings import record_ping
-from .spec import SpecError, guess_kind, schedule_is_valid
+from .spec import SpecError, guess_kind, load_json, schedule_is_valid
 
 
 def _error(message: str, status: int) -> web.Response:
@@ -88,9 +87,9 @@ async def create_monitor(request: web.Request) -> web.Response:
     if project is None:
         return _error("unauthorized", 401)
     try:
-        body = json.loads(await request.read() or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        return _error("could not parse request body", 400)
+        body = load_json(await request.read() or b"{}")
+    except ValueError as exc:
+        return _error(str(exc), 400)
     if not isinstance(body, dict):
         return _error("request body must be a JSON object", 400)
     try:

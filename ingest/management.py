@@ -9,7 +9,6 @@ last_ping, pings, flips) from the projected tables in ClickHouse.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import unicodedata
 from datetime import datetime, timezone
@@ -34,7 +33,7 @@ from schemas.events import (
 
 from . import state
 from .keys import CONFIG, EVENT_LOG, REGISTRY
-from .spec import SpecError, spec_kind, validate
+from .spec import SpecError, load_json, spec_kind, validate
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 _UNIQUE_KEY = re.compile(r"[0-9a-f]{40}\Z")
@@ -83,9 +82,9 @@ async def authorize(request: web.Request, write: bool) -> ApiRequest | web.Respo
         raw = await request.read()
         if raw:
             try:
-                body = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
-                return error("could not parse request body")
+                body = load_json(raw)
+            except ValueError as exc:
+                return error(str(exc))
             if not isinstance(body, dict):
                 return error("json validation error: value is not an object")
     api_key = request.headers.get("X-Api-Key")

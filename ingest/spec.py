@@ -7,6 +7,7 @@ only the first failing field, in declaration order, as
 
 from __future__ import annotations
 
+import json
 import re
 import zoneinfo
 from datetime import datetime, timezone
@@ -132,3 +133,14 @@ def spec_kind(spec: dict) -> str | None:
     if spec.get("timeout"):
         return "simple"
     return None
+
+
+def load_json(raw: bytes):
+    """A request body as JSON; ``ValueError`` (with upstream's message) for anything that is not.
+
+    Deeply nested input fails here as malformed instead of exhausting the parser's stack.
+    """
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ValueError("could not parse request body") from None
