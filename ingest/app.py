@@ -54,13 +54,22 @@ async def count_responses(request: web.Request, handler):
     return response
 
 
+@web.middleware
+async def close_after_unread_body(request: web.Request, handler):
+    """A ping whose body was cut without reading the rest: answer, then close the connection."""
+    response = await handler(request)
+    if request.get(pings.UNREAD_BODY):
+        response.force_close()
+    return response
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="OK")
 
 
 def create_app(config: Config, event_log: EventLog, registry: Registry, clickhouse: ClickHouse | None) -> web.Application:
     # Bodies of pings are streamed and cut by the ping handler; this bounds the other endpoints.
-    app = web.Application(middlewares=[count_responses, short_errors], client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[count_responses, short_errors, close_after_unread_body], client_max_size=1024 * 1024)
     app[CONFIG] = config
     app[EVENT_LOG] = event_log
     app[REGISTRY] = registry

@@ -44,6 +44,7 @@ _SLUG = re.compile(r"[-a-zA-Z0-9_]+\Z")
 _ACTIONS = {"start", "fail", "log"}
 _READ_CHUNK = 64 * 1024
 BODY_TIMEOUT_S = 30.0
+UNREAD_BODY = web.RequestKey("unread_body", bool)  # the rest of the body was left on the socket
 
 
 def _text(body: str, status: int = 200, headers: dict | None = None) -> web.Response:
@@ -84,7 +85,12 @@ def _response_headers(limit: int) -> dict:
 
 
 async def _read_body(request: web.Request, limit: int) -> tuple[bytes, int]:
-    """The first ``limit`` bytes of the body and its full size; the rest is read and dropped."""
+    """The first ``limit`` bytes of the body and its size.
+
+    At most ``limit`` plus one chunk is read from the socket: a longer body is
+    left unread (its size taken from Content-Length, else what was read), and the
+    connection is closed after the answer instead of draining it.
+    """
     if not request.body_exists:
         return b"", 0
     kept = bytearray()
@@ -93,11 +99,13 @@ async def _read_body(request: web.Request, limit: int) -> tuple[bytes, int]:
     while True:
         chunk = await content.read(_READ_CHUNK)
         if not chunk:
-            break
+            return bytes(kept), size
         size += len(chunk)
         if len(kept) < limit:
             kept += chunk[: limit - len(kept)]
-    return bytes(kept), size
+        if size > limit and not content.at_eof():
+            request[UNREAD_BODY] = True
+            return bytes(kept), max(size, request.content_length or 0)
 
 
 def _matches(text: str, keywords: str) -> bool:
