@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import uuid
 import time
 from collections import Counter
 
@@ -151,3 +152,27 @@ async def test_kafka_broker_down_means_503_then_everything_recovers(own_kafka_br
     figures = assert_exactly_once(projector.env, pinger.acked)
     FIGURES["kafka down"] = {**figures, "statuses": dict(pinger.statuses)}
     print("kafka broker stop/start:", FIGURES["kafka down"])
+
+
+async def test_kill_9_of_a_kafka_edge_loses_no_acknowledged_ping(kafka_bootstrap, services, tmp_path):
+    common = {"PINGSTREAM_KAFKA": kafka_bootstrap, "PINGSTREAM_KAFKA_PREFIX": f"k{uuid.uuid4().hex[:8]}.",
+              "PINGSTREAM_PARTITIONS": "4"}
+    keys = parse_keys(run_cli("project", "create", "faults", env={**common, "PINGSTREAM_DATA": str(tmp_path / "cli")}))
+    edge = services("ingest", {**common, "PINGSTREAM_DATA": str(tmp_path / "edge"), "PINGSTREAM_CLICKHOUSE": "off"},
+                    port=True)
+    projector = services("projector", {**common, "PINGSTREAM_DATA": str(tmp_path / "projector")})
+    check = await _create_check(edge.url, keys["api_key"])
+    pinger = Pinger([f"{edge.url}/ping/{check}"])
+    kills = 3
+    for _ in range(kills):
+        load = pinger.start(2.5)
+        await asyncio.sleep(1.5)
+        edge.kill()
+        await load
+        edge.start()
+    await pinger.run_for(1.0)
+    await asyncio.sleep(4)  # the projector drains
+    projector.stop()
+    figures = assert_exactly_once(projector.env, pinger.acked)
+    FIGURES["kafka edge kill -9"] = {"kills": kills, **figures, "statuses": dict(pinger.statuses)}
+    print("kafka edge kill -9:", FIGURES["kafka edge kill -9"])
