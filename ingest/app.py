@@ -29,6 +29,12 @@ async def short_errors(request: web.Request, handler):
             headers = {k: v for k, v in exc.headers.items() if k == "Allow"}
             return web.Response(status=exc.status, text=text, headers=headers)
         raise
+    except web.RequestPayloadError:
+        # A body that cannot be read as sent (bad Content-Encoding data, broken chunks) is the
+        # client's error; what is left of it on the socket is unusable, so close after answering.
+        response = web.Response(status=400, text="could not read request body")
+        response.force_close()
+        return response
 
 
 def _endpoint(path: str) -> str:

@@ -26,7 +26,7 @@ def _error(message: str, status: int) -> web.Response:
 def _project(request: web.Request, write: bool):
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if scheme.lower() != "bearer" or not token.strip() or not token.isascii():
         return None
     found = request.app[REGISTRY].project_by_api_key(token.strip())
     if found is None or (write and found[1]):
@@ -76,7 +76,7 @@ def _monitor_spec(body: dict, min_timeout_s: int) -> dict:
     if "timezone" in body:
         from .spec import all_timezones
 
-        if body["timezone"] not in all_timezones():
+        if not isinstance(body["timezone"], str) or body["timezone"] not in all_timezones():
             raise SpecError("timezone is not a valid timezone")
         out["tz"] = body["timezone"]
     return out

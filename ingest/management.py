@@ -92,7 +92,8 @@ async def authorize(request: web.Request, write: bool) -> ApiRequest | web.Respo
         api_key = str(body.get("api_key", ""))
     if len(api_key) != 32:
         return error("missing api key", 401)
-    found = request.app[REGISTRY].project_by_api_key(api_key)
+    # Keys are ASCII; a header of other bytes (or a lone surrogate in JSON) matches none.
+    found = request.app[REGISTRY].project_by_api_key(api_key) if api_key.isascii() else None
     if found is None or (write and found[1]):
         return error("wrong api key", 401)
     project, readonly = found
@@ -385,11 +386,15 @@ async def ping_body(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="text/plain")
 
 
+# Upstream's FlipsFiltersForm bounds: timestamps up to 10,000,000,000 (year 2286), at most a year of seconds.
+_FLIPS_PARAMS = {"start": 10_000_000_000, "end": 10_000_000_000, "seconds": 31_536_000}
+
+
 def _int_param(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12 or int(raw) > _FLIPS_PARAMS[name]:
         raise ValueError(name)
     return int(raw)
 
@@ -409,7 +414,7 @@ async def check_flips(request: web.Request) -> web.Response:
         if isinstance(check, web.Response):
             return check
     try:
-        start, end, seconds = (_int_param(request, n) for n in ("start", "end", "seconds"))
+        start, end, seconds = (_int_param(request, n) for n in _FLIPS_PARAMS)
     except ValueError as exc:
         return error(f"invalid {exc.args[0]}")
     since = datetime.fromtimestamp(start, timezone.utc) if start is not None else None

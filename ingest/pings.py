@@ -133,8 +133,14 @@ def _filtered_action(check: CheckConfig, method: str, body: bytes, action: str) 
     return action
 
 
+def _header(request: web.Request, name: str, default: str = "") -> str:
+    """A header's text; bytes that are not UTF-8 (aiohttp keeps them as surrogates) become U+FFFD,
+    so the PingEvent carrying it can be encoded."""
+    return request.headers.get(name, default).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _remote_addr(request: web.Request) -> str:
-    addr = request.headers.get("X-Forwarded-For") or request.remote or ""
+    addr = _header(request, "X-Forwarded-For") or request.remote or ""
     addr = addr.split(",")[0].strip()
     if "." in addr and ":" in addr:  # "ipv4:port" from some proxies: drop the port
         addr = addr.split(":")[0]
@@ -187,9 +193,9 @@ async def record_ping(
         exit_status=exit_status,
         rid=rid,
         method=request.method,
-        scheme=request.headers.get("X-Forwarded-Proto", "http"),
+        scheme=_header(request, "X-Forwarded-Proto", "http"),
         remote_addr=_remote_addr(request),
-        user_agent=request.headers.get("User-Agent", ""),
+        user_agent=_header(request, "User-Agent"),
         body=body,
         body_size=body_size,
         source=source,

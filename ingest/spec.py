@@ -138,9 +138,13 @@ def spec_kind(spec: dict) -> str | None:
 def load_json(raw: bytes):
     """A request body as JSON; ``ValueError`` (with upstream's message) for anything that is not.
 
-    Deeply nested input fails here as malformed instead of exhausting the parser's stack.
+    Deeply nested input fails here as malformed instead of exhausting the parser's stack,
+    and so does a lone surrogate escape (``"\\ud800"``): JSON takes it, but no text
+    containing it can be encoded as UTF-8 again (into an event, a response).
     """
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        body = json.loads(raw)
+        json.dumps(body, ensure_ascii=False).encode()
+    except (ValueError, UnicodeError, RecursionError):
         raise ValueError("could not parse request body") from None
+    return body
