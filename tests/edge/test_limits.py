@@ -78,11 +78,11 @@ async def _still_serving(port: int, check_id: str) -> None:
     assert (status, body) == (200, b"OK")
 
 
-async def _stream_big_body(port: int, head: bytes, total: int, framing: str) -> tuple[int, int, int]:
+async def _stream_big_body(port: int, head: bytes, total: int, framing: str) -> tuple[int, int, int, bytes]:
     """Send ``head`` then ``total`` bytes of body in 1 MiB chunks while watching for the answer.
 
     Returns (status, bytes sent before the answer came, peak RSS growth of this process,
-    which is also the server's, while sending)."""
+    which is also the server's, while sending) and the answer's body."""
     chunk = b"\xff\x00" + b"z" * (MB - 2)  # one buffer, reused: the client allocates nothing per chunk
     rss0 = peak = _rss_bytes() or 0
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -108,8 +108,7 @@ async def _stream_big_body(port: int, head: bytes, total: int, framing: str) -> 
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
-    assert body == b"OK"
-    return status, sent, peak - rss0
+    return status, sent, peak - rss0, body
 
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
@@ -120,11 +119,11 @@ async def test_a_100_mb_ping_body_is_cut_at_the_limit_without_buffering(served, 
     head = f"POST /ping/{check.id} HTTP/1.1\r\nHost: x\r\n".encode()
     head += b"Transfer-Encoding: chunked\r\n\r\n" if framing == "chunked" else b"Content-Length: %d\r\n\r\n" % total
     started = time.monotonic()
-    status, sent, rss_growth = await _stream_big_body(port, head, total, framing)
+    status, sent, rss_growth, body = await _stream_big_body(port, head, total, framing)
     elapsed = time.monotonic() - started
     print(f"\n100 MB {framing} body: {status} after {sent / MB:.0f} MiB sent, {elapsed:.2f}s, "
           f"RSS growth {rss_growth / MB:.1f} MiB")
-    assert status == 200
+    assert (status, body) == (200, b"OK")
     # Answered long before the client was done: the edge did not wait for (or keep) the rest.
     assert sent <= 32 * MB, f"{sent / MB:.0f} MiB were sent before the answer"
     if _rss_bytes() is not None:
@@ -253,4 +252,18 @@ async def test_raw_header_bytes_never_get_a_5xx(served):
 
     await asyncio.to_thread(fuzz)
     print(f"\nraw header bytes: statuses {dict(sorted(statuses.items()))}")
+    await _still_serving(port, check.id)
+
+
+async def test_a_100_mb_api_body_is_refused_at_the_size_limit(served):
+    edge, port = served
+    check = await edge.add_check(name="alive")
+    total = 100 * MB
+    for path, auth in (("/api/v3/checks/", f"X-Api-Key: {edge.project.api_key}"),
+                       ("/api/v1/monitors", f"Authorization: Bearer {edge.project.api_key}")):
+        head = f"POST {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\nContent-Length: {total}\r\n\r\n".encode()
+        status, sent, rss_growth, body = await _stream_big_body(port, head, total, "content-length")
+        print(f"\n100 MB to {path}: {status} {body[:80]!r} after {sent / MB:.0f} MiB, RSS growth {rss_growth / MB:.1f} MiB")
+        assert status == 413 and len(body) < 300
+        assert sent <= 32 * MB
     await _still_serving(port, check.id)
