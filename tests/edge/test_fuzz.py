@@ -68,6 +68,7 @@ class Fixture:
         self.keys = [project.api_key, project.api_key_readonly]
         self.ping_key = project.ping_key
         self.check_ids = [c.id for c in checks]
+        self.monitor_ids = [c.id for c in checks if c.monitor_type == "SCHEDULED"]
         self.unique_keys = [unique_key(c.id) for c in checks]
         self.slugs = sorted({c.slug for c in checks if c.slug})
 
@@ -122,10 +123,11 @@ def pieces(fx: Fixture):
         st.tuples(version, st.sampled_from(["channels/", "channels", "channels/x"])).map(lambda t: f"/api/v{t[0]}/{t[1]}"),
         st.sampled_from(["/api/openapi.json", "/api/openapi.json/x", "/api/", "/api/v3/"]),
     )
+    monitor_id = mostly(st.sampled_from(fx.monitor_ids), check_id)
     monitor_path = st.one_of(
         st.sampled_from(["/api/v1/monitors", "/api/v1/monitors", "/api/v1/monitors/"]),
-        check_id.map(lambda c: f"/api/v1/monitors/{c}"),
-        st.tuples(check_id, st.sampled_from(["/checkin", "/checkin", "/checkin/", "/checkin/x"])).map(lambda t: f"/api/v1/monitors/{t[0]}{t[1]}"),
+        monitor_id.map(lambda c: f"/api/v1/monitors/{c}"),
+        st.tuples(monitor_id, st.sampled_from(["/checkin", "/checkin", "/checkin/", "/checkin/x"])).map(lambda t: f"/api/v1/monitors/{t[0]}{t[1]}"),
     )
     path = st.one_of(
         ping_path, api_path, monitor_path,
