@@ -31,6 +31,14 @@ async def start_registry(event_log: EventLog, stop: asyncio.Event) -> tuple[Regi
     return registry, task
 
 
+def make_runner(app: web.Application, config: Config) -> web.AppRunner:
+    """The edge's HTTP runner. aiohttp arms its keep-alive timer when a connection opens and again after
+    each response, and closes the connection if no complete request head arrived by then: with a short
+    idle timeout that is the cut-off for a client trickling its request line and headers (slowloris),
+    or opening connections and sending nothing. A trickling body is cut by the ping handler."""
+    return web.AppRunner(app, access_log=None, shutdown_timeout=10, keepalive_timeout=config.idle_timeout_s)
+
+
 async def run(
     config: Config,
     event_log: EventLog,
@@ -44,7 +52,7 @@ async def run(
         registry, follower = await start_registry(event_log, stop)
     ticker = asyncio.create_task(run_ticker(event_log, config.tick_interval_s, stop), name="ticker")
     app = create_app(config, event_log, registry, clickhouse)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
+    runner = make_runner(app, config)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, backlog=1024)
     await site.start()

@@ -78,6 +78,7 @@ class Config:
     kafka_ack_timeout_s: float = 10.0  # a produce not acknowledged by then answers 503
     webhooks: tuple[tuple[str, str], ...] = ()  # (project id, URL): where transitions are POSTed
     metrics_port: int = 0  # /metrics of a projector or monitor process (the edge serves it on its own port)
+    idle_timeout_s: float = 15.0  # a connection with no complete request head by then is closed (slowloris)
 
     @property
     def sqlite_path(self) -> Path:
@@ -115,6 +116,7 @@ class Config:
             kafka_ack_timeout_s=_float(env, "PINGSTREAM_KAFKA_ACK_TIMEOUT_S", 10.0, 0.5, 300.0),
             webhooks=_webhooks(env.get("PINGSTREAM_WEBHOOKS") or ""),
             metrics_port=_int(env, "PINGSTREAM_METRICS_PORT", 0, 0, 65535),
+            idle_timeout_s=_float(env, "PINGSTREAM_IDLE_TIMEOUT_S", 15.0, 0.5, 3600.0),
             kafka_prefix=_topic_prefix(env.get("PINGSTREAM_KAFKA_PREFIX") or ""),
         )
         return dataclasses.replace(config, **overrides) if overrides else config

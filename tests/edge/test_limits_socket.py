@@ -1,10 +1,12 @@
-"""Body limits over a real socket: a 100 MB body is cut at the limit without being read, a trickling
-body is timed out, and the edge keeps serving."""
+"""Limits over a real socket: a 100 MB body is cut at the limit without being read, a trickling body
+or request head is timed out, a silent connection is closed, and the edge keeps serving."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+
+import dataclasses
 
 import aiohttp
 import pytest
@@ -12,14 +14,18 @@ from aiohttp import web
 
 from ingest import pings
 from ingest.app import create_app
+from ingest.service import make_runner
 from pingstream.kafkabroker import free_port
+
+IDLE_TIMEOUT_S = 1.0
 
 
 @pytest.fixture
 async def served(edge):
-    """The edge fixture's app on a real loopback port (raw sockets need one)."""
+    """The edge fixture's app on a real loopback port (raw sockets need one), with the edge's own
+    runner settings and a short idle timeout."""
     app = create_app(edge.config, edge.log, edge.registry, clickhouse=None)
-    runner = web.AppRunner(app, access_log=None)
+    runner = make_runner(app, dataclasses.replace(edge.config, idle_timeout_s=IDLE_TIMEOUT_S))
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -83,6 +89,54 @@ async def test_a_trickling_body_is_timed_out(served, monkeypatch):
     assert status == 408
     assert time.monotonic() - started < 5
     assert await edge.events() == []  # nothing recorded for a request that never finished
+
+
+async def _closed_after(reader: asyncio.StreamReader, limit_s: float) -> tuple[float, bytes]:
+    started = time.monotonic()
+    data = await asyncio.wait_for(reader.read(), limit_s)
+    return time.monotonic() - started, data
+
+
+async def test_a_trickling_request_head_is_cut_off(served):
+    edge, port = served
+    check = await edge.add_check()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = f"GET /ping/{check.id} HTTP/1.1\r\nHost: x\r\nX-Slow: ".encode() + b"z" * 1000
+
+    async def trickle():
+        for i in range(len(head)):
+            writer.write(head[i : i + 1])  # one byte every 0.1 s, the head never completes
+            await asyncio.sleep(0.1)
+
+    trickling = asyncio.create_task(trickle())
+    try:
+        elapsed, data = await _closed_after(reader, 10)
+    finally:
+        trickling.cancel()
+        writer.close()
+    print(f"trickled head: connection closed after {elapsed:.1f} s")
+    assert data == b"" and elapsed < IDLE_TIMEOUT_S + 2
+    assert await edge.events() == []
+    async with aiohttp.ClientSession() as session:  # still serving
+        async with session.get(f"http://127.0.0.1:{port}/ping/{check.id}") as r:
+            assert r.status == 200
+
+
+async def test_silent_connections_are_closed(served):
+    """Connections that send nothing (or nothing after a response) do not pile up."""
+    _edge, port = served
+    conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(50)]
+    kept_alive = conns[0]
+    kept_alive[1].write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert await _status(kept_alive[0]) == 200
+    try:
+        results = await asyncio.gather(*(_closed_after(r, 10) for r, _ in conns[1:]))
+        after_answer, _rest_of_answer = await _closed_after(kept_alive[0], 10)  # read() returns at EOF
+    finally:
+        for _, w in conns:
+            w.close()
+    assert all(data == b"" and elapsed < IDLE_TIMEOUT_S + 2 for elapsed, data in results)
+    assert after_answer < IDLE_TIMEOUT_S + 2
 
 
 async def test_over_long_url_and_headers_are_refused(served):
