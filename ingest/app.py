@@ -46,25 +46,19 @@ def _endpoint(path: str) -> str:
 
 
 @web.middleware
-async def count_responses(request: web.Request, handler):
-    """pingstream_http_responses{endpoint, code}: what an operator watches for 4xx/5xx storms."""
+async def finish(request: web.Request, handler):
+    """Count every answer in pingstream_http_responses{endpoint, code} (what an operator watches for
+    4xx/5xx storms), and close the connection after a ping whose body was cut without reading the rest."""
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        metrics.HTTP_RESPONSES.labels(_endpoint(request.path), str(exc.status)).inc()
+        metrics.child(metrics.HTTP_RESPONSES, _endpoint(request.path), str(exc.status)).inc()
         raise
     except BaseException:
-        metrics.HTTP_RESPONSES.labels(_endpoint(request.path), "500").inc()
+        metrics.child(metrics.HTTP_RESPONSES, _endpoint(request.path), "500").inc()
         raise
-    metrics.HTTP_RESPONSES.labels(_endpoint(request.path), str(response.status)).inc()
-    return response
-
-
-@web.middleware
-async def close_after_unread_body(request: web.Request, handler):
-    """A ping whose body was cut without reading the rest: answer, then close the connection."""
-    response = await handler(request)
-    if request.get(pings.UNREAD_BODY):
+    metrics.child(metrics.HTTP_RESPONSES, _endpoint(request.path), str(response.status)).inc()
+    if pings.UNREAD_BODY in request:
         response.force_close()
     return response
 
@@ -75,7 +69,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 def create_app(config: Config, event_log: EventLog, registry: Registry, clickhouse: ClickHouse | None) -> web.Application:
     # Bodies of pings are streamed and cut by the ping handler; this bounds the other endpoints.
-    app = web.Application(middlewares=[count_responses, short_errors, close_after_unread_body], client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[finish, short_errors], client_max_size=1024 * 1024)
     app[CONFIG] = config
     app[EVENT_LOG] = event_log
     app[REGISTRY] = registry

@@ -91,8 +91,6 @@ async def _read_body(request: web.Request, limit: int) -> tuple[bytes, int]:
     left unread (its size taken from Content-Length, else what was read), and the
     connection is closed after the answer instead of draining it.
     """
-    if not request.body_exists:
-        return b"", 0
     kept = bytearray()
     size = 0
     content = request.content
@@ -136,7 +134,10 @@ def _filtered_action(check: CheckConfig, method: str, body: bytes, action: str) 
 def _header(request: web.Request, name: str, default: str = "") -> str:
     """A header's text; bytes that are not UTF-8 (aiohttp keeps them as surrogates) become U+FFFD,
     so the PingEvent carrying it can be encoded."""
-    return request.headers.get(name, default).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    value = request.headers.get(name, default)
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _remote_addr(request: web.Request) -> str:
@@ -149,6 +150,8 @@ def _remote_addr(request: web.Request) -> str:
 
 def _rate_limited(request: web.Request, check: CheckConfig) -> web.Response | None:
     limiters = request.app[LIMITERS]
+    if not (limiters.by_check.enabled or limiters.by_client.enabled):
+        return None
     now = time.monotonic()
     for limiter, key in ((limiters.by_check, check.id), (limiters.by_client, _remote_addr(request))):
         if limiter.enabled and not limiter.allow(key, now):
@@ -174,13 +177,15 @@ async def record_ping(
     limited = _rate_limited(request, check)
     if limited is not None:
         return limited
-    config = request.app[CONFIG]
-    try:
-        # A client trickling its body (slowloris) is cut off instead of holding the handler.
-        async with asyncio.timeout(BODY_TIMEOUT_S):
-            body, body_size = await _read_body(request, config.ping_body_limit)
-    except TimeoutError:
-        return _text("request timeout", 408)
+    if request.body_exists:
+        try:
+            # A client trickling its body (slowloris) is cut off instead of holding the handler.
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                body, body_size = await _read_body(request, request.app[CONFIG].ping_body_limit)
+        except TimeoutError:
+            return _text("request timeout", 408)
+    else:
+        body, body_size = b"", 0
     if exit_status is not None and exit_status > 0:
         action = "fail"
     kind = _filtered_action(check, request.method, body, action)
@@ -203,7 +208,7 @@ async def record_ping(
     event_log = request.app[EVENT_LOG]
     try:
         await event_log.produce(TOPIC_PINGS, encode(event), key=check.id.encode())
-        metrics.PINGS.labels(kind, source).inc()
+        metrics.child(metrics.PINGS, kind, source).inc()
         if check.paused and kind != "ign" and not check.manual_resume:
             # A ping resumes a paused check: keep the registry's flag in step.
             await _put_check(request, msgspec.structs.replace(check, paused=False))

@@ -55,6 +55,19 @@ LAST_DURATION = Gauge(
     ["check_id"], registry=REGISTRY,
 )
 
+_children: dict = {}
+
+
+def child(metric, *labels: str):
+    """``metric.labels(*labels)``, cached: the edge counts every answer, and prometheus_client's
+    ``labels()`` takes a lock and builds a key each time. For series that are never removed."""
+    key = (metric, labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found
+
+
 # A million checks must not become a million series: keep the most recently finished ones.
 MAX_DURATION_SERIES = 10_000
 _duration_series: OrderedDict[str, None] = OrderedDict()

@@ -21,6 +21,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import msgspec
+
 from pingstream import metrics
 
 from .base import Consumer, EventLog, LogUnavailable, Record, TopicPartition, partition_for
@@ -43,6 +45,17 @@ CREATE TABLE IF NOT EXISTS group_offsets (
 """
 
 _MAX_GROUP = 20_000  # records per group commit
+
+# A group commit inserts its rows with one statement over a JSON array instead of executemany:
+# Python's sqlite3 releases the GIL around every row's sqlite3_step, and under load each row then
+# waits for the event loop thread to give the GIL back (up to the 5 ms switch interval) — measured
+# here as milliseconds per row while the loop is busy, against microseconds for the single statement.
+_INSERT_JSON = (
+    "INSERT INTO records SELECT r.value->>0, r.value->>1, r.value->>2, "
+    "CAST(r.value->>3 AS BLOB), CAST(r.value->>4 AS BLOB), r.value->>5 FROM json_each(?) AS r"
+)
+_INSERT_ROWS = "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?)"
+_json_rows = msgspec.json.Encoder()
 _POLL_S = 0.05  # how often an idle consumer looks for records written by other processes
 
 
@@ -52,6 +65,24 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=30000")
     return conn
+
+
+def _insert(conn: sqlite3.Connection, rows: list[tuple]) -> None:
+    """Insert (topic, partition, offset, key, value, ts) rows: as one JSON statement when keys and
+    values are UTF-8 text without NUL (every event pingstream writes), else row by row (raw bytes,
+    e.g. a dead letter), since SQLite's JSON text cannot carry those bytes exactly."""
+    as_text = []
+    for t, p, o, k, v, ts in rows:
+        if b"\x00" in v or (k is not None and b"\x00" in k):
+            break
+        try:
+            as_text.append((t, p, o, None if k is None else k.decode(), v.decode(), ts))
+        except UnicodeDecodeError:
+            break
+    else:
+        conn.execute(_INSERT_JSON, (_json_rows.encode(as_text),))
+        return
+    conn.executemany(_INSERT_ROWS, rows)
 
 
 class SqliteEventLog(EventLog):
@@ -180,7 +211,7 @@ class SqliteEventLog(EventLog):
                 next_offset[tp] = offset + 1
                 rows.append((topic, partition, offset, key, value, ts))
                 results.append((partition, offset))
-            conn.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?)", rows)
+            _insert(conn, rows)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:  # a failed COMMIT (disk full) may have rolled back already
