@@ -22,6 +22,7 @@ from schemas.events import TOPIC_CHECKS, Project, ProjectUpserted, encode, utcno
 from .clickhouse import ClickHouse
 from .config import Config, ConfigError
 from .eventlog import EventLog, open_eventlog
+from .eventlog.base import LogUnavailable
 from .registry import Registry, project_key
 
 log = logging.getLogger("pingstream")
@@ -219,6 +220,15 @@ def main(argv: list[str] | None = None) -> int:
         print("pingstream: the projector needs ClickHouse; PINGSTREAM_CLICKHOUSE=off is for edges only", file=sys.stderr)
         return 2
     _use_uvloop()
+    try:
+        return _command(args, config)
+    except (LogUnavailable, OSError) as exc:
+        # An event log that cannot be opened, a port in use, an unwritable data directory: one line.
+        print(f"pingstream: {exc}", file=sys.stderr)
+        return 1
+
+
+def _command(args, config: Config) -> int:
     if args.command == "up":
         asyncio.run(_run_services(config, ["up", "ingest", "projector", "monitor"]))
     elif args.command == "webhooks" and not config.webhooks:

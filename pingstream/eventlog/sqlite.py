@@ -100,9 +100,13 @@ class SqliteEventLog(EventLog):
     # --- lifecycle ---
 
     async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
-        self._conn = await loop.run_in_executor(self._writer, self._open)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = await loop.run_in_executor(self._writer, self._open)
+        except (OSError, sqlite3.Error) as exc:
+            # A read-only or full disk, or no permission: one clear line, not a traceback.
+            raise LogUnavailable(f"cannot open the event log {self.path}: {exc}") from exc
         self._queue = asyncio.Queue()
         self._writer_task = asyncio.create_task(self._write_loop(), name="sqlite-log-group-commit")
 
