@@ -93,6 +93,8 @@ class SqliteEventLog(EventLog):
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-log-writer")
         self._queue: asyncio.Queue | None = None
         self._writer_task: asyncio.Task | None = None
+        self._inflight: list = []  # the batch being committed
+        self._failure = "event log is not started"
         self._partitions: dict[str, int] = {}
         self._written = asyncio.Event()
         self._lock = threading.Lock()
@@ -109,6 +111,23 @@ class SqliteEventLog(EventLog):
             raise LogUnavailable(f"cannot open the event log {self.path}: {exc}") from exc
         self._queue = asyncio.Queue()
         self._writer_task = asyncio.create_task(self._write_loop(), name="sqlite-log-group-commit")
+        self._writer_task.add_done_callback(self._writer_ended)
+
+    def _writer_ended(self, task: asyncio.Task) -> None:
+        """Should the group-commit loop ever die, nobody waits forever for an acknowledgement: the
+        batch in flight and what is queued fail, and later produces raise LogUnavailable (503)."""
+        if not task.cancelled() and task.exception() is None:
+            return  # closed normally: everything queued was written first
+        reason = "cancelled" if task.cancelled() else repr(task.exception())
+        log.error("event log writer stopped: %s", reason)
+        self._failure = f"event log writer stopped: {reason}"
+        queue, self._queue = self._queue, None
+        pending = list(self._inflight)
+        while queue is not None and not queue.empty():
+            pending.append(queue.get_nowait())
+        for item in pending:
+            if item is not None and not item[-1].done():
+                item[-1].set_exception(LogUnavailable(self._failure))
 
     def _open(self) -> sqlite3.Connection:
         conn = _connect(self.path)
@@ -117,8 +136,9 @@ class SqliteEventLog(EventLog):
 
     async def close(self) -> None:
         if self._writer_task is not None:
-            await self._queue.put(None)  # drain what is queued, then stop
-            await self._writer_task
+            if self._queue is not None:
+                await self._queue.put(None)  # drain what is queued, then stop
+            await asyncio.gather(self._writer_task, return_exceptions=True)
             self._writer_task = None
             self._queue = None
         if self._conn is not None:
@@ -151,7 +171,7 @@ class SqliteEventLog(EventLog):
         self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
     ) -> tuple[int, int]:
         if self._queue is None:
-            raise LogUnavailable("event log is not started")
+            raise LogUnavailable(self._failure)
         fut = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((topic, key, value, partition, fut))
         started = time.perf_counter()
@@ -181,6 +201,7 @@ class SqliteEventLog(EventLog):
                 batch.append(item)
             if not batch:
                 continue
+            self._inflight = batch
             try:
                 results = await loop.run_in_executor(self._writer, self._write_batch, batch)
             except Exception as exc:  # disk full, read-only, locked: nobody gets a false ack
