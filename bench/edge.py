@@ -9,7 +9,8 @@ generator in this one, all on 127.0.0.1. The servers:
 - ``kafka``: the pingstream edge producing with acks=all to a real broker
   (PINGSTREAM_KAFKA, else one started from the project's cached jars).
 Prints requests/s and p50/p99 for a closed loop at full speed, the ratio to
-``bare``, and p99 for an open loop at a fixed rate. Writes bench/results/edge.json.
+``bare``, the server's CPU time per request (all its threads), and p99 for an
+open loop at a fixed rate. Writes bench/results/edge.json.
 """
 
 from __future__ import annotations
@@ -109,10 +110,25 @@ class Server:
                 self.proc.wait()
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of a process, all threads (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def measure(server: Server, args) -> dict:
     path = f"/ping/{server.check_id}"
     await closed_loop(server.port, path, args.connections, 1.0)  # warm-up
+    cpu_before = cpu_seconds(server.proc.pid)
     full = await closed_loop(server.port, path, args.connections, args.duration)
+    cpu_after = cpu_seconds(server.proc.pid)
+    # CPU per answered request: steadier than req/s on a shared machine whose speed drifts.
+    full["server_cpu_us_per_request"] = (
+        (cpu_after - cpu_before) / full["requests"] * 1e6 if cpu_before is not None and full["requests"] else None
+    )
     fixed = await open_loop(server.port, path, args.rate, args.duration)
     return {"closed_loop": full, "open_loop": fixed}
 
@@ -151,11 +167,14 @@ def main() -> None:
             broker.stop()
 
     bare_rps = results["bare"]["closed_loop"]["rps"]
-    print(f"\n{'server':8} {'req/s':>9} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} | open loop @{args.rate:.0f}/s: {'p50 ms':>7} {'p99 ms':>7}  statuses")
+    print(f"\n{'server':8} {'req/s':>9} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'cpu us/req':>10} |"
+          f" open loop @{args.rate:.0f}/s: {'p50 ms':>7} {'p99 ms':>7}  statuses")
     for mode, r in results.items():
         c, o = r["closed_loop"], r["open_loop"]
         r["ratio_to_bare"] = c["rps"] / bare_rps
-        print(f"{mode:8} {c['rps']:9.0f} {r['ratio_to_bare']:6.2f} {c['p50_ms']:7.2f} {c['p99_ms']:7.2f} |"
+        cpu = c["server_cpu_us_per_request"]
+        print(f"{mode:8} {c['rps']:9.0f} {r['ratio_to_bare']:6.2f} {c['p50_ms']:7.2f} {c['p99_ms']:7.2f} "
+              f"{cpu if cpu is None else round(cpu):>10} |"
               f"                   {o['p50_ms']:7.2f} {o['p99_ms']:7.2f}  {c['statuses']} {o['statuses']}")
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
