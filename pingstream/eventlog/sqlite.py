@@ -14,6 +14,7 @@ runs one process per service; scale-out is what the Kafka backend is for.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import sqlite3
 import threading
@@ -45,6 +46,7 @@ CREATE TABLE IF NOT EXISTS group_offsets (
 """
 
 _MAX_GROUP = 20_000  # records per group commit
+_DRAIN_S = 0.1  # longest the writer thread commits back to back before other work on it gets a turn
 
 # A group commit inserts its rows with one statement over a JSON array instead of executemany:
 # Python's sqlite3 releases the GIL around every row's sqlite3_step, and under load each row then
@@ -91,7 +93,9 @@ class SqliteEventLog(EventLog):
         self.default_partitions = default_partitions
         self._conn: sqlite3.Connection | None = None
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-log-writer")
-        self._queue: asyncio.Queue | None = None
+        self._pending: collections.deque | None = None  # produces waiting for the writer thread
+        self._wake = asyncio.Event()  # set when something was queued (or on close)
+        self._closing = False
         self._writer_task: asyncio.Task | None = None
         self._inflight: list = []  # the batch being committed
         self._failure = "event log is not started"
@@ -109,7 +113,8 @@ class SqliteEventLog(EventLog):
         except (OSError, sqlite3.Error) as exc:
             # A read-only or full disk, or no permission: one clear line, not a traceback.
             raise LogUnavailable(f"cannot open the event log {self.path}: {exc}") from exc
-        self._queue = asyncio.Queue()
+        self._pending = collections.deque()
+        self._closing = False
         self._writer_task = asyncio.create_task(self._write_loop(), name="sqlite-log-group-commit")
         self._writer_task.add_done_callback(self._writer_ended)
 
@@ -121,13 +126,13 @@ class SqliteEventLog(EventLog):
         reason = "cancelled" if task.cancelled() else repr(task.exception())
         log.error("event log writer stopped: %s", reason)
         self._failure = f"event log writer stopped: {reason}"
-        queue, self._queue = self._queue, None
-        pending = list(self._inflight)
-        while queue is not None and not queue.empty():
-            pending.append(queue.get_nowait())
-        for item in pending:
-            if item is not None and not item[-1].done():
-                item[-1].set_exception(LogUnavailable(self._failure))
+        self._fail_queued(self._failure)
+
+    def _fail_queued(self, reason: str) -> None:
+        queued, self._pending = self._pending, None
+        for *_, fut in [*self._inflight, *(queued or ())]:
+            if not fut.done():
+                fut.set_exception(LogUnavailable(reason))
 
     def _open(self) -> sqlite3.Connection:
         conn = _connect(self.path)
@@ -136,11 +141,12 @@ class SqliteEventLog(EventLog):
 
     async def close(self) -> None:
         if self._writer_task is not None:
-            if self._queue is not None:
-                await self._queue.put(None)  # drain what is queued, then stop
+            self._closing = True  # write what is queued, then stop
+            self._wake.set()
             await asyncio.gather(self._writer_task, return_exceptions=True)
             self._writer_task = None
-            self._queue = None
+            self._failure = "event log is closed"
+            self._fail_queued(self._failure)
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await asyncio.get_running_loop().run_in_executor(self._writer, conn.close)
@@ -170,10 +176,12 @@ class SqliteEventLog(EventLog):
     async def produce(
         self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
     ) -> tuple[int, int]:
-        if self._queue is None:
+        pending = self._pending
+        if pending is None:
             raise LogUnavailable(self._failure)
         fut = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((topic, key, value, partition, fut))
+        pending.append((topic, key, value, partition, fut))
+        self._wake.set()
         started = time.perf_counter()
         try:
             result = await fut
@@ -184,37 +192,54 @@ class SqliteEventLog(EventLog):
         return result
 
     async def _write_loop(self) -> None:
+        """Hands queued produces to the writer thread, which commits batch after batch on its own
+        (no round trip through the event loop between two commits) and posts each batch's results
+        back. Returns once closing and nothing is left to write."""
         loop = asyncio.get_running_loop()
-        stopping = False
-        while not stopping:
-            first = await self._queue.get()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._pending:
+                await loop.run_in_executor(self._writer, self._drain, loop)
+            elif self._closing:
+                return
+
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Writer thread: commit what is queued, one group commit per batch, until the queue is
+        empty or ``_DRAIN_S`` passed (then other work on the connection gets its turn)."""
+        pending = self._pending
+        until = time.monotonic() + _DRAIN_S
+        while pending and time.monotonic() < until:
             batch = []
-            if first is None:
-                stopping = True
-            else:
-                batch.append(first)
-            while len(batch) < _MAX_GROUP and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    stopping = True
-                    continue
-                batch.append(item)
-            if not batch:
-                continue
+            try:
+                while len(batch) < _MAX_GROUP:
+                    batch.append(pending.popleft())
+            except IndexError:
+                pass
             self._inflight = batch
             try:
-                results = await loop.run_in_executor(self._writer, self._write_batch, batch)
+                results = self._write_batch(batch)
             except Exception as exc:  # disk full, read-only, locked: nobody gets a false ack
                 log.error("event log write of %d records failed: %s", len(batch), exc)
-                for *_, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(LogUnavailable(str(exc)))
-                continue
-            for (*_, fut), result in zip(batch, results):
-                if not fut.done():
-                    fut.set_result(result)
-            self._written.set()
-            self._written = asyncio.Event()
+                loop.call_soon_threadsafe(self._fail_batch, batch, LogUnavailable(str(exc)))
+            else:
+                loop.call_soon_threadsafe(self._deliver, batch, results)
+        self._inflight = []
+        if pending:
+            loop.call_soon_threadsafe(self._wake.set)  # more to write after the turn of other work
+
+    def _deliver(self, batch: list, results: list) -> None:
+        for (*_, fut), result in zip(batch, results):
+            if not fut.done():
+                fut.set_result(result)
+        self._written.set()
+        self._written = asyncio.Event()
+
+    @staticmethod
+    def _fail_batch(batch: list, exc: LogUnavailable) -> None:
+        for *_, fut in batch:
+            if not fut.done():
+                fut.set_exception(exc)
 
     def _write_batch(self, batch: list) -> list[tuple[int, int]]:
         conn = self._conn
