@@ -18,25 +18,6 @@ from .keys import CLICKHOUSE, CONFIG, EVENT_LOG, LIMITERS, REGISTRY, Limiters
 log = logging.getLogger(__name__)
 
 
-@web.middleware
-async def short_errors(request: web.Request, handler):
-    """Router and client errors as short plain-text 4xx bodies, never an HTML page or a traceback."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status >= 400 and exc.text and exc.text.startswith(f"{exc.status}:"):
-            text = {404: "not found", 405: "method not allowed"}.get(exc.status, exc.reason.lower())
-            headers = {k: v for k, v in exc.headers.items() if k == "Allow"}
-            return web.Response(status=exc.status, text=text, headers=headers)
-        raise
-    except web.RequestPayloadError:
-        # A body that cannot be read as sent (bad Content-Encoding data, broken chunks) is the
-        # client's error; what is left of it on the socket is unusable, so close after answering.
-        response = web.Response(status=400, text="could not read request body")
-        response.force_close()
-        return response
-
-
 def _endpoint(path: str) -> str:
     if path.startswith("/ping/"):
         return "ping"
@@ -45,15 +26,35 @@ def _endpoint(path: str) -> str:
     return "api" if path.startswith("/api/") else "other"
 
 
+def _short_error(exc: web.HTTPException) -> web.Response | None:
+    """aiohttp's own 4xx ("404: Not Found") as a short plain-text body; None for errors a handler
+    raised with a text of its own."""
+    if exc.status >= 400 and exc.text and exc.text.startswith(f"{exc.status}:"):
+        text = {404: "not found", 405: "method not allowed"}.get(exc.status, exc.reason.lower())
+        headers = {k: v for k, v in exc.headers.items() if k == "Allow"}
+        return web.Response(status=exc.status, text=text, headers=headers)
+    return None
+
+
 @web.middleware
 async def finish(request: web.Request, handler):
-    """Count every answer in pingstream_http_responses{endpoint, code} (what an operator watches for
-    4xx/5xx storms), and close the connection after a ping whose body was cut without reading the rest."""
+    """One middleware (each costs a coroutine layer on every ping) that
+    - answers router and client errors with short plain-text 4xx bodies, never an HTML page or a traceback;
+    - counts every answer in pingstream_http_responses{endpoint, code} (what an operator watches for
+      4xx/5xx storms);
+    - closes the connection after a ping whose body was cut without reading the rest."""
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        metrics.child(metrics.HTTP_RESPONSES, _endpoint(request.path), str(exc.status)).inc()
-        raise
+        response = _short_error(exc)
+        if response is None:
+            metrics.child(metrics.HTTP_RESPONSES, _endpoint(request.path), str(exc.status)).inc()
+            raise
+    except web.RequestPayloadError:
+        # A body that cannot be read as sent (bad Content-Encoding data, broken chunks) is the
+        # client's error; what is left of it on the socket is unusable, so close after answering.
+        response = web.Response(status=400, text="could not read request body")
+        response.force_close()
     except BaseException:
         metrics.child(metrics.HTTP_RESPONSES, _endpoint(request.path), "500").inc()
         raise
@@ -69,7 +70,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 def create_app(config: Config, event_log: EventLog, registry: Registry, clickhouse: ClickHouse | None) -> web.Application:
     # Bodies of pings are streamed and cut by the ping handler; this bounds the other endpoints.
-    app = web.Application(middlewares=[finish, short_errors], client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[finish], client_max_size=1024 * 1024)
     app[CONFIG] = config
     app[EVENT_LOG] = event_log
     app[REGISTRY] = registry

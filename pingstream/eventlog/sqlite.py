@@ -197,12 +197,13 @@ class SqliteEventLog(EventLog):
         back. Returns once closing and nothing is left to write."""
         loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
-            self._wake.clear()
+            self._wake.clear()  # before looking: what is queued after the look sets it again
             if self._pending:
                 await loop.run_in_executor(self._writer, self._drain, loop)
             elif self._closing:
                 return
+            else:
+                await self._wake.wait()
 
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         """Writer thread: commit what is queued, one group commit per batch, until the queue is

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
@@ -72,3 +73,28 @@ async def test_other_work_on_the_connection_gets_turns_under_sustained_produce_l
         end = await consumer.end_offsets()
         await consumer.close()
     assert sum(end.values()) == acked  # offsets run on past compaction: every acknowledged record was written
+
+
+
+async def test_close_during_a_commit_with_more_queued_still_writes_all_and_returns(tmp_path, monkeypatch):
+    """close() arriving while the writer thread is busy, with a produce queued behind that commit,
+    writes the produce and returns: the writer loop must not sleep through the close."""
+    log = SqliteEventLog(tmp_path / "log.sqlite3")
+    await log.start()
+    gate = threading.Event()
+    drain = log._drain
+
+    def held_drain(loop):
+        drain(loop)
+        gate.wait(5)  # the writer thread is still busy while the test queues more and closes
+
+    monkeypatch.setattr(log, "_drain", held_drain)
+    first = asyncio.ensure_future(log.produce("t", b"a"))
+    assert await asyncio.wait_for(first, 5) == (0, 0)
+    queued = asyncio.ensure_future(log.produce("t", b"b"))
+    await asyncio.sleep(0)
+    closing = asyncio.ensure_future(log.close())
+    await asyncio.sleep(0)
+    gate.set()
+    await asyncio.wait_for(closing, 5)
+    assert await queued == (0, 1)
