@@ -70,7 +70,10 @@ class KafkaEventLog(EventLog):
             bootstrap_servers=self.bootstrap,
             acks="all",
             enable_idempotence=True,
-            linger_ms=2,  # lets concurrent pings share a request, as group commit does on SQLite
+            # No fixed wait: aiokafka keeps one request in flight per broker, and the pings arriving
+            # meanwhile share the next one, as group commit does on SQLite. Measured in bench/edge.py
+            # against linger_ms=2: 7,500-9,000 vs 5,500-6,600 pings/s closed loop, open-loop p50 halved.
+            linger_ms=0,
             max_batch_size=256 * 1024,
             request_timeout_ms=int(self.ack_timeout_s * 1000),
             retry_backoff_ms=200,
