@@ -80,10 +80,14 @@ def fetch() -> Path:
     return libs
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(avoid: int | None = None) -> int:
+    """A loopback port nothing listens on now (another than ``avoid``)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port != avoid:
+            return port
 
 
 def _port_open(port: int) -> bool:
@@ -110,13 +114,21 @@ logger.server.level = WARN
 """
 
 
+_STARTED = "Kafka Server started"  # what the broker logs (INFO, logger kafka) once it serves
+
+
+class _PortTaken(RuntimeError):
+    """The broker exited because a port it was given was in use."""
+
+
 class Broker:
     """One broker+controller process. ``stop()`` then ``start()`` restarts it on the same ports and data."""
 
     def __init__(self, workdir: Path, port: int | None = None, partitions: int = 4) -> None:
         self.workdir = Path(workdir)
+        self._auto_ports = port is None
         self.port = port or free_port()
-        self.controller_port = free_port()
+        self.controller_port = free_port(avoid=self.port)
         self.partitions = partitions
         self.process: subprocess.Popen | None = None
         self.libs = fetch()
@@ -173,25 +185,54 @@ class Broker:
         )
         self._formatted = True
 
-    def start(self, timeout_s: float = 90.0) -> "Broker":
+    def start(self, timeout_s: float = 90.0, bind_retries: int = 3) -> "Broker":
+        """Start and wait until it listens. A free port picked here can be taken by another process
+        before the broker binds it: on a first start with ports of our choosing, that is retried
+        on fresh ports (a restart keeps its ports: clients know them)."""
+        for _ in range(bind_retries if self._auto_ports and not self._formatted else 0):
+            try:
+                return self._start(timeout_s)
+            except _PortTaken:
+                log.warning("Kafka broker port taken meanwhile; retrying on fresh ports")
+                self.port = free_port()
+                self.controller_port = free_port(avoid=self.port)
+                shutil.rmtree(self.workdir / "data", ignore_errors=True)
+                self._formatted = False
+        return self._start(timeout_s)
+
+    def _start(self, timeout_s: float) -> "Broker":
         self.workdir.mkdir(parents=True, exist_ok=True)
         properties = self._properties()
         if not self._formatted:
             self._format(properties)
-        out = open(self.workdir / "broker.out", "ab")
-        self.process = subprocess.Popen(
-            self._java("kafka.Kafka", str(properties)), stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop it in order
-        )
-        out.close()
+        outputs = [self.workdir / "broker.out", self.workdir / "broker.log"]  # stdout/stderr, log4j
+        offsets = [path.stat().st_size if path.exists() else 0 for path in outputs]
+
+        def printed() -> str:
+            """What this start printed so far, not an earlier run's."""
+            text = ""
+            for path, offset in zip(outputs, offsets):
+                if path.exists():
+                    with open(path, "rb") as f:
+                        f.seek(offset)
+                        text += f.read().decode(errors="replace")
+            return text
+
+        with open(outputs[0], "ab") as out:
+            self.process = subprocess.Popen(
+                self._java("kafka.Kafka", str(properties)), stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop it in order
+            )
         deadline = time.monotonic() + timeout_s
-        while not _port_open(self.port):
+        # Up when it says so and listens: a listening port alone could be another process's.
+        while not (_STARTED in printed() and _port_open(self.port)):
             if self.process.poll() is not None:
-                tail = (self.workdir / "broker.out").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"Kafka broker exited with {self.process.returncode}:\n{tail}")
+                tail = printed()[-3000:]
+                error = _PortTaken if "Address already in use" in tail else RuntimeError
+                raise error(f"Kafka broker exited with {self.process.returncode}:\n{tail}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"Kafka broker did not listen on {self.bootstrap} within {timeout_s:.0f} s")
+                raise RuntimeError(f"Kafka broker did not start on {self.bootstrap} within {timeout_s:.0f} s")
             time.sleep(0.1)
         log.info("Kafka broker %s up on %s (pid %d)", kafka_version(), self.bootstrap, self.process.pid)
         return self

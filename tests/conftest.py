@@ -41,10 +41,52 @@ def data_dir(tmp_path) -> Path:
     return tmp_path / "data"
 
 
+# Tests that need a real backend, recognised by the fixtures they use (or a parametrised backend
+# named so): each is counted, and one that was skipped fails the run, so CI cannot pass without them.
+_BACKENDS = {
+    "kafka": {"kafka_bootstrap", "kafka_broker", "kafka_log", "own_kafka_broker"},
+    "clickhouse": {"clickhouse", "chdb_dsn"},
+}
+_ran: dict[str, int] = {name: 0 for name in _BACKENDS}
+_skipped: dict[str, list[str]] = {name: [] for name in _BACKENDS}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        params = set(map(str, getattr(getattr(item, "callspec", None), "params", {}).values()))
+        for name, needs in _BACKENDS.items():
+            if fixtures & needs or name in params:
+                item.add_marker(name)
+
+
+def pytest_runtest_logreport(report):
+    for name in _BACKENDS:
+        if name in report.keywords:
+            if report.skipped:
+                _skipped[name].append(report.nodeid)
+            elif report.when == "call" and report.passed:
+                _ran[name] += 1
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if any(_skipped.values()) and exitstatus == 0:
+        session.exitstatus = 1
+
+
 def pytest_terminal_summary(terminalreporter):
-    """Say which ClickHouse the tests ran on: the server path is only exercised when one is given."""
-    server = os.environ.get("PINGSTREAM_CLICKHOUSE", "")
-    if server.startswith("http"):
+    """Say how many tests ran on the real backends (and fail loudly on any skipped), and which
+    ClickHouse they ran on: the server path is only exercised when one is given."""
+    for name, skipped in _skipped.items():
+        if skipped:
+            terminalreporter.write_line(
+                f"FAILED: {len(skipped)} {name} test(s) were skipped; they must run (first: {skipped[0]})", red=True
+            )
+    terminalreporter.write_line(
+        f"Real backends: {_ran['kafka']} Kafka tests passed against a real broker, {_ran['clickhouse']} "
+        "ClickHouse tests passed (the end-to-end tests' own processes use them too, uncounted)"
+    )
+    if os.environ.get("PINGSTREAM_CLICKHOUSE", "").startswith("http"):
         terminalreporter.write_line("ClickHouse: tests ran against the server named by PINGSTREAM_CLICKHOUSE")
     else:
         terminalreporter.write_line(

@@ -5,7 +5,7 @@
   is started once per session on free loopback ports, and stopped at the end.
 - Every test gets its own topic prefix, so tests sharing the broker never see
   each other's records.
-- A test that needs Kafka and was skipped fails the run: CI must really run them.
+- A test that needs Kafka and was skipped fails the run (tests/conftest.py): CI must really run them.
 """
 
 from __future__ import annotations
@@ -17,9 +17,6 @@ import pytest
 
 from pingstream.eventlog.kafka import KafkaEventLog
 from pingstream.kafkabroker import Broker
-
-_skipped_kafka: list[str] = []
-
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory):
@@ -64,28 +61,3 @@ def own_kafka_broker(tmp_path):
         yield broker
     finally:
         broker.kill()
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if {"kafka_bootstrap", "kafka_broker", "kafka_log", "own_kafka_broker"} & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.kafka)
-
-
-def pytest_runtest_logreport(report):
-    if report.skipped and "kafka" in report.keywords:
-        _skipped_kafka.append(report.nodeid)
-
-
-def pytest_sessionfinish(session, exitstatus):
-    if _skipped_kafka and exitstatus == 0:
-        session.exitstatus = 1
-
-
-def pytest_terminal_summary(terminalreporter):
-    if _skipped_kafka:
-        terminalreporter.write_line(
-            f"FAILED: {len(_skipped_kafka)} Kafka test(s) were skipped; they must run "
-            f"(first: {_skipped_kafka[0]})",
-            red=True,
-        )

@@ -1,0 +1,33 @@
+"""The project's own Kafka broker launcher (pingstream.kafkabroker)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from pingstream import kafkabroker
+
+pytestmark = pytest.mark.kafka
+
+
+def test_a_port_taken_between_picking_and_binding_is_retried_on_fresh_ports(tmp_path, monkeypatch):
+    """free_port() only says a port was free a moment ago; should another process take it before the
+    broker binds, the first start moves to fresh ports instead of failing the whole test session."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        real = kafkabroker.free_port
+        picks = iter([taken])
+        monkeypatch.setattr(kafkabroker, "free_port", lambda avoid=None: next(picks, None) or real(avoid))
+        broker = kafkabroker.Broker(tmp_path / "broker")
+        assert broker.port == taken  # the broker is handed the squatted port
+        try:
+            broker.start()
+            assert taken not in (broker.port, broker.controller_port)
+            with socket.create_connection(("127.0.0.1", broker.port), timeout=2):
+                pass
+            assert broker.process is not None and broker.process.poll() is None
+        finally:
+            broker.stop()
