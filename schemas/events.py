@@ -16,7 +16,6 @@ Topics (see ``schemas/topics/*.md``):
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -201,41 +200,10 @@ def decode(data: bytes) -> Event | None:
 # --- ids and time -----------------------------------------------------------
 
 
-class _RandomPool:
-    """Random bytes from the OS in blocks: os.urandom releases the GIL around its syscall, and
-    under load the thread that called it then waits for the GIL to come back (from the event log's
-    writer thread) — once per id, milliseconds each. One syscall now serves ~400 ids. The pool is
-    dropped in a forked child so parent and child never share bytes."""
-
-    _BLOCK = 4096
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._buf = b""
-        self._pos = 0
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._reset)
-
-    def _reset(self) -> None:
-        self._lock = threading.Lock()
-        self._buf, self._pos = b"", 0
-
-    def take(self, n: int) -> bytes:
-        with self._lock:
-            pos = self._pos
-            if pos + n > len(self._buf):
-                self._buf, pos = os.urandom(self._BLOCK), 0
-            self._pos = pos + n
-            return self._buf[pos : pos + n]
-
-
-_random = _RandomPool()
-
-
 def uuid7(now_ns: int | None = None) -> str:
     """A UUIDv7 (RFC 9562): 48-bit ms timestamp, version, variant, random rest — sortable by time."""
     ms = (now_ns if now_ns is not None else time.time_ns()) // 1_000_000
-    rand = int.from_bytes(_random.take(10), "big")
+    rand = int.from_bytes(os.urandom(10), "big")
     value = ((ms & 0xFFFF_FFFF_FFFF) << 80) | (0x7 << 76) | (((rand >> 64) & 0xFFF) << 64)
     value |= (0x2 << 62) | (rand & 0x3FFF_FFFF_FFFF_FFFF)
     h = f"{value:032x}"  # formatted directly: uuid.UUID() costs more than the rest together
