@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import closed_loop, open_loop  # noqa: E402
+from pingstream import kafkabroker  # noqa: E402
 
 SERVER = r"""
 import asyncio, os, sys
@@ -78,18 +79,10 @@ uvloop.run(main())
 """
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     def __init__(self, mode: str, data_dir: str, env: dict) -> None:
         self.mode = mode
-        self.port = free_port()
+        self.port = kafkabroker.free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", SERVER, mode, str(self.port), data_dir],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT, env=env, text=True,
@@ -147,8 +140,6 @@ def main() -> None:
     if not args.no_kafka:
         bootstrap = os.environ.get("PINGSTREAM_KAFKA")
         if not bootstrap:
-            from pingstream import kafkabroker
-
             broker = kafkabroker.start_broker(tempfile.mkdtemp(prefix="bench-kafka-"))
             bootstrap = broker.bootstrap
         env["BENCH_KAFKA"] = bootstrap

@@ -18,6 +18,7 @@ import pytest
 from pingstream.eventlog.kafka import KafkaEventLog
 from pingstream.kafkabroker import Broker
 
+
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory):
     """The session's own broker, or None when PINGSTREAM_KAFKA names an external one."""

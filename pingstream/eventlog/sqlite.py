@@ -225,9 +225,7 @@ class SqliteEventLog(EventLog):
                 loop.call_soon_threadsafe(self._fail_batch, batch, LogUnavailable(str(exc)))
             else:
                 loop.call_soon_threadsafe(self._deliver, batch, results)
-        self._inflight = []
-        if pending:
-            loop.call_soon_threadsafe(self._wake.set)  # more to write after the turn of other work
+        self._inflight = []  # anything still queued: _write_loop looks at the queue again right away
 
     def _deliver(self, batch: list, results: list) -> None:
         for (*_, fut), result in zip(batch, results):
