@@ -117,8 +117,8 @@ logger.server.level = WARN
 _STARTED = "Kafka Server started"  # what the broker logs (INFO, logger kafka) once it serves
 
 
-class _PortTaken(RuntimeError):
-    """The broker exited because a port it was given was in use."""
+class _ExitedEarly(RuntimeError):
+    """The broker process ended before it had started."""
 
 
 class Broker:
@@ -185,15 +185,15 @@ class Broker:
         )
         self._formatted = True
 
-    def start(self, timeout_s: float = 90.0, bind_retries: int = 3) -> "Broker":
-        """Start and wait until it listens. A free port picked here can be taken by another process
-        before the broker binds it: on a first start with ports of our choosing, that is retried
-        on fresh ports (a restart keeps its ports: clients know them)."""
-        for _ in range(bind_retries if self._auto_ports and not self._formatted else 0):
+    def start(self, timeout_s: float = 90.0, retries: int = 3) -> "Broker":
+        """Start and wait until it serves. A first start with ports of our choosing that exits early
+        is retried on fresh ports and fresh storage (a free port picked here can be taken by another
+        process before the broker binds it); a restart keeps its ports and data: clients know them."""
+        for _ in range(retries if self._auto_ports and not self._formatted else 0):
             try:
                 return self._start(timeout_s)
-            except _PortTaken:
-                log.warning("Kafka broker port taken meanwhile; retrying on fresh ports")
+            except _ExitedEarly as exc:
+                log.warning("%s\nretrying on fresh ports", exc)
                 self.port = free_port()
                 self.controller_port = free_port(avoid=self.port)
                 shutil.rmtree(self.workdir / "data", ignore_errors=True)
@@ -227,9 +227,7 @@ class Broker:
         # Up when it says so and listens: a listening port alone could be another process's.
         while not (_STARTED in printed() and _port_open(self.port)):
             if self.process.poll() is not None:
-                tail = printed()[-3000:]
-                error = _PortTaken if "Address already in use" in tail else RuntimeError
-                raise error(f"Kafka broker exited with {self.process.returncode}:\n{tail}")
+                raise _ExitedEarly(f"Kafka broker exited with {self.process.returncode}:\n{printed()[-3000:]}")
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"Kafka broker did not start on {self.bootstrap} within {timeout_s:.0f} s")
