@@ -66,9 +66,13 @@ async def main():
         app = create_app(config, log, registry, None)
         check_id = check.id
         cleanup = log.close
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+    if mode == "bare":
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+    else:  # as `pingstream up` serves it
+        from ingest.service import serve
+        runner, _ = await serve(app, config, "127.0.0.1", port)
     print("ready", check_id, flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     await runner.cleanup()

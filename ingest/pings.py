@@ -14,6 +14,7 @@ import logging
 import re
 import time
 from email.utils import formatdate
+from typing import Callable, NamedTuple
 
 import msgspec
 from aiohttp import web
@@ -32,7 +33,9 @@ from schemas.events import (
     uuid7,
 )
 
-from .keys import CONFIG, EVENT_LOG, LIMITERS, REGISTRY
+from pingstream.registry import Registry
+
+from .keys import CONFIG, EVENT_LOG, LIMITERS, REGISTRY, Limiters
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,12 @@ def _text(body: str, status: int = 200, headers: dict | None = None) -> web.Resp
     return web.Response(text=body, status=status, content_type="text/plain", headers=headers)
 
 
+NOT_FOUND = (404, "not found")
+Reply = tuple[int, str, dict]  # status, plain-text body, extra headers
+
+
 def _not_found() -> web.Response:
-    return _text("not found", 404)
+    return _text(*reversed(NOT_FOUND))
 
 
 def _parse_action(part: str | None) -> tuple[str, int | None] | None:
@@ -69,7 +76,7 @@ def _parse_action(part: str | None) -> tuple[str, int | None] | None:
 _expires: tuple[int, str] = (0, "")
 
 
-def _response_headers(limit: int) -> dict:
+def response_headers(limit: int) -> dict:
     # Upstream's ping view is wrapped in never_cache; the header values match it.
     # The Expires date changes once a second: format it once a second, not per ping.
     global _expires
@@ -140,23 +147,56 @@ def _header(request: web.Request, name: str, default: str = "") -> str:
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def _remote_addr(request: web.Request) -> str:
-    addr = _header(request, "X-Forwarded-For") or request.remote or ""
-    addr = addr.split(",")[0].strip()
+def client_addr(forwarded_for: str, peer: str) -> str:
+    """The client's address: the first X-Forwarded-For hop, else the socket's peer."""
+    addr = (forwarded_for or peer or "").split(",")[0].strip()
     if "." in addr and ":" in addr:  # "ipv4:port" from some proxies: drop the port
         addr = addr.split(":")[0]
     return addr
 
 
-def _rate_limited(request: web.Request, check: CheckConfig) -> web.Response | None:
-    limiters = request.app[LIMITERS]
+def _remote_addr(request: web.Request) -> str:
+    return client_addr(_header(request, "X-Forwarded-For"), request.remote or "")
+
+
+def rate_limited(limiters: Limiters, check: CheckConfig, addr: str | Callable[[], str]) -> Reply | None:
+    """The 429 answer when the check or the client is over its rate, else None."""
     if not (limiters.by_check.enabled or limiters.by_client.enabled):
         return None
     now = time.monotonic()
-    for limiter, key in ((limiters.by_check, check.id), (limiters.by_client, _remote_addr(request))):
-        if limiter.enabled and not limiter.allow(key, now):
-            return _text("rate limited", 429, {"Retry-After": str(limiter.retry_after_s())})
+    for limiter, key in ((limiters.by_check, check.id), (limiters.by_client, addr)):
+        if limiter.enabled:
+            if callable(key):
+                key = key()
+            if not limiter.allow(key, now):
+                return 429, "rate limited", {"Retry-After": str(limiter.retry_after_s())}
     return None
+
+
+def ping_event(
+    check: CheckConfig, action: str, exit_status: int | None, rid: str | None, method: str, body: bytes,
+    body_size: int, scheme: str, remote_addr: str, user_agent: str, source: str = "ping",
+) -> PingEvent:
+    """The PingEvent of a ping that passed validation, its kind decided by the exit status and the
+    check's filters."""
+    if exit_status is not None and exit_status > 0:
+        action = "fail"
+    return PingEvent(
+        event_id=uuid7(),
+        check_id=check.id,
+        project_id=check.project_id,
+        kind=_filtered_action(check, method, body, action),
+        received_at=utcnow(),
+        exit_status=exit_status,
+        rid=rid,
+        method=method,
+        scheme=scheme,
+        remote_addr=remote_addr,
+        user_agent=user_agent,
+        body=body,
+        body_size=body_size,
+        source=source,
+    )
 
 
 async def record_ping(
@@ -174,9 +214,9 @@ async def record_ping(
         if not _CANONICAL_UUID.match(rid):
             return _text("invalid uuid format", 400)
         rid = rid.lower()
-    limited = _rate_limited(request, check)
+    limited = rate_limited(request.app[LIMITERS], check, lambda: _remote_addr(request))
     if limited is not None:
-        return limited
+        return _text(limited[1], limited[0], limited[2])
     if request.body_exists:
         try:
             # A client trickling its body (slowloris) is cut off instead of holding the handler.
@@ -186,25 +226,11 @@ async def record_ping(
             return _text("request timeout", 408)
     else:
         body, body_size = b"", 0
-    if exit_status is not None and exit_status > 0:
-        action = "fail"
-    kind = _filtered_action(check, request.method, body, action)
-    event = PingEvent(
-        event_id=uuid7(),
-        check_id=check.id,
-        project_id=check.project_id,
-        kind=kind,
-        received_at=utcnow(),
-        exit_status=exit_status,
-        rid=rid,
-        method=request.method,
-        scheme=_header(request, "X-Forwarded-Proto", "http"),
-        remote_addr=_remote_addr(request),
-        user_agent=_header(request, "User-Agent"),
-        body=body,
-        body_size=body_size,
-        source=source,
+    event = ping_event(
+        check, action, exit_status, rid, request.method, body, body_size,
+        _header(request, "X-Forwarded-Proto", "http"), _remote_addr(request), _header(request, "User-Agent"), source,
     )
+    kind = event.kind
     event_log = request.app[EVENT_LOG]
     try:
         await event_log.produce(TOPIC_PINGS, encode(event), key=check.id.encode())
@@ -225,65 +251,70 @@ async def _put_check(request: web.Request, check: CheckConfig) -> None:
     request.app[REGISTRY].apply(CheckUpserted(event_id="", check=check))
 
 
-async def handle_ping(request: web.Request) -> web.Response:
-    parts = request.match_info["tail"].split("/")
-    registry = request.app[REGISTRY]
-    limit = request.app[CONFIG].ping_body_limit
+class Target(NamedTuple):
+    """Where a ping URL points: a check (None: a slug not found, created by ``?create=1``)."""
+
+    check: CheckConfig | None
+    action: str
+    exit_status: int | None
+    project_id: str = ""
+    slug: str = ""
+
+
+def match_ping(registry: Registry, tail: str) -> Target | tuple[int, str]:
+    """Resolve the path after ``/ping/`` as upstream's routes do: the uuid form, else
+    ``<ping-key>/<slug>``. Returns the target, or (status, text) for 404 / 409."""
+    parts = tail.split("/")
     if _UUID.match(parts[0]) and len(parts) <= 2:
         parsed = _parse_action(parts[1] if len(parts) == 2 else None)
         check = registry.checks.get(parts[0])
-        if check is None or parsed is None:
-            # "/ping/<uuid>/<word>" also reads as "/ping/<ping-key>/<slug>": try that.
-            if len(parts) == 2 and parsed is None:
-                return await _handle_slug(request, parts)
-            return _not_found()
-        error = await record_ping(request, check, *parsed)
-        if error is not None:
-            return error
-        return _text("OK", headers=_response_headers(limit))
-    return await _handle_slug(request, parts)
-
-
-async def _handle_slug(request: web.Request, parts: list[str]) -> web.Response:
+        if check is not None and parsed is not None:
+            return Target(check, *parsed)
+        # "/ping/<uuid>/<word>" also reads as "/ping/<ping-key>/<slug>": try that.
+        if not (len(parts) == 2 and parsed is None):
+            return NOT_FOUND
     if len(parts) not in (2, 3) or not (_SLUG.match(parts[0]) and _SLUG.match(parts[1])):
-        return _not_found()
+        return NOT_FOUND
     parsed = _parse_action(parts[2] if len(parts) == 3 else None)
     if parsed is None:
-        return _not_found()
-    ping_key, slug = parts[0], parts[1]
-    registry = request.app[REGISTRY]
-    limit = request.app[CONFIG].ping_body_limit
-    project = registry.project_by_ping_key(ping_key)
+        return NOT_FOUND
+    project = registry.project_by_ping_key(parts[0])
     if project is None:
-        return _not_found()
-    matches = registry.checks_by_slug(project.id, slug)
-    created = False
+        return NOT_FOUND
+    matches = registry.checks_by_slug(project.id, parts[1])
     if len(matches) > 1:
-        return _text("ambiguous slug", 409)
+        return 409, "ambiguous slug"
     if not matches:
+        return Target(None, *parsed, project_id=project.id, slug=parts[1])
+    return Target(matches[0], *parsed)
+
+
+async def handle_ping(request: web.Request) -> web.Response:
+    target = match_ping(request.app[REGISTRY], request.match_info["tail"])
+    if not isinstance(target, Target):
+        return _text(target[1], target[0])
+    check = target.check
+    if check is None:
         if request.query.get("create") != "1":
             return _not_found()
         # Derived from project + slug, so racing edges create the same check.
         check = CheckConfig(
-            id=stable_id("check", project.id, slug),
-            project_id=project.id,
-            name=slug,
-            slug=slug,
+            id=stable_id("check", target.project_id, target.slug),
+            project_id=target.project_id,
+            name=target.slug,
+            slug=target.slug,
             created=utcnow(),
         )
         try:
             await _put_check(request, check)
         except LogUnavailable:
             return _text("service unavailable", 503, {"Retry-After": "1"})
-        created = True
-    else:
-        check = matches[0]
-    error = await record_ping(request, check, *parsed)
+    error = await record_ping(request, check, target.action, target.exit_status)
     if error is not None:
         return error
-    if created:
-        return _text("Created", 201, _response_headers(limit))
-    return _text("OK", headers=_response_headers(limit))
+    if target.check is None:
+        return _text("Created", 201, response_headers(request.app[CONFIG].ping_body_limit))
+    return _text("OK", headers=response_headers(request.app[CONFIG].ping_body_limit))
 
 
 def add_routes(app: web.Application) -> None:

@@ -13,9 +13,11 @@ from pingstream.eventlog.base import EventLog
 from pingstream.registry import Registry, follow
 
 from .app import create_app
+from .fastpath import EdgeSite
 from .ticker import run_ticker
 
 log = logging.getLogger(__name__)
+SHUTDOWN_TIMEOUT_S = 10.0
 
 
 async def start_registry(event_log: EventLog, stop: asyncio.Event) -> tuple[Registry, asyncio.Task]:
@@ -36,7 +38,24 @@ def make_runner(app: web.Application, config: Config) -> web.AppRunner:
     each response, and closes the connection if no complete request head arrived by then: with a short
     idle timeout that is the cut-off for a client trickling its request line and headers (slowloris),
     or opening connections and sending nothing. A trickling body is cut by the ping handler."""
-    return web.AppRunner(app, access_log=None, shutdown_timeout=10, keepalive_timeout=config.idle_timeout_s)
+    return web.AppRunner(
+        app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S, keepalive_timeout=config.idle_timeout_s
+    )
+
+
+async def serve(app: web.Application, config: Config, host: str, port: int) -> tuple[web.AppRunner, EdgeSite]:
+    """The edge's app listening on host:port, connections starting on the fast ping path
+    (ingest/fastpath.py). ``runner.cleanup()`` stops it, letting pings in flight finish."""
+    runner = make_runner(app, config)
+    await runner.setup()
+    site = EdgeSite(runner, host, port, idle_timeout_s=config.idle_timeout_s,
+                    shutdown_timeout_s=SHUTDOWN_TIMEOUT_S, backlog=1024)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, site
 
 
 async def run(
@@ -52,10 +71,7 @@ async def run(
         registry, follower = await start_registry(event_log, stop)
     ticker = asyncio.create_task(run_ticker(event_log, config.tick_interval_s, stop), name="ticker")
     app = create_app(config, event_log, registry, clickhouse)
-    runner = make_runner(app, config)
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, backlog=1024)
-    await site.start()
+    runner, _ = await serve(app, config, config.host, config.port)
     log.info("edge serving on http://%s:%d", config.host, config.port)
     if started is not None:
         started.set()

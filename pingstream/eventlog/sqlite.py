@@ -130,9 +130,7 @@ class SqliteEventLog(EventLog):
 
     def _fail_queued(self, reason: str) -> None:
         queued, self._pending = self._pending, None
-        for *_, fut in [*self._inflight, *(queued or ())]:
-            if not fut.done():
-                fut.set_exception(LogUnavailable(reason))
+        self._fail_batch([*self._inflight, *(queued or ())], LogUnavailable(reason))
 
     def _open(self) -> sqlite3.Connection:
         conn = _connect(self.path)
@@ -176,20 +174,20 @@ class SqliteEventLog(EventLog):
     async def produce(
         self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
     ) -> tuple[int, int]:
+        return await self.send(topic, value, key, partition)
+
+    def send(
+        self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
+    ) -> asyncio.Future:
+        fut = asyncio.get_running_loop().create_future()
         pending = self._pending
         if pending is None:
-            raise LogUnavailable(self._failure)
-        fut = asyncio.get_running_loop().create_future()
-        pending.append((topic, key, value, partition, fut))
-        self._wake.set()
-        started = time.perf_counter()
-        try:
-            result = await fut
-        except LogUnavailable:
             _ERRORS.inc()
-            raise
-        _LATENCY.observe(time.perf_counter() - started)
-        return result
+            fut.set_exception(LogUnavailable(self._failure))
+        else:
+            pending.append((topic, key, value, partition, fut, time.perf_counter()))
+            self._wake.set()
+        return fut
 
     async def _write_loop(self) -> None:
         """Hands queued produces to the writer thread, which commits batch after batch on its own
@@ -228,16 +226,19 @@ class SqliteEventLog(EventLog):
         self._inflight = []  # anything still queued: _write_loop looks at the queue again right away
 
     def _deliver(self, batch: list, results: list) -> None:
-        for (*_, fut), result in zip(batch, results):
+        now = time.perf_counter()
+        for (*_, fut, started), result in zip(batch, results):
             if not fut.done():
                 fut.set_result(result)
+                _LATENCY.observe(now - started)
         self._written.set()
         self._written = asyncio.Event()
 
     @staticmethod
     def _fail_batch(batch: list, exc: LogUnavailable) -> None:
-        for *_, fut in batch:
+        for *_, fut, _started in batch:
             if not fut.done():
+                _ERRORS.inc()
                 fut.set_exception(exc)
 
     def _write_batch(self, batch: list) -> list[tuple[int, int]]:
@@ -246,7 +247,7 @@ class SqliteEventLog(EventLog):
         rows, results, next_offset = [], [], {}
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for topic, key, value, partition, _ in batch:
+            for topic, key, value, partition, *_ in batch:
                 if partition is None:
                     n = self._topic_partitions(conn, topic)
                     partition = partition_for(key, n) if key is not None else 0

@@ -13,6 +13,7 @@ from pingstream.config import Config
 from pingstream.eventlog.sqlite import SqliteEventLog
 from pingstream.registry import Registry
 from schemas.events import TOPIC_CHECKS, TOPIC_PINGS, CheckConfig, CheckUpserted, PingEvent, decode, encode, utcnow, uuid7
+from tests.edge.server import EdgeTestServer
 
 
 @dataclasses.dataclass
@@ -51,7 +52,7 @@ async def edge(tmp_path, aiohttp_client):
     registry = Registry()
     project = await create_project(log, "test", registry)
     app = create_app(config, log, registry, clickhouse=None)
-    client = await aiohttp_client(app)
+    client = await aiohttp_client(EdgeTestServer(app))
     try:
         yield Edge(client, log, registry, project, config)
     finally:

@@ -20,6 +20,7 @@ from pingstream.registry import Registry
 from schemas.events import CheckDeleted, uuid7
 
 from .conftest import Edge
+from tests.edge.server import EdgeTestServer
 
 T0 = datetime(2024, 3, 4, tzinfo=timezone.utc)  # a Monday
 DAY = timedelta(days=1)
@@ -34,7 +35,7 @@ async def ana(tmp_path, aiohttp_client, clickhouse):
     await log.start()
     registry = Registry()
     project = await create_project(log, "test", registry)
-    client = await aiohttp_client(create_app(config, log, registry, clickhouse=clickhouse))
+    client = await aiohttp_client(EdgeTestServer(create_app(config, log, registry, clickhouse=clickhouse)))
     edge = Edge(client, log, registry, project, config)
     edge.ch = clickhouse
     try:

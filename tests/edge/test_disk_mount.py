@@ -23,6 +23,7 @@ from pingstream.config import Config
 from pingstream.eventlog.sqlite import SqliteEventLog
 from pingstream.registry import Registry
 from tests.edge.conftest import Edge
+from tests.edge.server import EdgeTestServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,7 +52,7 @@ async def edge_on(small_fs, aiohttp_client):
     await log.start()
     registry = Registry()
     project = await create_project(log, "test", registry)
-    client = await aiohttp_client(create_app(config, log, registry, clickhouse=None))
+    client = await aiohttp_client(EdgeTestServer(create_app(config, log, registry, clickhouse=None)))
     try:
         yield Edge(client, log, registry, project, config), small_fs
     finally:

@@ -43,6 +43,7 @@ from yarl import URL
 from ingest.app import create_app
 from ingest.management import unique_key
 from schemas.events import CheckConfig, CheckUpserted, PingEvent, uuid7
+from tests.edge.server import EdgeTestServer
 
 CASES = int(os.environ.get("PINGSTREAM_FUZZ_CASES", "10000"))
 CH_CASES = int(os.environ.get("PINGSTREAM_FUZZ_CH_CASES", "1000"))  # on top, against ClickHouse-backed reads
@@ -281,7 +282,7 @@ async def test_generated_requests_never_get_a_5xx_or_a_traceback(edge):
 
 async def test_generated_requests_with_clickhouse_reads(edge, clickhouse, aiohttp_client):
     """The same, on an edge that reads state from (embedded) ClickHouse: the parameters reach SQL."""
-    client = await aiohttp_client(create_app(edge.config, edge.log, edge.registry, clickhouse=clickhouse))
+    client = await aiohttp_client(EdgeTestServer(create_app(edge.config, edge.log, edge.registry, clickhouse=clickhouse)))
     await _fuzz(edge, client, CH_CASES)
 
 

@@ -26,6 +26,7 @@ from pingstream.config import Config
 from pingstream.eventlog.sqlite import SqliteEventLog
 from pingstream.registry import Registry
 from schemas.events import TOPIC_CHECKS, CheckConfig, CheckUpserted, encode, utcnow, uuid7
+from tests.edge.server import EdgeTestServer
 
 CASES = int(os.environ.get("PINGSTREAM_FUZZ_CASES", "10000"))
 SEED = int(os.environ.get("PINGSTREAM_FUZZ_SEED", str(random.randrange(1 << 30))))
@@ -161,7 +162,7 @@ async def fuzz_edge(tmp_path, aiohttp_client, clickhouse):
     event = CheckUpserted(event_id=str(uuid7()), check=check)
     await log.produce(TOPIC_CHECKS, encode(event), key=check.id.encode())
     registry.apply(event)
-    client = await aiohttp_client(create_app(config, log, registry, clickhouse=clickhouse))
+    client = await aiohttp_client(EdgeTestServer(create_app(config, log, registry, clickhouse=clickhouse)))
     try:
         yield client, project, check
     finally:

@@ -1,4 +1,4 @@
-"""Limits of the HTTP edge over a real loopback socket (the edge served by an AppRunner in-process).
+"""Limits of the HTTP edge over a real loopback socket (the edge served in-process as in production).
 
 A 100 MB ping body is cut at the limit without being buffered (answered long before
 the client is done sending, server memory flat); URLs and headers are bounded (4xx,
@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.app import create_app
+from ingest.service import serve
 from schemas.events import PingEvent
 
 MB = 1024 * 1024
@@ -29,13 +30,9 @@ MB = 1024 * 1024
 async def served(edge):
     """The edge fixture's log and registry behind a real TCP port; torn down even when a test fails."""
     app = create_app(edge.config, edge.log, edge.registry, clickhouse=None)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
+    runner, site = await serve(app, edge.config, "127.0.0.1", 0)
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        yield edge, port
+        yield edge, site.port
     finally:
         await runner.cleanup()
 

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from ingest import pings
 from ingest.app import create_app
-from ingest.service import make_runner
+from ingest.service import serve
 from pingstream.kafkabroker import free_port
 
 IDLE_TIMEOUT_S = 1.0
@@ -25,12 +25,9 @@ async def served(edge):
     """The edge fixture's app on a real loopback port (raw sockets need one), with the edge's own
     runner settings and a short idle timeout."""
     app = create_app(edge.config, edge.log, edge.registry, clickhouse=None)
-    runner = make_runner(app, dataclasses.replace(edge.config, idle_timeout_s=IDLE_TIMEOUT_S))
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner, site = await serve(app, dataclasses.replace(edge.config, idle_timeout_s=IDLE_TIMEOUT_S), "127.0.0.1", 0)
     try:
-        yield edge, port
+        yield edge, site.port
     finally:
         await runner.cleanup()
 

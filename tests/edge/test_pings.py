@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from schemas.events import TOPIC_CHECKS, CheckUpserted, stable_id
+from tests.edge.server import EdgeTestServer
 
 
 async def test_it_records_a_success_ping(edge):
@@ -191,7 +192,7 @@ async def test_it_rate_limits_a_runaway_check_but_not_others(tmp_path, aiohttp_c
         checks = [CheckConfig(id=str(uuid7()), project_id=project.id, created=utcnow()) for _ in range(2)]
         for c in checks:
             registry.apply(CheckUpserted(event_id="", check=c))
-        client = await aiohttp_client(create_app(config, log, registry, None))
+        client = await aiohttp_client(EdgeTestServer(create_app(config, log, registry, None)))
         statuses = [(await client.get(f"/ping/{checks[0].id}")).status for _ in range(5)]
         assert statuses == [200, 200, 200, 429, 429]
         r = await client.get(f"/ping/{checks[0].id}")
