@@ -233,7 +233,11 @@ class EdgeProtocol(asyncio.Protocol):
                 self.chunks.clear()
                 self.window = self.completed = 0
                 return
-            if self.ping is None:  # within a request head: count what came after the read it began in
+            ping = self.ping
+            if ping is not None and ping.size > self.edge.limit:
+                self._cut(ping)
+                return
+            if ping is None:  # within a request head: count what came after the read it began in
                 if self.head_began:
                     self.head_began = False
                 else:
@@ -316,14 +320,8 @@ class EdgeProtocol(asyncio.Protocol):
         limit = self.edge.limit
         if len(ping.body) < limit:
             ping.body += body[: limit - len(ping.body)]
-        if ping.size > limit:
-            # Cut: the rest is not read; answer, then close (as the aiohttp path does).
-            ping.size = max(ping.size, ping.content_length)
-            ping.keep_alive = False
-            self.ping = None
-            self._stop_reading(unread=True)
-            self._record(ping)
-            raise _Stop
+        # Over the limit: what this read brought is counted; if the body does not end within it,
+        # the rest is not read (see _cut), as the aiohttp path reads one chunk past the limit.
 
     def on_message_complete(self) -> None:
         self.in_message = False
@@ -336,6 +334,15 @@ class EdgeProtocol(asyncio.Protocol):
             raise _Stop
 
     # --- the ping ---
+
+    def _cut(self, ping: _Ping) -> None:
+        """A body longer than the limit and not yet all here: record the ping with what was kept,
+        answer, and close without reading the rest."""
+        ping.size = max(ping.size, ping.content_length)
+        ping.keep_alive = False
+        self.ping = None
+        self._stop_reading(unread=True)
+        self._record(ping)
 
     def _take(self) -> _Ping | None:
         """A _Ping when this request is one the fast path answers exactly as aiohttp would, else None."""
