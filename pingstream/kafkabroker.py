@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import ctypes
 import logging
 import os
 import re
@@ -23,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -115,6 +117,20 @@ logger.server.level = WARN
 
 
 _STARTED = "Kafka Server started"  # what the broker logs (INFO, logger kafka) once it serves
+
+
+def _die_with_parent():
+    """A pre-exec hook that has Linux send the broker SIGTERM when the thread that started it ends,
+    so a test run or bench killed outright leaves no broker behind. Only for the main thread (a
+    worker thread can end long before the process) and where prctl exists; libc is loaded here,
+    before the fork, so the child only makes one call."""
+    if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class _ExitedEarly(RuntimeError):
@@ -222,6 +238,7 @@ class Broker:
             self.process = subprocess.Popen(
                 self._java("kafka.Kafka", str(properties)), stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop it in order
+                preexec_fn=_die_with_parent(),
             )
         deadline = time.monotonic() + timeout_s
         # Up when it says so and listens: a listening port alone could be another process's.

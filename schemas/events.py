@@ -16,6 +16,7 @@ Topics (see ``schemas/topics/*.md``):
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -200,10 +201,39 @@ def decode(data: bytes) -> Event | None:
 # --- ids and time -----------------------------------------------------------
 
 
+class _Entropy(threading.local):
+    """Bytes from the OS's CSPRNG, fetched 4 KiB at a time instead of one getrandom call per id
+    (a syscall: 11% of the edge's event-loop thread on the fast ping path). Per thread, and
+    dropped in a forked child so parent and child never share bytes."""
+
+    def __init__(self) -> None:
+        self.pool = memoryview(b"")
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        pos = self.pos
+        if pos + n > len(self.pool):
+            self.pool, pos = memoryview(os.urandom(4096)), 0
+        self.pos = pos + n
+        return self.pool[pos : pos + n]
+
+
+_entropy = _Entropy()
+
+
+def _forget_entropy() -> None:
+    global _entropy
+    _entropy = _Entropy()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_entropy)
+
+
 def uuid7(now_ns: int | None = None) -> str:
     """A UUIDv7 (RFC 9562): 48-bit ms timestamp, version, variant, random rest — sortable by time."""
     ms = (now_ns if now_ns is not None else time.time_ns()) // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = int.from_bytes(_entropy.take(10), "big")
     value = ((ms & 0xFFFF_FFFF_FFFF) << 80) | (0x7 << 76) | (((rand >> 64) & 0xFFF) << 64)
     value |= (0x2 << 62) | (rand & 0x3FFF_FFFF_FFFF_FFFF)
     h = f"{value:032x}"  # formatted directly: uuid.UUID() costs more than the rest together

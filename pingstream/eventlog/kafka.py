@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 
@@ -57,6 +58,10 @@ class KafkaEventLog(EventLog):
         self._producer: AIOKafkaProducer | None = None
         self._counts: dict[str, int] = {}
         self._ensured: set[str] = set()
+        self._queue: collections.deque = collections.deque()  # records given to send(), not yet to aiokafka
+        self._inflight: collections.deque = collections.deque()  # (deadline, future) of records aiokafka holds
+        self._wake = asyncio.Event()
+        self._sender: asyncio.Task | None = None
 
     def name(self, topic: str) -> str:
         return self.prefix + topic
@@ -82,11 +87,18 @@ class KafkaEventLog(EventLog):
             retry_backoff_ms=50,
         )
         await self._producer.start()
+        self._sender = asyncio.create_task(self._send_loop(), name="kafka-send")
 
     async def close(self) -> None:
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            self._wake.set()  # hands what is queued to aiokafka, then ends
+            await asyncio.gather(sender, return_exceptions=True)
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()  # flushes what is pending
+        self._fail_queued("event log is closed")
+        self._inflight.clear()
 
     async def ensure_topics(self, topics: list[str]) -> None:
         missing = [t for t in topics if t not in self._ensured]
@@ -148,6 +160,84 @@ class KafkaEventLog(EventLog):
             _ERRORS.inc()
             raise LogUnavailable(f"Kafka did not acknowledge: {exc.__class__.__name__}: {exc}") from exc
         return meta.partition, meta.offset
+
+    def send(
+        self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
+    ) -> asyncio.Future:
+        """``produce`` without a task per record: records are queued for one sender task, which hands
+        each to aiokafka (a call that returns at once while its buffer has room) and resolves the
+        returned future from aiokafka's delivery future. The first record of a topic whose partition
+        count is not known yet goes through ``produce``."""
+        if partition is None and key is not None:
+            count = self._counts.get(topic)
+            if count is None or self._sender is None:
+                return super().send(topic, value, key, partition)
+            partition = partition_for(key, count)
+        fut = asyncio.get_running_loop().create_future()
+        if self._sender is None:
+            _ERRORS.inc()
+            fut.set_exception(LogUnavailable("event log is closed"))
+            return fut
+        self._queue.append((self.name(topic), value, key, partition, fut))
+        self._wake.set()
+        return fut
+
+    async def _send_loop(self) -> None:
+        queue, inflight = self._queue, self._inflight
+        sweep_s = min(0.5, self.ack_timeout_s / 4)
+        while True:
+            self._wake.clear()
+            while queue:
+                name, value, key, partition, fut = queue.popleft()
+                started = time.perf_counter()
+                try:
+                    delivery = await self._producer.send(name, value, key=key, partition=partition)
+                except (KafkaError, OSError) as exc:
+                    self._failed(fut, exc)
+                else:
+                    delivery.add_done_callback(lambda d, fut=fut, started=started: self._delivered(d, fut, started))
+                    inflight.append((started + self.ack_timeout_s, fut))
+            self._expire()
+            if self._sender is None:  # closing: everything queued was handed over
+                return
+            try:
+                async with asyncio.timeout(sweep_s):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    def _expire(self) -> None:
+        """Records not acknowledged within ack_timeout_s fail (as ``produce`` times out): aiokafka
+        keeps retrying a broker that is down rather than failing what it holds."""
+        inflight, now = self._inflight, time.perf_counter()
+        while inflight and (inflight[0][1].done() or inflight[0][0] <= now):
+            _, fut = inflight.popleft()
+            self._failed(fut, TimeoutError(f"no acknowledgement within {self.ack_timeout_s:g}s"))
+
+    def _delivered(self, delivery: asyncio.Future, fut: asyncio.Future, started: float) -> None:
+        if fut.done():
+            return
+        if delivery.cancelled():
+            self._failed(fut, KafkaError("cancelled"))
+        elif (exc := delivery.exception()) is not None:
+            self._failed(fut, exc)
+        else:
+            meta = delivery.result()
+            _LATENCY.observe(time.perf_counter() - started)
+            fut.set_result((meta.partition, meta.offset))
+
+    @staticmethod
+    def _failed(fut: asyncio.Future, exc: BaseException) -> None:
+        if not fut.done():
+            _ERRORS.inc()
+            fut.set_exception(LogUnavailable(f"Kafka did not acknowledge: {exc.__class__.__name__}: {exc}"))
+
+    def _fail_queued(self, reason: str) -> None:
+        while self._queue:
+            fut = self._queue.popleft()[-1]
+            if not fut.done():
+                _ERRORS.inc()
+                fut.set_exception(LogUnavailable(reason))
 
     def consumer(self, topics: list[str], group: str | None) -> "KafkaConsumer":
         return KafkaConsumer(self, topics, group)

@@ -72,6 +72,28 @@ async def test_order_is_kept_per_key(backend):
     assert all(len(p) == 1 for p in partitions.values()), "a key spread over partitions"
 
 
+async def test_send_answers_each_record_with_its_place_in_order(backend):
+    """``send`` (a future per record, what the edge's fast ping path uses): records fired without
+    waiting in between are acknowledged with offsets in send order per partition, the same key
+    always on the same partition; after close a send fails with LogUnavailable."""
+    async with new_log(backend) as log:
+        await log.produce("contract.send", b"first", key=b"k0")  # the topic exists and its partitions are known
+        futures = [log.send("contract.send", f"k{i % 5}:{i}".encode(), key=f"k{i % 5}".encode()) for i in range(500)]
+        results = await asyncio.gather(*futures)
+        records = await drain(log, "contract.send", None, expect=501)
+    by_partition = defaultdict(list)
+    for (partition, offset), i in zip(results, range(500)):
+        by_partition[partition].append(offset)
+    assert all(offsets == sorted(offsets) and len(set(offsets)) == len(offsets) for offsets in by_partition.values())
+    partition_of = {}
+    for (partition, _), i in zip(results, range(500)):
+        assert partition_of.setdefault(i % 5, partition) == partition
+    stored = {(r.partition, r.offset): r.value for r in records}
+    assert all(stored[place] == f"k{i % 5}:{i}".encode() for i, place in enumerate(results))
+    with pytest.raises(LogUnavailable):
+        await log.send("contract.send", b"late", key=b"k1")
+
+
 async def test_keys_and_values_come_back_byte_for_byte(backend):
     """Events are JSON, but the log carries any bytes: NUL, invalid UTF-8, empty, multi-byte text,
     alone and mixed in one group commit (the SQLite log takes a faster path for plain text)."""
@@ -209,6 +231,8 @@ async def test_kafka_down_means_log_unavailable_then_it_reconnects(own_kafka_bro
         started = time.monotonic()
         with pytest.raises(LogUnavailable):
             await log.produce("contract.down", b"while down", key=b"k")
+        with pytest.raises(LogUnavailable):
+            await log.send("contract.down", b"while down, sent", key=b"k")
         assert time.monotonic() - started < 10
         own_kafka_broker.start()
         deadline = time.monotonic() + 60

@@ -56,3 +56,33 @@ def test_uuid7_is_time_ordered_and_versioned():
 def test_stable_id_is_deterministic():
     assert events.stable_id("check", "p", "slug") == events.stable_id("check", "p", "slug")
     assert events.stable_id("check", "p", "slug") != events.stable_id("check", "p", "slug2")
+
+
+def test_uuid7_random_bits_are_never_shared_by_threads_or_a_forked_child():
+    import os
+    import threading
+    import uuid
+
+    from schemas.events import uuid7
+
+    ids: list[str] = []
+    threads = [threading.Thread(target=lambda: ids.extend(uuid7() for _ in range(5000))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(ids)) == len(ids) == 20_000
+    assert {uuid.UUID(i).version for i in ids} == {7}
+    uuid7()  # the pool is in use when the process forks
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child's next ids must not be the parent's next ids
+        os.write(write, "".join(uuid7()[-17:] for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 100_000).decode()
+    os.waitpid(pid, 0)
+    parent = "".join(uuid7()[-17:] for _ in range(50))
+    assert {child[i : i + 17] for i in range(0, len(child), 17)}.isdisjoint(
+        parent[i : i + 17] for i in range(0, len(parent), 17)
+    )
