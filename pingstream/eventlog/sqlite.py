@@ -6,7 +6,10 @@ while a commit is under way wait and share the next one (group commit), so
 thousands of concurrent pings cost one fsync, not thousands.
 
 Offsets are assigned inside the write transaction (``BEGIN IMMEDIATE`` +
-``MAX(offset)``), so several processes may produce into the same file safely.
+``MAX(offset)``), so several processes may produce into the same file safely;
+once a partition's head is known, a batch is one INSERT at the offsets after it,
+and a collision with another process's records (the primary key) sends the
+batch the locked way.
 A consumer group here owns every partition of its topics: the embedded mode
 runs one process per service; scale-out is what the Kafka backend is for.
 """
@@ -69,22 +72,27 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _insert(conn: sqlite3.Connection, rows: list[tuple]) -> None:
-    """Insert (topic, partition, offset, key, value, ts) rows: as one JSON statement when keys and
-    values are UTF-8 text without NUL (every event pingstream writes), else row by row (raw bytes,
-    e.g. a dead letter), since SQLite's JSON text cannot carry those bytes exactly."""
+def _as_json(rows: list[tuple]) -> bytes | None:
+    """(topic, partition, offset, key, value, ts) rows as one JSON document for _INSERT_JSON, when
+    keys and values are UTF-8 text without NUL (every event pingstream writes); None for raw bytes
+    (e.g. a dead letter), which SQLite's JSON text cannot carry exactly."""
     as_text = []
     for t, p, o, k, v, ts in rows:
         if b"\x00" in v or (k is not None and b"\x00" in k):
-            break
+            return None
         try:
             as_text.append((t, p, o, None if k is None else k.decode(), v.decode(), ts))
         except UnicodeDecodeError:
-            break
+            return None
+    return _json_rows.encode(as_text)
+
+
+def _insert(conn: sqlite3.Connection, rows: list[tuple]) -> None:
+    doc = _as_json(rows)
+    if doc is not None:
+        conn.execute(_INSERT_JSON, (doc,))
     else:
-        conn.execute(_INSERT_JSON, (_json_rows.encode(as_text),))
-        return
-    conn.executemany(_INSERT_ROWS, rows)
+        conn.executemany(_INSERT_ROWS, rows)
 
 
 class SqliteEventLog(EventLog):
@@ -100,6 +108,7 @@ class SqliteEventLog(EventLog):
         self._inflight: list = []  # the batch being committed
         self._failure = "event log is not started"
         self._partitions: dict[str, int] = {}
+        self._heads: dict[tuple[str, int], int] = {}  # next offset per partition, as this process last committed
         self._written = asyncio.Event()
         self._lock = threading.Lock()
 
@@ -242,6 +251,50 @@ class SqliteEventLog(EventLog):
                 fut.set_exception(exc)
 
     def _write_batch(self, batch: list) -> list[tuple[int, int]]:
+        results = self._write_at_known_heads(batch)
+        return results if results is not None else self._write_locked(batch)
+
+    def _write_at_known_heads(self, batch: list) -> list[tuple[int, int]] | None:
+        """The common case as one statement, its own transaction: the offsets follow the partition
+        heads this process last committed. Each statement the writer thread runs gives the GIL away
+        and waits to get it back from the busy event-loop thread (measured ~90 us each under load),
+        so one statement instead of four (BEGIN, SELECT MAX, INSERT, COMMIT) halves a commit's wall
+        time. Should another process have written to one of these partitions meanwhile, an offset
+        collides with its records (the primary key), nothing is written, and None sends the batch
+        the locked way. None too when a head or partition count is not known yet, or for raw bytes."""
+        heads, counts = self._heads, self._partitions
+        planned: dict[tuple[str, int], int] = {}
+        rows, results = [], []
+        ts = int(time.time() * 1000)
+        for topic, key, value, partition, *_ in batch:
+            if partition is None:
+                n = counts.get(topic)
+                if n is None:
+                    return None
+                partition = partition_for(key, n) if key is not None else 0
+            tp = (topic, partition)
+            offset = planned.get(tp)
+            if offset is None:
+                offset = heads.get(tp)
+                if offset is None:
+                    return None
+            planned[tp] = offset + 1
+            rows.append((topic, partition, offset, key, value, ts))
+            results.append((partition, offset))
+        doc = _as_json(rows)
+        if doc is None:
+            return None
+        try:
+            self._conn.execute(_INSERT_JSON, (doc,))
+        except sqlite3.IntegrityError:
+            for tp in planned:
+                heads.pop(tp, None)
+            return None
+        heads.update(planned)
+        return results
+
+    def _write_locked(self, batch: list) -> list[tuple[int, int]]:
+        """Any batch: under the write lock, offsets from each partition's last record."""
         conn = self._conn
         ts = int(time.time() * 1000)
         rows, results, next_offset = [], [], {}
@@ -267,6 +320,7 @@ class SqliteEventLog(EventLog):
             if conn.in_transaction:  # a failed COMMIT (disk full) may have rolled back already
                 conn.execute("ROLLBACK")
             raise
+        self._heads.update(next_offset)
         return results
 
     async def wait_written(self, timeout_s: float) -> None:
