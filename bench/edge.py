@@ -2,8 +2,8 @@
 
     python bench/edge.py [--duration 5] [--connections 32,256] [--rate 2000] [--no-kafka]
 
-Each server runs in its own process (uvloop, access log off), the load
-generator in this one, all on 127.0.0.1. The servers:
+Each server runs in its own process (uvloop, access log off), all of them up
+at once, the load generator in this one, all on 127.0.0.1. The servers:
 - ``bare``: an aiohttp handler that only answers ``OK``;
 - ``sqlite``: the pingstream edge, each ping durably committed to the embedded log;
 - ``kafka``: the pingstream edge producing with acks=all to a real broker
@@ -120,21 +120,40 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(server: Server, args) -> dict:
+async def closed(server: Server, connections: int, seconds: float) -> dict:
     path = f"/ping/{server.check_id}"
-    await closed_loop(server.port, path, args.connections[0], 1.0)  # warm-up
-    closed = {}
+    cpu_before = cpu_seconds(server.proc.pid)
+    full = await closed_loop(server.port, path, connections, seconds)
+    cpu_after = cpu_seconds(server.proc.pid)
+    # CPU per answered request: steadier than req/s on a shared machine whose speed drifts.
+    full["server_cpu_us_per_request"] = (
+        (cpu_after - cpu_before) / full["requests"] * 1e6 if cpu_before is not None and full["requests"] else None
+    )
+    return full
+
+
+async def measure(servers: dict[str, Server], args) -> dict:
+    """Every server is up at once and the closed loops take turns, round after round, so a drift in
+    the machine's speed (large on shared machines) falls on all of them alike; each round's ratio
+    to bare is taken within the round, and the median round is reported."""
+    for server in servers.values():
+        await closed_loop(server.port, f"/ping/{server.check_id}", args.connections[0], 1.0)  # warm-up
+    results = {mode: {"closed_loop": {}} for mode in servers}
     for connections in args.connections:
-        cpu_before = cpu_seconds(server.proc.pid)
-        full = await closed_loop(server.port, path, connections, args.duration)
-        cpu_after = cpu_seconds(server.proc.pid)
-        # CPU per answered request: steadier than req/s on a shared machine whose speed drifts.
-        full["server_cpu_us_per_request"] = (
-            (cpu_after - cpu_before) / full["requests"] * 1e6 if cpu_before is not None and full["requests"] else None
-        )
-        closed[str(connections)] = full
-    fixed = await open_loop(server.port, path, args.rate, args.duration)
-    return {"closed_loop": closed, "open_loop": fixed}
+        rounds = {mode: [] for mode in servers}
+        for _ in range(args.rounds):
+            for mode, server in servers.items():
+                rounds[mode].append(await closed(server, connections, args.duration / args.rounds))
+        for mode in servers:
+            ratios = sorted(r["rps"] / b["rps"] for r, b in zip(rounds[mode], rounds["bare"]))
+            median = sorted(rounds[mode], key=lambda r: r["rps"])[len(rounds[mode]) // 2]
+            results[mode]["closed_loop"][str(connections)] = {
+                **median, "ratio_to_bare": ratios[len(ratios) // 2], "ratio_range": [ratios[0], ratios[-1]],
+                "rounds": rounds[mode],
+            }
+    for mode, server in servers.items():
+        results[mode]["open_loop"] = await open_loop(server.port, f"/ping/{server.check_id}", args.rate, args.duration)
+    return results
 
 
 def main() -> None:
@@ -143,6 +162,7 @@ def main() -> None:
     parser.add_argument("--connections", type=lambda v: [int(n) for n in v.split(",")], default=[32, 256],
                         help="closed-loop connection counts, comma-separated")
     parser.add_argument("--rate", type=float, default=2000.0)
+    parser.add_argument("--rounds", type=int, default=5, help="turns each server takes per connection count")
     parser.add_argument("--no-kafka", action="store_true")
     args = parser.parse_args()
 
@@ -156,28 +176,29 @@ def main() -> None:
             bootstrap = broker.bootstrap
         env["BENCH_KAFKA"] = bootstrap
         modes.append("kafka")
-    results = {}
+    servers: dict[str, Server] = {}
+    data = tempfile.TemporaryDirectory(prefix="bench-edge-")
     try:
         for mode in modes:
-            with tempfile.TemporaryDirectory(prefix=f"bench-{mode}-") as data:
-                server = Server(mode, data, env)
-                try:
-                    results[mode] = asyncio.run(measure(server, args))
-                finally:
-                    server.stop()
+            servers[mode] = Server(mode, os.path.join(data.name, mode), env)
+        results = asyncio.run(measure(servers, args))
     finally:
+        for server in servers.values():
+            server.stop()
+        data.cleanup()
         if broker is not None:
             broker.stop()
 
-    print(f"\n{'server':8} {'conns':>5} {'req/s':>9} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'cpu us/req':>10}  statuses")
+    print(f"\nclosed loop, {args.rounds} rounds of {args.duration / args.rounds:g}s per server, the median round:")
+    print(f"{'server':8} {'conns':>5} {'req/s':>9} {'ratio':>6} {'(range)':>11} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'cpu us/req':>10}  statuses")
     for connections in map(str, args.connections):
-        bare_rps = results["bare"]["closed_loop"][connections]["rps"]
         for mode, r in results.items():
             c = r["closed_loop"][connections]
-            c["ratio_to_bare"] = c["rps"] / bare_rps
             cpu = c["server_cpu_us_per_request"]
-            print(f"{mode:8} {connections:>5} {c['rps']:9.0f} {c['ratio_to_bare']:6.2f} {c['p50_ms']:7.2f} "
-                  f"{c['p99_ms']:7.2f} {cpu if cpu is None else round(cpu):>10}  {c['statuses']}")
+            low, high = c["ratio_range"]
+            print(f"{mode:8} {connections:>5} {c['rps']:9.0f} {c['ratio_to_bare']:6.2f} {low:5.2f}-{high:<5.2f} "
+                  f"{c['p50_ms']:7.2f} {c['p99_ms']:7.2f} {cpu if cpu is None else round(cpu):>10}  {c['statuses']}")
     print(f"\nopen loop at {args.rate:.0f} pings/s for {args.duration:g}s:")
     for mode, r in results.items():
         o = r["open_loop"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 from aiohttp import web
@@ -43,9 +44,21 @@ def make_runner(app: web.Application, config: Config) -> web.AppRunner:
     )
 
 
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections for a process that allocates a few short-lived objects per
+    ping: what exists at start (the registry included) is moved out of the collector's view, and
+    the youngest generation is collected every 50,000 allocations instead of 700. Measured in
+    bench/edge.py at 256 connections: server CPU per ping 24-25 us vs 26-29 (SQLite) and 24-25 vs
+    28-34 (Kafka), the Kafka edge 0.73-0.88x of bare instead of 0.56-0.68x."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 async def serve(app: web.Application, config: Config, host: str, port: int) -> tuple[web.AppRunner, EdgeSite]:
     """The edge's app listening on host:port, connections starting on the fast ping path
     (ingest/fastpath.py). ``runner.cleanup()`` stops it, letting pings in flight finish."""
+    tune_gc()
     runner = make_runner(app, config)
     await runner.setup()
     site = EdgeSite(runner, host, port, idle_timeout_s=config.idle_timeout_s,
