@@ -468,7 +468,9 @@ class EdgeProtocol(asyncio.Protocol):
             self.transport.pause_reading()
 
     def _resume_reading(self) -> None:
-        if self.read_paused and self.transport is not None and not self.closing:
+        # Never while closing, nor while a handoff waits for the answers before it (what would be
+        # read then is aiohttp's, and this protocol no longer parses).
+        if self.read_paused and self.transport is not None and not self.closing and self.handoff is None:
             self.read_paused = False
             self.transport.resume_reading()
 
@@ -487,9 +489,12 @@ class EdgeProtocol(asyncio.Protocol):
         if self.transport is None:
             return
         now = self.loop.time()
-        if now < self.deadline or (self.answers and self.ping is None):
-            # Not yet, or pings waiting for the log (which has its own failure answer): look again later.
-            self.timer = self.loop.call_at(max(self.deadline, now + 1.0), self._on_timer)
+        if now < self.deadline:
+            self.timer = self.loop.call_at(self.deadline, self._on_timer)
+            return
+        if self.answers and self.ping is None:
+            # Pings waiting for the log, which has its own failure answer: look again later.
+            self.timer = self.loop.call_at(now + 1.0, self._on_timer)
             return
         if self.ping is not None:  # a body trickling in: 408, as the aiohttp path answers
             self.ping = None

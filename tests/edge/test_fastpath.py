@@ -76,6 +76,26 @@ async def _talk(port: int, raw: bytes, heads: list[bool]) -> tuple[list, bool]:
             await writer.wait_closed()
 
 
+@contextlib.asynccontextmanager
+async def _writer_held(log: SqliteEventLog):
+    """The log's writer thread kept busy until the block ends or the yielded event is set: pings
+    wait for their commit meanwhile."""
+    hold, held = threading.Event(), threading.Event()
+
+    def block() -> None:
+        held.set()
+        hold.wait(10)
+
+    loop = asyncio.get_running_loop()
+    blocker = loop.run_in_executor(log._writer, block)
+    await loop.run_in_executor(None, held.wait, 5)
+    try:
+        yield hold
+    finally:
+        hold.set()
+        await blocker
+
+
 def _get(path: str, extra: str = "", method: str = "GET") -> bytes:
     return f"{method} {path} HTTP/1.1\r\nHost: x\r\nUser-Agent: test-agent\r\n{extra}\r\n".encode()
 
@@ -182,32 +202,22 @@ async def test_shutdown_lets_pings_in_flight_finish(edge):
     app = create_app(edge.config, edge.log, edge.registry, clickhouse=None)
     runner, site = await serve(app, edge.config, "127.0.0.1", 0)
     check = await edge.add_check()
-    hold, held = threading.Event(), threading.Event()
-
-    def block() -> None:
-        held.set()
-        hold.wait(10)
-
-    loop = asyncio.get_running_loop()
-    blocker = loop.run_in_executor(edge.log._writer, block)  # the writer thread is busy
-    await loop.run_in_executor(None, held.wait, 5)
-    reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
-    try:
-        writer.write(_get(f"/ping/{check.id}"))
-        await writer.drain()
-        await asyncio.sleep(0.2)
-        cleanup = asyncio.ensure_future(runner.cleanup())
-        await asyncio.sleep(0.2)
-        assert not cleanup.done()  # waiting for the ping in flight
-        hold.set()
-        [(status, _, body)] = await _read_answers(reader, [False])
-        assert (status, body) == (200, b"OK")
-        assert await asyncio.wait_for(reader.read(1), 5) == b""
-        await asyncio.wait_for(cleanup, 10)
-    finally:
-        hold.set()
-        await blocker
-        writer.close()
+    async with _writer_held(edge.log) as hold:
+        reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
+        try:
+            writer.write(_get(f"/ping/{check.id}"))
+            await writer.drain()
+            await asyncio.sleep(0.2)
+            cleanup = asyncio.ensure_future(runner.cleanup())
+            await asyncio.sleep(0.2)
+            assert not cleanup.done()  # waiting for the ping in flight
+            hold.set()
+            [(status, _, body)] = await _read_answers(reader, [False])
+            assert (status, body) == (200, b"OK")
+            assert await asyncio.wait_for(reader.read(1), 5) == b""
+            await asyncio.wait_for(cleanup, 10)
+        finally:
+            writer.close()
     assert [e.check_id for e in await edge.events() if isinstance(e, PingEvent)] == [check.id]
 
 
@@ -395,3 +405,32 @@ async def test_fast_path_and_aiohttp_answer_and_log_generated_requests_alike(edg
         await fast_runner.cleanup()
         await slow_runner.cleanup()
         await other_log.close()
+
+
+async def test_a_handoff_waiting_for_earlier_answers_reads_nothing_meanwhile(served):
+    """A ping, then the first bytes of an API call: the handoff waits for the ping's commit. A
+    resume_writing from flow control in that wait must not resume reading (what arrives then is
+    aiohttp's); the rest of the API call, sent meanwhile, reaches aiohttp whole."""
+    edge, site = served
+    check = await edge.add_check()
+    async with _writer_held(edge.log) as hold:
+        reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
+        try:
+            writer.write(_get(f"/ping/{check.id}") + b"GET /heal")
+            await writer.drain()
+            for _ in range(100):
+                waiting = [c for c in site.fast.connections if c.handoff is not None]
+                if waiting:
+                    break
+                await asyncio.sleep(0.01)
+            [conn] = waiting
+            conn.resume_writing()  # as the transport does when its buffer drains
+            writer.write(b"thz HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.2)
+            hold.set()
+            answers = await _read_answers(reader, [False, False])
+            assert [(s, body) for s, _, body in answers] == [(200, b"OK"), (200, b"OK")]
+            assert (site.fast.answered, site.fast.handed_off) == (1, 1)
+        finally:
+            writer.close()
