@@ -1,6 +1,6 @@
 """Edge throughput and latency beside a bare aiohttp handler, in one run.
 
-    python bench/edge.py [--duration 5] [--connections 32,256] [--rate 2000] [--no-kafka]
+    python bench/edge.py [--duration 10] [--connections 32,256] [--rate 2000] [--no-kafka]
 
 Each server runs in its own process (uvloop, access log off), all of them up
 at once, the load generator in this one, all on 127.0.0.1. The servers:
@@ -158,7 +158,7 @@ async def measure(servers: dict[str, Server], args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per server and connection count")
     parser.add_argument("--connections", type=lambda v: [int(n) for n in v.split(",")], default=[32, 256],
                         help="closed-loop connection counts, comma-separated")
     parser.add_argument("--rate", type=float, default=2000.0)
