@@ -119,6 +119,16 @@ logger.server.level = WARN
 _STARTED = "Kafka Server started"  # what the broker logs (INFO, logger kafka) once it serves
 
 
+def new_cluster_id() -> str:
+    """A random cluster id as Kafka's own Uuid.randomUuid makes them: 16 bytes, URL-safe base64,
+    never starting with "-", which the storage tool's argument parser would take for an option
+    (one id in 64 did: the format step failed and every Kafka test of that run errored at setup)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22]
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _die_with_parent():
     """A pre-exec hook that has Linux send the broker SIGTERM when the thread that started it ends,
     so a test run or bench killed outright leaves no broker behind. Only for the main thread (a
@@ -194,7 +204,7 @@ class Broker:
         ]
 
     def _format(self, properties: Path) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22]
+        cluster_id = new_cluster_id()
         subprocess.run(
             self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties), "--ignore-formatted"),
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

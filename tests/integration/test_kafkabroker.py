@@ -31,3 +31,15 @@ def test_a_port_taken_between_picking_and_binding_is_retried_on_fresh_ports(tmp_
             assert broker.process is not None and broker.process.poll() is None
         finally:
             broker.stop()
+
+
+def test_cluster_ids_never_look_like_an_option_and_the_storage_tool_takes_one():
+    """The storage tool's parser takes an id starting with "-" for an option and fails: ids are
+    drawn again until they do not (as Kafka's Uuid.randomUuid does). One id in 64 started so."""
+    import base64
+
+    from pingstream.kafkabroker import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(5000)]
+    assert not any(i.startswith("-") for i in ids)
+    assert all(len(i) == 22 and len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
