@@ -75,7 +75,8 @@ async def main():
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
     else:  # as `pingstream up` serves it
-        from ingest.service import serve
+        from ingest.service import serve, tune_gc
+        tune_gc()
         runner, _ = await serve(app, config, "127.0.0.1", port)
     print("ready", check_id, flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)

@@ -32,14 +32,12 @@ import logging
 import re
 import sys
 import time
-from email.utils import formatdate
 
 import httptools
 from aiohttp import __version__ as aiohttp_version
 from aiohttp import web
 
 from pingstream import metrics
-from pingstream.eventlog.base import LogUnavailable
 from schemas.events import TOPIC_PINGS, encode
 
 from . import pings
@@ -59,8 +57,8 @@ _MAX_LINE = 8190
 _MAX_HEADERS = 100
 _MAX_HEAD = 64 * 1024  # head bytes seen before headers complete; past this aiohttp answers its own 4xx
 _MAX_WINDOW = 256 * 1024  # bytes kept for a handoff before the answered requests in them are dropped
-_MAX_QUEUED = 64
-LINGER_S = 2.0  # unanswered pipelined pings on one connection before it stops being read
+_MAX_QUEUED = 64  # unanswered pipelined pings on one connection before it stops being read
+LINGER_S = 2.0  # longest a half-closed connection is kept for the client to read its answer
 _HANDED_OFF = {b"expect", b"content-encoding", b"upgrade"}
 _SERVER = f"Python/{sys.version_info[0]}.{sys.version_info[1]} aiohttp/{aiohttp_version}"
 _REASONS = {200: "OK", 400: "Bad Request", 408: "Request Timeout", 429: "Too Many Requests", 503: "Service Unavailable"}
@@ -102,7 +100,6 @@ class FastPings:
     that takes over the connections it hands off, the answers of the current second."""
 
     def __init__(self, app: web.Application, server: web.Server, idle_timeout_s: float) -> None:
-        self.app = app
         self.server = server
         self.registry = app[REGISTRY]
         self.event_log = app[EVENT_LOG]
@@ -112,19 +109,15 @@ class FastPings:
         self.connections: set[EdgeProtocol] = set()
         self.answered = 0  # pings answered here (200 or 503)
         self.handed_off = 0  # connections handed to aiohttp
-        self._second = -1
         self._date = ""
-        self._ok: dict[tuple[bool, bool], bytes] = {}
-        self._ok_headers = {}
+        self._ok: dict[tuple[bool, bool], bytes] = {}  # the 200 answers of the second self._date
         self.ok_metric = metrics.child(metrics.HTTP_RESPONSES, "ping", "200")
 
     def date(self) -> str:
-        now = int(time.time())
-        if now != self._second:
-            self._second = now
-            self._date = formatdate(now, usegmt=True)
-            self._ok = {}
-        return self._date
+        date = pings.http_date()
+        if date != self._date:
+            self._date, self._ok = date, {}
+        return date
 
     def ok(self, close: bool, head: bool) -> bytes:
         """The 200 answer of a ping, as the aiohttp path writes it, made once a second."""

@@ -14,7 +14,7 @@ import logging
 import re
 import time
 from email.utils import formatdate
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import msgspec
 from aiohttp import web
@@ -58,8 +58,13 @@ NOT_FOUND = (404, "not found")
 Reply = tuple[int, str, dict]  # status, plain-text body, extra headers
 
 
+def _reply(status: int, text: str, headers: dict | None = None) -> web.Response:
+    """A (status, text[, headers]) answer of the shared ping logic as an aiohttp response."""
+    return _text(text, status, headers)
+
+
 def _not_found() -> web.Response:
-    return _text(*reversed(NOT_FOUND))
+    return _reply(*NOT_FOUND)
 
 
 def _parse_action(part: str | None) -> tuple[str, int | None] | None:
@@ -73,21 +78,25 @@ def _parse_action(part: str | None) -> tuple[str, int | None] | None:
     return None
 
 
-_expires: tuple[int, str] = (0, "")
+_date: tuple[int, str] = (0, "")
+
+
+def http_date() -> str:
+    """The current second as an HTTP date, formatted once a second, not per ping."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, formatdate(now, usegmt=True))
+    return _date[1]
 
 
 def response_headers(limit: int) -> dict:
     # Upstream's ping view is wrapped in never_cache; the header values match it.
-    # The Expires date changes once a second: format it once a second, not per ping.
-    global _expires
-    now = int(time.time())
-    if _expires[0] != now:
-        _expires = (now, formatdate(now, usegmt=True))
     return {
         "Access-Control-Allow-Origin": "*",
         "Ping-Body-Limit": str(limit),
         "Cache-Control": "max-age=0, no-cache, no-store, must-revalidate, private",
-        "Expires": _expires[1],
+        "Expires": http_date(),
     }
 
 
@@ -159,17 +168,14 @@ def _remote_addr(request: web.Request) -> str:
     return client_addr(_header(request, "X-Forwarded-For"), request.remote or "")
 
 
-def rate_limited(limiters: Limiters, check: CheckConfig, addr: str | Callable[[], str]) -> Reply | None:
+def rate_limited(limiters: Limiters, check: CheckConfig, addr: str) -> Reply | None:
     """The 429 answer when the check or the client is over its rate, else None."""
     if not (limiters.by_check.enabled or limiters.by_client.enabled):
         return None
     now = time.monotonic()
     for limiter, key in ((limiters.by_check, check.id), (limiters.by_client, addr)):
-        if limiter.enabled:
-            if callable(key):
-                key = key()
-            if not limiter.allow(key, now):
-                return 429, "rate limited", {"Retry-After": str(limiter.retry_after_s())}
+        if limiter.enabled and not limiter.allow(key, now):
+            return 429, "rate limited", {"Retry-After": str(limiter.retry_after_s())}
     return None
 
 
@@ -214,9 +220,10 @@ async def record_ping(
         if not _CANONICAL_UUID.match(rid):
             return _text("invalid uuid format", 400)
         rid = rid.lower()
-    limited = rate_limited(request.app[LIMITERS], check, lambda: _remote_addr(request))
+    addr = _remote_addr(request)
+    limited = rate_limited(request.app[LIMITERS], check, addr)
     if limited is not None:
-        return _text(limited[1], limited[0], limited[2])
+        return _reply(*limited)
     if request.body_exists:
         try:
             # A client trickling its body (slowloris) is cut off instead of holding the handler.
@@ -228,7 +235,7 @@ async def record_ping(
         body, body_size = b"", 0
     event = ping_event(
         check, action, exit_status, rid, request.method, body, body_size,
-        _header(request, "X-Forwarded-Proto", "http"), _remote_addr(request), _header(request, "User-Agent"), source,
+        _header(request, "X-Forwarded-Proto", "http"), addr, _header(request, "User-Agent"), source,
     )
     kind = event.kind
     event_log = request.app[EVENT_LOG]
@@ -292,7 +299,7 @@ def match_ping(registry: Registry, tail: str) -> Target | tuple[int, str]:
 async def handle_ping(request: web.Request) -> web.Response:
     target = match_ping(request.app[REGISTRY], request.match_info["tail"])
     if not isinstance(target, Target):
-        return _text(target[1], target[0])
+        return _reply(*target)
     check = target.check
     if check is None:
         if request.query.get("create") != "1":

@@ -49,7 +49,8 @@ def tune_gc() -> None:
     ping: what exists at start (the registry included) is moved out of the collector's view, and
     the youngest generation is collected every 50,000 allocations instead of 700. Measured in
     bench/edge.py at 256 connections: server CPU per ping 24-25 us vs 26-29 (SQLite) and 24-25 vs
-    28-34 (Kafka), the Kafka edge 0.73-0.88x of bare instead of 0.56-0.68x."""
+    28-34 (Kafka), the Kafka edge 0.73-0.88x of bare instead of 0.56-0.68x. Once per process, at
+    start, after the registry is loaded (what is frozen is never collected)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
@@ -58,7 +59,6 @@ def tune_gc() -> None:
 async def serve(app: web.Application, config: Config, host: str, port: int) -> tuple[web.AppRunner, EdgeSite]:
     """The edge's app listening on host:port, connections starting on the fast ping path
     (ingest/fastpath.py). ``runner.cleanup()`` stops it, letting pings in flight finish."""
-    tune_gc()
     runner = make_runner(app, config)
     await runner.setup()
     site = EdgeSite(runner, host, port, idle_timeout_s=config.idle_timeout_s,
@@ -84,6 +84,7 @@ async def run(
         registry, follower = await start_registry(event_log, stop)
     ticker = asyncio.create_task(run_ticker(event_log, config.tick_interval_s, stop), name="ticker")
     app = create_app(config, event_log, registry, clickhouse)
+    tune_gc()
     runner, _ = await serve(app, config, config.host, config.port)
     log.info("edge serving on http://%s:%d", config.host, config.port)
     if started is not None:

@@ -38,12 +38,12 @@ COMPACTED = frozenset({TOPIC_CHECKS, TOPIC_MONITOR_STATE})
 # Created at start so consumers can subscribe before anything was produced.
 KNOWN_TOPICS = (TOPIC_PINGS, TOPIC_CHECKS, TOPIC_TRANSITIONS, TOPIC_DEAD_LETTER, TOPIC_MONITOR_STATE)
 
-ACK_TIMEOUT_S = 10.0
+ACK_TIMEOUT_S = 10.0  # longest a produce waits for acks before the caller hears LogUnavailable
 # Records of one partition gathered at once from which they go to aiokafka as a record batch of their
 # own rather than one by one: per record that saves aiokafka's future and callbacks (bench/edge.py,
 # 256 connections: 0.87-0.88x of bare vs 0.73-0.83x), while a few at a time join its open batch at
 # once (32 connections: batches only were 0.20-0.22x, one by one 0.28-0.32x).
-_BATCH_FROM = 16  # longest a produce waits for acks before the caller hears LogUnavailable
+_BATCH_FROM = 16
 
 
 class KafkaEventLog(EventLog):
@@ -170,8 +170,9 @@ class KafkaEventLog(EventLog):
         self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
     ) -> asyncio.Future:
         """``produce`` without a task per record: records are queued for one sender task, which hands
-        what has gathered to aiokafka as one record batch per partition and resolves each record's
-        future from its batch's delivery (base offset + place in the batch). A record whose
+        what has gathered to aiokafka, per partition as one record batch (from _BATCH_FROM records;
+        each record's offset is the batch's base + its place) or else one by one, and resolves each
+        record's future from the delivery. A record whose
         partition is not known yet (the first of a topic, or no key) goes through ``produce``."""
         if partition is None:
             count = self._counts.get(topic)
@@ -181,8 +182,7 @@ class KafkaEventLog(EventLog):
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         if self._sender is None:
-            _ERRORS.inc()
-            fut.set_exception(LogUnavailable("event log is closed"))
+            self._reject(fut, LogUnavailable("event log is closed"))
             return fut
         self._queue.append((self.name(topic), partition, key, value, fut, loop.time()))
         self._wake.set()
@@ -216,14 +216,7 @@ class KafkaEventLog(EventLog):
         """A few records: each into aiokafka's open batch for the partition, which the next request
         takes, however far the request before it has got (lowest latency when load is light)."""
         for key, value, fut, queued in records:
-            try:
-                async with asyncio.timeout_at(queued + self.ack_timeout_s):
-                    delivery = await self._producer.send(name, value, key=key, partition=partition)
-            except (KafkaError, OSError, TimeoutError) as exc:
-                self._failed(fut, exc)
-                continue
-            delivery.add_done_callback(lambda d, fut=fut, queued=queued: self._delivered(d, [fut], queued, 0))
-            self._inflight.append((queued + self.ack_timeout_s, [fut]))
+            await self._hand_over(self._producer.send(name, value, key=key, partition=partition), [fut], queued, 0)
 
     async def _send_batches(self, name: str, partition: int, records: list) -> None:
         """Records of one partition, in order, as few record batches as fit. aiokafka takes a batch
@@ -240,17 +233,22 @@ class KafkaEventLog(EventLog):
                 i += 1
                 continue
             futures = [fut for _, _, fut, _ in records[start:i]]
-            queued = records[start][3]  # the oldest: the batch fails when it is ack_timeout_s old
-            deadline = queued + self.ack_timeout_s
-            try:
-                async with asyncio.timeout_at(deadline):  # aiokafka waits for room while a broker is down
-                    delivery = await self._producer.send_batch(batch, name, partition=partition)
-            except (KafkaError, OSError, TimeoutError) as exc:
-                for fut in futures:
-                    self._failed(fut, exc)
-                continue
-            delivery.add_done_callback(lambda d, futures=futures, queued=queued: self._delivered(d, futures, queued, 1))
-            self._inflight.append((deadline, futures))
+            # Timed from the oldest record: the batch fails when that one is ack_timeout_s old.
+            await self._hand_over(self._producer.send_batch(batch, name, partition=partition), futures, records[start][3], 1)
+
+    async def _hand_over(self, sending, futures: list, queued: float, step: int) -> None:
+        """Await aiokafka taking a record or batch (it waits for room while a broker is down), then
+        have its delivery resolve ``futures``; all fail ack_timeout_s after ``queued``."""
+        deadline = queued + self.ack_timeout_s
+        try:
+            async with asyncio.timeout_at(deadline):
+                delivery = await sending
+        except (KafkaError, OSError, TimeoutError) as exc:
+            for fut in futures:
+                self._failed(fut, exc)
+            return
+        delivery.add_done_callback(lambda d: self._delivered(d, futures, queued, step))
+        self._inflight.append((deadline, futures))
 
     def _expire(self) -> None:
         """Records not acknowledged within ack_timeout_s fail (as ``produce`` times out): aiokafka
@@ -279,17 +277,17 @@ class KafkaEventLog(EventLog):
                 fut.set_result((meta.partition, meta.offset + i * step))
 
     @staticmethod
-    def _failed(fut: asyncio.Future, exc: BaseException) -> None:
+    def _reject(fut: asyncio.Future, exc: LogUnavailable) -> None:
         if not fut.done():
             _ERRORS.inc()
-            fut.set_exception(LogUnavailable(f"Kafka did not acknowledge: {exc.__class__.__name__}: {exc}"))
+            fut.set_exception(exc)
+
+    def _failed(self, fut: asyncio.Future, exc: BaseException) -> None:
+        self._reject(fut, LogUnavailable(f"Kafka did not acknowledge: {exc.__class__.__name__}: {exc}"))
 
     def _fail_queued(self, reason: str) -> None:
         while self._queue:
-            fut = self._queue.popleft()[-1]
-            if not fut.done():
-                _ERRORS.inc()
-                fut.set_exception(LogUnavailable(reason))
+            self._reject(self._queue.popleft()[4], LogUnavailable(reason))
 
     def consumer(self, topics: list[str], group: str | None) -> "KafkaConsumer":
         return KafkaConsumer(self, topics, group)
