@@ -32,8 +32,9 @@ class Edge:
         self.registry.apply(event)
         return check
 
-    async def events(self, topic: str = TOPIC_PINGS, types=(PingEvent,)) -> list:
-        consumer = self.log.consumer([topic], group=None)
+    async def events(self, topic: str = TOPIC_PINGS, types=(PingEvent,), log=None) -> list:
+        """The events of ``types`` in ``topic`` of the edge's log (or of another ``log``)."""
+        consumer = (log or self.log).consumer([topic], group=None)
         await consumer.start()
         out = []
         try:

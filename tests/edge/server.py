@@ -3,9 +3,13 @@ so requests start on the fast ping path (ingest/fastpath.py) and the rest is han
 
 from __future__ import annotations
 
+import contextlib
+
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
+from ingest.app import create_app
 from ingest.keys import CONFIG
 from ingest.service import serve
 
@@ -23,3 +27,24 @@ class EdgeTestServer(TestServer):
         self.port = self.site.port
         self.scheme = "http"
         self._root = URL(f"http://{self.host}:{self.port}")
+
+
+@contextlib.asynccontextmanager
+async def serving(edge, config=None, log=None, fast: bool = True):
+    """The edge fixture's registry (and its log, unless another is given) on a real loopback port:
+    served as in production (``fast``), or behind aiohttp's own site alone, to compare with.
+    Yields the site (``.port``); stopped even when the test fails."""
+    config = config or edge.config
+    app = create_app(config, log or edge.log, edge.registry, clickhouse=None)
+    if fast:
+        runner, site = await serve(app, config, "127.0.0.1", 0)
+    else:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+    try:
+        if not fast:
+            await site.start()
+        yield site
+    finally:
+        await runner.cleanup()

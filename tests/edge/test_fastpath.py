@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import random
 import re
@@ -14,38 +15,28 @@ import threading
 import uuid
 
 import pytest
-from aiohttp import web
 
 from ingest import fastpath
 from ingest.app import create_app
 from ingest.service import serve
 from pingstream.eventlog.sqlite import SqliteEventLog
-from schemas.events import TOPIC_PINGS, CheckConfig, PingEvent, decode
+from schemas.events import CheckConfig, PingEvent
+from tests.edge.server import serving
 
 _DATE = re.compile(rb"(Date|Expires): [^\r]+\r\n")
 
 
 @pytest.fixture
 async def served(edge):
-    app = create_app(edge.config, edge.log, edge.registry, clickhouse=None)
-    runner, site = await serve(app, edge.config, "127.0.0.1", 0)
-    try:
+    async with serving(edge) as site:
         yield edge, site
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
 async def aiohttp_only(edge):
     """The same app behind aiohttp's own site, to compare answers with."""
-    runner = web.AppRunner(create_app(edge.config, edge.log, edge.registry, clickhouse=None), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
+    async with serving(edge, fast=False) as site:
         yield site.port
-    finally:
-        await runner.cleanup()
 
 
 async def _read_answers(reader: asyncio.StreamReader, heads: list[bool]) -> list[tuple[int, bytes, bytes]]:
@@ -222,23 +213,17 @@ async def test_shutdown_lets_pings_in_flight_finish(edge):
 
 
 async def test_idle_connection_is_closed_after_the_idle_timeout(edge):
-    import dataclasses
-
     config = dataclasses.replace(edge.config, idle_timeout_s=0.5)
-    runner, site = await serve(create_app(config, edge.log, edge.registry, None), config, "127.0.0.1", 0)
     check = await edge.add_check()
-    try:
+    async with serving(edge, config) as site:
         reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
         writer.write(_get(f"/ping/{check.id}"))
         [(status, _, _)] = await _read_answers(reader, [False])
         assert status == 200
-        started = loop_time = asyncio.get_running_loop().time()
+        started = asyncio.get_running_loop().time()
         assert await asyncio.wait_for(reader.read(1), 5) == b""
-        loop_time = asyncio.get_running_loop().time()
-        assert 0.3 < loop_time - started < 2.5
+        assert 0.3 < asyncio.get_running_loop().time() - started < 2.5
         writer.close()
-    finally:
-        await runner.cleanup()
 
 
 # --- differential fuzzing: the fast path against aiohttp alone ---------------------------------------
@@ -369,41 +354,29 @@ async def test_fast_path_and_aiohttp_answer_and_log_generated_requests_alike(edg
         checks[check.id] = check
     other_log = SqliteEventLog(tmp_path / "aiohttp-only.db", default_partitions=2)
     await other_log.start()
-    fast_runner, fast_site = await serve(create_app(edge.config, edge.log, edge.registry, None), edge.config,
-                                         "127.0.0.1", 0)
-    slow_runner = web.AppRunner(create_app(edge.config, other_log, edge.registry, None), access_log=None)
-    await slow_runner.setup()
-    slow_site = web.TCPSite(slow_runner, "127.0.0.1", 0)
-    await slow_site.start()
     rng = random.Random(FUZZ_SEED)
     grammar = _PingGrammar(rng, checks, edge.project.ping_key, edge.config.ping_body_limit)
     fast_events_before = len(await edge.events())
     requests = 0
     try:
-        for i in range(FUZZ_CONNECTIONS):
-            n = rng.choice((1, 1, 2, 3, 5))
-            raw = b"".join(grammar.request(first=j == 0, last=j == n - 1) for j in range(n))
-            splits = sorted(rng.sample(range(1, len(raw)), min(len(raw) - 1, rng.choice((0, 0, 1, 3)))))
-            fast = await _answers_until_close(fast_site.port, raw, splits)
-            slow = await _answers_until_close(slow_site.port, raw, splits)
-            assert fast == slow, f"connection {i} (seed {FUZZ_SEED}): {raw[:600]!r}"
-            requests += n
-        fast_events = [_comparable(e) for e in (await edge.events())[fast_events_before:]]
-        consumer = other_log.consumer([TOPIC_PINGS], group=None)
-        await consumer.start()
-        slow_events = []
-        while records := await consumer.getmany(timeout_ms=0):
-            slow_events += [_comparable(decode(r.value)) for r in records]
-        await consumer.close()
-        # Per check, in order (the partitions interleave checks differently).
-        assert sorted(fast_events, key=lambda e: e[0]) == sorted(slow_events, key=lambda e: e[0]), FUZZ_SEED
-        print(f"\nfast path vs aiohttp: {FUZZ_CONNECTIONS} connections, {requests} requests, "
-              f"{len(fast_events)} pings logged alike, {fast_site.fast.answered} answered on the fast path, "
-              f"{fast_site.fast.handed_off} connections handed to aiohttp (seed {FUZZ_SEED})")
-        assert fast_site.fast.answered > FUZZ_CONNECTIONS // 10  # the fast path did take part
+        async with serving(edge) as fast_site, serving(edge, log=other_log, fast=False) as slow_site:
+            for i in range(FUZZ_CONNECTIONS):
+                n = rng.choice((1, 1, 2, 3, 5))
+                raw = b"".join(grammar.request(first=j == 0, last=j == n - 1) for j in range(n))
+                splits = sorted(rng.sample(range(1, len(raw)), min(len(raw) - 1, rng.choice((0, 0, 1, 3)))))
+                fast = await _answers_until_close(fast_site.port, raw, splits)
+                slow = await _answers_until_close(slow_site.port, raw, splits)
+                assert fast == slow, f"connection {i} (seed {FUZZ_SEED}): {raw[:600]!r}"
+                requests += n
+            fast_events = [_comparable(e) for e in (await edge.events())[fast_events_before:]]
+            slow_events = [_comparable(e) for e in await edge.events(log=other_log)]
+            # Per check, in order (the partitions interleave checks differently).
+            assert sorted(fast_events, key=lambda e: e[0]) == sorted(slow_events, key=lambda e: e[0]), FUZZ_SEED
+            print(f"\nfast path vs aiohttp: {FUZZ_CONNECTIONS} connections, {requests} requests, "
+                  f"{len(fast_events)} pings logged alike, {fast_site.fast.answered} answered on the fast path, "
+                  f"{fast_site.fast.handed_off} connections handed to aiohttp (seed {FUZZ_SEED})")
+            assert fast_site.fast.answered > FUZZ_CONNECTIONS // 10  # the fast path did take part
     finally:
-        await fast_runner.cleanup()
-        await slow_runner.cleanup()
         await other_log.close()
 
 

@@ -15,13 +15,11 @@ import re
 import time
 
 import pytest
-from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.app import create_app
-from ingest.service import serve
 from schemas.events import PingEvent
+from tests.edge.server import serving
 
 MB = 1024 * 1024
 
@@ -29,12 +27,8 @@ MB = 1024 * 1024
 @pytest.fixture
 async def served(edge):
     """The edge fixture's log and registry behind a real TCP port; torn down even when a test fails."""
-    app = create_app(edge.config, edge.log, edge.registry, clickhouse=None)
-    runner, site = await serve(app, edge.config, "127.0.0.1", 0)
-    try:
+    async with serving(edge) as site:
         yield edge, site.port
-    finally:
-        await runner.cleanup()
 
 
 async def _exchange(port: int, raw: bytes, timeout: float = 10.0) -> tuple[int, dict, bytes]:

@@ -10,12 +10,9 @@ import dataclasses
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from ingest import pings
-from ingest.app import create_app
-from ingest.service import serve
-from pingstream.kafkabroker import free_port
+from tests.edge.server import serving
 
 IDLE_TIMEOUT_S = 1.0
 
@@ -24,12 +21,8 @@ IDLE_TIMEOUT_S = 1.0
 async def served(edge):
     """The edge fixture's app on a real loopback port (raw sockets need one), with the edge's own
     runner settings and a short idle timeout."""
-    app = create_app(edge.config, edge.log, edge.registry, clickhouse=None)
-    runner, site = await serve(app, dataclasses.replace(edge.config, idle_timeout_s=IDLE_TIMEOUT_S), "127.0.0.1", 0)
-    try:
+    async with serving(edge, dataclasses.replace(edge.config, idle_timeout_s=IDLE_TIMEOUT_S)) as site:
         yield edge, site.port
-    finally:
-        await runner.cleanup()
 
 
 async def _status(reader: asyncio.StreamReader) -> int:
