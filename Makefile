@@ -20,7 +20,7 @@ run: install
 	$(BIN)/pingstream up
 
 kafka-jars: install
-	$(BIN)/python -m pingstream.kafkabroker fetch
+	$(BIN)/python -m runtime.kafkabroker fetch
 
 # pytest exits 5 when it collected no tests: that is a failure here, never a pass.
 test: install kafka-jars

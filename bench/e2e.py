@@ -152,7 +152,7 @@ def main() -> None:
 
     broker, bootstrap = None, os.environ.get("PINGSTREAM_KAFKA")
     if "kafka" in modes and not bootstrap:
-        from pingstream import kafkabroker
+        from runtime import kafkabroker
 
         broker = kafkabroker.start_broker(tempfile.mkdtemp(prefix="bench-kafka-"), partitions=8)
         bootstrap = broker.bootstrap

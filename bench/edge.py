@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import closed_loop, open_loop  # noqa: E402
-from pingstream import kafkabroker  # noqa: E402
+from runtime import kafkabroker  # noqa: E402
 
 SERVER = r"""
 import asyncio, os, sys
@@ -52,11 +52,10 @@ async def main():
         cleanup = None
     else:
         from ingest.app import create_app
-        from pingstream.cli import create_project
-        from pingstream.config import Config
-        from pingstream.eventlog import open_eventlog
-        from pingstream.registry import Registry
-        from schemas.events import CheckConfig, CheckUpserted, utcnow, uuid7
+        from runtime.config import Config
+        from runtime.eventlog import open_eventlog
+        from runtime.registry import Registry, create_project, save_check
+        from schemas.events import CheckConfig, utcnow, uuid7
         env = {"PINGSTREAM_DATA": data}
         if mode == "kafka":
             env["PINGSTREAM_KAFKA"] = os.environ["BENCH_KAFKA"]
@@ -66,7 +65,7 @@ async def main():
         registry = Registry()
         project = await create_project(log, "bench", registry)
         check = CheckConfig(id=str(uuid7()), project_id=project.id, created=utcnow())
-        registry.apply(CheckUpserted(event_id="", check=check))
+        await save_check(log, registry, check)
         app = create_app(config, log, registry, None)
         check_id = check.id
         cleanup = log.close

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from monitor.clock import StreamClock
 from monitor.plans import PlanBook
 from monitor.service import Monitor
-from pingstream.eventlog.base import Record
+from runtime.eventlog.base import Record
 from schemas.events import (
     TOPIC_PINGS,
     CheckConfig,

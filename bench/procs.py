@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from pingstream.kafkabroker import _port_open, free_port
+from runtime.kafkabroker import _port_open, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

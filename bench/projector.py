@@ -23,9 +23,9 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from pingstream.clickhouse import ClickHouse
-from pingstream.config import Config
-from pingstream.eventlog.sqlite import SqliteEventLog
+from runtime.clickhouse import ClickHouse
+from runtime.config import Config
+from runtime.eventlog.sqlite import SqliteEventLog
 from projector import service
 from schemas.events import TOPIC_PINGS, PingEvent, encode, stable_id, uuid7
 
@@ -68,7 +68,7 @@ async def fill(log: SqliteEventLog, pings: list[PingEvent]) -> None:
 
 def open_log(kind: str, tmp: Path, partitions: int, bootstrap: str | None):
     if kind == "kafka":
-        from pingstream.eventlog.kafka import KafkaEventLog
+        from runtime.eventlog.kafka import KafkaEventLog
 
         return KafkaEventLog(bootstrap, default_partitions=partitions, prefix=f"bench{uuid7()[-8:]}.")
     return SqliteEventLog(tmp / "eventlog.sqlite3", default_partitions=partitions)
@@ -156,7 +156,7 @@ if __name__ == "__main__":
     broker, bootstrap = None, os.environ.get("PINGSTREAM_KAFKA")
     kinds = args.logs.split(",")
     if "kafka" in kinds and not bootstrap:
-        from pingstream import kafkabroker
+        from runtime import kafkabroker
 
         broker = kafkabroker.start_broker(tempfile.mkdtemp(prefix="bench-kafka-"), partitions=args.partitions)
         bootstrap = broker.bootstrap

@@ -19,11 +19,14 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
-from projector import analytics as queries
+from reads import durations as queries
 from schemas.events import CheckConfig, utcnow
 
 from .keys import CLICKHOUSE, REGISTRY
-from .management import _UNIQUE_KEY, _UUID, ApiRequest, _own_check, authorize, error, unique_key
+from checks.rules import UUID
+from checks.spec import UNIQUE_KEY, unique_key
+
+from .management import ApiRequest, _own_check, authorize, error
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +160,7 @@ async def _project(request: web.Request) -> ApiRequest | web.Response:
 def _check(request: web.Request, api: ApiRequest) -> CheckConfig | web.Response:
     """The check named by uuid or (for read-only keys, which never see uuids) by unique key."""
     code = request.match_info["code"]
-    if _UNIQUE_KEY.match(code):
+    if UNIQUE_KEY.match(code):
         found = next((c for c in request.app[REGISTRY].project_checks(api.project.id) if unique_key(c.id) == code), None)
         return found if found is not None else error("not found", 404)
     return _own_check(request, api, code)
@@ -447,7 +450,7 @@ document.getElementById("f").addEventListener("submit", async (ev) => {
 async def chart_page(request: web.Request) -> web.Response:
     # Static: it names no check and holds no data; the chart itself is fetched with the key typed in.
     code = request.match_info["code"]
-    if not (_UUID.match(code) or _UNIQUE_KEY.match(code)):
+    if not (UUID.match(code) or UNIQUE_KEY.match(code)):
         return error("not found", 404)
     return web.Response(text=_PAGE, content_type="text/html", headers={
         "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "

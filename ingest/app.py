@@ -6,11 +6,11 @@ import logging
 
 from aiohttp import web
 
-from pingstream import metrics
-from pingstream.clickhouse import ClickHouse
-from pingstream.config import Config
-from pingstream.eventlog.base import EventLog
-from pingstream.registry import Registry
+from runtime import metrics
+from runtime.clickhouse import ClickHouse
+from runtime.config import Config
+from runtime.eventlog.base import EventLog
+from runtime.registry import Registry
 
 from . import analytics, checkin, management, openapi, pings
 from .keys import CLICKHOUSE, CONFIG, EVENT_LOG, LIMITERS, REGISTRY, Limiters

@@ -5,18 +5,18 @@ A SCHEDULED monitor is an ordinary check (same registry, same pipeline) whose
 """
 
 from __future__ import annotations
-
-
 from aiohttp import web
 
-from pingstream.eventlog.base import LogUnavailable
+from runtime.eventlog.base import LogUnavailable
 from schemas.events import CheckConfig, utcnow, uuid7
+
+from checks.document import monitor_document
+from checks.spec import SpecError, load_json, monitor_spec
 
 from . import state
 from .keys import CONFIG, REGISTRY
-from .management import _save, isostring
+from .management import _save
 from .pings import record_ping
-from .spec import SpecError, guess_kind, load_json, schedule_is_valid
 
 
 def _error(message: str, status: int) -> web.Response:
@@ -34,54 +34,6 @@ def _project(request: web.Request, write: bool):
     return found[0]
 
 
-def monitor_dict(request: web.Request, check: CheckConfig, st: dict | None) -> dict:
-    public_url = request.app[CONFIG].public_url
-    out = {
-        "id": check.id,
-        "name": check.name,
-        "type": "SCHEDULED",
-        "checkinUrl": f"{public_url}/api/v1/monitors/{check.id}/checkin",
-        "status": "paused" if check.paused else (st["status"] if st else "new"),
-        "gracePeriod": check.grace_s,
-        "createdAt": isostring(check.created),
-        "lastCheckinAt": isostring(st["last_ping"]) if st else None,
-    }
-    if check.kind == "simple":
-        out["interval"] = check.timeout_s
-    else:
-        out["schedule"] = check.schedule
-        out["timezone"] = check.tz
-    return out
-
-
-def _monitor_spec(body: dict, min_timeout_s: int) -> dict:
-    """Fields for a new SCHEDULED monitor; raises SpecError naming the bad field."""
-    if body.get("type") != "SCHEDULED":
-        raise SpecError("type must be SCHEDULED")
-    name = body.get("name", "")
-    if not isinstance(name, str) or len(name) > 100:
-        raise SpecError("name must be a string of at most 100 characters")
-    out: dict = {"name": name}
-    for field, target in (("interval", "timeout_s"), ("gracePeriod", "grace_s")):
-        if field in body:
-            value = body[field]
-            if isinstance(value, bool) or not isinstance(value, int) or not min_timeout_s <= value <= 31_536_000:
-                raise SpecError(f"{field} must be a number of seconds from {min_timeout_s} to 31536000")
-            out[target] = value
-    if "schedule" in body:
-        schedule = body["schedule"]
-        if not isinstance(schedule, str) or len(schedule) > 100 or not schedule_is_valid(schedule):
-            raise SpecError("schedule is not a valid cron or OnCalendar expression")
-        out.update(schedule=schedule, kind=guess_kind(schedule))
-    if "timezone" in body:
-        from .spec import all_timezones
-
-        if not isinstance(body["timezone"], str) or body["timezone"] not in all_timezones():
-            raise SpecError("timezone is not a valid timezone")
-        out["tz"] = body["timezone"]
-    return out
-
-
 async def create_monitor(request: web.Request) -> web.Response:
     project = _project(request, write=True)
     if project is None:
@@ -93,7 +45,7 @@ async def create_monitor(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         return _error("request body must be a JSON object", 400)
     try:
-        fields = _monitor_spec(body, request.app[CONFIG].min_timeout_s)
+        fields = monitor_spec(body, request.app[CONFIG].min_timeout_s)
     except SpecError as exc:
         return _error(exc.args[0], 400)
     check = CheckConfig(id=str(uuid7()), project_id=project.id, monitor_type="SCHEDULED", created=utcnow(), **fields)
@@ -101,7 +53,7 @@ async def create_monitor(request: web.Request) -> web.Response:
         await _save(request, check)
     except LogUnavailable:
         return _error("service unavailable", 503)
-    return web.json_response({"data": monitor_dict(request, check, None)}, status=201)
+    return web.json_response({"data": monitor_document(check, None, request.app[CONFIG].public_url)}, status=201)
 
 
 async def get_monitor(request: web.Request) -> web.Response:
@@ -112,7 +64,7 @@ async def get_monitor(request: web.Request) -> web.Response:
     if check is None or check.project_id != project.id or check.monitor_type != "SCHEDULED":
         return _error("not found", 404)
     st = (await state.check_states(request, [check.id])).get(check.id)
-    return web.json_response({"data": monitor_dict(request, check, st)})
+    return web.json_response({"data": monitor_document(check, st, request.app[CONFIG].public_url)})
 
 
 async def checkin(request: web.Request) -> web.Response:

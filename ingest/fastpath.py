@@ -37,7 +37,8 @@ import httptools
 from aiohttp import __version__ as aiohttp_version
 from aiohttp import web
 
-from pingstream import metrics
+from checks.rules import client_addr
+from runtime import metrics
 from schemas.events import TOPIC_PINGS, encode
 
 from . import pings
@@ -369,7 +370,7 @@ class EdgeProtocol(asyncio.Protocol):
         ping.body = b""
         ping.size = 0
         ping.scheme = _text(headers.get(b"x-forwarded-proto")) or "http"
-        ping.addr = pings.client_addr(_text(headers.get(b"x-forwarded-for")), self.peer)
+        ping.addr = client_addr(_text(headers.get(b"x-forwarded-for")), self.peer)
         ping.user_agent = _text(headers.get(b"user-agent"))
         return ping
 

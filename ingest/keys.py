@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from pingstream.clickhouse import ClickHouse
-from pingstream.config import Config
-from pingstream.eventlog.base import EventLog
-from pingstream.registry import Registry
+from runtime.clickhouse import ClickHouse
+from runtime.config import Config
+from runtime.eventlog.base import EventLog
+from runtime.registry import Registry
 
 CONFIG = web.AppKey("config", Config)
 EVENT_LOG = web.AppKey("event_log", EventLog)

@@ -8,21 +8,17 @@ last_ping, pings, flips) from the projected tables in ClickHouse.
 
 from __future__ import annotations
 
-import hashlib
-import re
-import unicodedata
 from datetime import datetime, timezone
 
 import msgspec
 from aiohttp import web
 
-from pingstream.eventlog.base import LogUnavailable
+from runtime.eventlog.base import LogUnavailable
+from runtime.registry import save, save_check
 from schemas.events import (
-    TOPIC_CHECKS,
     TOPIC_PINGS,
     CheckConfig,
     CheckDeleted,
-    CheckUpserted,
     Paused,
     Project,
     Resumed,
@@ -31,33 +27,18 @@ from schemas.events import (
     uuid7,
 )
 
+from checks.document import check_document, isostring, ping_document
+from checks.rules import UUID
+from checks.spec import UNIQUE_KEY, SpecError, apply_spec, find_unique, load_json, unique_key, validate
+
 from . import state
 from .keys import CONFIG, EVENT_LOG, REGISTRY
-from .spec import SpecError, load_json, spec_kind, validate
 
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
-_UNIQUE_KEY = re.compile(r"[0-9a-f]{40}\Z")
 PING_LOG_LIMIT = 100
 
 
 def error(message: str, status: int = 400) -> web.Response:
     return web.json_response({"error": message}, status=status)
-
-
-def unique_key(check_id: str) -> str:
-    """Upstream's stable read-only identifier: sha1 of the uuid's hex form."""
-    return hashlib.sha1(check_id.replace("-", "").encode()).hexdigest()
-
-
-def slugify(name: str) -> str:
-    """Django's slugify, as v1/v2 use it to derive a slug from a name."""
-    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
-    text = re.sub(r"[^\w\s-]", "", text.lower())
-    return re.sub(r"[-\s]+", "-", text).strip("-_")
-
-
-def isostring(dt: datetime | None) -> str | None:
-    return dt.replace(microsecond=0).isoformat() if dt is not None else None
 
 
 # --- request parsing and auth ----------------------------------------------
@@ -102,7 +83,7 @@ async def authorize(request: web.Request, write: bool) -> ApiRequest | web.Respo
 
 
 def _own_check(request: web.Request, api: ApiRequest, code: str) -> CheckConfig | web.Response:
-    check = request.app[REGISTRY].checks.get(code) if _UUID.match(code) else None
+    check = request.app[REGISTRY].checks.get(code) if UUID.match(code) else None
     if check is None:
         return error("not found", 404)
     if check.project_id != api.project.id:
@@ -114,54 +95,7 @@ def _own_check(request: web.Request, api: ApiRequest, code: str) -> CheckConfig 
 
 
 def check_dict(request: web.Request, check: CheckConfig, st: dict | None, readonly: bool, status: str | None = None) -> dict:
-    config = request.app[CONFIG]
-    if status is None:
-        # The registry knows about a pause the moment the API accepted it; the
-        # projection may lag a little behind.
-        status = "paused" if check.paused else (st["status"] if st else "new")
-    last_ping = st["last_ping"] if st else None
-    last_duration = st.get("last_duration_s") if st else None
-    result = {
-        "name": check.name,
-        "slug": check.slug,
-        "tags": check.tags,
-        "desc": check.desc,
-        "grace": check.grace_s,
-        "n_pings": st["n_pings"] if st else 0,
-        "status": status,
-        "started": bool(st and st.get("started")) and status not in ("paused", "new"),
-        "last_ping": isostring(last_ping),
-        "next_ping": isostring(state.next_ping(check, last_ping)) if status not in ("paused", "new") else None,
-        "manual_resume": check.manual_resume,
-        "methods": check.methods,
-        "subject": check.success_kw if check.filter_subject else "",
-        "subject_fail": check.failure_kw if check.filter_subject else "",
-        "start_kw": check.start_kw,
-        "success_kw": check.success_kw,
-        "failure_kw": check.failure_kw,
-        "filter_subject": check.filter_subject,
-        "filter_body": check.filter_body,
-    }
-    if last_duration is not None:
-        result["last_duration"] = int(last_duration)
-    if readonly:
-        result["unique_key"] = unique_key(check.id)
-    else:
-        base = f"{config.public_url}/api/v3/checks/{check.id}"
-        result.update(
-            uuid=check.id,
-            ping_url=f"{config.public_url}/ping/{check.id}",
-            update_url=base,
-            pause_url=f"{base}/pause",
-            resume_url=f"{base}/resume",
-            channels="",
-        )
-    if check.kind == "simple":
-        result["timeout"] = check.timeout_s
-    else:
-        result["schedule"] = check.schedule
-        result["tz"] = check.tz
-    return result
+    return check_document(check, st, readonly, request.app[CONFIG].public_url, status)
 
 
 # --- writes -------------------------------------------------------------------
@@ -172,55 +106,7 @@ async def _produce(request: web.Request, topic: str, event, key: str) -> None:
 
 
 async def _save(request: web.Request, check: CheckConfig) -> None:
-    event = CheckUpserted(event_id=uuid7(), check=check)
-    await _produce(request, TOPIC_CHECKS, event, check.id)
-    request.app[REGISTRY].apply(event)
-
-
-def _apply_spec(check: CheckConfig, spec: dict, version: int) -> CheckConfig:
-    """Upstream's _update: only the fields the request names change."""
-    changes: dict = {}
-    if "name" in spec and spec["name"] != check.name:
-        changes["name"] = spec["name"]
-        if version < 3:
-            changes["slug"] = slugify(spec["name"])
-    kind = spec_kind(spec)
-    if kind == "simple":
-        changes.update(kind="simple", timeout_s=spec["timeout"])
-    elif kind in ("cron", "oncalendar"):
-        changes.update(kind=kind, schedule=spec["schedule"])
-    success_kw = spec.get("subject", spec.get("success_kw", check.success_kw))
-    failure_kw = spec.get("subject_fail", spec.get("failure_kw", check.failure_kw))
-    if "subject" in spec or "subject_fail" in spec:
-        changes["filter_subject"] = bool(success_kw or failure_kw)
-    changes.update(success_kw=success_kw, failure_kw=failure_kw)
-    for key, field in (
-        ("slug", "slug"),
-        ("tags", "tags"),
-        ("desc", "desc"),
-        ("manual_resume", "manual_resume"),
-        ("methods", "methods"),
-        ("tz", "tz"),
-        ("start_kw", "start_kw"),
-        ("filter_subject", "filter_subject"),
-        ("filter_body", "filter_body"),
-        ("grace", "grace_s"),
-    ):
-        if key in spec:
-            changes[field] = spec[key]
-    return msgspec.structs.replace(check, **changes)
-
-
-def _lookup_unique(request: web.Request, project: Project, spec: dict) -> CheckConfig | None:
-    unique = spec.get("unique") or []
-    if not unique or any(field not in spec for field in unique):
-        return None
-    for check in request.app[REGISTRY].project_checks(project.id):
-        values = {"name": check.name, "slug": check.slug, "tags": check.tags,
-                  "timeout": check.timeout_s, "grace": check.grace_s}
-        if all(values[field] == spec[field] for field in unique):
-            return check
-    return None
+    await save_check(request.app[EVENT_LOG], request.app[REGISTRY], check)
 
 
 async def checks_collection(request: web.Request) -> web.Response:
@@ -251,10 +137,10 @@ async def create_check(request: web.Request) -> web.Response:
         spec = validate(api.json, request.app[CONFIG].min_timeout_s)
     except SpecError as exc:
         return error(str(exc))
-    existing = _lookup_unique(request, api.project, spec)
+    existing = find_unique(request.app[REGISTRY].project_checks(api.project.id), spec)
     created = existing is None
     base = existing or CheckConfig(id=str(uuid7()), project_id=api.project.id, created=utcnow())
-    check = _apply_spec(base, spec, api.version)
+    check = apply_spec(base, spec, api.version)
     try:
         if created or check != existing:
             await _save(request, check)
@@ -270,7 +156,7 @@ async def single_check(request: web.Request) -> web.Response:
         api = await authorize(request, write=False)
         if isinstance(api, web.Response):
             return api
-        if _UNIQUE_KEY.match(code):
+        if UNIQUE_KEY.match(code):
             for check in request.app[REGISTRY].project_checks(api.project.id):
                 if unique_key(check.id) == code:
                     st = (await state.check_states(request, [check.id])).get(check.id)
@@ -292,14 +178,14 @@ async def single_check(request: web.Request) -> web.Response:
     st = (await state.check_states(request, [check.id])).get(check.id)
     try:
         if request.method == "DELETE":
-            await _produce(request, TOPIC_CHECKS, CheckDeleted(event_id=uuid7(), check_id=check.id, project_id=check.project_id), check.id)
-            request.app[REGISTRY].apply(CheckDeleted(event_id="", check_id=check.id, project_id=check.project_id))
+            deleted = CheckDeleted(event_id=uuid7(), check_id=check.id, project_id=check.project_id)
+            await save(request.app[EVENT_LOG], request.app[REGISTRY], deleted)
             return web.json_response(check_dict(request, check, st, False))
         try:
             spec = validate(api.json, request.app[CONFIG].min_timeout_s)
         except SpecError as exc:
             return error(str(exc))
-        updated = _apply_spec(check, spec, api.version)
+        updated = apply_spec(check, spec, api.version)
         if updated != check:
             await _save(request, updated)
     except LogUnavailable:
@@ -351,24 +237,7 @@ async def check_pings(request: web.Request) -> web.Response:
         return check
     rows = await state.pings(request, check.id, PING_LOG_LIMIT)
     base = f"{request.app[CONFIG].public_url}/api/v3/checks/{check.id}/pings"
-    out = []
-    for row in rows:
-        item = {
-            "type": row["kind"],
-            "date": row["received_at"].isoformat(),
-            "n": row["n"],
-            "scheme": row["scheme"],
-            "remote_addr": row["remote_addr"],
-            "method": row["method"],
-            "ua": row["user_agent"],
-            "rid": row["rid"],
-            "duration": row["duration_s"],
-        }
-        if row["exit_status"] is not None:
-            item["exitstatus"] = row["exit_status"]
-        if row["body_size"]:
-            item["body_url"] = f"{base}/{row['n']}/body"
-        out.append(item)
+    out = [ping_document(row, base) for row in rows]
     return web.json_response({"pings": out})
 
 
@@ -405,7 +274,7 @@ async def check_flips(request: web.Request) -> web.Response:
         return api
     code = request.match_info["code"]
     check = None
-    if _UNIQUE_KEY.match(code):
+    if UNIQUE_KEY.match(code):
         check = next((c for c in request.app[REGISTRY].project_checks(api.project.id) if unique_key(c.id) == code), None)
         if check is None:
             return error("not found", 404)

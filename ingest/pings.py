@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from email.utils import formatdate
 from typing import NamedTuple
@@ -19,32 +18,25 @@ from typing import NamedTuple
 import msgspec
 from aiohttp import web
 
-from pingstream import metrics
-from pingstream.eventlog.base import LogUnavailable
-from schemas.events import (
-    TOPIC_CHECKS,
-    TOPIC_PINGS,
-    CheckConfig,
-    CheckUpserted,
-    PingEvent,
-    encode,
-    stable_id,
-    utcnow,
-    uuid7,
+from checks.rules import (
+    CANONICAL_UUID,
+    MAX_EXIT_STATUS,
+    SLUG,
+    UUID,
+    client_addr,
+    parse_action,
+    ping_kind,
+    resumes,
 )
-
-from pingstream.registry import Registry
+from runtime import metrics
+from runtime.eventlog.base import LogUnavailable
+from runtime.registry import Registry, save_check
+from schemas.events import TOPIC_PINGS, CheckConfig, PingEvent, encode, stable_id, utcnow, uuid7
 
 from .keys import CONFIG, EVENT_LOG, LIMITERS, REGISTRY, Limiters
 
 log = logging.getLogger(__name__)
 
-# Django's path converters, as upstream routes use them: lowercase-only uuids,
-# slugs of [-a-zA-Z0-9_], exit statuses of digits.
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
-_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
-_SLUG = re.compile(r"[-a-zA-Z0-9_]+\Z")
-_ACTIONS = {"start", "fail", "log"}
 _READ_CHUNK = 64 * 1024
 BODY_TIMEOUT_S = 30.0
 UNREAD_BODY = web.RequestKey("unread_body", bool)  # the rest of the body was left on the socket
@@ -65,17 +57,6 @@ def _reply(status: int, text: str, headers: dict | None = None) -> web.Response:
 
 def _not_found() -> web.Response:
     return _reply(*NOT_FOUND)
-
-
-def _parse_action(part: str | None) -> tuple[str, int | None] | None:
-    """(action, exit_status) for the URL's last segment; None when it matches no route."""
-    if part is None:
-        return "success", None
-    if part in _ACTIONS:
-        return part, None
-    if part.isdigit() and part.isascii():
-        return "success", int(part)
-    return None
 
 
 _date: tuple[int, str] = (0, "")
@@ -122,31 +103,6 @@ async def _read_body(request: web.Request, limit: int) -> tuple[bytes, int]:
             return bytes(kept), max(size, request.content_length or 0)
 
 
-def _matches(text: str, keywords: str) -> bool:
-    return any(k.strip() and k.strip() in text for k in keywords.split(","))
-
-
-def _filtered_action(check: CheckConfig, method: str, body: bytes, action: str) -> str:
-    """Apply the check's filters, as upstream: POST-only checks ignore other methods,
-    keyword filters decide by the body (failure wins over success over start), and a
-    paused manual_resume check ignores pings."""
-    if check.methods == "POST" and method != "POST":
-        return "ign"
-    if check.filter_body and (check.success_kw or check.failure_kw or check.start_kw):
-        text = body.decode("utf-8", errors="replace")
-        if check.failure_kw and _matches(text, check.failure_kw):
-            action = "fail"
-        elif check.success_kw and _matches(text, check.success_kw):
-            action = "success"
-        elif check.start_kw and _matches(text, check.start_kw):
-            action = "start"
-        else:
-            action = "ign"
-    if check.paused and check.manual_resume:
-        return "ign"
-    return action
-
-
 def _header(request: web.Request, name: str, default: str = "") -> str:
     """A header's text; bytes that are not UTF-8 (aiohttp keeps them as surrogates) become U+FFFD,
     so the PingEvent carrying it can be encoded."""
@@ -154,14 +110,6 @@ def _header(request: web.Request, name: str, default: str = "") -> str:
     if value.isascii():
         return value
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def client_addr(forwarded_for: str, peer: str) -> str:
-    """The client's address: the first X-Forwarded-For hop, else the socket's peer."""
-    addr = (forwarded_for or peer or "").split(",")[0].strip()
-    if "." in addr and ":" in addr:  # "ipv4:port" from some proxies: drop the port
-        addr = addr.split(":")[0]
-    return addr
 
 
 def _remote_addr(request: web.Request) -> str:
@@ -185,13 +133,11 @@ def ping_event(
 ) -> PingEvent:
     """The PingEvent of a ping that passed validation, its kind decided by the exit status and the
     check's filters."""
-    if exit_status is not None and exit_status > 0:
-        action = "fail"
     return PingEvent(
         event_id=uuid7(),
         check_id=check.id,
         project_id=check.project_id,
-        kind=_filtered_action(check, method, body, action),
+        kind=ping_kind(check, action, exit_status, method, body),
         received_at=utcnow(),
         exit_status=exit_status,
         rid=rid,
@@ -213,11 +159,11 @@ async def record_ping(
     source: str = "ping",
 ) -> web.Response | None:
     """Validate, build and durably log a ping. Returns an error response, or None on success."""
-    if exit_status is not None and exit_status > 255:
+    if exit_status is not None and exit_status > MAX_EXIT_STATUS:
         return _text("invalid url format", 400)
     rid = request.query.get("rid")
     if rid is not None:
-        if not _CANONICAL_UUID.match(rid):
+        if not CANONICAL_UUID.match(rid):
             return _text("invalid uuid format", 400)
         rid = rid.lower()
     addr = _remote_addr(request)
@@ -242,20 +188,12 @@ async def record_ping(
     try:
         await event_log.produce(TOPIC_PINGS, encode(event), key=check.id.encode())
         metrics.child(metrics.PINGS, kind, source).inc()
-        if check.paused and kind != "ign" and not check.manual_resume:
-            # A ping resumes a paused check: keep the registry's flag in step.
-            await _put_check(request, msgspec.structs.replace(check, paused=False))
+        if resumes(check, kind):  # keep the registry's pause flag in step with the monitor
+            await save_check(event_log, request.app[REGISTRY], msgspec.structs.replace(check, paused=False))
     except LogUnavailable as exc:
         log.warning("ping for %s not logged: %s", check.id, exc)
         return _text("service unavailable", 503, {"Retry-After": "1"})
     return None
-
-
-async def _put_check(request: web.Request, check: CheckConfig) -> None:
-    await request.app[EVENT_LOG].produce(
-        TOPIC_CHECKS, encode(CheckUpserted(event_id=uuid7(), check=check)), key=check.id.encode()
-    )
-    request.app[REGISTRY].apply(CheckUpserted(event_id="", check=check))
 
 
 class Target(NamedTuple):
@@ -272,17 +210,17 @@ def match_ping(registry: Registry, tail: str) -> Target | tuple[int, str]:
     """Resolve the path after ``/ping/`` as upstream's routes do: the uuid form, else
     ``<ping-key>/<slug>``. Returns the target, or (status, text) for 404 / 409."""
     parts = tail.split("/")
-    if _UUID.match(parts[0]) and len(parts) <= 2:
-        parsed = _parse_action(parts[1] if len(parts) == 2 else None)
+    if UUID.match(parts[0]) and len(parts) <= 2:
+        parsed = parse_action(parts[1] if len(parts) == 2 else None)
         check = registry.checks.get(parts[0])
         if check is not None and parsed is not None:
             return Target(check, *parsed)
         # "/ping/<uuid>/<word>" also reads as "/ping/<ping-key>/<slug>": try that.
         if not (len(parts) == 2 and parsed is None):
             return NOT_FOUND
-    if len(parts) not in (2, 3) or not (_SLUG.match(parts[0]) and _SLUG.match(parts[1])):
+    if len(parts) not in (2, 3) or not (SLUG.match(parts[0]) and SLUG.match(parts[1])):
         return NOT_FOUND
-    parsed = _parse_action(parts[2] if len(parts) == 3 else None)
+    parsed = parse_action(parts[2] if len(parts) == 3 else None)
     if parsed is None:
         return NOT_FOUND
     project = registry.project_by_ping_key(parts[0])
@@ -313,7 +251,7 @@ async def handle_ping(request: web.Request) -> web.Response:
             created=utcnow(),
         )
         try:
-            await _put_check(request, check)
+            await save_check(request.app[EVENT_LOG], request.app[REGISTRY], check)
         except LogUnavailable:
             return _text("service unavailable", 503, {"Retry-After": "1"})
     error = await record_ping(request, check, target.action, target.exit_status)

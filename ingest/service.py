@@ -8,10 +8,10 @@ import logging
 
 from aiohttp import web
 
-from pingstream.clickhouse import ClickHouse
-from pingstream.config import Config
-from pingstream.eventlog.base import EventLog
-from pingstream.registry import Registry, follow
+from runtime.clickhouse import ClickHouse
+from runtime.config import Config
+from runtime.eventlog.base import EventLog
+from runtime.registry import Registry, follow
 
 from .app import create_app
 from .fastpath import EdgeSite

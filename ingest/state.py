@@ -1,4 +1,4 @@
-"""Reads of projected state for the API: thin adapters over projector.queries.
+"""Reads of projected state for the API: thin adapters over reads.checks.
 
 The edge never touches ClickHouse on the ping path; only API reads come here.
 Without a ClickHouse client (an edge run without one) every check reads as new.
@@ -9,8 +9,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from aiohttp import web
-
-from schemas.events import CheckConfig
 
 from .keys import CLICKHOUSE
 
@@ -23,7 +21,7 @@ async def check_states(request: web.Request, check_ids: list[str]) -> dict[str, 
     ch = _clickhouse(request)
     if ch is None or not check_ids:
         return {}
-    from projector import queries
+    from reads import checks as queries
 
     return await queries.check_states(ch, check_ids)
 
@@ -32,7 +30,7 @@ async def pings(request: web.Request, check_id: str, limit: int) -> list[dict]:
     ch = _clickhouse(request)
     if ch is None:
         return []
-    from projector import queries
+    from reads import checks as queries
 
     return await queries.pings(ch, check_id, limit)
 
@@ -41,7 +39,7 @@ async def ping_body(request: web.Request, check_id: str, n: int) -> bytes | None
     ch = _clickhouse(request)
     if ch is None:
         return None
-    from projector import queries
+    from reads import checks as queries
 
     return await queries.ping_body(ch, check_id, n)
 
@@ -50,15 +48,6 @@ async def flips(request: web.Request, check_id: str, since: datetime | None, unt
     ch = _clickhouse(request)
     if ch is None:
         return []
-    from projector import queries
+    from reads import checks as queries
 
     return await queries.flips(ch, check_id, since=since, until=until)
-
-
-def next_ping(check: CheckConfig, last_ping: datetime | None) -> datetime | None:
-    """When the next ping is expected (upstream's ``next_ping``): None before the first ping."""
-    if last_ping is None:
-        return None
-    from monitor.schedule import next_expected, to_datetime
-
-    return to_datetime(next_expected(check.kind, check.timeout_s, check.schedule, check.tz, last_ping.timestamp()))

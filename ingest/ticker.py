@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from pingstream.eventlog.base import EventLog, LogUnavailable
+from runtime.eventlog.base import EventLog, LogUnavailable
 from schemas.events import TOPIC_PINGS, Tick, encode, utcnow, uuid7
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The monitor's compact view of the registry: check id -> Plan.
 
-It is folded by ``pingstream.registry.follow`` (which only calls ``apply``), but
+It is folded by ``runtime.registry.follow`` (which only calls ``apply``), but
 keeps just what the state machine needs, interned, instead of whole
 CheckConfigs: with a million checks that is the difference between a few
 tens of megabytes and most of a gigabyte.

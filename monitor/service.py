@@ -15,10 +15,10 @@ import logging
 import sys
 import time
 
-from pingstream import deadletter, metrics
-from pingstream.config import Config
-from pingstream.eventlog.base import EventLog, TopicPartition
-from pingstream.registry import follow
+from runtime import deadletter, metrics
+from runtime.config import Config
+from runtime.eventlog.base import EventLog, TopicPartition
+from runtime.registry import follow
 from schemas.events import (
     TOPIC_PINGS,
     TOPIC_TRANSITIONS,
@@ -36,7 +36,7 @@ from schemas.events import (
 from . import store
 from .clock import DeadlineHeap, StreamClock
 from .plans import PlanBook
-from .schedule import to_datetime
+from checks.schedule import to_datetime
 from .transitions import CheckState, apply, expire, reconfigure
 
 log = logging.getLogger(__name__)

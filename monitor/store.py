@@ -14,7 +14,7 @@ import logging
 
 import msgspec
 
-from pingstream.eventlog.base import EventLog
+from runtime.eventlog.base import EventLog
 from schemas.events import TOPIC_MONITOR_STATE  # re-exported for the service
 
 from .transitions import CheckState

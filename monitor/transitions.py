@@ -42,7 +42,7 @@ import msgspec
 
 from schemas.events import Paused, PingEvent, Resumed, Transition, stable_id
 
-from .schedule import next_expected, to_datetime
+from checks.schedule import next_expected, to_datetime
 
 _replace = msgspec.structs.replace
 

@@ -13,17 +13,16 @@ import argparse
 import asyncio
 import logging
 import os
-import secrets
 import signal
 import sys
 
-from schemas.events import TOPIC_CHECKS, Project, ProjectUpserted, encode, utcnow, uuid7
+from schemas.events import Project
 
-from .clickhouse import ClickHouse
-from .config import Config, ConfigError
-from .eventlog import EventLog, open_eventlog
-from .eventlog.base import LogUnavailable
-from .registry import Registry, project_key
+from runtime.clickhouse import ClickHouse
+from runtime.config import Config, ConfigError
+from runtime.eventlog import open_eventlog
+from runtime.eventlog.base import LogUnavailable
+from runtime.registry import create_project
 
 log = logging.getLogger("pingstream")
 
@@ -41,27 +40,6 @@ def _install_signals(stop: asyncio.Event) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig.name)
-
-
-def new_project(name: str) -> Project:
-    # 32-character API keys: Healthchecks' clients and its auth check expect that length.
-    return Project(
-        id=str(uuid7()),
-        name=name,
-        ping_key=secrets.token_urlsafe(16),
-        api_key=secrets.token_urlsafe(24),
-        api_key_readonly=secrets.token_urlsafe(24),
-        created=utcnow(),
-    )
-
-
-async def create_project(event_log: EventLog, name: str, registry: Registry | None = None) -> Project:
-    project = new_project(name)
-    event = ProjectUpserted(event_id=uuid7(), project=project)
-    await event_log.produce(TOPIC_CHECKS, encode(event), key=project_key(project.id))
-    if registry is not None:
-        registry.apply(event)
-    return project
 
 
 def _print_project(config: Config, project: Project, out=sys.stdout) -> None:
@@ -114,11 +92,11 @@ async def _run_services(config: Config, names: list[str]) -> None:
 
             tasks.append(monitor_service.run(config, event_log, clickhouse, stop))
         if "webhooks" in names or ("up" in names and config.webhooks):
-            from monitor.webhooks import run_webhooks
+            from notify.webhooks import run_webhooks
 
             tasks.append(run_webhooks(event_log, dict(config.webhooks).get, stop))
         if "ingest" not in names and config.metrics_port:
-            from . import metrics
+            from runtime import metrics
 
             tasks.append(metrics.serve(config.host, config.metrics_port, stop))
         running = [asyncio.ensure_future(t) for t in tasks]
@@ -143,7 +121,7 @@ async def _project_create(config: Config, name: str) -> None:
 
 
 async def _transitions_tail(config: Config) -> None:
-    from monitor.tail import tail
+    from notify.tail import tail
 
     stop = asyncio.Event()
     _install_signals(stop)
@@ -153,7 +131,7 @@ async def _transitions_tail(config: Config) -> None:
 
 def _sql(config: Config, query: str, fmt: str) -> int:
     """Run one query on the configured ClickHouse and print the result (embedded: stop `up` first)."""
-    from .clickhouse import connect
+    from runtime.clickhouse import connect
 
     if config.clickhouse == "off":
         print("pingstream: PINGSTREAM_CLICKHOUSE=off", file=sys.stderr)

@@ -14,12 +14,12 @@ completion without a start has no duration. Every ping counts in ``n_pings``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Callable
 
 import msgspec
 
-from schemas.events import Paused, PingEvent, Resumed, Transition
+from schemas.events import Paused, PingEvent, Resumed, Transition, as_utc
 
 MAX_DURATION = timedelta(hours=72)
 MAX_OPEN_STARTS = 64  # per check: concurrent runs distinguished by rid; older ones fall off
@@ -90,11 +90,6 @@ def state_row(s: CheckFold, updated_at: datetime) -> tuple:
     )
 
 
-def utc(dt: datetime | None) -> datetime | None:
-    """Datetimes read back from ClickHouse may come without a zone; ours are all UTC."""
-    return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
-
-
 def state_from_row(row: dict) -> CheckFold:
     """The inverse of ``state_row`` (a ``check_state`` row read back as a dict)."""
     return CheckFold(
@@ -102,7 +97,7 @@ def state_from_row(row: dict) -> CheckFold:
         project_id=str(row["project_id"]),
         status=row["status"],
         n_pings=int(row["n_pings"]),
-        last_ping=utc(row["last_ping"]),
+        last_ping=as_utc(row["last_ping"]),
         last_duration_s=row["last_duration_s"],
         starts=_starts_decoder.decode(row["open_starts"]) if row.get("open_starts") else [],
         pings_offset=int(row["pings_offset"]),

@@ -27,10 +27,10 @@ import logging
 import time
 from collections import defaultdict
 
-from pingstream import deadletter, metrics
-from pingstream.clickhouse import ClickHouse
-from pingstream.config import Config
-from pingstream.eventlog.base import EventLog, Record, TopicPartition
+from runtime import deadletter, metrics
+from runtime.clickhouse import ClickHouse
+from runtime.config import Config
+from runtime.eventlog.base import EventLog, Record, TopicPartition
 from schemas.events import TOPIC_PINGS, TOPIC_TRANSITIONS, decode, utcnow
 
 from .fold import COLUMNS, CheckFold, fold, state_from_row

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pingstream.clickhouse import ClickHouse
+from runtime.clickhouse import ClickHouse
 
 pytest_plugins = ["tests.kafka_fixture"]
 

@@ -1,7 +1,7 @@
 """The real Kafka broker for tests: never a mock.
 
 - ``PINGSTREAM_KAFKA`` set: that cluster is used.
-- Otherwise the project's own single-node KRaft broker (pingstream.kafkabroker)
+- Otherwise the project's own single-node KRaft broker (runtime.kafkabroker)
   is started once per session on free loopback ports, and stopped at the end.
 - Every test gets its own topic prefix, so tests sharing the broker never see
   each other's records.
@@ -15,8 +15,8 @@ import uuid
 
 import pytest
 
-from pingstream.eventlog.kafka import KafkaEventLog
-from pingstream.kafkabroker import Broker
+from runtime.eventlog.kafka import KafkaEventLog
+from runtime.kafkabroker import Broker
 
 
 @pytest.fixture(scope="session")

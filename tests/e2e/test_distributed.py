@@ -22,9 +22,8 @@ import uuid
 from collections import Counter, defaultdict
 
 import aiohttp
-import pytest
 
-from pingstream.eventlog.kafka import KafkaEventLog
+from runtime.eventlog.kafka import KafkaEventLog
 from schemas.events import TOPIC_TRANSITIONS, Transition, decode
 from bench.procs import parse_keys, run_cli, sql
 

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 
 from bench.procs import Service, sql
-from pingstream.eventlog.sqlite import SqliteEventLog
+from runtime.eventlog.sqlite import SqliteEventLog
 from schemas.events import (
     TOPIC_CHECKS,
     TOPIC_PINGS,

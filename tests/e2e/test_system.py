@@ -128,7 +128,7 @@ async def test_transitions_over_http_and_webhooks(system, aiohttp_server):
 
 async def test_an_outage_of_pingstream_itself_calls_no_check_down(system, tmp_path):
     """Stopped for longer than timeout + grace: no down for that gap, an ingest_gap instead."""
-    from pingstream.eventlog.sqlite import SqliteEventLog
+    from runtime.eventlog.sqlite import SqliteEventLog
     from schemas.events import TOPIC_TRANSITIONS, IngestGap, decode
 
     s = system(PINGSTREAM_MIN_TIMEOUT_S=1, PINGSTREAM_TICK_INTERVAL_S=0.2)

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
-import msgspec
 import pytest
 
 from ingest.app import create_app
-from pingstream.cli import create_project
-from pingstream.config import Config
-from pingstream.eventlog.sqlite import SqliteEventLog
-from pingstream.registry import Registry
-from schemas.events import TOPIC_CHECKS, TOPIC_PINGS, CheckConfig, CheckUpserted, PingEvent, decode, encode, utcnow, uuid7
+from runtime.config import Config
+from runtime.eventlog.sqlite import SqliteEventLog
+from runtime.registry import Registry, create_project, save_check
+from schemas.events import TOPIC_PINGS, CheckConfig, PingEvent, decode, utcnow, uuid7
 from tests.edge.server import EdgeTestServer
 
 
@@ -27,9 +25,7 @@ class Edge:
     async def add_check(self, **fields) -> CheckConfig:
         fields.setdefault("id", str(uuid7()))
         check = CheckConfig(project_id=fields.pop("project_id", self.project.id), created=utcnow(), **fields)
-        event = CheckUpserted(event_id=str(uuid7()), check=check)
-        await self.log.produce(TOPIC_CHECKS, encode(event), key=check.id.encode())
-        self.registry.apply(event)
+        await save_check(self.log, self.registry, check)
         return check
 
     async def events(self, topic: str = TOPIC_PINGS, types=(PingEvent,), log=None) -> list:

@@ -13,10 +13,9 @@ import pytest
 
 from ingest.app import create_app
 from ingest.management import unique_key
-from pingstream.cli import create_project
-from pingstream.config import Config
-from pingstream.eventlog.sqlite import SqliteEventLog
-from pingstream.registry import Registry
+from runtime.config import Config
+from runtime.eventlog.sqlite import SqliteEventLog
+from runtime.registry import Registry, create_project
 from schemas.events import CheckDeleted, uuid7
 
 from .conftest import Edge
@@ -340,7 +339,7 @@ async def test_the_openapi_document_lists_the_analytics_paths(ana):
 
 @pytest.mark.parametrize("max_id_filter", [2000, 1])
 async def test_fleet_views_leave_out_deleted_checks(ana, monkeypatch, max_id_filter):
-    from projector import analytics
+    from reads import durations as analytics
 
     monkeypatch.setattr(analytics, "MAX_ID_FILTER", max_id_filter)  # 1: filtered by project only
     backup, report, *_ = await fleet(ana)

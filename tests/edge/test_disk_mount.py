@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 
 from ingest.app import create_app
-from pingstream.cli import create_project
-from pingstream.config import Config
-from pingstream.eventlog.sqlite import SqliteEventLog
-from pingstream.registry import Registry
+from runtime.config import Config
+from runtime.eventlog.sqlite import SqliteEventLog
+from runtime.registry import Registry, create_project
 from tests.edge.conftest import Edge
 from tests.edge.server import EdgeTestServer
 

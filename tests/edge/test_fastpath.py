@@ -19,7 +19,7 @@ import pytest
 from ingest import fastpath
 from ingest.app import create_app
 from ingest.service import serve
-from pingstream.eventlog.sqlite import SqliteEventLog
+from runtime.eventlog.sqlite import SqliteEventLog
 from schemas.events import CheckConfig, PingEvent
 from tests.edge.server import serving
 

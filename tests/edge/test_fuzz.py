@@ -467,7 +467,8 @@ async def test_cors_only_on_ping_endpoints(edge):
         r = await edge.client.get(path, headers={"Origin": "https://example.com"})
         assert r.status == 200 and r.headers["Access-Control-Allow-Origin"] == "*", path
     for path in ("/api/v3/checks/", f"/api/v3/checks/{check.id}", "/api/v1/checks/", "/api/v3/channels/",
-                 f"/api/v3/checks/{check.id}/flips/", "/api/openapi.json", f"/api/v3/checks/{uuid.uuid4()}"):
+                 f"/api/v3/checks/{check.id}/flips/", "/api/openapi.json", f"/api/v3/checks/{uuid.uuid4()}",
+                 "/metrics", "/healthz"):
         r = await edge.client.get(path, headers={**_key(edge), "Origin": "https://example.com"})
         assert r.status < 500 and "Access-Control-Allow-Origin" not in r.headers, path
     r = await edge.client.post(f"/api/v3/checks/{check.id}/pause", headers=_key(edge))

@@ -21,11 +21,10 @@ import aiohttp
 import pytest
 
 from ingest.app import create_app
-from pingstream.cli import create_project
-from pingstream.config import Config
-from pingstream.eventlog.sqlite import SqliteEventLog
-from pingstream.registry import Registry
-from schemas.events import TOPIC_CHECKS, CheckConfig, CheckUpserted, encode, utcnow, uuid7
+from runtime.config import Config
+from runtime.eventlog.sqlite import SqliteEventLog
+from runtime.registry import Registry, create_project, save_check
+from schemas.events import CheckConfig, utcnow, uuid7
 from tests.edge.server import EdgeTestServer
 
 CASES = int(os.environ.get("PINGSTREAM_FUZZ_CASES", "10000"))
@@ -159,9 +158,7 @@ async def fuzz_edge(tmp_path, aiohttp_client, clickhouse):
     registry = Registry()
     project = await create_project(log, "fuzz", registry)
     check = CheckConfig(id=str(uuid7()), project_id=project.id, name="job", slug="job", created=utcnow())
-    event = CheckUpserted(event_id=str(uuid7()), check=check)
-    await log.produce(TOPIC_CHECKS, encode(event), key=check.id.encode())
-    registry.apply(event)
+    await save_check(log, registry, check)
     client = await aiohttp_client(EdgeTestServer(create_app(config, log, registry, clickhouse=clickhouse)))
     try:
         yield client, project, check
@@ -170,7 +167,7 @@ async def fuzz_edge(tmp_path, aiohttp_client, clickhouse):
         await log.close()
 
 
-async def test_generated_requests_never_get_a_5xx_or_a_traceback(fuzz_edge):
+async def test_generated_raw_http_requests_never_get_a_5xx_or_a_traceback(fuzz_edge):
     client, project, check = fuzz_edge
     rng = random.Random(SEED)
     grammar = Grammar(rng, project, check, project.api_key_readonly)

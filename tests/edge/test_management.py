@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from pingstream.cli import create_project
+from runtime.registry import create_project
 from schemas.events import TOPIC_CHECKS, TOPIC_PINGS, CheckDeleted, CheckUpserted, Paused, Resumed
 
 

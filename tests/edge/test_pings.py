@@ -178,11 +178,10 @@ async def test_it_answers_503_when_the_log_is_unavailable(edge):
 
 async def test_it_rate_limits_a_runaway_check_but_not_others(tmp_path, aiohttp_client):
     from ingest.app import create_app
-    from pingstream.cli import create_project
-    from pingstream.config import Config
-    from pingstream.eventlog.sqlite import SqliteEventLog
-    from pingstream.registry import Registry
-    from schemas.events import CheckConfig, CheckUpserted, utcnow, uuid7
+    from runtime.config import Config
+    from runtime.eventlog.sqlite import SqliteEventLog
+    from runtime.registry import Registry, create_project, save_check
+    from schemas.events import CheckConfig, utcnow, uuid7
 
     config = Config.from_env({"PINGSTREAM_DATA": str(tmp_path), "PINGSTREAM_RATE_LIMIT_CHECK": "1",
                               "PINGSTREAM_RATE_LIMIT_BURST": "3"})
@@ -191,7 +190,7 @@ async def test_it_rate_limits_a_runaway_check_but_not_others(tmp_path, aiohttp_c
         project = await create_project(log, "p", registry)
         checks = [CheckConfig(id=str(uuid7()), project_id=project.id, created=utcnow()) for _ in range(2)]
         for c in checks:
-            registry.apply(CheckUpserted(event_id="", check=c))
+            await save_check(log, registry, c)
         client = await aiohttp_client(EdgeTestServer(create_app(config, log, registry, None)))
         statuses = [(await client.get(f"/ping/{checks[0].id}")).status for _ in range(5)]
         assert statuses == [200, 200, 200, 429, 429]

@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from pingstream.eventlog.base import EventLog
+from runtime.eventlog.base import EventLog
 
 
 def open_log(backend: str, where: str, prefix: str) -> EventLog:
     if backend == "kafka":
-        from pingstream.eventlog.kafka import KafkaEventLog
+        from runtime.eventlog.kafka import KafkaEventLog
 
         return KafkaEventLog(where, default_partitions=4, prefix=prefix)
-    from pingstream.eventlog.sqlite import SqliteEventLog
+    from runtime.eventlog.sqlite import SqliteEventLog
 
     return SqliteEventLog(where, default_partitions=4)
 

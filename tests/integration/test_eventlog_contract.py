@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pingstream.eventlog.base import EventLog, LogUnavailable, TopicPartition
+from runtime.eventlog.base import EventLog, LogUnavailable, TopicPartition
 from tests.integration.logproc import open_log
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -221,7 +221,7 @@ async def test_a_killed_consumer_leaves_the_uncommitted_to_the_next_one(backend)
 
 async def test_kafka_down_means_log_unavailable_then_it_reconnects(own_kafka_broker):
     """Broker stopped: produce raises LogUnavailable (never a false ack); back up: produce works again."""
-    from pingstream.eventlog.kafka import KafkaEventLog
+    from runtime.eventlog.kafka import KafkaEventLog
 
     log = KafkaEventLog(own_kafka_broker.bootstrap, prefix="down.", ack_timeout_s=3)
     await log.start()

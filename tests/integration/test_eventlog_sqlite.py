@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from pingstream.eventlog.base import LogUnavailable
-from pingstream.eventlog.sqlite import SqliteEventLog
+from runtime.eventlog.base import LogUnavailable
+from runtime.eventlog.sqlite import SqliteEventLog
 
 
 class WriterCrash(BaseException):

@@ -1,4 +1,4 @@
-"""The project's own Kafka broker launcher (pingstream.kafkabroker)."""
+"""The project's own Kafka broker launcher (runtime.kafkabroker)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from pingstream import kafkabroker
+from runtime import kafkabroker
 
 pytestmark = pytest.mark.kafka
 
@@ -38,7 +38,7 @@ def test_cluster_ids_never_look_like_an_option_and_the_storage_tool_takes_one():
     drawn again until they do not (as Kafka's Uuid.randomUuid does). One id in 64 started so."""
     import base64
 
-    from pingstream.kafkabroker import new_cluster_id
+    from runtime.kafkabroker import new_cluster_id
 
     ids = [new_cluster_id() for _ in range(5000)]
     assert not any(i.startswith("-") for i in ids)

@@ -9,9 +9,9 @@ from datetime import timedelta
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from monitor.tail import tail
-from monitor.webhooks import run_webhooks
-from pingstream.eventlog.sqlite import SqliteEventLog
+from notify.tail import tail
+from notify.webhooks import run_webhooks
+from runtime.eventlog.sqlite import SqliteEventLog
 from schemas.events import TOPIC_TRANSITIONS, IngestGap, Transition, encode, utcnow, uuid7
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
 
 import pytest
 
 from monitor import service
-from pingstream.config import Config
-from pingstream.eventlog.sqlite import SqliteEventLog
+from runtime.config import Config
+from runtime.eventlog.sqlite import SqliteEventLog
 from schemas.events import (
     TOPIC_CHECKS,
     TOPIC_PINGS,
@@ -156,7 +155,7 @@ async def test_up_down_restart_and_ingest_gap(world, caplog):
 
 
 async def test_a_poison_record_goes_to_the_dead_letter_topic_and_monitoring_goes_on(world):
-    from pingstream import deadletter
+    from runtime import deadletter
     from schemas.events import TOPIC_DEAD_LETTER
 
     log, config, edge = world

@@ -8,11 +8,11 @@ from datetime import timedelta
 
 import pytest
 
-from pingstream import deadletter
-from pingstream.config import Config
-from pingstream.eventlog.base import TopicPartition, partition_for
-from pingstream.eventlog.sqlite import SqliteEventLog
-from projector import queries
+from runtime import deadletter
+from runtime.config import Config
+from runtime.eventlog.base import TopicPartition, partition_for
+from runtime.eventlog.sqlite import SqliteEventLog
+from reads import checks as queries
 from projector.fold import fold
 from projector import service as projector_service
 from projector.service import Batcher, Projector, batch_token, ranges_of

@@ -10,9 +10,9 @@ import asyncio
 import logging
 import time
 
-from pingstream.config import Config
-from pingstream.eventlog.base import TopicPartition
-from pingstream.eventlog.sqlite import SqliteEventLog
+from runtime.config import Config
+from runtime.eventlog.base import TopicPartition
+from runtime.eventlog.sqlite import SqliteEventLog
 from projector import service as projector_service
 from schemas.events import TOPIC_PINGS, PingEvent, encode, utcnow, uuid7
 

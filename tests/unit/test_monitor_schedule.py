@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.schedule import ScheduleError, compile_schedule, deadline, next_expected
+from checks.schedule import ScheduleError, compile_schedule, deadline, next_expected
 
 NY = ZoneInfo("America/New_York")
 

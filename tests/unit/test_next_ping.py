@@ -2,7 +2,7 @@
 
 from datetime import datetime, timezone
 
-from ingest.state import next_ping
+from checks.document import next_ping
 from schemas.events import CheckConfig
 
 T0 = datetime(2026, 3, 1, 10, 15, 30, tzinfo=timezone.utc)
@@ -16,7 +16,7 @@ def test_no_ping_yet_means_no_next_ping():
     assert next_ping(check(), None) is None
 
 
-def test_simple_is_last_ping_plus_timeout():
+def test_next_ping_of_a_simple_check_is_last_ping_plus_timeout():
     assert next_ping(check(timeout_s=3600), T0) == datetime(2026, 3, 1, 11, 15, 30, tzinfo=timezone.utc)
 
 

@@ -6,7 +6,7 @@ import asyncio
 from datetime import datetime
 from typing import TextIO
 
-from pingstream.eventlog.base import EventLog
+from runtime.eventlog.base import EventLog
 from schemas.events import TOPIC_TRANSITIONS, IngestGap, Transition, decode
 
 

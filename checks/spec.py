@@ -1,4 +1,4 @@
-"""Validation of Management API check specs, with Healthchecks' rules and messages.
+"""A check's specification: validating Management API and Overwatch input, applying it to a check.
 
 Upstream validates strictly (an int is not a bool, null is an error), reports
 only the first failing field, in declaration order, as
@@ -7,18 +7,23 @@ only the first failing field, in declaration order, as
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import unicodedata
 import zoneinfo
-from datetime import datetime, timezone
 from functools import lru_cache
 
-from croniter import croniter
-from oncalendar import OnCalendar
+import msgspec
+
+from schemas.events import CheckConfig
+
+from .schedule import guess_kind, schedule_is_valid
 
 MAX_PERIOD_S = 31_536_000
 UNIQUE_FIELDS = ("name", "slug", "tags", "timeout", "grace")
 _SLUG = re.compile(r"[a-z0-9\-_]*\Z")
+UNIQUE_KEY = re.compile(r"[0-9a-f]{40}\Z")  # what unique_key() gives
 
 
 class SpecError(ValueError):
@@ -29,26 +34,6 @@ class SpecError(ValueError):
 @lru_cache(maxsize=1)
 def all_timezones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
-
-
-def guess_kind(schedule: str) -> str:
-    """A single line of five fields is cron; anything else is OnCalendar (as upstream)."""
-    if "\n" not in schedule.strip() and len(schedule.split()) == 5:
-        return "cron"
-    return "oncalendar"
-
-
-def schedule_is_valid(schedule: str) -> bool:
-    try:
-        if guess_kind(schedule) == "cron":
-            if not croniter.is_valid(schedule):
-                return False
-            croniter(schedule, datetime(2000, 1, 1)).get_next(datetime)
-        else:
-            next(OnCalendar(schedule, datetime(2000, 1, 1, tzinfo=timezone.utc)))
-    except Exception:  # both libraries raise assorted errors for bad input
-        return False
-    return True
 
 
 def _str(name: str, value, max_len: int | None = None) -> str:
@@ -148,3 +133,88 @@ def load_json(raw: bytes):
     except (ValueError, UnicodeError, RecursionError):
         raise ValueError("could not parse request body") from None
     return body
+
+
+def slugify(name: str) -> str:
+    """Django's slugify, as v1/v2 use it to derive a slug from a name."""
+    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    text = re.sub(r"[^\w\s-]", "", text.lower())
+    return re.sub(r"[-\s]+", "-", text).strip("-_")
+
+
+def unique_key(check_id: str) -> str:
+    """Healthchecks' stable read-only identifier: sha1 of the uuid's hex form."""
+    return hashlib.sha1(check_id.replace("-", "").encode()).hexdigest()
+
+
+def apply_spec(check: CheckConfig, spec: dict, version: int) -> CheckConfig:
+    """Healthchecks' _update: only the fields the (validated) spec names change."""
+    changes: dict = {}
+    if "name" in spec and spec["name"] != check.name:
+        changes["name"] = spec["name"]
+        if version < 3:
+            changes["slug"] = slugify(spec["name"])
+    kind = spec_kind(spec)
+    if kind == "simple":
+        changes.update(kind="simple", timeout_s=spec["timeout"])
+    elif kind in ("cron", "oncalendar"):
+        changes.update(kind=kind, schedule=spec["schedule"])
+    success_kw = spec.get("subject", spec.get("success_kw", check.success_kw))
+    failure_kw = spec.get("subject_fail", spec.get("failure_kw", check.failure_kw))
+    if "subject" in spec or "subject_fail" in spec:
+        changes["filter_subject"] = bool(success_kw or failure_kw)
+    changes.update(success_kw=success_kw, failure_kw=failure_kw)
+    for key, field in (
+        ("slug", "slug"),
+        ("tags", "tags"),
+        ("desc", "desc"),
+        ("manual_resume", "manual_resume"),
+        ("methods", "methods"),
+        ("tz", "tz"),
+        ("start_kw", "start_kw"),
+        ("filter_subject", "filter_subject"),
+        ("filter_body", "filter_body"),
+        ("grace", "grace_s"),
+    ):
+        if key in spec:
+            changes[field] = spec[key]
+    return msgspec.structs.replace(check, **changes)
+
+
+def find_unique(checks: list[CheckConfig], spec: dict) -> CheckConfig | None:
+    """The check whose fields named in ``spec["unique"]`` all equal the spec's, if any."""
+    unique = spec.get("unique") or []
+    if not unique or any(field not in spec for field in unique):
+        return None
+    for check in checks:
+        values = {"name": check.name, "slug": check.slug, "tags": check.tags,
+                  "timeout": check.timeout_s, "grace": check.grace_s}
+        if all(values[field] == spec[field] for field in unique):
+            return check
+    return None
+
+
+def monitor_spec(body: dict, min_timeout_s: int) -> dict:
+    """CheckConfig fields for a new Overwatch SCHEDULED monitor; raises SpecError naming the bad field."""
+    if body.get("type") != "SCHEDULED":
+        raise SpecError("type must be SCHEDULED")
+    name = body.get("name", "")
+    if not isinstance(name, str) or len(name) > 100:
+        raise SpecError("name must be a string of at most 100 characters")
+    out: dict = {"name": name}
+    for field, target in (("interval", "timeout_s"), ("gracePeriod", "grace_s")):
+        if field in body:
+            value = body[field]
+            if isinstance(value, bool) or not isinstance(value, int) or not min_timeout_s <= value <= MAX_PERIOD_S:
+                raise SpecError(f"{field} must be a number of seconds from {min_timeout_s} to {MAX_PERIOD_S}")
+            out[target] = value
+    if "schedule" in body:
+        schedule = body["schedule"]
+        if not isinstance(schedule, str) or len(schedule) > 100 or not schedule_is_valid(schedule):
+            raise SpecError("schedule is not a valid cron or OnCalendar expression")
+        out.update(schedule=schedule, kind=guess_kind(schedule))
+    if "timezone" in body:
+        if not isinstance(body["timezone"], str) or body["timezone"] not in all_timezones():
+            raise SpecError("timezone is not a valid timezone")
+        out["tz"] = body["timezone"]
+    return out

@@ -12,6 +12,8 @@ import hashlib
 import logging
 from collections import defaultdict
 
+import secrets
+
 from schemas.events import (
     TOPIC_CHECKS,
     CheckConfig,
@@ -21,6 +23,9 @@ from schemas.events import (
     ProjectDeleted,
     ProjectUpserted,
     decode,
+    encode,
+    utcnow,
+    uuid7,
 )
 
 from .eventlog.base import EventLog
@@ -30,6 +35,17 @@ log = logging.getLogger(__name__)
 
 def project_key(project_id: str) -> bytes:
     return f"project:{project_id}".encode()
+
+
+def event_key(event: CheckUpserted | CheckDeleted | ProjectUpserted | ProjectDeleted) -> bytes:
+    """The registry topic's key of an event: the check's uuid, or ``project:<id>``."""
+    if isinstance(event, CheckUpserted):
+        return event.check.id.encode()
+    if isinstance(event, CheckDeleted):
+        return event.check_id.encode()
+    if isinstance(event, ProjectUpserted):
+        return project_key(event.project.id)
+    return project_key(event.project_id)
 
 
 def _digest(secret: str) -> bytes:
@@ -45,7 +61,6 @@ class Registry:
         self._by_ping_key: dict[str, Project] = {}
         self._by_api_key: dict[bytes, tuple[Project, bool]] = {}  # digest -> (project, read_only)
         self._by_slug: dict[tuple[str, str], set[str]] = defaultdict(set)  # (project, slug) -> ids
-        self._changed = asyncio.Event()
 
     # --- folding events ---
 
@@ -68,8 +83,6 @@ class Registry:
             self.projects.pop(event.project_id, None)
             for check_id in [c.id for c in self.checks.values() if c.project_id == event.project_id]:
                 self._drop_check(check_id)
-        self._changed.set()
-        self._changed = asyncio.Event()
 
     def _put_check(self, check: CheckConfig) -> None:
         self._drop_check(check.id)
@@ -109,19 +122,35 @@ class Registry:
     def project_checks(self, project_id: str) -> list[CheckConfig]:
         return [c for c in self.checks.values() if c.project_id == project_id]
 
-    async def wait_for(self, predicate, timeout_s: float) -> bool:
-        """Wait until ``predicate(self)`` holds (e.g. our own write came back), up to a timeout."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while not predicate(self):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
-                return predicate(self)
-        return True
+
+async def save(event_log: EventLog, registry: Registry | None, event) -> None:
+    """Write a registry event to the log (durably), then apply that same event to ``registry``
+    so the writer reads its own write before the topic comes back around."""
+    await event_log.produce(TOPIC_CHECKS, encode(event), key=event_key(event))
+    if registry is not None:
+        registry.apply(event)
+
+
+async def save_check(event_log: EventLog, registry: Registry | None, check: CheckConfig) -> None:
+    await save(event_log, registry, CheckUpserted(event_id=uuid7(), check=check))
+
+
+def new_project(name: str) -> Project:
+    # 32-character API keys: Healthchecks' clients and its auth check expect that length.
+    return Project(
+        id=str(uuid7()),
+        name=name,
+        ping_key=secrets.token_urlsafe(16),
+        api_key=secrets.token_urlsafe(24),
+        api_key_readonly=secrets.token_urlsafe(24),
+        created=utcnow(),
+    )
+
+
+async def create_project(event_log: EventLog, name: str, registry: Registry | None = None) -> Project:
+    project = new_project(name)
+    await save(event_log, registry, ProjectUpserted(event_id=uuid7(), project=project))
+    return project
 
 
 async def follow(registry: Registry, event_log: EventLog, ready: asyncio.Event, stop: asyncio.Event) -> None:

@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pingstream import metrics
+from runtime import metrics
 
 from .base import Consumer, EventLog, LogUnavailable, Record, TopicPartition, partition_for
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 import aiohttp
 
-from pingstream.eventlog.base import EventLog, TopicPartition
+from runtime.eventlog.base import EventLog, TopicPartition
 from schemas.events import TOPIC_TRANSITIONS, IngestGap, Transition, decode
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,7 @@
-"""When is the next ping expected? Pure functions of (schedule, time of the last ping).
+"""Schedules: which kind an expression is, whether it is valid, and when the next ping is due.
+
+Pure functions of (schedule, time of the last ping); the edge validates with
+the same parser the monitor evaluates with.
 
 Times are POSIX seconds (floats, UTC): the monitor keeps a million of them in
 memory, and a float is a third of a datetime.
@@ -147,6 +150,24 @@ def next_expected(kind: str, timeout_s: float, schedule: str, tz: str, last_ping
 def deadline(kind: str, timeout_s: float, grace_s: float, schedule: str, tz: str, last_ping: float) -> float:
     """When a check that pinged at ``last_ping`` goes down if it does not ping again."""
     return next_expected(kind, timeout_s, schedule, tz, last_ping) + grace_s
+
+
+def guess_kind(schedule: str) -> str:
+    """A single line of five fields is cron; anything else is OnCalendar (as Healthchecks)."""
+    if "\n" not in schedule.strip() and len(schedule.split()) == 5:
+        return "cron"
+    return "oncalendar"
+
+
+_Y2K = 946684800.0  # 2000-01-01T00:00:00Z
+
+
+def schedule_is_valid(schedule: str) -> bool:
+    """True when the expression parses and fires at least once after 2000-01-01 (UTC)."""
+    try:
+        return compile_schedule(guess_kind(schedule), schedule, "UTC").next_after(_Y2K) != math.inf
+    except Exception:  # croniter and oncalendar raise assorted errors for bad input
+        return False
 
 
 def to_datetime(t: float) -> datetime:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, Callable
 
 import clickhouse_connect
 
 from schemas import ddl
+from schemas.events import as_utc
 
 
 def connect(dsn: str, database: str):
@@ -43,7 +45,18 @@ class ClickHouse:
         """Run ``fn(client, *args)`` on the ClickHouse thread."""
         return await self.run_raw(fn, self.client, *args)
 
+    async def rows(self, sql: str, parameters: dict | None = None, column_formats: dict | None = None) -> list[dict]:
+        """A parameterised query's rows as dicts by column name; datetimes aware, in UTC."""
+
+        def run(client) -> list[dict]:
+            result = client.query(sql, parameters=parameters or {}, column_formats=column_formats or {})
+            return [{k: as_utc(v) if isinstance(v, datetime) else v for k, v in row.items()}
+                    for row in result.named_results()]
+
+        return await self.run(run)
+
     async def query(self, sql: str, parameters: dict | None = None) -> list[tuple]:
+        """Rows as tuples, for ad-hoc queries (the CLI, tests, benchmarks)."""
         return await self.run(lambda c: c.query(sql, parameters=parameters or {}).result_rows)
 
     async def close(self) -> None:

@@ -24,7 +24,7 @@ from aiokafka import TopicPartition as KafkaTP
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from pingstream import metrics
+from runtime import metrics
 from schemas.events import TOPIC_CHECKS, TOPIC_DEAD_LETTER, TOPIC_MONITOR_STATE, TOPIC_PINGS, TOPIC_TRANSITIONS
 
 from .base import Consumer, EventLog, LogUnavailable, Record, TopicPartition, partition_for

@@ -1,29 +1,20 @@
-"""Reads of the projected tables for the API. Parameterised queries only; FINAL where exactness matters."""
+"""A check's projected state, ping log, ping bodies and flips, for the Management API.
+
+Parameterised queries only; FINAL where exactness matters.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from pingstream.clickhouse import ClickHouse
+from runtime.clickhouse import ClickHouse
 
-from .fold import utc
-
-# Upstream's flips are changes between up and down; grace and a running job count as up.
+# Healthchecks' flips are changes between up and down; grace and a running job count as up.
 _BUCKET = {"up": "up", "grace": "up", "started": "up", "down": "down", "new": "new", "paused": "paused"}
-FLIP_SQL_STATUSES = ("up", "down")
-
-
-async def _rows(ch: ClickHouse, sql: str, parameters: dict, column_formats: dict | None = None) -> list[dict]:
-    def run(client):
-        result = client.query(sql, parameters=parameters, column_formats=column_formats or {})
-        return [{k: utc(v) if isinstance(v, datetime) else v for k, v in row.items()} for row in result.named_results()]
-
-    return await ch.run(run)
 
 
 async def check_states(ch: ClickHouse, check_ids: list[str]) -> dict[str, dict]:
-    rows = await _rows(
-        ch,
+    rows = await ch.rows(
         "SELECT check_id, status, last_ping, last_start, last_duration_s, n_pings, started "
         "FROM check_state FINAL WHERE check_id IN {ids:Array(UUID)}",
         {"ids": list(check_ids)},
@@ -32,8 +23,7 @@ async def check_states(ch: ClickHouse, check_ids: list[str]) -> dict[str, dict]:
 
 
 async def pings(ch: ClickHouse, check_id: str, limit: int) -> list[dict]:
-    rows = await _rows(
-        ch,
+    rows = await ch.rows(
         "SELECT n, kind, received_at, scheme, remote_addr, method, user_agent, rid, duration_s, exit_status, "
         "body_size FROM pings FINAL WHERE check_id = {c:UUID} ORDER BY n DESC LIMIT {limit:UInt32}",
         {"c": check_id, "limit": limit},
@@ -44,8 +34,7 @@ async def pings(ch: ClickHouse, check_id: str, limit: int) -> list[dict]:
 
 
 async def ping_body(ch: ClickHouse, check_id: str, n: int) -> bytes | None:
-    rows = await _rows(
-        ch,
+    rows = await ch.rows(
         "SELECT body FROM pings FINAL WHERE check_id = {c:UUID} AND n = {n:UInt64} LIMIT 1",
         {"c": check_id, "n": n},
         column_formats={"body": "bytes"},
@@ -54,8 +43,7 @@ async def ping_body(ch: ClickHouse, check_id: str, n: int) -> bytes | None:
 
 
 async def flips(ch: ClickHouse, check_id: str, since: datetime | None = None, until: datetime | None = None) -> list[dict]:
-    rows = await _rows(
-        ch,
+    rows = await ch.rows(
         "SELECT at, from_status, to_status FROM transitions FINAL WHERE check_id = {c:UUID} "
         "AND to_status IN ('up', 'down') AND at >= {since:DateTime64(6, 'UTC')} AND at < {until:DateTime64(6, 'UTC')} "
         "ORDER BY at, event_id",

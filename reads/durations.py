@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta, timezone
 
-from pingstream.clickhouse import ClickHouse
+from runtime.clickhouse import ClickHouse
+from schemas.events import as_utc
 
 ROLLUP_QUANTILES = (0.5, 0.95, 0.99)
 BUCKETS = {"1h": ("durations_hourly", timedelta(hours=1), "toStartOfHour"),
@@ -29,10 +30,6 @@ def _naive_utc(dt: datetime) -> datetime:
     return dt.astimezone(timezone.utc).replace(tzinfo=None) if dt.tzinfo else dt
 
 
-def _aware(dt: datetime) -> datetime:
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
-
-
 def _number(x: float | None) -> float | None:
     # An empty t-digest answers NaN, which JSON cannot carry.
     return None if x is None or math.isnan(x) else float(x)
@@ -40,7 +37,7 @@ def _number(x: float | None) -> float | None:
 
 def align(dt: datetime, bucket: str) -> datetime:
     """The start of the bucket ``dt`` falls in (UTC)."""
-    dt = _aware(dt)
+    dt = as_utc(dt)
     if bucket == "1d":
         return dt.replace(hour=0, minute=0, second=0, microsecond=0)
     return dt.replace(minute=0, second=0, microsecond=0)
@@ -48,21 +45,17 @@ def align(dt: datetime, bucket: str) -> datetime:
 
 async def runs(ch: ClickHouse, check_id: str, since: datetime, until: datetime, limit: int) -> list[dict]:
     """Runs that finished in ``[since, until)``, newest first."""
-    rows = await ch.query(
+    rows = await ch.rows(
         f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs FINAL "
         "WHERE check_id = {c:UUID} AND finished_at >= {since:DateTime64(6, 'UTC')} "
         "AND finished_at < {until:DateTime64(6, 'UTC')} "
         "ORDER BY finished_at DESC, event_id LIMIT {limit:UInt32}",
         {"c": check_id, "since": _naive_utc(since), "until": _naive_utc(until), "limit": limit},
     )
-    out = []
-    for row in rows:
-        r = dict(zip(_RUN_COLUMNS, row))
+    for r in rows:
         for key in ("event_id", "start_event_id", "rid"):
             r[key] = str(r[key]) if r[key] is not None else None
-        r["started_at"], r["finished_at"] = _aware(r["started_at"]), _aware(r["finished_at"])
-        out.append(r)
-    return out
+    return rows
 
 
 async def durations(ch: ClickHouse, check_id: str, quantiles: list[float], bucket: str,
@@ -72,8 +65,8 @@ async def durations(ch: ClickHouse, check_id: str, quantiles: list[float], bucke
     params = {"c": check_id, "since": _naive_utc(align(since, bucket)), "until": _naive_utc(until)}
     if set(quantiles) <= set(ROLLUP_QUANTILES):
         sql = (
-            "SELECT bucket, countMerge(runs), countIfMerge(failures), "
-            "quantilesTDigestMerge(0.5, 0.95, 0.99)(duration) "
+            "SELECT bucket, countMerge(runs) AS n_runs, countIfMerge(failures) AS n_failures, "
+            "quantilesTDigestMerge(0.5, 0.95, 0.99)(duration) AS q "
             f"FROM {table} WHERE check_id = {{c:UUID}} "
             "AND bucket >= {since:DateTime('UTC')} AND bucket < {until:DateTime('UTC')} "
             "GROUP BY bucket ORDER BY bucket"
@@ -84,17 +77,17 @@ async def durations(ch: ClickHouse, check_id: str, quantiles: list[float], bucke
         params.update({f"q{i}": q for i, q in enumerate(quantiles)})
         levels = ", ".join(f"{{q{i}:Float64}}" for i in range(len(quantiles)))
         sql = (
-            f"SELECT {start_of}(finished_at) AS bucket, count(), countIf(outcome = 'fail'), "
-            f"quantilesTDigest({levels})(duration_s) "
+            f"SELECT {start_of}(finished_at) AS bucket, count() AS n_runs, countIf(outcome = 'fail') AS n_failures, "
+            f"quantilesTDigest({levels})(duration_s) AS q "
             "FROM runs FINAL WHERE check_id = {c:UUID} "
             "AND finished_at >= {since:DateTime('UTC')} AND bucket < {until:DateTime('UTC')} "
             "GROUP BY bucket ORDER BY bucket"
         )
         pick = list(range(len(quantiles)))
-    rows = await ch.query(sql, params)
     return [
-        {"bucket": _aware(b), "runs": int(n), "failures": int(f), "quantiles": [_number(values[i]) for i in pick]}
-        for b, n, f, values in rows
+        {"bucket": r["bucket"], "runs": int(r["n_runs"]), "failures": int(r["n_failures"]),
+         "quantiles": [_number(r["q"][i]) for i in pick]}
+        for r in await ch.rows(sql, params)
     ]
 
 
@@ -126,7 +119,8 @@ async def _fleet(ch: ClickHouse, select: str, having_order: str, project_id: str
         params["ids"] = list(check_ids)
     # A deleted check's old rows stay out of the rankings.
     wanted = set(check_ids)
-    return [(str(row[0]), *row[1:]) for row in await ch.query(sql, params) if str(row[0]) in wanted][:limit]
+    rows = await ch.rows(sql, params)
+    return [(str(r["check_id"]), *list(r.values())[1:]) for r in rows if str(r["check_id"]) in wanted][:limit]
 
 
 async def slowest(ch: ClickHouse, project_id: str, check_ids: list[str], since: datetime, until: datetime,

@@ -1,7 +1,7 @@
 """A real single-node Apache Kafka broker (KRaft, no ZooKeeper) for tests, benches and laptops.
 
-    python -m pingstream.kafkabroker fetch          # resolve the broker jars once into the cache
-    python -m pingstream.kafkabroker run [--dir D]  # start a broker on a free loopback port
+    python -m runtime.kafkabroker fetch          # resolve the broker jars once into the cache
+    python -m runtime.kafkabroker run [--dir D]  # start a broker on a free loopback port
 
 The jars come from Maven Central through ``deploy/kafka/pom.xml`` (Java 17 +
 Maven) and are kept in ``$PINGSTREAM_CACHE/kafka/<version>/libs`` (default
@@ -292,7 +292,7 @@ def start_broker(workdir: str | Path, port: int | None = None, partitions: int =
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pingstream.kafkabroker")
+    parser = argparse.ArgumentParser(prog="python -m runtime.kafkabroker")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("fetch", help="fetch the broker jars into the cache")
     run = sub.add_parser("run", help="start a single-node broker and wait")

@@ -1,0 +1,123 @@
+"""A check as the APIs show it: its status and its Healthchecks / Overwatch documents.
+
+Pure: the check's configuration (the registry), its projected state (a
+``check_state`` row as a dict, or None before the first ping) and the public
+base URL go in; a JSON-ready dict comes out.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from schemas.events import CheckConfig
+
+from .schedule import next_expected, to_datetime
+from .spec import unique_key
+
+
+def isostring(dt: datetime | None) -> str | None:
+    return dt.replace(microsecond=0).isoformat() if dt is not None else None
+
+
+def next_ping(check: CheckConfig, last_ping: datetime | None) -> datetime | None:
+    """When the next ping is expected (Healthchecks' ``next_ping``): None before the first ping."""
+    if last_ping is None:
+        return None
+    return to_datetime(next_expected(check.kind, check.timeout_s, check.schedule, check.tz, last_ping.timestamp()))
+
+
+def status(check: CheckConfig, state: dict | None) -> str:
+    """The registry knows about a pause the moment the API accepted it; the projection may lag."""
+    return "paused" if check.paused else (state["status"] if state else "new")
+
+
+def check_document(
+    check: CheckConfig, state: dict | None, readonly: bool, public_url: str, status_word: str | None = None
+) -> dict:
+    """The Management API's check object (v3 fields; read-only keys see ``unique_key`` instead of urls)."""
+    if status_word is None:
+        status_word = status(check, state)
+    last_ping = state["last_ping"] if state else None
+    last_duration = state.get("last_duration_s") if state else None
+    shown = status_word not in ("paused", "new")
+    result = {
+        "name": check.name,
+        "slug": check.slug,
+        "tags": check.tags,
+        "desc": check.desc,
+        "grace": check.grace_s,
+        "n_pings": state["n_pings"] if state else 0,
+        "status": status_word,
+        "started": bool(state and state.get("started")) and shown,
+        "last_ping": isostring(last_ping),
+        "next_ping": isostring(next_ping(check, last_ping)) if shown else None,
+        "manual_resume": check.manual_resume,
+        "methods": check.methods,
+        "subject": check.success_kw if check.filter_subject else "",
+        "subject_fail": check.failure_kw if check.filter_subject else "",
+        "start_kw": check.start_kw,
+        "success_kw": check.success_kw,
+        "failure_kw": check.failure_kw,
+        "filter_subject": check.filter_subject,
+        "filter_body": check.filter_body,
+    }
+    if last_duration is not None:
+        result["last_duration"] = int(last_duration)
+    if readonly:
+        result["unique_key"] = unique_key(check.id)
+    else:
+        base = f"{public_url}/api/v3/checks/{check.id}"
+        result.update(
+            uuid=check.id,
+            ping_url=f"{public_url}/ping/{check.id}",
+            update_url=base,
+            pause_url=f"{base}/pause",
+            resume_url=f"{base}/resume",
+            channels="",
+        )
+    if check.kind == "simple":
+        result["timeout"] = check.timeout_s
+    else:
+        result["schedule"] = check.schedule
+        result["tz"] = check.tz
+    return result
+
+
+def monitor_document(check: CheckConfig, state: dict | None, public_url: str) -> dict:
+    """The Overwatch monitor object of a SCHEDULED check."""
+    out = {
+        "id": check.id,
+        "name": check.name,
+        "type": "SCHEDULED",
+        "checkinUrl": f"{public_url}/api/v1/monitors/{check.id}/checkin",
+        "status": status(check, state),
+        "gracePeriod": check.grace_s,
+        "createdAt": isostring(check.created),
+        "lastCheckinAt": isostring(state["last_ping"]) if state else None,
+    }
+    if check.kind == "simple":
+        out["interval"] = check.timeout_s
+    else:
+        out["schedule"] = check.schedule
+        out["timezone"] = check.tz
+    return out
+
+
+def ping_document(row: dict, body_base_url: str) -> dict:
+    """One entry of a check's ping log (``/pings/``) from a ``pings`` row."""
+    item = {
+        "type": row["kind"],
+        "date": row["received_at"].isoformat(),
+        "n": row["n"],
+        "scheme": row["scheme"],
+        "remote_addr": row["remote_addr"],
+        "method": row["method"],
+        "ua": row["user_agent"],
+        "rid": row["rid"],
+        "duration": row["duration_s"],
+    }
+    if row["exit_status"] is not None:
+        item["exitstatus"] = row["exit_status"]
+    if row["body_size"]:
+        item["body_url"] = f"{body_base_url}/{row['n']}/body"
+    return item

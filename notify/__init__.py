@@ -1,0 +1,1 @@
+"""Consumers of ``pingstream.transitions`` that tell people: webhooks, the terminal tail."""

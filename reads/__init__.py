@@ -1,0 +1,1 @@
+"""The read model: every ClickHouse query behind the Management API, the analyst API and charts."""
