@@ -147,11 +147,6 @@ def next_expected(kind: str, timeout_s: float, schedule: str, tz: str, last_ping
         return last_ping + timeout_s
 
 
-def deadline(kind: str, timeout_s: float, grace_s: float, schedule: str, tz: str, last_ping: float) -> float:
-    """When a check that pinged at ``last_ping`` goes down if it does not ping again."""
-    return next_expected(kind, timeout_s, schedule, tz, last_ping) + grace_s
-
-
 def guess_kind(schedule: str) -> str:
     """A single line of five fields is cron; anything else is OnCalendar (as Healthchecks)."""
     if "\n" not in schedule.strip() and len(schedule.split()) == 5:

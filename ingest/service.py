@@ -47,10 +47,9 @@ def make_runner(app: web.Application, config: Config) -> web.AppRunner:
 def tune_gc() -> None:
     """Fewer, cheaper garbage collections for a process that allocates a few short-lived objects per
     ping: what exists at start (the registry included) is moved out of the collector's view, and
-    the youngest generation is collected every 50,000 allocations instead of 700. Measured in
-    bench/edge.py at 256 connections: server CPU per ping 24-25 us vs 26-29 (SQLite) and 24-25 vs
-    28-34 (Kafka), the Kafka edge 0.73-0.88x of bare instead of 0.56-0.68x. Once per process, at
-    start, after the registry is loaded (what is frozen is never collected)."""
+    the youngest generation is collected every 50,000 allocations instead of 700 (bench/edge.py
+    shows the effect on CPU per ping). Once per process, at start, after the registry is loaded
+    (what is frozen is never collected)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)

@@ -110,7 +110,6 @@ class CheckConfig(msgspec.Struct, frozen=True, kw_only=True):
     success_kw: str = ""
     failure_kw: str = ""
     start_kw: str = ""
-    unique_key: str = ""
     monitor_type: str = ""  # "SCHEDULED" for checks created through the Overwatch API
     paused: bool = False  # set by the pause API; lets edges ignore pings to manual_resume checks
     created: datetime

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from checks.schedule import ScheduleError, compile_schedule, deadline, next_expected
+from checks.schedule import ScheduleError, compile_schedule, next_expected
 
 NY = ZoneInfo("America/New_York")
 
@@ -23,7 +23,6 @@ def local(t: float, tz=NY) -> str:
 
 def test_simple_is_last_ping_plus_timeout():
     assert next_expected("simple", 60, "", "UTC", 1000.0) == 1060.0
-    assert deadline("simple", 60, 30, "", "UTC", 1000.0) == 1090.0
 
 
 def test_cron_is_strictly_after_the_last_ping():
