@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import analytics
+from reads.durations import BUCKETS
+
 from .keys import CONFIG
 
 _UUID = {"type": "string", "format": "uuid"}
@@ -119,7 +120,7 @@ def build(public_url: str) -> dict:
                                               "responses": {"200": ok({"type": "object", "properties": {"recorded": {"enum": ["ok", "failure"]}, "monitor": {"type": "string"}}}),
                                                             "404": err}} for m in ("get", "post")},
     }
-    paths.update(analytics.openapi_paths())
+    paths.update(_analytics_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "pingstream", "version": "0.1.0",
@@ -129,6 +130,45 @@ def build(public_url: str) -> dict:
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
             "bearer": {"type": "http", "scheme": "bearer"}}},
         "paths": paths,
+    }
+
+
+def _analytics_paths() -> dict:
+    """The Analyst API's entries (ingest/analytics.py)."""
+    err = {"description": "error", "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"error": {"type": "string"}}}}}}
+    errors = {s: err for s in ("400", "401", "403", "404", "503")}
+    ok = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}},
+                                           "text/csv": {"schema": {"type": "string"}}}}
+
+    def q(name: str, schema: dict | None = None) -> dict:
+        return {"name": name, "in": "query", "required": False, "schema": schema or {"type": "string"}}
+
+    code = {"name": "code", "in": "path", "required": True,
+            "schema": {"type": "string"}, "description": "check uuid, or its unique_key"}
+    time = {"type": "string", "description": "ISO 8601 time or unix seconds"}
+    span = [q("since", time), q("until", time)]
+    fmt = q("format", {"enum": ["json", "csv"]})
+    bucket = q("bucket", {"enum": list(BUCKETS)})
+
+    def op(summary: str, params: list, responses: dict | None = None) -> dict:
+        return {"get": {"summary": summary, "security": [{"apiKey": []}], "parameters": params,
+                        "responses": {"200": ok, **errors, **(responses or {})}}}
+
+    limit = q("limit", {"type": "integer", "minimum": 1})
+    svg = {"200": {"description": "chart", "content": {"image/svg+xml": {"schema": {"type": "string"}}}}}
+    return {
+        "/api/v3/checks/{code}/runs": op("Runs of a check", [code, *span, limit, fmt]),
+        "/api/v3/checks/{code}/durations": op("Duration quantiles per bucket", [
+            code, q("q", {"type": "string", "description": "1..10 comma-separated levels in 0..1"}),
+            bucket, *span, fmt]),
+        "/api/v3/checks/{code}/durations.svg": op("p50/p95/p99 duration chart", [code, bucket, *span], svg),
+        "/api/v3/checks/{code}/chart": {"get": {"summary": "A page showing the duration chart", "parameters": [code],
+                                                "responses": {"200": {"description": "HTML page"}}}},
+        "/api/v3/analytics/slowest": op("Checks by p95 duration", [*span, limit, fmt]),
+        "/api/v3/analytics/failure-rate": op("Failure rate per check", [*span, limit, fmt]),
+        "/api/v3/analytics/p95-growth": op("Week-over-week p95 growth", [
+            q("until", time), q("weeks_ago", {"type": "integer", "minimum": 0}), limit, fmt]),
     }
 
 

@@ -1,4 +1,4 @@
-"""Reads of projected state for the API: thin adapters over reads.checks.
+"""Reads of projected state for the API views: thin adapters from a request to reads/checks.py.
 
 The edge never touches ClickHouse on the ping path; only API reads come here.
 Without a ClickHouse client (an edge run without one) every check reads as new.
@@ -10,44 +10,34 @@ from datetime import datetime
 
 from aiohttp import web
 
+from reads import checks as queries
+
 from .keys import CLICKHOUSE
 
 
-def _clickhouse(request: web.Request):
-    return request.app.get(CLICKHOUSE)
-
-
 async def check_states(request: web.Request, check_ids: list[str]) -> dict[str, dict]:
-    ch = _clickhouse(request)
+    ch = request.app.get(CLICKHOUSE)
     if ch is None or not check_ids:
         return {}
-    from reads import checks as queries
-
     return await queries.check_states(ch, check_ids)
 
 
 async def pings(request: web.Request, check_id: str, limit: int) -> list[dict]:
-    ch = _clickhouse(request)
+    ch = request.app.get(CLICKHOUSE)
     if ch is None:
         return []
-    from reads import checks as queries
-
     return await queries.pings(ch, check_id, limit)
 
 
 async def ping_body(request: web.Request, check_id: str, n: int) -> bytes | None:
-    ch = _clickhouse(request)
+    ch = request.app.get(CLICKHOUSE)
     if ch is None:
         return None
-    from reads import checks as queries
-
     return await queries.ping_body(ch, check_id, n)
 
 
 async def flips(request: web.Request, check_id: str, since: datetime | None, until: datetime | None) -> list[dict]:
-    ch = _clickhouse(request)
+    ch = request.app.get(CLICKHOUSE)
     if ch is None:
         return []
-    from reads import checks as queries
-
     return await queries.flips(ch, check_id, since=since, until=until)

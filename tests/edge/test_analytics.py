@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from ingest.app import create_app
-from ingest.management import unique_key
+from checks.spec import unique_key
 from runtime.config import Config
 from runtime.eventlog.sqlite import SqliteEventLog
 from runtime.registry import Registry, create_project
@@ -351,14 +351,14 @@ async def test_fleet_views_leave_out_deleted_checks(ana, monkeypatch, max_id_fil
 @pytest.mark.parametrize(("largest_s", "unit", "top"), [
     (0, "s", 1), (0.4, "ms", 400), (7, "s", 8), (60, "s", 60), (166, "m", 3), (7300, "h", 3), (259200, "h", 80)])
 def test_the_y_axis_has_round_steps_in_a_readable_unit(largest_s, unit, top):
-    from ingest.analytics import y_axis
+    from ingest.chart import y_axis
 
     got_unit, factor, levels = y_axis(largest_s)
     assert (got_unit, levels[-1]) == (unit, top) and 3 <= len(levels) <= 6 and levels[-1] * factor >= largest_s
 
 
 def test_x_ticks_fall_on_whole_hours_and_days():
-    from ingest.analytics import x_ticks
+    from ingest.chart import x_ticks
 
     ticks = x_ticks(T0, T0 + timedelta(hours=48), "1h")
     assert ticks[0] == T0 and ticks[1] - ticks[0] == timedelta(hours=12) and len(ticks) == 5
@@ -367,8 +367,8 @@ def test_x_ticks_fall_on_whole_hours_and_days():
 
 
 def test_csv_cells_cannot_become_spreadsheet_formulas():
-    from ingest.analytics import _cell
+    from ingest.respond import cell
 
-    assert _cell("=HYPERLINK(\"http://x\")") == "'=HYPERLINK(\"http://x\")"
-    assert _cell("+1") == "'+1" and _cell("@sum") == "'@sum" and _cell("nightly") == "nightly"
-    assert _cell(-1.5) == "-1.5"  # numbers stay numbers
+    assert cell("=HYPERLINK(\"http://x\")") == "'=HYPERLINK(\"http://x\")"
+    assert cell("+1") == "'+1" and cell("@sum") == "'@sum" and cell("nightly") == "nightly"
+    assert cell(-1.5) == "-1.5"  # numbers stay numbers

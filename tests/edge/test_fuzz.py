@@ -41,7 +41,7 @@ from aiohttp.web import RequestPayloadError
 from yarl import URL
 
 from ingest.app import create_app
-from ingest.management import unique_key
+from checks.spec import unique_key
 from schemas.events import CheckConfig, CheckUpserted, PingEvent, uuid7
 from tests.edge.server import EdgeTestServer
 
