@@ -58,7 +58,7 @@ def tune_gc() -> None:
 
 async def serve(app: web.Application, config: Config, host: str, port: int) -> tuple[web.AppRunner, EdgeSite]:
     """The edge's app listening on host:port, connections starting on the fast ping path
-    (ingest/fastpath.py). ``runner.cleanup()`` stops it, letting pings in flight finish."""
+    (ingest/fastpath/). ``runner.cleanup()`` stops it, letting pings in flight finish."""
     runner = make_runner(app, config)
     await runner.setup()
     site = EdgeSite(runner, host, port, idle_timeout_s=config.idle_timeout_s,

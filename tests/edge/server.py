@@ -1,5 +1,5 @@
 """aiohttp's test server, serving the way the edge does in production: through ingest.service.serve,
-so requests start on the fast ping path (ingest/fastpath.py) and the rest is handed to aiohttp."""
+so requests start on the fast ping path (ingest/fastpath/) and the rest is handed to aiohttp."""
 
 from __future__ import annotations
 

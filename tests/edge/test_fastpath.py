@@ -1,4 +1,4 @@
-"""The fast ping path (ingest/fastpath.py) over real sockets: its answers are the aiohttp path's,
+"""The fast ping path (ingest/fastpath/) over real sockets: its answers are the aiohttp path's,
 byte for byte but the date; pipelined pings are answered in order; a request that is not a
 plain ping is handed to aiohttp at its first byte, wherever it falls in the stream; shutdown
 lets pings in flight finish."""
@@ -16,8 +16,8 @@ import uuid
 
 import pytest
 
-from ingest import fastpath
 from ingest.app import create_app
+from ingest.fastpath import wire
 from ingest.service import serve
 from runtime.eventlog.sqlite import SqliteEventLog
 from schemas.events import CheckConfig, PingEvent
@@ -169,7 +169,7 @@ async def test_a_long_pipelined_stream_then_an_api_call(served):
     edge, site = served
     check = await edge.add_check()
     ping = _get(f"/ping/{check.id}")
-    n = fastpath._MAX_WINDOW // len(ping) + 3 * fastpath._MAX_QUEUED
+    n = wire.MAX_WINDOW // len(ping) + 3 * wire.MAX_QUEUED
     raw = ping * n + _get("/healthz") + ping
     answers, _ = await _talk(site.port, raw, [False] * (n + 2))
     assert [s for s, *_ in answers] == [200] * (n + 2)
