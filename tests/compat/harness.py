@@ -22,9 +22,13 @@ other and from earlier runs on the same server), ``{PING_KEY}``, ``{OTHER_PING_K
 (unix seconds). Keys differ between servers, so scenarios use only the symbols.
 
 Eventual consistency of the target (pingstream's reads come from ClickHouse after the projector
-folded the log): a target with ``settle_s > 0`` re-issues a GET until its normalised answer
-equals the expected (recorded) one or ``settle_s`` passed, and keeps the last answer. Only GETs
-are repeated (they are idempotent); a difference that persists for ``settle_s`` is reported.
+folded the log): a target with ``settle_s > 0`` repeats a read (a GET outside /ping/: idempotent)
+whose normalised answer differs from the recorded one in state that a lagging read model shows
+late (normalise.stale_sensitive: n_pings, status, last_ping, pings, flips, ...), until it matches,
+or its answer has not changed for ``stable_s`` (1 s: the projector folds within ~0.5 s), or
+``settle_s`` (4 s) passed; the last answer is kept and compared. Differences of shape (absent
+fields, headers) are never waited for. A difference that outlives this is reported; the method
+cannot turn a persistent difference into a match, only wait out a transient one.
 Before every write to an existing check that follows pings, ``expand()`` inserts a GET of that
 check (``"auto": "settle"``), recorded like any step, so the state a write answers with (pause,
 update, delete) is read only once the read model caught up with the pings before it.
@@ -56,7 +60,8 @@ class Target:
     name: str
     base_url: str
     keys: dict[str, str]
-    settle_s: float = 0.0  # > 0: repeat GETs until they match the expectation (eventual consistency)
+    settle_s: float = 0.0  # > 0: repeat reads until they match the expectation (eventual consistency)
+    stable_s: float = 1.0  # ... or until the answer has not changed for this long
     concurrency: int = 8
 
 
@@ -173,14 +178,19 @@ class Runner:
             req = self._build(step, env)
             deadline = time.monotonic() + self.target.settle_s
             attempts = 0
+            last, since = None, time.monotonic()
             while True:
                 attempts += 1
                 snapshot = norm.snapshot()
                 t_req = time.time()
                 status, headers, body = await self._send(session, req)
                 resp = _scope(step, norm.response(status, headers, body, t_req))
+                now = time.monotonic()
+                if resp != last:
+                    last, since = resp, now
                 if (step["method"] != "GET" or "/ping/" in req["url"] or exp is None or self.target.settle_s <= 0
-                        or not stale_sensitive(compare(exp, resp)) or time.monotonic() >= deadline):
+                        or not stale_sensitive(compare(exp, resp)) or now >= deadline
+                        or now - since >= self.target.stable_s):
                     break
                 norm.restore(snapshot)  # placeholders of a stale answer must not stick
                 await asyncio.sleep(min(0.05 * attempts, 0.25))

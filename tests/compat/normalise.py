@@ -10,6 +10,8 @@ What differs between any two servers and is not behaviour is replaced:
   or ``<ts:now+60m>`` (minutes, rounded), with the format (``s``: no fraction, ``us``: with
   microseconds, ``z``: ``Z`` suffix) in the placeholder; ``next_ping`` of a cron/OnCalendar
   check -> ``<ts:schedule>`` (its distance depends on the wall clock);
+- measured durations (``duration``, ``last_duration``) -> ``<dur:~Ns,Pdp>``: nearest second and
+  precision (``3dp`` = more than 2 decimals);
 - HTML error pages -> ``<html page>`` (Django's 404 page: only the status is compared).
 
 Headers compared: content-type (media type, with ``charset=utf-8`` dropped for JSON where the
@@ -115,6 +117,12 @@ class Normaliser:
                 self._register_check_uuids(x)
 
     def value(self, v, t_req: float, key: str | None = None, parent: dict | None = None):
+        if key in ("duration", "last_duration") and isinstance(v, (int, float)) and not isinstance(v, bool):
+            # Measured run times: compared to the nearest second (scenario waits keep clear of .5),
+            # with their precision (Healthchecks: ping durations rounded to 2 decimals, last_duration int).
+            text = repr(v)
+            places = len(text.split(".")[1]) if "." in text else 0
+            return f"<dur:~{round(v)}s{'' if isinstance(v, int) else f',{min(places, 2) if places <= 2 else 3}dp'}>"
         if isinstance(v, dict):
             return {self.text(k): self.value(x, t_req, k, v) for k, x in v.items()}
         if isinstance(v, list):
