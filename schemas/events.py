@@ -105,8 +105,10 @@ class CheckConfig(msgspec.Struct, frozen=True, kw_only=True):
     tz: str = "UTC"
     manual_resume: bool = False
     methods: str = ""  # "" = any method, "POST" = only POST counts
-    filter_subject: bool = False
-    filter_body: bool = False
+    filter_subject: bool = False  # e-mail pings' subject (Healthchecks); kept for the API
+    filter_body: bool = False  # e-mail pings' body (Healthchecks); kept for the API
+    filter_http_body: bool = False  # HTTP ping bodies decide the action by the keywords
+    filter_default_fail: bool = False  # with a filter, a body matching no keyword is a failure
     success_kw: str = ""
     failure_kw: str = ""
     start_kw: str = ""
