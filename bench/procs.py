@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from runtime.kafkabroker import _port_open, free_port
+from runtime.kafkabroker import _port_open, free_port  # noqa: F401 (free_port: for bench/e2e.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 

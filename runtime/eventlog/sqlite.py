@@ -10,8 +10,7 @@ Offsets are assigned inside the write transaction (``BEGIN IMMEDIATE`` +
 once a partition's head is known, a batch is one INSERT at the offsets after it,
 and a collision with another process's records (the primary key) sends the
 batch the locked way.
-A consumer group here owns every partition of its topics: the embedded mode
-runs one process per service; scale-out is what the Kafka backend is for.
+Reading is ``sqlite_consumer.py``; the file's schema and inserts are ``sqlite_db.py``.
 """
 
 from __future__ import annotations
@@ -27,56 +26,16 @@ from pathlib import Path
 
 from runtime import metrics
 
-from .base import Consumer, EventLog, LogUnavailable, Record, TopicPartition, partition_for
+from .base import EventLog, LogUnavailable, partition_for
+from .sqlite_consumer import SqliteConsumer
+from .sqlite_db import ROWS_PER_INSERT, SCHEMA, connect, insert_records
 
 log = logging.getLogger(__name__)
 _LATENCY = metrics.PRODUCE_SECONDS.labels("sqlite")
 _ERRORS = metrics.PRODUCE_ERRORS.labels("sqlite")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
-    key BLOB, value BLOB NOT NULL, ts INTEGER NOT NULL,
-    PRIMARY KEY (topic, partition, offset)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS topics (topic TEXT PRIMARY KEY, partitions INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS group_offsets (
-    grp TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
-    PRIMARY KEY (grp, topic, partition)
-) WITHOUT ROWID;
-"""
-
-_MAX_GROUP = 20_000  # records per group commit
-_DRAIN_S = 0.1  # longest the writer thread commits back to back before other work on it gets a turn
-
-# A group commit inserts its rows with one multi-row INSERT statement instead of executemany:
-# Python's sqlite3 releases the GIL around every statement step, and under load each release then
-# waits for the event loop thread to give the GIL back, so executemany pays that wait once per row
-# while the loop is busy. Bound parameters carry keys and values as exact bytes. SQLite allows at
-# least 32,766 parameters a statement: 5,000 rows of 6.
-_ROWS_PER_INSERT = 5_000
-_insert_sql: dict[int, str] = {}
-_POLL_S = 0.05  # how often an idle consumer looks for records written by other processes
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    # Statements are cached by their text; a multi-row INSERT has one text per row count.
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False, cached_statements=512)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA busy_timeout=30000")
-    return conn
-
-
-def _insert(conn: sqlite3.Connection, rows: list[tuple]) -> None:
-    """Insert (topic, partition, offset, key, value, ts) rows, one statement per 5,000."""
-    for start in range(0, len(rows), _ROWS_PER_INSERT):
-        chunk = rows[start : start + _ROWS_PER_INSERT]
-        sql = _insert_sql.get(len(chunk))
-        if sql is None:
-            sql = _insert_sql[len(chunk)] = "INSERT INTO records VALUES " + ",".join(["(?,?,?,?,?,?)"] * len(chunk))
-        conn.execute(sql, [field for row in chunk for field in row])
-
+MAX_GROUP = 20_000  # records per group commit
+DRAIN_S = 0.1  # longest the writer thread commits back to back before other work on it gets a turn
 
 class SqliteEventLog(EventLog):
     def __init__(self, path: str | Path, default_partitions: int = 1) -> None:
@@ -125,8 +84,8 @@ class SqliteEventLog(EventLog):
         self._fail_batch([*self._inflight, *(queued or ())], LogUnavailable(reason))
 
     def _open(self) -> sqlite3.Connection:
-        conn = _connect(self.path)
-        conn.executescript(_SCHEMA)
+        conn = connect(self.path)
+        conn.executescript(SCHEMA)
         return conn
 
     async def close(self) -> None:
@@ -197,13 +156,13 @@ class SqliteEventLog(EventLog):
 
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         """Writer thread: commit what is queued, one group commit per batch, until the queue is
-        empty or ``_DRAIN_S`` passed (then other work on the connection gets its turn)."""
+        empty or ``DRAIN_S`` passed (then other work on the connection gets its turn)."""
         pending = self._pending
-        until = time.monotonic() + _DRAIN_S
+        until = time.monotonic() + DRAIN_S
         while pending and time.monotonic() < until:
             batch = []
             try:
-                while len(batch) < _MAX_GROUP:
+                while len(batch) < MAX_GROUP:
                     batch.append(pending.popleft())
             except IndexError:
                 pass
@@ -245,7 +204,7 @@ class SqliteEventLog(EventLog):
         process have written to one of these partitions meanwhile, an offset collides with its
         records (the primary key), nothing is written, and None sends the batch the locked way. None
         too when a head or partition count is not known yet, or for more rows than one statement takes."""
-        if len(batch) > _ROWS_PER_INSERT:
+        if len(batch) > ROWS_PER_INSERT:
             return None
         heads, counts = self._heads, self._partitions
         planned: dict[tuple[str, int], int] = {}
@@ -267,7 +226,7 @@ class SqliteEventLog(EventLog):
             rows.append((topic, partition, offset, key, value, ts))
             results.append((partition, offset))
         try:
-            _insert(self._conn, rows)
+            insert_records(self._conn, rows)
         except sqlite3.IntegrityError:
             for tp in planned:
                 heads.pop(tp, None)
@@ -296,7 +255,7 @@ class SqliteEventLog(EventLog):
                 next_offset[tp] = offset + 1
                 rows.append((topic, partition, offset, key, value, ts))
                 results.append((partition, offset))
-            _insert(conn, rows)
+            insert_records(conn, rows)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:  # a failed COMMIT (disk full) may have rolled back already
@@ -328,97 +287,5 @@ class SqliteEventLog(EventLog):
 
         return await asyncio.get_running_loop().run_in_executor(self._writer, run)
 
-    def consumer(self, topics: list[str], group: str | None) -> "SqliteConsumer":
+    def consumer(self, topics: list[str], group: str | None) -> SqliteConsumer:
         return SqliteConsumer(self, topics, group)
-
-
-class SqliteConsumer(Consumer):
-    def __init__(self, log_: SqliteEventLog, topics: list[str], group: str | None) -> None:
-        self._log = log_
-        self._topics = topics
-        self._group = group
-        self._conn: sqlite3.Connection | None = None
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-log-reader")
-        self._positions: dict[TopicPartition, int] = {}
-
-    async def _run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._reader, fn, *args)
-
-    async def start(self) -> None:
-        for topic in self._topics:
-            for p in await self._log.partitions(topic):
-                self._positions[TopicPartition(topic, p)] = 0
-        self._conn = await self._run(_connect, self._log.path)
-        if self._group is not None:
-            rows = await self._run(
-                lambda: self._conn.execute(
-                    "SELECT topic, partition, offset FROM group_offsets WHERE grp=?", (self._group,)
-                ).fetchall()
-            )
-            for topic, partition, offset in rows:
-                tp = TopicPartition(topic, partition)
-                if tp in self._positions:
-                    self._positions[tp] = offset
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self._positions)
-
-    def _read(self, max_records: int) -> list[Record]:
-        out: list[Record] = []
-        for tp, position in self._positions.items():
-            if len(out) >= max_records:
-                break
-            rows = self._conn.execute(
-                "SELECT offset, key, value, ts FROM records WHERE topic=? AND partition=? AND offset>=? "
-                "ORDER BY offset LIMIT ?",
-                (tp.topic, tp.partition, position, max_records - len(out)),
-            ).fetchall()
-            for offset, key, value, ts in rows:
-                out.append(Record(tp.topic, tp.partition, offset, key, value, ts))
-        return out
-
-    async def getmany(self, max_records: int = 10_000, timeout_ms: int = 200) -> list[Record]:
-        deadline = time.monotonic() + timeout_ms / 1000
-        while True:
-            records = await self._run(self._read, max_records)
-            if records:
-                for r in records:
-                    self._positions[TopicPartition(r.topic, r.partition)] = r.offset + 1
-                return records
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return []
-            await self._log.wait_written(min(_POLL_S, remaining))
-
-    async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
-        if self._group is None:
-            return
-        offsets = dict(self._positions if offsets is None else offsets)
-
-        def run() -> None:
-            with self._conn:
-                self._conn.executemany(
-                    "INSERT INTO group_offsets(grp, topic, partition, offset) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(grp, topic, partition) DO UPDATE SET offset=excluded.offset",
-                    [(self._group, tp.topic, tp.partition, off) for tp, off in offsets.items()],
-                )
-
-        await self._run(run)
-
-    async def end_offsets(self) -> dict[TopicPartition, int]:
-        def run() -> dict[TopicPartition, int]:
-            out = {}
-            for tp in self._positions:
-                (end,) = self._conn.execute(
-                    "SELECT COALESCE(MAX(offset) + 1, 0) FROM records WHERE topic=? AND partition=?", tp
-                ).fetchone()
-                out[tp] = end
-            return out
-
-        return await self._run(run)
-
-    async def close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await self._run(conn.close)
-        self._reader.shutdown(wait=True)

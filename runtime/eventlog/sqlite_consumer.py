@@ -1,0 +1,109 @@
+"""Reading the embedded log: a consumer over the SQLite file, with group offsets kept in it.
+
+A consumer group here owns every partition of its topics: the embedded mode runs
+one process per service; scale-out is what the Kafka backend is for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from .base import Consumer, Record, TopicPartition
+from .sqlite_db import connect
+
+_POLL_S = 0.05  # how often an idle consumer looks for records written by other processes
+
+
+class SqliteConsumer(Consumer):
+    def __init__(self, log_, topics: list[str], group: str | None) -> None:
+        self._log = log_
+        self._topics = topics
+        self._group = group
+        self._conn: sqlite3.Connection | None = None
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-log-reader")
+        self._positions: dict[TopicPartition, int] = {}
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._reader, fn, *args)
+
+    async def start(self) -> None:
+        for topic in self._topics:
+            for p in await self._log.partitions(topic):
+                self._positions[TopicPartition(topic, p)] = 0
+        self._conn = await self._run(connect, self._log.path)
+        if self._group is not None:
+            rows = await self._run(
+                lambda: self._conn.execute(
+                    "SELECT topic, partition, offset FROM group_offsets WHERE grp=?", (self._group,)
+                ).fetchall()
+            )
+            for topic, partition, offset in rows:
+                tp = TopicPartition(topic, partition)
+                if tp in self._positions:
+                    self._positions[tp] = offset
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._positions)
+
+    def _read(self, max_records: int) -> list[Record]:
+        out: list[Record] = []
+        for tp, position in self._positions.items():
+            if len(out) >= max_records:
+                break
+            rows = self._conn.execute(
+                "SELECT offset, key, value, ts FROM records WHERE topic=? AND partition=? AND offset>=? "
+                "ORDER BY offset LIMIT ?",
+                (tp.topic, tp.partition, position, max_records - len(out)),
+            ).fetchall()
+            for offset, key, value, ts in rows:
+                out.append(Record(tp.topic, tp.partition, offset, key, value, ts))
+        return out
+
+    async def getmany(self, max_records: int = 10_000, timeout_ms: int = 200) -> list[Record]:
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            records = await self._run(self._read, max_records)
+            if records:
+                for r in records:
+                    self._positions[TopicPartition(r.topic, r.partition)] = r.offset + 1
+                return records
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            await self._log.wait_written(min(_POLL_S, remaining))
+
+    async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
+        if self._group is None:
+            return
+        offsets = dict(self._positions if offsets is None else offsets)
+
+        def run() -> None:
+            with self._conn:
+                self._conn.executemany(
+                    "INSERT INTO group_offsets(grp, topic, partition, offset) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(grp, topic, partition) DO UPDATE SET offset=excluded.offset",
+                    [(self._group, tp.topic, tp.partition, off) for tp, off in offsets.items()],
+                )
+
+        await self._run(run)
+
+    async def end_offsets(self) -> dict[TopicPartition, int]:
+        def run() -> dict[TopicPartition, int]:
+            out = {}
+            for tp in self._positions:
+                (end,) = self._conn.execute(
+                    "SELECT COALESCE(MAX(offset) + 1, 0) FROM records WHERE topic=? AND partition=?", tp
+                ).fetchone()
+                out[tp] = end
+            return out
+
+        return await self._run(run)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await self._run(conn.close)
+        self._reader.shutdown(wait=True)
