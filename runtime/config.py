@@ -15,30 +15,25 @@ class ConfigError(ValueError):
     pass
 
 
-def _int(env: dict, name: str, default: int, lo: int, hi: int) -> int:
+def _number(env: dict, name: str, default, lo, hi, parse, what: str):
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r}: not an integer") from None
+        raise ConfigError(f"{name}={raw!r}: not {what}") from None
     if not lo <= value <= hi:
         raise ConfigError(f"{name}={value}: must be between {lo} and {hi}")
     return value
+
+
+def _int(env: dict, name: str, default: int, lo: int, hi: int) -> int:
+    return _number(env, name, default, lo, hi, int, "an integer")
 
 
 def _float(env: dict, name: str, default: float, lo: float, hi: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r}: not a number") from None
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name}={value}: must be between {lo} and {hi}")
-    return value
+    return _number(env, name, default, lo, hi, float, "a number")
 
 
 def _webhooks(value: str) -> tuple[tuple[str, str], ...]:
