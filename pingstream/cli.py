@@ -95,6 +95,10 @@ async def _run_services(config: Config, names: list[str]) -> None:
             from notify.webhooks import run_webhooks
 
             tasks.append(run_webhooks(event_log, dict(config.webhooks).get, stop))
+        if "up" in names and config.kafka is None:
+            from runtime.eventlog import retention
+
+            tasks.append(retention.maintain(event_log, retention.policy_for(config), stop, config.retention_interval_s))
         if "ingest" not in names and config.metrics_port:
             from runtime import metrics
 

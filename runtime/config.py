@@ -28,6 +28,11 @@ def _number(env: dict, name: str, default, lo, hi, parse, what: str):
     return value
 
 
+def _limit(value: int) -> int | None:
+    """Kafka's convention: -1 means no limit."""
+    return None if value < 0 else value
+
+
 def _int(env: dict, name: str, default: int, lo: int, hi: int) -> int:
     return _number(env, name, default, lo, hi, int, "an integer")
 
@@ -74,6 +79,10 @@ class Config:
     webhooks: tuple[tuple[str, str], ...] = ()  # (project id, URL): where transitions are POSTed
     metrics_port: int = 0  # /metrics of a projector or monitor process (the edge serves it on its own port)
     idle_timeout_s: float = 15.0  # a connection with no complete request head by then is closed (slowloris)
+    # Retention of the embedded log's event topics, as Kafka's retention.ms / retention.bytes: None = keep.
+    retention_ms: int | None = 7 * 24 * 3600 * 1000
+    retention_bytes: int | None = None  # per partition
+    retention_interval_s: float = 60.0  # how often the embedded log is trimmed and compacted
 
     @property
     def sqlite_path(self) -> Path:
@@ -113,5 +122,8 @@ class Config:
             metrics_port=_int(env, "PINGSTREAM_METRICS_PORT", 0, 0, 65535),
             idle_timeout_s=_float(env, "PINGSTREAM_IDLE_TIMEOUT_S", 15.0, 0.5, 3600.0),
             kafka_prefix=_topic_prefix(env.get("PINGSTREAM_KAFKA_PREFIX") or ""),
+            retention_ms=_limit(_int(env, "PINGSTREAM_RETENTION_MS", 7 * 24 * 3600 * 1000, -1, 2**62)),
+            retention_bytes=_limit(_int(env, "PINGSTREAM_RETENTION_BYTES", -1, -1, 2**62)),
+            retention_interval_s=_float(env, "PINGSTREAM_RETENTION_INTERVAL_S", 60.0, 0.1, 86400.0),
         )
         return dataclasses.replace(config, **overrides) if overrides else config

@@ -27,6 +27,7 @@ from pathlib import Path
 from runtime import metrics
 
 from .base import EventLog, LogUnavailable, partition_for
+from .retention import VACUUM_PAGES, compact_sql
 from .sqlite_consumer import SqliteConsumer
 from .sqlite_db import ROWS_PER_INSERT, SCHEMA, connect, insert_records
 
@@ -38,8 +39,9 @@ MAX_GROUP = 20_000  # records per group commit
 DRAIN_S = 0.1  # longest the writer thread commits back to back before other work on it gets a turn
 
 class SqliteEventLog(EventLog):
-    def __init__(self, path: str | Path, default_partitions: int = 1) -> None:
+    def __init__(self, path: str | Path, default_partitions: int = 1, clock=time.time) -> None:
         self.path = Path(path)
+        self._clock = clock  # records' timestamps (seconds); retention tests pass another
         self.default_partitions = default_partitions
         self._conn: sqlite3.Connection | None = None
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-log-writer")
@@ -85,6 +87,15 @@ class SqliteEventLog(EventLog):
 
     def _open(self) -> sqlite3.Connection:
         conn = connect(self.path)
+        # Pages freed by retention go back to the file system step by step (retention.py). Once a
+        # file has a header (WAL mode writes one) the mode only changes with a VACUUM: instant on a
+        # new file, once for a file made before.
+        (mode,) = conn.execute("PRAGMA auto_vacuum").fetchone()
+        if mode != 2:
+            if conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
+                log.info("event log %s: switching to incremental vacuum (a one-time VACUUM)", self.path)
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            conn.execute("VACUUM")
         conn.executescript(SCHEMA)
         return conn
 
@@ -209,7 +220,7 @@ class SqliteEventLog(EventLog):
         heads, counts = self._heads, self._partitions
         planned: dict[tuple[str, int], int] = {}
         rows, results = [], []
-        ts = int(time.time() * 1000)
+        ts = int(self._clock() * 1000)
         for topic, key, value, partition, *_ in batch:
             if partition is None:
                 n = counts.get(topic)
@@ -237,7 +248,7 @@ class SqliteEventLog(EventLog):
     def _write_locked(self, batch: list) -> list[tuple[int, int]]:
         """Any batch: under the write lock, offsets from each partition's last record."""
         conn = self._conn
-        ts = int(time.time() * 1000)
+        ts = int(self._clock() * 1000)
         rows, results, next_offset = [], [], {}
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -273,19 +284,27 @@ class SqliteEventLog(EventLog):
 
     # --- maintenance ---
 
+    async def on_writer(self, fn, *args):
+        """Run ``fn(connection, *args)`` on the writer thread, between group commits."""
+        if self._conn is None:
+            raise LogUnavailable(self._failure)
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, self._conn, *args)
+
     async def compact(self, topic: str) -> int:
         """Drop records superseded by a later record with the same key (Kafka's log compaction)."""
+        return await self.on_writer(compact_sql, topic)
 
-        def run() -> int:
-            cur = self._conn.execute(
-                """DELETE FROM records WHERE topic = ?1 AND key IS NOT NULL AND offset < (
-                       SELECT MAX(r.offset) FROM records r
-                       WHERE r.topic = ?1 AND r.partition = records.partition AND r.key = records.key)""",
-                (topic,),
-            )
-            return cur.rowcount
+    async def vacuum_step(self, pages: int = VACUUM_PAGES) -> int:
+        """Give up to ``pages`` free pages back to the file system; returns how many were freed."""
 
-        return await asyncio.get_running_loop().run_in_executor(self._writer, run)
+        def run(conn: sqlite3.Connection) -> int:
+            (before,) = conn.execute("PRAGMA freelist_count").fetchone()
+            # executescript steps the pragma to its end (execute() stops after its first page)
+            conn.executescript(f"PRAGMA incremental_vacuum({int(pages)});")
+            (after,) = conn.execute("PRAGMA freelist_count").fetchone()
+            return before - after
+
+        return await self.on_writer(run)
 
     def consumer(self, topics: list[str], group: str | None) -> SqliteConsumer:
         return SqliteConsumer(self, topics, group)
