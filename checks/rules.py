@@ -106,6 +106,7 @@ def resumes(check: CheckConfig, kind: str) -> bool:
 
 
 def user_agent(value: str) -> str:
+    """The User-Agent as kept with a ping."""
     return value[:MAX_USER_AGENT]
 
 

@@ -81,7 +81,8 @@ def response_headers(limit: int) -> dict:
 
 
 def refusal(status: int, text: str, headers: dict | None = None) -> web.Response:
-    """An error answer of the ping view (after the check was found)."""
+    """An error answer of Healthchecks' ping view itself (unknown uuid, exit status, rid, ...):
+    never_cache, unlike the slug route's own refusals."""
     return _text(text, status, {**(headers or {}), **never_cache()})
 
 
