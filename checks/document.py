@@ -83,14 +83,28 @@ def check_document(
     return result
 
 
-def monitor_document(check: CheckConfig, state: dict | None, public_url: str) -> dict:
-    """The Overwatch monitor object of a SCHEDULED check."""
+def monitor_status(check: CheckConfig, state: dict | None, failed: bool) -> str:
+    """Overwatch's status word for a check: ``havent_heard`` when it is down for missing its
+    deadline, ``down`` when it is down because its last completion (ping or checkin) failed."""
+    word = status(check, state)
+    if word in ("new", "paused"):
+        return word
+    if word == "down":
+        return "down" if failed else "havent_heard"
+    if not (state and state.get("last_ping")):
+        return "new"  # a run started before the first completion
+    return "up"
+
+
+def monitor_document(check: CheckConfig, state: dict | None, public_url: str, failed: bool = False) -> dict:
+    """The Overwatch monitor object of a check: every check is a heartbeat, a SCHEDULED monitor
+    (``failed``: its last completion was a failure, see ``monitor_status``)."""
     out = {
         "id": check.id,
         "name": check.name,
         "type": "SCHEDULED",
         "checkinUrl": f"{public_url}/api/v1/monitors/{check.id}/checkin",
-        "status": status(check, state),
+        "status": monitor_status(check, state, failed),
         "gracePeriod": check.grace_s,
         "createdAt": isostring(check.created),
         "lastCheckinAt": isostring(state["last_ping"]) if state else None,

@@ -1,9 +1,10 @@
-"""The Overwatch-style endpoints (seed 000): SCHEDULED monitors and their checkin URL.
+"""The Overwatch-style endpoints (seed 000): monitors and their checkin URL.
 
-A SCHEDULED monitor is an ordinary check (same registry, same pipeline) whose
-``monitor_type`` is ``SCHEDULED``; only such checks accept checkins. Creating and
-reading a monitor take ``Authorization: Bearer <api key>``; a checkin, like a ping,
-takes no key.
+pingstream runs no probes, so every check is a heartbeat, which is what Overwatch
+calls a SCHEDULED monitor: every check of a project (made here, with the
+Management API or by ``?create=1``) is listed and shown as a monitor and takes
+checkins. Listing, creating and reading monitors take ``Authorization: Bearer
+<api key>``; a checkin, like a ping, takes no key.
 """
 
 from __future__ import annotations
@@ -12,12 +13,23 @@ from aiohttp import web
 
 from checks.document import monitor_document
 from checks.spec import SpecError, load_json, monitor_spec
+from reads import monitors as queries
 from schemas.events import CheckConfig, utcnow, uuid7
 
 from . import state
-from .keys import CONFIG, REGISTRY
+from .keys import CLICKHOUSE, CONFIG, REGISTRY
 from .pings import record_ping
 from .views import ApiError, ApiRequest, bearer_view, error, save_check
+
+
+async def _documents(request: web.Request, checks: list[CheckConfig]) -> list[dict]:
+    """The monitor documents of ``checks``, from their projected state."""
+    states = await state.check_states(request, [c.id for c in checks])
+    down = [c.id for c in checks if (states.get(c.id) or {}).get("status") == "down"]
+    ch = request.app.get(CLICKHOUSE)
+    failed = await queries.last_completion_failed(ch, down) if ch is not None and down else set()
+    public_url = request.app[CONFIG].public_url
+    return [monitor_document(c, states.get(c.id), public_url, c.id in failed) for c in checks]
 
 
 @bearer_view(write=True)
@@ -39,17 +51,23 @@ async def create_monitor(request: web.Request, api: ApiRequest) -> web.Response:
 
 
 @bearer_view(write=False)
+async def list_monitors(request: web.Request, api: ApiRequest) -> web.Response:
+    checks = sorted(request.app[REGISTRY].project_checks(api.project.id), key=lambda c: (c.created, c.id))
+    return web.json_response({"data": await _documents(request, checks)})
+
+
+@bearer_view(write=False)
 async def get_monitor(request: web.Request, api: ApiRequest) -> web.Response:
     check = request.app[REGISTRY].checks.get(request.match_info["id"])
-    if check is None or check.project_id != api.project.id or check.monitor_type != "SCHEDULED":
+    if check is None or check.project_id != api.project.id:
         raise ApiError("not found", 404)
-    st = (await state.check_states(request, [check.id])).get(check.id)
-    return web.json_response({"data": monitor_document(check, st, request.app[CONFIG].public_url)})
+    [document] = await _documents(request, [check])
+    return web.json_response({"data": document})
 
 
 async def checkin(request: web.Request) -> web.Response:
     check = request.app[REGISTRY].checks.get(request.match_info["id"])
-    if check is None or check.monitor_type != "SCHEDULED":
+    if check is None:
         return error("not found", 404)
     status = request.query.get("status", "ok")
     if status not in ("ok", "fail"):
@@ -62,6 +80,7 @@ async def checkin(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/monitors", create_monitor)
+    app.router.add_get("/api/v1/monitors", list_monitors)
     app.router.add_get("/api/v1/monitors/{id}", get_monitor)
     app.router.add_route("GET", "/api/v1/monitors/{id}/checkin", checkin)
     app.router.add_route("POST", "/api/v1/monitors/{id}/checkin", checkin)

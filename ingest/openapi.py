@@ -113,7 +113,11 @@ def build(public_url: str) -> dict:
                                       "requestBody": {"content": _json({"type": "object", "required": ["type"], "properties": {
                                           "type": {"enum": ["SCHEDULED"]}, "name": {"type": "string"}, "interval": {"type": "integer"},
                                           "gracePeriod": {"type": "integer"}, "schedule": {"type": "string"}, "timezone": {"type": "string"}}})},
-                                      "responses": {"201": ok({"type": "object"}), "400": err, "401": err}}},
+                                      "responses": {"201": ok({"type": "object"}), "400": err, "401": err}},
+                             "get": {"summary": "List the project's monitors (every check is a SCHEDULED monitor)",
+                                     "security": [{"bearer": []}],
+                                     "responses": {"200": ok({"type": "object", "properties": {"data": {"type": "array"}}}),
+                                                   "401": err}}},
         "/api/v1/monitors/{id}": {"get": {"summary": "Get a monitor", "security": [{"bearer": []}], "parameters": [_param("id")],
                                           "responses": {"200": ok({"type": "object"}), "401": err, "404": err}}},
         "/api/v1/monitors/{id}/checkin": {m: {"summary": "Record a checkin", "parameters": [_param("id"), _param("status", "query", {"enum": ["ok", "fail"]})],

@@ -1,8 +1,12 @@
 """The Pinging API: ``/ping/<uuid>[/start|/fail|/log|/<exit-status>]`` and the slug forms.
 
-Wire behaviour follows Healthchecks' ``hc/api/views.py``: the check is looked
-up first (404 ``not found``, 409 ``ambiguous slug``), then the exit status
-(400 ``invalid url format``), then ``rid`` (400 ``invalid uuid format``).
+Wire behaviour follows Healthchecks' ``hc/api/urls.py`` and ``hc/api/views.py``:
+the route first (checks/rules.py: ``route``), then, on the slug route, an upper-case
+slug (400 ``invalid url format``), then the check (404 ``not found``, 409 ``ambiguous
+slug``), then the exit status (400 ``invalid url format``), then ``rid`` (400
+``invalid uuid format``). Answers of Healthchecks' ``ping`` view (everything from
+the check lookup of the uuid route on) carry its never_cache headers; the slug
+route's own refusals and the routing 404 do not.
 A ping is answered ``OK`` only once the event log has durably acknowledged
 its ``PingEvent``; when the log cannot, the answer is 503 with Retry-After.
 """
@@ -21,12 +25,12 @@ from aiohttp import web
 from checks.rules import (
     CANONICAL_UUID,
     MAX_EXIT_STATUS,
-    SLUG,
-    UUID,
+    checkin_kind,
     client_addr,
-    parse_action,
     ping_kind,
     resumes,
+    route,
+    user_agent,
 )
 from runtime import metrics
 from runtime.eventlog.base import LogUnavailable
@@ -46,17 +50,12 @@ def _text(body: str, status: int = 200, headers: dict | None = None) -> web.Resp
     return web.Response(text=body, status=status, content_type="text/plain", headers=headers)
 
 
-NOT_FOUND = (404, "not found")
 Reply = tuple[int, str, dict]  # status, plain-text body, extra headers
 
 
 def _reply(status: int, text: str, headers: dict | None = None) -> web.Response:
     """A (status, text[, headers]) answer of the shared ping logic as an aiohttp response."""
     return _text(text, status, headers)
-
-
-def _not_found() -> web.Response:
-    return _reply(*NOT_FOUND)
 
 
 _date: tuple[int, str] = (0, "")
@@ -71,14 +70,25 @@ def http_date() -> str:
     return _date[1]
 
 
+def never_cache() -> dict:
+    """The headers of Django's never_cache, which wraps Healthchecks' ping view: on all its answers."""
+    return {"Cache-Control": "max-age=0, no-cache, no-store, must-revalidate, private", "Expires": http_date()}
+
+
 def response_headers(limit: int) -> dict:
-    # Upstream's ping view is wrapped in never_cache; the header values match it.
-    return {
-        "Access-Control-Allow-Origin": "*",
-        "Ping-Body-Limit": str(limit),
-        "Cache-Control": "max-age=0, no-cache, no-store, must-revalidate, private",
-        "Expires": http_date(),
-    }
+    """The headers of a recorded ping's answer (200 OK, 201 Created)."""
+    return {"Access-Control-Allow-Origin": "*", "Ping-Body-Limit": str(limit), **never_cache()}
+
+
+def refusal(status: int, text: str, headers: dict | None = None) -> web.Response:
+    """An error answer of Healthchecks' ping view itself (unknown uuid, exit status, rid, ...):
+    never_cache, unlike the slug route's own refusals."""
+    return _text(text, status, {**(headers or {}), **never_cache()})
+
+
+def unavailable() -> Reply:
+    """The answer when the event log cannot take a ping (or a check ``?create=1`` makes)."""
+    return 503, "service unavailable", {"Retry-After": "1", **never_cache()}
 
 
 async def _read_body(request: web.Request, limit: int) -> tuple[bytes, int]:
@@ -123,28 +133,32 @@ def rate_limited(limiters: Limiters, check: CheckConfig, addr: str) -> Reply | N
     now = time.monotonic()
     for limiter, key in ((limiters.by_check, check.id), (limiters.by_client, addr)):
         if limiter.enabled and not limiter.allow(key, now):
-            return 429, "rate limited", {"Retry-After": str(limiter.retry_after_s())}
+            return 429, "rate limited", {"Retry-After": str(limiter.retry_after_s()), **never_cache()}
     return None
 
 
 def ping_event(
     check: CheckConfig, action: str, exit_status: int | None, rid: str | None, method: str, body: bytes,
-    body_size: int, scheme: str, remote_addr: str, user_agent: str, source: str = "ping",
+    body_size: int, scheme: str, remote_addr: str, ua: str, source: str = "ping",
 ) -> PingEvent:
     """The PingEvent of a ping that passed validation, its kind decided by the exit status and the
-    check's filters."""
+    check's filters (a checkin's by its status alone)."""
+    if source == "checkin":
+        kind = checkin_kind(check, action == "fail")
+    else:
+        kind = ping_kind(check, action, exit_status, method, body)
     return PingEvent(
         event_id=uuid7(),
         check_id=check.id,
         project_id=check.project_id,
-        kind=ping_kind(check, action, exit_status, method, body),
+        kind=kind,
         received_at=utcnow(),
         exit_status=exit_status,
         rid=rid,
         method=method,
         scheme=scheme,
         remote_addr=remote_addr,
-        user_agent=user_agent,
+        user_agent=user_agent(ua),
         body=body,
         body_size=body_size,
         source=source,
@@ -160,11 +174,11 @@ async def record_ping(
 ) -> web.Response | None:
     """Validate, build and durably log a ping. Returns an error response, or None on success."""
     if exit_status is not None and exit_status > MAX_EXIT_STATUS:
-        return _text("invalid url format", 400)
+        return refusal(400, "invalid url format")
     rid = request.query.get("rid")
     if rid is not None:
         if not CANONICAL_UUID.match(rid):
-            return _text("invalid uuid format", 400)
+            return refusal(400, "invalid uuid format")
         rid = rid.lower()
     addr = _remote_addr(request)
     limited = rate_limited(request.app[LIMITERS], check, addr)
@@ -176,7 +190,7 @@ async def record_ping(
             async with asyncio.timeout(BODY_TIMEOUT_S):
                 body, body_size = await _read_body(request, request.app[CONFIG].ping_body_limit)
         except TimeoutError:
-            return _text("request timeout", 408)
+            return refusal(408, "request timeout")
     else:
         body, body_size = b"", 0
     event = ping_event(
@@ -188,11 +202,11 @@ async def record_ping(
     try:
         await event_log.produce(TOPIC_PINGS, encode(event), key=check.id.encode())
         metrics.child(metrics.PINGS, kind, source).inc()
-        if resumes(check, kind):  # keep the registry's pause flag in step with the monitor
+        if resumes(check, kind):  # keep the registry's pause flag in step with the monitor's status
             await save_check(event_log, request.app[REGISTRY], msgspec.structs.replace(check, paused=False))
     except LogUnavailable as exc:
         log.warning("ping for %s not logged: %s", check.id, exc)
-        return _text("service unavailable", 503, {"Retry-After": "1"})
+        return _reply(*unavailable())
     return None
 
 
@@ -206,42 +220,49 @@ class Target(NamedTuple):
     slug: str = ""
 
 
-def match_ping(registry: Registry, tail: str) -> Target | tuple[int, str]:
-    """Resolve the path after ``/ping/`` as upstream's routes do: the uuid form, else
-    ``<ping-key>/<slug>``. Returns the target, or (status, text) for 404 / 409."""
-    parts = tail.split("/")
-    if UUID.match(parts[0]) and len(parts) <= 2:
-        parsed = parse_action(parts[1] if len(parts) == 2 else None)
-        check = registry.checks.get(parts[0])
-        if check is not None and parsed is not None:
-            return Target(check, *parsed)
-        # "/ping/<uuid>/<word>" also reads as "/ping/<ping-key>/<slug>": try that.
-        if not (len(parts) == 2 and parsed is None):
-            return NOT_FOUND
-    if len(parts) not in (2, 3) or not (SLUG.match(parts[0]) and SLUG.match(parts[1])):
-        return NOT_FOUND
-    parsed = parse_action(parts[2] if len(parts) == 3 else None)
-    if parsed is None:
-        return NOT_FOUND
-    project = registry.project_by_ping_key(parts[0])
+class Refused(NamedTuple):
+    """A ping URL answered without a ping; ``never_cache``: by Healthchecks' ping view itself."""
+
+    status: int
+    text: str
+    never_cache: bool = False
+
+
+NO_ROUTE = Refused(404, "not found")
+
+
+def match_ping(registry: Registry, tail: str) -> Target | Refused:
+    """Resolve the path after ``/ping/`` as Healthchecks' routes and views do (``create`` is the
+    caller's to decide for a Target without a check)."""
+    found = route(tail)
+    if found is None:
+        return NO_ROUTE
+    if not found.slug:
+        check = registry.checks.get(found.key)
+        if check is None:
+            return Refused(404, "not found", never_cache=True)
+        return Target(check, found.action, found.exit_status)
+    if found.slug != found.slug.lower():
+        return Refused(400, "invalid url format")
+    project = registry.project_by_ping_key(found.key)
     if project is None:
-        return NOT_FOUND
-    matches = registry.checks_by_slug(project.id, parts[1])
+        return Refused(404, "not found")
+    matches = registry.checks_by_slug(project.id, found.slug)
     if len(matches) > 1:
-        return 409, "ambiguous slug"
+        return Refused(409, "ambiguous slug")
     if not matches:
-        return Target(None, *parsed, project_id=project.id, slug=parts[1])
-    return Target(matches[0], *parsed)
+        return Target(None, found.action, found.exit_status, project_id=project.id, slug=found.slug)
+    return Target(matches[0], found.action, found.exit_status)
 
 
 async def handle_ping(request: web.Request) -> web.Response:
     target = match_ping(request.app[REGISTRY], request.match_info["tail"])
-    if not isinstance(target, Target):
-        return _reply(*target)
+    if isinstance(target, Refused):
+        return refusal(target.status, target.text) if target.never_cache else _text(target.text, target.status)
     check = target.check
     if check is None:
         if request.query.get("create") != "1":
-            return _not_found()
+            return _text("not found", 404)
         # Derived from project + slug, so racing edges create the same check.
         check = CheckConfig(
             id=stable_id("check", target.project_id, target.slug),
@@ -253,7 +274,7 @@ async def handle_ping(request: web.Request) -> web.Response:
         try:
             await save_check(request.app[EVENT_LOG], request.app[REGISTRY], check)
         except LogUnavailable:
-            return _text("service unavailable", 503, {"Retry-After": "1"})
+            return _reply(*unavailable())
     error = await record_ping(request, check, target.action, target.exit_status)
     if error is not None:
         return error

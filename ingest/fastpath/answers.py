@@ -56,7 +56,7 @@ class Answers:
         if fut.cancelled() or fut.exception() is not None:
             exc = None if fut.cancelled() else fut.exception()
             log.warning("ping not logged: %s", exc or "cancelled")
-            answer[0] = edge.error(503, "service unavailable", {"Retry-After": "1"}, close, head)
+            answer[0] = edge.error(*pings.unavailable(), close, head)
         else:
             metrics.child(metrics.PINGS, kind, "ping").inc()
             edge.ok_metric.inc()
@@ -64,9 +64,9 @@ class Answers:
         edge.answered += 1
         self._write_ready()
 
-    def _answer_now(self, status: int, text: str) -> None:
+    def _answer_now(self, status: int, text: str, headers: dict | None = None) -> None:
         """An error of the connection's own (408, a broken body): answered after what is queued, then closed."""
-        self.answers.append([self.edge.error(status, text, {}, True, False)])
+        self.answers.append([self.edge.error(status, text, headers or {}, True, False)])
         self._stop_reading(unread=True)
         self._write_ready()
 

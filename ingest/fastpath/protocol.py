@@ -237,6 +237,7 @@ class EdgeProtocol(Answers, HandOff, asyncio.Protocol):
         m = FAST_URL.match(url)
         if m is None:
             return None
+        # Refusals, ``?create=1`` and pings to paused checks (which may resume them) are aiohttp's.
         target = pings.match_ping(self.edge.registry, m.group(1).decode())
         if not isinstance(target, pings.Target) or target.check is None or target.check.paused:
             return None
@@ -291,6 +292,6 @@ class EdgeProtocol(Answers, HandOff, asyncio.Protocol):
             return
         if self.ping is not None:  # a body trickling in: 408, as the aiohttp path answers
             self.ping = None
-            self._answer_now(408, "request timeout")
+            self._answer_now(408, "request timeout", pings.never_cache())
         else:  # no complete request head in time (idle or slowloris): close, as aiohttp does
             self.transport.close()

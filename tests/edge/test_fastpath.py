@@ -250,11 +250,12 @@ class _PingGrammar:
             return self.pick(f"/ping/{check.id}", f"/ping/{self.ping_key}/job") + self.pick(
                 "", "", "/start", "/fail", "/log", "/0", "/1", "/255") + self.pick("", "", f"?rid={uuid.uuid4()}")
         suffix = self.pick("", "", "", "/start", "/fail", "/log", "/0", "/1", "/255", "/256", "/-1", "/abc",
-                           "/%73tart", "/", "/start/x", "/1e3")
+                           "/%73tart", "/", "/start/x", "/1e3", "/START", "/Fail", "/007")
         base = self.pick(
             f"/ping/{check.id}", f"/ping/{check.id}", f"/ping/{check.id.upper()}",
             f"/ping/{self.ping_key}/{check.slug or 'none'}", f"/ping/{self.ping_key}/dup",
             f"/ping/{self.ping_key}/missing", f"/ping/nokey/{check.slug or 'x'}", f"/ping//{check.id}",
+            f"/ping/{self.ping_key}/Job", "/ping/nokey/UPPER",
             f"/ping/{check.id[:-1]}", f"/ping/./{check.id}", "/ping/", "/healthz", "/api/v3/checks/",
         )
         query = self.pick("", "", "", f"?rid={uuid.uuid4()}", f"?rid={str(uuid.uuid4()).upper()}", "?rid=bad",
@@ -273,7 +274,8 @@ class _PingGrammar:
         version = self.pick("1.1", "1.1", "1.1", "1.1", "1.0") if last else "1.1"
         headers = [b"Host: x"]
         if self.r.random() < 0.3:
-            headers.append(self.pick(b"User-Agent: curl/8", b"User-Agent: \xff\xfe", b"User-Agent: caf\xc3\xa9"))
+            headers.append(self.pick(b"User-Agent: curl/8", b"User-Agent: \xff\xfe", b"User-Agent: caf\xc3\xa9",
+                                     b"User-Agent: " + "\u00e9".encode() * 150 + b"x" * 100))
         if self.r.random() < 0.2:
             headers.append(self.pick(b"X-Forwarded-For: 10.1.2.3, 10.0.0.1", b"X-Forwarded-For: 10.1.2.3:999",
                                      b"X-Forwarded-Proto: https"))
@@ -348,8 +350,9 @@ async def test_fast_path_and_aiohttp_answer_and_log_generated_requests_alike(edg
     events must be the same (the seed is printed: PINGSTREAM_FUZZ_SEED replays it)."""
     checks = {}
     for fields in ({"slug": "job"}, {"slug": "dup"}, {"slug": "dup"}, {"methods": "POST", "slug": "post-only"},
-                   {"filter_body": True, "success_kw": "good", "failure_kw": "ERROR", "start_kw": "starting"},
-                   {"paused": True, "manual_resume": True, "slug": "held"}):
+                   {"filter_http_body": True, "success_kw": "good", "failure_kw": "ERROR", "start_kw": "starting"},
+                   {"filter_http_body": True, "filter_default_fail": True, "success_kw": "good", "slug": "strict"},
+                   {"paused": True, "manual_resume": True, "slug": "held"}, {"paused": True, "slug": "resumable"}):
         check = await edge.add_check(**fields)
         checks[check.id] = check
     other_log = SqliteEventLog(tmp_path / "aiohttp-only.db", default_partitions=2)

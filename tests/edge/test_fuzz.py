@@ -269,7 +269,8 @@ async def _fuzz_fixture(edge) -> list[CheckConfig]:
         await edge.add_check(name="dup", slug="dup"),
         await edge.add_check(name="dup", slug="dup"),  # two checks, one slug: 409 ambiguous slug
         await edge.add_check(name="post-only", slug="post-only", methods="POST"),
-        await edge.add_check(name="filtered", slug="filtered", filter_body=True, success_kw="ok", failure_kw="bad"),
+        await edge.add_check(name="filtered", slug="filtered", filter_http_body=True, success_kw="ok", failure_kw="bad"),
+        await edge.add_check(name="strict", slug="strict", filter_http_body=True, filter_default_fail=True),
         await edge.add_check(name="paused", slug="paused", paused=True, manual_resume=True),
         await edge.add_check(name="cron", slug="cron", kind="cron", schedule="0 2 * * *", tz="Europe/Riga"),
         await edge.add_check(name="export", slug="export", monitor_type="SCHEDULED"),

@@ -155,17 +155,136 @@ async def test_it_ignores_get_to_post_only_check(edge):
     assert [e.kind for e in await edge.events()] == ["ign", "success"]
 
 
-async def test_it_applies_body_keyword_filters(edge):
-    check = await edge.add_check(filter_body=True, success_kw="SUCCESS", failure_kw="ERROR", start_kw="STARTING")
+async def test_it_applies_http_body_keyword_filters(edge):
+    check = await edge.add_check(filter_http_body=True, success_kw="SUCCESS", failure_kw="ERROR", start_kw="STARTING")
     for body in (b"all SUCCESS", b"an ERROR, not SUCCESS", b"STARTING now", b"nothing"):
         assert (await edge.client.post(f"/ping/{check.id}", data=body)).status == 200
     assert [e.kind for e in await edge.events()] == ["success", "fail", "start", "ign"]
+
+
+async def test_it_fails_a_body_matching_no_keyword_with_filter_default_fail(edge):
+    check = await edge.add_check(filter_http_body=True, filter_default_fail=True, success_kw="SUCCESS")
+    assert (await edge.client.post(f"/ping/{check.id}", data=b"nothing")).status == 200
+    assert [e.kind for e in await edge.events()] == ["fail"]
+
+
+async def test_it_lets_keywords_override_the_urls_action(edge):
+    check = await edge.add_check(filter_http_body=True, success_kw="SUCCESS")
+    for path in ("/fail", "/log", "/start", "/7"):
+        assert (await edge.client.post(f"/ping/{check.id}{path}", data=b"SUCCESS")).status == 200
+    assert [(e.kind, e.exit_status) for e in await edge.events()] == [
+        ("success", None), ("success", None), ("success", None), ("success", 7)]
+
+
+async def test_it_matches_keywords_case_sensitively_as_a_stripped_comma_list(edge):
+    check = await edge.add_check(filter_http_body=True, failure_kw=" ERROR , , FATAL ")
+    for body in (b"error", b"a FATAL one", b""):
+        assert (await edge.client.post(f"/ping/{check.id}", data=body)).status == 200
+    assert [e.kind for e in await edge.events()] == ["ign", "fail", "ign"]
+
+
+async def test_it_ignores_http_body_keywords_when_only_the_email_filter_is_on(edge):
+    check = await edge.add_check(filter_body=True, failure_kw="ERROR")
+    assert (await edge.client.post(f"/ping/{check.id}", data=b"ERROR")).status == 200
+    assert [e.kind for e in await edge.events()] == ["success"]
+
+
+async def test_it_ignores_a_get_to_a_post_only_check_before_the_keywords(edge):
+    check = await edge.add_check(methods="POST", filter_http_body=True, filter_default_fail=True)
+    assert (await edge.client.get(f"/ping/{check.id}")).status == 200
+    assert [e.kind for e in await edge.events()] == ["ign"]
 
 
 async def test_it_ignores_pings_to_paused_manual_resume_check(edge):
     check = await edge.add_check(manual_resume=True, paused=True)
     assert (await edge.client.get(f"/ping/{check.id}")).status == 200
     assert [e.kind for e in await edge.events()] == ["ign"]
+    assert edge.registry.checks[check.id].paused
+
+
+async def test_it_keeps_a_paused_check_paused_on_a_start_or_log_ping(edge):
+    check = await edge.add_check(paused=True)
+    for action in ("start", "log"):
+        assert (await edge.client.get(f"/ping/{check.id}/{action}")).status == 200
+    assert [e.kind for e in await edge.events()] == ["start", "log"]
+    assert edge.registry.checks[check.id].paused
+
+
+async def test_it_takes_a_paused_check_out_of_its_pause_on_a_failure(edge):
+    check = await edge.add_check(paused=True)
+    assert (await edge.client.get(f"/ping/{check.id}/fail")).status == 200
+    assert not edge.registry.checks[check.id].paused
+
+
+async def test_it_cuts_the_user_agent_at_200_characters(edge):
+    check = await edge.add_check()
+    assert (await edge.client.get(f"/ping/{check.id}", headers={"User-Agent": "u" * 300})).status == 200
+    [event] = await edge.events()
+    assert event.user_agent == "u" * 200
+
+
+async def test_it_answers_400_to_an_upper_case_action_word(edge):
+    check = await edge.add_check()
+    for word in ("START", "Fail"):
+        r = await edge.client.get(f"/ping/{check.id}/{word}")
+        assert (r.status, await r.text()) == (400, "invalid url format")
+    assert await edge.events() == []
+
+
+async def test_it_answers_400_to_an_upper_case_slug_before_looking_it_up(edge):
+    await edge.add_check(slug="db-backup")
+    for path in ("DB-BACKUP", "Db-backup/start", "Nowhere/fail"):
+        r = await edge.client.get(f"/ping/{edge.project.ping_key}/{path}")
+        assert (r.status, await r.text()) == (400, "invalid url format"), path
+    r = await edge.client.get("/ping/wrong-key/Upper")
+    assert r.status == 400
+    assert await edge.events() == []
+
+
+async def test_it_does_not_create_a_check_for_an_upper_case_slug(edge):
+    r = await edge.client.get(f"/ping/{edge.project.ping_key}/New-job?create=1")
+    assert r.status == 400
+    assert await edge.events(TOPIC_CHECKS, (CheckUpserted,)) == []
+
+
+async def test_it_answers_404_to_an_upper_case_action_word_after_a_slug(edge):
+    await edge.add_check(slug="db-backup")
+    assert (await edge.client.get(f"/ping/{edge.project.ping_key}/db-backup/START")).status == 404
+
+
+async def test_it_takes_a_trailing_slash_after_the_uuid_as_a_success_ping(edge):
+    check = await edge.add_check()
+    r = await edge.client.get(f"/ping/{check.id}/")
+    assert (r.status, await r.text()) == (200, "OK")
+    assert r.headers["Ping-Body-Limit"] == "100"
+    [event] = await edge.events()
+    assert (event.kind, event.exit_status) == ("success", None)
+
+
+async def test_it_answers_404_to_a_trailing_slash_after_a_slug_or_an_action(edge):
+    check = await edge.add_check(slug="db-backup")
+    for path in (f"{edge.project.ping_key}/db-backup/", f"{check.id}/start/", f"{check.id}//fail"):
+        assert (await edge.client.get(f"/ping/{path}")).status == 404, path
+    assert await edge.events() == []
+
+
+async def test_it_sends_never_cache_headers_on_the_ping_views_errors(edge):
+    check = await edge.add_check()
+    for path in (f"/ping/{uuid.uuid4()}", f"/ping/{uuid.uuid4()}/fail", f"/ping/{check.id}/256", f"/ping/{check.id}?rid=x"):
+        r = await edge.client.get(path)
+        assert r.status in (400, 404), path
+        assert r.headers["Cache-Control"] == "max-age=0, no-cache, no-store, must-revalidate, private", path
+        assert r.headers["Expires"] == r.headers["Date"], path
+        assert "Access-Control-Allow-Origin" not in r.headers
+
+
+async def test_it_sends_no_cache_headers_on_the_slug_routes_own_refusals(edge):
+    await edge.add_check(slug="dup")
+    await edge.add_check(slug="dup")
+    for path in ("Upper", "missing", "dup"):
+        r = await edge.client.get(f"/ping/{edge.project.ping_key}/{path}")
+        assert r.status in (400, 404, 409), path
+        assert "Cache-Control" not in r.headers, path
 
 
 async def test_it_answers_503_when_the_log_is_unavailable(edge):
