@@ -157,7 +157,8 @@ class Normaliser:
         if low.startswith("<!doctype html") or low.startswith("<html"):
             out["body"] = "<html page>"
         elif ctype.startswith("image/svg"):
-            out["body"] = "<svg " + " | ".join(t.strip() for t in re.findall(r">([^<>]+)<", text) if t.strip()) + ">"
+            # the badge's texts (labels are check names and tags: the scenario token -> <T>)
+            out["body"] = self.text("<svg " + " | ".join(t.strip() for t in re.findall(r">([^<>]+)<", text) if t.strip()) + ">")
         else:
             out["body"] = self.text(text)
         return out

@@ -69,7 +69,7 @@ async def test_it_validates_fields_with_upstream_messages(edge):
         ({"timeout": 10}, "json validation error: timeout is too small"),
         ({"timeout": 31536001}, "json validation error: timeout is too large"),
         ({"timeout": "60"}, "json validation error: timeout is not a number"),
-        ({"grace": True}, "json validation error: grace is not a number"),
+        ({"grace": True}, "json validation error: grace is too small"),  # upstream: an int, 1 s
         ({"name": None}, "json validation error: name is not a string"),
         ({"name": "x" * 101}, "json validation error: name is too long"),
         ({"slug": "Not A Slug"}, "json validation error: slug does not match pattern"),
