@@ -11,6 +11,7 @@ from datetime import datetime
 
 from schemas.events import CheckConfig
 
+from .badges import check_badge_key
 from .schedule import next_expected, to_datetime
 from .spec import unique_key
 
@@ -32,9 +33,11 @@ def status(check: CheckConfig, state: dict | None) -> str:
 
 
 def check_document(
-    check: CheckConfig, state: dict | None, readonly: bool, public_url: str, status_word: str | None = None
+    check: CheckConfig, state: dict | None, readonly: bool, public_url: str, status_word: str | None = None,
+    version: int = 3,
 ) -> dict:
-    """The Management API's check object (v3 fields; read-only keys see ``unique_key`` instead of urls)."""
+    """The Management API's check object (v3 fields; read-only keys see ``unique_key`` instead of urls,
+    which name the API version the document was asked for)."""
     if status_word is None:
         status_word = status(check, state)
     last_ping = state["last_ping"] if state else None
@@ -60,13 +63,16 @@ def check_document(
         "failure_kw": check.failure_kw,
         "filter_subject": check.filter_subject,
         "filter_body": check.filter_body,
+        "filter_http_body": check.filter_http_body,
+        "filter_default_fail": check.filter_default_fail,
+        "badge_url": f"{public_url}/b/2/{check_badge_key(check.id)}.svg",
     }
     if last_duration is not None:
         result["last_duration"] = int(last_duration)
     if readonly:
         result["unique_key"] = unique_key(check.id)
     else:
-        base = f"{public_url}/api/v3/checks/{check.id}"
+        base = f"{public_url}/api/v{version}/checks/{check.id}"
         result.update(
             uuid=check.id,
             ping_url=f"{public_url}/ping/{check.id}",
@@ -118,7 +124,9 @@ def monitor_document(check: CheckConfig, state: dict | None, public_url: str, fa
 
 
 def ping_document(row: dict, body_base_url: str) -> dict:
-    """One entry of a check's ping log (``/pings/``) from a ``pings`` row."""
+    """One entry of a check's ping log (``/pings/``) from a ``pings`` row: ``body_url`` is null
+    without a body, ``duration`` (seconds, 2 decimals) only there when the ping ended a run.
+    The exit status is in ``type`` (fail) only, as upstream's API has no field for it."""
     item = {
         "type": row["kind"],
         "date": row["received_at"].isoformat(),
@@ -128,10 +136,8 @@ def ping_document(row: dict, body_base_url: str) -> dict:
         "method": row["method"],
         "ua": row["user_agent"],
         "rid": row["rid"],
-        "duration": row["duration_s"],
+        "body_url": f"{body_base_url}/{row['n']}/body" if row["body_size"] else None,
     }
-    if row["exit_status"] is not None:
-        item["exitstatus"] = row["exit_status"]
-    if row["body_size"]:
-        item["body_url"] = f"{body_base_url}/{row['n']}/body"
+    if row["duration_s"] is not None:
+        item["duration"] = round(row["duration_s"], 2)
     return item

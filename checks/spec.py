@@ -33,7 +33,52 @@ class SpecError(ValueError):
 
 @lru_cache(maxsize=1)
 def all_timezones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    return frozenset(zoneinfo.available_timezones() - {"Factory", "localtime", "posixrules"})
+
+
+# Deprecated IANA names and the zones upstream (hc/lib/tz.py) stores instead.
+LEGACY_TIMEZONES = {
+    "Africa/Asmera": "Africa/Nairobi", "America/Argentina/ComodRivadavia": "America/Argentina/Catamarca",
+    "America/Buenos_Aires": "America/Argentina/Buenos_Aires", "America/Catamarca": "America/Argentina/Catamarca",
+    "America/Cordoba": "America/Argentina/Cordoba", "America/Fort_Wayne": "America/Indiana/Indianapolis",
+    "America/Godthab": "America/Nuuk", "America/Indianapolis": "America/Indiana/Indianapolis",
+    "America/Jujuy": "America/Argentina/Jujuy", "America/Knox_IN": "America/Indiana/Knox",
+    "America/Louisville": "America/Kentucky/Louisville", "America/Mendoza": "America/Argentina/Mendoza",
+    "America/Rosario": "America/Argentina/Cordoba", "Antarctica/South_Pole": "Pacific/Auckland",
+    "Asia/Ashkhabad": "Asia/Ashgabat", "Asia/Calcutta": "Asia/Kolkata", "Asia/Choibalsan": "Asia/Ulaanbaatar",
+    "Asia/Chungking": "Asia/Shanghai", "Asia/Dacca": "Asia/Dhaka", "Asia/Katmandu": "Asia/Kathmandu",
+    "Asia/Macao": "Asia/Macau", "Asia/Rangoon": "Asia/Yangon", "Asia/Saigon": "Asia/Ho_Chi_Minh",
+    "Asia/Thimbu": "Asia/Thimphu", "Asia/Ujung_Pandang": "Asia/Makassar", "Asia/Ulan_Bator": "Asia/Ulaanbaatar",
+    "Atlantic/Faeroe": "Atlantic/Faroe", "Australia/ACT": "Australia/Sydney", "Australia/LHI": "Australia/Lord_Howe",
+    "Australia/North": "Australia/Darwin", "Australia/NSW": "Australia/Sydney",
+    "Australia/Queensland": "Australia/Brisbane", "Australia/South": "Australia/Adelaide",
+    "Australia/Tasmania": "Australia/Hobart", "Australia/Victoria": "Australia/Melbourne",
+    "Australia/West": "Australia/Perth", "Brazil/Acre": "America/Rio_Branco", "Brazil/DeNoronha": "America/Noronha",
+    "Brazil/East": "America/Sao_Paulo", "Brazil/West": "America/Manaus", "Canada/Atlantic": "America/Halifax",
+    "Canada/Central": "America/Winnipeg", "Canada/Eastern": "America/Toronto", "Canada/Mountain": "America/Edmonton",
+    "Canada/Newfoundland": "America/St_Johns", "Canada/Pacific": "America/Vancouver",
+    "Canada/Saskatchewan": "America/Regina", "Canada/Yukon": "America/Whitehorse", "CET": "Europe/Brussels",
+    "Chile/Continental": "America/Santiago", "Chile/EasterIsland": "Pacific/Easter", "CST6CDT": "America/Chicago",
+    "Cuba": "America/Havana", "EET": "Europe/Athens", "Egypt": "Africa/Cairo", "Eire": "Europe/Dublin",
+    "EST": "America/Panama", "EST5EDT": "America/New_York", "Europe/Kiev": "Europe/Kyiv",
+    "Europe/Uzhgorod": "Europe/Kyiv", "Europe/Zaporozhye": "Europe/Kyiv", "GB": "Europe/London",
+    "GB-Eire": "Europe/London", "GMT+0": "Etc/GMT", "GMT-0": "Etc/GMT", "GMT0": "Etc/GMT", "Greenwich": "Etc/GMT",
+    "Hongkong": "Asia/Hong_Kong", "HST": "Pacific/Honolulu", "Iceland": "Africa/Abidjan", "Iran": "Asia/Tehran",
+    "Israel": "Asia/Jerusalem", "Jamaica": "America/Jamaica", "Japan": "Asia/Tokyo",
+    "Kwajalein": "Pacific/Kwajalein", "Libya": "Africa/Tripoli", "MET": "Europe/Brussels",
+    "Mexico/BajaNorte": "America/Tijuana", "Mexico/BajaSur": "America/Mazatlan",
+    "Mexico/General": "America/Mexico_City", "MST": "America/Phoenix", "MST7MDT": "America/Denver",
+    "Navajo": "America/Denver", "NZ": "Pacific/Auckland", "NZ-CHAT": "Pacific/Chatham",
+    "Pacific/Enderbury": "Pacific/Kanton", "Pacific/Ponape": "Pacific/Guadalcanal",
+    "Pacific/Truk": "Pacific/Port_Moresby", "Poland": "Europe/Warsaw", "Portugal": "Europe/Lisbon",
+    "PRC": "Asia/Shanghai", "PST8PDT": "America/Los_Angeles", "ROC": "Asia/Taipei", "ROK": "Asia/Seoul",
+    "Singapore": "Asia/Singapore", "Turkey": "Europe/Istanbul", "UCT": "Etc/UTC", "Universal": "Etc/UTC",
+    "US/Alaska": "America/Anchorage", "US/Aleutian": "America/Adak", "US/Arizona": "America/Phoenix",
+    "US/Central": "America/Chicago", "US/East-Indiana": "America/Indiana/Indianapolis",
+    "US/Eastern": "America/New_York", "US/Hawaii": "Pacific/Honolulu", "US/Indiana-Starke": "America/Indiana/Knox",
+    "US/Michigan": "America/Detroit", "US/Mountain": "America/Denver", "US/Pacific": "America/Los_Angeles",
+    "US/Samoa": "Pacific/Pago_Pago", "W-SU": "Europe/Moscow", "WET": "Europe/Lisbon", "Zulu": "Etc/UTC",
+}
 
 
 def _str(name: str, value, max_len: int | None = None) -> str:
@@ -51,8 +96,11 @@ def _bool(name: str, value) -> bool:
 
 
 def _period(name: str, value, min_s: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    # Upstream turns any int into seconds before its strict checks, and a bool is an int there:
+    # true is 1 second (too small), not "not a number".
+    if not isinstance(value, int):
         raise SpecError(f"{name} is not a number")
+    value = int(value)
     if value < min_s:
         raise SpecError(f"{name} is too small")
     if value > MAX_PERIOD_S:
@@ -71,8 +119,10 @@ def validate(data: dict, min_timeout_s: int = 60) -> dict:
     take("channels", _str)
     take("desc", _str)
     take("failure_kw", lambda n, v: _str(n, v, 200))
-    take("filter_body", _bool)
     take("filter_subject", _bool)
+    take("filter_body", _bool)
+    take("filter_http_body", _bool)
+    take("filter_default_fail", _bool)
     take("grace", lambda n, v: _period(n, v, min_timeout_s))
     take("manual_resume", _bool)
     if "methods" in data and data["methods"] not in ("", "POST"):
@@ -96,10 +146,7 @@ def validate(data: dict, min_timeout_s: int = 60) -> dict:
     take("tags", _str)
     take("timeout", lambda n, v: _period(n, v, min_timeout_s))
     if "tz" in data:
-        tz = _str("tz", data["tz"])
-        if tz not in all_timezones():
-            raise SpecError("tz is not a valid timezone")
-        out["tz"] = tz
+        out["tz"] = _tz("tz", data["tz"])
     if "unique" in data:
         unique = data["unique"]
         if not isinstance(unique, list):
@@ -109,6 +156,23 @@ def validate(data: dict, min_timeout_s: int = 60) -> dict:
                 raise SpecError("an item in 'unique' has unexpected value")
         out["unique"] = unique
     return out
+
+
+def _tz(name: str, value) -> str:
+    """A time zone name; a legacy alias becomes its canonical zone (Europe/Kiev -> Europe/Kyiv)."""
+    tz = LEGACY_TIMEZONES.get(_str(name, value), value)
+    if tz not in all_timezones():
+        raise SpecError(f"{name} is not a valid timezone")
+    return tz
+
+
+def channels_error(channels: str) -> str | None:
+    """Why ``channels`` (``"*"``, ``""`` or comma-separated channel ids or names) cannot be
+    applied, or None. pingstream has no integrations yet, so every named channel is unknown."""
+    if channels in ("*", ""):
+        return None
+    first = channels.split(",")[0]
+    return "empty channel identifier" if first == "" else f"invalid channel identifier: {first}"
 
 
 def spec_kind(spec: dict) -> str | None:
@@ -174,6 +238,8 @@ def apply_spec(check: CheckConfig, spec: dict, version: int) -> CheckConfig:
         ("start_kw", "start_kw"),
         ("filter_subject", "filter_subject"),
         ("filter_body", "filter_body"),
+        ("filter_http_body", "filter_http_body"),
+        ("filter_default_fail", "filter_default_fail"),
         ("grace", "grace_s"),
     ):
         if key in spec:

@@ -12,7 +12,7 @@ from runtime.config import Config
 from runtime.eventlog.base import EventLog
 from runtime.registry import Registry
 
-from . import analytics, checkin, management, openapi, pings
+from . import analytics, badges, checkin, management, openapi, pings
 from .keys import CLICKHOUSE, CONFIG, EVENT_LOG, LIMITERS, REGISTRY, Limiters
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ def create_app(config: Config, event_log: EventLog, registry: Registry, clickhou
         app[CLICKHOUSE] = clickhouse
     pings.add_routes(app)
     management.add_routes(app)
+    badges.add_routes(app)
     checkin.add_routes(app)
     analytics.add_routes(app)
     openapi.add_routes(app)

@@ -1,4 +1,5 @@
-"""Healthchecks-compatible Management API (v1/v2/v3 paths, v3 behaviour).
+"""Healthchecks-compatible Management API (v1/v2/v3 paths, v3 behaviour; documents link to the
+version they were asked under).
 
 Writes become registry / control events on the log (answered after the durable
 ack, then applied to this edge's registry at once so the caller reads its own
@@ -14,21 +15,37 @@ import msgspec
 from aiohttp import web
 
 from checks.document import check_document, isostring, ping_document
-from checks.spec import SpecError, apply_spec, find_unique, validate
+from checks.spec import SpecError, apply_spec, channels_error, find_unique, validate
 from schemas.events import TOPIC_PINGS, CheckConfig, CheckDeleted, Paused, Resumed, encode, utcnow, uuid7
 
-from . import state
+from . import badges, state
 from .keys import CONFIG, EVENT_LOG, REGISTRY
-from .params import flips_window
-from .views import ApiRequest, api_view, by_method, error, own_check, save, save_check
+from .params import BadParam, flips_window
+from .views import ApiError, ApiRequest, api_view, cors, empty, error, own_check, save, save_check
 
 PING_LOG_LIMIT = 100
 
 
-def _document(request: web.Request, check: CheckConfig, st: dict | None, readonly: bool,
+def _document(request: web.Request, api: ApiRequest, check: CheckConfig, st: dict | None,
               status: str | None = None, http_status: int = 200) -> web.Response:
-    return web.json_response(check_document(check, st, readonly, request.app[CONFIG].public_url, status),
-                             status=http_status)
+    doc = check_document(check, st, api.readonly, request.app[CONFIG].public_url, status, version=api.version)
+    return web.json_response(doc, status=http_status)
+
+
+def _spec(request: web.Request, api: ApiRequest) -> dict:
+    """The request's validated spec; 400 with upstream's message when it, or its channels, is bad."""
+    try:
+        spec = validate(api.json, request.app[CONFIG].min_timeout_s)
+    except SpecError as exc:
+        raise ApiError(str(exc)) from None
+    return spec
+
+
+def _check_channels(spec: dict) -> None:
+    # Upstream validates the channels when it applies the spec, after finding a unique match.
+    problem = channels_error(spec["channels"]) if "channels" in spec else None
+    if problem is not None:
+        raise ApiError(problem)
 
 
 async def _state(request: web.Request, check: CheckConfig) -> dict | None:
@@ -47,43 +64,40 @@ async def list_checks(request: web.Request, api: ApiRequest) -> web.Response:
     states = await state.check_states(request, [c.id for c in checks])
     checks.sort(key=lambda c: (c.created, c.id))
     public_url = request.app[CONFIG].public_url
-    return web.json_response({"checks": [check_document(c, states.get(c.id), api.readonly, public_url) for c in checks]})
+    return web.json_response({"checks": [check_document(c, states.get(c.id), api.readonly, public_url, version=api.version)
+                                         for c in checks]})
 
 
 @api_view(write=True)
 async def create_check(request: web.Request, api: ApiRequest) -> web.Response:
     """Create a check, or with ``unique`` update the project's matching one (200 instead of 201)."""
-    try:
-        spec = validate(api.json, request.app[CONFIG].min_timeout_s)
-    except SpecError as exc:
-        return error(str(exc))
+    spec = _spec(request, api)
     existing = find_unique(request.app[REGISTRY].project_checks(api.project.id), spec)
+    _check_channels(spec)
     created = existing is None
     base = existing or CheckConfig(id=str(uuid7()), project_id=api.project.id, created=utcnow())
     check = apply_spec(base, spec, api.version)
     if created or check != existing:
         await save_check(request, check)
-    return _document(request, check, await _state(request, check), False, http_status=201 if created else 200)
+    return _document(request, api, check, await _state(request, check), http_status=201 if created else 200)
 
 
 @api_view(write=False)
 async def get_check(request: web.Request, api: ApiRequest) -> web.Response:
     check = own_check(request, api, by_unique_key=True)
-    return _document(request, check, await _state(request, check), api.readonly)
+    return _document(request, api, check, await _state(request, check))
 
 
 @api_view(write=True)
 async def update_check(request: web.Request, api: ApiRequest) -> web.Response:
     check = own_check(request, api)
     st = await _state(request, check)
-    try:
-        spec = validate(api.json, request.app[CONFIG].min_timeout_s)
-    except SpecError as exc:
-        return error(str(exc))
+    spec = _spec(request, api)
+    _check_channels(spec)
     updated = apply_spec(check, spec, api.version)
     if updated != check:
         await save_check(request, updated)
-    return _document(request, updated, st, False)
+    return _document(request, api, updated, st)
 
 
 @api_view(write=True)
@@ -92,20 +106,20 @@ async def delete_check(request: web.Request, api: ApiRequest) -> web.Response:
     st = await _state(request, check)
     deleted = CheckDeleted(event_id=uuid7(), check_id=check.id, project_id=check.project_id)
     await save(request, deleted)
-    return _document(request, check, st, False)
+    return _document(request, api, check, st)
 
 
 @api_view(write=True)
 async def pause(request: web.Request, api: ApiRequest) -> web.Response:
-    return await _pause_or_resume(request, own_check(request, api), pausing=True)
+    return await _pause_or_resume(request, api, own_check(request, api), pausing=True)
 
 
 @api_view(write=True)
 async def resume(request: web.Request, api: ApiRequest) -> web.Response:
-    return await _pause_or_resume(request, own_check(request, api), pausing=False)
+    return await _pause_or_resume(request, api, own_check(request, api), pausing=False)
 
 
-async def _pause_or_resume(request: web.Request, check: CheckConfig, pausing: bool) -> web.Response:
+async def _pause_or_resume(request: web.Request, api: ApiRequest, check: CheckConfig, pausing: bool) -> web.Response:
     st = await _state(request, check)
     if not pausing and not (check.paused or (st and st["status"] == "paused")):
         return web.Response(text="check is not paused", status=409, content_type="text/plain")
@@ -118,14 +132,14 @@ async def _pause_or_resume(request: web.Request, check: CheckConfig, pausing: bo
     await save_check(request, check)
     if not pausing:
         st = None  # resume clears last_ping and last_start, as upstream
-    return _document(request, check, st, False, status="paused" if pausing else "new")
+    return _document(request, api, check, st, status="paused" if pausing else "new")
 
 
 @api_view(write=True)
 async def check_pings(request: web.Request, api: ApiRequest) -> web.Response:
     check = own_check(request, api)
     rows = await state.pings(request, check.id, PING_LOG_LIMIT)
-    base = f"{request.app[CONFIG].public_url}/api/v3/checks/{check.id}/pings"
+    base = f"{request.app[CONFIG].public_url}/api/v{api.version}/checks/{check.id}/pings"
     return web.json_response({"pings": [ping_document(row, base) for row in rows]})
 
 
@@ -141,10 +155,13 @@ async def ping_body(request: web.Request, api: ApiRequest) -> web.Response:
 @api_view(write=False)
 async def check_flips(request: web.Request, api: ApiRequest) -> web.Response:
     check = own_check(request, api, by_unique_key=True)
-    start, end, seconds = flips_window(request.query)
+    try:
+        start, end, seconds = flips_window(request.query)
+    except BadParam:
+        raise ApiError(None) from None  # upstream's HttpResponseBadRequest()
     since = datetime.fromtimestamp(start, timezone.utc) if start is not None else None
     until = datetime.fromtimestamp(end, timezone.utc) if end is not None else None
-    if seconds is not None:
+    if seconds:  # as upstream, seconds=0 is no limit
         threshold = datetime.fromtimestamp(utcnow().timestamp() - seconds, timezone.utc)
         since = max(since, threshold) if since else threshold
     rows = await state.flips(request, check.id, since, until)
@@ -157,15 +174,49 @@ async def channels(request: web.Request, api: ApiRequest) -> web.Response:
     return web.json_response({"channels": []})
 
 
+async def status(request: web.Request) -> web.Response:
+    """Upstream's liveness probe: any method, no key."""
+    return web.Response(text="OK")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Upstream's internal metrics need its METRICS_KEY, which pingstream has not (its metrics are
+    at /metrics): always 403, as upstream without the setting."""
+    return empty(403)
+
+
+async def append_slash(request: web.Request) -> web.Response:
+    """Django's APPEND_SLASH: a known path but for its trailing slash is a permanent redirect."""
+    path, sep, query = request.raw_path.partition("?")  # as received: percent-escapes stay escaped
+    location = path + "/" + sep + query
+    return web.Response(status=301, headers={"Location": location}, text="")
+
+
+# Route patterns of upstream's URL converters: a lower-case uuid, or a 40-character unique key.
+_UUID = "{code:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}}"
+_SHA1 = "{code:[A-Za-z0-9]{40}}"
+
+
 def add_routes(app: web.Application) -> None:
     prefix = r"/api/v{v:[123]}"
-    # Any method but POST lists the checks; the other "*" routes answer 405 to methods they lack.
-    app.router.add_route("*", prefix + "/checks/", by_method({"POST": create_check}, otherwise=list_checks))
-    app.router.add_route("*", prefix + "/checks/{code}",
-                         by_method({"GET": get_check, "POST": update_check, "DELETE": delete_check}))
-    app.router.add_route("*", prefix + "/checks/{code}/pause", by_method({"POST": pause}))
-    app.router.add_route("*", prefix + "/checks/{code}/resume", by_method({"POST": resume}))
-    app.router.add_get(prefix + "/checks/{code}/pings/", check_pings)
-    app.router.add_get(prefix + r"/checks/{code}/pings/{n:\d{1,18}}/body", ping_body)
-    app.router.add_get(prefix + "/checks/{code}/flips/", check_flips)
-    app.router.add_get(prefix + "/channels/", channels)
+    checks = prefix + "/checks/"
+    routes = {
+        checks: {"GET": list_checks, "POST": create_check},
+        checks + _UUID: {"GET": get_check, "POST": update_check, "DELETE": delete_check},
+        checks + _SHA1: {"GET": get_check},
+        checks + _UUID + "/pause": {"POST": pause},
+        checks + _UUID + "/resume": {"POST": resume},
+        checks + _UUID + "/pings/": {"GET": check_pings},
+        checks + _UUID + r"/pings/{n:\d{1,18}}/body": {"GET": ping_body},
+        checks + _UUID + "/flips/": {"GET": check_flips},
+        checks + _SHA1 + "/flips/": {"GET": check_flips},
+        prefix + "/channels/": {"GET": channels},
+        prefix + "/badges/": {"GET": badges.list_badges},
+    }
+    for path, views in routes.items():
+        app.router.add_route("*", path, cors(views))
+    app.router.add_route("*", prefix + "/status/", status)
+    app.router.add_route("*", prefix + "/metrics/", metrics)
+    for path in (checks, checks + _UUID + "/pings/", checks + _UUID + "/flips/", checks + _SHA1 + "/flips/",
+                 prefix + "/channels/", prefix + "/badges/", prefix + "/status/", prefix + "/metrics/"):
+        app.router.add_route("*", path.removesuffix("/"), append_slash)

@@ -41,12 +41,15 @@ _CHECK_SPEC = {
         "start_kw": {"type": "string", "maxLength": 200},
         "filter_subject": {"type": "boolean"},
         "filter_body": {"type": "boolean"},
+        "filter_http_body": {"type": "boolean"},
+        "filter_default_fail": {"type": "boolean"},
         "unique": {"type": "array", "items": {"enum": ["name", "slug", "tags", "timeout", "grace"]}},
     },
 }
 _CHECK = {"type": "object", "properties": {
     "name": {"type": "string"}, "slug": {"type": "string"}, "status": {"type": "string"},
-    "n_pings": {"type": "integer"}, "last_ping": {"type": ["string", "null"]}, "uuid": _UUID}}
+    "n_pings": {"type": "integer"}, "last_ping": {"type": ["string", "null"]}, "uuid": _UUID,
+    "filter_http_body": {"type": "boolean"}, "filter_default_fail": {"type": "boolean"}, "badge_url": {"type": "string"}}}
 _AUTH = [{"apiKey": []}]
 
 
@@ -68,6 +71,8 @@ def build(public_url: str) -> dict:
                    _param("create", "query", {"enum": ["0", "1"]})]
     ok = lambda schema: {"description": "OK", "content": _json(schema)}  # noqa: E731
     err = {"description": "error", "content": _json(_ERROR)}
+    # Another project's check (403), an unknown one (404), bad flips bounds (400): empty, as upstream.
+    forbidden, missing, bad = ({"description": d} for d in ("another project's check", "not found", "bad query"))
     paths = {
         "/ping/{uuid}": _ping_op("Success signal", check_path),
         "/ping/{uuid}/start": _ping_op("Start signal", check_path),
@@ -88,27 +93,38 @@ def build(public_url: str) -> dict:
         },
         api + "/{uuid}": {
             "get": {"summary": "Get a check", "security": _AUTH, "parameters": check_path,
-                    "responses": {"200": ok(_CHECK), "401": err, "403": err, "404": err}},
+                    "responses": {"200": ok(_CHECK), "401": err, "403": forbidden, "404": missing}},
             "post": {"summary": "Update a check", "security": _AUTH, "parameters": check_path,
                      "requestBody": {"content": _json(_CHECK_SPEC)},
-                     "responses": {"200": ok(_CHECK), "400": err, "401": err, "403": err, "404": err}},
+                     "responses": {"200": ok(_CHECK), "400": err, "401": err, "403": forbidden, "404": missing}},
             "delete": {"summary": "Delete a check", "security": _AUTH, "parameters": check_path,
-                       "responses": {"200": ok(_CHECK), "401": err, "403": err, "404": err}},
+                       "responses": {"200": ok(_CHECK), "401": err, "403": forbidden, "404": missing}},
         },
         api + "/{uuid}/pause": {"post": {"summary": "Pause", "security": _AUTH, "parameters": check_path,
-                                         "responses": {"200": ok(_CHECK), "401": err, "403": err, "404": err}}},
+                                         "responses": {"200": ok(_CHECK), "401": err, "403": forbidden, "404": missing}}},
         api + "/{uuid}/resume": {"post": {"summary": "Resume", "security": _AUTH, "parameters": check_path,
                                           "responses": {"200": ok(_CHECK), "409": {"description": "check is not paused"}, "401": err}}},
         api + "/{uuid}/pings/": {"get": {"summary": "List logged pings", "security": _AUTH, "parameters": check_path,
-                                         "responses": {"200": ok({"type": "object"}), "401": err, "403": err, "404": err}}},
+                                         "responses": {"200": ok({"type": "object"}), "401": err, "403": forbidden, "404": missing}}},
         api + "/{uuid}/pings/{n}/body": {"get": {"summary": "A ping's body", "security": _AUTH,
                                                  "parameters": check_path + [_param("n", schema={"type": "integer", "minimum": 1})],
-                                                 "responses": {"200": {"description": "body", "content": _TEXT}, "404": err}}},
+                                                 "responses": {"200": {"description": "body", "content": _TEXT}, "404": missing}}},
         api + "/{uuid}/flips/": {"get": {"summary": "List status changes", "security": _AUTH,
                                          "parameters": check_path + [_param(n, "query", {"type": "integer", "minimum": 0}) for n in ("seconds", "start", "end")],
-                                         "responses": {"200": ok({"type": "object"}), "400": err, "401": err}}},
+                                         "responses": {"200": ok({"type": "object"}), "400": bad, "401": err}}},
         "/api/v3/channels/": {"get": {"summary": "List integrations", "security": _AUTH,
                                       "responses": {"200": ok({"type": "object"}), "401": err}}},
+        "/api/v3/badges/": {"get": {"summary": "Badge URLs per tag", "security": _AUTH,
+                                    "responses": {"200": ok({"type": "object"}), "401": err}}},
+        "/api/v3/status/": {"get": {"summary": "Liveness (any method, no key)", "responses": {"200": {"description": "OK", "content": _TEXT}}}},
+        "/badge/{badge_key}/{signature}/{tag}.{fmt}": {"get": {
+            "summary": "A tag's badge (a signature ending in -2: up/down only)",
+            "parameters": [_param("badge_key"), _param("signature"), _param("tag"), _param("fmt", schema={"enum": ["svg", "json", "shields"]})],
+            "responses": {"200": {"description": "badge"}, "404": missing}}},
+        "/b/{states}/{badge_key}.{fmt}": {"get": {
+            "summary": "A check's badge (its badge_url; states 3 shows late)",
+            "parameters": [_param("states", schema={"enum": [2, 3]}), _param("badge_key"), _param("fmt", schema={"enum": ["svg", "json", "shields"]})],
+            "responses": {"200": {"description": "badge"}, "404": missing}}},
         "/api/v1/monitors": {"post": {"summary": "Create a SCHEDULED monitor", "security": [{"bearer": []}],
                                       "requestBody": {"content": _json({"type": "object", "required": ["type"], "properties": {
                                           "type": {"enum": ["SCHEDULED"]}, "name": {"type": "string"}, "interval": {"type": "integer"},

@@ -102,13 +102,15 @@ def wants_csv(query: Mapping[str, str], accept: str) -> bool:
 
 
 def flips_window(query: Mapping[str, str]) -> tuple[int | None, int | None, int | None]:
-    """The flips view's ``start``, ``end`` (unix seconds) and ``seconds``, each None when absent."""
+    """The flips view's ``start``, ``end`` (unix seconds) and ``seconds``, each None when absent.
+    As upstream's form, an empty ``seconds`` is absent but an empty ``start`` or ``end`` is not
+    a timestamp."""
     return tuple(_flips_int(query, name) for name in _FLIPS_PARAMS)
 
 
 def _flips_int(query: Mapping[str, str], name: str) -> int | None:
     raw = query.get(name)
-    if raw is None or raw == "":
+    if raw is None or (raw == "" and name == "seconds"):
         return None
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 12 or int(raw) > _FLIPS_PARAMS[name]:
         raise BadParam(f"invalid {name}")

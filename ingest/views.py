@@ -7,8 +7,12 @@ A view is written as ``view(request, api)`` and wrapped once, as Healthchecks wr
   the JSON body, which is parsed first, as upstream);
 - ``@bearer_view(write=...)``: the Overwatch endpoints' ``Authorization: Bearer <key>``.
 
-Inside a view, ``raise ApiError(message, status)`` answers ``{"error": message}``; so do
-``own_check`` (404/403) and a log that cannot take a write (503 ``service unavailable``).
+Inside a view, ``raise ApiError(message, status)`` answers ``{"error": message}``, and so does a
+log that cannot take a write (503 ``service unavailable``); ``own_check``'s 404/403 have empty
+bodies, as Healthchecks' ``HttpResponseNotFound()`` / ``HttpResponseForbidden()``.
+
+A Management API route is ``cors({method: view})``, Healthchecks' ``@cors(...)``: browsers may
+call the API from any page, so every answer carries the CORS headers.
 """
 
 from __future__ import annotations
@@ -29,14 +33,22 @@ from .keys import CLICKHOUSE, EVENT_LOG, REGISTRY
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error(message: str, status: int = 400) -> web.Response:
+def error(message: str | None, status: int = 400) -> web.Response:
+    """``{"error": message}``, or an empty body when there is no message."""
+    if message is None:
+        return empty(status)
     return web.json_response({"error": message}, status=status)
 
 
-class ApiError(Exception):
-    """An answer ``{"error": message}`` with ``status``, raised from anywhere inside a view."""
+def empty(status: int) -> web.Response:
+    return web.Response(status=status, text="")
 
-    def __init__(self, message: str, status: int = 400) -> None:
+
+class ApiError(Exception):
+    """An answer ``{"error": message}`` (empty when message is None) with ``status``, raised from
+    anywhere inside a view."""
+
+    def __init__(self, message: str | None, status: int = 400) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
@@ -55,9 +67,10 @@ class ApiRequest:
 
 
 async def _by_api_key(request: web.Request, write: bool) -> ApiRequest:
-    """Parse the body, then find the project by X-Api-Key (or ``api_key`` in the body), as upstream."""
+    """Parse a POST's body, then find the project by X-Api-Key (or ``api_key`` in that body), as
+    upstream; other methods' bodies are not read."""
     body: dict = {}
-    if request.body_exists:
+    if request.method == "POST" and request.body_exists:
         raw = await request.read()
         if raw:
             try:
@@ -121,15 +134,32 @@ def bearer_view(write: bool):
     return _view(functools.partial(_by_bearer, write=write))
 
 
-def by_method(views: dict[str, Handler], otherwise: Handler | None = None) -> Handler:
-    """One route, a view per method; any other method goes to ``otherwise``, or is a 405
-    (answered before any key is looked at)."""
+def cors(views: dict[str, Handler]) -> Handler:
+    """One route, a view per method, as Healthchecks' ``@cors(*methods)``: a preflight
+    (``OPTIONS``) is a 204 and any other method (HEAD too) an empty 405, both answered before
+    any key is looked at; every answer, errors included, lets a page of any origin send
+    ``X-Api-Key``."""
+    headers = {
+        "Access-Control-Allow-Origin": "*",
+        "Access-Control-Allow-Headers": "X-Api-Key",
+        "Access-Control-Allow-Methods": ", ".join(sorted({*views, "OPTIONS"})),
+        "Access-Control-Max-Age": "600",
+    }
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
-        view = views.get(request.method, otherwise)
-        if view is None:
-            return error("method not allowed", 405)
-        return await view(request)
+        view = views.get(request.method)
+        try:
+            if request.method == "OPTIONS":
+                response = empty(204)
+            elif view is None:
+                response = empty(405)
+            else:
+                response = await view(request)
+        except web.HTTPException as exc:  # raised by aiohttp inside a view (a body over the size limit)
+            exc.headers.update(headers)
+            raise
+        response.headers.update(headers)
+        return response
 
     return dispatch
 
@@ -137,19 +167,19 @@ def by_method(views: dict[str, Handler], otherwise: Handler | None = None) -> Ha
 def own_check(request: web.Request, api: ApiRequest, by_unique_key: bool = False) -> CheckConfig:
     """The check named by the URL's ``code``: its uuid, or (``by_unique_key``, for views that
     read-only keys use, which never see uuids) its unique key. 404 when there is none, 403
-    when it is another project's."""
+    when it is another project's, both with empty bodies."""
     code = request.match_info["code"]
     registry = request.app[REGISTRY]
     if by_unique_key and UNIQUE_KEY.match(code):
         check = next((c for c in registry.project_checks(api.project.id) if unique_key(c.id) == code), None)
         if check is None:
-            raise ApiError("not found", 404)
+            raise ApiError(None, 404)
         return check
     check = registry.checks.get(code) if UUID.match(code) else None
     if check is None:
-        raise ApiError("not found", 404)
+        raise ApiError(None, 404)
     if check.project_id != api.project.id:
-        raise ApiError("forbidden", 403)
+        raise ApiError(None, 403)
     return check
 
 

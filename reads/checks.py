@@ -43,10 +43,11 @@ async def ping_body(ch: ClickHouse, check_id: str, n: int) -> bytes | None:
 
 
 async def flips(ch: ClickHouse, check_id: str, since: datetime | None = None, until: datetime | None = None) -> list[dict]:
+    """Changes between up and down, newest first (as upstream's order_by("-id"))."""
     rows = await ch.rows(
         "SELECT at, from_status, to_status FROM transitions FINAL WHERE check_id = {c:UUID} "
         "AND to_status IN ('up', 'down') AND at >= {since:DateTime64(6, 'UTC')} AND at < {until:DateTime64(6, 'UTC')} "
-        "ORDER BY at, event_id",
+        "ORDER BY at DESC, event_id DESC",
         {"c": check_id, "since": since or datetime(1970, 1, 2), "until": until or datetime(2200, 1, 1)},
     )
     return [r for r in rows if _BUCKET.get(r["from_status"]) != _BUCKET.get(r["to_status"])]

@@ -235,7 +235,14 @@ class Runner:
 def _scope(step: dict, resp: dict) -> dict:
     """``"scope": "badges"``: the project-wide badge list keeps "*" and this scenario's tags only."""
     if step.get("scope") == "badges" and isinstance(resp.get("json"), dict) and isinstance(resp["json"].get("badges"), dict):
-        resp["json"]["badges"] = {k: v for k, v in resp["json"]["badges"].items() if k == "*" or "<T>" in k}
+        kept = {k: v for k, v in resp["json"]["badges"].items() if k == "*" or "<T>" in k}
+        # Signatures were numbered over the whole list (other scenarios' tags too, in the server's
+        # order): number them again over what is kept, this scenario's tags first, "*" last.
+        kept = dict(sorted(kept.items(), key=lambda kv: kv[0] == "*"))
+        numbers: dict[str, str] = {}
+        text = re.sub(r"<sig:\d+>", lambda m: numbers.setdefault(m.group(0), f"<sig:{len(numbers) + 1}>"),
+                      json.dumps(kept))
+        resp["json"]["badges"] = json.loads(text)
     return resp
 
 

@@ -11,7 +11,7 @@ What differs between any two servers and is not behaviour is replaced:
   microseconds, ``z``: ``Z`` suffix) in the placeholder; ``next_ping`` of a cron/OnCalendar
   check -> ``<ts:schedule>`` (its distance depends on the wall clock);
 - measured durations (``duration``, ``last_duration``) -> ``<dur:~Ns,Pdp>``: nearest second and
-  precision (``3dp`` = more than 2 decimals);
+  precision (``2dp`` = at most 2 decimals, ``3dp`` = more);
 - HTML error pages -> ``<html page>`` (Django's 404 page: only the status is compared).
 
 Headers compared: content-type (media type, with ``charset=utf-8`` dropped for JSON where the
@@ -67,7 +67,7 @@ class Normaliser:
         return self.hexes.setdefault(m.group(0), f"<hex:{len(self.hexes) + 1}>")
 
     def _badge(self, m: re.Match) -> str:
-        key, sig = m.group(1), m.group(2)
+        sig = m.group(2)
         suffix = "-2" if sig.endswith("-2") else ""
         core = sig[:-2] if suffix else sig
         return f"/badge/<badge_key>/{self.sigs.setdefault(core, f'<sig:{len(self.sigs) + 1}>')}{suffix}"
@@ -122,7 +122,8 @@ class Normaliser:
             # with their precision (Healthchecks: ping durations rounded to 2 decimals, last_duration int).
             text = repr(v)
             places = len(text.split(".")[1]) if "." in text else 0
-            return f"<dur:~{round(v)}s{'' if isinstance(v, int) else f',{min(places, 2) if places <= 2 else 3}dp'}>"
+            # 1 or 2 places are one class: 2 decimals of a rounded value may print as 1 (0.3)
+            return f"<dur:~{round(v)}s{'' if isinstance(v, int) else (',2dp' if places <= 2 else ',3dp')}>"
         if isinstance(v, dict):
             return {self.text(k): self.value(x, t_req, k, v) for k, x in v.items()}
         if isinstance(v, list):
@@ -157,7 +158,8 @@ class Normaliser:
         if low.startswith("<!doctype html") or low.startswith("<html"):
             out["body"] = "<html page>"
         elif ctype.startswith("image/svg"):
-            out["body"] = "<svg " + " | ".join(t.strip() for t in re.findall(r">([^<>]+)<", text) if t.strip()) + ">"
+            # the badge's texts (labels are check names and tags: the scenario token -> <T>)
+            out["body"] = self.text("<svg " + " | ".join(t.strip() for t in re.findall(r">([^<>]+)<", text) if t.strip()) + ">")
         else:
             out["body"] = self.text(text)
         return out

@@ -69,7 +69,7 @@ async def test_it_validates_fields_with_upstream_messages(edge):
         ({"timeout": 10}, "json validation error: timeout is too small"),
         ({"timeout": 31536001}, "json validation error: timeout is too large"),
         ({"timeout": "60"}, "json validation error: timeout is not a number"),
-        ({"grace": True}, "json validation error: grace is not a number"),
+        ({"grace": True}, "json validation error: grace is too small"),  # upstream: an int, 1 s
         ({"name": None}, "json validation error: name is not a string"),
         ({"name": "x" * 101}, "json validation error: name is too long"),
         ({"slug": "Not A Slug"}, "json validation error: slug does not match pattern"),
@@ -180,3 +180,147 @@ async def test_it_publishes_openapi(edge):
     assert doc["openapi"].startswith("3.")
     assert "/api/v3/checks/{uuid}" in doc["paths"]
     assert "/api/v1/monitors/{id}/checkin" in doc["paths"]
+
+
+# --- the surface Healthchecks' recorded answers pin down (tests/compat) ---
+
+CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Headers": "X-Api-Key", "Access-Control-Max-Age": "600"}
+
+
+def _cors(r) -> dict:
+    return {k: r.headers.get(k) for k in CORS}
+
+
+async def test_it_answers_a_preflight_before_looking_at_any_key(edge):
+    check = await edge.add_check()
+    for path, methods in (("/api/v3/checks/", "GET, OPTIONS, POST"),
+                          (f"/api/v1/checks/{check.id}", "DELETE, GET, OPTIONS, POST"),
+                          (f"/api/v3/checks/{check.id}/pause", "OPTIONS, POST"),
+                          (f"/api/v3/checks/{check.id}/pings/1/body", "GET, OPTIONS"),
+                          ("/api/v3/badges/", "GET, OPTIONS")):
+        r = await edge.client.options(path)
+        assert (r.status, await r.read()) == (204, b""), path
+        assert _cors(r) == CORS and r.headers["Access-Control-Allow-Methods"] == methods, path
+
+
+async def test_it_puts_cors_headers_on_errors_too(edge):
+    r = await edge.client.get("/api/v3/checks/")
+    assert r.status == 401 and _cors(r) == CORS
+
+
+async def test_it_answers_a_method_a_route_lacks_with_an_empty_405(edge):
+    check = await edge.add_check()
+    for method, path in (("PUT", f"/api/v3/checks/{check.id}"), ("DELETE", "/api/v3/checks/"),
+                         ("HEAD", "/api/v3/checks/"), ("POST", "/api/v3/channels/"), ("GET", f"/api/v3/checks/{check.id}/pause")):
+        r = await edge.client.request(method, path, headers=_key(edge))
+        assert (r.status, await r.read()) == (405, b""), (method, path)
+        assert _cors(r) == CORS and "Allow" not in r.headers, (method, path)
+
+
+async def test_it_answers_another_projects_check_and_an_unknown_unique_key_with_empty_bodies(edge):
+    other = await create_project(edge.log, "other", edge.registry)
+    theirs = await edge.add_check(project_id=other.id, name="theirs")
+    r = await edge.client.get(f"/api/v3/checks/{theirs.id}", headers=_key(edge))
+    assert (r.status, await r.read()) == (403, b"")
+    r = await edge.client.get("/api/v3/checks/" + "0" * 40, headers=_key(edge))
+    assert (r.status, await r.read()) == (404, b"")
+
+
+async def test_it_redirects_a_path_without_its_trailing_slash(edge):
+    r = await edge.client.get("/api/v3/checks?tag=a%20b", headers=_key(edge), allow_redirects=False)
+    assert (r.status, r.headers["Location"]) == (301, "/api/v3/checks/?tag=a%20b")
+
+
+async def test_it_answers_status_to_anyone_and_metrics_to_no_one(edge):
+    for method in ("GET", "OPTIONS", "POST"):
+        r = await edge.client.request(method, "/api/v1/status/")
+        assert (r.status, await r.text(), r.headers["Content-Type"]) == (200, "OK", "text/plain; charset=utf-8")
+        assert "Access-Control-Allow-Origin" not in r.headers
+    r = await edge.client.get("/api/v3/metrics/", headers={"X-Metrics-Key": "x"})
+    assert (r.status, await r.read()) == (403, b"")
+
+
+async def test_it_shows_filters_and_badge_url_in_documents(edge):
+    r = await edge.client.post("/api/v3/checks/", json={"name": "f", "filter_http_body": True, "filter_default_fail": True},
+                               headers=_key(edge))
+    doc = await r.json()
+    assert (doc["filter_http_body"], doc["filter_default_fail"]) == (True, True)
+    assert doc["badge_url"].endswith(".svg") and "/b/2/" in doc["badge_url"] and doc["uuid"] not in doc["badge_url"]
+    assert (await edge.events(TOPIC_CHECKS, (CheckUpserted,)))[-1].check.filter_http_body is True
+
+
+async def test_it_links_documents_to_the_api_version_asked(edge):
+    check = await edge.add_check(name="v")
+    for v in (1, 2, 3):
+        doc = await (await edge.client.get(f"/api/v{v}/checks/{check.id}", headers=_key(edge))).json()
+        assert doc["update_url"].endswith(f"/api/v{v}/checks/{check.id}") and f"/api/v{v}/" in doc["pause_url"]
+
+
+async def test_it_refuses_non_boolean_filters(edge):
+    for body, field in (({"filter_http_body": "yes"}, "filter_http_body"), ({"filter_default_fail": 1}, "filter_default_fail")):
+        r = await edge.client.post("/api/v3/checks/", json=body, headers=_key(edge))
+        assert (r.status, await r.json()) == (400, {"error": f"json validation error: {field} is not a boolean"})
+
+
+async def test_it_stores_the_canonical_name_of_a_legacy_time_zone(edge):
+    r = await edge.client.post("/api/v3/checks/", json={"schedule": "0 0 * * *", "tz": "Europe/Kiev"}, headers=_key(edge))
+    doc = await r.json()
+    assert doc["tz"] == "Europe/Kyiv"
+    r = await edge.client.post(f"/api/v3/checks/{doc['uuid']}", json={"tz": "Asia/Calcutta"}, headers=_key(edge))
+    assert (await r.json())["tz"] == "Asia/Kolkata"
+
+
+async def test_it_refuses_channels_it_does_not_have_and_creates_nothing(edge):
+    for channels, message in (("my-slack", "invalid channel identifier: my-slack"),
+                              ("a,,b", "invalid channel identifier: a"), (",a", "empty channel identifier")):
+        r = await edge.client.post("/api/v3/checks/", json={"name": "c", "channels": channels}, headers=_key(edge))
+        assert (r.status, await r.json()) == (400, {"error": message}), channels
+    assert await edge.events(TOPIC_CHECKS, (CheckUpserted,)) == []
+    for channels in ("*", ""):
+        r = await edge.client.post("/api/v3/checks/", json={"name": "c", "channels": channels}, headers=_key(edge))
+        assert r.status == 201, channels
+
+
+async def test_it_refuses_an_empty_flips_start(edge):
+    check = await edge.add_check()
+    r = await edge.client.get(f"/api/v3/checks/{check.id}/flips/?start=", headers=_key(edge))
+    assert (r.status, await r.read()) == (400, b"")
+    r = await edge.client.get(f"/api/v3/checks/{check.id}/flips/?seconds=", headers=_key(edge))
+    assert (r.status, await r.json()) == (200, {"flips": []})
+
+
+async def test_it_lists_signed_badges_per_tag_and_serves_them(edge):
+    await edge.add_check(name="web", tags="prod web")
+    r = await edge.client.get("/api/v3/badges/", headers=_key(edge, readonly=True))
+    badges = (await r.json())["badges"]
+    assert list(badges) == ["prod", "web", "*"]
+    assert list(badges["web"]) == ["svg", "svg3", "json", "json3", "shields", "shields3"]
+    path = "/" + badges["web"]["json"].split("/", 3)[3]
+    r = await edge.client.get(path)
+    assert await r.json() == {"status": "up", "total": 1, "grace": 0, "down": 0}
+    assert r.headers["Cache-Control"] == "max-age=0, no-cache, no-store, must-revalidate, private"
+    r = await edge.client.get("/" + badges["*"]["shields3"].split("/", 3)[3])
+    assert (await r.json())["message"] == "up"
+    forged = path.replace("/web.json", "/prod.json")  # web's signature does not sign prod
+    assert (await edge.client.get(forged)).status == 404
+
+
+async def test_it_serves_a_checks_badge_by_its_badge_url(edge):
+    check = await edge.add_check(name="nightly")
+    doc = await (await edge.client.get(f"/api/v3/checks/{check.id}", headers=_key(edge))).json()
+    path = "/" + doc["badge_url"].split("/", 3)[3]
+    r = await edge.client.get(path)
+    assert r.status == 200 and r.headers["Content-Type"] == "image/svg+xml"
+    assert ">nightly<" in await r.text() and ">up<" in await r.text()
+    r = await edge.client.get(path.replace(".svg", ".json").replace("/b/2/", "/b/3/"))
+    assert await r.json() == {"status": "up", "total": 1, "grace": 0, "down": 0}
+    assert (await edge.client.get(path.replace(".svg", ".png"))).status == 404
+
+
+async def test_it_answers_plain_text_and_empty_bodies_as_text_plain(edge):
+    """Deliberate (README, Differences from Healthchecks): Healthchecks sends text/html."""
+    check = await edge.add_check()
+    for method, path, status in (("GET", "/api/v3/status/", 200), ("OPTIONS", "/api/v3/checks/", 204),
+                                 ("PUT", f"/api/v3/checks/{check.id}", 405), ("POST", f"/api/v3/checks/{check.id}/resume", 409)):
+        r = await edge.client.request(method, path, headers=_key(edge))
+        assert (r.status, r.headers["Content-Type"]) == (status, "text/plain; charset=utf-8"), path
