@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import msgspec
 from aiohttp import web
 
-from checks.document import check_document, isostring, ping_document
+from checks.document import after_pause, after_resume, check_document, isostring, ping_document
 from checks.spec import SpecError, apply_spec, find_unique, validate
 from schemas.events import TOPIC_PINGS, CheckConfig, CheckDeleted, Paused, Resumed, encode, utcnow, uuid7
 
@@ -114,11 +114,9 @@ async def _pause_or_resume(request: web.Request, check: CheckConfig, pausing: bo
     # The control event on the pings topic is ordered with the check's pings for
     # the monitor; the registry flag lets every edge apply manual_resume.
     await request.app[EVENT_LOG].produce(TOPIC_PINGS, encode(control), key=check.id.encode())
-    check = msgspec.structs.replace(check, paused=pausing)
+    check = msgspec.structs.replace(check, paused=pausing, paused_at=control.at if pausing else check.paused_at)
     await save_check(request, check)
-    if not pausing:
-        st = None  # resume clears last_ping and last_start, as upstream
-    return _document(request, check, st, False, status="paused" if pausing else "new")
+    return _document(request, check, after_pause(st) if pausing else after_resume(st), False)
 
 
 @api_view(write=True)

@@ -102,8 +102,9 @@ def wants_csv(query: Mapping[str, str], accept: str) -> bool:
 
 
 def flips_window(query: Mapping[str, str]) -> tuple[int | None, int | None, int | None]:
-    """The flips view's ``start``, ``end`` (unix seconds) and ``seconds``, each None when absent."""
-    return tuple(_flips_int(query, name) for name in _FLIPS_PARAMS)
+    """The flips view's ``start``, ``end`` (unix seconds) and ``seconds``, each None when absent or 0
+    (Healthchecks filters only by the values that are true: ``?seconds=0`` lists every flip)."""
+    return tuple(_flips_int(query, name) or None for name in _FLIPS_PARAMS)
 
 
 def _flips_int(query: Mapping[str, str], name: str) -> int | None:

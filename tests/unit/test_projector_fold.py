@@ -40,7 +40,7 @@ def test_start_then_success_has_a_duration_and_a_run():
     [r] = rows.runs
     assert (r[7], r[8]) == (42.5, "success")
     s = states[CHECK]
-    assert (s.n_pings, s.last_duration_s, s.last_start, s.last_ping) == (2, 42.5, None, T0 + timedelta(seconds=42.5))
+    assert (s.n_pings, s.last_duration_s, s.run_start, s.last_ping) == (2, 42.5, None, T0 + timedelta(seconds=42.5))
 
 
 def test_completion_without_start_has_no_duration():
@@ -193,7 +193,7 @@ def test_a_newer_start_with_the_same_rid_makes_the_older_one_stale():
 def test_a_start_or_a_log_does_not_move_last_ping():
     states, _ = run([ping("success", 0), ping("start", 10), ping("log", 20), ping("ign", 30)])
     assert states[CHECK].last_ping == T0
-    assert states[CHECK].last_start.at == T0 + timedelta(seconds=10)
+    assert states[CHECK].run_start == T0 + timedelta(seconds=10)
 
 
 def upstream_durations(pings: list[PingEvent]) -> list[float | None]:
