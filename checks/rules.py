@@ -65,9 +65,8 @@ def ping_kind(check: CheckConfig, action: str, exit_status: int | None, method: 
 
 
 def resumes(check: CheckConfig, kind: str) -> bool:
-    """Whether a ping of ``kind`` takes ``check`` out of its pause: a success or fail, as upstream's
-    ``Check.ping`` (a start, log or ignored ping leaves it paused)."""
-    return check.paused and kind in ("success", "fail") and not check.manual_resume
+    """Whether a ping of ``kind`` takes ``check`` out of its pause."""
+    return check.paused and kind != "ign" and not check.manual_resume
 
 
 def client_addr(forwarded_for: str, peer: str) -> str:
