@@ -1,6 +1,6 @@
 """Monitor core at scale: memory, transitions/s, down-detection latency in stream time.
 
-Drives ``monitor.service.Monitor`` (the service minus the log I/O: decode,
+Drives ``monitor.state.Monitor`` (the service minus the log I/O: decode,
 stream clock, state machine, deadline heap, encoding of transitions and state
 records) with N scheduled checks:
 
@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 
 from monitor.clock import StreamClock
 from monitor.plans import PlanBook
-from monitor.service import Monitor
+from monitor.state import Monitor
 from runtime.eventlog.base import Record
 from schemas.events import (
     TOPIC_PINGS,

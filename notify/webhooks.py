@@ -1,5 +1,7 @@
 """A reference alerting consumer: POST each transition as JSON to its project's URL.
 
+- Runs in the consumer shell (``runtime.consumer``), which commits what
+  ``handle`` names: the commit point below, not the end of the batch.
 - At least once: a record's offset is committed only when every delivery of
   it and of the records before it (in its partition) has succeeded, so a
   restart redelivers what was not confirmed. Receivers dedupe on ``event_id``.
@@ -17,6 +19,7 @@ from typing import Callable
 
 import aiohttp
 
+from runtime.consumer import Batch, ConsumerShell, retry
 from runtime.eventlog.base import EventLog, TopicPartition
 from schemas.events import TOPIC_TRANSITIONS, IngestGap, Transition, decode
 
@@ -48,6 +51,10 @@ class _Pending:
         return {tp: min(self.open.get(tp) or [nxt]) for tp, nxt in self.read.items()}
 
 
+class _Refused(Exception):
+    """The endpoint answered, but not with success."""
+
+
 async def run_webhooks(
     event_log: EventLog,
     url_for: Callable[[str], str | None],
@@ -61,28 +68,19 @@ async def run_webhooks(
     pending = _Pending()
     queues: dict[str, asyncio.Queue] = {}
     workers: list[asyncio.Task] = []
-    consumer = event_log.consumer([TOPIC_TRANSITIONS], group=GROUP)
-    await consumer.start()
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
 
-    async def deliver(url: str, body: bytes) -> None:
-        backoff = first_backoff_s
-        while True:
-            try:
-                async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
-                    if resp.status < 300:
-                        return
-                    problem = f"HTTP {resp.status}"
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                problem = repr(exc)
-            log.warning("webhook %s failed (%s), retrying in %.1fs", url, problem, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, max_backoff_s)
+    async def post(url: str, body: bytes) -> None:
+        async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
+            if resp.status >= 300:
+                raise _Refused(f"HTTP {resp.status}")
 
     async def worker(queue: asyncio.Queue) -> None:
         while True:
             url, body, tp, offset = await queue.get()
-            await deliver(url, body)
+            # Retried until delivered (no stop: workers are cancelled when the sink stops).
+            await retry(f"webhook {url}", lambda: post(url, body), logger=log,
+                        first_backoff_s=first_backoff_s, max_backoff_s=max_backoff_s)
             pending.done(tp, offset)
 
     def enqueue(url: str, body: bytes, tp: TopicPartition, offset: int) -> None:
@@ -92,31 +90,34 @@ async def run_webhooks(
             workers.append(asyncio.create_task(worker(queue), name=f"webhook {url}"))
         queue.put_nowait((url, body, tp, offset))
 
+    async def handle(batch: Batch) -> dict[TopicPartition, int]:
+        for r in batch.records:
+            tp = TopicPartition(r.topic, r.partition)
+            try:
+                event = decode(r.value)
+            except Exception as exc:
+                log.error("undecodable record %s/%d@%d: %s", r.topic, r.partition, r.offset, exc)
+                event = None
+            urls: list[str] = []
+            if isinstance(event, Transition):
+                url = url_for(event.project_id)
+                urls = [url] if url else []
+            elif isinstance(event, IngestGap):
+                urls = sorted({u for u in (url_for(p) for p in _projects(url_for)) if u})
+            pending.add(tp, r.offset, len(urls))
+            for url in urls:
+                enqueue(url, r.value, tp, r.offset)
+        # Called for empty batches too: deliveries finished meanwhile move the commit point.
+        return pending.commit_point()
+
     try:
-        while not stop.is_set():
-            for r in await consumer.getmany(timeout_ms=200):
-                tp = TopicPartition(r.topic, r.partition)
-                try:
-                    event = decode(r.value)
-                except Exception as exc:
-                    log.error("undecodable record %s/%d@%d: %s", r.topic, r.partition, r.offset, exc)
-                    event = None
-                urls: list[str] = []
-                if isinstance(event, Transition):
-                    url = url_for(event.project_id)
-                    urls = [url] if url else []
-                elif isinstance(event, IngestGap):
-                    urls = sorted({u for u in (url_for(p) for p in _projects(url_for)) if u})
-                pending.add(tp, r.offset, len(urls))
-                for url in urls:
-                    enqueue(url, r.value, tp, r.offset)
-            await consumer.commit(pending.commit_point())
+        async with event_log.consumer([TOPIC_TRANSITIONS], group=GROUP) as consumer:
+            await ConsumerShell("webhooks", consumer, handle, logger=log).run(stop)
     finally:
         for w in workers:
             w.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         await session.close()
-        await consumer.close()
 
 
 def _projects(url_for) -> list[str]:

@@ -90,7 +90,7 @@ async def _run_services(config: Config, names: list[str]) -> None:
         if "monitor" in names:
             from monitor import service as monitor_service
 
-            tasks.append(monitor_service.run(config, event_log, clickhouse, stop))
+            tasks.append(monitor_service.run(config, event_log, stop))
         if "webhooks" in names or ("up" in names and config.webhooks):
             from notify.webhooks import run_webhooks
 

@@ -213,7 +213,7 @@ def decode(data: bytes) -> Event | None:
 
 class _Entropy(threading.local):
     """Bytes from the OS's CSPRNG, fetched 4 KiB at a time instead of one getrandom call per id
-    (a syscall: 11% of the edge's event-loop thread on the fast ping path). Per thread, and
+    (a syscall per id is a visible share of the edge's event-loop thread on the fast ping path). Per thread, and
     dropped in a forked child so parent and child never share bytes."""
 
     def __init__(self) -> None:

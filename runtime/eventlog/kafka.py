@@ -40,9 +40,9 @@ KNOWN_TOPICS = (TOPIC_PINGS, TOPIC_CHECKS, TOPIC_TRANSITIONS, TOPIC_DEAD_LETTER,
 
 ACK_TIMEOUT_S = 10.0  # longest a produce waits for acks before the caller hears LogUnavailable
 # Records of one partition gathered at once from which they go to aiokafka as a record batch of their
-# own rather than one by one: per record that saves aiokafka's future and callbacks (bench/edge.py,
-# 256 connections: 0.87-0.88x of bare vs 0.73-0.83x), while a few at a time join its open batch at
-# once (32 connections: batches only were 0.20-0.22x, one by one 0.28-0.32x).
+# own rather than one by one: under load that saves aiokafka's future and callbacks per record, while
+# a few records at a time are sent sooner by joining its open batch one by one (bench/edge.py
+# compares both at high and low connection counts).
 _BATCH_FROM = 16
 
 
@@ -81,14 +81,15 @@ class KafkaEventLog(EventLog):
             acks="all",
             enable_idempotence=True,
             # No fixed wait: aiokafka keeps one request in flight per broker, and the pings arriving
-            # meanwhile share the next one, as group commit does on SQLite. Measured in bench/edge.py
-            # against linger_ms=2: 7,500-9,000 vs 5,500-6,600 pings/s closed loop, open-loop p50 halved.
+            # meanwhile share the next one, as group commit does on SQLite; a linger would only add
+            # its wait to every acknowledgement.
             linger_ms=0,
             max_batch_size=256 * 1024,
             request_timeout_ms=int(self.ack_timeout_s * 1000),
-            # A partition a fresh topic just got is refused (NotLeaderForPartition) for ~0.1 s while the
-            # broker takes up leadership; each retry waits this long: 200 ms made the first pings of a new
-            # installation wait 0.2-0.4 s, 50 ms about 0.1 s. Also the pace of retries while a broker is down.
+            # A partition a fresh topic just got is refused (NotLeaderForPartition) for a moment while the
+            # broker takes up leadership, and each retry waits this long: short, so the first pings of a
+            # new installation wait little more than that moment. Also the pace of retries while a
+            # broker is down.
             retry_backoff_ms=50,
         )
         await self._producer.start()

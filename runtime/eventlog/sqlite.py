@@ -51,9 +51,9 @@ _DRAIN_S = 0.1  # longest the writer thread commits back to back before other wo
 
 # A group commit inserts its rows with one multi-row INSERT statement instead of executemany:
 # Python's sqlite3 releases the GIL around every statement step, and under load each release then
-# waits for the event loop thread to give the GIL back — measured here as milliseconds per row with
-# executemany while the loop is busy. Bound parameters carry keys and values as exact bytes. SQLite
-# allows at least 32,766 parameters a statement: 5,000 rows of 6.
+# waits for the event loop thread to give the GIL back, so executemany pays that wait once per row
+# while the loop is busy. Bound parameters carry keys and values as exact bytes. SQLite allows at
+# least 32,766 parameters a statement: 5,000 rows of 6.
 _ROWS_PER_INSERT = 5_000
 _insert_sql: dict[int, str] = {}
 _POLL_S = 0.05  # how often an idle consumer looks for records written by other processes
@@ -240,8 +240,8 @@ class SqliteEventLog(EventLog):
     def _write_at_known_heads(self, batch: list) -> list[tuple[int, int]] | None:
         """The common case as one statement, its own transaction: the offsets follow the partition
         heads this process last committed. Each statement the writer thread runs gives the GIL away
-        and waits to get it back from the busy event-loop thread (measured ~90-260 us each under
-        load), so one statement instead of four (BEGIN, SELECT MAX, INSERT, COMMIT). Should another
+        and waits to get it back from the busy event-loop thread, so one statement instead of four
+        (BEGIN, SELECT MAX, INSERT, COMMIT). Should another
         process have written to one of these partitions meanwhile, an offset collides with its
         records (the primary key), nothing is written, and None sends the batch the locked way. None
         too when a head or partition count is not known yet, or for more rows than one statement takes."""
@@ -416,9 +416,6 @@ class SqliteConsumer(Consumer):
             return out
 
         return await self._run(run)
-
-    def position(self, tp: TopicPartition) -> int:
-        return self._positions[tp]
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -99,7 +99,7 @@ async def world(tmp_path):
 class Running:
     def __init__(self, config, log) -> None:
         self.stop = asyncio.Event()
-        self.task = asyncio.create_task(service.run(config, log, None, self.stop))
+        self.task = asyncio.create_task(service.run(config, log, self.stop))
 
     async def halt(self) -> None:
         self.stop.set()

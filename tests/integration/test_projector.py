@@ -15,7 +15,9 @@ from runtime.eventlog.sqlite import SqliteEventLog
 from reads import checks as queries
 from projector.fold import fold
 from projector import service as projector_service
-from projector.service import Batcher, Projector, batch_token, ranges_of
+from projector.replay import Batcher, batch_token, ranges_of
+from projector.service import Projector
+from runtime.consumer import retry
 from schemas.events import (
     TOPIC_DEAD_LETTER,
     TOPIC_PINGS,
@@ -209,16 +211,15 @@ async def test_a_failed_insert_is_retried_without_losing_rows(log, clickhouse):
 
     projector.insert = insert
     token = batch_token(ranges_of(records))
-    await projector_service._retry(asyncio.Event(), "insert", lambda: projector.process(records, token))
+    await retry("insert", lambda: projector.process(records, token), stop=asyncio.Event())
     assert failed
     assert await count(clickhouse, "SELECT count() FROM pings") == 2
     assert await count(clickhouse, "SELECT count() FROM runs FINAL") == 1
     assert (await queries.check_states(clickhouse, [CHECK]))[CHECK]["n_pings"] == 2
 
 
-async def test_a_journaled_batch_over_two_partitions_is_cut_again_behind_a_backlog(log, clickhouse, monkeypatch):
+async def test_a_journaled_batch_over_two_partitions_is_cut_again_behind_a_backlog(log, clickhouse):
     """The log hands out one partition's backlog first: the replay reads on until it has the whole batch."""
-    monkeypatch.setattr(projector_service, "BATCH_MAX", 8)
     checks = {}
     for i in range(64):  # a check on each partition
         key = f"0f1e2d3c-4b5a-4968-8776-{i:012d}"
@@ -236,7 +237,7 @@ async def test_a_journaled_batch_over_two_partitions_is_cut_again_behind_a_backl
 
     consumer = log.consumer(projector_service.TOPICS, group=projector_service.GROUP)
     await consumer.start()
-    batcher = Batcher(consumer, await Projector(clickhouse, log).journal_tail())
+    batcher = Batcher(consumer, await Projector(clickhouse, log).journal_tail(), max_records=8)
     batch, replayed = await batcher.next(asyncio.Event())
     rest = [r for r in batcher.held]
     following, again = await batcher.next(asyncio.Event())

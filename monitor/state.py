@@ -1,0 +1,144 @@
+"""The state of one running monitor: check states, stream clock, deadline heap, and what the
+current batch changed. No I/O: the service (``monitor.service``) reads the records it folds
+and writes what ``take`` hands back."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from checks.schedule import to_datetime
+from schemas.events import IngestGap, Paused, PingEvent, Resumed, Tick, decode, stable_id
+
+from . import store
+from .clock import DeadlineHeap, StreamClock
+from .plans import PlanBook
+from .transitions import CheckState, apply, expire, reconfigure
+
+log = logging.getLogger(__name__)
+
+
+def _event_time(event) -> float | None:
+    if isinstance(event, PingEvent):
+        return event.received_at.timestamp()
+    if isinstance(event, (Tick, Paused, Resumed)):
+        return event.at.timestamp()
+    return None
+
+
+def _us(t: float) -> str:
+    return str(round(t * 1_000_000))
+
+
+class Monitor:
+    """State of one running monitor: check states, clock, heap, and what the current batch changed."""
+
+    def __init__(self, plans: PlanBook, clock: StreamClock) -> None:
+        self.plans = plans
+        self.clock = clock
+        self.states: dict[str, CheckState] = {}
+        self.heap = DeadlineHeap()
+        self.out: list = []  # events for pingstream.transitions, in order
+        self.dirty: set[str] = set()  # check ids whose state changed in this batch
+        self.dirty_clock: set[int] = set()
+        self.poison: list = []  # (record, exception) of this batch, for the dead-letter topic
+        self.counts = {"records": 0, "transitions": 0, "gaps": 0, "errors": 0}
+
+    def restore(self, states: dict[str, CheckState], clocks: dict[int, store.ClockRecord]) -> None:
+        for check_id, state in states.items():
+            check_id = sys.intern(check_id)
+            self.states[check_id] = state
+            self.heap.push(state.deadline, check_id)
+        for p, c in clocks.items():
+            self.clock.restore(p, c.watermark, c.gaps)
+
+    def _put(self, check_id: str, old: CheckState | None, new: CheckState) -> None:
+        self.states[check_id] = new
+        if old is None or new.deadline != old.deadline:
+            self.heap.push(new.deadline, check_id)
+        if new is not old:
+            self.dirty.add(check_id)
+
+    def fold(self, record) -> None:
+        try:
+            self._fold(record)
+        except Exception as exc:  # a poison record must not stop monitoring: dead-letter it and go on
+            self.counts["errors"] += 1
+            self.poison.append((record, exc))
+
+    def _fold(self, record) -> None:
+        event = decode(record.value)
+        self.counts["records"] += 1
+        at = _event_time(event)
+        if at is None:
+            return  # a type this version does not know, or not ours
+        gap = self.clock.observe(record.partition, at)
+        self.dirty_clock.add(record.partition)
+        if gap is not None:
+            start, end = gap
+            self.counts["gaps"] += 1
+            log.warning("ingest gap on %s/%d: no events for %.1fs", record.topic, record.partition, end - start)
+            self.out.append(
+                IngestGap(
+                    event_id=stable_id("ingest_gap", str(record.partition), _us(start), _us(end)),
+                    start=to_datetime(start),
+                    end=to_datetime(end),
+                    partition=record.partition,
+                )
+            )
+        if isinstance(event, Tick):
+            return
+        check_id = sys.intern(event.check_id)
+        old = self.states.get(check_id)
+        plan = self.plans.get(check_id, event.project_id)
+        new, transitions = apply(
+            old, event, at, plan, position=(record.partition, record.offset), gaps=self.clock.gaps_of(record.partition)
+        )
+        self._put(check_id, old, new)
+        self.out += transitions
+
+    def reconfigure(self) -> None:
+        """Apply registry changes: deleted checks are forgotten, changed plans move deadlines."""
+        now = self.clock.now
+        for check_id in self.plans.deleted:
+            if self.states.pop(check_id, None) is not None:
+                self.dirty.add(check_id)
+        self.plans.deleted.clear()
+        if now is None:
+            return  # no stream time yet: keep the changes for later
+        for check_id in self.plans.changed:
+            old = self.states.get(check_id)
+            if old is not None:
+                new, transitions = reconfigure(old, now, self.plans.plans[check_id], check_id)
+                self._put(check_id, old, new)
+                self.out += transitions
+        self.plans.changed.clear()
+
+    def advance(self) -> None:
+        """Fire every deadline the global clock has passed, earliest first."""
+        now = self.clock.now
+        if now is None:
+            return
+        for due, check_id in self.heap.pop_due(now):
+            state = self.states.get(check_id)
+            if state is None or state.deadline != due:
+                continue  # stale heap entry (rescheduled or deleted check)
+            plan = self.plans.get(check_id, "")  # "" only for a check the registry never had
+            new, transitions = expire(state, now, plan, check_id, self.clock.gaps_of(state.partition))
+            self._put(check_id, state, new)
+            self.out += transitions
+        if len(self.heap) > 2 * len(self.states) + 10_000:
+            self.heap.compact(lambda due, cid: (s := self.states.get(cid)) is not None and s.deadline == due)
+
+    def take(self) -> tuple[list, list[tuple[bytes, bytes]]]:
+        """The batch's output events and state records; resets the batch."""
+        records = []
+        for check_id in self.dirty:
+            state = self.states.get(check_id)
+            records.append((check_id.encode(), b"" if state is None else store.encode_state(state)))
+        for p in self.dirty_clock:
+            records.append((store.clock_key(p), store.encode_clock(self.clock.watermarks.get(p), self.clock.gaps_of(p))))
+        out, self.out = self.out, []
+        self.dirty, self.dirty_clock = set(), set()
+        self.counts["transitions"] += sum(1 for e in out if not isinstance(e, IngestGap))
+        return out, records

@@ -1,0 +1,112 @@
+"""The projector's batch policy: batches as the shell's, but after a restart the journaled batch first.
+
+ClickHouse drops a block it has seen under the same ``insert_deduplication_token``.
+The token comes from the batch's offsets (``batch_token``), so a batch that was
+journaled and inserted but not committed before a crash must be cut again at
+exactly the same offsets; ``Batcher`` does that, then reads on as ``Batches``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+
+from runtime.consumer import Batch, Batches
+from runtime.eventlog.base import Record, TopicPartition
+
+log = logging.getLogger(__name__)
+
+BATCH_MAX = 50_000
+BATCH_WAIT_S = 0.2
+_REPLAY_READ_MAX = 4  # batches' worth of records read at most while looking for the journaled batch
+
+
+def batch_token(ranges: dict[TopicPartition, tuple[int, int]]) -> str:
+    text = ";".join(f"{tp.topic}/{tp.partition}:{a}-{b}" for tp, (a, b) in sorted(ranges.items()))
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def ranges_of(records: list[Record]) -> dict[TopicPartition, tuple[int, int]]:
+    """Per partition, the (first, last) offsets of ``records``."""
+    ranges: dict[TopicPartition, tuple[int, int]] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        first = ranges.get(tp, (r.offset, r.offset))[0]
+        ranges[tp] = (first, r.offset)
+    return ranges
+
+
+class Batcher(Batches):
+    """Reads batches bounded by count and time; after a restart, first re-cuts the journaled batch.
+
+    ``replay`` is the journal's last batch per partition: ``tp -> (first, last, token)``.
+    The batch that was journaled but not committed starts exactly at the group's
+    committed offsets; journal entries for partitions that start elsewhere were
+    committed already and are dropped.
+    """
+
+    def __init__(
+        self,
+        consumer,
+        replay: dict[TopicPartition, tuple[int, int, str]],
+        max_records: int = BATCH_MAX,
+        max_wait_s: float = BATCH_WAIT_S,
+    ) -> None:
+        super().__init__(consumer, max_records, max_wait_s, poll_ms=200)
+        self.replay = dict(replay)
+
+    async def next(self, stop: asyncio.Event) -> Batch:
+        """The next batch; ``replayed`` when it is the journaled one, cut as before."""
+        if not self.replay:
+            return await super().next(stop)
+        records, self.held = self.held, []
+        while not stop.is_set():
+            cut = self._cut(records)
+            if cut is not None:
+                return cut
+            if len(records) >= _REPLAY_READ_MAX * self.max_records:
+                break
+            got = await self.consumer.getmany(max_records=self.max_records, timeout_ms=self.poll_ms)
+            if not got:  # drained: journaled partitions we have not seen were committed
+                seen = {(r.topic, r.partition) for r in records}
+                self.replay = {tp: v for tp, v in self.replay.items() if tp in seen}
+            records += got
+        if stop.is_set():
+            self.held = records
+            return Batch([])
+        if self.replay:
+            log.warning("projector: the journaled batch could not be cut again; reading on without it")
+            self.replay = {}
+        return Batch(self.split(records))
+
+    def _cut(self, records: list[Record]) -> Batch | None:
+        """The journaled batch once it has been read whole; None to read on."""
+        firsts: dict[TopicPartition, int] = {}
+        lasts: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            firsts.setdefault(tp, r.offset)
+            lasts[tp] = r.offset
+        assigned = self.consumer.assignment()  # may still be empty before a group consumer's first fetch
+        stale = {tok for tp, (first, _, tok) in self.replay.items()
+                 if (assigned and tp not in assigned) or (tp in firsts and firsts[tp] != first)}
+        self.replay = {tp: v for tp, v in self.replay.items() if v[2] not in stale}
+        if not self.replay:
+            return Batch(self.split(records))
+        if any(tp not in firsts for tp in self.replay):
+            return None
+        tokens = {tok for _, _, tok in self.replay.values()}
+        if len(tokens) > 1:  # cannot happen with one projector per partition; do not guess
+            self.replay = {}
+            return Batch(self.split(records))
+        ends = {tp: last for tp, (_, last, _) in self.replay.items()}
+        if any(lasts[tp] < end for tp, end in ends.items()):
+            return None
+        batch, held = [], []
+        for r in records:
+            end = ends.get(TopicPartition(r.topic, r.partition))
+            (batch if end is not None and r.offset <= end else held).append(r)
+        self.held = held + self.held
+        self.replay = {}
+        return Batch(batch, replayed=True)

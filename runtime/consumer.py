@@ -1,0 +1,208 @@
+"""The one consumer shell every service runs: read a batch → handle it → commit its offsets.
+
+A service brings the pure part (its fold and what it writes); the shell does
+the rest the same way for all of them:
+
+- a batch policy cuts the log into batches (``Batches``: at most
+  ``max_records``, read for at most ``max_wait_s`` after the first record
+  arrived; a service may plug in its own, as the projector does to re-cut a
+  journaled batch after a restart);
+- ``handle(batch)`` makes the batch's effects durable (flush, produce) and
+  may name the offsets to commit (default: each partition's next offset
+  after the batch);
+- only then are the offsets committed, so a crash anywhere re-reads the batch
+  and nothing is lost;
+- a change of partition assignment is reported before the batch is handled
+  (``on_assignment``), and again after a refused commit (partitions moved to
+  another member meanwhile: that member reads the batch again);
+- ``retry`` retries a transient failure with capped exponential backoff until
+  it works, or gives up with ``Stopped`` once ``stop`` is set: the shell then
+  ends without committing the batch;
+- a progress line (records/s, batches, and whatever the service adds) and the
+  lag gauges every ``log_every_s``.
+
+Knows no service: it imports only ``runtime`` and ``schemas``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable, Callable, NamedTuple
+
+from runtime import metrics
+from runtime.eventlog.base import Consumer, Record, TopicPartition
+
+log = logging.getLogger(__name__)
+
+Offsets = dict[TopicPartition, int]
+
+
+class Batch(NamedTuple):
+    records: list[Record]
+    replayed: bool = False  # cut again as it was before a restart: its effects may be in place already
+
+
+class Stopped(Exception):
+    """A step kept failing while the service was stopping: the batch stays uncommitted."""
+
+
+async def retry(
+    what: str,
+    attempt: Callable[[], Awaitable],
+    *,
+    stop: asyncio.Event | None = None,
+    logger: logging.Logger = log,
+    first_backoff_s: float = 0.5,
+    max_backoff_s: float = 30.0,
+):
+    """``await attempt()`` until it returns, waiting longer after each failure (a database or an
+    endpoint may be away for a while). Raises ``Stopped`` when it fails once ``stop`` is set;
+    without ``stop`` it retries until cancelled."""
+    backoff = first_backoff_s
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:
+            if stop is not None and stop.is_set():
+                raise Stopped(f"{what} failed while stopping: {exc}") from exc
+            logger.error("%s failed (%s: %s); retrying in %.1fs", what, exc.__class__.__name__, str(exc)[:300], backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff_s)
+
+
+def next_offsets(records: list[Record]) -> Offsets:
+    """Per partition, the offset after the last of ``records``: what committing them means."""
+    return {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records}
+
+
+class Batches:
+    """Batches bounded by count and time. An idle read returns an empty batch after ``poll_ms``,
+    so the shell looks at ``stop`` (and services with periodic work get their turn)."""
+
+    def __init__(self, consumer: Consumer, max_records: int, max_wait_s: float = 0.0, poll_ms: int = 200) -> None:
+        self.consumer = consumer
+        self.max_records = max_records
+        self.max_wait_s = max_wait_s
+        self.poll_ms = poll_ms
+        self.held: list[Record] = []  # read already, beyond the last batch: the start of the next one
+
+    async def next(self, stop: asyncio.Event) -> Batch:
+        records, self.held = self.held, []
+        deadline = None
+        while len(records) < self.max_records and not stop.is_set():
+            wait_ms = self.poll_ms if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            records += await self.consumer.getmany(max_records=self.max_records - len(records), timeout_ms=wait_ms)
+            if records and deadline is None:
+                deadline = time.monotonic() + self.max_wait_s
+            if deadline is None or time.monotonic() >= deadline:
+                break  # idle (let the caller look at stop), or the batch's time is up
+        return Batch(self.split(records))
+
+    def split(self, records: list[Record]) -> list[Record]:
+        """At most ``max_records`` of ``records``; the rest is held for the next batch. A prefix of
+        the read order is a prefix of every partition, so each batch's offsets stay contiguous."""
+        if len(records) > self.max_records:
+            records, self.held = records[: self.max_records], records[self.max_records :] + self.held
+        return records
+
+
+class ConsumerShell:
+    """Runs ``handle`` over the batches of one consumer until ``stop``; see the module docstring.
+
+    ``read_ahead`` reads the next batch while the current one is handled (worth it when
+    handling waits on I/O, as the projector's inserts do). ``progress(elapsed_s)`` returns
+    the service's part of the progress line.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        consumer: Consumer,
+        handle: Callable[[Batch], Awaitable[Offsets | None]],
+        *,
+        batches: Batches | None = None,
+        group: str | None = None,
+        logger: logging.Logger = log,
+        on_assignment: Callable[[set[TopicPartition]], Awaitable[None]] | None = None,
+        read_ahead: bool = False,
+        log_every_s: float | None = None,
+        progress: Callable[[float], str] | None = None,
+    ) -> None:
+        self.name = name
+        self.consumer = consumer
+        self.handle = handle
+        self.batches = batches or Batches(consumer, max_records=10_000)
+        self.group = group
+        self.log = logger
+        self.on_assignment = on_assignment
+        self.read_ahead = read_ahead
+        self.log_every_s = log_every_s
+        self.progress = progress
+        self.counts = {"records": 0, "batches": 0}
+        self.positions: Offsets = {}  # committed: next offset to read per partition
+        self._assignment: set[TopicPartition] = set()  # as last reported to on_assignment
+
+    async def run(self, stop: asyncio.Event) -> None:
+        upcoming = asyncio.ensure_future(self.batches.next(stop)) if self.read_ahead else None
+        last_log, logged = time.monotonic(), dict(self.counts)
+        try:
+            while not stop.is_set():
+                if upcoming is None:
+                    batch = await self.batches.next(stop)
+                else:
+                    batch = await upcoming
+                    upcoming = asyncio.ensure_future(self.batches.next(stop))
+                try:
+                    committed = await self._step(batch)
+                except Stopped as exc:
+                    self.log.warning("%s: stopping with a batch not committed (it will be read again): %s",
+                                     self.name, exc)
+                    break
+                now = time.monotonic()
+                if committed and self.log_every_s is not None and now - last_log >= self.log_every_s:
+                    if self.group is not None:
+                        await metrics.record_lag(self.group, self.consumer, self.positions)
+                    self._log_progress(logged, now - last_log)
+                    logged, last_log = dict(self.counts), now
+            if self.log_every_s is not None:
+                self._log_progress(logged, max(time.monotonic() - last_log, 1e-9))
+        finally:
+            if upcoming is not None:
+                upcoming.cancel()
+                await asyncio.gather(upcoming, return_exceptions=True)
+
+    async def _step(self, batch: Batch) -> bool:
+        """Handle one batch and commit it; False when the commit was refused."""
+        assigned = self.consumer.assignment()
+        if assigned != self._assignment:
+            self._assignment = assigned
+            if self.on_assignment is not None:
+                await self.on_assignment(assigned)
+        offsets = await self.handle(batch)
+        if batch.records:
+            self.counts["records"] += len(batch.records)
+            self.counts["batches"] += 1
+        if offsets is None:
+            offsets = next_offsets(batch.records)
+        if offsets:
+            # flush → produce → commit: handle has made the batch's effects durable; only now are
+            # its offsets committed, so a crash before this line re-reads the batch, never loses it.
+            try:
+                await self.consumer.commit(offsets)
+            except Exception as exc:  # partitions moved to another member meanwhile (rebalance)
+                self.log.warning("%s: commit refused (%s: %s): the new owner reads those records again",
+                                 self.name, exc.__class__.__name__, exc)
+                self._assignment = set()  # report the assignment again before the next batch
+                return False
+            self.positions.update(offsets)
+        if batch.records:
+            metrics.BATCH_RECORDS.labels(self.name).observe(len(batch.records))
+        return True
+
+    def _log_progress(self, before: dict, elapsed_s: float) -> None:
+        c = self.counts
+        extra = f", {self.progress(elapsed_s)}" if self.progress is not None else ""
+        self.log.info("%s: %.0f records/s (%d in %d batches)%s", self.name,
+                      (c["records"] - before["records"]) / elapsed_s, c["records"], c["batches"], extra)

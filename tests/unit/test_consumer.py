@@ -1,0 +1,264 @@
+"""The consumer shell (runtime.consumer): batches bounded by count and time, commit after handle, retry, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+from runtime.consumer import Batch, Batches, ConsumerShell, Stopped, retry
+from runtime.eventlog.base import TopicPartition
+
+from .fake_consumer import TOPIC, FakeConsumer, offsets
+
+P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+
+
+# --- batches -------------------------------------------------------------------
+
+
+async def test_it_cuts_a_batch_at_max_records():
+    consumer = FakeConsumer()
+    consumer.append(0, 25)
+    batches = Batches(consumer, max_records=10, max_wait_s=10.0)
+    started = time.monotonic()
+    first, second = await batches.next(asyncio.Event()), await batches.next(asyncio.Event())
+    assert time.monotonic() - started < 1.0, "a full batch does not wait for its time to be up"
+    assert offsets(first.records) == [(0, o) for o in range(10)]
+    assert offsets(second.records) == [(0, o) for o in range(10, 20)]
+    assert not first.replayed
+
+
+async def test_it_cuts_a_batch_when_its_time_is_up():
+    consumer = FakeConsumer()
+    stop_writing = asyncio.Event()
+
+    async def trickle():
+        while not stop_writing.is_set():
+            consumer.append(0)
+            await asyncio.sleep(0.01)
+
+    writer = asyncio.create_task(trickle())
+    try:
+        batches = Batches(consumer, max_records=10_000, max_wait_s=0.15, poll_ms=1000)
+        started = time.monotonic()
+        batch = await batches.next(asyncio.Event())
+        elapsed = time.monotonic() - started
+    finally:
+        stop_writing.set()
+        await writer
+    assert 0.15 <= elapsed < 1.0
+    assert 2 <= len(batch.records) < 10_000
+    assert [o for _, o in offsets(batch.records)] == list(range(len(batch.records)))
+
+
+async def test_it_reads_once_without_a_wait():
+    consumer = FakeConsumer()
+    consumer.append(0, 3)
+    batch = await Batches(consumer, max_records=10).next(asyncio.Event())
+    assert len(batch.records) == 3 and consumer.reads == 1
+
+
+async def test_an_idle_read_returns_an_empty_batch_after_the_poll_time():
+    batches = Batches(FakeConsumer(), max_records=10, max_wait_s=5.0, poll_ms=50)
+    started = time.monotonic()
+    batch = await batches.next(asyncio.Event())
+    assert batch.records == [] and time.monotonic() - started < 1.0
+
+
+async def test_it_reads_nothing_once_stopped():
+    consumer = FakeConsumer()
+    consumer.append(0, 5)
+    stop = asyncio.Event()
+    stop.set()
+    batch = await Batches(consumer, max_records=10).next(stop)
+    assert batch.records == [] and consumer.reads == 0
+
+
+async def test_records_beyond_max_records_are_held_for_the_next_batch():
+    source = FakeConsumer(partitions=2)
+    records = source.append(0, 3) + source.append(1, 3)  # e.g. read while looking for a journaled batch
+    batches = Batches(FakeConsumer(partitions=2), max_records=4)
+    assert batches.split(records) == records[:4]
+    batch = await batches.next(asyncio.Event())
+    assert offsets(batch.records) == [(1, 1), (1, 2)]
+
+
+# --- the shell -------------------------------------------------------------------
+
+
+def shell_for(consumer, handle, **kw) -> ConsumerShell:
+    return ConsumerShell("test", consumer, handle, batches=Batches(consumer, max_records=kw.pop("max_records", 100),
+                                                                       poll_ms=20), **kw)
+
+
+async def run_until(shell: ConsumerShell, done, stop: asyncio.Event | None = None, timeout_s: float = 5.0) -> None:
+    stop = stop or asyncio.Event()
+    task = asyncio.create_task(shell.run(stop))
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not done():
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.005)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout_s)
+
+
+async def test_it_commits_each_batch_after_handling_it():
+    consumer = FakeConsumer(partitions=2)
+    consumer.append(0, 3)
+    consumer.append(1, 2)
+    seen = []
+
+    async def handle(batch: Batch):
+        if batch.records:
+            seen.append((offsets(batch.records), dict(consumer.committed)))
+
+    await run_until(shell_for(consumer, handle), lambda: consumer.commits)
+    [(records, committed_while_handling)] = seen
+    assert records == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+    assert committed_while_handling == {P0: 0, P1: 0}
+    assert consumer.commits == [{P0: 3, P1: 2}]
+
+
+async def test_it_commits_the_offsets_handle_names():
+    consumer = FakeConsumer()
+    consumer.append(0, 5)
+
+    async def handle(batch: Batch):
+        return {P0: 2}  # e.g. deliveries still open from offset 2 on
+
+    await run_until(shell_for(consumer, handle), lambda: consumer.commits)
+    assert consumer.commits[0] == {P0: 2}
+
+
+async def test_nothing_is_committed_when_handle_fails():
+    consumer = FakeConsumer()
+    consumer.append(0, 5)
+
+    async def handle(batch: Batch):
+        if batch.records:
+            raise ValueError("poison in the shell")
+
+    with pytest.raises(ValueError):
+        await shell_for(consumer, handle).run(asyncio.Event())
+    assert consumer.commits == []
+
+
+async def test_a_transient_failure_is_retried_then_committed(caplog):
+    consumer = FakeConsumer()
+    consumer.append(0, 4)
+    attempts = []
+    stop = asyncio.Event()
+
+    async def insert():
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError("database away")
+
+    async def handle(batch: Batch):
+        if batch.records:
+            await retry("test insert", insert, stop=stop, first_backoff_s=0.01)
+
+    await run_until(shell_for(consumer, handle), lambda: consumer.commits, stop)
+    assert len(attempts) == 3 and consumer.commits == [{P0: 4}]
+    failures = [r for r in caplog.records if "test insert failed" in r.getMessage() and "retrying" in r.getMessage()]
+    assert len(failures) == 2
+
+
+async def test_stopping_while_retrying_leaves_the_batch_uncommitted(caplog):
+    consumer = FakeConsumer()
+    consumer.append(0, 4)
+    stop = asyncio.Event()
+
+    async def insert():
+        stop.set()
+        raise ConnectionError("database away")
+
+    async def handle(batch: Batch):
+        if batch.records:
+            await retry("test insert", insert, stop=stop, first_backoff_s=0.01)
+
+    await asyncio.wait_for(shell_for(consumer, handle).run(stop), 5)
+    assert consumer.commits == []
+    assert any("not committed" in r.getMessage() for r in caplog.records)
+
+
+async def test_retry_gives_up_with_stopped_only_once_stopping():
+    stop = asyncio.Event()
+    stop.set()
+
+    async def fail():
+        raise ConnectionError("away")
+
+    with pytest.raises(Stopped):
+        await retry("x", fail, stop=stop)
+
+
+async def test_the_assignment_is_reported_before_the_first_batch_and_after_a_refused_commit(caplog):
+    consumer = FakeConsumer()
+    consumer.append(0, 2)
+    events = []
+    consumer.refuse_next_commit = True
+
+    async def assigned(partitions):
+        events.append(("assigned", sorted(partitions)))
+
+    async def handle(batch: Batch):
+        if batch.records:
+            events.append(("handle", offsets(batch.records)))
+            consumer.append(0)  # something for the next batch
+
+    await run_until(shell_for(consumer, handle, on_assignment=assigned), lambda: consumer.commits)
+    assert events[:4] == [
+        ("assigned", [P0]), ("handle", [(0, 0), (0, 1)]),  # this commit is refused
+        ("assigned", [P0]), ("handle", [(0, 2)]),
+    ]
+    assert consumer.commits[0] == {P0: 3}
+    assert any("commit refused" in r.getMessage() for r in caplog.records)
+
+
+async def test_it_reads_the_next_batch_while_handling_with_read_ahead():
+    consumer = FakeConsumer()
+    consumer.append(0, 6)
+    reads_while_handling = []
+
+    async def handle(batch: Batch):
+        if batch.records:
+            await asyncio.sleep(0.05)
+            reads_while_handling.append(consumer.reads)
+
+    shell = shell_for(consumer, handle, max_records=3, read_ahead=True)
+    await run_until(shell, lambda: len(consumer.commits) == 2)
+    assert consumer.commits == [{P0: 3}, {P0: 6}]
+    assert reads_while_handling[0] >= 2  # the second batch was read before the first was committed
+
+
+async def test_it_stops_promptly_when_idle():
+    stop = asyncio.Event()
+
+    async def handle(batch: Batch):
+        return None
+
+    task = asyncio.create_task(shell_for(FakeConsumer(), handle, read_ahead=True).run(stop))
+    await asyncio.sleep(0.1)
+    stop.set()
+    await asyncio.wait_for(task, 1.0)
+
+
+async def test_it_logs_progress_with_counts_and_rates(caplog):
+    caplog.set_level(logging.INFO)
+    consumer = FakeConsumer()
+    consumer.append(0, 7)
+
+    async def handle(batch: Batch):
+        return None
+
+    shell = shell_for(consumer, handle, log_every_s=0.0, progress=lambda elapsed_s: "12 widgets")
+    await run_until(shell, lambda: consumer.commits)
+    lines = [r.getMessage() for r in caplog.records if "records/s" in r.getMessage()]
+    assert lines and lines[-1].startswith("test: ") and "(7 in 1 batches), 12 widgets" in lines[-1]
