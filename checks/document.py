@@ -62,7 +62,7 @@ def status(check: CheckConfig, state: dict | None, now: datetime | None = None, 
     """Healthchecks' ``Check.get_status(with_started=v == 1)`` at ``now``: new, up, grace, down, paused
     (and started, in API v1 only, while a run is within its grace time)."""
     now = now or utcnow()
-    base, last_ping, last_start = _stored(state)
+    base, last_ping, last_start = _stored(with_registry(check, state))
     grace = timedelta(seconds=check.grace_s)
     if last_start is not None:
         if now >= last_start + grace:
@@ -82,7 +82,7 @@ def status(check: CheckConfig, state: dict | None, now: datetime | None = None, 
 def next_ping(check: CheckConfig, state: dict | None, now: datetime | None = None) -> datetime | None:
     """Healthchecks' ``next_ping`` (``get_grace_start``): None for a new, paused or down check, the next
     expected time of an up one, and the last start while a run is open if that is earlier."""
-    base, last_ping, last_start = _stored(state)
+    base, last_ping, last_start = _stored(with_registry(check, state))
     if base != "down" and status(check, state, now) == "down":
         base = "down"  # sendalerts marks it down as soon as its time is up
     grace_start = expected_after(check, last_ping) if base == "up" else None
@@ -170,7 +170,7 @@ def monitor_document(check: CheckConfig, state: dict | None, public_url: str) ->
         "name": check.name,
         "type": "SCHEDULED",
         "checkinUrl": f"{public_url}/api/v1/monitors/{check.id}/checkin",
-        "status": status(check, with_registry(check, state)),
+        "status": status(check, state),
         "gracePeriod": check.grace_s,
         "createdAt": isostring(check.created),
         "lastCheckinAt": isostring(state["last_ping"]) if state else None,
