@@ -37,18 +37,17 @@ def expected_after(check: CheckConfig, last_ping: datetime | None) -> datetime |
 def with_registry(check: CheckConfig, state: dict | None) -> dict | None:
     """The registry knows about a pause or resume the moment the API accepted it; the projection may lag.
 
-    A paused check whose projected status was set before the pause (or never) reads as paused; a
-    projection still paused after a resume reads as resumed. A ping after the pause (which un-pauses
-    it, as upstream) is newer than the pause, so the projection wins then."""
-    if check.paused:
-        if state is not None and state["status"] == "paused":
-            return state
-        status_at = as_utc(state.get("status_at")) if state else None
-        if status_at is None or (check.paused_at is not None and status_at < check.paused_at):
-            return after_pause(state)
-    elif state is not None and state["status"] == "paused":
-        return after_resume(state)
-    return state
+    When the projected status was set before the last pause or resume (or never), the state reads
+    as that call left it. A ping after it (a success or fail un-pauses, as upstream) is newer, so
+    the projection wins then."""
+    calls = [(at, paused) for at, paused in ((check.paused_at, True), (check.resumed_at, False)) if at is not None]
+    if not calls:
+        return state
+    at, paused = max(calls)
+    status_at = as_utc(state.get("status_at")) if state else None
+    if status_at is not None and status_at >= at:
+        return state
+    return after_pause(state) if paused else after_resume(state)
 
 
 def _stored(state: dict | None) -> tuple[str, datetime | None, datetime | None]:

@@ -114,7 +114,8 @@ async def _pause_or_resume(request: web.Request, check: CheckConfig, pausing: bo
     # The control event on the pings topic is ordered with the check's pings for
     # the monitor; the registry flag lets every edge apply manual_resume.
     await request.app[EVENT_LOG].produce(TOPIC_PINGS, encode(control), key=check.id.encode())
-    check = msgspec.structs.replace(check, paused=pausing, paused_at=control.at if pausing else check.paused_at)
+    stamp = {"paused_at" if pausing else "resumed_at": control.at}
+    check = msgspec.structs.replace(check, paused=pausing, **stamp)
     await save_check(request, check)
     return _document(request, check, after_pause(st) if pausing else after_resume(st), False)
 

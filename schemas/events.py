@@ -115,6 +115,7 @@ class CheckConfig(msgspec.Struct, frozen=True, kw_only=True):
     monitor_type: str = ""  # "SCHEDULED" for checks created through the Overwatch API
     paused: bool = False  # set by the pause API; lets edges ignore pings to manual_resume checks
     paused_at: datetime | None = None  # when the pause API last paused it (the Paused event's ``at``)
+    resumed_at: datetime | None = None  # when the resume API last resumed it (the Resumed event's ``at``)
     created: datetime
 
 
