@@ -1,15 +1,22 @@
 """A check as the APIs show it: its status and its Healthchecks / Overwatch documents.
 
 Pure: the check's configuration (the registry), its projected state (a
-``check_state`` row as a dict, or None before the first ping) and the public
-base URL go in; a JSON-ready dict comes out.
+``check_state`` row as a dict, or None before the first ping), the time of
+the request and the public base URL go in; a JSON-ready dict comes out.
+
+The projected state holds what Healthchecks stores on a ``Check``: its stored
+status (new, up, down, paused), last ping, last start. What the API shows is
+computed from it at ``now`` as Healthchecks does (``get_status``,
+``get_grace_start``), with ``sendalerts`` taken as instant: a check whose time
+is up reads as down at once, as stored down.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import datetime, timedelta
 
-from schemas.events import CheckConfig
+from schemas.events import CheckConfig, as_utc, utcnow
 
 from .badges import check_badge_key
 from .schedule import next_expected, to_datetime
@@ -20,29 +27,99 @@ def isostring(dt: datetime | None) -> str | None:
     return dt.replace(microsecond=0).isoformat() if dt is not None else None
 
 
-def next_ping(check: CheckConfig, last_ping: datetime | None) -> datetime | None:
-    """When the next ping is expected (Healthchecks' ``next_ping``): None before the first ping."""
+def expected_after(check: CheckConfig, last_ping: datetime | None) -> datetime | None:
+    """When the ping after one at ``last_ping`` is due (None: never, or no ping yet)."""
     if last_ping is None:
         return None
-    return to_datetime(next_expected(check.kind, check.timeout_s, check.schedule, check.tz, last_ping.timestamp()))
+    t = next_expected(check.kind, check.timeout_s, check.schedule, check.tz, last_ping.timestamp())
+    return None if math.isinf(t) else to_datetime(t)
 
 
-def status(check: CheckConfig, state: dict | None) -> str:
-    """The registry knows about a pause the moment the API accepted it; the projection may lag."""
-    return "paused" if check.paused else (state["status"] if state else "new")
+def with_registry(check: CheckConfig, state: dict | None) -> dict | None:
+    """The registry knows about a pause or resume the moment the API accepted it; the projection may lag.
+
+    When the projected status was set before the last pause or resume (or never), the state reads
+    as that call left it. A ping after it (a success or fail un-pauses, as upstream) is newer, so
+    the projection wins then."""
+    calls = [(at, paused) for at, paused in ((check.paused_at, True), (check.resumed_at, False)) if at is not None]
+    if not calls:
+        return state
+    at, paused = max(calls)
+    status_at = as_utc(state.get("status_at")) if state else None
+    if status_at is not None and status_at >= at:
+        return state
+    return after_pause(state) if paused else after_resume(state)
+
+
+def _stored(state: dict | None) -> tuple[str, datetime | None, datetime | None]:
+    """Healthchecks' stored status, last ping and last start (the run in progress)."""
+    if not state:
+        return "new", None, None
+    return state["status"], as_utc(state.get("last_ping")), as_utc(state.get("last_start"))
+
+
+def status(check: CheckConfig, state: dict | None, now: datetime | None = None, *, v: int = 3) -> str:
+    """Healthchecks' ``Check.get_status(with_started=v == 1)`` at ``now``: new, up, grace, down, paused
+    (and started, in API v1 only, while a run is within its grace time)."""
+    now = now or utcnow()
+    base, last_ping, last_start = _stored(with_registry(check, state))
+    grace = timedelta(seconds=check.grace_s)
+    if last_start is not None:
+        if now >= last_start + grace:
+            return "down"
+        if v == 1:
+            return "started"
+    if base != "up":
+        return base
+    grace_start = expected_after(check, last_ping)
+    if grace_start is None:
+        return "up"
+    if now >= grace_start + grace:
+        return "down"
+    return "grace" if now >= grace_start else "up"
+
+
+def next_ping(check: CheckConfig, state: dict | None, now: datetime | None = None) -> datetime | None:
+    """Healthchecks' ``next_ping`` (``get_grace_start``): None for a new, paused or down check, the next
+    expected time of an up one, and the last start while a run is open if that is earlier."""
+    base, last_ping, last_start = _stored(with_registry(check, state))
+    if base != "down" and status(check, state, now) == "down":
+        base = "down"  # sendalerts marks it down as soon as its time is up
+    grace_start = expected_after(check, last_ping) if base == "up" else None
+    if last_start is not None and base != "down":
+        grace_start = last_start if grace_start is None else min(grace_start, last_start)
+    return grace_start
+
+
+def after_pause(state: dict | None) -> dict:
+    """The state as Healthchecks' pause leaves it: paused, no run in progress (a paused check: as it was)."""
+    state = dict(state or {"status": "new", "last_ping": None, "last_duration_s": None, "n_pings": 0})
+    if state["status"] != "paused":
+        state.update(status="paused", last_start=None, started=0)
+    return state
+
+
+def after_resume(state: dict | None) -> dict:
+    """The state as Healthchecks' resume leaves it: new, no last ping, no run; counts and durations kept."""
+    state = dict(state or {"last_duration_s": None, "n_pings": 0})
+    state.update(status="new", last_ping=None, last_start=None, started=0)
+    return state
 
 
 def check_document(
     check: CheckConfig, state: dict | None, readonly: bool, public_url: str, status_word: str | None = None,
-    version: int = 3,
+    *, v: int = 3, now: datetime | None = None,
 ) -> dict:
-    """The Management API's check object (v3 fields; read-only keys see ``unique_key`` instead of urls,
-    which name the API version the document was asked for)."""
+    """The Management API's check object (v3 fields; read-only keys see ``unique_key`` instead of urls).
+
+    ``v`` is the API version of the request: v1 shows a running check as ``started``, and the urls
+    name the version the document was asked for. ``now`` is the time of the request."""
+    now = now or utcnow()
+    state = with_registry(check, state)
     if status_word is None:
-        status_word = status(check, state)
+        status_word = status(check, state, now, v=v)
     last_ping = state["last_ping"] if state else None
     last_duration = state.get("last_duration_s") if state else None
-    shown = status_word not in ("paused", "new")
     result = {
         "name": check.name,
         "slug": check.slug,
@@ -51,9 +128,9 @@ def check_document(
         "grace": check.grace_s,
         "n_pings": state["n_pings"] if state else 0,
         "status": status_word,
-        "started": bool(state and state.get("started")) and shown,
+        "started": bool(state and state.get("last_start") is not None),
         "last_ping": isostring(last_ping),
-        "next_ping": isostring(next_ping(check, last_ping)) if shown else None,
+        "next_ping": isostring(next_ping(check, state, now)),
         "manual_resume": check.manual_resume,
         "methods": check.methods,
         "subject": check.success_kw if check.filter_subject else "",
@@ -67,12 +144,12 @@ def check_document(
         "filter_default_fail": check.filter_default_fail,
         "badge_url": f"{public_url}/b/2/{check_badge_key(check.id)}.svg",
     }
-    if last_duration is not None:
+    if last_duration:  # upstream leaves out a zero duration too
         result["last_duration"] = int(last_duration)
     if readonly:
         result["unique_key"] = unique_key(check.id)
     else:
-        base = f"{public_url}/api/v{version}/checks/{check.id}"
+        base = f"{public_url}/api/v{v}/checks/{check.id}"
         result.update(
             uuid=check.id,
             ping_url=f"{public_url}/ping/{check.id}",

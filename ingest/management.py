@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import msgspec
 from aiohttp import web
 
-from checks.document import check_document, isostring, ping_document
+from checks.document import after_pause, after_resume, check_document, isostring, ping_document
 from checks.spec import SpecError, apply_spec, channels_error, find_unique, validate
 from schemas.events import TOPIC_PINGS, CheckConfig, CheckDeleted, Paused, Resumed, encode, utcnow, uuid7
 
@@ -28,7 +28,7 @@ PING_LOG_LIMIT = 100
 
 def _document(request: web.Request, api: ApiRequest, check: CheckConfig, st: dict | None,
               status: str | None = None, http_status: int = 200) -> web.Response:
-    doc = check_document(check, st, api.readonly, request.app[CONFIG].public_url, status, version=api.version)
+    doc = check_document(check, st, api.readonly, request.app[CONFIG].public_url, status, v=api.version)
     return web.json_response(doc, status=http_status)
 
 
@@ -64,7 +64,7 @@ async def list_checks(request: web.Request, api: ApiRequest) -> web.Response:
     states = await state.check_states(request, [c.id for c in checks])
     checks.sort(key=lambda c: (c.created, c.id))
     public_url = request.app[CONFIG].public_url
-    return web.json_response({"checks": [check_document(c, states.get(c.id), api.readonly, public_url, version=api.version)
+    return web.json_response({"checks": [check_document(c, states.get(c.id), api.readonly, public_url, v=api.version)
                                          for c in checks]})
 
 
@@ -128,11 +128,10 @@ async def _pause_or_resume(request: web.Request, api: ApiRequest, check: CheckCo
     # The control event on the pings topic is ordered with the check's pings for
     # the monitor; the registry flag lets every edge apply manual_resume.
     await request.app[EVENT_LOG].produce(TOPIC_PINGS, encode(control), key=check.id.encode())
-    check = msgspec.structs.replace(check, paused=pausing)
+    stamp = {"paused_at" if pausing else "resumed_at": control.at}
+    check = msgspec.structs.replace(check, paused=pausing, **stamp)
     await save_check(request, check)
-    if not pausing:
-        st = None  # resume clears last_ping and last_start, as upstream
-    return _document(request, api, check, st, status="paused" if pausing else "new")
+    return _document(request, api, check, after_pause(st) if pausing else after_resume(st))
 
 
 @api_view(write=True)

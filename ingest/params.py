@@ -102,10 +102,10 @@ def wants_csv(query: Mapping[str, str], accept: str) -> bool:
 
 
 def flips_window(query: Mapping[str, str]) -> tuple[int | None, int | None, int | None]:
-    """The flips view's ``start``, ``end`` (unix seconds) and ``seconds``, each None when absent.
-    As upstream's form, an empty ``seconds`` is absent but an empty ``start`` or ``end`` is not
-    a timestamp."""
-    return tuple(_flips_int(query, name) for name in _FLIPS_PARAMS)
+    """The flips view's ``start``, ``end`` (unix seconds) and ``seconds``, each None when absent or 0
+    (Healthchecks filters only by the values that are true: ``?seconds=0`` lists every flip). As its
+    form, an empty ``seconds`` is absent but an empty ``start`` or ``end`` is not a timestamp."""
+    return tuple(_flips_int(query, name) or None for name in _FLIPS_PARAMS)
 
 
 def _flips_int(query: Mapping[str, str], name: str) -> int | None:

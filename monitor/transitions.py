@@ -20,12 +20,20 @@ paused); ``status`` is what it displays and what consumers were last told::
     any ── start ping ──► started ── run longer than grace ─┘
                             └── success/fail ping ──► up / down
 
-- A start ping shows ``started`` until the run ends (success/fail) or exceeds
-  the grace time; a start after the next expected time does not extend the
-  deadline (Healthchecks: going down after min(grace start, last start) + grace).
-- A paused ``manual_resume`` check ignores pings (the edge already marks
-  them ``ign``); other paused checks come back with their next ping.
+- A start ping shows ``started`` until the run ends or exceeds the grace
+  time; a start after the next expected time does not extend the deadline
+  (Healthchecks: going down after min(grace start, last start) + grace). A
+  fail ends the run; a success ends it when its rid is the start's or it has
+  none (a success of another run leaves this one going, as ``Check.ping``).
+- A start leaves a paused check paused (its run can still time out: down);
+  a success or fail un-pauses it. A paused ``manual_resume`` check ignores
+  pings (the edge already marks them ``ign``) until resumed.
 - ``log`` and ``ign`` pings change nothing but move time forward.
+
+Every change of ``base`` is a flip in Healthchecks' sense (``create_flip``:
+a ping's new status, pause, resume, and the missed deadline ``sendalerts``
+marks down) and is emitted, with ``from_base``/``to_base``, even when the
+displayed status stays the same.
 
 Deadlines inside an ingest gap (stream time pingstream did not hear) are
 postponed by the gap's length: time we were deaf does not count against a
@@ -74,6 +82,7 @@ class CheckState(msgspec.Struct, frozen=True, gc=False, array_like=True):
     deadline: float | None = None  # the next moment the status changes by itself
     partition: int = -1  # where the check's events live (for the ingest gaps of that partition)
     offset: int = -1  # last folded record: a replay after a restart skips what the state already holds
+    last_start_rid: str | None = None  # the rid of the run in progress (a success with another rid leaves it running)
 
 
 Gaps = Sequence[tuple[float, float]]
@@ -115,7 +124,8 @@ def _us(t: float) -> str:
 
 
 def transition(
-    check_id: str, plan: Plan, frm: str, to: str, at: float, reason: str, cause_event_id: str = "", cause: str = ""
+    check_id: str, plan: Plan, frm: str, to: str, at: float, reason: str, cause_event_id: str = "", cause: str = "",
+    from_base: str = "", to_base: str = "",
 ) -> Transition:
     """A Transition whose id is a function of (check, from, to, cause): replays re-emit the same id."""
     return Transition(
@@ -127,7 +137,13 @@ def transition(
         at=to_datetime(at),
         reason=reason,
         cause_event_id=cause_event_id,
+        from_base=from_base,
+        to_base=to_base,
     )
+
+
+def _changed(old: CheckState, new: CheckState) -> bool:
+    return new.status != old.status or new.base != old.base
 
 
 def expire(
@@ -151,10 +167,11 @@ def expire(
             reason = "ping overdue, grace period started"
             new = state
         new = _settle(new, due, plan)
-        if new.status != state.status:
+        if _changed(state, new):
             # The offset of the last folded record tells apart two cycles that hit the same due time.
             cause = f"deadline:{_us(due)}:{state.offset}"
-            out.append(transition(check_id, plan, state.status, new.status, due, reason, cause=cause))
+            out.append(transition(check_id, plan, state.status, new.status, due, reason, cause=cause,
+                                  from_base=state.base, to_base=new.base))
         state = new
     return state, out
 
@@ -194,22 +211,27 @@ def apply(
         if state.base == "paused" and plan.manual_resume:
             kind = "ign"  # a paused manual_resume check waits for resume, whatever the edge thought
         if kind == "start":
-            new = _replace(state, last_start=now)
+            new = _replace(state, last_start=now, last_start_rid=event.rid)
         elif kind == "success" or kind == "fail":
             up = kind == "success"
+            run_goes_on = up and event.rid is not None and event.rid != state.last_start_rid
             new = _replace(
                 state,
                 base="up" if up else "down",
                 last_ping=now,
                 grace_start=plan.next_expected(now) if up else None,
-                last_start=None,
+                last_start=state.last_start if run_goes_on else None,
             )
         else:
             new = state
         reason = _ping_reason(event)
     elif isinstance(event, Paused):
-        # Healthchecks' pause: status paused, the run (if any) forgotten, no deadline.
-        new = _replace(state, base="paused", last_start=None, grace_start=None)
+        # Healthchecks' pause: status paused, the run (if any) forgotten, no deadline;
+        # pausing a paused check changes nothing (a run started since goes on).
+        if state.base == "paused":
+            new = state
+        else:
+            new = _replace(state, base="paused", last_start=None, grace_start=None)
         reason = "paused"
     elif isinstance(event, Resumed):
         if state.base != "paused":
@@ -220,8 +242,9 @@ def apply(
     else:
         return state, out
     new = _settle(new, now, plan)
-    if new.status != state.status:
-        out.append(transition(check_id, plan, state.status, new.status, now, reason, cause_event_id=cause))
+    if _changed(state, new):
+        out.append(transition(check_id, plan, state.status, new.status, now, reason, cause_event_id=cause,
+                              from_base=state.base, to_base=new.base))
     return _replace(new, partition=partition, offset=offset), out
 
 
@@ -238,7 +261,6 @@ def reconfigure(state: CheckState, now: float, plan: Plan, check_id: str) -> tup
     new = _settle(new, now, plan)
     out = []
     if new.status != state.status:
-        out.append(
-            transition(check_id, plan, state.status, new.status, now, "schedule changed", cause=f"config:{_us(now)}")
-        )
+        out.append(transition(check_id, plan, state.status, new.status, now, "schedule changed",
+                              cause=f"config:{_us(now)}", from_base=state.base, to_base=new.base))
     return new, out

@@ -1,14 +1,31 @@
 """The projector's pure fold: ``fold(states, records) -> Rows``. No I/O; time comes from the events.
 
-Per check it keeps what the tables need (ping count, last ping, open starts,
-last duration, status) and the offsets already applied, so replaying records
-a crash left uncommitted changes nothing and yields the same rows again.
+Per check it keeps what the tables need (ping count, open starts per rid)
+and what Healthchecks stores on its ``Check`` (status, last ping, last start
+and its rid, last duration), plus the offsets already applied, so replaying
+records a crash left uncommitted changes nothing and yields the same rows again.
 
-Durations follow Healthchecks: a completion (success, fail, or exit status)
-pairs with the most recent unpaired start of the same check with the same rid
-(no rid on both also pairs) that is at most 72 hours older; that start is then
-used up. ``log`` and ``ign`` pings never pair and leave starts alone. A
-completion without a start has no duration. Every ping counts in ``n_pings``.
+Two kinds of duration, both as Healthchecks computes them:
+
+- a ping's (``pings.duration_s``, ``runs``; ``Ping.duration``): a completion
+  (success, fail, or exit status) pairs with the most recent unpaired start of
+  the check with the same rid (no rid on both also pairs) that is at most 72
+  hours older; that start is then used up. ``log`` and ``ign`` pings never
+  pair and leave starts alone; pause and resume do not touch them (the ping
+  log is all there is).
+- the check's ``last_duration`` (``Check.ping``): one run at a time. A
+  completion measures from the last start only when its rid is the start's;
+  a fail, or a success without rid, ends the run anyway; a success with
+  another rid leaves it running. Any success or fail clears the previous value.
+
+The status is Healthchecks' stored one (new, up, down, paused): a success or
+fail sets it (un-pausing a paused check), a start leaves it alone, pause and
+resume set it, and a missed deadline the monitor reports (a Transition with
+``to_base`` down and no causing ping) marks the check down, as ``sendalerts``
+does, unless a ping or control event after that moment was folded already
+(the two topics are read in no particular order). Displayed statuses (grace,
+started) are computed at read time (``checks.document``). Every ping counts
+in ``n_pings``.
 """
 
 from __future__ import annotations
@@ -38,18 +55,18 @@ class CheckFold(msgspec.Struct, kw_only=True):
 
     check_id: str
     project_id: str
-    status: str = "new"
+    status: str = "new"  # Healthchecks' stored status: new | up | down | paused
+    status_at: datetime | None = None  # when a ping or control event last set it
     n_pings: int = 0
     last_ping: datetime | None = None
     last_duration_s: float | None = None
-    starts: list[OpenStart] = []
+    run_start: datetime | None = None  # Healthchecks' last_start: the run in progress (the API's ``started``)
+    run_rid: str | None = None
+    starts: list[OpenStart] = []  # open starts per rid, for the pings' durations and the runs table
     pings_offset: int = -1  # last applied offset of this check's pings partition
     transitions_offset: int = -1
     version: int = 0
 
-    @property
-    def last_start(self) -> OpenStart | None:
-        return self.starts[-1] if self.starts else None
 
 
 @dataclass
@@ -71,10 +88,10 @@ COLUMNS = {
     "runs": ["event_id", "start_event_id", "check_id", "project_id", "rid", "started_at", "finished_at",
              "duration_s", "outcome", "exit_status"],
     "transitions": ["event_id", "check_id", "project_id", "from_status", "to_status", "at", "reason",
-                    "cause_event_id"],
+                    "cause_event_id", "from_base", "to_base"],
     "check_state": ["check_id", "project_id", "status", "last_ping", "last_start", "last_start_rid",
                     "last_duration_s", "n_pings", "started", "updated_at", "version", "open_starts",
-                    "pings_offset", "transitions_offset"],
+                    "pings_offset", "transitions_offset", "status_at"],
 }
 
 _starts_encoder = msgspec.json.Encoder()
@@ -82,23 +99,30 @@ _starts_decoder = msgspec.json.Decoder(list[OpenStart])
 
 
 def state_row(s: CheckFold, updated_at: datetime) -> tuple:
-    last = s.last_start
     return (
-        s.check_id, s.project_id, s.status, s.last_ping, last.at if last else None, last.rid if last else None,
-        s.last_duration_s, s.n_pings, 1 if last else 0, updated_at, s.version,
-        _starts_encoder.encode(s.starts).decode(), s.pings_offset, s.transitions_offset,
+        s.check_id, s.project_id, s.status, s.last_ping, s.run_start, s.run_rid,
+        s.last_duration_s, s.n_pings, 1 if s.run_start is not None else 0, updated_at, s.version,
+        _starts_encoder.encode(s.starts).decode(), s.pings_offset, s.transitions_offset, s.status_at,
     )
+
+
+# Rows written before the status was Healthchecks' stored one held displayed statuses.
+_STORED = {"grace": "up", "started": "up"}
 
 
 def state_from_row(row: dict) -> CheckFold:
     """The inverse of ``state_row`` (a ``check_state`` row read back as a dict)."""
+    rid = row.get("last_start_rid")
     return CheckFold(
         check_id=str(row["check_id"]),
         project_id=str(row["project_id"]),
-        status=row["status"],
+        status=_STORED.get(row["status"], row["status"]),
+        status_at=as_utc(row.get("status_at")),
         n_pings=int(row["n_pings"]),
         last_ping=as_utc(row["last_ping"]),
         last_duration_s=row["last_duration_s"],
+        run_start=as_utc(row.get("last_start")),
+        run_rid=str(rid) if rid is not None else None,
         starts=_starts_decoder.decode(row["open_starts"]) if row.get("open_starts") else [],
         pings_offset=int(row["pings_offset"]),
         transitions_offset=int(row["transitions_offset"]),
@@ -132,6 +156,7 @@ def apply_ping(state: CheckFold, event: PingEvent, offset: int, rows: Rows) -> N
         state.starts.append(OpenStart(event.rid, event.received_at, event.event_id))
         if len(state.starts) > MAX_OPEN_STARTS:
             del state.starts[0]
+        state.run_start, state.run_rid = event.received_at, event.rid
     elif kind in COMPLETIONS:
         # last_ping is the last success or fail, as upstream and the monitor have it (a start does not move it).
         state.last_ping = event.received_at if state.last_ping is None else max(state.last_ping, event.received_at)
@@ -142,7 +167,9 @@ def apply_ping(state: CheckFold, event: PingEvent, offset: int, rows: Rows) -> N
                 event.event_id, start.event_id, event.check_id, event.project_id, event.rid, start.at,
                 event.received_at, duration, kind, event.exit_status,
             ))
-        state.last_duration_s = duration  # a completion without a start clears it, as upstream's Check.ping
+        _end_run(state, event)
+        state.status = "up" if kind == "success" else "down"
+        state.status_at = event.received_at
     rows.pings.append((
         event.event_id, event.check_id, event.project_id, state.n_pings, kind, event.exit_status, event.rid,
         event.received_at, event.method, event.scheme, event.remote_addr, event.user_agent, event.body,
@@ -150,25 +177,42 @@ def apply_ping(state: CheckFold, event: PingEvent, offset: int, rows: Rows) -> N
     ))
 
 
+def _end_run(state: CheckFold, event: PingEvent) -> None:
+    """``Check.ping`` on a success or fail: the last duration, and whether the run in progress ends."""
+    state.last_duration_s = None
+    if state.run_start is None:
+        return
+    if state.run_rid == event.rid:
+        state.last_duration_s = (event.received_at - state.run_start).total_seconds()
+        state.run_start = state.run_rid = None
+    elif event.kind == "fail" or event.rid is None:
+        state.run_start = state.run_rid = None
+    # else: a success of another run leaves this one going
+
+
 def apply_control(state: CheckFold, event: Paused | Resumed, offset: int) -> None:
     if offset <= state.pings_offset:
         return
     state.pings_offset = offset
     if isinstance(event, Paused):
-        state.status = "paused"
-    else:
-        # Resume clears the last ping and the run in progress, as upstream's resume does.
-        state.status, state.last_ping, state.starts = "new", None, []
+        if state.status != "paused":  # pausing a paused check changes nothing, as upstream's pause
+            state.status, state.status_at, state.run_start, state.run_rid = "paused", event.at, None, None
+    elif state.status == "paused":
+        # Resume clears the last ping and the run in progress, as upstream's resume does
+        # (the ping log, and with it the pings' durations, stays as it is).
+        state.status, state.status_at, state.last_ping, state.run_start, state.run_rid = "new", event.at, None, None, None
 
 
 def apply_transition(state: CheckFold, event: Transition, offset: int, rows: Rows) -> None:
     if offset <= state.transitions_offset:
         return
     state.transitions_offset = offset
-    state.status = event.to_status
+    missed_deadline = not event.cause_event_id and event.to_base and event.to_base != event.from_base
+    if missed_deadline and (state.status_at is None or event.at > state.status_at):
+        state.status = event.to_base  # what sendalerts does; the run, if any, stays "started" as upstream
     rows.transitions.append((
         event.event_id, event.check_id, event.project_id, event.from_status, event.to_status, event.at,
-        event.reason, event.cause_event_id,
+        event.reason, event.cause_event_id, event.from_base, event.to_base,
     ))
 
 

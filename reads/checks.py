@@ -9,13 +9,14 @@ from datetime import datetime
 
 from runtime.clickhouse import ClickHouse
 
-# Healthchecks' flips are changes between up and down; grace and a running job count as up.
+# Transitions written before they carried Healthchecks' stored status: flips were changes between up and
+# down, grace and a running job counting as up.
 _BUCKET = {"up": "up", "grace": "up", "started": "up", "down": "down", "new": "new", "paused": "paused"}
 
 
 async def check_states(ch: ClickHouse, check_ids: list[str]) -> dict[str, dict]:
     rows = await ch.rows(
-        "SELECT check_id, status, last_ping, last_start, last_duration_s, n_pings, started "
+        "SELECT check_id, status, status_at, last_ping, last_start, last_duration_s, n_pings, started "
         "FROM check_state FINAL WHERE check_id IN {ids:Array(UUID)}",
         {"ids": list(check_ids)},
     )
@@ -43,11 +44,20 @@ async def ping_body(ch: ClickHouse, check_id: str, n: int) -> bytes | None:
 
 
 async def flips(ch: ClickHouse, check_id: str, since: datetime | None = None, until: datetime | None = None) -> list[dict]:
-    """Changes between up and down, newest first (as upstream's order_by("-id"))."""
+    """Healthchecks' flips: every change of its stored status (new, up, down, paused), as
+    ``{at, from_status, to_status}`` in those terms, newest first (as its order_by("-id"))."""
     rows = await ch.rows(
-        "SELECT at, from_status, to_status FROM transitions FINAL WHERE check_id = {c:UUID} "
-        "AND to_status IN ('up', 'down') AND at >= {since:DateTime64(6, 'UTC')} AND at < {until:DateTime64(6, 'UTC')} "
+        "SELECT at, from_status, to_status, from_base, to_base FROM transitions FINAL WHERE check_id = {c:UUID} "
+        "AND (from_base != to_base OR (to_base = '' AND to_status IN ('up', 'down'))) "
+        "AND at >= {since:DateTime64(6, 'UTC')} AND at < {until:DateTime64(6, 'UTC')} "
         "ORDER BY at DESC, event_id DESC",
         {"c": check_id, "since": since or datetime(1970, 1, 2), "until": until or datetime(2200, 1, 1)},
     )
-    return [r for r in rows if _BUCKET.get(r["from_status"]) != _BUCKET.get(r["to_status"])]
+    out = []
+    for r in rows:
+        frm, to = (r.pop("from_base"), r.pop("to_base"))
+        if to:
+            out.append(dict(r, from_status=frm, to_status=to))
+        elif _BUCKET.get(r["from_status"]) != _BUCKET.get(r["to_status"]):
+            out.append(r)
+    return out

@@ -152,6 +152,13 @@ STATEMENTS: list[str] = [
     # deduplicate_blocks_in_dependent_materialized_views, which needs a window on the views' tables.
     "ALTER TABLE {db}.durations_hourly MODIFY SETTING non_replicated_deduplication_window = 10000",
     "ALTER TABLE {db}.durations_daily MODIFY SETTING non_replicated_deduplication_window = 10000",
+    # Healthchecks' stored status (new, up, down, paused) around each transition: where they differ
+    # the transition is a flip of the Management API's /flips/ (empty in rows of older producers).
+    "ALTER TABLE {db}.transitions ADD COLUMN IF NOT EXISTS from_base LowCardinality(String) DEFAULT ''",
+    "ALTER TABLE {db}.transitions ADD COLUMN IF NOT EXISTS to_base LowCardinality(String) DEFAULT ''",
+    # check_state.status is Healthchecks' stored status; status_at is when a ping or pause/resume last set
+    # it, so a missed-deadline transition read after a later ping does not mark the check down.
+    "ALTER TABLE {db}.check_state ADD COLUMN IF NOT EXISTS status_at Nullable(DateTime64(6, 'UTC'))",
 ]
 
 

@@ -114,6 +114,8 @@ class CheckConfig(msgspec.Struct, frozen=True, kw_only=True):
     start_kw: str = ""
     monitor_type: str = ""  # "SCHEDULED" for checks created through the Overwatch API
     paused: bool = False  # set by the pause API; lets edges ignore pings to manual_resume checks
+    paused_at: datetime | None = None  # when the pause API last paused it (the Paused event's ``at``)
+    resumed_at: datetime | None = None  # when the resume API last resumed it (the Resumed event's ``at``)
     created: datetime
 
 
@@ -138,6 +140,12 @@ class CheckDeleted(_Event, frozen=True, tag="check_deleted"):
 
 
 class Transition(_Event, frozen=True, tag="transition"):
+    """A change of the displayed status (for alerting) or of Healthchecks' stored status (a flip), or both.
+
+    ``from_base``/``to_base`` are Healthchecks' stored status (new, up, down, paused) before and
+    after: when they differ, the change is one of the check's ``/flips/``. Empty from older producers.
+    """
+
     check_id: str
     project_id: str
     from_status: Status
@@ -145,6 +153,8 @@ class Transition(_Event, frozen=True, tag="transition"):
     at: datetime
     reason: str
     cause_event_id: str = ""
+    from_base: str = ""
+    to_base: str = ""
 
 
 class IngestGap(_Event, frozen=True, tag="ingest_gap"):

@@ -262,3 +262,82 @@ async def test_a_runs_block_inserted_twice_is_counted_once_in_the_rollups(log, c
     assert await count(clickhouse, "SELECT count() FROM runs") == 1
     assert await count(clickhouse, "SELECT countMerge(runs) FROM durations_hourly") == 1
     assert await count(clickhouse, "SELECT countMerge(runs) FROM durations_daily") == 1
+
+
+def _transition(frm: str, to: str, at, from_base: str = "", to_base: str = "", cause: str = "") -> Transition:
+    return Transition(event_id=uuid7(), check_id=CHECK, project_id=PROJECT, from_status=frm, to_status=to, at=at,
+                      reason="test", cause_event_id=cause, from_base=from_base, to_base=to_base)
+
+
+async def test_it_reads_flips_as_changes_of_the_stored_status(log, clickhouse, tmp_path):
+    projector = Running(log, clickhouse, tmp_path)
+    t0 = utcnow() - timedelta(minutes=5)
+    steps = [
+        _transition("new", "started", t0, "new", "new", cause="a"),  # a start: no flip
+        _transition("started", "up", t0 + timedelta(seconds=1), "new", "up", cause="b"),
+        _transition("up", "paused", t0 + timedelta(seconds=2), "up", "paused", cause="c"),
+        _transition("paused", "new", t0 + timedelta(seconds=3), "paused", "new", cause="d"),
+        _transition("new", "down", t0 + timedelta(seconds=4)),  # written by an older monitor: up/down only
+    ]
+    for t in steps:
+        await log.produce(TOPIC_TRANSITIONS, encode(t), key=CHECK.encode())
+
+    async def flips():
+        rows = await queries.flips(clickhouse, CHECK)
+        return rows if len(rows) == 4 else None
+
+    rows = await wait_until(flips)
+    await projector.halt()
+    assert [(r["from_status"], r["to_status"]) for r in rows] == [
+        ("new", "up"), ("up", "paused"), ("paused", "new"), ("new", "down")]
+
+
+async def test_a_missed_deadline_stores_the_check_down_unless_a_later_ping_was_read(log, clickhouse, tmp_path):
+    projector = Running(log, clickhouse, tmp_path)
+    t0 = utcnow() - timedelta(minutes=5)
+    await ping(log, "success", t0)
+    await log.produce(TOPIC_TRANSITIONS, encode(_transition("grace", "down", t0 + timedelta(seconds=90), "up", "down")),
+                      key=CHECK.encode())
+
+    async def down():
+        st = (await queries.check_states(clickhouse, [CHECK])).get(CHECK)
+        return st if st and st["status"] == "down" else None
+
+    assert await wait_until(down)
+    await ping(log, "success", t0 + timedelta(seconds=100))
+    await log.produce(TOPIC_TRANSITIONS, encode(_transition("grace", "down", t0 + timedelta(seconds=95), "up", "down")),
+                      key=CHECK.encode())  # older than the ping before it
+
+    async def up_again():
+        st = (await queries.check_states(clickhouse, [CHECK])).get(CHECK)
+        return st if st and st["n_pings"] == 2 else None
+
+    st = await wait_until(up_again)
+    await asyncio.sleep(0.5)
+    st = (await queries.check_states(clickhouse, [CHECK]))[CHECK]
+    await projector.halt()
+    assert st["status"] == "up"
+
+
+async def test_the_migration_adds_the_state_columns_to_an_existing_database(clickhouse):
+    from schemas import ddl
+
+    old = f"{clickhouse.database}_old"
+    added = [s for s in ddl.STATEMENTS if "from_base" in s or "to_base" in s or "status_at" in s]
+    assert len(added) == 3
+
+    def check(client):
+        for statement in ddl.STATEMENTS:
+            if statement not in added:
+                client.command(statement.format(db=old))
+        ddl.migrate(client, old)
+        ddl.migrate(client, old)  # idempotent
+        try:
+            cols = {(r[0], r[1]) for r in client.query(
+                f"SELECT table, name FROM system.columns WHERE database = '{old}'").result_rows}
+        finally:
+            client.command(f"DROP DATABASE IF EXISTS {old}")
+        return cols
+
+    cols = await clickhouse.run(check)
+    assert {("transitions", "from_base"), ("transitions", "to_base"), ("check_state", "status_at")} <= cols

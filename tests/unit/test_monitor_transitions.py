@@ -164,7 +164,7 @@ def test_the_state_is_small():
     import sys
 
     s = CheckState("up", "up", T0, T0 + 60, None, T0 + 60, 3, 123)
-    assert sys.getsizeof(s) <= 80
+    assert sys.getsizeof(s) <= 88  # nine 8-byte slots and the object header
 
 
 # --- properties ---------------------------------------------------------------
@@ -259,10 +259,11 @@ def test_never_down_before_the_deadline_plus_grace(raw, plan):
                 last_start = None
             elif event.kind == "start":
                 last_start = at
-        elif isinstance(event, Paused) or (isinstance(event, Resumed) and before and before.base == "paused"):
-            last_start = None
+        elif isinstance(event, (Paused, Resumed)) and (before is None or (before.base == "paused") == isinstance(event, Resumed)):
+            last_start = None  # pausing an unpaused check, or resuming a paused one, ends the run
     for t in out:
-        assert t.from_status == previous and t.to_status != t.from_status
+        # a transition changes the displayed status, Healthchecks' stored one (a flip), or both
+        assert t.from_status == previous and (t.to_status != t.from_status or t.to_base != t.from_base)
         previous = t.to_status
     if state is not None:
         assert state.status == previous
@@ -287,3 +288,87 @@ def test_no_check_goes_down_inside_an_ingest_gap(raw, plan, gap_at, gap_len):
         if t.cause_event_id == "":
             # (Transition.at has microseconds: a deadline right at either end of the gap rounds into it)
             assert not gaps[0][0] + 1e-6 < t.at.timestamp() <= gaps[0][1] - 1e-6
+
+
+# --- flips: Healthchecks' stored status (base) ---------------------------------
+
+
+def base_flips(transitions):
+    return [(t.from_base, t.to_base) for t in transitions if t.from_base != t.to_base]
+
+
+def test_it_flips_new_to_up_on_the_first_success_after_a_start():
+    _, out = run([(ping("start", T0), T0), (ping("success", T0 + 5), T0 + 5)])
+    assert base_flips(out) == [("new", "up")]
+    assert [(t.from_status, t.to_status) for t in out] == [("new", "started"), ("started", "up")]
+
+
+def test_it_records_a_flip_on_pause_and_on_resume():
+    _, out = run([(ping("success", T0), T0), (pause(T0 + 10), T0 + 10), (resume(T0 + 20), T0 + 20)])
+    assert base_flips(out) == [("new", "up"), ("up", "paused"), ("paused", "new")]
+
+
+def test_it_records_no_flip_when_a_paused_check_is_paused_again():
+    _, out = run([(pause(T0), T0), (pause(T0 + 1, n=1), T0 + 1)])
+    assert base_flips(out) == [("new", "paused")]
+
+
+def test_it_flips_a_down_check_down_no_more_on_another_fail():
+    _, out = run([(ping("fail", T0), T0), (ping("fail", T0 + 1, n=1), T0 + 1)])
+    assert base_flips(out) == [("new", "down")]
+
+
+def test_it_leaves_a_paused_check_paused_on_a_start_until_its_run_times_out():
+    state, out = run([(pause(T0), T0), (ping("start", T0 + 10), T0 + 10)], until=T0 + 100)
+    assert base_flips(out) == [("new", "paused"), ("paused", "down")]
+    assert out[-1].at.timestamp() == T0 + 40 and state.base == "down"
+
+
+def test_it_keeps_a_run_going_on_a_success_with_another_rid():
+    rid_a, rid_b = "7e0b0c8e-0000-4000-8000-00000000000a", "7e0b0c8e-0000-4000-8000-00000000000b"
+    state, out = run([(ping("start", T0, rid=rid_a), T0), (ping("success", T0 + 5, rid=rid_b), T0 + 5)])
+    assert state.last_start == T0 and state.base == "up"
+    # the displayed status stays "started", the stored one flips: the transition is emitted all the same
+    assert [(t.from_status, t.to_status, t.from_base, t.to_base) for t in out] == [
+        ("new", "started", "new", "new"), ("started", "started", "new", "up")]
+
+
+def test_it_ends_a_run_on_a_success_with_its_rid():
+    rid_a = "7e0b0c8e-0000-4000-8000-00000000000a"
+    state, _ = run([(ping("start", T0, rid=rid_a), T0), (ping("success", T0 + 5, rid=rid_a), T0 + 5)])
+    assert state.last_start is None and state.status == "up"
+
+
+def test_it_flips_to_down_at_the_missed_deadline():
+    _, out = run([(ping("success", T0), T0)], until=T0 + 200)
+    assert [(t.from_base, t.to_base, t.at.timestamp() - T0) for t in out if t.from_base != t.to_base] == [
+        ("new", "up", 0), ("up", "down", 90)]
+
+
+def upstream_flips(events, manual_resume: bool) -> list[tuple[str, str]]:
+    """``create_flip`` calls of Healthchecks' Check.ping, pause and resume (no deadline passes)."""
+    status, out = "new", []
+    for event, _ in events:
+        if isinstance(event, Paused):
+            new = "paused"
+        elif isinstance(event, Resumed):
+            new = "new" if status == "paused" else status
+        elif event.kind in ("success", "fail") and not (status == "paused" and manual_resume):
+            new = "up" if event.kind == "success" else "down"
+        else:
+            new = status
+        if new != status:
+            out.append((status, new))
+        status = new
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps, st.booleans())
+def test_its_flips_are_upstreams_create_flip_calls(raw, manual_resume):
+    plan = Plan(project_id="p1", timeout_s=1e9, grace_s=1e9, manual_resume=manual_resume)
+    events = make_events(raw)
+    _, out = run(events, plan=plan)
+    assert base_flips(out) == upstream_flips(events, manual_resume)
+    for before, after in zip(out, out[1:]):
+        assert after.from_base == before.to_base

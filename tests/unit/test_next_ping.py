@@ -2,7 +2,7 @@
 
 from datetime import datetime, timezone
 
-from checks.document import next_ping
+from checks.document import expected_after as next_ping
 from schemas.events import CheckConfig
 
 T0 = datetime(2026, 3, 1, 10, 15, 30, tzinfo=timezone.utc)

@@ -40,7 +40,7 @@ def test_start_then_success_has_a_duration_and_a_run():
     [r] = rows.runs
     assert (r[7], r[8]) == (42.5, "success")
     s = states[CHECK]
-    assert (s.n_pings, s.last_duration_s, s.last_start, s.last_ping) == (2, 42.5, None, T0 + timedelta(seconds=42.5))
+    assert (s.n_pings, s.last_duration_s, s.run_start, s.last_ping) == (2, 42.5, None, T0 + timedelta(seconds=42.5))
 
 
 def test_completion_without_start_has_no_duration():
@@ -85,15 +85,179 @@ def test_n_counts_every_ping_per_check():
     assert [r[3] for r in rows.pings] == [1, 2, 3, 4, 5]
 
 
-def test_transitions_and_pause_set_the_status():
-    t = Transition(event_id="t1", check_id=CHECK, project_id=PROJECT, from_status="new", to_status="up", at=T0,
-                   reason="success")
-    states, rows = run([ping("success", 0), t])
-    assert states[CHECK].status == "up" and len(rows.transitions) == 1
-    fold(states, [(Paused(event_id="p", check_id=CHECK, project_id=PROJECT, at=T0), 10)])
-    assert states[CHECK].status == "paused"
-    fold(states, [(Resumed(event_id="r", check_id=CHECK, project_id=PROJECT, at=T0), 11)])
-    assert (states[CHECK].status, states[CHECK].last_ping) == ("new", None)
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def pause(seconds: float, n: int = 0) -> Paused:
+    return Paused(event_id=f"p{n}-{seconds}", check_id=CHECK, project_id=PROJECT, at=at(seconds))
+
+
+def resume(seconds: float, n: int = 0) -> Resumed:
+    return Resumed(event_id=f"r{n}-{seconds}", check_id=CHECK, project_id=PROJECT, at=at(seconds))
+
+
+def missed_deadline(seconds: float, from_base: str = "up") -> Transition:
+    return Transition(event_id=f"t-{seconds}", check_id=CHECK, project_id=PROJECT, from_status="grace",
+                      to_status="down", at=at(seconds), reason="no ping within schedule + grace",
+                      from_base=from_base, to_base="down")
+
+
+def run_mixed(events):
+    """Pings and control events on the pings topic (offsets 0, 1, ...), transitions on their own."""
+    states, pings_offset, transitions_offset, rows = {}, 0, 0, None
+    for e in events:
+        if isinstance(e, Transition):
+            rows = fold(states, [(e, transitions_offset)])
+            transitions_offset += 1
+        else:
+            rows = fold(states, [(e, pings_offset)])
+            pings_offset += 1
+    return states[CHECK], rows
+
+
+def test_it_sets_the_stored_status_from_successes_and_fails():
+    state, _ = run_mixed([ping("success", 0)])
+    assert state.status == "up"
+    state, _ = run_mixed([ping("success", 0), ping("fail", 1)])
+    assert state.status == "down"
+
+
+def test_it_keeps_the_status_on_start_log_and_ign():
+    state, _ = run_mixed([ping("start", 0), ping("log", 1), ping("ign", 2)])
+    assert state.status == "new" and state.run_start == at(0)
+
+
+def test_it_pauses_and_resumes_as_upstream():
+    state, _ = run_mixed([ping("success", 0), ping("start", 1), pause(2)])
+    assert (state.status, state.run_start, state.last_ping) == ("paused", None, at(0))
+    state, _ = run_mixed([ping("success", 0), pause(2), resume(3)])
+    assert (state.status, state.run_start, state.last_ping) == ("new", None, None)
+
+
+def test_it_keeps_a_paused_check_paused_on_a_start():
+    state, _ = run_mixed([pause(0), ping("start", 1)])
+    assert (state.status, state.run_start) == ("paused", at(1))
+
+
+def test_it_unpauses_a_paused_check_on_a_success_or_fail():
+    assert run_mixed([pause(0), ping("success", 1)])[0].status == "up"
+    assert run_mixed([pause(0), ping("fail", 1)])[0].status == "down"
+
+
+def test_it_keeps_a_run_when_a_paused_check_is_paused_again():
+    state, _ = run_mixed([pause(0), ping("start", 1), pause(2)])
+    assert (state.status, state.run_start) == ("paused", at(1))
+
+
+def test_it_ignores_a_resume_of_a_check_that_is_not_paused():
+    state, _ = run_mixed([ping("success", 0), resume(1)])
+    assert (state.status, state.last_ping) == ("up", at(0))
+
+
+def test_it_keeps_the_ping_logs_starts_across_pause_and_resume():
+    _, rows = run_mixed([ping("start", 0), pause(1), resume(2), ping("success", 3)])
+    assert durations(rows) == [3.0]
+
+
+def test_it_marks_the_check_down_on_a_missed_deadline():
+    state, rows = run_mixed([ping("success", 0), missed_deadline(90)])
+    assert state.status == "down" and len(rows.transitions) == 1
+
+
+def test_it_ignores_a_missed_deadline_older_than_the_last_ping():
+    # read after the ping that followed it (the topics are read in no particular order)
+    state, _ = run_mixed([ping("success", 0), ping("success", 100), missed_deadline(90)])
+    assert state.status == "up"
+
+
+def test_it_keeps_the_run_started_after_its_deadline():
+    state, _ = run_mixed([ping("start", 0), missed_deadline(30, from_base="new")])
+    assert (state.status, state.run_start) == ("down", at(0))
+
+
+def test_it_takes_no_status_from_a_transition_a_ping_caused():
+    t = Transition(event_id="t1", check_id=CHECK, project_id=PROJECT, from_status="up", to_status="started",
+                   at=at(1), reason="start ping", cause_event_id="e0-start-1", from_base="up", to_base="up")
+    state, rows = run_mixed([ping("success", 0), t])
+    assert state.status == "up" and rows.transitions[0][-2:] == ("up", "up")
+
+
+def test_it_closes_a_run_on_a_success_without_rid():
+    state, _ = run_mixed([ping("start", 0, RID_A), ping("success", 5)])
+    assert (state.run_start, state.last_duration_s) == (None, None)
+
+
+def test_it_keeps_a_run_open_on_a_success_with_another_rid():
+    state, _ = run_mixed([ping("start", 0, RID_A), ping("success", 5, RID_B)])
+    assert (state.run_start, state.run_rid, state.last_duration_s) == (at(0), RID_A, None)
+
+
+def test_it_closes_a_run_on_a_fail_with_another_rid():
+    state, _ = run_mixed([ping("start", 0, RID_A), ping("fail", 5, RID_B)])
+    assert (state.run_start, state.last_duration_s) == (None, None)
+
+
+def test_it_measures_the_last_duration_only_when_the_rid_matches_the_start():
+    state, _ = run_mixed([ping("start", 0, RID_A), ping("fail", 5, RID_A)])
+    assert (state.run_start, state.last_duration_s) == (None, 5.0)
+
+
+def test_it_measures_the_last_duration_from_the_last_start_only():
+    # the check has one run at a time (start B replaced A); the ping's duration pairs by rid
+    state, rows = run_mixed([ping("start", 0, RID_A), ping("start", 1, RID_B), ping("success", 5, RID_A)])
+    assert (state.last_duration_s, state.run_start) == (None, at(1))
+    assert durations(rows) == [5.0]
+
+
+def upstream_check(events) -> dict:
+    """Healthchecks' stored fields after ``Check.ping`` and the pause/resume views, verbatim."""
+    c = {"status": "new", "last_ping": None, "last_start": None, "last_start_rid": None, "last_duration": None}
+    for e in events:
+        if isinstance(e, Paused):
+            if c["status"] != "paused":
+                c.update(status="paused", last_start=None)
+        elif isinstance(e, Resumed):
+            if c["status"] == "paused":
+                c.update(status="new", last_start=None, last_ping=None)
+        elif e.kind == "start":
+            c.update(last_start=e.received_at, last_start_rid=e.rid)
+        elif e.kind in ("success", "fail"):
+            c.update(last_ping=e.received_at, last_duration=None)
+            if c["last_start"]:
+                if c["last_start_rid"] == e.rid:
+                    c["last_duration"] = (e.received_at - c["last_start"]).total_seconds()
+                    c["last_start"] = None
+                elif e.kind == "fail" or e.rid is None:
+                    c["last_start"] = None
+            c["status"] = "down" if e.kind == "fail" else "up"
+    return c
+
+
+mixed_kinds = st.sampled_from(["success", "start", "fail", "log", "ign", "pause", "resume"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(mixed_kinds, st.sampled_from([None, RID_A, RID_B]), st.floats(min_value=0, max_value=100)), max_size=40))
+def test_it_stores_what_upstream_stores(raw):
+    events, t = [], 0.0
+    for i, (kind, rid, dt) in enumerate(raw):
+        t += dt
+        if kind == "pause":
+            events.append(pause(t, i))
+        elif kind == "resume":
+            events.append(resume(t, i))
+        else:
+            events.append(ping(kind, t, rid, n=i))
+    if not events:
+        return
+    state, _ = run_mixed(events)
+    want = upstream_check(events)
+    got = {"status": state.status, "last_ping": state.last_ping, "last_start": state.run_start,
+           "last_duration": state.last_duration_s}
+    assert got == {k: want[k] for k in got}
+    if state.run_start is not None:
+        assert state.run_rid == want["last_start_rid"]
 
 
 def test_replayed_offsets_change_nothing():
@@ -193,7 +357,7 @@ def test_a_newer_start_with_the_same_rid_makes_the_older_one_stale():
 def test_a_start_or_a_log_does_not_move_last_ping():
     states, _ = run([ping("success", 0), ping("start", 10), ping("log", 20), ping("ign", 30)])
     assert states[CHECK].last_ping == T0
-    assert states[CHECK].last_start.at == T0 + timedelta(seconds=10)
+    assert states[CHECK].run_start == T0 + timedelta(seconds=10)
 
 
 def upstream_durations(pings: list[PingEvent]) -> list[float | None]:
