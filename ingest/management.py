@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import msgspec
 from aiohttp import web
 
-from checks.document import after_pause, after_resume, check_document, isostring, ping_document
+from checks.document import after_pause, after_resume, check_document, isostring, ping_document, with_registry
 from checks.spec import SpecError, apply_spec, channels_error, find_unique, validate
 from schemas.events import TOPIC_PINGS, CheckConfig, CheckDeleted, Paused, Resumed, encode, utcnow, uuid7
 
@@ -120,7 +120,7 @@ async def resume(request: web.Request, api: ApiRequest) -> web.Response:
 
 
 async def _pause_or_resume(request: web.Request, api: ApiRequest, check: CheckConfig, pausing: bool) -> web.Response:
-    st = await _state(request, check)
+    st = with_registry(check, await _state(request, check))  # an earlier pause or resume may not be projected yet
     if not pausing and not (check.paused or (st and st["status"] == "paused")):
         return web.Response(text="check is not paused", status=409, content_type="text/plain")
     control = (Paused if pausing else Resumed)(event_id=uuid7(), check_id=check.id, project_id=check.project_id,

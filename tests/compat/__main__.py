@@ -155,10 +155,7 @@ def known(args) -> int:
                     causes.append(c)
                 by_cause.setdefault(c, []).append((sid, step, d))
         listed[sid] = "; ".join(causes)
-    if args.slow:
-        old = data.get("scenarios", {})
-        listed = {**{k: v for k, v in old.items() if k.startswith("slow/")}, **listed}
-    else:
+    if not args.slow:  # the slow scenarios were not replayed: their entries stay as they were
         listed = {**{k: v for k, v in data.get("scenarios", {}).items() if k.startswith("slow/")}, **listed}
     data["scenarios"] = dict(sorted(listed.items()))
     core.KNOWN.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")

@@ -70,6 +70,7 @@ class StepResult:
     request: dict
     response: dict  # normalised: status, headers, body
     attempts: int = 1
+    settled_s: float = 0.0  # time this scenario has spent repeating reads so far (durations may include it)
 
 
 @dataclass
@@ -169,6 +170,7 @@ class Runner:
                           literal_uuids=_literal_uuids(scenario))
         result = ScenarioResult(scenario["id"])
         n = 0
+        settled_s = 0.0
         for step in scenario["steps"]:
             if "wait" in step:
                 await asyncio.sleep(step["wait"])
@@ -176,7 +178,8 @@ class Runner:
             exp = expected[n] if expected is not None and n < len(expected) else None
             n += 1
             req = self._build(step, env)
-            deadline = time.monotonic() + self.target.settle_s
+            started = time.monotonic()
+            deadline = started + self.target.settle_s
             attempts = 0
             last, since = None, time.monotonic()
             while True:
@@ -194,7 +197,10 @@ class Runner:
                     break
                 norm.restore(snapshot)  # placeholders of a stale answer must not stick
                 await asyncio.sleep(min(0.05 * attempts, 0.25))
-            result.steps.append(StepResult(request=_describe(req), response=resp, attempts=attempts))
+            if attempts > 1:
+                settled_s += time.monotonic() - started
+            result.steps.append(StepResult(request=_describe(req), response=resp, attempts=attempts,
+                                           settled_s=settled_s))
             for var, path in (step.get("save") or {}).items():
                 try:
                     env[var] = _dig(json.loads(body), _fill(path, env))

@@ -10,7 +10,6 @@ rule that no longer differs ("remove it from the list"), so the list stays the w
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
@@ -96,9 +95,7 @@ def test_replay(sid, fast_results):
     _check(sid, fast_results[sid])
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("COMPAT_SLOW") and not os.environ.get("CI"),
-                    reason="waits minutes of real time (Healthchecks' smallest timeout and grace are 60 s); COMPAT_SLOW=1 runs it")
+@pytest.mark.slow  # about two minutes of real time: Healthchecks' smallest timeout and grace are 60 s
 @pytest.mark.parametrize("sid", [s["id"] for s in _SLOW])
 def test_replay_slow(sid, slow_results):
     _checked["slow"] = True
