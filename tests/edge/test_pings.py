@@ -195,6 +195,40 @@ async def test_it_ignores_a_get_to_a_post_only_check_before_the_keywords(edge):
     assert [e.kind for e in await edge.events()] == ["ign"]
 
 
+async def test_it_matches_keywords_in_a_body_that_is_not_utf8_instead_of_failing(edge):
+    """Deliberate difference (README): Healthchecks answers 500 and records nothing here."""
+    check = await edge.add_check(filter_http_body=True, failure_kw="ERROR", success_kw="done")
+    for body in (b"\xff\xfe ERROR \x80", b"caf\xe9 done"):
+        assert (await edge.client.post(f"/ping/{check.id}", data=body)).status == 200
+    events = await edge.events()
+    assert [(e.kind, e.body) for e in events] == [("fail", b"\xff\xfe ERROR \x80"), ("success", b"caf\xe9 done")]
+
+
+async def test_it_creates_one_check_when_two_edges_race_on_create_1(edge):
+    """Deliberate difference (README): the new check's uuid comes from project and slug, so two
+    edges that both miss the slug create the same check, not two (Healthchecks: one per request)."""
+    from aiohttp.test_utils import TestClient
+
+    from ingest.app import create_app
+    from runtime.registry import Registry
+    from schemas.events import ProjectUpserted, uuid7
+    from tests.edge.server import EdgeTestServer
+
+    other = Registry()  # a second edge's registry: it knows the project, not the first edge's check
+    for project in edge.registry.projects.values():
+        other.apply(ProjectUpserted(event_id=str(uuid7()), project=project))
+    client = TestClient(EdgeTestServer(create_app(edge.config, edge.log, other, clickhouse=None)))
+    await client.start_server()
+    try:
+        url = f"/ping/{edge.project.ping_key}/raced?create=1"
+        first, again = await edge.client.get(url), await client.get(url)
+        assert (first.status, again.status) == (201, 201)
+    finally:
+        await client.close()
+    upserts = [e for e in await edge.events(TOPIC_CHECKS, (CheckUpserted,))]
+    assert len({e.check.id for e in upserts}) == 1 == len({e.check_id for e in await edge.events()})
+
+
 async def test_it_ignores_pings_to_paused_manual_resume_check(edge):
     check = await edge.add_check(manual_resume=True, paused=True)
     assert (await edge.client.get(f"/ping/{check.id}")).status == 200
