@@ -31,6 +31,10 @@ PRODUCE_SECONDS = Histogram(
 PRODUCE_ERRORS = Counter(
     "pingstream_log_produce_errors", "Records the event log could not acknowledge", ["backend"], registry=REGISTRY
 )
+LOG_AVAILABLE = Gauge(
+    "pingstream_log_available", "1 while the event log acknowledges records, 0 while it is known unreachable",
+    ["backend"], registry=REGISTRY,
+)
 CONSUMER_LAG = Gauge(
     "pingstream_consumer_lag", "Records not yet consumed, per partition", ["group", "topic", "partition"],
     registry=REGISTRY,
