@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 GROUP = "pingstream-monitor"
 _LOG_EVERY_S = 30.0
 _COMPACT_EVERY_S = 300.0
+_LOAD_TIMEOUT_S = 60.0
 
 
 def gap_threshold(config: Config) -> float:
@@ -83,7 +84,11 @@ async def _consume(event_log: EventLog, monitor: Monitor, stop: asyncio.Event, b
         # (Re)assignment: take over the states of partitions we now own, drop the others.
         # Deadlines are in the states, so a rebalance loses none.
         owned = {tp.partition for tp in partitions if tp.topic == TOPIC_PINGS}
-        states, clocks = await store.load(event_log, owned)
+        # Retried (bounded each time) while the log is away or the broker is still taking up leadership
+        # after a restart: a failed load must not end the monitor.
+        states, clocks = await retry(
+            "monitor state load", lambda: asyncio.wait_for(store.load(event_log, owned), _LOAD_TIMEOUT_S),
+            stop=stop, logger=log)
         monitor.clock.assign(sorted(owned))
         monitor.states = {}
         monitor.heap = DeadlineHeap()
