@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from runtime import metrics
+from runtime import health, metrics
 from runtime.clickhouse import ClickHouse
 from runtime.config import Config
 from runtime.eventlog.base import EventLog
@@ -64,10 +64,6 @@ async def finish(request: web.Request, handler):
     return response
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.Response(text="OK")
-
-
 def create_app(config: Config, event_log: EventLog, registry: Registry, clickhouse: ClickHouse | None) -> web.Application:
     # Bodies of pings are streamed and cut by the ping handler; this bounds the other endpoints.
     app = web.Application(middlewares=[finish], client_max_size=1024 * 1024)
@@ -83,6 +79,7 @@ def create_app(config: Config, event_log: EventLog, registry: Registry, clickhou
     checkin.add_routes(app)
     analytics.add_routes(app)
     openapi.add_routes(app)
-    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/healthz", health.healthz)  # alive: the loops turn (runtime.health)
+    app.router.add_get("/readyz", health.readyz)  # ready: log reachable, registry caught up
     app.router.add_get("/metrics", metrics.metrics_handler)
     return app

@@ -1,4 +1,10 @@
-"""Runs the edge: registry follower, clock ticker and the HTTP server."""
+"""Runs the edge: registry follower, clock ticker and the HTTP server.
+
+Health (``runtime.health``, served as ``/healthz`` and ``/readyz``): alive while
+the follower and the ticker turn; ready while the log is reachable and the
+registry caught up. While the log is away every ping is answered 503 at once,
+and the lines that would repeat for each refused ping or tick are throttled.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import logging
 
 from aiohttp import web
 
+from runtime import logthrottle
 from runtime.clickhouse import ClickHouse
 from runtime.config import Config
 from runtime.eventlog.base import EventLog
@@ -19,13 +26,17 @@ from .ticker import run_ticker
 
 log = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT_S = 10.0
+STOP_TASKS_S = 12.0  # then the ticker and the follower have had their chance to end
+
+# One warning per refused ping or missed tick is thousands of lines a second during an outage.
+logthrottle.throttle("ingest.pings", "ingest.fastpath", "ingest.ticker", "ingest.views")
 
 
 async def start_registry(event_log: EventLog, stop: asyncio.Event) -> tuple[Registry, asyncio.Task]:
     """A registry caught up with the log, and the task that keeps it following."""
     registry = Registry()
     ready = asyncio.Event()
-    task = asyncio.create_task(follow(registry, event_log, ready, stop), name="registry-follow")
+    task = asyncio.create_task(follow(registry, event_log, ready, stop, name="edge registry"), name="registry-follow")
     ready_wait = asyncio.create_task(ready.wait())
     await asyncio.wait({task, ready_wait}, return_when=asyncio.FIRST_COMPLETED)
     if task.done():
@@ -93,7 +104,12 @@ async def run(
     finally:
         # Stop accepting, let in-flight pings finish their durable produce, then stop the rest.
         await runner.cleanup()
-        for task in (ticker, follower):
-            if task is not None:
-                await task
+        tasks = [t for t in (ticker, follower) if t is not None]
+        done, pending = await asyncio.wait(tasks, timeout=STOP_TASKS_S)
+        for task in pending:
+            log.warning("%s did not stop within %g s; cancelled", task.get_name(), STOP_TASKS_S)
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            task.result()
         log.info("edge stopped")

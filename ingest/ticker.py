@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from runtime import health
 from runtime.eventlog.base import EventLog, LogUnavailable
 from schemas.events import TOPIC_PINGS, Tick, encode, utcnow, uuid7
 
@@ -18,7 +19,16 @@ log = logging.getLogger(__name__)
 
 async def run_ticker(event_log: EventLog, interval_s: float, stop: asyncio.Event) -> None:
     partitions = await event_log.partitions(TOPIC_PINGS)
+    beat = health.loop("ticker", max(30.0, 10 * interval_s))
+    try:
+        await _tick(event_log, interval_s, stop, partitions, beat)
+    finally:
+        health.forget("ticker")
+
+
+async def _tick(event_log: EventLog, interval_s: float, stop: asyncio.Event, partitions: list[int], beat) -> None:
     while not stop.is_set():
+        beat.beat()
         at = utcnow()
         try:
             await asyncio.gather(

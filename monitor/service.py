@@ -17,7 +17,7 @@ import time
 
 from runtime import deadletter, metrics
 from runtime.config import Config
-from runtime.consumer import Batch, Batches, ConsumerShell
+from runtime.consumer import Batch, Batches, ConsumerShell, retry
 from runtime.eventlog.base import EventLog, TopicPartition
 from runtime.registry import follow
 from schemas.events import TOPIC_PINGS, TOPIC_TRANSITIONS, Transition, encode
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 GROUP = "pingstream-monitor"
 _LOG_EVERY_S = 30.0
 _COMPACT_EVERY_S = 300.0
+_LOAD_TIMEOUT_S = 60.0
 
 
 def gap_threshold(config: Config) -> float:
@@ -57,7 +58,8 @@ async def run(
     """Run the monitor until ``stop`` is set. Its state lives in the log (``monitor.store``)."""
     plans = PlanBook()
     ready = asyncio.Event()
-    registry_task = asyncio.create_task(follow(plans, event_log, ready, stop), name="monitor-registry")
+    registry_task = asyncio.create_task(follow(plans, event_log, ready, stop, name="monitor registry"),
+                                        name="monitor-registry")
     waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(ready.wait())]
     try:
         # Check configurations first: deadlines computed with a default plan would be wrong.
@@ -82,7 +84,11 @@ async def _consume(event_log: EventLog, monitor: Monitor, stop: asyncio.Event, b
         # (Re)assignment: take over the states of partitions we now own, drop the others.
         # Deadlines are in the states, so a rebalance loses none.
         owned = {tp.partition for tp in partitions if tp.topic == TOPIC_PINGS}
-        states, clocks = await store.load(event_log, owned)
+        # Retried (bounded each time) while the log is away or the broker is still taking up leadership
+        # after a restart: a failed load must not end the monitor.
+        states, clocks = await retry(
+            "monitor state load", lambda: asyncio.wait_for(store.load(event_log, owned), _LOAD_TIMEOUT_S),
+            stop=stop, logger=log)
         monitor.clock.assign(sorted(owned))
         monitor.states = {}
         monitor.heap = DeadlineHeap()
@@ -99,14 +105,20 @@ async def _consume(event_log: EventLog, monitor: Monitor, stop: asyncio.Event, b
         out, state_records = monitor.take()
         # Transitions, dead letters and states are produced (durable) here, before the shell commits
         # the offsets that produced them: a crash re-emits them (same ids), never loses them.
-        await _produce_all(event_log, TOPIC_TRANSITIONS, [(_key(e), encode(e)) for e in out])
+        # Retried while the log is away (the batch stays uncommitted meanwhile; a retry re-produces
+        # the same ids, which consumers dedupe), ended by ``stop``: never a crash, never a hang.
+        transitions = [(_key(e), encode(e)) for e in out]
+        await retry("monitor transitions", lambda: _produce_all(event_log, TOPIC_TRANSITIONS, transitions),
+                    stop=stop, logger=log)
         poison, monitor.poison = monitor.poison, []
         for record, exc in poison:
-            await deadletter.send(event_log, "monitor", record, exc)
+            await retry("monitor dead letter", lambda: deadletter.send(event_log, "monitor", record, exc),
+                        stop=stop, logger=log)
         for e in out:
             if isinstance(e, Transition):
                 metrics.TRANSITIONS.labels(e.from_status, e.to_status).inc()
-        await _produce_all(event_log, store.TOPIC_MONITOR_STATE, state_records)
+        await retry("monitor state", lambda: _produce_all(event_log, store.TOPIC_MONITOR_STATE, state_records),
+                    stop=stop, logger=log)
         if time.monotonic() - last_compact >= _COMPACT_EVERY_S and hasattr(event_log, "compact"):
             last_compact = time.monotonic()
             removed = await event_log.compact(store.TOPIC_MONITOR_STATE)

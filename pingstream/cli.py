@@ -18,6 +18,7 @@ import sys
 
 from schemas.events import Project
 
+from runtime import health
 from runtime.clickhouse import ClickHouse
 from runtime.config import Config, ConfigError
 from runtime.eventlog import open_eventlog
@@ -25,6 +26,7 @@ from runtime.eventlog.base import LogUnavailable
 from runtime.registry import create_project
 
 log = logging.getLogger("pingstream")
+STOP_S = 20.0  # after a stop (or a service failing), what has not ended by then is cancelled
 
 
 def _install_signals(stop: asyncio.Event) -> None:
@@ -68,6 +70,7 @@ async def _run_services(config: Config, names: list[str]) -> None:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     event_log = open_eventlog(config)
     await event_log.start()
+    health.check("event log", lambda: event_log.unavailable)
     clickhouse = None
     try:
         if "projector" in names or ("ingest" in names and config.clickhouse != "off"):
@@ -104,15 +107,22 @@ async def _run_services(config: Config, names: list[str]) -> None:
 
             tasks.append(metrics.serve(config.host, config.metrics_port, stop))
         running = [asyncio.ensure_future(t) for t in tasks]
-        # One service failing stops the others: a half-running pipeline is worse than none.
+        # One service failing stops the others: a half-running pipeline is worse than none. The
+        # process then exits non-zero, for its supervisor to restart it.
         done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
         stop.set()
-        await asyncio.gather(*running, return_exceptions=True)
+        # Bounded: a service that does not end within STOP_S (a close waiting on a missing broker) is cancelled.
+        _, pending = await asyncio.wait(running, timeout=STOP_S)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("%d service(s) did not stop within %g s; cancelled", len(pending), STOP_S)
+            await asyncio.wait(pending, timeout=5)
         for task in done:
-            if task.exception() is not None:
+            if not task.cancelled() and task.exception() is not None:
                 raise task.exception()
     finally:
-        await event_log.close()
+        await event_log.close()  # bounded too (Kafka: a few seconds to flush, then it goes)
         if clickhouse is not None:
             await clickhouse.close()
 

@@ -18,8 +18,14 @@ the rest the same way for all of them:
 - ``retry`` retries a transient failure with capped exponential backoff until
   it works, or gives up with ``Stopped`` once ``stop`` is set: the shell then
   ends without committing the batch;
-- a progress line (records/s, batches, and whatever the service adds) and the
-  lag gauges every ``log_every_s``.
+- a progress line (records/s, batches, and whatever the service adds) every
+  ``log_every_s``; the lag gauges every ``LAG_EVERY_S``;
+- a watchdog: the loop beats on every turn (and on every attempt of ``retry``);
+  a loop that has not turned for ``watchdog_s`` is hung on some await, and
+  the shell ends with ``Stalled`` (the process exits non-zero for its supervisor
+  to restart it; if even the cancellation hangs, the process exits at once);
+- health (``runtime.health``): alive while it turns, ready while its lag is
+  known and within ``max_lag``.
 
 Knows no service: it imports only ``runtime`` and ``schemas``.
 """
@@ -27,16 +33,28 @@ Knows no service: it imports only ``runtime`` and ``schemas``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import os
 import time
 from typing import Awaitable, Callable, NamedTuple
 
-from runtime import metrics
+from runtime import health, metrics
 from runtime.eventlog.base import Consumer, Record, TopicPartition
 
 log = logging.getLogger(__name__)
 
 Offsets = dict[TopicPartition, int]
+
+WATCHDOG_S = 120.0  # a loop that has not turned for this long is hung
+LAG_EVERY_S = 5.0
+READY_MAX_LAG = 100_000  # records behind the end of the log beyond which a consumer is not ready
+_LAG_STALE_S = 30.0  # lag not measured for this long (log unreachable): not ready
+_ESCALATE_S = 15.0  # a hung loop that does not end this long after its cancellation: the process exits
+
+
+# The heartbeat of the shell whose batch is being handled, for ``retry`` to beat while it waits.
+_beat: contextvars.ContextVar[health.Loop | None] = contextvars.ContextVar("consumer_beat", default=None)
 
 
 class Batch(NamedTuple):
@@ -46,6 +64,10 @@ class Batch(NamedTuple):
 
 class Stopped(Exception):
     """A step kept failing while the service was stopping: the batch stays uncommitted."""
+
+
+class Stalled(Exception):
+    """The loop did not turn within its watchdog bound: hung. The process should end (non-zero)."""
 
 
 async def retry(
@@ -61,7 +83,10 @@ async def retry(
     endpoint may be away for a while). Raises ``Stopped`` when it fails once ``stop`` is set;
     without ``stop`` it retries until cancelled."""
     backoff = first_backoff_s
+    beat = _beat.get()
     while True:
+        if beat is not None:  # waiting on a database or the log is not hanging
+            beat.beat()
         try:
             return await attempt()
         except Exception as exc:
@@ -129,6 +154,8 @@ class ConsumerShell:
         read_ahead: bool = False,
         log_every_s: float | None = None,
         progress: Callable[[float], str] | None = None,
+        watchdog_s: float = WATCHDOG_S,
+        max_lag: int = READY_MAX_LAG,
     ) -> None:
         self.name = name
         self.consumer = consumer
@@ -143,12 +170,64 @@ class ConsumerShell:
         self.counts = {"records": 0, "batches": 0}
         self.positions: Offsets = {}  # committed: next offset to read per partition
         self._assignment: set[TopicPartition] = set()  # as last reported to on_assignment
+        self.watchdog_s = watchdog_s
+        self.max_lag = max_lag
+        self.lag: int | None = None  # records behind, as last measured
+        self._lag_at = time.monotonic()  # when it was last measured (or the shell started)
+        self._stalled: str | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
+        beat = health.loop(self.name, self.watchdog_s)
+        _beat.set(beat)
+        health.check(self.name, self._not_ready)
+        side = asyncio.create_task(self._watch(beat, asyncio.current_task()), name=f"{self.name}-watchdog")
+        try:
+            await self._run(stop, beat)
+        except asyncio.CancelledError:
+            if self._stalled is not None:
+                raise Stalled(self._stalled) from None
+            raise
+        finally:
+            side.cancel()
+            await asyncio.gather(side, return_exceptions=True)
+            health.forget(self.name)
+
+    async def _watch(self, beat: health.Loop, main: asyncio.Task) -> None:
+        """The watchdog, and the lag gauges (measured here so that a slow answer never holds the loop)."""
+        next_lag = 0.0
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            if beat.stalled_for(now):
+                self._stalled = f"{self.name}: no turn for {now - beat.at:.0f} s (watchdog {self.watchdog_s:g} s)"
+                self.log.error("%s: ending, for the supervisor to restart the process", self._stalled)
+                main.cancel()
+                await asyncio.sleep(_ESCALATE_S)
+                self.log.critical("%s, and it did not end when cancelled: exiting now", self._stalled)
+                logging.shutdown()
+                os._exit(70)
+            if self.group is not None and now >= next_lag:
+                next_lag = now + LAG_EVERY_S
+                lag = await metrics.record_lag(self.group, self.consumer, self.positions)
+                if lag is not None:
+                    self.lag, self._lag_at = lag, time.monotonic()
+
+    def _not_ready(self) -> str | None:
+        if self.group is None:
+            return None
+        stale = time.monotonic() - self._lag_at
+        if stale > _LAG_STALE_S:
+            return f"lag unknown for {stale:.0f} s"
+        if self.lag is not None and self.lag > self.max_lag:
+            return f"{self.lag} records behind (ready within {self.max_lag})"
+        return None
+
+    async def _run(self, stop: asyncio.Event, beat: health.Loop) -> None:
         upcoming = asyncio.ensure_future(self.batches.next(stop)) if self.read_ahead else None
         last_log, logged = time.monotonic(), dict(self.counts)
         try:
             while not stop.is_set():
+                beat.beat()
                 if upcoming is None:
                     batch = await self.batches.next(stop)
                 else:
@@ -162,8 +241,6 @@ class ConsumerShell:
                     break
                 now = time.monotonic()
                 if committed and self.log_every_s is not None and now - last_log >= self.log_every_s:
-                    if self.group is not None:
-                        await metrics.record_lag(self.group, self.consumer, self.positions)
                     self._log_progress(logged, now - last_log)
                     logged, last_log = dict(self.counts), now
             if self.log_every_s is not None:

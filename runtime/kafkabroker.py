@@ -1,13 +1,19 @@
 """A real single-node Apache Kafka broker (KRaft, no ZooKeeper) for tests, benches and laptops.
 
-    python -m runtime.kafkabroker fetch          # resolve the broker jars once into the cache
-    python -m runtime.kafkabroker run [--dir D]  # start a broker on a free loopback port
+    python -m runtime.kafkabroker fetch                    # resolve the broker jars once into the cache
+    python -m runtime.kafkabroker run [--dir D] [--port P]  # start a broker on loopback, wait for Ctrl-C
 
 The jars come from Maven Central through ``deploy/kafka/pom.xml`` (Java 17 +
 Maven) and are kept in ``$PINGSTREAM_CACHE/kafka/<version>/libs`` (default
-``.cache`` at the project root, ignored by git). ``start_broker`` formats a
-fresh storage directory and starts ``kafka.Kafka`` as combined
-broker+controller on free loopback ports.
+``.cache`` at the project root, ignored by git). ``start_broker`` starts
+``kafka.Kafka`` as combined broker+controller on loopback.
+
+A broker's directory keeps everything it needs to start again on the same
+data: ``data/`` (the log, formatted once), ``cluster.id`` (the id it was
+formatted with) and ``ports`` (client and controller port). Starting on a
+directory that has them reuses all three, so clients find the broker where
+they left it and Kafka accepts its own storage; a new directory gets a new
+cluster id and free ports (``--port`` picks the client port).
 """
 
 from __future__ import annotations
@@ -152,13 +158,33 @@ class Broker:
 
     def __init__(self, workdir: Path, port: int | None = None, partitions: int = 4) -> None:
         self.workdir = Path(workdir)
-        self._auto_ports = port is None
-        self.port = port or free_port()
-        self.controller_port = free_port(avoid=self.port)
+        self._formatted = (self.workdir / "data" / "meta.properties").exists()
+        stored = self._stored_ports() if self._formatted else None
+        self._auto_ports = port is None and stored is None
+        self.port = port or (stored[0] if stored else free_port())
+        self.controller_port = stored[1] if stored and stored[1] != self.port else free_port(avoid=self.port)
         self.partitions = partitions
         self.process: subprocess.Popen | None = None
         self.libs = fetch()
-        self._formatted = False
+
+    def _stored_ports(self) -> tuple[int, int] | None:
+        try:
+            port, controller = (int(p) for p in (self.workdir / "ports").read_text().split())
+        except (OSError, ValueError):
+            return None
+        return port, controller
+
+    def cluster_id(self) -> str:
+        """The id this directory's storage is (or will be) formatted with, kept in ``cluster.id``."""
+        path = self.workdir / "cluster.id"
+        try:
+            cluster_id = path.read_text().strip()
+        except OSError:
+            cluster_id = ""
+        if not cluster_id:
+            cluster_id = new_cluster_id()
+            path.write_text(cluster_id + "\n")
+        return cluster_id
 
     @property
     def bootstrap(self) -> str:
@@ -204,7 +230,7 @@ class Broker:
         ]
 
     def _format(self, properties: Path) -> None:
-        cluster_id = new_cluster_id()
+        cluster_id = self.cluster_id()
         subprocess.run(
             self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties), "--ignore-formatted"),
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -223,6 +249,7 @@ class Broker:
                 self.port = free_port()
                 self.controller_port = free_port(avoid=self.port)
                 shutil.rmtree(self.workdir / "data", ignore_errors=True)
+                (self.workdir / "cluster.id").unlink(missing_ok=True)
                 self._formatted = False
         return self._start(timeout_s)
 
@@ -231,6 +258,7 @@ class Broker:
         properties = self._properties()
         if not self._formatted:
             self._format(properties)
+        (self.workdir / "ports").write_text(f"{self.port} {self.controller_port}\n")
         outputs = [self.workdir / "broker.out", self.workdir / "broker.log"]  # stdout/stderr, log4j
         offsets = [path.stat().st_size if path.exists() else 0 for path in outputs]
 
@@ -292,12 +320,19 @@ def start_broker(workdir: str | Path, port: int | None = None, partitions: int =
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runtime.kafkabroker")
+    parser = argparse.ArgumentParser(
+        prog="python -m runtime.kafkabroker",
+        description="A local single-node Kafka broker (KRaft) for pingstream's distributed mode.",
+        epilog="Stop it with Ctrl-C or SIGTERM (it shuts down cleanly); run it again with the same --dir "
+               "to restart it on the same data, cluster id and ports.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("fetch", help="fetch the broker jars into the cache")
-    run = sub.add_parser("run", help="start a single-node broker and wait")
-    run.add_argument("--dir", help="data directory (default: a temporary one)")
-    run.add_argument("--port", type=int, default=None)
+    run = sub.add_parser("run", help="start a single-node broker and wait until stopped")
+    run.add_argument("--dir", help="data directory; reused on the next run with the same --dir "
+                                   "(default: a new temporary directory)")
+    run.add_argument("--port", type=int, default=None,
+                     help="client port on 127.0.0.1 (default: the port this --dir had, else a free one)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "fetch":
@@ -305,9 +340,15 @@ def main(argv: list[str] | None = None) -> int:
         print(libs.relative_to(ROOT) if libs.is_relative_to(ROOT) else libs)
         return 0
     workdir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="pingstream-kafka-"))
-    broker = start_broker(workdir, port=args.port)
+    broker = Broker(workdir.resolve(), port=args.port)
+    restarting = broker._formatted
+    broker.start()
     print(f"PINGSTREAM_KAFKA={broker.bootstrap}", flush=True)
+    print(f"{'restarted on' if restarting else 'data directory:'} {broker.workdir} (cluster id {broker.cluster_id()}); "
+          f"stop with Ctrl-C, start again with: python -m runtime.kafkabroker run --dir {broker.workdir}", flush=True)
     try:
+        # Blocked only now (a child inherits the mask), so that sigwait, not the default action, takes them.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
     except KeyboardInterrupt:
         pass

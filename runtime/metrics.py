@@ -1,7 +1,8 @@
 """Prometheus metrics of every service, in one registry per process.
 
-The edge serves them on ``GET /metrics``; a projector or monitor running in a
-process of its own serves them on ``PINGSTREAM_METRICS_PORT`` (0 = off).
+The edge serves them on ``GET /metrics``; a projector, monitor or notifier running
+in a process of its own serves them on ``PINGSTREAM_METRICS_PORT`` (0 = off),
+beside ``/healthz`` and ``/readyz``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections import OrderedDict
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from runtime import health
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,10 @@ PRODUCE_SECONDS = Histogram(
 )
 PRODUCE_ERRORS = Counter(
     "pingstream_log_produce_errors", "Records the event log could not acknowledge", ["backend"], registry=REGISTRY
+)
+LOG_AVAILABLE = Gauge(
+    "pingstream_log_available", "1 while the event log acknowledges records, 0 while it is known unreachable",
+    ["backend"], registry=REGISTRY,
 )
 CONSUMER_LAG = Gauge(
     "pingstream_consumer_lag", "Records not yet consumed, per partition", ["group", "topic", "partition"],
@@ -85,17 +92,22 @@ def set_last_duration(check_id: str, seconds: float) -> None:
             pass
 
 
-async def record_lag(group: str, consumer, positions: dict) -> None:
-    """Set the lag gauges from the consumer's end offsets and the next offsets to read."""
+async def record_lag(group: str, consumer, positions: dict) -> int | None:
+    """Set the lag gauges from the consumer's end offsets and the next offsets to read; the total
+    lag over the partitions with a known position (None: the end offsets could not be had)."""
     try:
         ends = await consumer.end_offsets()
     except Exception as exc:  # lag is best effort: never let it stop a service
         log.debug("end offsets unavailable: %s", exc)
-        return
+        return None
+    total = 0
     for tp, end in ends.items():
         position = positions.get(tp)
         if position is not None:
-            CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(max(0, end - position))
+            lag = max(0, end - position)
+            total += lag
+            CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(lag)
+    return total
 
 
 class Timer:
@@ -123,12 +135,14 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 
 async def serve(host: str, port: int, stop: asyncio.Event) -> None:
-    """A /metrics-only HTTP server for services without an edge in their process."""
+    """/metrics, /healthz and /readyz (``runtime.health``) for services without an edge in their process."""
     if not port:
         await stop.wait()
         return
     app = web.Application()
     app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

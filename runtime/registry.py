@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections import defaultdict
 
 import secrets
@@ -28,6 +29,7 @@ from schemas.events import (
     uuid7,
 )
 
+from . import health, metrics
 from .eventlog.base import EventLog
 
 log = logging.getLogger(__name__)
@@ -153,17 +155,29 @@ async def create_project(event_log: EventLog, name: str, registry: Registry | No
     return project
 
 
-async def follow(registry: Registry, event_log: EventLog, ready: asyncio.Event, stop: asyncio.Event) -> None:
-    """Fold the registry topic into ``registry``; set ``ready`` once caught up with its end."""
+LAG_EVERY_S = 5.0
+STALL_S = 120.0
+
+
+async def follow(
+    registry: Registry, event_log: EventLog, ready: asyncio.Event, stop: asyncio.Event, name: str = "registry"
+) -> None:
+    """Fold the registry topic into ``registry``; set ``ready`` once caught up with its end. Its lag
+    is the ``pingstream_consumer_lag{group=name}`` gauge; ``name`` is also its entry in /healthz and
+    /readyz (not ready until caught up)."""
+    beat = health.loop(name, STALL_S)
+    health.check(name, lambda: None if ready.is_set() else "not caught up with the registry topic yet")
     consumer = event_log.consumer([TOPIC_CHECKS], group=None)
-    await consumer.start()
     try:
+        await consumer.start()
         end = await consumer.end_offsets()
         seen: dict = {}
         caught_up = all(v == 0 for v in end.values())
         if caught_up:
             ready.set()
+        next_lag = time.monotonic() + LAG_EVERY_S
         while not stop.is_set():
+            beat.beat()
             records = await consumer.getmany(max_records=10_000, timeout_ms=100)
             for r in records:
                 try:
@@ -177,5 +191,20 @@ async def follow(registry: Registry, event_log: EventLog, ready: asyncio.Event, 
             if not caught_up and all(seen.get(tuple(tp), 0) >= off for tp, off in end.items()):
                 caught_up = True
                 ready.set()
+            if time.monotonic() >= next_lag:
+                next_lag = time.monotonic() + LAG_EVERY_S
+                await _record_lag(name, consumer, seen)
     finally:
+        health.forget(name)
         await consumer.close()
+
+
+async def _record_lag(name: str, consumer, seen: dict) -> None:
+    try:
+        async with asyncio.timeout(2.0):  # during an outage: a short wait, every few seconds
+            ends = await consumer.end_offsets()
+    except Exception as exc:  # best effort, as every lag gauge
+        log.debug("registry end offsets unavailable: %s", exc)
+        return
+    for tp, end in ends.items():
+        metrics.CONSUMER_LAG.labels(name, tp.topic, str(tp.partition)).set(max(0, end - seen.get(tuple(tp), 0)))

@@ -44,7 +44,7 @@ def data_dir(tmp_path) -> Path:
 # Tests that need a real backend, recognised by the fixtures they use (or a parametrised backend
 # named so): each is counted, and one that was skipped fails the run, so CI cannot pass without them.
 _BACKENDS = {
-    "kafka": {"kafka_bootstrap", "kafka_broker", "kafka_log", "own_kafka_broker"},
+    "kafka": {"kafka_bootstrap", "kafka_broker", "kafka_log", "own_kafka_broker", "launched_broker"},
     "clickhouse": {"clickhouse", "chdb_dsn"},
 }
 _ran: dict[str, int] = {name: 0 for name in _BACKENDS}

@@ -11,12 +11,21 @@
 from __future__ import annotations
 
 import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 from runtime.eventlog.kafka import KafkaEventLog
 from runtime.kafkabroker import Broker
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +71,58 @@ def own_kafka_broker(tmp_path):
         yield broker
     finally:
         broker.kill()
+
+
+class LaunchedBroker:
+    """The broker launcher as a user runs it, ``python -m runtime.kafkabroker run --dir D``, in a process
+    of its own: ``stop()`` sends it SIGTERM (it stops the broker cleanly), ``start()`` runs it again on
+    the same directory, which must bring the broker back on the same data, cluster id and port."""
+
+    def __init__(self, workdir) -> None:
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+        self.bootstrap: str | None = None
+        self.output: list[str] = []
+
+    def start(self, timeout_s: float = 120.0) -> "LaunchedBroker":
+        self.proc = proc = subprocess.Popen(
+            [sys.executable, "-m", "runtime.kafkabroker", "run", "--dir", str(self.workdir)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.stop()
+                raise RuntimeError("the broker launcher printed no PINGSTREAM_KAFKA=:\n" + "".join(self.output[-30:]))
+            self.output.append(line)
+            if line.startswith("PINGSTREAM_KAFKA="):
+                bootstrap = line.split("=", 1)[1].strip()
+                assert self.bootstrap in (None, bootstrap), f"restarted on {bootstrap}, was {self.bootstrap}"
+                self.bootstrap = bootstrap
+                return self
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # the broker follows it (it dies with its parent)
+            proc.wait()
+
+
+@pytest.fixture
+def launched_broker(tmp_path):
+    """A broker of this test's own, run through the launcher, stopped at the end even on failure."""
+    broker = LaunchedBroker(tmp_path / "launched-kafka")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -76,6 +76,11 @@ class EventLog(abc.ABC):
     @abc.abstractmethod
     async def start(self) -> None: ...
 
+    @property
+    def unavailable(self) -> str | None:
+        """Why the log cannot take records now (its broker is known to be away), or None."""
+        return None
+
     @abc.abstractmethod
     async def close(self) -> None: ...
 

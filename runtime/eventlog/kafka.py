@@ -10,6 +10,17 @@
 - Consumers never auto-commit: a service commits after its effects are done.
 - ``prefix`` namespaces every topic name on the broker (tests, or several
   installations on one cluster); records come back with the plain name.
+- Outages: a watch task declares the log unavailable when the broker refuses
+  connections, when records wait ``STALL_S`` without any acknowledgement, or
+  when the producer hit a fatal state (aiokafka's idempotent producer never
+  recovers from OutOfOrderSequenceNumber / ProducerFenced: it fails every
+  later send). Then what it holds fails at once, the producer is dropped, and
+  every record is refused at once (the edge answers 503 without waiting) while
+  the broker is probed every ``PROBE_S``; once it answers, a new producer (a new
+  producer id, sequences from 0) takes over. An outage is logged once when it
+  starts, every ``SUMMARY_S`` while it lasts (with the records refused), and
+  once when it ends; aiokafka's own repeated lines are throttled
+  (``runtime.logthrottle``).
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ from aiokafka import TopicPartition as KafkaTP
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from runtime import metrics
+from runtime import logthrottle, metrics
 from schemas.events import TOPIC_CHECKS, TOPIC_DEAD_LETTER, TOPIC_MONITOR_STATE, TOPIC_PINGS, TOPIC_TRANSITIONS
 
 from .base import Consumer, EventLog, LogUnavailable, Record, TopicPartition, partition_for
@@ -32,6 +43,9 @@ from .base import Consumer, EventLog, LogUnavailable, Record, TopicPartition, pa
 log = logging.getLogger(__name__)
 _LATENCY = metrics.PRODUCE_SECONDS.labels("kafka")
 _ERRORS = metrics.PRODUCE_ERRORS.labels("kafka")
+_AVAILABLE = metrics.LOG_AVAILABLE.labels("kafka")
+# aiokafka logs each failed reconnect, each retried request: thousands of lines a second during an outage.
+logthrottle.throttle("aiokafka", prefix=True)
 
 # Topics whose records are "the latest value for this key": Kafka keeps the last one per key.
 COMPACTED = frozenset({TOPIC_CHECKS, TOPIC_MONITOR_STATE})
@@ -39,6 +53,13 @@ COMPACTED = frozenset({TOPIC_CHECKS, TOPIC_MONITOR_STATE})
 KNOWN_TOPICS = (TOPIC_PINGS, TOPIC_CHECKS, TOPIC_TRANSITIONS, TOPIC_DEAD_LETTER, TOPIC_MONITOR_STATE)
 
 ACK_TIMEOUT_S = 10.0  # longest a produce waits for acks before the caller hears LogUnavailable
+STALL_S = 3.0  # records waiting this long with no acknowledgement at all: the broker is away
+PROBE_S = 1.0  # while it is away, how often the broker is probed (a TCP connect, then a new producer)
+WATCH_S = 0.25  # pace of the watch task
+SUMMARY_S = 10.0  # while it is away, one log line this often
+START_TIMEOUT_S = 5.0  # a new producer that has no producer id by then is dropped; probed again later
+CONSUMER_CALL_S = 10.0  # longest a consumer's commit, end offsets or close may take
+CLOSE_S = 3.0  # close: what can be flushed within this is flushed, the rest is failed
 # Records of one partition gathered at once from which they go to aiokafka as a record batch of their
 # own rather than one by one: under load that saves aiokafka's future and callbacks per record, while
 # a few records at a time are sent sooner by joining its open batch one by one (bench/edge.py
@@ -60,13 +81,21 @@ class KafkaEventLog(EventLog):
         self.prefix = prefix
         self.replication_factor = replication_factor
         self.ack_timeout_s = ack_timeout_s
-        self._producer: AIOKafkaProducer | None = None
+        self.stall_s = min(STALL_S, ack_timeout_s)
+        self._producer: AIOKafkaProducer | None = None  # None while the broker is away (and when closed)
         self._counts: dict[str, int] = {}
         self._ensured: set[str] = set()
         self._queue: collections.deque = collections.deque()  # records given to send(), not yet to aiokafka
         self._inflight: collections.deque = collections.deque()  # (deadline, futures) of batches aiokafka holds
         self._wake = asyncio.Event()
         self._sender: asyncio.Task | None = None
+        self._watch: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()  # producers being dropped
+        self._last_ack = 0.0  # loop time of the last acknowledgement
+        self._down_since: float | None = None  # loop time the broker was found away
+        self._down_reason = ""
+        self._refused = 0  # records refused at once during this outage
+        self._closed = False
 
     def name(self, topic: str) -> str:
         return self.prefix + topic
@@ -74,9 +103,24 @@ class KafkaEventLog(EventLog):
     def plain(self, name: str) -> str:
         return name[len(self.prefix):] if self.prefix and name.startswith(self.prefix) else name
 
+    @property
+    def unavailable(self) -> str | None:
+        if self._closed:
+            return "event log is closed"
+        if self._down_since is None:
+            return None
+        return f"Kafka unreachable for {asyncio.get_running_loop().time() - self._down_since:.0f} s ({self._down_reason})"
+
     async def start(self) -> None:
         await self.ensure_topics(list(KNOWN_TOPICS))
-        self._producer = AIOKafkaProducer(
+        self._producer = await self._new_producer()
+        self._last_ack = asyncio.get_running_loop().time()
+        _AVAILABLE.set(1)
+        self._sender = asyncio.create_task(self._send_loop(), name="kafka-send")
+        self._watch = asyncio.create_task(self._watch_loop(), name="kafka-watch")
+
+    async def _new_producer(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
             acks="all",
             enable_idempotence=True,
@@ -88,23 +132,164 @@ class KafkaEventLog(EventLog):
             request_timeout_ms=int(self.ack_timeout_s * 1000),
             # A partition a fresh topic just got is refused (NotLeaderForPartition) for a moment while the
             # broker takes up leadership, and each retry waits this long: short, so the first pings of a
-            # new installation wait little more than that moment. Also the pace of retries while a
-            # broker is down.
+            # new installation wait little more than that moment.
             retry_backoff_ms=50,
         )
-        await self._producer.start()
-        self._sender = asyncio.create_task(self._send_loop(), name="kafka-send")
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                await producer.start()  # bootstrap, then a producer id (InitProducerId)
+        except BaseException as exc:
+            self._drop(producer)
+            if isinstance(exc, (KafkaError, OSError, TimeoutError)):
+                raise LogUnavailable(f"Kafka producer could not start: {exc.__class__.__name__}: {exc}") from exc
+            raise
+        return producer
+
+    def _drop(self, producer: AIOKafkaProducer) -> None:
+        """Stop ``producer`` in the background, bounded: its sender is cancelled first (aiokafka's
+        ``stop`` would otherwise wait for a flush a missing broker never allows)."""
+
+        async def drop() -> None:
+            task = producer._sender.sender_task if producer._sender is not None else None
+            if task is not None and not task.done():
+                task.cancel()
+            try:
+                async with asyncio.timeout(CLOSE_S):
+                    await producer.stop()
+            except BaseException as exc:  # noqa: BLE001 - whatever it was, this producer is gone
+                log.debug("dropped producer did not stop cleanly: %r", exc)
+
+        task = asyncio.create_task(drop(), name="kafka-drop-producer")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # --- outages ----------------------------------------------------------------------------------
+
+    async def _watch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_probe = next_summary = 0.0
+        while not self._closed:
+            now = loop.time()
+            try:
+                if self._producer is not None:
+                    reason = self._fatal() or self._stalled(now)
+                    if reason is None and now - self._last_ack > 1.0 and now >= next_probe:
+                        # Idle or waiting: is the broker there at all? (A stopped broker refuses at once.)
+                        next_probe = now + PROBE_S
+                        if not await self._reachable():
+                            reason = "connection refused"
+                    if reason is not None:
+                        self._go_down(reason)
+                        next_probe = next_summary = loop.time() + PROBE_S
+                elif now >= next_probe:
+                    next_probe = now + PROBE_S
+                    if await self._reachable():
+                        try:
+                            producer = await self._new_producer()
+                        except LogUnavailable as exc:
+                            self._down_reason = str(exc)
+                        else:
+                            self._come_back(producer)
+                    if self._producer is None and loop.time() >= next_summary:
+                        next_summary = loop.time() + SUMMARY_S
+                        log.warning("%s; %d records refused so far", self.unavailable, self._refused)
+            except Exception:  # the watch must outlive any surprise
+                log.exception("Kafka watch failed; going on")
+            await asyncio.sleep(WATCH_S)
+
+    def _fatal(self) -> str | None:
+        """A producer aiokafka has given up on: its sender ended (OutOfOrderSequenceNumber,
+        ProducerFenced, ...) and every later send would fail with that error."""
+        producer = self._producer
+        task = producer._sender.sender_task if producer._sender is not None else None
+        if task is not None and task.done():
+            exc = None if task.cancelled() else task.exception()
+            return f"producer failed: {exc.__class__.__name__ if exc else 'sender cancelled'}"
+        exc = producer._message_accumulator._exception
+        return f"producer failed: {exc.__class__.__name__}" if exc is not None else None
+
+    def _stalled(self, now: float) -> str | None:
+        while self._inflight and all(f.done() for f in self._inflight[0][1]):
+            self._inflight.popleft()
+        if not self._inflight:
+            return None
+        oldest = self._inflight[0][0] - self.ack_timeout_s
+        if now - oldest >= self.stall_s and now - self._last_ack >= self.stall_s:
+            return f"no acknowledgement for {now - max(oldest, self._last_ack):.1f} s"
+        return None
+
+    async def _reachable(self) -> bool:
+        for server in self.bootstrap.split(","):
+            host, _, port = server.strip().rpartition(":")
+            try:
+                async with asyncio.timeout(1.0):
+                    _, writer = await asyncio.open_connection(host.strip("[]") or "127.0.0.1", int(port))
+            except (OSError, TimeoutError, ValueError):
+                continue
+            writer.close()
+            return True
+        return False
+
+    def _go_down(self, reason: str) -> None:
+        """Fail what is held, drop the producer, refuse every record at once until the probe succeeds."""
+        producer, self._producer = self._producer, None
+        self._down_since, self._down_reason, self._refused = asyncio.get_running_loop().time(), reason, 0
+        _AVAILABLE.set(0)
+        log.error("Kafka unavailable (%s): records are refused at once; probing every %g s", reason, PROBE_S)
+        self._fail_queued(f"Kafka unavailable: {reason}")
+        inflight, self._inflight = self._inflight, collections.deque()
+        for _, futures in inflight:
+            for fut in futures:
+                self._reject(fut, LogUnavailable(f"Kafka unavailable: {reason}"))
+        if producer is not None:
+            self._drop(producer)
+
+    def _come_back(self, producer: AIOKafkaProducer) -> None:
+        loop = asyncio.get_running_loop()
+        log.warning("Kafka reachable again after %.1f s (a new producer took over); %d records were refused",
+                    loop.time() - self._down_since, self._refused)
+        self._producer, self._down_since, self._down_reason = producer, None, ""
+        self._last_ack = loop.time()
+        _AVAILABLE.set(1)
+
+    # --- closing ----------------------------------------------------------------------------------
 
     async def close(self) -> None:
+        """Bounded, also while the broker is away: what can be acknowledged within CLOSE_S is, the rest fails."""
+        if self._closed:
+            return
+        self._closed = True
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_S
         sender, self._sender = self._sender, None
         if sender is not None:
             self._wake.set()  # hands what is queued to aiokafka, then ends
-            await asyncio.gather(sender, return_exceptions=True)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await asyncio.gather(sender, return_exceptions=True)
+            except TimeoutError:
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
         producer, self._producer = self._producer, None
         if producer is not None:
-            await producer.stop()  # flushes what is pending
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await producer.flush()
+            except TimeoutError:
+                log.warning("closing with records Kafka did not acknowledge within %g s", CLOSE_S)
+            self._drop(producer)
         self._fail_queued("event log is closed")
+        for _, futures in self._inflight:
+            for fut in futures:
+                self._reject(fut, LogUnavailable("event log is closed"))
         self._inflight.clear()
+        if self._background:
+            await asyncio.wait(self._background, timeout=CLOSE_S + 1)
+        _AVAILABLE.set(0)
 
     async def ensure_topics(self, topics: list[str]) -> None:
         missing = [t for t in topics if t not in self._ensured]
@@ -153,19 +338,26 @@ class KafkaEventLog(EventLog):
     async def produce(
         self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
     ) -> tuple[int, int]:
-        if self._producer is None:
+        if self._closed:
             raise LogUnavailable("event log is closed")
+        if self._producer is None:
+            self._refused += 1
+            _ERRORS.inc()
+            raise LogUnavailable(self.unavailable or "Kafka unavailable")
         try:
             if partition is None and key is not None:
                 partition = partition_for(key, await self._partition_count(topic))
-            started = time.perf_counter()
-            async with asyncio.timeout(self.ack_timeout_s):
-                meta = await self._producer.send_and_wait(self.name(topic), value, key=key, partition=partition)
-            _LATENCY.observe(time.perf_counter() - started)
-        except (KafkaError, TimeoutError, OSError) as exc:
+            if partition is None:  # no key: aiokafka picks the partition
+                started = time.perf_counter()
+                async with asyncio.timeout(self.ack_timeout_s):
+                    meta = await self._producer.send_and_wait(self.name(topic), value, key=key)
+                _LATENCY.observe(time.perf_counter() - started)
+                return meta.partition, meta.offset
+        except (KafkaError, TimeoutError, OSError, AttributeError) as exc:  # AttributeError: the producer went
             _ERRORS.inc()
             raise LogUnavailable(f"Kafka did not acknowledge: {exc.__class__.__name__}: {exc}") from exc
-        return meta.partition, meta.offset
+        # Keyed records share the sender with the edge's pings, so the watch sees them waiting.
+        return await self.send(topic, value, key, partition)
 
     def send(
         self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
@@ -185,6 +377,10 @@ class KafkaEventLog(EventLog):
         if self._sender is None:
             self._reject(fut, LogUnavailable("event log is closed"))
             return fut
+        if self._producer is None:  # the broker is away: no waiting for an acknowledgement that cannot come
+            self._refused += 1
+            self._reject(fut, LogUnavailable(self.unavailable or "Kafka unavailable"))
+            return fut
         self._queue.append((self.name(topic), partition, key, value, fut, loop.time()))
         self._wake.set()
         return fut
@@ -200,10 +396,13 @@ class KafkaEventLog(EventLog):
                     name, partition, *record = queue.popleft()
                     groups.setdefault((name, partition), []).append(record)
                 for (name, partition), records in groups.items():
-                    if len(records) < _BATCH_FROM:
-                        await self._send_each(name, partition, records)
+                    if self._producer is None:  # went away meanwhile
+                        for record in records:
+                            self._reject(record[2], LogUnavailable(self.unavailable or "Kafka unavailable"))
+                    elif len(records) < _BATCH_FROM:
+                        await self._send_each(self._producer, name, partition, records)
                     else:
-                        await self._send_batches(name, partition, records)
+                        await self._send_batches(self._producer, name, partition, records)
             self._expire()
             if self._sender is None:  # closing: everything queued was handed over
                 return
@@ -213,19 +412,19 @@ class KafkaEventLog(EventLog):
             except TimeoutError:
                 pass
 
-    async def _send_each(self, name: str, partition: int, records: list) -> None:
+    async def _send_each(self, producer: AIOKafkaProducer, name: str, partition: int, records: list) -> None:
         """A few records: each into aiokafka's open batch for the partition, which the next request
         takes, however far the request before it has got (lowest latency when load is light)."""
         for key, value, fut, queued in records:
-            await self._hand_over(self._producer.send(name, value, key=key, partition=partition), [fut], queued, 0)
+            await self._hand_over(producer.send(name, value, key=key, partition=partition), [fut], queued, 0)
 
-    async def _send_batches(self, name: str, partition: int, records: list) -> None:
+    async def _send_batches(self, producer: AIOKafkaProducer, name: str, partition: int, records: list) -> None:
         """Records of one partition, in order, as few record batches as fit. aiokafka takes a batch
         for a partition once the one before it went out in a request: meanwhile more records gather,
         and the next batch is bigger (the same group commit the SQLite log does)."""
         i = 0
         while i < len(records):
-            batch = self._producer.create_batch()
+            batch = producer.create_batch()
             start = i
             while i < len(records) and batch.append(key=records[i][0], value=records[i][1], timestamp=None):
                 i += 1
@@ -235,7 +434,7 @@ class KafkaEventLog(EventLog):
                 continue
             futures = [fut for _, _, fut, _ in records[start:i]]
             # Timed from the oldest record: the batch fails when that one is ack_timeout_s old.
-            await self._hand_over(self._producer.send_batch(batch, name, partition=partition), futures, records[start][3], 1)
+            await self._hand_over(producer.send_batch(batch, name, partition=partition), futures, records[start][3], 1)
 
     async def _hand_over(self, sending, futures: list, queued: float, step: int) -> None:
         """Await aiokafka taking a record or batch (it waits for room while a broker is down), then
@@ -271,7 +470,9 @@ class KafkaEventLog(EventLog):
                 self._failed(fut, exc)
             return
         meta = delivery.result()
-        elapsed = asyncio.get_running_loop().time() - queued
+        now = asyncio.get_running_loop().time()
+        self._last_ack = now
+        elapsed = now - queued
         for i, fut in enumerate(futures):
             if not fut.done():
                 _LATENCY.observe(elapsed)
@@ -340,19 +541,30 @@ class KafkaConsumer(Consumer):
     async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
         if self.group is None:
             return
-        if offsets is None:
-            await self._consumer.commit()
-        elif offsets:
-            await self._consumer.commit({KafkaTP(self._log.name(tp.topic), tp.partition): o for tp, o in offsets.items()})
+        # Bounded: aiokafka retries a commit while the coordinator is away; a commit that does not
+        # get through is a refused one (the records are read again), never a hang.
+        async with asyncio.timeout(CONSUMER_CALL_S):
+            if offsets is None:
+                await self._consumer.commit()
+            elif offsets:
+                await self._consumer.commit({KafkaTP(self._log.name(tp.topic), tp.partition): o
+                                             for tp, o in offsets.items()})
 
     async def end_offsets(self) -> dict[TopicPartition, int]:
         tps = list(self._consumer.assignment())
         if not tps:
             return {}
-        ends = await self._consumer.end_offsets(tps)
+        async with asyncio.timeout(CONSUMER_CALL_S):
+            ends = await self._consumer.end_offsets(tps)
         return {TopicPartition(self._log.plain(tp.topic), tp.partition): o for tp, o in ends.items()}
 
     async def close(self) -> None:
+        """Bounded: leaving the group needs the broker; without it the process goes anyway (the group
+        notices the missing member by its session timeout)."""
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            await consumer.stop()
+            try:
+                async with asyncio.timeout(CONSUMER_CALL_S):
+                    await consumer.stop()
+            except TimeoutError:
+                log.warning("Kafka consumer did not stop within %g s; leaving it", CONSUMER_CALL_S)
