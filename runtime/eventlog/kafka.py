@@ -7,7 +7,8 @@
   sharing partition numbers).
 - Topics are created at start with the configured partition count;
   registry-like topics (latest value per key) are compacted.
-- Consumers never auto-commit: a service commits after its effects are done.
+- Consumers never auto-commit: a service commits after its effects are done
+  (``kafka_consumer.py``).
 - ``prefix`` namespaces every topic name on the broker (tests, or several
   installations on one cluster); records come back with the plain name.
 - Outages: a watch task declares the log unavailable when the broker refuses
@@ -21,6 +22,10 @@
   starts, every ``SUMMARY_S`` while it lasts (with the records refused), and
   once when it ends; aiokafka's own repeated lines are throttled
   (``runtime.logthrottle``).
+
+This module is longer than the others on purpose: it is one class whose parts (sending in
+batches, the outage watch and its probe, topic creation) share the producer's state and its
+lifecycle; split apart they would pass that state back and forth.
 """
 
 from __future__ import annotations
@@ -30,15 +35,15 @@ import collections
 import logging
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka import TopicPartition as KafkaTP
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from runtime import logthrottle, metrics
 from schemas.events import TOPIC_CHECKS, TOPIC_DEAD_LETTER, TOPIC_MONITOR_STATE, TOPIC_PINGS, TOPIC_TRANSITIONS
 
-from .base import Consumer, EventLog, LogUnavailable, Record, TopicPartition, partition_for
+from .base import EventLog, LogUnavailable, partition_for
+from .kafka_consumer import KafkaConsumer
 
 log = logging.getLogger(__name__)
 _LATENCY = metrics.PRODUCE_SECONDS.labels("kafka")
@@ -58,7 +63,6 @@ PROBE_S = 1.0  # while it is away, how often the broker is probed (a TCP connect
 WATCH_S = 0.25  # pace of the watch task
 SUMMARY_S = 10.0  # while it is away, one log line this often
 START_TIMEOUT_S = 5.0  # a new producer that has no producer id by then is dropped; probed again later
-CONSUMER_CALL_S = 10.0  # longest a consumer's commit, end offsets or close may take
 CLOSE_S = 3.0  # close: what can be flushed within this is flushed, the rest is failed
 # Records of one partition gathered at once from which they go to aiokafka as a record batch of their
 # own rather than one by one: under load that saves aiokafka's future and callbacks per record, while
@@ -491,80 +495,5 @@ class KafkaEventLog(EventLog):
         while self._queue:
             self._reject(self._queue.popleft()[4], LogUnavailable(reason))
 
-    def consumer(self, topics: list[str], group: str | None) -> "KafkaConsumer":
+    def consumer(self, topics: list[str], group: str | None) -> KafkaConsumer:
         return KafkaConsumer(self, topics, group)
-
-
-class KafkaConsumer(Consumer):
-    def __init__(self, log_: KafkaEventLog, topics: list[str], group: str | None) -> None:
-        self._log = log_
-        self.topics = topics
-        self.group = group
-        self._consumer: AIOKafkaConsumer | None = None
-
-    async def start(self) -> None:
-        await self._log.ensure_topics(self.topics)
-        names = [self._log.name(t) for t in self.topics]
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._log.bootstrap,
-            group_id=self.group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            session_timeout_ms=6000,  # a killed member's partitions move on within seconds
-            heartbeat_interval_ms=2000,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_wait_ms=100,
-        )
-        await self._consumer.start()
-        if self.group is None:
-            tps = [KafkaTP(n, p) for n in names for p in range(await self._log._partition_count(self._log.plain(n)))]
-            self._consumer.assign(tps)
-            await self._consumer.seek_to_beginning(*tps)
-        else:
-            self._consumer.subscribe(names)
-
-    def assignment(self) -> set[TopicPartition]:
-        if self._consumer is None:
-            return set()
-        return {TopicPartition(self._log.plain(tp.topic), tp.partition) for tp in self._consumer.assignment()}
-
-    async def getmany(self, max_records: int = 10_000, timeout_ms: int = 200) -> list[Record]:
-        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        plain = self._log.plain
-        return [
-            Record(plain(m.topic), m.partition, m.offset, m.key, m.value, m.timestamp)
-            for msgs in batches.values()
-            for m in msgs
-        ]
-
-    async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
-        if self.group is None:
-            return
-        # Bounded: aiokafka retries a commit while the coordinator is away; a commit that does not
-        # get through is a refused one (the records are read again), never a hang.
-        async with asyncio.timeout(CONSUMER_CALL_S):
-            if offsets is None:
-                await self._consumer.commit()
-            elif offsets:
-                await self._consumer.commit({KafkaTP(self._log.name(tp.topic), tp.partition): o
-                                             for tp, o in offsets.items()})
-
-    async def end_offsets(self) -> dict[TopicPartition, int]:
-        tps = list(self._consumer.assignment())
-        if not tps:
-            return {}
-        async with asyncio.timeout(CONSUMER_CALL_S):
-            ends = await self._consumer.end_offsets(tps)
-        return {TopicPartition(self._log.plain(tp.topic), tp.partition): o for tp, o in ends.items()}
-
-    async def close(self) -> None:
-        """Bounded: leaving the group needs the broker; without it the process goes anyway (the group
-        notices the missing member by its session timeout)."""
-        consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            try:
-                async with asyncio.timeout(CONSUMER_CALL_S):
-                    await consumer.stop()
-            except TimeoutError:
-                log.warning("Kafka consumer did not stop within %g s; leaving it", CONSUMER_CALL_S)

@@ -1,0 +1,95 @@
+"""Reading the distributed log: a Kafka consumer (aiokafka) behind the ``Consumer`` interface.
+
+It never auto-commits (a service commits after its effects are done), reads committed records
+only, and every call that needs the broker (commit, end offsets, close) is bounded, so a broker
+outage is a refused commit or an error for the service's loop, never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka import TopicPartition as KafkaTP
+
+from .base import Consumer, Record, TopicPartition
+
+log = logging.getLogger(__name__)
+
+CONSUMER_CALL_S = 10.0  # longest a consumer's commit, end offsets or close may take
+
+
+class KafkaConsumer(Consumer):
+    def __init__(self, log_, topics: list[str], group: str | None) -> None:
+        self._log = log_
+        self.topics = topics
+        self.group = group
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        await self._log.ensure_topics(self.topics)
+        names = [self._log.name(t) for t in self.topics]
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._log.bootstrap,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            session_timeout_ms=6000,  # a killed member's partitions move on within seconds
+            heartbeat_interval_ms=2000,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_wait_ms=100,
+        )
+        await self._consumer.start()
+        if self.group is None:
+            tps = [KafkaTP(n, p) for n in names for p in range(await self._log._partition_count(self._log.plain(n)))]
+            self._consumer.assign(tps)
+            await self._consumer.seek_to_beginning(*tps)
+        else:
+            self._consumer.subscribe(names)
+
+    def assignment(self) -> set[TopicPartition]:
+        if self._consumer is None:
+            return set()
+        return {TopicPartition(self._log.plain(tp.topic), tp.partition) for tp in self._consumer.assignment()}
+
+    async def getmany(self, max_records: int = 10_000, timeout_ms: int = 200) -> list[Record]:
+        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        plain = self._log.plain
+        return [
+            Record(plain(m.topic), m.partition, m.offset, m.key, m.value, m.timestamp)
+            for msgs in batches.values()
+            for m in msgs
+        ]
+
+    async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
+        if self.group is None:
+            return
+        # Bounded: aiokafka retries a commit while the coordinator is away; a commit that does not
+        # get through is a refused one (the records are read again), never a hang.
+        async with asyncio.timeout(CONSUMER_CALL_S):
+            if offsets is None:
+                await self._consumer.commit()
+            elif offsets:
+                await self._consumer.commit({KafkaTP(self._log.name(tp.topic), tp.partition): o
+                                             for tp, o in offsets.items()})
+
+    async def end_offsets(self) -> dict[TopicPartition, int]:
+        tps = list(self._consumer.assignment())
+        if not tps:
+            return {}
+        async with asyncio.timeout(CONSUMER_CALL_S):
+            ends = await self._consumer.end_offsets(tps)
+        return {TopicPartition(self._log.plain(tp.topic), tp.partition): o for tp, o in ends.items()}
+
+    async def close(self) -> None:
+        """Bounded: leaving the group needs the broker; without it the process goes anyway (the group
+        notices the missing member by its session timeout)."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            try:
+                async with asyncio.timeout(CONSUMER_CALL_S):
+                    await consumer.stop()
+            except TimeoutError:
+                log.warning("Kafka consumer did not stop within %g s; leaving it", CONSUMER_CALL_S)
