@@ -158,12 +158,15 @@ def check_document(
             resume_url=f"{base}/resume",
             channels="",
         )
-    if check.kind == "simple":
-        result["timeout"] = check.timeout_s
-    else:
-        result["schedule"] = check.schedule
-        result["tz"] = check.tz
+    result.update(_schedule(check, "timeout", "schedule", "tz"))
     return result
+
+
+def _schedule(check: CheckConfig, period: str, expression: str, zone: str) -> dict:
+    """A check's schedule under the names a document gives it: a period, or an expression in a zone."""
+    if check.kind == "simple":
+        return {period: check.timeout_s}
+    return {expression: check.schedule, zone: check.tz}
 
 
 def monitor_status(check: CheckConfig, state: dict | None, failed: bool) -> str:
@@ -192,11 +195,7 @@ def monitor_document(check: CheckConfig, state: dict | None, public_url: str, fa
         "createdAt": isostring(check.created),
         "lastCheckinAt": isostring(state["last_ping"]) if state else None,
     }
-    if check.kind == "simple":
-        out["interval"] = check.timeout_s
-    else:
-        out["schedule"] = check.schedule
-        out["timezone"] = check.tz
+    out.update(_schedule(check, "interval", "schedule", "timezone"))
     return out
 
 

@@ -55,3 +55,21 @@ async def edge(tmp_path, aiohttp_client):
     finally:
         await client.close()
         await log.close()
+
+
+@pytest.fixture
+async def projected(tmp_path, aiohttp_client, clickhouse):
+    """An edge reading state from ClickHouse, where a test writes the projector's rows itself."""
+    config = Config.from_env({"PINGSTREAM_DATA": str(tmp_path)})
+    log = SqliteEventLog(config.sqlite_path, default_partitions=2)
+    await log.start()
+    registry = Registry()
+    project = await create_project(log, "test", registry)
+    client = await aiohttp_client(EdgeTestServer(create_app(config, log, registry, clickhouse=clickhouse)))
+    edge = Edge(client, log, registry, project, config)
+    edge.ch = clickhouse
+    try:
+        yield edge
+    finally:
+        await client.close()
+        await log.close()

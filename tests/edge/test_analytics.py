@@ -11,15 +11,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ingest.app import create_app
 from checks.spec import unique_key
-from runtime.config import Config
-from runtime.eventlog.sqlite import SqliteEventLog
-from runtime.registry import Registry, create_project
+from runtime.registry import create_project
 from schemas.events import CheckDeleted, uuid7
 
-from .conftest import Edge
-from tests.edge.server import EdgeTestServer
 
 T0 = datetime(2024, 3, 4, tzinfo=timezone.utc)  # a Monday
 DAY = timedelta(days=1)
@@ -28,20 +23,8 @@ RUN_COLUMNS = ["event_id", "start_event_id", "check_id", "project_id", "rid", "s
 
 
 @pytest.fixture
-async def ana(tmp_path, aiohttp_client, clickhouse):
-    config = Config.from_env({"PINGSTREAM_DATA": str(tmp_path)})
-    log = SqliteEventLog(config.sqlite_path, default_partitions=2)
-    await log.start()
-    registry = Registry()
-    project = await create_project(log, "test", registry)
-    client = await aiohttp_client(EdgeTestServer(create_app(config, log, registry, clickhouse=clickhouse)))
-    edge = Edge(client, log, registry, project, config)
-    edge.ch = clickhouse
-    try:
-        yield edge
-    finally:
-        await client.close()
-        await log.close()
+async def ana(projected):
+    return projected
 
 
 async def insert_runs(ch, check, runs) -> None:

@@ -6,16 +6,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
-from ingest.app import create_app
-from runtime.config import Config
-from runtime.eventlog.sqlite import SqliteEventLog
-from runtime.registry import Registry, create_project
+from runtime.registry import create_project
 from schemas.events import PingEvent, stable_id
 
-from .conftest import Edge
-from tests.edge.server import EdgeTestServer
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
@@ -152,22 +146,6 @@ STATE_COLUMNS = ["check_id", "project_id", "status", "last_ping", "n_pings", "st
 PING_COLUMNS = ["event_id", "check_id", "project_id", "n", "kind", "received_at", "source"]
 
 
-@pytest.fixture
-async def projected(tmp_path, aiohttp_client, clickhouse):
-    """An edge reading state from ClickHouse, where a test writes the projector's rows itself."""
-    config = Config.from_env({"PINGSTREAM_DATA": str(tmp_path)})
-    log = SqliteEventLog(config.sqlite_path, default_partitions=2)
-    await log.start()
-    registry = Registry()
-    project = await create_project(log, "test", registry)
-    client = await aiohttp_client(EdgeTestServer(create_app(config, log, registry, clickhouse=clickhouse)))
-    edge = Edge(client, log, registry, project, config)
-    edge.ch = clickhouse
-    try:
-        yield edge
-    finally:
-        await client.close()
-        await log.close()
 
 
 async def _project(edge, check, status: str, completions: list[str]) -> None:
