@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 from runtime import metrics
 from schemas.events import TOPIC_PINGS, encode
 
 from .. import pings
-from .wire import LINGER_S, MAX_QUEUED
-
-if TYPE_CHECKING:
-    from .protocol import Ping
+from .wire import LINGER_S, MAX_QUEUED, Ping
 
 log = logging.getLogger(__package__)  # "ingest.fastpath": one logger for the whole fast path
 

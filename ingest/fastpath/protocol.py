@@ -28,7 +28,7 @@ from checks.rules import client_addr
 from .. import pings
 from .answers import Answers
 from .handoff import HandOff, end_of_requests
-from .wire import FAST_URL, HANDED_OFF_HEADERS, MAX_HEAD, MAX_HEADERS, MAX_LINE, MAX_WINDOW, PING_PREFIX, header_text
+from .wire import FAST_URL, HANDED_OFF_HEADERS, MAX_HEAD, MAX_HEADERS, MAX_LINE, MAX_WINDOW, PING_PREFIX, Ping, header_text
 
 if TYPE_CHECKING:
     from .listener import FastPings
@@ -42,13 +42,6 @@ class _Handoff(Exception):
 
 class _Stop(Exception):
     """Raised inside a parser callback: read nothing more on this connection."""
-
-
-class Ping:
-    """A fast-path ping being read."""
-
-    __slots__ = ("target", "rid", "method", "head", "keep_alive", "content_length", "body", "size", "scheme",
-                 "addr", "user_agent")
 
 
 class EdgeProtocol(Answers, HandOff, asyncio.Protocol):

@@ -59,3 +59,10 @@ def header_text(value: bytes | None) -> str:
     if value.isascii():
         return value.decode("ascii")
     return value.decode("utf-8", "replace")
+
+
+class Ping:
+    """A fast-path ping being read."""
+
+    __slots__ = ("target", "rid", "method", "head", "keep_alive", "content_length", "body", "size", "scheme",
+                 "addr", "user_agent")
