@@ -153,6 +153,18 @@ class _ExitedEarly(RuntimeError):
     """The broker process ended before it had started."""
 
 
+def stop_process(process: subprocess.Popen | None, timeout_s: float) -> None:
+    """Stop a child we started: SIGTERM, then SIGKILL if it has not exited within ``timeout_s``."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class Broker:
     """One broker+controller process. ``stop()`` then ``start()`` restarts it on the same ports and data."""
 
@@ -292,14 +304,7 @@ class Broker:
 
     def stop(self, timeout_s: float = 30.0) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout_s)
 
     def kill(self) -> None:
         """kill -9: the broker gets no chance to flush or say goodbye."""

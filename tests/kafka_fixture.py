@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from runtime.eventlog.kafka import KafkaEventLog
-from runtime.kafkabroker import Broker
+from runtime.kafkabroker import Broker, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,14 +106,7 @@ class LaunchedBroker:
 
     def stop(self, timeout_s: float = 60.0) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()  # the broker follows it (it dies with its parent)
-            proc.wait()
+        stop_process(proc, timeout_s)  # a killed launcher takes its broker along (it dies with its parent)
 
 
 @pytest.fixture
