@@ -12,7 +12,7 @@ from runtime.config import Config
 from runtime.eventlog.base import EventLog
 from runtime.registry import Registry
 
-from . import analytics, badges, checkin, management, openapi, pings
+from . import analytics, badges, checkin, management, openapi, pings, prometheus
 from .keys import CLICKHOUSE, CONFIG, EVENT_LOG, LIMITERS, REGISTRY, Limiters
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,8 @@ def create_app(config: Config, event_log: EventLog, registry: Registry, clickhou
     checkin.add_routes(app)
     analytics.add_routes(app)
     openapi.add_routes(app)
+    prometheus.add_routes(app)  # a project's checks, by its read-only key
     app.router.add_get("/healthz", health.healthz)  # alive: the loops turn (runtime.health)
     app.router.add_get("/readyz", health.readyz)  # ready: log reachable, registry caught up
-    app.router.add_get("/metrics", metrics.metrics_handler)
+    app.router.add_get("/metrics", metrics.metrics_handler)  # the service's own series: no check or project named
     return app

@@ -137,9 +137,6 @@ class Projector:
             for check_id in rows.touched:
                 self.states.pop(check_id, None)
             raise
-        for state in rows.touched.values():
-            if state.last_duration_s is not None:
-                metrics.set_last_duration(state.check_id, state.last_duration_s)
         t4 = time.perf_counter()
         self.timings["decode"] += t1 - t0
         self.timings["load"] += t2 - t1

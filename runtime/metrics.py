@@ -1,5 +1,9 @@
 """Prometheus metrics of every service, in one registry per process.
 
+Service-level series only: no label names a check or a project, since ``/metrics`` takes no key
+and a check's uuid is all a ping needs. A project's checks are in its own Prometheus endpoint
+(``/projects/<uuid>/metrics/<read-only key>``, ingest/prometheus.py).
+
 The edge serves them on ``GET /metrics``; a projector, monitor or notifier running
 in a process of its own serves them on ``PINGSTREAM_METRICS_PORT`` (0 = off),
 beside ``/healthz`` and ``/readyz``.
@@ -10,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -57,10 +60,6 @@ TRANSITIONS = Counter(
 DEAD_LETTERS = Counter(
     "pingstream_dead_letters", "Records sent to the dead-letter topic", ["service"], registry=REGISTRY
 )
-LAST_DURATION = Gauge(
-    "pingstream_check_last_duration_seconds", "Duration of the last completed run, per check",
-    ["check_id"], registry=REGISTRY,
-)
 
 _children: dict = {}
 
@@ -73,23 +72,6 @@ def child(metric, *labels: str):
     if found is None:
         found = _children[key] = metric.labels(*labels)
     return found
-
-
-# A million checks must not become a million series: keep the most recently finished ones.
-MAX_DURATION_SERIES = 10_000
-_duration_series: OrderedDict[str, None] = OrderedDict()
-
-
-def set_last_duration(check_id: str, seconds: float) -> None:
-    LAST_DURATION.labels(check_id).set(seconds)
-    _duration_series[check_id] = None
-    _duration_series.move_to_end(check_id)
-    while len(_duration_series) > MAX_DURATION_SERIES:
-        old, _ = _duration_series.popitem(last=False)
-        try:
-            LAST_DURATION.remove(old)
-        except KeyError:
-            pass
 
 
 async def record_lag(group: str, consumer, positions: dict) -> int | None:
