@@ -21,6 +21,7 @@ from schemas.events import CheckConfig
 from .schedule import guess_kind, schedule_is_valid
 
 MAX_PERIOD_S = 31_536_000
+MAX_NAME = 100  # characters of a name or a slug
 UNIQUE_FIELDS = ("name", "slug", "tags", "timeout", "grace")
 _SLUG = re.compile(r"[a-z0-9\-_]*\Z")
 UNIQUE_KEY = re.compile(r"[0-9a-f]{40}\Z")  # what unique_key() gives
@@ -89,6 +90,26 @@ def _str(name: str, value, max_len: int | None = None) -> str:
     return value
 
 
+# Characters no name, tag or keyword may hold: C0 and C1 controls (NUL included) and DEL, and the
+# bidirectional embeddings, overrides and isolates, which make text display in another order than
+# it is stored ("Trojan Source"). A description may hold tabs and line breaks.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def has_control(text: str, multiline: bool = False) -> bool:
+    """True when ``text`` holds a character ``_CONTROL`` names (tab, CR and LF allowed when multiline)."""
+    return (_CONTROL_MULTILINE if multiline else _CONTROL).search(text) is not None
+
+
+def _text(name: str, value, max_len: int | None = None, multiline: bool = False) -> str:
+    """A string field people read: as ``_str``, and free of control characters."""
+    value = _str(name, value, max_len)
+    if has_control(value, multiline):
+        raise SpecError(f"{name} contains a control character")
+    return value
+
+
 def _bool(name: str, value) -> bool:
     if not isinstance(value, bool):
         raise SpecError(f"{name} is not a boolean")
@@ -117,8 +138,8 @@ def validate(data: dict, min_timeout_s: int = 60) -> dict:
             out[name] = check(name, data[name])
 
     take("channels", _str)
-    take("desc", _str)
-    take("failure_kw", lambda n, v: _str(n, v, 200))
+    take("desc", lambda n, v: _text(n, v, multiline=True))
+    take("failure_kw", lambda n, v: _text(n, v, 200))
     take("filter_subject", _bool)
     take("filter_body", _bool)
     take("filter_http_body", _bool)
@@ -128,22 +149,22 @@ def validate(data: dict, min_timeout_s: int = 60) -> dict:
     if "methods" in data and data["methods"] not in ("", "POST"):
         raise SpecError("methods has unexpected value")
     take("methods", _str)
-    take("name", lambda n, v: _str(n, v, 100))
+    take("name", lambda n, v: _text(n, v, MAX_NAME))
     if "schedule" in data:
         schedule = _str("schedule", data["schedule"], 100)
         if not schedule_is_valid(schedule):
             raise SpecError("schedule is not a valid cron or OnCalendar expression")
         out["schedule"] = schedule
     if "slug" in data:
-        slug = _str("slug", data["slug"], 100)
+        slug = _str("slug", data["slug"], MAX_NAME)
         if not _SLUG.match(slug):
             raise SpecError("slug does not match pattern")
         out["slug"] = slug
-    take("start_kw", lambda n, v: _str(n, v, 200))
-    take("subject", lambda n, v: _str(n, v, 200))
-    take("subject_fail", lambda n, v: _str(n, v, 200))
-    take("success_kw", lambda n, v: _str(n, v, 200))
-    take("tags", _str)
+    take("start_kw", lambda n, v: _text(n, v, 200))
+    take("subject", lambda n, v: _text(n, v, 200))
+    take("subject_fail", lambda n, v: _text(n, v, 200))
+    take("success_kw", lambda n, v: _text(n, v, 200))
+    take("tags", _text)
     take("timeout", lambda n, v: _period(n, v, min_timeout_s))
     if "tz" in data:
         out["tz"] = _tz("tz", data["tz"])
@@ -265,8 +286,10 @@ def monitor_spec(body: dict, min_timeout_s: int) -> dict:
     if body.get("type") != "SCHEDULED":
         raise SpecError("type must be SCHEDULED")
     name = body.get("name", "")
-    if not isinstance(name, str) or len(name) > 100:
-        raise SpecError("name must be a string of at most 100 characters")
+    if not isinstance(name, str) or len(name) > MAX_NAME:
+        raise SpecError(f"name must be a string of at most {MAX_NAME} characters")
+    if has_control(name):
+        raise SpecError("name contains a control character")
     out: dict = {"name": name}
     for field, target in (("interval", "timeout_s"), ("gracePeriod", "grace_s")):
         if field in body:
@@ -280,7 +303,31 @@ def monitor_spec(body: dict, min_timeout_s: int) -> dict:
             raise SpecError("schedule is not a valid cron or OnCalendar expression")
         out.update(schedule=schedule, kind=guess_kind(schedule))
     if "timezone" in body:
-        if not isinstance(body["timezone"], str) or body["timezone"] not in all_timezones():
+        if not isinstance(body["timezone"], str):
             raise SpecError("timezone is not a valid timezone")
-        out["tz"] = body["timezone"]
+        out["tz"] = _tz("timezone", body["timezone"])
     return out
+
+
+MAX_PROJECT_NAME = 60  # upstream's ProjectNameForm
+
+
+def project_name_error(name: str) -> str | None:
+    """Why ``name`` cannot be a project's name, or None: 1 to 60 characters, no control characters."""
+    if not name.strip() or len(name) > MAX_PROJECT_NAME:
+        return f"a project name is 1 to {MAX_PROJECT_NAME} characters"
+    if has_control(name):
+        return "a project name may not contain control characters"
+    return None
+
+
+def provision_spec(slug: str) -> dict:
+    """The spec of the check ``?create=1`` makes for an unknown slug (its name is the slug, as
+    upstream), validated as the Management API validates a name and a slug."""
+    return validate({"name": slug, "slug": slug})
+
+
+def may_create(checks_in_project: int, check_limit: int, auto_provision: bool = False) -> bool:
+    """Whether a project holding ``checks_in_project`` checks may have one more. As upstream,
+    auto-provisioning (``?create=1``) may take a project up to twice its limit."""
+    return checks_in_project < check_limit * (2 if auto_provision else 1)

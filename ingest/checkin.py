@@ -12,7 +12,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from checks.document import monitor_document
-from checks.spec import SpecError, load_json, monitor_spec
+from checks.spec import SpecError, load_json, may_create, monitor_spec
 from reads import monitors as queries
 from schemas.events import CheckConfig, utcnow, uuid7
 
@@ -45,6 +45,8 @@ async def create_monitor(request: web.Request, api: ApiRequest) -> web.Response:
         fields = monitor_spec(body, request.app[CONFIG].min_timeout_s)
     except SpecError as exc:
         raise ApiError(exc.args[0]) from None
+    if not may_create(request.app[REGISTRY].project_check_count(api.project.id), request.app[CONFIG].check_limit):
+        raise ApiError("checks limit exceeded", 403)
     check = CheckConfig(id=str(uuid7()), project_id=api.project.id, monitor_type="SCHEDULED", created=utcnow(), **fields)
     await save_check(request, check)
     return web.json_response({"data": monitor_document(check, None, request.app[CONFIG].public_url)}, status=201)

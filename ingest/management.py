@@ -15,7 +15,7 @@ import msgspec
 from aiohttp import web
 
 from checks.document import after_pause, after_resume, check_document, isostring, ping_document, with_registry
-from checks.spec import SpecError, apply_spec, channels_error, find_unique, validate
+from checks.spec import SpecError, apply_spec, channels_error, find_unique, may_create, validate
 from schemas.events import TOPIC_PINGS, CheckConfig, CheckDeleted, Paused, Resumed, encode, utcnow, uuid7
 
 from . import badges, state
@@ -72,9 +72,12 @@ async def list_checks(request: web.Request, api: ApiRequest) -> web.Response:
 async def create_check(request: web.Request, api: ApiRequest) -> web.Response:
     """Create a check, or with ``unique`` update the project's matching one (200 instead of 201)."""
     spec = _spec(request, api)
-    existing = find_unique(request.app[REGISTRY].project_checks(api.project.id), spec)
-    _check_channels(spec)
+    registry = request.app[REGISTRY]
+    existing = find_unique(registry.project_checks(api.project.id), spec)
     created = existing is None
+    if created and not may_create(registry.project_check_count(api.project.id), request.app[CONFIG].check_limit):
+        raise ApiError(None, 403)  # upstream's HttpResponseForbidden() when the check limit is reached
+    _check_channels(spec)
     base = existing or CheckConfig(id=str(uuid7()), project_id=api.project.id, created=utcnow())
     check = apply_spec(base, spec, api.version)
     if created or check != existing:

@@ -32,6 +32,7 @@ from checks.rules import (
     route,
     user_agent,
 )
+from checks.spec import SpecError, may_create, provision_spec
 from runtime import metrics
 from runtime.eventlog.base import LogUnavailable
 from runtime.registry import Registry, save_check
@@ -263,12 +264,21 @@ async def handle_ping(request: web.Request) -> web.Response:
     if check is None:
         if request.query.get("create") != "1":
             return _text("not found", 404)
+        registry = request.app[REGISTRY]
+        # As upstream: a project at twice its check limit provisions no more (its answer: not found).
+        if not may_create(registry.project_check_count(target.project_id), request.app[CONFIG].check_limit,
+                          auto_provision=True):
+            return _text("not found", 404)
+        try:
+            spec = provision_spec(target.slug)  # the Management API's rules for a name and a slug
+        except SpecError:
+            return _text("invalid url format", 400)
         # Derived from project + slug, so racing edges create the same check.
         check = CheckConfig(
             id=stable_id("check", target.project_id, target.slug),
             project_id=target.project_id,
-            name=target.slug,
-            slug=target.slug,
+            name=spec["name"],
+            slug=spec["slug"],
             created=utcnow(),
         )
         try:

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 
+from checks.spec import project_name_error
 from schemas.events import Project
 
 from runtime import health
@@ -44,14 +45,15 @@ def _install_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, on_signal, sig.name)
 
 
-def _print_project(config: Config, project: Project, out=sys.stdout) -> None:
+def _print_project(config: Config, project: Project, out=None) -> None:
     print(
         f"project {project.name!r} ({project.id})\n"
         f"  ping key:          {project.ping_key}\n"
         f"  API key:           {project.api_key}\n"
         f"  read-only API key: {project.api_key_readonly}\n"
-        f"  example ping:      curl {config.public_url}/ping/{project.ping_key}/my-job?create=1",
-        file=out,
+        f"  example ping:      curl {config.public_url}/ping/{project.ping_key}/my-job?create=1\n"
+        f"  Prometheus:        {config.public_url}/projects/{project.id}/metrics/{project.api_key_readonly}",
+        file=out or sys.stdout,
         flush=True,
     )
 
@@ -229,6 +231,10 @@ def _command(args, config: Config) -> int:
     elif args.command in ("ingest", "projector", "monitor", "webhooks"):
         asyncio.run(_run_services(config, [args.command]))
     elif args.command == "project":
+        problem = project_name_error(args.name)
+        if problem is not None:
+            print(f"pingstream: {problem}", file=sys.stderr)
+            return 2
         asyncio.run(_project_create(config, args.name))
     elif args.command == "sql":
         return _sql(config, args.query, args.format)

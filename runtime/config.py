@@ -83,6 +83,7 @@ class Config:
     retention_ms: int | None = 7 * 24 * 3600 * 1000
     retention_bytes: int | None = None  # per partition
     retention_interval_s: float = 60.0  # how often the embedded log is trimmed and compacted
+    check_limit: int = 10_000  # checks per project (?create=1 may go to twice this, as upstream)
 
     @property
     def sqlite_path(self) -> Path:
@@ -125,5 +126,6 @@ class Config:
             retention_ms=_limit(_int(env, "PINGSTREAM_RETENTION_MS", 7 * 24 * 3600 * 1000, -1, 2**62)),
             retention_bytes=_limit(_int(env, "PINGSTREAM_RETENTION_BYTES", -1, -1, 2**62)),
             retention_interval_s=_float(env, "PINGSTREAM_RETENTION_INTERVAL_S", 60.0, 0.1, 86400.0),
+            check_limit=_int(env, "PINGSTREAM_CHECK_LIMIT", 10_000, 0, 100_000_000),
         )
         return dataclasses.replace(config, **overrides) if overrides else config

@@ -51,18 +51,20 @@ def event_key(event: CheckUpserted | CheckDeleted | ProjectUpserted | ProjectDel
 
 
 def _digest(secret: str) -> bytes:
-    # Keys are indexed by their hash: a lookup compares digests, never the secret
-    # itself byte by byte, so response timing tells nothing about a key's prefix.
-    return hashlib.sha256(secret.encode()).digest()
+    # Keys (ping keys and API keys) are indexed by their hash: a lookup compares digests, never
+    # the secret itself byte by byte, so response timing tells nothing about a key's prefix.
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
 
 
 class Registry:
     def __init__(self) -> None:
         self.projects: dict[str, Project] = {}
         self.checks: dict[str, CheckConfig] = {}
-        self._by_ping_key: dict[str, Project] = {}
+        self._by_ping_key: dict[bytes, Project] = {}  # digest -> project
         self._by_api_key: dict[bytes, tuple[Project, bool]] = {}  # digest -> (project, read_only)
         self._by_slug: dict[tuple[str, str], set[str]] = defaultdict(set)  # (project, slug) -> ids
+        # project -> its check ids, in the order of self.checks (a dict as an ordered set)
+        self._by_project: dict[str, dict[str, None]] = defaultdict(dict)
 
     # --- folding events ---
 
@@ -75,7 +77,7 @@ class Registry:
             self._drop_project_keys(event.project.id)
             p = event.project
             self.projects[p.id] = p
-            self._by_ping_key[p.ping_key] = p
+            self._by_ping_key[_digest(p.ping_key)] = p
             if p.api_key:
                 self._by_api_key[_digest(p.api_key)] = (p, False)
             if p.api_key_readonly:
@@ -83,17 +85,24 @@ class Registry:
         elif isinstance(event, ProjectDeleted):
             self._drop_project_keys(event.project_id)
             self.projects.pop(event.project_id, None)
-            for check_id in [c.id for c in self.checks.values() if c.project_id == event.project_id]:
+            for check_id in list(self._by_project.get(event.project_id, ())):
                 self._drop_check(check_id)
 
     def _put_check(self, check: CheckConfig) -> None:
         self._drop_check(check.id)
         self.checks[check.id] = check
+        self._by_project[check.project_id][check.id] = None
         if check.slug:
             self._by_slug[(check.project_id, check.slug)].add(check.id)
 
     def _drop_check(self, check_id: str) -> None:
         old = self.checks.pop(check_id, None)
+        if old is not None:
+            ids = self._by_project.get(old.project_id)
+            if ids is not None:
+                ids.pop(check_id, None)
+                if not ids:
+                    del self._by_project[old.project_id]
         if old is not None and old.slug:
             ids = self._by_slug.get((old.project_id, old.slug))
             if ids is not None:
@@ -105,14 +114,14 @@ class Registry:
         old = self.projects.get(project_id)
         if old is None:
             return
-        self._by_ping_key.pop(old.ping_key, None)
+        self._by_ping_key.pop(_digest(old.ping_key), None)
         self._by_api_key.pop(_digest(old.api_key), None)
         self._by_api_key.pop(_digest(old.api_key_readonly), None)
 
     # --- lookups ---
 
     def project_by_ping_key(self, ping_key: str) -> Project | None:
-        return self._by_ping_key.get(ping_key)
+        return self._by_ping_key.get(_digest(ping_key))
 
     def project_by_api_key(self, api_key: str) -> tuple[Project, bool] | None:
         """(project, read_only) for an API key, or None."""
@@ -122,7 +131,10 @@ class Registry:
         return [self.checks[i] for i in self._by_slug.get((project_id, slug), ())]
 
     def project_checks(self, project_id: str) -> list[CheckConfig]:
-        return [c for c in self.checks.values() if c.project_id == project_id]
+        return [self.checks[i] for i in self._by_project.get(project_id, ())]
+
+    def project_check_count(self, project_id: str) -> int:
+        return len(self._by_project.get(project_id, ()))
 
 
 async def save(event_log: EventLog, registry: Registry | None, event) -> None:
