@@ -121,6 +121,12 @@ def build(public_url: str) -> dict:
             "summary": "A tag's badge (a signature ending in -2: up/down only)",
             "parameters": [_param("badge_key"), _param("signature"), _param("tag"), _param("fmt", schema={"enum": ["svg", "json", "shields"]})],
             "responses": {"200": {"description": "badge"}, "404": missing}}},
+        "/projects/{project}/metrics/{key}": {"get": {
+            "summary": "The project's checks for Prometheus, in Healthchecks' format (also at /projects/{project}/metrics/ "
+                       "with Authorization: Bearer <read-only key>)",
+            "parameters": [_param("project", schema={"type": "string", "format": "uuid"}), _param("key")],
+            "responses": {"200": {"description": "Prometheus text", "content": _TEXT}, "400": {"description": "key is not 32 characters"},
+                          "403": {"description": "not a read-only key"}}}},
         "/b/{states}/{badge_key}.{fmt}": {"get": {
             "summary": "A check's badge (its badge_url; states 3 shows late)",
             "parameters": [_param("states", schema={"enum": [2, 3]}), _param("badge_key"), _param("fmt", schema={"enum": ["svg", "json", "shields"]})],
