@@ -282,7 +282,7 @@ async def handle_ping(request: web.Request) -> web.Response:
             created=utcnow(),
         )
         try:
-            await save_check(request.app[EVENT_LOG], request.app[REGISTRY], check)
+            await save_check(request.app[EVENT_LOG], registry, check)
         except LogUnavailable:
             return _reply(*unavailable())
     error = await record_ping(request, check, target.action, target.exit_status)
