@@ -8,7 +8,8 @@ through, in this order:
 2. decode (poison records go to the dead-letter topic) and the pure fold, after
    loading from ``check_state`` the state of checks not in memory (a restart
    resumes from there; no history is replayed);
-3. inserts into pings, runs, transitions, then check_state, each with an
+3. inserts into pings, runs, transitions, checks (the registry's records, see ``catalog``), then
+   check_state, each with an
    ``insert_deduplication_token`` derived from the batch's offsets;
 4. commit of the offsets (by the shell, once ``handle`` returned).
 
@@ -32,7 +33,9 @@ from runtime.clickhouse import ClickHouse
 from runtime.config import Config
 from runtime.consumer import Batch, ConsumerShell, retry
 from runtime.eventlog.base import EventLog, Record, TopicPartition
-from schemas.events import TOPIC_PINGS, TOPIC_TRANSITIONS, decode, utcnow
+from schemas.events import TOPIC_CHECKS, TOPIC_PINGS, TOPIC_TRANSITIONS, decode, utcnow
+
+from . import catalog
 
 from .fold import COLUMNS, CheckFold, fold, state_from_row
 from .replay import Batcher, batch_token, ranges_of
@@ -40,9 +43,10 @@ from .replay import Batcher, batch_token, ranges_of
 log = logging.getLogger(__name__)
 
 GROUP = "pingstream-projector"
-TOPICS = [TOPIC_PINGS, TOPIC_TRANSITIONS]
+TOPICS = [TOPIC_PINGS, TOPIC_TRANSITIONS, TOPIC_CHECKS]
 LOG_EVERY_S = 10.0
 _LOAD_CHUNK = 5_000
+TABLE_COLUMNS = {**COLUMNS, "checks": catalog.COLUMNS}
 # Sent as strings, ClickHouse converts them on insert (Native format type conversion): clickhouse-connect
 # encodes a string column in a fraction of the time it takes for a UUID or LowCardinality one.
 _WIRE = {"UUID": "String", "Nullable(UUID)": "Nullable(String)", "LowCardinality(String)": "String"}
@@ -80,6 +84,19 @@ class Projector:
         """Partitions moved (rebalance): other projectors may have advanced those checks."""
         self.states.clear()
 
+    async def known_checks(self, check_ids: set[str]) -> dict[str, tuple]:
+        """The latest ``checks`` rows of these checks (a deletion repeats its check's last one)."""
+        if not check_ids:
+            return {}
+
+        def query(client):
+            return client.query(
+                f"SELECT {', '.join(catalog.COLUMNS)} FROM checks FINAL WHERE id IN {{ids:Array(UUID)}}",
+                parameters={"ids": list(check_ids)},
+            ).result_rows
+
+        return {str(row[0]): (str(row[0]), str(row[1]), *row[2:]) for row in await self.ch.run(query)}
+
     # --- journal -----------------------------------------------------------------
 
     async def journal_tail(self) -> dict[TopicPartition, tuple[int, int, str]]:
@@ -105,19 +122,23 @@ class Projector:
 
     async def process(self, records: list[Record], token: str) -> None:
         t0 = time.perf_counter()
-        events, poison = [], []
+        events, poison, registry = [], [], []
         for r in records:
             try:
                 event = decode(r.value)
             except Exception as exc:
                 poison.append((r, exc))
                 continue
-            if event is not None:
+            if catalog.is_registry_event(event):
+                registry.append((event, r.offset, r.timestamp_ms))
+            elif event is not None:
                 events.append((event, r.offset, r))
         t1 = time.perf_counter()
         await self.load_states({e.check_id for e, _, _ in events if hasattr(e, "check_id")})
+        known = await self.known_checks(catalog.deleted_ids(registry))
         t2 = time.perf_counter()
         rows = fold(self.states, [(e, o) for e, o, _ in events], on_error=lambda i, exc: poison.append((events[i][2], exc)))
+        checks = catalog.check_rows(registry, known)
         t3 = time.perf_counter()
         try:
             now = utcnow()
@@ -125,6 +146,7 @@ class Projector:
                 ("pings", rows.pings),
                 ("runs", rows.runs),
                 ("transitions", rows.transitions),
+                ("checks", checks),
                 ("check_state", rows.check_state_rows(now)),  # last: its offsets say the rest is in
             ):
                 if data:
@@ -171,8 +193,8 @@ class Projector:
                     "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = {t:String}",
                     parameters={"t": table},
                 ).result_rows)
-                types = self.wire_types[table] = [_WIRE.get(declared[c], declared[c]) for c in COLUMNS[table]]
-            client.insert(table, list(zip(*data)), column_names=COLUMNS[table], column_type_names=types,
+                types = self.wire_types[table] = [_WIRE.get(declared[c], declared[c]) for c in TABLE_COLUMNS[table]]
+            client.insert(table, list(zip(*data)), column_names=TABLE_COLUMNS[table], column_type_names=types,
                           column_oriented=True, settings=settings)
 
         await self.ch.run(insert)

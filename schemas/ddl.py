@@ -159,6 +159,33 @@ STATEMENTS: list[str] = [
     # check_state.status is Healthchecks' stored status; status_at is when a ping or pause/resume last set
     # it, so a missed-deadline transition read after a later ping does not mark the check down.
     "ALTER TABLE {db}.check_state ADD COLUMN IF NOT EXISTS status_at Nullable(DateTime64(6, 'UTC'))",
+    # The registry's checks by name (projector/catalog.py): one row per registry record, the latest
+    # (highest offset of the check's registry partition) wins; a deleted check keeps its last
+    # configuration with ``deleted`` set, so joins from runs, pings, transitions still name it.
+    f"""
+    CREATE TABLE IF NOT EXISTS {{db}}.checks (
+        id UUID,
+        project_id UUID,
+        name String,
+        slug String,
+        tags Array(String),
+        description String,
+        kind LowCardinality(String),
+        schedule String,
+        timeout_s UInt32,
+        grace_s UInt32,
+        tz LowCardinality(String),
+        channels String,
+        manual_resume Bool,
+        monitor_type LowCardinality(String),
+        created DateTime64(6, 'UTC'),
+        deleted Nullable(DateTime64(6, 'UTC')),
+        updated_at DateTime64(6, 'UTC'),
+        version UInt64
+    ) ENGINE = ReplacingMergeTree(version)
+    ORDER BY id
+    {_DEDUP}
+    """,
 ]
 
 
