@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test install kafka-jars bench clean
+.PHONY: run test install kafka-jars chromium bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,12 @@ $(CLIENTS): $(STAMP)
 kafka-jars: install
 	$(BIN)/python -m runtime.kafkabroker fetch
 
+# The status board's browser tests drive Debian's chromium (Playwright's own download is not used).
+chromium:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
 # pytest exits 5 when it collected no tests: that is a failure here, never a pass.
-test: install kafka-jars $(CLIENTS)
+test: install kafka-jars $(CLIENTS) chromium
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

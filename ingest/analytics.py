@@ -3,8 +3,8 @@
 Reads only, from ClickHouse (reads/durations.py); any API key of the project may read, and a
 check of another project answers 403/404 as in the Management API. JSON by default, CSV with
 ``?format=csv`` or ``Accept: text/csv`` (ingest/respond.py). Every bad parameter is a 400 naming
-it (ingest/params.py); the SVG is drawn by ingest/chart.py, the page around it is
-ingest/chart_page.py.
+it (ingest/params.py); the SVG is drawn by ingest/chart.py and shown on the status board's
+check page (ingest/board.py).
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from checks.spec import unique_key
+from checks.rules import UUID
+from checks.spec import UNIQUE_KEY, unique_key
 from reads import durations as queries
 from schemas.events import CheckConfig, utcnow
 
 from . import params
 from .chart import render_svg
-from .chart_page import chart_page
 from .keys import CLICKHOUSE, REGISTRY
 from .params import BadParam
 from .respond import respond
-from .views import ApiError, ApiRequest, api_view, own_check
+from .views import ApiError, ApiRequest, api_view, error, own_check
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,14 @@ async def p95_growth(request: web.Request, api: ApiRequest) -> web.Response:
     body = {"previous_since": start, "since": middle, "until": end, "checks": rows}
     columns = _fleet_columns(api, ["runs", "runs_before", "p95", "p95_before", "growth"])
     return respond(csv_out, body, rows, columns)
+
+
+async def chart_page(request: web.Request) -> web.Response:
+    """The chart lives on the status board's check page now; the browser carries a ``#key=`` over."""
+    code = request.match_info["code"]
+    if not (UUID.match(code) or UNIQUE_KEY.match(code)):
+        return error("not found", 404)
+    raise web.HTTPFound(f"/board/checks/{code}")
 
 
 def add_routes(app: web.Application) -> None:

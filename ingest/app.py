@@ -12,7 +12,7 @@ from runtime.config import Config
 from runtime.eventlog.base import EventLog
 from runtime.registry import Registry
 
-from . import analytics, badges, checkin, management, openapi, pings, prometheus
+from . import analytics, badges, board, checkin, management, openapi, pings, prometheus
 from .keys import CLICKHOUSE, CONFIG, EVENT_LOG, LIMITERS, REGISTRY, Limiters
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ def create_app(config: Config, event_log: EventLog, registry: Registry, clickhou
     badges.add_routes(app)
     checkin.add_routes(app)
     analytics.add_routes(app)
+    board.add_routes(app)
     openapi.add_routes(app)
     prometheus.add_routes(app)  # a project's checks, by its read-only key
     app.router.add_get("/healthz", health.healthz)  # alive: the loops turn (runtime.health)

@@ -292,12 +292,10 @@ async def test_the_svg_escapes_names_and_breaks_lines_at_gaps(ana):
     ET.fromstring(await r.text())
 
 
-async def test_the_chart_page_fetches_the_svg_with_a_typed_in_key(ana):
+async def test_the_chart_page_is_the_boards_check_page(ana):
     check = await ana.add_check(name="x")
-    r = await ana.client.get(f"/api/v3/checks/{check.id}/chart")
-    assert r.status == 200 and r.content_type == "text/html"
-    page = await r.text()
-    assert "durations.svg" in page and "X-Api-Key" in page and check.id not in page
+    r = await ana.client.get(f"/api/v3/checks/{check.id}/chart", allow_redirects=False)
+    assert r.status == 302 and r.headers["Location"] == f"/board/checks/{check.id}"
     assert (await ana.client.get("/api/v3/checks/not-a-check/chart")).status == 404
 
 
