@@ -189,8 +189,10 @@ def _analytics_paths() -> dict:
             code, q("q", {"type": "string", "description": "1..10 comma-separated levels in 0..1"}),
             bucket, *span, fmt]),
         "/api/v3/checks/{code}/durations.svg": op("p50/p95/p99 duration chart", [code, bucket, *span], svg),
-        "/api/v3/checks/{code}/chart": {"get": {"summary": "A page showing the duration chart", "parameters": [code],
-                                                "responses": {"200": {"description": "HTML page"}}}},
+        "/api/v3/checks/{code}/chart": {"get": {"summary": "The check's page on the status board", "parameters": [code],
+                                                "responses": {"302": {"description": "to /board/checks/{code}"}}}},
+        "/api/v3/checks/{code}/ping-log": op("Recent pings, without bodies, addresses or user agents (any key)",
+                                             [code, q("limit", {"type": "integer", "minimum": 1, "maximum": 100})]),
         "/api/v3/analytics/slowest": op("Checks by p95 duration", [*span, limit, fmt]),
         "/api/v3/analytics/failure-rate": op("Failure rate per check", [*span, limit, fmt]),
         "/api/v3/analytics/p95-growth": op("Week-over-week p95 growth", [

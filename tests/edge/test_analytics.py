@@ -315,7 +315,7 @@ async def test_defaults_cover_the_recent_past(ana):
 
 async def test_the_openapi_document_lists_the_analytics_paths(ana):
     paths = (await (await ana.client.get("/api/openapi.json")).json())["paths"]
-    assert {"/api/v3/checks/{code}/durations", "/api/v3/analytics/p95-growth"} <= set(paths)
+    assert {"/api/v3/checks/{code}/durations", "/api/v3/analytics/p95-growth", "/api/v3/checks/{code}/ping-log"} <= set(paths)
 
 
 @pytest.mark.parametrize("max_id_filter", [2000, 1])
