@@ -77,7 +77,9 @@ def setup(s: Service) -> tuple[Service, dict]:
 
     def projected():
         status, doc = call(s, "GET", f"/api/v3/checks/{backup['uuid']}/flips/")
-        return status == 200 and len(doc["flips"]) >= 3
+        flipped = status == 200 and len(doc["flips"]) >= 3
+        status, doc = call(s, "GET", f"/api/v3/checks/{backup['uuid']}")
+        return flipped and doc["n_pings"] == 6
     wait_for(projected)
     return s, checks
 
