@@ -57,6 +57,10 @@ async def finish(request: web.Request, handler):
         count_bad_request(request.remote, 400, exc)
         response = web.Response(status=400, text="could not read request body")
         response.force_close()
+    except ConnectionResetError:
+        if request.transport is not None:  # not the client gone mid-request (nothing to answer): ours
+            metrics.child(metrics.HTTP_RESPONSES, _endpoint(request.path), "500").inc()
+        raise
     except BaseException:
         metrics.child(metrics.HTTP_RESPONSES, _endpoint(request.path), "500").inc()
         raise

@@ -9,6 +9,7 @@ Here they are the client's error, not the server's:
 - the answer is a fixed short text (``bad request``) with the edge's ``Server`` header;
 - the log gets one short line, throttled (runtime/logthrottle.py: one per interval, with the
   count of those held back), and ``pingstream_http_bad_requests{reason}`` counts every one;
+- a client leaving while its request is read is no error at all (a debug line);
 - any other exception (a bug of ours) is logged as aiohttp logs it, traceback and all.
 
 The handler also gives its client address's connection slot back when the connection ends
@@ -65,7 +66,11 @@ class EdgeRequestHandler(RequestHandler):
 
     def handle_error(self, request, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
-        if status >= 500 or not client_error(exc):
+        if isinstance(exc, ConnectionResetError) and self.transport is None:
+            # The client went away while its request was being read: no one to answer, nothing wrong.
+            log.debug("client %s went away mid-request", request.remote)
+            response = web.Response(status=400, text=TEXTS[400])
+        elif status >= 500 or not client_error(exc):
             response = super().handle_error(request, status, exc, message)  # ours: stays loud
         else:
             count_bad_request(request.remote, status, exc)

@@ -214,6 +214,21 @@ async def test_malformed_requests_get_a_short_answer_one_log_line_at_most_and_a_
     assert (status, body) == (200, b"OK")
 
 
+async def test_a_client_leaving_mid_body_is_no_error(served, caplog):
+    edge, port = served
+    fives = lambda m: sum(v for (n, labels), v in m.items() if n == "pingstream_http_responses_total"  # noqa: E731
+                          and dict(labels)["code"].startswith("5"))
+    before = fives(await _metrics(port))
+    for path, auth in (("/api/v3/checks/", f"X-Api-Key: {edge.project.api_key}"), ("/api/v3/checks/", ""),
+                       ("/api/v1/monitors", f"Authorization: Bearer {edge.project.api_key}")):
+        async with _connection(port) as (reader, writer):
+            writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\nContent-Length: 100\r\n\r\n{{".encode())
+            await asyncio.sleep(0.2)
+    await asyncio.sleep(0.3)
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert fives(await _metrics(port)) == before
+
+
 async def test_an_unexpected_exception_stays_loud(edge, caplog):
     app = create_app(edge.config, edge.log, edge.registry, clickhouse=None)
 
@@ -269,3 +284,21 @@ async def test_every_answer_carries_a_server_header_without_versions(served):
     for name, raw in requests.items():
         status, headers, _ = await _exchange(port, raw.encode())
         assert headers.get("server") == "pingstream", (name, status, headers.get("server"))
+
+
+async def test_a_service_metrics_port_says_server_pingstream_too():
+    from runtime import metrics
+    from runtime.kafkabroker import free_port
+
+    port, stop = free_port(), asyncio.Event()
+    serving_metrics = asyncio.create_task(metrics.serve("127.0.0.1", port, stop))
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError):
+                status, headers, _ = await _exchange(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                break
+            await asyncio.sleep(0.05)
+        assert status == 200 and headers["server"] == "pingstream"
+    finally:
+        stop.set()
+        await serving_metrics
