@@ -18,7 +18,6 @@ import gzip
 import os
 import random
 import re
-import statistics
 import time
 import types
 import zlib
@@ -154,10 +153,9 @@ async def test_pings_keep_their_speed_while_500_slow_connections_are_held(system
         again = await _timed_pings(url, PINGS)
         held_after = slow.open
     after = await _timed_pings(url, PINGS)
-    baseline_rate = statistics.mean([before["rate"], after["rate"]])
-    baseline_p99 = max(before["p99_ms"], after["p99_ms"])
-    attacked_rate = statistics.mean([under["rate"], again["rate"]])
-    attacked_p99 = max(under["p99_ms"], again["p99_ms"])
+    # The better of two rounds on each side: other work on a shared machine only ever slows a round down.
+    baseline_rate, baseline_p99 = max(before["rate"], after["rate"]), min(before["p99_ms"], after["p99_ms"])
+    attacked_rate, attacked_p99 = max(under["rate"], again["rate"]), min(under["p99_ms"], again["p99_ms"])
     print(f"\nwithout slow connections: {before} / {after}\nwith {held_at_start}/{held_during}/{held_after} "
           f"held: {under} / {again}\nrate ratio {attacked_rate / baseline_rate:.2f}; slow connections cut "
           f"{slow.cut}, answers {dict(slow.answers)} (figures measured on a shared machine: indicative)")
