@@ -29,7 +29,7 @@ from tests.edge.test_fuzz_http import METHODS, Grammar
 
 SLOW_CONNECTIONS = 500
 SLOW_SOURCES = [f"127.0.0.{i}" for i in range(2, 12)]  # 50 each: under the per-address bound
-PINGS = 1500
+PINGS = 1000
 PING_CONCURRENCY = 8
 IDLE_TIMEOUT_S = 4
 
@@ -144,24 +144,29 @@ async def test_pings_keep_their_speed_while_500_slow_connections_are_held(system
         check = await _create_check(session, s, name="steady")
     url = f"{s.url}/ping/{check['uuid']}"
     await _timed_pings(url, 200)  # warm up
-    before = await _timed_pings(url, PINGS)
-    async with SlowClients(s.port, check["uuid"], s.keys["api_key"], SLOW_CONNECTIONS) as slow:
-        held_at_start = slow.open
-        under = await _timed_pings(url, PINGS)
-        held_during = slow.open
-        await asyncio.sleep(3)  # the trickles run on: the edge must keep coping
-        again = await _timed_pings(url, PINGS)
-        held_after = slow.open
-    after = await _timed_pings(url, PINGS)
-    # The better of two rounds on each side: other work on a shared machine only ever slows a round down.
-    baseline_rate, baseline_p99 = max(before["rate"], after["rate"]), min(before["p99_ms"], after["p99_ms"])
-    attacked_rate, attacked_p99 = max(under["rate"], again["rate"]), min(under["p99_ms"], again["p99_ms"])
-    print(f"\nwithout slow connections: {before} / {after}\nwith {held_at_start}/{held_during}/{held_after} "
-          f"held: {under} / {again}\nrate ratio {attacked_rate / baseline_rate:.2f}; slow connections cut "
-          f"{slow.cut}, answers {dict(slow.answers)} (figures measured on a shared machine: indicative)")
-    assert min(held_at_start, held_during, held_after) >= SLOW_CONNECTIONS * 0.95
-    assert slow.cut > 0  # the edge cut trickled heads at its idle timeout; they came back at once
-    # Full speed, with room for a noisy shared machine: at least half the rate, and no ping slow.
+    # Rounds without and with the slow connections, taking turns, so that what else the shared
+    # machine does weighs on both sides alike.
+    without, with_slow, held, cut, answers = [], [], [], 0, Counter()
+    for _ in range(2):
+        without.append(await _timed_pings(url, PINGS))
+        async with SlowClients(s.port, check["uuid"], s.keys["api_key"], SLOW_CONNECTIONS) as slow:
+            held.append(slow.open)
+            with_slow.append(await _timed_pings(url, PINGS))
+            await asyncio.sleep(IDLE_TIMEOUT_S + 1)  # the trickles run on, heads are cut and reopened
+            held.append(slow.open)
+            with_slow.append(await _timed_pings(url, PINGS))
+            held.append(slow.open)
+            cut, answers = cut + slow.cut, answers + slow.answers
+    without.append(await _timed_pings(url, PINGS))
+    # The best round of each side: other work on the machine only ever slows a round down.
+    baseline_rate, baseline_p99 = max(r["rate"] for r in without), min(r["p99_ms"] for r in without)
+    attacked_rate, attacked_p99 = max(r["rate"] for r in with_slow), min(r["p99_ms"] for r in with_slow)
+    print(f"\nwithout slow connections: {without}\nwith {held} held: {with_slow}\n"
+          f"best rate ratio {attacked_rate / baseline_rate:.2f}, best p99 {attacked_p99:.0f} ms vs {baseline_p99:.0f} ms; "
+          f"slow connections cut {cut}, answers {dict(answers)} (measured on a shared machine: indicative)")
+    assert min(held) >= SLOW_CONNECTIONS * 0.95
+    assert cut > 0  # the edge cut trickled heads at its idle timeout; they came back at once
+    # Full speed, with room for a noisy shared machine: no less than half the rate, no ping slow.
     assert attacked_rate >= 0.5 * baseline_rate, (attacked_rate, baseline_rate)
     assert attacked_p99 <= max(4 * baseline_p99, 100), (attacked_p99, baseline_p99)
     output = "".join(s.output)
