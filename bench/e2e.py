@@ -52,7 +52,8 @@ async def _create_checks(port: int, api_key: str) -> list[str]:
 
 def _start(mode: str, data: Path, bootstrap: str | None) -> tuple[list[Service], Service, dict, dict]:
     """The services, the edge among them, the projector's env (for queries) and the keys."""
-    base = {"PINGSTREAM_DATA": str(data), "PINGSTREAM_LOG_LEVEL": "WARNING"}
+    # --connections may exceed the per-address bound of the edge: the load comes from one address.
+    base = {"PINGSTREAM_DATA": str(data), "PINGSTREAM_LOG_LEVEL": "WARNING", "PINGSTREAM_MAX_CONNECTIONS_PER_CLIENT": "0"}
     if mode == "embedded":
         up = Service("up", {**base, "PINGSTREAM_KAFKA": ""}, free_port()).start()
         return [up], up, up.env, up.keys

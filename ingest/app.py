@@ -6,13 +6,14 @@ import logging
 
 from aiohttp import web
 
-from runtime import health, metrics
+from runtime import health, metrics, server_header
 from runtime.clickhouse import ClickHouse
 from runtime.config import Config
 from runtime.eventlog.base import EventLog
 from runtime.registry import Registry
 
 from . import analytics, badges, board, checkin, management, openapi, pings, prometheus
+from .fastpath.handler import count_bad_request
 from .keys import CLICKHOUSE, CONFIG, EVENT_LOG, LIMITERS, REGISTRY, Limiters
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,16 @@ async def finish(request: web.Request, handler):
         if response is None:
             metrics.child(metrics.HTTP_RESPONSES, _endpoint(request.path), str(exc.status)).inc()
             raise
-    except web.RequestPayloadError:
+    except web.RequestPayloadError as exc:
         # A body that cannot be read as sent (bad Content-Encoding data, broken chunks) is the
         # client's error; what is left of it on the socket is unusable, so close after answering.
+        count_bad_request(request.remote, 400, exc)
         response = web.Response(status=400, text="could not read request body")
         response.force_close()
+    except ConnectionResetError:
+        if request.transport is not None:  # not the client gone mid-request (nothing to answer): ours
+            metrics.child(metrics.HTTP_RESPONSES, _endpoint(request.path), "500").inc()
+        raise
     except BaseException:
         metrics.child(metrics.HTTP_RESPONSES, _endpoint(request.path), "500").inc()
         raise
@@ -67,6 +73,7 @@ async def finish(request: web.Request, handler):
 def create_app(config: Config, event_log: EventLog, registry: Registry, clickhouse: ClickHouse | None) -> web.Application:
     # Bodies of pings are streamed and cut by the ping handler; this bounds the other endpoints.
     app = web.Application(middlewares=[finish], client_max_size=1024 * 1024)
+    server_header.install(app)  # "Server: pingstream", no versions, on every answer
     app[CONFIG] = config
     app[EVENT_LOG] = event_log
     app[REGISTRY] = registry

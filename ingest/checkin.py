@@ -19,7 +19,7 @@ from schemas.events import CheckConfig, utcnow, uuid7
 from . import state
 from .keys import CLICKHOUSE, CONFIG, REGISTRY
 from .pings import record_ping
-from .views import ApiError, ApiRequest, bearer_view, error, save_check
+from .views import ApiError, ApiRequest, bearer_view, error, read_body, save_check
 
 
 async def _documents(request: web.Request, checks: list[CheckConfig]) -> list[dict]:
@@ -36,7 +36,7 @@ async def _documents(request: web.Request, checks: list[CheckConfig]) -> list[di
 async def create_monitor(request: web.Request, api: ApiRequest) -> web.Response:
     # The body is read after the key, and an empty one is an empty object.
     try:
-        body = load_json(await request.read() or b"{}")
+        body = load_json(await read_body(request) or b"{}")
     except ValueError as exc:
         raise ApiError(str(exc)) from None
     if not isinstance(body, dict):

@@ -3,9 +3,14 @@
 A view is written as ``view(request, api)`` and wrapped once, as Healthchecks wraps its views in
 ``@authorize`` / ``@authorize_read``:
 
-- ``@api_view(write=...)``: the Management and Analyst APIs' ``X-Api-Key`` (or ``api_key`` in
-  the JSON body, which is parsed first, as upstream);
+- ``@api_view(write=...)``: the Management and Analyst APIs' ``X-Api-Key``, or, without that
+  header, ``api_key`` in the JSON body, as upstream;
 - ``@bearer_view(write=...)``: the Overwatch endpoints' ``Authorization: Bearer <key>``.
+
+A key in a header is looked at before any body is read: a wrong one is answered 401 at once,
+whatever body is announced (upstream parses the body first, so a wrong key with a malformed body
+is 401 here where it is 400 there). A body is read with ``read_body``: the ping path's time limit
+(408) and the app's size limit (413, at once when the announced length is over it).
 
 Inside a view, ``raise ApiError(message, status)`` answers ``{"error": message}``, and so does a
 log that cannot take a write (503 ``service unavailable``); ``own_check``'s 404/403 have empty
@@ -17,6 +22,7 @@ call the API from any page, so every answer carries the CORS headers.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 from typing import Awaitable, Callable
@@ -29,6 +35,7 @@ import runtime.registry
 from runtime.eventlog.base import LogUnavailable
 from schemas.events import CheckConfig, Project
 
+from . import pings
 from .keys import CLICKHOUSE, EVENT_LOG, REGISTRY
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -67,12 +74,39 @@ class ApiRequest:
         self.version = version
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The request's body, held to the limits a ping's body has: all of it within
+    ``pings.BODY_TIMEOUT_S`` (else 408), at most the app's ``client_max_size`` (else 413, without
+    reading it when the announced length says so)."""
+    if (request.content_length or 0) > request.client_max_size:
+        raise ApiError("request body too large", 413)
+    try:
+        async with asyncio.timeout(pings.BODY_TIMEOUT_S):  # a trickling body (slowloris) is cut off
+            return await request.read()
+    except TimeoutError:
+        raise ApiError("request timeout", 408) from None
+    except web.HTTPRequestEntityTooLarge:  # no length announced, more than the limit sent
+        raise ApiError("request body too large", 413) from None
+
+
+def _project_by_api_key(request: web.Request, api_key: str, write: bool) -> tuple[Project, bool]:
+    if len(api_key) != 32:
+        raise ApiError("missing api key", 401)
+    # Keys are ASCII; a header of other bytes (or a lone surrogate in JSON) matches none.
+    found = request.app[REGISTRY].project_by_api_key(api_key) if api_key.isascii() else None
+    if found is None or (write and found[1]):
+        raise ApiError("wrong api key", 401)
+    return found
+
+
 async def _by_api_key(request: web.Request, write: bool) -> ApiRequest:
-    """Parse a POST's body, then find the project by X-Api-Key (or ``api_key`` in that body), as
-    upstream; other methods' bodies are not read."""
+    """The project of X-Api-Key, found before a POST's body is read; without that header, of
+    ``api_key`` in that body, parsed first, as upstream. Other methods' bodies are not read."""
+    api_key = request.headers.get("X-Api-Key")
+    found = _project_by_api_key(request, api_key, write) if api_key is not None else None
     body: dict = {}
     if request.method == "POST" and request.body_exists:
-        raw = await request.read()
+        raw = await read_body(request)
         if raw:
             try:
                 body = load_json(raw)
@@ -80,15 +114,8 @@ async def _by_api_key(request: web.Request, write: bool) -> ApiRequest:
                 raise ApiError(str(exc)) from None
             if not isinstance(body, dict):
                 raise ApiError("json validation error: value is not an object")
-    api_key = request.headers.get("X-Api-Key")
-    if api_key is None:
-        api_key = str(body.get("api_key", ""))
-    if len(api_key) != 32:
-        raise ApiError("missing api key", 401)
-    # Keys are ASCII; a header of other bytes (or a lone surrogate in JSON) matches none.
-    found = request.app[REGISTRY].project_by_api_key(api_key) if api_key.isascii() else None
-    if found is None or (write and found[1]):
-        raise ApiError("wrong api key", 401)
+    if found is None:
+        found = _project_by_api_key(request, str(body.get("api_key", "")), write)
     project, readonly = found
     return ApiRequest(body, project, readonly, int(request.match_info.get("v", "3")))
 

@@ -79,6 +79,7 @@ class Config:
     webhooks: tuple[tuple[str, str], ...] = ()  # (project id, URL): where transitions are POSTed
     metrics_port: int = 0  # /metrics of a projector or monitor process (the edge serves it on its own port)
     idle_timeout_s: float = 15.0  # a connection with no complete request head by then is closed (slowloris)
+    max_connections_per_client: int = 128  # connections one client address may hold open on the edge; 0 = no limit
     # Retention of the embedded log's event topics, as Kafka's retention.ms / retention.bytes: None = keep.
     retention_ms: int | None = 7 * 24 * 3600 * 1000
     retention_bytes: int | None = None  # per partition
@@ -122,6 +123,7 @@ class Config:
             webhooks=_webhooks(env.get("PINGSTREAM_WEBHOOKS") or ""),
             metrics_port=_int(env, "PINGSTREAM_METRICS_PORT", 0, 0, 65535),
             idle_timeout_s=_float(env, "PINGSTREAM_IDLE_TIMEOUT_S", 15.0, 0.5, 3600.0),
+            max_connections_per_client=_int(env, "PINGSTREAM_MAX_CONNECTIONS_PER_CLIENT", 128, 0, 1_000_000),
             kafka_prefix=_topic_prefix(env.get("PINGSTREAM_KAFKA_PREFIX") or ""),
             retention_ms=_limit(_int(env, "PINGSTREAM_RETENTION_MS", 7 * 24 * 3600 * 1000, -1, 2**62)),
             retention_bytes=_limit(_int(env, "PINGSTREAM_RETENTION_BYTES", -1, -1, 2**62)),

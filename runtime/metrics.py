@@ -18,7 +18,7 @@ import time
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from runtime import health
+from runtime import health, server_header
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,15 @@ _FAST = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 
 HTTP_RESPONSES = Counter(
     "pingstream_http_responses", "HTTP answers of the edge", ["endpoint", "code"], registry=REGISTRY
+)
+BAD_REQUESTS = Counter(
+    "pingstream_http_bad_requests", "Malformed requests refused by the edge's HTTP layer, by what was wrong",
+    ["reason"], registry=REGISTRY,
+)
+CONNECTIONS_REFUSED = Counter(
+    "pingstream_http_connections_refused",
+    "Connections refused because their client address held PINGSTREAM_MAX_CONNECTIONS_PER_CLIENT already",
+    registry=REGISTRY,
 )
 PINGS = Counter("pingstream_pings", "Pings recorded by the edge, by kind", ["kind", "source"], registry=REGISTRY)
 PRODUCE_SECONDS = Histogram(
@@ -122,6 +131,7 @@ async def serve(host: str, port: int, stop: asyncio.Event) -> None:
         await stop.wait()
         return
     app = web.Application()
+    server_header.install(app)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)

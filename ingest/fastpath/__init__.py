@@ -21,7 +21,8 @@ body limit and the connection is closed after a longer one without reading it; a
 request head must arrive within the idle timeout and a body within
 ``pings.BODY_TIMEOUT_S`` (408); a connection piling up unanswered pipelined pings stops
 being read; a ping is answered 200 only after its durable acknowledgement, 503 when the
-log refuses; shutdown lets pings in flight finish.
+log refuses; shutdown lets pings in flight finish. One client address holds at most
+``PINGSTREAM_MAX_CONNECTIONS_PER_CLIENT`` connections, fast or handed off.
 
 The parts:
 - ``site.py``: ``EdgeSite``, the aiohttp site that listens with this path (the one place that
@@ -31,6 +32,8 @@ The parts:
 - ``answers.py``: logging the pings and answering them in request order, flow control, closing;
 - ``handoff.py``: where a handed-off request starts in the bytes read, and the switch of the
   transport to aiohttp's protocol;
+- ``handler.py``: that protocol, aiohttp's own with the edge's answer to malformed requests
+  (a fixed short text, one throttled log line, a count) and the connection's slot given back;
 - ``wire.py``: the URLs taken, the limits kept, the answers' bytes.
 """
 

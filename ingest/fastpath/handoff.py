@@ -5,8 +5,8 @@ The connection keeps the bytes read since the parser last stood between two requ
 many requests were completed within them (``EdgeProtocol.chunks`` and ``.completed``). Where the
 handed-off request starts is found by parsing those bytes again (``end_of_requests``). Once the
 answers queued before it are written, ``transport.set_protocol`` gives the transport to a new
-aiohttp ``RequestHandler`` (made by calling the runner's ``web.Server``), which is told of the
-connection and fed the bytes kept, as if it had read them itself. Only public protocol methods
+aiohttp ``RequestHandler`` (``EdgeRequestHandler``, handler.py, managed by the runner's
+``web.Server``), which is told of the connection and fed the bytes kept, as if it had read them itself. Only public protocol methods
 of the handler are called; that the handler then behaves as on a fresh connection (its idle timer
 armed at ``connection_made``) is why aiohttp is pinned to one minor version in pyproject.toml.
 """
@@ -38,7 +38,9 @@ class HandOff:
             self.timer = None
         self.transport = None
         self.edge.handed_off += 1
-        handler = self.edge.server()
+        # The client address's connection slot goes with the connection: the handler gives it back.
+        handler = self.edge.handler(self.peer)
+        self.admitted = False
         transport.set_protocol(handler)
         handler.connection_made(transport)
         if data:

@@ -11,7 +11,8 @@ body is kept up to the ping body limit; a longer one that has not ended within t
 (answers.py).
 
 One timer per connection keeps its deadlines: a request head within the idle timeout, a body
-within ``pings.BODY_TIMEOUT_S`` (408).
+within ``pings.BODY_TIMEOUT_S`` (408). A connection beyond its client address's bound
+(``PINGSTREAM_MAX_CONNECTIONS_PER_CLIENT``, listener.py) is answered 429 and closed as it opens.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class EdgeProtocol(Answers, HandOff, asyncio.Protocol):
         self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.peer = ""
+        self.admitted = False  # holds one of its client address's connection slots
 
     # --- connection ---
 
@@ -80,12 +82,23 @@ class EdgeProtocol(Answers, HandOff, asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else ""
+        if not self.edge.admit(self.peer):
+            # Over its address's bound: answered before it sends anything, and closed.
+            self.closing = True
+            self.transport = None
+            transport.write(self.edge.too_many_connections())
+            transport.close()
+            return
+        self.admitted = True
         self.edge.connections.add(self)
         self.deadline = self.loop.time() + self.edge.idle_timeout_s
         self.timer = self.loop.call_at(self.deadline, self._on_timer)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.edge.connections.discard(self)
+        if self.admitted:
+            self.admitted = False
+            self.edge.release(self.peer)
         if self.timer is not None:
             self.timer.cancel()
         self.closing = True

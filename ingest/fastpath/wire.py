@@ -8,9 +8,8 @@ which answers it with its own 4xx; the others are this path's own limits on a co
 from __future__ import annotations
 
 import re
-import sys
 
-from aiohttp import __version__ as aiohttp_version
+from runtime.server_header import SERVER
 
 # The URL shapes a ping route can take (segments of [-a-zA-Z0-9_], at most three) with an optional
 # canonical rid; a path with anything else (percent-escapes, dots, empty segments) goes to aiohttp.
@@ -32,7 +31,6 @@ MAX_WINDOW = 256 * 1024  # bytes kept for a handoff before the answered requests
 MAX_QUEUED = 64  # unanswered pipelined pings on one connection before it stops being read
 LINGER_S = 2.0  # longest a half-closed connection is kept for the client to read its answer
 
-SERVER = f"Python/{sys.version_info[0]}.{sys.version_info[1]} aiohttp/{aiohttp_version}"
 REASONS = {200: "OK", 400: "Bad Request", 408: "Request Timeout", 429: "Too Many Requests", 503: "Service Unavailable"}
 
 

@@ -3,13 +3,16 @@ so requests start on the fast ping path (ingest/fastpath/) and the rest is hande
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import types
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from ingest.app import create_app
+from ingest.fastpath.handler import make_handler
 from ingest.keys import CONFIG
 from ingest.service import serve
 
@@ -36,15 +39,20 @@ async def serving(edge, config=None, log=None, fast: bool = True):
     Yields the site (``.port``); stopped even when the test fails."""
     config = config or edge.config
     app = create_app(config, log or edge.log, edge.registry, clickhouse=None)
+    server = None
     if fast:
         runner, site = await serve(app, config, "127.0.0.1", 0)
     else:
+        # aiohttp's protocol alone, as the edge's handed-off connections have it (its own answers
+        # to malformed requests, its timeouts), on every connection from the first byte.
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        server = await asyncio.get_running_loop().create_server(
+            lambda: make_handler(runner.server, config.idle_timeout_s), "127.0.0.1", 0)
+        site = types.SimpleNamespace(port=server.sockets[0].getsockname()[1])
     try:
-        if not fast:
-            await site.start()
         yield site
     finally:
+        if server is not None:
+            server.close()
         await runner.cleanup()

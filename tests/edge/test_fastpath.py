@@ -327,11 +327,6 @@ async def _answers_until_close(port: int, raw: bytes, splits: list[int]) -> list
         length = int(match.group(1)) if match else 0
         if status == 100:
             continue
-        if status == 400 and b":\n" in data[:length]:
-            # aiohttp's parser errors quote the bytes of the read they failed in: how the reads fell.
-            out.append((status, data[:length].split(b":\n")[0]))
-            data = data[length:]
-            continue
         # A HEAD's answer has no body: the next bytes start the next answer.
         body = b"" if data[:5] == b"HTTP/" else data[:length]
         data = data[len(body):]
