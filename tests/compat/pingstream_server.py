@@ -85,8 +85,8 @@ def pingstream(data_dir: str | None = None, min_timeout_s: int = 60):
             if time.monotonic() > deadline:
                 raise RuntimeError("pingstream up did not answer /healthz within 90 s")
             time.sleep(0.2)
-        yield Target(name="pingstream", base_url=base, keys=keys, settle_s=float(os.environ.get("COMPAT_SETTLE_S", "5")),
-                     stable_s=float(os.environ.get("COMPAT_STABLE_S", "2")),
+        yield Target(name="pingstream", base_url=base, keys=keys, settle_s=float(os.environ.get("COMPAT_SETTLE_S", "15")),
+                     stable_s=float(os.environ.get("COMPAT_STABLE_S", "5")),
                      concurrency=int(os.environ.get("COMPAT_CONCURRENCY", "24")))
     finally:
         if proc is not None and proc.poll() is None:
