@@ -24,6 +24,10 @@ def plan_of(check: CheckConfig) -> Plan:
         schedule=check.schedule,
         tz=check.tz,
         manual_resume=check.manual_resume,
+        failure_threshold=check.failure_threshold,
+        recovery_threshold=check.recovery_threshold,
+        min_runtime_s=check.min_runtime_s,
+        max_runtime_s=check.max_runtime_s,
     )
 
 

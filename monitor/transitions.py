@@ -66,6 +66,10 @@ class Plan:
     schedule: str = "* * * * *"
     tz: str = "UTC"
     manual_resume: bool = False
+    failure_threshold: int = 1
+    recovery_threshold: int = 1
+    min_runtime_s: float | None = None
+    max_runtime_s: float | None = None
 
     def next_expected(self, last_ping: float) -> float:
         return next_expected(self.kind, self.timeout_s, self.schedule, self.tz, last_ping)
@@ -83,6 +87,8 @@ class CheckState(msgspec.Struct, frozen=True, gc=False, array_like=True):
     partition: int = -1  # where the check's events live (for the ingest gaps of that partition)
     offset: int = -1  # last folded record: a replay after a restart skips what the state already holds
     last_start_rid: str | None = None  # the rid of the run in progress (a success with another rid leaves it running)
+    fails: int = 0  # consecutive failures (fail pings, missed periods, runs over time or too short)
+    oks: int = 0  # consecutive successes
 
 
 Gaps = Sequence[tuple[float, float]]
@@ -95,7 +101,10 @@ def _settle(s: CheckState, now: float, plan: Plan) -> CheckState:
         start_over = s.last_start
         if s.base == "up" and s.grace_start is not None:
             start_over = min(s.grace_start, s.last_start)
-        return _replace(s, status="started", deadline=start_over + grace)
+        deadline = start_over + grace
+        if plan.max_runtime_s is not None:
+            deadline = min(deadline, s.last_start + plan.max_runtime_s)
+        return _replace(s, status="started", deadline=deadline)
     if s.base == "up" and s.grace_start is not None:
         if now < s.grace_start:
             return _replace(s, status="up", deadline=s.grace_start)
@@ -125,7 +134,7 @@ def _us(t: float) -> str:
 
 def transition(
     check_id: str, plan: Plan, frm: str, to: str, at: float, reason: str, cause_event_id: str = "", cause: str = "",
-    from_base: str = "", to_base: str = "",
+    from_base: str = "", to_base: str = "", rule: str | None = None,
 ) -> Transition:
     """A Transition whose id is a function of (check, from, to, cause): replays re-emit the same id."""
     return Transition(
@@ -139,6 +148,7 @@ def transition(
         cause_event_id=cause_event_id,
         from_base=from_base,
         to_base=to_base,
+        rule=rule,
     )
 
 
@@ -146,10 +156,42 @@ def _changed(old: CheckState, new: CheckState) -> bool:
     return new.status != old.status or new.base != old.base
 
 
+def _judge(s: CheckState, ok: bool, plan: Plan, cause_rule: str | None = None) -> tuple[CheckState, str | None]:
+    """A success or a failure counted against the thresholds: the new base status and the rule that decided.
+
+    With the default thresholds (1, 1) this is Healthchecks: a success is up, a failure down. A
+    failure below ``failure_threshold`` leaves the base as it was (a paused check counts as new);
+    a success below ``recovery_threshold`` leaves a down check down. ``cause_rule`` names the rule
+    that made this outcome a failure (``max_runtime``, ``min_runtime``, ...) and wins over the
+    threshold's name when the check goes down."""
+    if ok:
+        oks = s.oks + 1
+        if s.base == "down" and oks < plan.recovery_threshold:
+            return _replace(s, fails=0, oks=oks), None
+        rule = "recovery_threshold" if s.base == "down" and plan.recovery_threshold > 1 else None
+        return _replace(s, base="up", fails=0, oks=oks), rule
+    fails = s.fails + 1
+    if s.base != "down" and fails < plan.failure_threshold:
+        return _replace(s, base="new" if s.base == "paused" else s.base, fails=fails, oks=0), None
+    rule = cause_rule
+    if rule is None and s.base != "down" and plan.failure_threshold > 1:
+        rule = "failure_threshold"
+    return _replace(s, base="down", fails=fails, oks=0), rule
+
+
+def _counted(reason: str, s: CheckState, plan: Plan) -> str:
+    if plan.failure_threshold > 1 and s.base == "down" and s.fails:
+        return f"{reason} ({s.fails} consecutive failures)"
+    return reason
+
+
 def expire(
     state: CheckState, now: float, plan: Plan, check_id: str, gaps: Gaps = ()
 ) -> tuple[CheckState, list[Transition]]:
-    """Fire every deadline at or before ``now``, in order (up → grace → down can happen in one call)."""
+    """Fire every deadline at or before ``now``, in order (up → grace → down can happen in one call).
+
+    A run over its time and a missed period are failures: below ``failure_threshold`` the run is
+    forgotten, or the check waits for its next period, and the base status stays as it was."""
     out: list[Transition] = []
     while state.deadline is not None and state.deadline <= now:
         due = state.deadline
@@ -157,12 +199,21 @@ def expire(
         if shift > 0:
             state = _postpone(state, shift)
             continue
+        rule = None
         if state.last_start is not None:
-            reason = "run did not finish within grace"
-            new = _replace(state, base="down", last_start=None, grace_start=None)
+            over_max = plan.max_runtime_s is not None and due == state.last_start + plan.max_runtime_s
+            reason = "run longer than max_runtime" if over_max else "run did not finish within grace"
+            new, rule = _judge(_replace(state, last_start=None), False, plan, "max_runtime" if over_max else None)
+            if new.base == "down":
+                new = _replace(new, grace_start=None)
+            elif new.grace_start is not None and new.grace_start + plan.grace_s <= due:
+                # The run's time and the period's grace ended together: one failure, not two.
+                new = _replace(new, grace_start=plan.next_expected(new.grace_start))
         elif state.status == "grace":
             reason = "no ping within schedule + grace"
-            new = _replace(state, base="down", grace_start=None)
+            new, rule = _judge(state, False, plan)
+            # Below the threshold the missed period is counted and the next one awaited.
+            new = _replace(new, grace_start=None if new.base == "down" else plan.next_expected(state.grace_start))
         else:
             reason = "ping overdue, grace period started"
             new = state
@@ -170,8 +221,8 @@ def expire(
         if _changed(state, new):
             # The offset of the last folded record tells apart two cycles that hit the same due time.
             cause = f"deadline:{_us(due)}:{state.offset}"
-            out.append(transition(check_id, plan, state.status, new.status, due, reason, cause=cause,
-                                  from_base=state.base, to_base=new.base))
+            out.append(transition(check_id, plan, state.status, new.status, due, _counted(reason, new, plan),
+                                  cause=cause, from_base=state.base, to_base=new.base, rule=rule))
         state = new
     return state, out
 
@@ -184,6 +235,27 @@ def _ping_reason(event: PingEvent) -> str:
             return f"fail ping (exit status {event.exit_status})"
         return "fail ping"
     return f"{event.kind} ping"
+
+
+def _completion(state: CheckState, event: PingEvent, now: float, plan: Plan) -> tuple[CheckState, str | None, str]:
+    """A success or fail ping: the run it ends (if any), its duration rules, the thresholds."""
+    up = event.kind == "success"
+    reason = _ping_reason(event)
+    run_goes_on = up and event.rid is not None and event.rid != state.last_start_rid
+    cause_rule = None
+    if up and plan.min_runtime_s is not None and state.last_start is not None and event.rid == state.last_start_rid:
+        duration = now - state.last_start  # the run this success ends (Healthchecks' last_duration)
+        if duration < plan.min_runtime_s:
+            up, cause_rule = False, "min_runtime"
+            reason = f"run shorter than min_runtime ({duration:.3f}s < {plan.min_runtime_s:g}s)"
+    new, rule = _judge(state, up, plan, cause_rule)
+    new = _replace(
+        new,
+        last_ping=now,
+        grace_start=plan.next_expected(now) if new.base == "up" else None,
+        last_start=state.last_start if run_goes_on else None,
+    )
+    return new, rule, _counted(reason, new, plan)
 
 
 def apply(
@@ -205,46 +277,39 @@ def apply(
     # Deadlines that passed before this event happened come first: a ping after
     # grace + timeout means the check was down in between (as Healthchecks' sendalerts would have said).
     state, out = expire(state, now, plan, check_id, gaps)
-    reason, cause = "", event.event_id
+    reason, cause, rule = "", event.event_id, None
     if isinstance(event, PingEvent):
         kind = event.kind
         if state.base == "paused" and plan.manual_resume:
             kind = "ign"  # a paused manual_resume check waits for resume, whatever the edge thought
         if kind == "start":
             new = _replace(state, last_start=now, last_start_rid=event.rid)
+            reason = _ping_reason(event)
         elif kind == "success" or kind == "fail":
-            up = kind == "success"
-            run_goes_on = up and event.rid is not None and event.rid != state.last_start_rid
-            new = _replace(
-                state,
-                base="up" if up else "down",
-                last_ping=now,
-                grace_start=plan.next_expected(now) if up else None,
-                last_start=state.last_start if run_goes_on else None,
-            )
+            new, rule, reason = _completion(state, event, now, plan)
         else:
             new = state
-        reason = _ping_reason(event)
+            reason = _ping_reason(event)
     elif isinstance(event, Paused):
         # Healthchecks' pause: status paused, the run (if any) forgotten, no deadline;
         # pausing a paused check changes nothing (a run started since goes on).
         if state.base == "paused":
             new = state
         else:
-            new = _replace(state, base="paused", last_start=None, grace_start=None)
+            new = _replace(state, base="paused", last_start=None, grace_start=None, fails=0, oks=0)
         reason = "paused"
     elif isinstance(event, Resumed):
         if state.base != "paused":
             new = state
         else:
-            new = _replace(state, base="new", last_ping=None, last_start=None, grace_start=None)
+            new = _replace(state, base="new", last_ping=None, last_start=None, grace_start=None, fails=0, oks=0)
         reason = "resumed"
     else:
         return state, out
     new = _settle(new, now, plan)
     if _changed(state, new):
         out.append(transition(check_id, plan, state.status, new.status, now, reason, cause_event_id=cause,
-                              from_base=state.base, to_base=new.base))
+                              from_base=state.base, to_base=new.base, rule=rule))
     return _replace(new, partition=partition, offset=offset), out
 
 

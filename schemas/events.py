@@ -117,6 +117,11 @@ class CheckConfig(msgspec.Struct, frozen=True, kw_only=True):
     paused_at: datetime | None = None  # when the pause API last paused it (the Paused event's ``at``)
     resumed_at: datetime | None = None  # when the resume API last resumed it (the Resumed event's ``at``)
     created: datetime
+    # pingstream's extension (issue #19), every one off by default so a check behaves as in Healthchecks:
+    failure_threshold: int = 1  # consecutive failures (fail pings, missed periods, runs over time) to go down
+    recovery_threshold: int = 1  # consecutive successes to come back up from down
+    min_runtime_s: float | None = None  # a run shorter than this is a failure ("ran too short")
+    max_runtime_s: float | None = None  # a run longer than this is a failure, from its start ("ran too long")
 
 
 class ProjectUpserted(_Event, frozen=True, tag="project_upserted"):
@@ -155,6 +160,12 @@ class Transition(_Event, frozen=True, tag="transition"):
     cause_event_id: str = ""
     from_base: str = ""
     to_base: str = ""
+    # Why notifications for this transition are held ("maintenance", "snooze", "dependency:<uuid>",
+    # "flapping"); None: notify as usual. The status changed and is recorded either way.
+    held: str | None = None
+    # Which of pingstream's rules made this transition ("failure_threshold", "recovery_threshold",
+    # "max_runtime", "min_runtime", ...); None: Healthchecks' own logic (a ping, grace, pause).
+    rule: str | None = None
 
 
 class IngestGap(_Event, frozen=True, tag="ingest_gap"):
