@@ -41,6 +41,13 @@ def _spec(request: web.Request, api: ApiRequest) -> dict:
     return spec
 
 
+def _apply(check: CheckConfig, spec: dict, api: ApiRequest) -> CheckConfig:
+    try:
+        return apply_spec(check, spec, api.version)
+    except SpecError as exc:
+        raise ApiError(str(exc)) from None
+
+
 def _check_channels(spec: dict) -> None:
     # Upstream validates the channels when it applies the spec, after finding a unique match.
     problem = channels_error(spec["channels"]) if "channels" in spec else None
@@ -79,7 +86,7 @@ async def create_check(request: web.Request, api: ApiRequest) -> web.Response:
         raise ApiError(None, 403)  # upstream's HttpResponseForbidden() when the check limit is reached
     _check_channels(spec)
     base = existing or CheckConfig(id=str(uuid7()), project_id=api.project.id, created=utcnow())
-    check = apply_spec(base, spec, api.version)
+    check = _apply(base, spec, api)
     if created or check != existing:
         await save_check(request, check)
     return _document(request, api, check, await _state(request, check), http_status=201 if created else 200)
@@ -97,7 +104,7 @@ async def update_check(request: web.Request, api: ApiRequest) -> web.Response:
     st = await _state(request, check)
     spec = _spec(request, api)
     _check_channels(spec)
-    updated = apply_spec(check, spec, api.version)
+    updated = _apply(check, spec, api)
     if updated != check:
         await save_check(request, updated)
     return _document(request, api, updated, st)

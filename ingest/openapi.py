@@ -44,12 +44,27 @@ _CHECK_SPEC = {
         "filter_http_body": {"type": "boolean"},
         "filter_default_fail": {"type": "boolean"},
         "unique": {"type": "array", "items": {"enum": ["name", "slug", "tags", "timeout", "grace"]}},
+        **{name: {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1, "description": text}
+           for name, text in (
+               ("failure_threshold", "pingstream extension: consecutive failures (fail pings, missed periods, "
+                                     "runs over max_runtime or under min_runtime) before the check goes down"),
+               ("recovery_threshold", "pingstream extension: consecutive successes before a down check is up"))},
+        **{name: {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 31536000, "default": None,
+                  "description": text}
+           for name, text in (
+               ("min_runtime", "pingstream extension: seconds; a run (start to success) shorter than this is a "
+                               "failure"),
+               ("max_runtime", "pingstream extension: seconds; a run still going this long after its start is "
+                               "a failure, before its finish arrives"))},
     },
 }
 _CHECK = {"type": "object", "properties": {
     "name": {"type": "string"}, "slug": {"type": "string"}, "status": {"type": "string"},
     "n_pings": {"type": "integer"}, "last_ping": {"type": ["string", "null"]}, "uuid": _UUID,
-    "filter_http_body": {"type": "boolean"}, "filter_default_fail": {"type": "boolean"}, "badge_url": {"type": "string"}}}
+    "filter_http_body": {"type": "boolean"}, "filter_default_fail": {"type": "boolean"}, "badge_url": {"type": "string"},
+    # pingstream's extension: present only when set to something other than the default
+    "failure_threshold": {"type": "integer"}, "recovery_threshold": {"type": "integer"},
+    "min_runtime": {"type": "number"}, "max_runtime": {"type": "number"}}}
 _AUTH = [{"apiKey": []}]
 
 

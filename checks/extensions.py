@@ -1,0 +1,98 @@
+"""pingstream's extension fields of a check (issue #19), beside Healthchecks' own.
+
+- ``failure_threshold``: consecutive failures (fail pings, missed periods, runs over
+  time or too short) before the check goes down; ``recovery_threshold``: consecutive
+  successes before a down check comes back up. Integers from 1 (Healthchecks) to 1000.
+- ``min_runtime`` / ``max_runtime``: seconds; a run (start ping to success) shorter than
+  ``min_runtime`` is a failure at its finish, one longer than ``max_runtime`` is a
+  failure as soon as that time has passed since its start. ``null`` turns a bound off.
+
+Every field defaults to off, and a check document shows a field only when it is set
+to something else, so a check that does not use the extension reads exactly as in
+Healthchecks. Kept apart from ``checks.spec`` so Healthchecks' own validation stays as it is.
+"""
+
+from __future__ import annotations
+
+from schemas.events import CheckConfig
+
+MAX_THRESHOLD = 1000
+MAX_RUNTIME_S = 31_536_000
+
+
+class ExtensionError(ValueError):
+    """A bad extension field; ``checks.spec`` reports it like its own (``json validation error: ...``)."""
+
+
+def _threshold(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ExtensionError(f"{name} is not a number")
+    if value < 1:
+        raise ExtensionError(f"{name} is too small")
+    if value > MAX_THRESHOLD:
+        raise ExtensionError(f"{name} is too large")
+    return value
+
+
+def _runtime(name: str, value) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ExtensionError(f"{name} is not a number")
+    if not value > 0:  # (NaN too)
+        raise ExtensionError(f"{name} is too small")
+    if value > MAX_RUNTIME_S:
+        raise ExtensionError(f"{name} is too large")
+    return float(value)
+
+
+def validate_extension(data: dict) -> dict:
+    """The extension fields of a request body, validated (first bad one raises ExtensionError)."""
+    out: dict = {}
+    for name in ("failure_threshold", "recovery_threshold"):
+        if name in data:
+            out[name] = _threshold(name, data[name])
+    for name in ("min_runtime", "max_runtime"):
+        if name in data:
+            out[name] = _runtime(name, data[name])
+    low, high = out.get("min_runtime"), out.get("max_runtime")
+    if low is not None and high is not None and low >= high:
+        raise ExtensionError("min_runtime is not less than max_runtime")
+    return out
+
+
+_FIELDS = (("failure_threshold", "failure_threshold"), ("recovery_threshold", "recovery_threshold"),
+           ("min_runtime", "min_runtime_s"), ("max_runtime", "max_runtime_s"))
+
+
+def extension_changes(spec: dict) -> dict:
+    """CheckConfig changes for the extension fields a validated spec names."""
+    return {field: spec[key] for key, field in _FIELDS if key in spec}
+
+
+def extension_document(check: CheckConfig) -> dict:
+    """The extension fields of a check document: only those set to something other than the default."""
+    out: dict = {}
+    if check.failure_threshold != 1:
+        out["failure_threshold"] = check.failure_threshold
+    if check.recovery_threshold != 1:
+        out["recovery_threshold"] = check.recovery_threshold
+    for key, field in (("min_runtime", "min_runtime_s"), ("max_runtime", "max_runtime_s")):
+        value = getattr(check, field)
+        if value is not None:
+            out[key] = int(value) if value == int(value) else value
+    return out
+
+
+def uses_rules(check: CheckConfig) -> bool:
+    """Whether the check's status is decided by pingstream's rules (then the monitor's word is its status)."""
+    return (check.failure_threshold != 1 or check.recovery_threshold != 1
+            or check.min_runtime_s is not None or check.max_runtime_s is not None)
+
+
+def bounds_error(check: CheckConfig) -> str | None:
+    """Why the check's run time bounds cannot hold together (after an update named only one), or None."""
+    low, high = check.min_runtime_s, check.max_runtime_s
+    if low is not None and high is not None and low >= high:
+        return "min_runtime is not less than max_runtime"
+    return None
