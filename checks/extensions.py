@@ -5,7 +5,8 @@
   successes before a down check comes back up. Integers from 1 (Healthchecks) to 1000.
 - ``min_runtime`` / ``max_runtime``: seconds; a run (start ping to success) shorter than
   ``min_runtime`` is a failure at its finish, one longer than ``max_runtime`` is a
-  failure as soon as that time has passed since its start. ``null`` turns a bound off.
+  failure as soon as that time has passed since its start. ``"auto"``: the 1st / 99th
+  percentile of the check's own recent runs (``monitor.learned``). ``null`` turns a bound off.
 
 Every field defaults to off, and a check document shows a field only when it is set
 to something else, so a check that does not use the extension reads exactly as in
@@ -34,11 +35,11 @@ def _threshold(name: str, value) -> int:
     return value
 
 
-def _runtime(name: str, value) -> float | None:
-    if value is None:
-        return None
+def _runtime(name: str, value) -> float | str | None:
+    if value is None or value == "auto":
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ExtensionError(f"{name} is not a number")
+        raise ExtensionError(f"{name} is neither a number nor auto")
     if not value > 0:  # (NaN too)
         raise ExtensionError(f"{name} is too small")
     if value > MAX_RUNTIME_S:
@@ -55,10 +56,16 @@ def validate_extension(data: dict) -> dict:
     for name in ("min_runtime", "max_runtime"):
         if name in data:
             out[name] = _runtime(name, data[name])
-    low, high = out.get("min_runtime"), out.get("max_runtime")
-    if low is not None and high is not None and low >= high:
-        raise ExtensionError("min_runtime is not less than max_runtime")
+    problem = _crossed(out.get("min_runtime"), out.get("max_runtime"))
+    if problem is not None:
+        raise ExtensionError(problem)
     return out
+
+
+def _crossed(low, high) -> str | None:
+    if isinstance(low, float) and isinstance(high, float) and low >= high:
+        return "min_runtime is not less than max_runtime"
+    return None
 
 
 _FIELDS = (("failure_threshold", "failure_threshold"), ("recovery_threshold", "recovery_threshold"),
@@ -80,7 +87,7 @@ def extension_document(check: CheckConfig) -> dict:
     for key, field in (("min_runtime", "min_runtime_s"), ("max_runtime", "max_runtime_s")):
         value = getattr(check, field)
         if value is not None:
-            out[key] = int(value) if value == int(value) else value
+            out[key] = int(value) if isinstance(value, float) and value == int(value) else value
     return out
 
 
@@ -92,7 +99,4 @@ def uses_rules(check: CheckConfig) -> bool:
 
 def bounds_error(check: CheckConfig) -> str | None:
     """Why the check's run time bounds cannot hold together (after an update named only one), or None."""
-    low, high = check.min_runtime_s, check.max_runtime_s
-    if low is not None and high is not None and low >= high:
-        return "min_runtime is not less than max_runtime"
-    return None
+    return _crossed(check.min_runtime_s, check.max_runtime_s)

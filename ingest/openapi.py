@@ -49,13 +49,13 @@ _CHECK_SPEC = {
                ("failure_threshold", "pingstream extension: consecutive failures (fail pings, missed periods, "
                                      "runs over max_runtime or under min_runtime) before the check goes down"),
                ("recovery_threshold", "pingstream extension: consecutive successes before a down check is up"))},
-        **{name: {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 31536000, "default": None,
-                  "description": text}
+        **{name: {"oneOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 31536000}, {"const": "auto"},
+                            {"type": "null"}], "default": None, "description": text}
            for name, text in (
                ("min_runtime", "pingstream extension: seconds; a run (start to success) shorter than this is a "
-                               "failure"),
+                               "failure; auto: the 1st percentile of the check's recent runs"),
                ("max_runtime", "pingstream extension: seconds; a run still going this long after its start is "
-                               "a failure, before its finish arrives"))},
+                               "a failure, before its finish arrives; auto: the 99th percentile of its recent runs"))},
     },
 }
 _CHECK = {"type": "object", "properties": {
@@ -64,7 +64,7 @@ _CHECK = {"type": "object", "properties": {
     "filter_http_body": {"type": "boolean"}, "filter_default_fail": {"type": "boolean"}, "badge_url": {"type": "string"},
     # pingstream's extension: present only when set to something other than the default
     "failure_threshold": {"type": "integer"}, "recovery_threshold": {"type": "integer"},
-    "min_runtime": {"type": "number"}, "max_runtime": {"type": "number"}}}
+    "min_runtime": {"type": ["number", "string"]}, "max_runtime": {"type": ["number", "string"]}}}
 _AUTH = [{"apiKey": []}]
 
 

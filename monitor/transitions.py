@@ -52,6 +52,8 @@ from schemas.events import Paused, PingEvent, Resumed, Transition, stable_id
 
 from checks.schedule import next_expected, to_datetime
 
+from . import learned
+
 _replace = msgspec.structs.replace
 
 
@@ -68,8 +70,8 @@ class Plan:
     manual_resume: bool = False
     failure_threshold: int = 1
     recovery_threshold: int = 1
-    min_runtime_s: float | None = None
-    max_runtime_s: float | None = None
+    min_runtime_s: float | str | None = None  # seconds, or "auto": learned (monitor.learned)
+    max_runtime_s: float | str | None = None
 
     def next_expected(self, last_ping: float) -> float:
         return next_expected(self.kind, self.timeout_s, self.schedule, self.tz, last_ping)
@@ -89,6 +91,7 @@ class CheckState(msgspec.Struct, frozen=True, gc=False, array_like=True):
     last_start_rid: str | None = None  # the rid of the run in progress (a success with another rid leaves it running)
     fails: int = 0  # consecutive failures (fail pings, missed periods, runs over time or too short)
     oks: int = 0  # consecutive successes
+    runs: tuple[tuple[float, float], ...] | None = None  # recent (finished_at, duration_s): "auto" run time bounds
 
 
 Gaps = Sequence[tuple[float, float]]
@@ -102,14 +105,28 @@ def _settle(s: CheckState, now: float, plan: Plan) -> CheckState:
         if s.base == "up" and s.grace_start is not None:
             start_over = min(s.grace_start, s.last_start)
         deadline = start_over + grace
-        if plan.max_runtime_s is not None:
-            deadline = min(deadline, s.last_start + plan.max_runtime_s)
+        longest = _max_runtime(s, plan)
+        if longest is not None:
+            deadline = min(deadline, s.last_start + longest)
         return _replace(s, status="started", deadline=deadline)
     if s.base == "up" and s.grace_start is not None:
         if now < s.grace_start:
             return _replace(s, status="up", deadline=s.grace_start)
         return _replace(s, status="grace", deadline=s.grace_start + grace)
     return _replace(s, status=s.base, deadline=None)
+
+
+def _max_runtime(s: CheckState, plan: Plan) -> float | None:
+    """The longest a run started at ``s.last_start`` may take (learned bounds: as they stood at its start)."""
+    if plan.max_runtime_s == "auto":
+        return learned.bounds(s.runs, s.last_start)[1]
+    return plan.max_runtime_s
+
+
+def _min_runtime(s: CheckState, plan: Plan, now: float) -> float | None:
+    if plan.min_runtime_s == "auto":
+        return learned.bounds(s.runs, now)[0]
+    return plan.min_runtime_s
 
 
 def _gap_shift(due: float, gaps: Gaps) -> float:
@@ -201,7 +218,8 @@ def expire(
             continue
         rule = None
         if state.last_start is not None:
-            over_max = plan.max_runtime_s is not None and due == state.last_start + plan.max_runtime_s
+            longest = _max_runtime(state, plan)
+            over_max = longest is not None and due == state.last_start + longest
             reason = "run longer than max_runtime" if over_max else "run did not finish within grace"
             new, rule = _judge(_replace(state, last_start=None), False, plan, "max_runtime" if over_max else None)
             if new.base == "down":
@@ -242,18 +260,22 @@ def _completion(state: CheckState, event: PingEvent, now: float, plan: Plan) -> 
     up = event.kind == "success"
     reason = _ping_reason(event)
     run_goes_on = up and event.rid is not None and event.rid != state.last_start_rid
-    cause_rule = None
-    if up and plan.min_runtime_s is not None and state.last_start is not None and event.rid == state.last_start_rid:
+    cause_rule, runs = None, state.runs
+    if up and state.last_start is not None and event.rid == state.last_start_rid:
         duration = now - state.last_start  # the run this success ends (Healthchecks' last_duration)
-        if duration < plan.min_runtime_s:
+        shortest = _min_runtime(state, plan, now)
+        if shortest is not None and duration < shortest:
             up, cause_rule = False, "min_runtime"
-            reason = f"run shorter than min_runtime ({duration:.3f}s < {plan.min_runtime_s:g}s)"
+            reason = f"run shorter than min_runtime ({duration:.3f}s < {shortest:g}s)"
+        if "auto" in (plan.min_runtime_s, plan.max_runtime_s):
+            runs = learned.remember(runs, now, duration)
     new, rule = _judge(state, up, plan, cause_rule)
     new = _replace(
         new,
         last_ping=now,
         grace_start=plan.next_expected(now) if new.base == "up" else None,
         last_start=state.last_start if run_goes_on else None,
+        runs=runs,
     )
     return new, rule, _counted(reason, new, plan)
 

@@ -120,8 +120,10 @@ class CheckConfig(msgspec.Struct, frozen=True, kw_only=True):
     # pingstream's extension (issue #19), every one off by default so a check behaves as in Healthchecks:
     failure_threshold: int = 1  # consecutive failures (fail pings, missed periods, runs over time) to go down
     recovery_threshold: int = 1  # consecutive successes to come back up from down
-    min_runtime_s: float | None = None  # a run shorter than this is a failure ("ran too short")
-    max_runtime_s: float | None = None  # a run longer than this is a failure, from its start ("ran too long")
+    # a run shorter / longer than this is a failure ("ran too short" at its finish, "ran too long" from its
+    # start); "auto": the 1st / 99th percentile of the check's own recent runs (monitor.learned)
+    min_runtime_s: float | Literal["auto"] | None = None
+    max_runtime_s: float | Literal["auto"] | None = None
 
 
 class ProjectUpserted(_Event, frozen=True, tag="project_upserted"):

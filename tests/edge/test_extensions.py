@@ -53,13 +53,21 @@ async def test_an_update_can_turn_the_extension_off_again(edge):
     ({"recovery_threshold": 2.5}, "recovery_threshold is not a number"),
     ({"min_runtime": -1}, "min_runtime is too small"),
     ({"max_runtime": 0}, "max_runtime is too small"),
-    ({"max_runtime": "soon"}, "max_runtime is not a number"),
+    ({"max_runtime": "soon"}, "max_runtime is neither a number nor auto"),
+    ({"max_runtime": "AUTO"}, "max_runtime is neither a number nor auto"),
     ({"max_runtime": 31_536_001}, "max_runtime is too large"),
     ({"min_runtime": 10, "max_runtime": 10}, "min_runtime is not less than max_runtime"),
 ])
 async def test_it_rejects_bad_extension_fields(edge, spec, message):
     status, doc = await _create(edge, **spec)
     assert (status, doc) == (400, {"error": f"json validation error: {message}"})
+
+
+async def test_runtimes_can_be_learned(edge):
+    status, doc = await _create(edge, min_runtime="auto", max_runtime="auto")
+    assert (status, doc["min_runtime"], doc["max_runtime"]) == (201, "auto", "auto")
+    [upsert] = await edge.events(TOPIC_CHECKS, (CheckUpserted,))
+    assert (upsert.check.min_runtime_s, upsert.check.max_runtime_s) == ("auto", "auto")
 
 
 async def test_it_rejects_an_update_that_crosses_the_bounds(edge):

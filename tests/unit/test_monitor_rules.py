@@ -13,7 +13,7 @@ PLAN = Plan(project_id="p1", timeout_s=60, grace_s=30)
 
 
 def plan(**kw) -> Plan:
-    return Plan(project_id="p1", timeout_s=60, grace_s=30, **kw)
+    return Plan(**{"project_id": "p1", "timeout_s": 60, "grace_s": 30, **kw})
 
 
 def bases(transitions) -> list[tuple[str, str]]:
@@ -194,3 +194,71 @@ def test_rules_replay_to_the_same_transitions(raw, p):
     events = _events(raw)
     end = (events[-1][1] if events else T0) + 5000
     assert run(events, plan=p, until=end)[1] == run(events, plan=p, until=end)[1]
+
+
+# --- learned run time bounds ("auto") -------------------------------------------
+
+from monitor import learned  # noqa: E402
+
+
+def _history(p, n: int, durations, t0=T0):
+    """``n`` runs (start, then a success with the same rid) of the given durations, one a minute."""
+    events, t = [], t0
+    for i in range(n):
+        d = durations[i % len(durations)]
+        events.append((ping("start", t, 2 * i, rid=f"r{i}"), t))
+        events.append((ping("success", t + d, 2 * i + 1, rid=f"r{i}"), t + d))
+        t += 60
+    return run(events, plan=p)
+
+
+def test_learned_bounds_need_enough_runs():
+    p = plan(timeout_s=3600, grace_s=3600, min_runtime_s="auto", max_runtime_s="auto")
+    state, out = _history(p, learned.MIN_RUNS - 1, [10.0])
+    assert learned.bounds(state.runs, T0 + 3600) == (None, None)
+    assert state.base == "up"
+
+
+def test_a_run_outside_the_learned_range_fails():
+    p = plan(timeout_s=3600, grace_s=3600, min_runtime_s="auto", max_runtime_s="auto")
+    durations = [10.0 + (i % 5) for i in range(30)]  # 10..14 s
+    state, out = _history(p, 30, durations)
+    assert learned.bounds(state.runs, T0 + 1800) == (10.0, 14.0)
+    t = T0 + 30 * 60
+    # too long: down at start + p99, before the finish
+    state, _ = apply(state, ping("start", t, 100, rid="long"), t, p, position=(0, 100))
+    assert state.deadline == t + 14.0
+    state, out = expire(state, t + 14.0, p, CHECK)
+    assert [(x.to_status, x.rule) for x in out] == [("down", "max_runtime")]
+    # a normal run brings it back up; then one too short goes down at its finish
+    t += 60
+    state, _ = apply(state, ping("start", t, 101, rid="ok"), t, p, position=(0, 101))
+    state, out = apply(state, ping("success", t + 12, 102, rid="ok"), t + 12, p, position=(0, 102))
+    assert state.base == "up"
+    t += 60
+    state, _ = apply(state, ping("start", t, 103, rid="short"), t, p, position=(0, 103))
+    state, out = apply(state, ping("success", t + 1, 104, rid="short"), t + 1, p, position=(0, 104))
+    assert [(x.to_status, x.rule) for x in out] == [("down", "min_runtime")]
+
+
+def test_the_history_is_bounded_and_forgets_old_runs():
+    runs = None
+    for i in range(500):
+        runs = learned.remember(runs, T0 + i, float(i))
+    assert len(runs) == learned.KEPT and runs[-1] == (T0 + 499, 499.0)
+    runs = learned.remember(runs, T0 + 499 + learned.WINDOW_S + 1, 1.0)
+    assert runs == ((T0 + 499 + learned.WINDOW_S + 1, 1.0),)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=0.001, max_value=1e6), min_size=learned.MIN_RUNS, max_size=300))
+def test_learned_bounds_lie_within_the_runs(durations):
+    runs = None
+    for i, d in enumerate(durations):
+        runs = learned.remember(runs, T0 + i, d)
+    low, high = learned.bounds(runs, T0 + len(durations))
+    kept = [d for _, d in runs]
+    assert min(kept) <= low <= high <= max(kept)
+    below = sum(1 for d in kept if d < low)
+    above = sum(1 for d in kept if d > high)
+    assert below <= 0.01 * len(kept) + 1 and above <= 0.01 * len(kept) + 1
