@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from schemas.events import CheckConfig, CheckDeleted, CheckUpserted, ProjectDeleted
+from schemas.events import CheckConfig, CheckDeleted, CheckUpserted, ProjectDeleted, ProjectUpserted, Window
 
 from .transitions import Plan
 
@@ -37,6 +37,9 @@ class PlanBook:
         self.changed: set[str] = set()  # plans that differ from before: the service reconfigures those checks
         self.deleted: set[str] = set()
         self._interned: dict[Plan, Plan] = {}
+        # Maintenance windows, kept apart from the plans: they hold notifications, they move no deadline.
+        self.check_windows: dict[str, tuple[Window, ...]] = {}
+        self.project_windows: dict[str, tuple[Window, ...]] = {}
 
     def apply(self, event) -> None:
         if isinstance(event, CheckUpserted):
@@ -47,15 +50,31 @@ class PlanBook:
                 self.plans[check_id] = plan
                 self.changed.add(check_id)
             self.deleted.discard(check_id)
+            if event.check.windows:
+                self.check_windows[check_id] = event.check.windows
+            else:
+                self.check_windows.pop(check_id, None)
+        elif isinstance(event, ProjectUpserted):
+            if event.project.windows:
+                self.project_windows[event.project.id] = event.project.windows
+            else:
+                self.project_windows.pop(event.project.id, None)
         elif isinstance(event, CheckDeleted):
+            self.check_windows.pop(event.check_id, None)
             if self.plans.pop(event.check_id, None) is not None:
                 self.deleted.add(event.check_id)
             self.changed.discard(event.check_id)
         elif isinstance(event, ProjectDeleted):
+            self.project_windows.pop(event.project_id, None)
             for check_id in [c for c, p in self.plans.items() if p.project_id == event.project_id]:
                 del self.plans[check_id]
                 self.deleted.add(check_id)
                 self.changed.discard(check_id)
+
+    def windows(self, check_id: str, project_id: str) -> tuple[Window, ...]:
+        """The windows that may hold the check's notifications: its own and its project's."""
+        own, shared = self.check_windows.get(check_id, ()), self.project_windows.get(project_id, ())
+        return own + shared if own and shared else own or shared
 
     def get(self, check_id: str, project_id: str) -> Plan:
         """The check's plan; Healthchecks' defaults (1 day + 1 hour) while the registry has not caught up.

@@ -12,6 +12,7 @@ from schemas.events import IngestGap, Paused, PingEvent, Resumed, Tick, decode, 
 
 from . import store
 from .clock import DeadlineHeap, StreamClock
+from .holds import hold
 from .plans import PlanBook
 from .transitions import CheckState, apply, expire, reconfigure
 
@@ -59,6 +60,12 @@ class Monitor:
         if new is not old:
             self.dirty.add(check_id)
 
+    def _emit(self, check_id: str, project_id: str, transitions: list) -> None:
+        """Queue a check's transitions, each marked when its notification is to be held."""
+        if transitions:
+            windows = self.plans.windows(check_id, project_id)
+            self.out += [hold(t, windows) for t in transitions] if windows else transitions
+
     def fold(self, record) -> None:
         try:
             self._fold(record)
@@ -95,7 +102,7 @@ class Monitor:
             old, event, at, plan, position=(record.partition, record.offset), gaps=self.clock.gaps_of(record.partition)
         )
         self._put(check_id, old, new)
-        self.out += transitions
+        self._emit(check_id, plan.project_id, transitions)
 
     def reconfigure(self) -> None:
         """Apply registry changes: deleted checks are forgotten, changed plans move deadlines."""
@@ -109,9 +116,10 @@ class Monitor:
         for check_id in self.plans.changed:
             old = self.states.get(check_id)
             if old is not None:
-                new, transitions = reconfigure(old, now, self.plans.plans[check_id], check_id)
+                plan = self.plans.plans[check_id]
+                new, transitions = reconfigure(old, now, plan, check_id)
                 self._put(check_id, old, new)
-                self.out += transitions
+                self._emit(check_id, plan.project_id, transitions)
         self.plans.changed.clear()
 
     def advance(self) -> None:
@@ -126,7 +134,7 @@ class Monitor:
             plan = self.plans.get(check_id, "")  # "" only for a check the registry never had
             new, transitions = expire(state, now, plan, check_id, self.clock.gaps_of(state.partition))
             self._put(check_id, state, new)
-            self.out += transitions
+            self._emit(check_id, plan.project_id, transitions)
         if len(self.heap) > 2 * len(self.states) + 10_000:
             self.heap.compact(lambda due, cid: (s := self.states.get(cid)) is not None and s.deadline == due)
 

@@ -80,6 +80,20 @@ class Tick(_Event, frozen=True, tag="tick"):
 # --- pingstream.checks (registry) ------------------------------------------
 
 
+class Window(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A maintenance window or a snooze (pingstream's extension): transitions inside it are recorded
+    as always, their notifications held. One-off (``start``..``end``) or recurring (from each fire
+    of ``cron`` in ``tz``, for ``duration_s``)."""
+
+    id: str
+    kind: Literal["maintenance", "snooze"] = "maintenance"
+    start: datetime | None = None
+    end: datetime | None = None
+    cron: str | None = None
+    duration_s: int | None = None
+    tz: str = "UTC"
+
+
 class Project(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     name: str
@@ -87,6 +101,7 @@ class Project(msgspec.Struct, frozen=True, kw_only=True):
     api_key: str
     api_key_readonly: str
     created: datetime
+    windows: tuple[Window, ...] = ()  # the project's maintenance windows (every check's)
 
 
 class CheckConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -124,6 +139,7 @@ class CheckConfig(msgspec.Struct, frozen=True, kw_only=True):
     # start); "auto": the 1st / 99th percentile of the check's own recent runs (monitor.learned)
     min_runtime_s: float | Literal["auto"] | None = None
     max_runtime_s: float | Literal["auto"] | None = None
+    windows: tuple[Window, ...] = ()  # maintenance windows and snoozes of this check
 
 
 class ProjectUpserted(_Event, frozen=True, tag="project_upserted"):
