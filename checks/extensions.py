@@ -3,6 +3,8 @@
 - ``failure_threshold``: consecutive failures (fail pings, missed periods, runs over
   time or too short) before the check goes down; ``recovery_threshold``: consecutive
   successes before a down check comes back up. Integers from 1 (Healthchecks) to 1000.
+- ``depends_on``: parent check uuids of the same project (at most 20, no cycle);
+  while a parent is down, the check's transitions are held (``dependency:<uuid>``).
 - ``min_runtime`` / ``max_runtime``: seconds; a run (start ping to success) shorter than
   ``min_runtime`` is a failure at its finish, one longer than ``max_runtime`` is a
   failure as soon as that time has passed since its start. ``"auto"``: the 1st / 99th
@@ -17,7 +19,11 @@ from __future__ import annotations
 
 from schemas.events import CheckConfig
 
+import re
+
 MAX_THRESHOLD = 1000
+MAX_PARENTS = 20
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 MAX_RUNTIME_S = 31_536_000
 
 
@@ -47,6 +53,20 @@ def _runtime(name: str, value) -> float | str | None:
     return float(value)
 
 
+def _parents(value) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ExtensionError("depends_on is not an array")
+    if len(value) > MAX_PARENTS:
+        raise ExtensionError(f"depends_on has more than {MAX_PARENTS} checks")
+    out: list[str] = []
+    for item in value:
+        if not isinstance(item, str) or not _UUID.match(item):
+            raise ExtensionError("an item in depends_on is not a check uuid")
+        if item not in out:
+            out.append(item)
+    return tuple(out)
+
+
 def validate_extension(data: dict) -> dict:
     """The extension fields of a request body, validated (first bad one raises ExtensionError)."""
     out: dict = {}
@@ -56,6 +76,8 @@ def validate_extension(data: dict) -> dict:
     for name in ("min_runtime", "max_runtime"):
         if name in data:
             out[name] = _runtime(name, data[name])
+    if "depends_on" in data:
+        out["depends_on"] = _parents(data["depends_on"])
     problem = _crossed(out.get("min_runtime"), out.get("max_runtime"))
     if problem is not None:
         raise ExtensionError(problem)
@@ -69,7 +91,7 @@ def _crossed(low, high) -> str | None:
 
 
 _FIELDS = (("failure_threshold", "failure_threshold"), ("recovery_threshold", "recovery_threshold"),
-           ("min_runtime", "min_runtime_s"), ("max_runtime", "max_runtime_s"))
+           ("min_runtime", "min_runtime_s"), ("max_runtime", "max_runtime_s"), ("depends_on", "depends_on"))
 
 
 def extension_changes(spec: dict) -> dict:
@@ -88,6 +110,8 @@ def extension_document(check: CheckConfig) -> dict:
         value = getattr(check, field)
         if value is not None:
             out[key] = int(value) if isinstance(value, float) and value == int(value) else value
+    if check.depends_on:
+        out["depends_on"] = list(check.depends_on)
     return out
 
 
@@ -100,3 +124,28 @@ def uses_rules(check: CheckConfig) -> bool:
 def bounds_error(check: CheckConfig) -> str | None:
     """Why the check's run time bounds cannot hold together (after an update named only one), or None."""
     return _crossed(check.min_runtime_s, check.max_runtime_s)
+
+
+def dependency_error(check: CheckConfig, project_checks: dict[str, CheckConfig]) -> str | None:
+    """Why the check's parents cannot be (another project's or unknown check, itself, a cycle), or None.
+
+    ``project_checks``: the project's checks by uuid, as they will be with ``check`` saved."""
+    for parent in check.depends_on:
+        if parent == check.id:
+            return "depends_on names the check itself"
+        if parent not in project_checks:
+            return f"depends_on names an unknown check: {parent}"
+    # A cycle would let two checks hold each other's alerts: walk up from the check's parents.
+    seen: set[str] = set()
+    todo = list(check.depends_on)
+    while todo:
+        current = todo.pop()
+        if current == check.id:
+            return "depends_on would make a cycle"
+        if current in seen:
+            continue
+        seen.add(current)
+        parent = project_checks.get(current)
+        if parent is not None:
+            todo.extend(parent.depends_on)
+    return None

@@ -49,6 +49,9 @@ _CHECK_SPEC = {
                ("failure_threshold", "pingstream extension: consecutive failures (fail pings, missed periods, "
                                      "runs over max_runtime or under min_runtime) before the check goes down"),
                ("recovery_threshold", "pingstream extension: consecutive successes before a down check is up"))},
+        "depends_on": {"type": "array", "maxItems": 20, "items": _UUID, "default": [],
+                       "description": "pingstream extension: parent checks of the same project; while one is down, "
+                                      "this check's transitions are held (dependency:<uuid>)"},
         **{name: {"oneOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 31536000}, {"const": "auto"},
                             {"type": "null"}], "default": None, "description": text}
            for name, text in (
@@ -64,7 +67,8 @@ _CHECK = {"type": "object", "properties": {
     "filter_http_body": {"type": "boolean"}, "filter_default_fail": {"type": "boolean"}, "badge_url": {"type": "string"},
     # pingstream's extension: present only when set to something other than the default
     "failure_threshold": {"type": "integer"}, "recovery_threshold": {"type": "integer"},
-    "min_runtime": {"type": ["number", "string"]}, "max_runtime": {"type": ["number", "string"]}}}
+    "min_runtime": {"type": ["number", "string"]}, "max_runtime": {"type": ["number", "string"]},
+    "depends_on": {"type": "array", "items": _UUID}}}
 _AUTH = [{"apiKey": []}]
 
 

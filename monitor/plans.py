@@ -40,6 +40,7 @@ class PlanBook:
         # Maintenance windows, kept apart from the plans: they hold notifications, they move no deadline.
         self.check_windows: dict[str, tuple[Window, ...]] = {}
         self.project_windows: dict[str, tuple[Window, ...]] = {}
+        self.parents: dict[str, tuple[str, ...]] = {}  # depends_on, for checks that have it
 
     def apply(self, event) -> None:
         if isinstance(event, CheckUpserted):
@@ -54,6 +55,10 @@ class PlanBook:
                 self.check_windows[check_id] = event.check.windows
             else:
                 self.check_windows.pop(check_id, None)
+            if event.check.depends_on:
+                self.parents[check_id] = tuple(sys.intern(p) for p in event.check.depends_on)
+            else:
+                self.parents.pop(check_id, None)
         elif isinstance(event, ProjectUpserted):
             if event.project.windows:
                 self.project_windows[event.project.id] = event.project.windows
@@ -61,6 +66,7 @@ class PlanBook:
                 self.project_windows.pop(event.project.id, None)
         elif isinstance(event, CheckDeleted):
             self.check_windows.pop(event.check_id, None)
+            self.parents.pop(event.check_id, None)
             if self.plans.pop(event.check_id, None) is not None:
                 self.deleted.add(event.check_id)
             self.changed.discard(event.check_id)

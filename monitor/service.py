@@ -91,6 +91,7 @@ async def _consume(event_log: EventLog, monitor: Monitor, stop: asyncio.Event, b
             stop=stop, logger=log)
         monitor.clock.assign(sorted(owned))
         monitor.states = {}
+        monitor.down = {}
         monitor.heap = DeadlineHeap()
         monitor.restore(states, clocks)
         log.info("monitor owns partitions %s: %d check states restored", sorted(owned), len(states))

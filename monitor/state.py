@@ -12,7 +12,7 @@ from schemas.events import IngestGap, Paused, PingEvent, Resumed, Tick, decode, 
 
 from . import store
 from .clock import DeadlineHeap, StreamClock
-from .holds import hold
+from .holds import Down, hold, note_down
 from .plans import PlanBook
 from .transitions import CheckState, apply, expire, reconfigure
 
@@ -44,12 +44,16 @@ class Monitor:
         self.dirty_clock: set[int] = set()
         self.poison: list = []  # (record, exception) of this batch, for the dead-letter topic
         self.counts = {"records": 0, "transitions": 0, "gaps": 0, "errors": 0}
+        self.down: Down = {}  # when each check last went down (and came back): parents for depends_on
+        self._pending: list[tuple[str, str, list]] = []  # transitions of the current step, holds not yet decided
 
     def restore(self, states: dict[str, CheckState], clocks: dict[int, store.ClockRecord]) -> None:
         for check_id, state in states.items():
             check_id = sys.intern(check_id)
             self.states[check_id] = state
             self.heap.push(state.deadline, check_id)
+            if state.base == "down":
+                self.down[check_id] = (float("-inf"), None)
         for p, c in clocks.items():
             self.clock.restore(p, c.watermark, c.gaps)
 
@@ -61,10 +65,25 @@ class Monitor:
             self.dirty.add(check_id)
 
     def _emit(self, check_id: str, project_id: str, transitions: list) -> None:
-        """Queue a check's transitions, each marked when its notification is to be held."""
         if transitions:
+            self._pending.append((check_id, project_id, transitions))
+
+    def _flush(self) -> None:
+        """Queue the step's transitions, each marked when its notification is to be held.
+
+        In two passes: first every check's own ups and downs of this step, then the holds, so a
+        child whose deadline fired in the same step as its parent's (before it, in heap order)
+        still sees the parent down."""
+        pending, self._pending = self._pending, []
+        for _, _, transitions in pending:
+            for t in transitions:
+                note_down(self.down, t)
+        for check_id, project_id, transitions in pending:
             windows = self.plans.windows(check_id, project_id)
-            self.out += [hold(t, windows) for t in transitions] if windows else transitions
+            parents = self.plans.parents.get(check_id, ())
+            if windows or parents:
+                transitions = [hold(t, windows, parents, self.down) for t in transitions]
+            self.out += transitions
 
     def fold(self, record) -> None:
         try:
@@ -72,6 +91,7 @@ class Monitor:
         except Exception as exc:  # a poison record must not stop monitoring: dead-letter it and go on
             self.counts["errors"] += 1
             self.poison.append((record, exc))
+        self._flush()
 
     def _fold(self, record) -> None:
         event = decode(record.value)
@@ -95,6 +115,9 @@ class Monitor:
             )
         if isinstance(event, Tick):
             return
+        # Other checks' deadlines up to now fire before this event (a parent that went down
+        # earlier is down when this check's transition is judged).
+        self.advance()
         check_id = sys.intern(event.check_id)
         old = self.states.get(check_id)
         plan = self.plans.get(check_id, event.project_id)
@@ -108,6 +131,7 @@ class Monitor:
         """Apply registry changes: deleted checks are forgotten, changed plans move deadlines."""
         now = self.clock.now
         for check_id in self.plans.deleted:
+            self.down.pop(check_id, None)
             if self.states.pop(check_id, None) is not None:
                 self.dirty.add(check_id)
         self.plans.deleted.clear()
@@ -121,6 +145,7 @@ class Monitor:
                 self._put(check_id, old, new)
                 self._emit(check_id, plan.project_id, transitions)
         self.plans.changed.clear()
+        self._flush()
 
     def advance(self) -> None:
         """Fire every deadline the global clock has passed, earliest first."""
@@ -135,6 +160,7 @@ class Monitor:
             new, transitions = expire(state, now, plan, check_id, self.clock.gaps_of(state.partition))
             self._put(check_id, state, new)
             self._emit(check_id, plan.project_id, transitions)
+        self._flush()
         if len(self.heap) > 2 * len(self.states) + 10_000:
             self.heap.compact(lambda due, cid: (s := self.states.get(cid)) is not None and s.deadline == due)
 

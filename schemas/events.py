@@ -140,6 +140,7 @@ class CheckConfig(msgspec.Struct, frozen=True, kw_only=True):
     min_runtime_s: float | Literal["auto"] | None = None
     max_runtime_s: float | Literal["auto"] | None = None
     windows: tuple[Window, ...] = ()  # maintenance windows and snoozes of this check
+    depends_on: tuple[str, ...] = ()  # parent check uuids (same project): while one is down, this one's alerts are held
 
 
 class ProjectUpserted(_Event, frozen=True, tag="project_upserted"):

@@ -75,3 +75,27 @@ async def test_it_rejects_an_update_that_crosses_the_bounds(edge):
     r = await edge.client.post(f"/api/v3/checks/{doc['uuid']}", json={"min_runtime": 61}, headers=_key(edge))
     assert (r.status, await r.json()) == (400, {"error": "json validation error: min_runtime is not less than max_runtime"})
     [_] = await edge.events(TOPIC_CHECKS, (CheckUpserted,))  # nothing saved
+
+
+async def test_a_check_can_depend_on_others_of_its_project(edge):
+    _, parent = await _create(edge, name="router")
+    status, child = await _create(edge, name="backup", depends_on=[parent["uuid"]])
+    assert (status, child["depends_on"]) == (201, [parent["uuid"]])
+    assert "depends_on" not in parent
+    r = await edge.client.post(f"/api/v3/checks/{child['uuid']}", json={"depends_on": []}, headers=_key(edge))
+    assert "depends_on" not in await r.json()
+
+
+async def test_it_rejects_bad_dependencies(edge):
+    _, a = await _create(edge, name="a")
+    _, b = await _create(edge, name="b", depends_on=[a["uuid"]])
+    other = await edge.add_check(project_id="00000000-0000-7000-8000-000000000000")
+    for spec, message in (
+        ({"depends_on": "x"}, "depends_on is not an array"),
+        ({"depends_on": ["nope"]}, "an item in depends_on is not a check uuid"),
+        ({"depends_on": [other.id]}, f"depends_on names an unknown check: {other.id}"),
+        ({"depends_on": [a["uuid"]]}, "depends_on names the check itself"),
+        ({"depends_on": [b["uuid"]]}, "depends_on would make a cycle"),
+    ):
+        r = await edge.client.post(f"/api/v3/checks/{a['uuid']}", json=spec, headers=_key(edge))
+        assert (r.status, await r.json()) == (400, {"error": f"json validation error: {message}"}), spec

@@ -134,3 +134,103 @@ def test_a_window_never_loses_a_transition(raw, spans, threshold):
     for t in held:
         covering = [w for w in ws if w.start <= t.at < w.end]
         assert (t.held is not None) == bool(covering)
+
+
+# --- dependencies -------------------------------------------------------------------
+
+PARENT = "0a1b2c3d-0000-4000-8000-000000000001"
+
+
+def _family(child_fields=None, parent_fields=None) -> Monitor:
+    """A monitor with PARENT and CHECK (the child, depending on PARENT)."""
+    m = _monitor(depends_on=(PARENT,), **(child_fields or {}))
+    m.plans.apply(CheckUpserted(event_id="c2", check=CheckConfig(
+        **{"id": PARENT, "project_id": PROJECT, "created": _dt(T0 - 10), "timeout_s": 60, "grace_s": 30,
+           **(parent_fields or {})})))
+    return m
+
+
+def _of(check_id: str, event):
+    return msgspec.structs.replace(event, check_id=check_id)
+
+
+def _feed_records(monitor: Monitor, events) -> list[Transition]:
+    out = []
+    for offset, event in enumerate(events):
+        at = event.received_at if isinstance(event, PingEvent) else event.at
+        key = getattr(event, "check_id", "").encode() or None
+        monitor.fold(Record(TOPIC_PINGS, 0, offset, key, encode(event), int(at.timestamp() * 1000)))
+        monitor.reconfigure()
+        monitor.advance()
+        out += [e for e in monitor.take()[0] if isinstance(e, Transition)]
+    return out
+
+
+def test_a_childs_transitions_are_held_while_its_parent_is_down():
+    m = _family()
+    out = _feed_records(m, [
+        _of(PARENT, ping("success", T0, 0)), ping("success", T0 + 1, 1),
+        _of(PARENT, ping("fail", T0 + 2, 2)), ping("fail", T0 + 3, 3),
+        _of(PARENT, ping("success", T0 + 4, 4)), ping("success", T0 + 5, 5), ping("fail", T0 + 6, 6),
+    ])
+    assert [(t.check_id == PARENT, t.to_status, t.held) for t in out] == [
+        (True, "up", None), (False, "up", None),
+        (True, "down", None), (False, "down", f"dependency:{PARENT}"),
+        (True, "up", None), (False, "up", None), (False, "down", None),
+    ]
+
+
+def test_a_child_missing_its_deadline_with_its_parent_is_held_whatever_the_heap_order():
+    m = _family()
+    # Both miss their deadlines at the same moment (T0 + 90); the child's id sorts first in the heap.
+    assert PARENT < CHECK  # (heap order: the parent first; the holds are decided after the whole step anyway)
+    out = _feed_records(m, [ping("success", T0, 0), _of(PARENT, ping("success", T0, 1)), tick(T0 + 100, 2)])
+    downs = {(t.check_id, t.held) for t in out if t.to_status == "down"}
+    assert downs == {(PARENT, None), (CHECK, f"dependency:{PARENT}")}
+
+
+who = st.sampled_from(["parent", "child"])
+family_steps = st.lists(
+    # (apart in time: at one and the same moment "was the parent down" depends on the order of the records)
+    st.tuples(who, st.sampled_from(["success", "fail", "start", "tick"]), st.floats(min_value=0.5, max_value=120.0)),
+    max_size=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(family_steps, st.integers(min_value=1, max_value=3))
+def test_dependencies_never_hide_a_parents_own_alert(raw, threshold):
+    """The parent's transitions are never held; the child's are held exactly while the parent
+    was down (by the parent's own transitions); and nothing is lost: the child's transitions are
+    the same as without the dependency."""
+    t, events = T0, []
+    for n, (whose, kind, dt) in enumerate(raw):
+        t += dt
+        if kind == "tick":
+            events.append(tick(t, n))
+        else:
+            e = ping(kind, t, n)
+            events.append(_of(PARENT, e) if whose == "parent" else e)
+    events.append(tick(t + 5000, len(raw)))
+    fields = {"failure_threshold": threshold}
+    out = _feed_records(_family(fields, fields), events)
+    # the same records, the parent's pings as ticks (same offsets, same times): the child alone
+    alone = _feed_records(_monitor(**fields), [
+        tick(e.received_at.timestamp(), i) if getattr(e, "check_id", CHECK) == PARENT else e
+        for i, e in enumerate(events)])
+    parent = [x for x in out if x.check_id == PARENT]
+    child = [x for x in out if x.check_id == CHECK]
+    assert all(x.held is None for x in parent)
+    assert [msgspec.structs.replace(x, held=None) for x in child] == alone
+    spans, since = [], None
+    for x in parent:
+        if x.to_base == "down" and x.from_base != "down":
+            since = x.at
+        elif x.from_base == "down" and x.to_base != "down":
+            spans.append((since, x.at))
+            since = None
+    if since is not None:
+        spans.append((since, None))
+    for x in child:
+        down = any(a <= x.at and (b is None or x.at < b) for a, b in spans)
+        assert (x.held == f"dependency:{PARENT}") == down
