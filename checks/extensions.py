@@ -3,6 +3,9 @@
 - ``failure_threshold``: consecutive failures (fail pings, missed periods, runs over
   time or too short) before the check goes down; ``recovery_threshold``: consecutive
   successes before a down check comes back up. Integers from 1 (Healthchecks) to 1000.
+- ``flapping_threshold``: more up/down changes than this within a day are announced once
+  (a ``flapping`` event) and the flips held until it calms; ``broken_after``: seconds down
+  before one ``broken`` event. ``null`` (the default) turns either off.
 - ``depends_on``: parent check uuids of the same project (at most 20, no cycle);
   while a parent is down, the check's transitions are held (``dependency:<uuid>``).
 - ``min_runtime`` / ``max_runtime``: seconds; a run (start ping to success) shorter than
@@ -41,10 +44,13 @@ def _threshold(name: str, value) -> int:
     return value
 
 
-def _runtime(name: str, value) -> float | str | None:
-    if value is None or value == "auto":
+def _runtime(name: str, value, whole: bool = False) -> float | str | None:
+    if whole:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ExtensionError(f"{name} is not a number")
+    elif value is None or value == "auto":
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ExtensionError(f"{name} is neither a number nor auto")
     if not value > 0:  # (NaN too)
         raise ExtensionError(f"{name} is too small")
@@ -76,6 +82,12 @@ def validate_extension(data: dict) -> dict:
     for name in ("min_runtime", "max_runtime"):
         if name in data:
             out[name] = _runtime(name, data[name])
+    if "flapping_threshold" in data:
+        value = data["flapping_threshold"]
+        out["flapping_threshold"] = None if value is None else _threshold("flapping_threshold", value)
+    if "broken_after" in data:
+        value = data["broken_after"]
+        out["broken_after"] = None if value is None else int(_runtime("broken_after", value, whole=True))
     if "depends_on" in data:
         out["depends_on"] = _parents(data["depends_on"])
     problem = _crossed(out.get("min_runtime"), out.get("max_runtime"))
@@ -91,7 +103,8 @@ def _crossed(low, high) -> str | None:
 
 
 _FIELDS = (("failure_threshold", "failure_threshold"), ("recovery_threshold", "recovery_threshold"),
-           ("min_runtime", "min_runtime_s"), ("max_runtime", "max_runtime_s"), ("depends_on", "depends_on"))
+           ("min_runtime", "min_runtime_s"), ("max_runtime", "max_runtime_s"), ("depends_on", "depends_on"),
+           ("flapping_threshold", "flapping_threshold"), ("broken_after", "broken_after_s"))
 
 
 def extension_changes(spec: dict) -> dict:
@@ -110,6 +123,10 @@ def extension_document(check: CheckConfig) -> dict:
         value = getattr(check, field)
         if value is not None:
             out[key] = int(value) if isinstance(value, float) and value == int(value) else value
+    if check.flapping_threshold is not None:
+        out["flapping_threshold"] = check.flapping_threshold
+    if check.broken_after_s is not None:
+        out["broken_after"] = check.broken_after_s
     if check.depends_on:
         out["depends_on"] = list(check.depends_on)
     return out

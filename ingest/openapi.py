@@ -49,6 +49,11 @@ _CHECK_SPEC = {
                ("failure_threshold", "pingstream extension: consecutive failures (fail pings, missed periods, "
                                      "runs over max_runtime or under min_runtime) before the check goes down"),
                ("recovery_threshold", "pingstream extension: consecutive successes before a down check is up"))},
+        "flapping_threshold": {"type": ["integer", "null"], "minimum": 1, "maximum": 1000, "default": None,
+                               "description": "pingstream extension: more up/down changes than this within a day "
+                                              "are announced once (a flapping event), the flips held until it calms"},
+        "broken_after": {"type": ["integer", "null"], "minimum": 1, "maximum": 31536000, "default": None,
+                         "description": "pingstream extension: seconds down before one broken event"},
         "depends_on": {"type": "array", "maxItems": 20, "items": _UUID, "default": [],
                        "description": "pingstream extension: parent checks of the same project; while one is down, "
                                       "this check's transitions are held (dependency:<uuid>)"},
@@ -68,6 +73,7 @@ _CHECK = {"type": "object", "properties": {
     # pingstream's extension: present only when set to something other than the default
     "failure_threshold": {"type": "integer"}, "recovery_threshold": {"type": "integer"},
     "min_runtime": {"type": ["number", "string"]}, "max_runtime": {"type": ["number", "string"]},
+    "flapping_threshold": {"type": "integer"}, "broken_after": {"type": "integer"},
     "depends_on": {"type": "array", "items": _UUID}}}
 _AUTH = [{"apiKey": []}]
 

@@ -3,7 +3,8 @@
 A held transition is emitted and recorded like any other (the status changed); ``held`` only
 tells alerting consumers not to notify, and why. Reasons, first match wins:
 ``maintenance`` / ``snooze`` (a window of the check or its project covers the moment), then
-``dependency:<uuid>`` (a parent the check depends on was down at that moment). A check's own
+``dependency:<uuid>`` (a parent the check depends on was down at that moment), then
+``flapping`` (set by the fold itself, ``monitor.transitions``). A check's own
 transitions are held only by its own windows and parents, never by its children, so a
 parent's alert is never hidden by the checks that depend on it.
 """
@@ -23,7 +24,7 @@ def hold(t: Transition, windows: tuple[Window, ...], parents: tuple[str, ...] = 
          ) -> Transition:
     """``t`` with ``held`` set when one of ``windows`` (the check's and its project's) covers it,
     or one of ``parents`` was down at its moment."""
-    if t.held is not None or not (windows or parents):
+    if not isinstance(t, Transition) or not (windows or parents):
         return t
     at = t.at.timestamp()
     reason = held_by(windows, at) if windows else None
@@ -38,6 +39,8 @@ def hold(t: Transition, windows: tuple[Window, ...], parents: tuple[str, ...] = 
 
 def note_down(down: Down, t: Transition) -> None:
     """Follow a check's own base status: when it went down, and when it came back."""
+    if not isinstance(t, Transition):
+        return
     if t.to_base == "down" and t.from_base != "down":
         down[t.check_id] = (t.at.timestamp(), None)
     elif t.from_base == "down" and t.to_base != "down":

@@ -28,6 +28,8 @@ def plan_of(check: CheckConfig) -> Plan:
         recovery_threshold=check.recovery_threshold,
         min_runtime_s=check.min_runtime_s,
         max_runtime_s=check.max_runtime_s,
+        flapping_threshold=check.flapping_threshold,
+        broken_after_s=None if check.broken_after_s is None else float(check.broken_after_s),
     )
 
 

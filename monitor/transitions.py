@@ -48,7 +48,7 @@ from typing import Sequence
 
 import msgspec
 
-from schemas.events import Paused, PingEvent, Resumed, Transition, stable_id
+from schemas.events import Broken, Flapping, Paused, PingEvent, Resumed, Transition, stable_id
 
 from checks.schedule import next_expected, to_datetime
 
@@ -72,6 +72,8 @@ class Plan:
     recovery_threshold: int = 1
     min_runtime_s: float | str | None = None  # seconds, or "auto": learned (monitor.learned)
     max_runtime_s: float | str | None = None
+    flapping_threshold: int | None = None
+    broken_after_s: float | None = None
 
     def next_expected(self, last_ping: float) -> float:
         return next_expected(self.kind, self.timeout_s, self.schedule, self.tz, last_ping)
@@ -92,6 +94,10 @@ class CheckState(msgspec.Struct, frozen=True, gc=False, array_like=True):
     fails: int = 0  # consecutive failures (fail pings, missed periods, runs over time or too short)
     oks: int = 0  # consecutive successes
     runs: tuple[tuple[float, float], ...] | None = None  # recent (finished_at, duration_s): "auto" run time bounds
+    flips: tuple[float, ...] | None = None  # times of recent up/down changes (flapping_threshold)
+    flapping: bool = False
+    down_since: float | None = None  # base down since (broken_after_s)
+    broken: bool = False  # reported broken in this time down
 
 
 Gaps = Sequence[tuple[float, float]]
@@ -99,6 +105,11 @@ Gaps = Sequence[tuple[float, float]]
 
 def _settle(s: CheckState, now: float, plan: Plan) -> CheckState:
     """Displayed status and next deadline from the base status and anchors, at ``now``."""
+    if s.base == "down":
+        if s.down_since is None:
+            s = _replace(s, down_since=now, broken=False)
+    elif s.down_since is not None or s.broken:
+        s = _replace(s, down_since=None, broken=False)
     grace = plan.grace_s
     if s.last_start is not None:
         start_over = s.last_start
@@ -113,6 +124,8 @@ def _settle(s: CheckState, now: float, plan: Plan) -> CheckState:
         if now < s.grace_start:
             return _replace(s, status="up", deadline=s.grace_start)
         return _replace(s, status="grace", deadline=s.grace_start + grace)
+    if s.base == "down" and plan.broken_after_s is not None and not s.broken:
+        return _replace(s, status="down", deadline=s.down_since + plan.broken_after_s)
     return _replace(s, status=s.base, deadline=None)
 
 
@@ -140,6 +153,7 @@ def _postpone(s: CheckState, delta: float) -> CheckState:
     return _replace(
         s,
         grace_start=None if s.grace_start is None else s.grace_start + delta,
+        down_since=None if s.down_since is None else s.down_since + delta,
         last_start=None if s.last_start is None else s.last_start + delta,
         deadline=None if s.deadline is None else s.deadline + delta,
     )
@@ -227,6 +241,13 @@ def expire(
             elif new.grace_start is not None and new.grace_start + plan.grace_s <= due:
                 # The run's time and the period's grace ended together: one failure, not two.
                 new = _replace(new, grace_start=plan.next_expected(new.grace_start))
+        elif state.base == "down":
+            # Down for broken_after_s: announced once (the status stays down).
+            out.append(Broken(event_id=stable_id(check_id, "broken", _us(state.down_since)), check_id=check_id,
+                              project_id=plan.project_id, at=to_datetime(due),
+                              down_since=to_datetime(state.down_since)))
+            state = _settle(_replace(state, broken=True), due, plan)
+            continue
         elif state.status == "grace":
             reason = "no ping within schedule + grace"
             new, rule = _judge(state, False, plan)
@@ -239,10 +260,41 @@ def expire(
         if _changed(state, new):
             # The offset of the last folded record tells apart two cycles that hit the same due time.
             cause = f"deadline:{_us(due)}:{state.offset}"
-            out.append(transition(check_id, plan, state.status, new.status, due, _counted(reason, new, plan),
-                                  cause=cause, from_base=state.base, to_base=new.base, rule=rule))
+            t = transition(check_id, plan, state.status, new.status, due, _counted(reason, new, plan),
+                           cause=cause, from_base=state.base, to_base=new.base, rule=rule)
+            new = _watch_flips(new, t, plan, out)
         state = new
     return state, out
+
+
+_DAY_S = 86400.0
+_UPDOWN = frozenset({"up", "down"})
+
+
+def _watch_flips(s: CheckState, t: Transition, plan: Plan, out: list) -> CheckState:
+    """Append ``t`` to ``out``, counting it against ``flapping_threshold`` when it is an up/down flip.
+
+    More flips than the threshold within a day: one Flapping event, and this flip and the
+    following transitions are held ("flapping"). A flip that finds at most the threshold in
+    the day before it has calmed down: it and what follows are notified again."""
+    limit = plan.flapping_threshold
+    if limit is None:
+        if s.flips is not None or s.flapping:
+            s = _replace(s, flips=None, flapping=False)
+        out.append(t)
+        return s
+    if t.from_base in _UPDOWN and t.to_base in _UPDOWN and t.from_base != t.to_base:
+        at = t.at.timestamp()
+        flips = tuple(f for f in (s.flips or ()) if f > at - _DAY_S)[-limit:] + (at,)
+        if len(flips) > limit and not s.flapping:
+            out.append(Flapping(event_id=stable_id(t.check_id, "flapping", _us(at)), check_id=t.check_id,
+                                project_id=t.project_id, at=t.at, flips=len(flips)))
+            s = _replace(s, flapping=True)
+        elif len(flips) <= limit and s.flapping:
+            s = _replace(s, flapping=False)
+        s = _replace(s, flips=flips)
+    out.append(_replace(t, held="flapping") if s.flapping else t)
+    return s
 
 
 def _ping_reason(event: PingEvent) -> str:
@@ -330,8 +382,9 @@ def apply(
         return state, out
     new = _settle(new, now, plan)
     if _changed(state, new):
-        out.append(transition(check_id, plan, state.status, new.status, now, reason, cause_event_id=cause,
-                              from_base=state.base, to_base=new.base, rule=rule))
+        t = transition(check_id, plan, state.status, new.status, now, reason, cause_event_id=cause,
+                       from_base=state.base, to_base=new.base, rule=rule)
+        new = _watch_flips(new, t, plan, out)
     return _replace(new, partition=partition, offset=offset), out
 
 

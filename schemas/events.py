@@ -10,7 +10,7 @@ Topics (see ``schemas/topics/*.md``):
   (Tick: no key, written to every partition).
 - ``pingstream.checks``: ProjectUpserted, ProjectDeleted, CheckUpserted,
   CheckDeleted — compacted, keyed by ``project:<id>`` / check uuid.
-- ``pingstream.transitions``: Transition, IngestGap — keyed by check uuid.
+- ``pingstream.transitions``: Transition, Flapping, Broken, IngestGap — keyed by check uuid.
 """
 
 from __future__ import annotations
@@ -140,6 +140,8 @@ class CheckConfig(msgspec.Struct, frozen=True, kw_only=True):
     min_runtime_s: float | Literal["auto"] | None = None
     max_runtime_s: float | Literal["auto"] | None = None
     windows: tuple[Window, ...] = ()  # maintenance windows and snoozes of this check
+    flapping_threshold: int | None = None  # more up/down changes than this within a day: one Flapping event
+    broken_after_s: int | None = None  # down this long: one Broken event
     depends_on: tuple[str, ...] = ()  # parent check uuids (same project): while one is down, this one's alerts are held
 
 
@@ -187,6 +189,25 @@ class Transition(_Event, frozen=True, tag="transition"):
     rule: str | None = None
 
 
+class Flapping(_Event, frozen=True, tag="flapping"):
+    """The check changed between up and down more than its ``flapping_threshold`` times within a day:
+    announced once; its transitions are held (``held: "flapping"``) until it calms."""
+
+    check_id: str
+    project_id: str
+    at: datetime
+    flips: int  # up/down changes in the day before ``at``
+
+
+class Broken(_Event, frozen=True, tag="broken"):
+    """The check has been down for its ``broken_after`` seconds: announced once per time down."""
+
+    check_id: str
+    project_id: str
+    at: datetime
+    down_since: datetime
+
+
 class IngestGap(_Event, frozen=True, tag="ingest_gap"):
     """The stream clock saw no ticks from ``start`` to ``end``: data, not jobs, went missing."""
 
@@ -205,6 +226,8 @@ Event = Union[
     CheckUpserted,
     CheckDeleted,
     Transition,
+    Flapping,
+    Broken,
     IngestGap,
 ]
 

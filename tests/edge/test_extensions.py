@@ -57,6 +57,9 @@ async def test_an_update_can_turn_the_extension_off_again(edge):
     ({"max_runtime": "AUTO"}, "max_runtime is neither a number nor auto"),
     ({"max_runtime": 31_536_001}, "max_runtime is too large"),
     ({"min_runtime": 10, "max_runtime": 10}, "min_runtime is not less than max_runtime"),
+    ({"flapping_threshold": 0}, "flapping_threshold is too small"),
+    ({"broken_after": 1.5}, "broken_after is not a number"),
+    ({"broken_after": 0}, "broken_after is too small"),
 ])
 async def test_it_rejects_bad_extension_fields(edge, spec, message):
     status, doc = await _create(edge, **spec)
@@ -99,3 +102,13 @@ async def test_it_rejects_bad_dependencies(edge):
     ):
         r = await edge.client.post(f"/api/v3/checks/{a['uuid']}", json=spec, headers=_key(edge))
         assert (r.status, await r.json()) == (400, {"error": f"json validation error: {message}"}), spec
+
+
+async def test_flapping_and_broken_settings(edge):
+    status, doc = await _create(edge, flapping_threshold=5, broken_after=7 * 86400)
+    assert (status, doc["flapping_threshold"], doc["broken_after"]) == (201, 5, 604800)
+    [upsert] = await edge.events(TOPIC_CHECKS, (CheckUpserted,))
+    assert (upsert.check.flapping_threshold, upsert.check.broken_after_s) == (5, 604800)
+    r = await edge.client.post(f"/api/v3/checks/{doc['uuid']}", json={"flapping_threshold": None, "broken_after": None},
+                               headers=_key(edge))
+    assert not {"flapping_threshold", "broken_after"} & set(await r.json())

@@ -262,3 +262,51 @@ def test_learned_bounds_lie_within_the_runs(durations):
     below = sum(1 for d in kept if d < low)
     above = sum(1 for d in kept if d > high)
     assert below <= 0.01 * len(kept) + 1 and above <= 0.01 * len(kept) + 1
+
+
+# --- flapping and broken ------------------------------------------------------------
+
+from schemas.events import Broken, Flapping, Transition  # noqa: E402
+
+
+def test_a_flapping_check_is_announced_once_and_its_flips_held():
+    p = plan(timeout_s=3 * 86400, grace_s=3600, flapping_threshold=3)
+    kinds = ["success", "fail", "success", "fail", "success", "fail", "success"]
+    state, out = run([(ping(k, T0 + 60 * i, i), T0 + 60 * i) for i, k in enumerate(kinds)], plan=p)
+    flaps = [e for e in out if isinstance(e, Flapping)]
+    assert len(flaps) == 1 and flaps[0].flips == 4 and flaps[0].at.timestamp() == T0 + 240
+    held = [(t.from_base, t.to_base, t.held) for t in out if isinstance(t, Transition)]
+    assert held == [("new", "up", None), ("up", "down", None), ("down", "up", None), ("up", "down", None),
+                    ("down", "up", "flapping"), ("up", "down", "flapping"), ("down", "up", "flapping")]
+    assert state.flapping
+    # A day later a flip finds no others in the day before it: calm again, notified.
+    state, out = apply(state, ping("fail", T0 + 86400 + 400, 99), T0 + 86400 + 400, p, position=(0, 99))
+    assert [(t.to_base, t.held) for t in out] == [("down", None)] and not state.flapping
+
+
+def test_flips_are_kept_bounded():
+    p = plan(timeout_s=3600, grace_s=3600, flapping_threshold=3)
+    kinds = ["success", "fail"] * 50
+    state, _ = run([(ping(k, T0 + i, i), T0 + i) for i, k in enumerate(kinds)], plan=p)
+    assert len(state.flips) <= 4
+
+
+def test_a_check_down_for_broken_after_is_reported_broken_once():
+    p = plan(broken_after_s=3 * 86400)
+    state, out = run([(ping("success", T0), T0), (ping("fail", T0 + 10, 1), T0 + 10)], plan=p,
+                     until=T0 + 10 + 5 * 86400)
+    broken = [e for e in out if isinstance(e, Broken)]
+    assert len(broken) == 1
+    assert broken[0].at.timestamp() == T0 + 10 + 3 * 86400 and broken[0].down_since.timestamp() == T0 + 10
+    assert state.broken and state.deadline is None and state.status == "down"
+    # up again, then down again: a new time down, reported again
+    state, out = apply(state, ping("success", T0 + 6 * 86400, 2), T0 + 6 * 86400, p, position=(0, 2))
+    state, out = apply(state, ping("fail", T0 + 6 * 86400 + 1, 3), T0 + 6 * 86400 + 1, p, position=(0, 3))
+    state, out = expire(state, T0 + 10 * 86400, p, CHECK)
+    assert [type(e) for e in out] == [Broken]
+
+
+def test_without_the_settings_there_are_no_such_events():
+    kinds = ["success", "fail"] * 10
+    state, out = run([(ping(k, T0 + i, i), T0 + i) for i, k in enumerate(kinds)], plan=PLAN, until=T0 + 30 * 86400)
+    assert all(isinstance(e, Transition) and e.held is None for e in out)
