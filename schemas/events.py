@@ -10,7 +10,8 @@ Topics (see ``schemas/topics/*.md``):
   (Tick: no key, written to every partition).
 - ``pingstream.checks``: ProjectUpserted, ProjectDeleted, CheckUpserted,
   CheckDeleted — compacted, keyed by ``project:<id>`` / check uuid.
-- ``pingstream.transitions``: Transition, Flapping, Broken, IngestGap — keyed by check uuid.
+- ``pingstream.transitions``: Transition, Flapping, Broken, IngestGap, IngestAnomaly — keyed by check uuid
+  (the last two: no key).
 """
 
 from __future__ import annotations
@@ -216,6 +217,19 @@ class IngestGap(_Event, frozen=True, tag="ingest_gap"):
     partition: int
 
 
+class IngestAnomaly(_Event, frozen=True, tag="ingest_anomaly"):
+    """The volume gate: the project's pings in the minute ``start``..``end`` fell abnormally below the
+    same minute on earlier days (``baseline``, the median); its checks' deadlines in that minute
+    (``unknown``: how many) were postponed instead of firing: their outcome is unknown."""
+
+    project_id: str
+    start: datetime
+    end: datetime
+    volume: int
+    baseline: float
+    unknown: int
+
+
 Event = Union[
     PingEvent,
     Paused,
@@ -229,6 +243,7 @@ Event = Union[
     Flapping,
     Broken,
     IngestGap,
+    IngestAnomaly,
 ]
 
 KNOWN_TYPES = frozenset(t.__struct_config__.tag for t in Event.__args__)
