@@ -128,7 +128,7 @@ class Monitor:
         plan = self.plans.get(check_id, event.project_id)
         new, transitions = apply(
             old, event, at, plan, position=(record.partition, record.offset),
-            gaps=self._gaps(record.partition, plan.project_id),
+            gaps=self.clock.gaps_of(record.partition), unknown=self._unknown(plan.project_id),
         )
         self._put(check_id, old, new)
         self._emit(check_id, plan.project_id, transitions)
@@ -153,20 +153,15 @@ class Monitor:
         self.plans.changed.clear()
         self._flush()
 
-    def _gaps(self, partition: int, project_id: str) -> tuple:
-        """Spans whose deadlines are postponed: the partition's ingest gaps, the project's volume anomalies."""
-        gaps = self.clock.gaps_of(partition)
-        if self.gate is not None:
-            spans = self.gate.spans_of(project_id)
-            if spans:
-                gaps = gaps + spans
-        return gaps
+    def _unknown(self, project_id: str) -> tuple:
+        """The project's volume anomalies: deadlines in them have unknown outcomes."""
+        return self.gate.spans_of(project_id) if self.gate is not None else ()
 
     def advance(self) -> None:
         """Fire every deadline the global clock has passed, earliest first.
 
         With the volume gate, only deadlines of minutes the gate has judged (complete ones) fire;
-        those in a project's anomalous minute are postponed (counted as unknown outcomes)."""
+        those in a project's anomalous minute have unknown outcomes (counted)."""
         now = self.clock.now
         if now is None:
             return
@@ -182,7 +177,8 @@ class Monitor:
             if anomalies and self.gate.covers(plan.project_id, due):
                 key = (plan.project_id, int(due // 60))
                 unknown[key] = unknown.get(key, 0) + 1  # a missed deadline: its outcome is unknown
-            new, transitions = expire(state, now, plan, check_id, self._gaps(state.partition, plan.project_id))
+            new, transitions = expire(state, now, plan, check_id, self.clock.gaps_of(state.partition),
+                                      self._unknown(plan.project_id))
             self._put(check_id, state, new)
             self._emit(check_id, plan.project_id, transitions)
         self._flush()

@@ -216,19 +216,47 @@ def _counted(reason: str, s: CheckState, plan: Plan) -> str:
     return reason
 
 
+def _unknown(s: CheckState, due: float, plan: Plan) -> CheckState | None:
+    """A deadline inside a volume anomaly (``monitor.volume``): its outcome is unknown, neither a
+    failure nor a success. A run's outcome is forgotten; an overdue ping or an ending grace period
+    moves the check on to its next period. None: a deadline of another kind (postpone it)."""
+    if s.last_start is not None:
+        return _replace(s, last_start=None)
+    if s.base == "up" and s.grace_start is not None:
+        return _replace(s, grace_start=plan.next_expected(s.grace_start))
+    return None
+
+
 def expire(
-    state: CheckState, now: float, plan: Plan, check_id: str, gaps: Gaps = ()
+    state: CheckState, now: float, plan: Plan, check_id: str, gaps: Gaps = (), unknown: Gaps = ()
 ) -> tuple[CheckState, list[Transition]]:
     """Fire every deadline at or before ``now``, in order (up → grace → down can happen in one call).
 
     A run over its time and a missed period are failures: below ``failure_threshold`` the run is
-    forgotten, or the check waits for its next period, and the base status stays as it was."""
+    forgotten, or the check waits for its next period, and the base status stays as it was.
+
+    ``unknown``: spans of a volume anomaly; a deadline inside one has an unknown outcome (see
+    ``_unknown``), reported with ``rule="volume_gate"`` when the displayed status changes."""
     out: list[Transition] = []
     while state.deadline is not None and state.deadline <= now:
         due = state.deadline
         shift = _gap_shift(due, gaps)
         if shift > 0:
             state = _postpone(state, shift)
+            continue
+        span = _gap_shift(due, unknown) if unknown else 0.0
+        if span > 0:
+            new = _unknown(state, due, plan)
+            if new is None:
+                state = _postpone(state, span)
+                continue
+            new = _settle(new, due, plan)
+            if _changed(state, new):
+                out.append(transition(check_id, plan, state.status, new.status, due,
+                                      "outcome unknown: the project's ping volume fell abnormally",
+                                      cause=f"unknown:{_us(due)}:{state.offset}", from_base=state.base,
+                                      to_base=new.base, rule="volume_gate"))
+            state = new
             continue
         rule = None
         if state.last_start is not None:
@@ -340,6 +368,7 @@ def apply(
     *,
     position: tuple[int, int] = (-1, -1),
     gaps: Gaps = (),
+    unknown: Gaps = (),
 ) -> tuple[CheckState, list[Transition]]:
     """Fold one event (at stream time ``now``) read from ``position`` = (partition, offset)."""
     partition, offset = position
@@ -350,7 +379,7 @@ def apply(
     check_id = event.check_id
     # Deadlines that passed before this event happened come first: a ping after
     # grace + timeout means the check was down in between (as Healthchecks' sendalerts would have said).
-    state, out = expire(state, now, plan, check_id, gaps)
+    state, out = expire(state, now, plan, check_id, gaps, unknown)
     reason, cause, rule = "", event.event_id, None
     if isinstance(event, PingEvent):
         kind = event.kind

@@ -6,14 +6,14 @@ moving). Like Sentry's volume anomaly detection, the gate counts each project's 
 minute of stream time and compares a minute, once the clock has passed it, with the same
 minute on earlier days: the median of up to ``DAYS`` earlier days, with at least
 ``MIN_DAYS`` of them and a median of at least ``MIN_BASELINE`` pings. A minute whose volume
-fell by more than ``DROP`` of that is an anomaly: the project's deadlines in it are not
-fired but postponed by it, as deadlines inside an ingest gap are (``monitor.transitions``);
-they become ``unknown`` (counted in the ``IngestAnomaly`` event) instead of downs. A
-postponed deadline lands in the next minute; when volume has returned there it fires as
-usual, so a check that really stopped still goes down, one anomaly later. A drop lasting
-longer than ``MAX_ANOMALY_MINUTES`` is not held back any further: from then on its deadlines
-fire (a lasting change of the fleet is not an outage to wait out; the baseline follows it
-after a few days).
+fell by more than ``DROP`` of that is an anomaly: the project's deadlines in it have an
+unknown outcome instead of firing (``monitor.transitions._unknown``: a check whose ping was
+due moves on to its next period, a run's outcome is forgotten), counted in the
+``IngestAnomaly`` event. Nothing goes down for a ping that may have been lost on the way;
+a check that really stopped misses its next period too, after volume has returned, and goes
+down then. A drop lasting longer than ``MAX_ANOMALY_MINUTES`` is not held back any further:
+from then on its deadlines fire (a lasting change of the fleet is not an outage to wait
+out; the baseline follows it after a few days).
 
 Pure bookkeeping, no I/O; the monitor holds it when ``PINGSTREAM_VOLUME_GATE`` is on. With
 the gate on, deadlines fire once their minute is complete (up to a minute later than without).
@@ -21,7 +21,6 @@ the gate on, deadlines fire once their minute is complete (up to a minute later 
 
 from __future__ import annotations
 
-from collections import deque
 from statistics import median
 
 MINUTE_S = 60.0
@@ -40,7 +39,7 @@ class VolumeGate:
     def __init__(self) -> None:
         self.counts: dict[str, dict[int, int]] = {}  # project -> minute number -> pings
         self.first: dict[str, int] = {}  # project -> first minute it had a ping
-        self.spans: dict[str, deque[tuple[float, float]]] = {}  # project -> recent anomalous spans
+        self.spans: dict[str, tuple[tuple[float, float], ...]] = {}  # project -> recent anomalous minutes
         self.decided: int | None = None  # every minute before this one has been judged
         self.running: dict[str, int] = {}  # project -> consecutive anomalous minutes so far
 
@@ -100,8 +99,8 @@ class VolumeGate:
     def _mark(self, project_id: str, minute: int) -> None:
         # One span per minute, also for consecutive ones: a deadline postponed out of one minute
         # into the next anomalous one is postponed again by that minute, not by the whole run.
-        spans = self.spans.setdefault(project_id, deque(maxlen=SPANS_KEPT))
-        spans.append((minute * MINUTE_S - _EDGE, (minute + 1) * MINUTE_S - _EDGE))
+        span = (minute * MINUTE_S - _EDGE, (minute + 1) * MINUTE_S - _EDGE)
+        self.spans[project_id] = (self.spans.get(project_id, ()) + (span,))[-SPANS_KEPT:]
 
     def _forget(self, before: int) -> None:
         for counts in self.counts.values():
@@ -110,8 +109,7 @@ class VolumeGate:
                     del counts[m]
 
     def spans_of(self, project_id: str) -> tuple[tuple[float, float], ...]:
-        spans = self.spans.get(project_id)
-        return tuple(spans) if spans else ()
+        return self.spans.get(project_id, ())
 
     def covers(self, project_id: str, at: float) -> tuple[float, float] | None:
         for span in self.spans.get(project_id, ()):

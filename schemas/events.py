@@ -220,7 +220,7 @@ class IngestGap(_Event, frozen=True, tag="ingest_gap"):
 class IngestAnomaly(_Event, frozen=True, tag="ingest_anomaly"):
     """The volume gate: the project's pings in the minute ``start``..``end`` fell abnormally below the
     same minute on earlier days (``baseline``, the median); its checks' deadlines in that minute
-    (``unknown``: how many) were postponed instead of firing: their outcome is unknown."""
+    (``unknown``: how many) did not fire: their outcome is unknown, the checks moved on to their next period."""
 
     project_id: str
     start: datetime

@@ -310,3 +310,30 @@ def test_without_the_settings_there_are_no_such_events():
     kinds = ["success", "fail"] * 10
     state, out = run([(ping(k, T0 + i, i), T0 + i) for i, k in enumerate(kinds)], plan=PLAN, until=T0 + 30 * 86400)
     assert all(isinstance(e, Transition) and e.held is None for e in out)
+
+
+# --- unknown outcomes (the volume gate's anomalous minutes) -------------------------------
+
+
+def test_a_deadline_in_an_anomalous_minute_moves_the_check_to_its_next_period():
+    state, _ = run([(ping("success", T0), T0)], plan=PLAN)
+    span = ((T0 + 60 - 1, T0 + 110),)  # the expected ping (T0 + 60) falls inside
+    state, out = expire(state, T0 + 100, PLAN, CHECK, unknown=span)
+    assert out == [] and state.status == "up" and state.grace_start == T0 + 120 and state.fails == 0
+    state, out = expire(state, T0 + 121, PLAN, CHECK, unknown=span)
+    assert [t.to_status for t in out] == ["grace"]  # the next period is judged as usual
+
+
+def test_in_grace_when_the_anomaly_starts_back_to_up_with_the_rule():
+    state, _ = run([(ping("success", T0), T0)], plan=PLAN, until=T0 + 70)
+    assert state.status == "grace"
+    state, out = expire(state, T0 + 95, PLAN, CHECK, unknown=((T0 + 80, T0 + 140),))
+    assert [(t.from_status, t.to_status, t.rule) for t in out] == [("grace", "up", "volume_gate")]
+    assert state.base == "up" and state.grace_start == T0 + 120
+
+
+def test_a_run_in_an_anomalous_minute_is_forgotten_not_failed():
+    state, _ = run([(ping("success", T0), T0), (ping("start", T0 + 1, 1), T0 + 1)], plan=plan(max_runtime_s=10))
+    state, out = expire(state, T0 + 20, plan(max_runtime_s=10), CHECK, unknown=((T0 + 5, T0 + 15),))
+    assert state.base == "up" and state.last_start is None
+    assert [(t.from_status, t.to_status, t.rule) for t in out] == [("started", "up", "volume_gate")]
