@@ -87,3 +87,23 @@ async def test_a_run_too_long_goes_down_before_it_finishes(system):
         assert (await session.get(url)).status == 200  # the finish, late: a success brings it back up
         doc = await _wait_for(lambda: _get_check(session, s, check["uuid"]), lambda d: d["status"] == "up", 5)
         assert doc["status"] == "up"
+
+
+async def test_a_snoozed_check_goes_down_and_the_webhook_sees_it_held(system, aiohttp_server):
+    """Status still changes and is recorded inside a snooze; the transition says its notification is held."""
+    s, received = await _with_webhook(system, aiohttp_server)
+    headers = {"X-Api-Key": s.keys["api_key"]}
+    async with aiohttp.ClientSession() as session:
+        check = await _create_check(session, s, name="snoozed", timeout=1, grace=1)
+        r = await session.post(f"{s.url}/api/v3/checks/{check['uuid']}/snooze", json={"duration": 600}, headers=headers)
+        assert r.status == 201
+        assert (await session.get(f"{s.url}/ping/{check['uuid']}")).status == 200
+        doc = await _wait_for(lambda: _get_check(session, s, check["uuid"]), lambda d: d["status"] == "down", 8)
+        assert doc["status"] == "down"
+        flips = await _wait_for(lambda: _flips(session, s, check["uuid"]), lambda f: f == [0, 1], 5)
+        assert flips == [0, 1]  # recorded as always
+    deadline = time.monotonic() + 10
+    while not any(t.get("to_status") == "down" for t in received) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    downs = [t for t in received if t.get("to_status") == "down"]
+    assert downs and downs[0]["held"] == "snooze" and downs[0]["check_id"] == check["uuid"]

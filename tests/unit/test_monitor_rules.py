@@ -337,3 +337,14 @@ def test_a_run_in_an_anomalous_minute_is_forgotten_not_failed():
     state, out = expire(state, T0 + 20, plan(max_runtime_s=10), CHECK, unknown=((T0 + 5, T0 + 15),))
     assert state.base == "up" and state.last_start is None
     assert [(t.from_status, t.to_status, t.rule) for t in out] == [("started", "up", "volume_gate")]
+
+
+def test_a_state_persisted_before_the_rules_still_loads():
+    """The monitor-state topic holds states written by the version before these fields (shorter arrays)."""
+    from monitor import store
+
+    old = b'["up","up",1.0,61.0,null,61.0,3,123,null]'
+    state = store._state_decoder.decode(old)
+    assert (state.base, state.fails, state.oks, state.runs, state.flapping, state.down_since) == (
+        "up", 0, 0, None, False, None)
+    assert store._state_decoder.decode(store.encode_state(state)) == state
