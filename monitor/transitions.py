@@ -35,6 +35,23 @@ a ping's new status, pause, resume, and the missed deadline ``sendalerts``
 marks down) and is emitted, with ``from_base``/``to_base``, even when the
 displayed status stays the same.
 
+pingstream's rules (issue #19; each off by default, which is Healthchecks):
+
+- ``failure_threshold`` / ``recovery_threshold``: fail pings, missed periods, runs over
+  time and runs too short are failures; the base status goes down only at the Nth
+  consecutive one (below it a missed period waits for the next period, a run over time
+  is forgotten) and back up only at the Mth consecutive success (``_judge``).
+- ``max_runtime_s``: a run deadline from its start (before any finish); ``min_runtime_s``:
+  judged at the finish; ``"auto"``: learned from the check's runs (``monitor.learned``).
+- ``flapping_threshold``: more up/down flips than this within a day: one ``Flapping``
+  event, the flips held until it calms (``_watch_flips``); ``broken_after_s``: a deadline
+  of a down check, one ``Broken`` event.
+- ``unknown`` spans (the volume gate's anomalous minutes): a deadline inside one is
+  neither a failure nor a success (``_unknown``).
+
+Every transition says which rule made it (``rule``); holds for windows and
+dependencies are decided outside the fold, by ``monitor.holds``.
+
 Deadlines inside an ingest gap (stream time pingstream did not hear) are
 postponed by the gap's length: time we were deaf does not count against a
 check, so no check goes down because of our own outage. The check's anchors
