@@ -77,6 +77,8 @@ class Monitor:
         In two passes: first every check's own ups and downs of this step, then the holds, so a
         child whose deadline fired in the same step as its parent's (before it, in heap order)
         still sees the parent down."""
+        if not self._pending:
+            return
         pending, self._pending = self._pending, []
         for _, _, transitions in pending:
             for t in transitions:
@@ -119,8 +121,11 @@ class Monitor:
         if isinstance(event, Tick):
             return
         # Other checks' deadlines up to now fire before this event (a parent that went down
-        # earlier is down when this check's transition is judged).
-        self.advance()
+        # earlier is down when this check's transition is judged). The clock is never past the
+        # event's time: nothing queued before it, nothing to fire.
+        earliest = self.heap.earliest()
+        if earliest is not None and earliest <= at:
+            self.advance()
         check_id = sys.intern(event.check_id)
         if self.gate is not None and isinstance(event, PingEvent):
             self.gate.count(event.project_id, at)
