@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from schemas.events import CheckConfig, as_utc, utcnow
 
 from .badges import check_badge_key
+from .extensions import extension_document, uses_rules
 from .schedule import next_expected, to_datetime
 from .spec import unique_key
 
@@ -62,6 +63,8 @@ def status(check: CheckConfig, state: dict | None, now: datetime | None = None, 
     """Healthchecks' ``Check.get_status(with_started=v == 1)`` at ``now``: new, up, grace, down, paused
     (and started, in API v1 only, while a run is within its grace time)."""
     now = now or utcnow()
+    if uses_rules(check):
+        return _ruled_status(check, state, v)
     base, last_ping, last_start = _stored(with_registry(check, state))
     grace = timedelta(seconds=check.grace_s)
     if last_start is not None:
@@ -77,6 +80,23 @@ def status(check: CheckConfig, state: dict | None, now: datetime | None = None, 
     if now >= grace_start + grace:
         return "down"
     return "grace" if now >= grace_start else "up"
+
+
+def _ruled_status(check: CheckConfig, state: dict | None, v: int) -> str:
+    """The status of a check that uses pingstream's rules (thresholds, run time bounds): what the
+    monitor last decided (its newest transition), as only the monitor counts consecutive failures.
+    A pause or resume the API accepted after that reads as the call left the check."""
+    word = state.get("monitor") if state else None
+    calls = [(at, paused) for at, paused in ((check.paused_at, True), (check.resumed_at, False)) if at is not None]
+    if calls:
+        at, paused = max(calls)
+        if word is None or as_utc(word["at"]) < at:
+            return "paused" if paused else "new"
+    if word is None:
+        return "paused" if state and state["status"] == "paused" else "new"
+    if word["to_status"] == "started" and v != 1:
+        return word["to_base"] or "up"
+    return word["to_status"]
 
 
 def next_ping(check: CheckConfig, state: dict | None, now: datetime | None = None) -> datetime | None:
@@ -159,6 +179,7 @@ def check_document(
             channels="",
         )
     result.update(_schedule(check, "timeout", "schedule", "tz"))
+    result.update(extension_document(check))  # nothing unless the check uses pingstream's extension
     return result
 
 

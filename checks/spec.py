@@ -18,6 +18,7 @@ import msgspec
 
 from schemas.events import CheckConfig
 
+from .extensions import ExtensionError, bounds_error, extension_changes, validate_extension
 from .schedule import guess_kind, schedule_is_valid
 
 MAX_PERIOD_S = 31_536_000
@@ -176,6 +177,10 @@ def validate(data: dict, min_timeout_s: int = 60) -> dict:
             if item not in UNIQUE_FIELDS:
                 raise SpecError("an item in 'unique' has unexpected value")
         out["unique"] = unique
+    try:
+        out.update(validate_extension(data))  # pingstream's own fields, after Healthchecks'
+    except ExtensionError as exc:
+        raise SpecError(str(exc)) from None
     return out
 
 
@@ -233,7 +238,9 @@ def unique_key(check_id: str) -> str:
 
 
 def apply_spec(check: CheckConfig, spec: dict, version: int) -> CheckConfig:
-    """Healthchecks' _update: only the fields the (validated) spec names change."""
+    """Healthchecks' _update: only the fields the (validated) spec names change.
+
+    Raises SpecError when the extension's run time bounds end up crossed."""
     changes: dict = {}
     if "name" in spec and spec["name"] != check.name:
         changes["name"] = spec["name"]
@@ -265,7 +272,12 @@ def apply_spec(check: CheckConfig, spec: dict, version: int) -> CheckConfig:
     ):
         if key in spec:
             changes[field] = spec[key]
-    return msgspec.structs.replace(check, **changes)
+    changes.update(extension_changes(spec))
+    check = msgspec.structs.replace(check, **changes)
+    problem = bounds_error(check)
+    if problem is not None:
+        raise SpecError(problem)
+    return check
 
 
 def find_unique(checks: list[CheckConfig], spec: dict) -> CheckConfig | None:

@@ -12,7 +12,7 @@ from runtime.config import Config
 from runtime.eventlog.base import EventLog
 from runtime.registry import Registry
 
-from . import analytics, badges, board, checkin, management, openapi, pings, prometheus
+from . import analytics, badges, board, checkin, management, openapi, pings, prometheus, windows
 from .fastpath.handler import count_bad_request
 from .keys import CLICKHOUSE, CONFIG, EVENT_LOG, LIMITERS, REGISTRY, Limiters
 
@@ -82,6 +82,7 @@ def create_app(config: Config, event_log: EventLog, registry: Registry, clickhou
         app[CLICKHOUSE] = clickhouse
     pings.add_routes(app)
     management.add_routes(app)
+    windows.add_routes(app)
     badges.add_routes(app)
     checkin.add_routes(app)
     analytics.add_routes(app)

@@ -15,6 +15,7 @@ import msgspec
 from aiohttp import web
 
 from checks.document import after_pause, after_resume, check_document, isostring, ping_document, with_registry
+from checks.extensions import dependency_error
 from checks.spec import SpecError, apply_spec, channels_error, find_unique, may_create, validate
 from schemas.events import TOPIC_PINGS, CheckConfig, CheckDeleted, Paused, Resumed, encode, utcnow, uuid7
 
@@ -39,6 +40,20 @@ def _spec(request: web.Request, api: ApiRequest) -> dict:
     except SpecError as exc:
         raise ApiError(str(exc)) from None
     return spec
+
+
+def _apply(request: web.Request, check: CheckConfig, spec: dict, api: ApiRequest) -> CheckConfig:
+    try:
+        updated = apply_spec(check, spec, api.version)
+    except SpecError as exc:
+        raise ApiError(str(exc)) from None
+    if "depends_on" in spec and updated.depends_on:
+        checks = {c.id: c for c in request.app[REGISTRY].project_checks(api.project.id)}
+        checks[updated.id] = updated
+        problem = dependency_error(updated, checks)
+        if problem is not None:
+            raise ApiError(str(SpecError(problem)))
+    return updated
 
 
 def _check_channels(spec: dict) -> None:
@@ -79,7 +94,7 @@ async def create_check(request: web.Request, api: ApiRequest) -> web.Response:
         raise ApiError(None, 403)  # upstream's HttpResponseForbidden() when the check limit is reached
     _check_channels(spec)
     base = existing or CheckConfig(id=str(uuid7()), project_id=api.project.id, created=utcnow())
-    check = apply_spec(base, spec, api.version)
+    check = _apply(request, base, spec, api)
     if created or check != existing:
         await save_check(request, check)
     return _document(request, api, check, await _state(request, check), http_status=201 if created else 200)
@@ -97,7 +112,7 @@ async def update_check(request: web.Request, api: ApiRequest) -> web.Response:
     st = await _state(request, check)
     spec = _spec(request, api)
     _check_channels(spec)
-    updated = apply_spec(check, spec, api.version)
+    updated = _apply(request, check, spec, api)
     if updated != check:
         await save_check(request, updated)
     return _document(request, api, updated, st)

@@ -44,12 +44,37 @@ _CHECK_SPEC = {
         "filter_http_body": {"type": "boolean"},
         "filter_default_fail": {"type": "boolean"},
         "unique": {"type": "array", "items": {"enum": ["name", "slug", "tags", "timeout", "grace"]}},
+        **{name: {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1, "description": text}
+           for name, text in (
+               ("failure_threshold", "pingstream extension: consecutive failures (fail pings, missed periods, "
+                                     "runs over max_runtime or under min_runtime) before the check goes down"),
+               ("recovery_threshold", "pingstream extension: consecutive successes before a down check is up"))},
+        "flapping_threshold": {"type": ["integer", "null"], "minimum": 1, "maximum": 1000, "default": None,
+                               "description": "pingstream extension: more up/down changes than this within a day "
+                                              "are announced once (a flapping event), the flips held until it calms"},
+        "broken_after": {"type": ["integer", "null"], "minimum": 1, "maximum": 31536000, "default": None,
+                         "description": "pingstream extension: seconds down before one broken event"},
+        "depends_on": {"type": "array", "maxItems": 20, "items": _UUID, "default": [],
+                       "description": "pingstream extension: parent checks of the same project; while one is down, "
+                                      "this check's transitions are held (dependency:<uuid>)"},
+        **{name: {"oneOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 31536000}, {"const": "auto"},
+                            {"type": "null"}], "default": None, "description": text}
+           for name, text in (
+               ("min_runtime", "pingstream extension: seconds; a run (start to success) shorter than this is a "
+                               "failure; auto: the 1st percentile of the check's recent runs"),
+               ("max_runtime", "pingstream extension: seconds; a run still going this long after its start is "
+                               "a failure, before its finish arrives; auto: the 99th percentile of its recent runs"))},
     },
 }
 _CHECK = {"type": "object", "properties": {
     "name": {"type": "string"}, "slug": {"type": "string"}, "status": {"type": "string"},
     "n_pings": {"type": "integer"}, "last_ping": {"type": ["string", "null"]}, "uuid": _UUID,
-    "filter_http_body": {"type": "boolean"}, "filter_default_fail": {"type": "boolean"}, "badge_url": {"type": "string"}}}
+    "filter_http_body": {"type": "boolean"}, "filter_default_fail": {"type": "boolean"}, "badge_url": {"type": "string"},
+    # pingstream's extension: present only when set to something other than the default
+    "failure_threshold": {"type": "integer"}, "recovery_threshold": {"type": "integer"},
+    "min_runtime": {"type": ["number", "string"]}, "max_runtime": {"type": ["number", "string"]},
+    "flapping_threshold": {"type": "integer"}, "broken_after": {"type": "integer"},
+    "depends_on": {"type": "array", "items": _UUID}}}
 _AUTH = [{"apiKey": []}]
 
 
@@ -147,6 +172,7 @@ def build(public_url: str) -> dict:
                                                             "404": err}} for m in ("get", "post")},
     }
     paths.update(_analytics_paths())
+    paths.update(_window_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "pingstream", "version": "0.1.0",
@@ -197,6 +223,47 @@ def _analytics_paths() -> dict:
         "/api/v3/analytics/failure-rate": op("Failure rate per check", [*span, limit, fmt]),
         "/api/v3/analytics/p95-growth": op("Week-over-week p95 growth", [
             q("until", time), q("weeks_ago", {"type": "integer", "minimum": 0}), limit, fmt]),
+    }
+
+
+def _window_paths() -> dict:
+    """Maintenance windows and snooze (pingstream's extension, ingest/windows.py)."""
+    err = {"description": "error", "content": _json(_ERROR)}
+    window = {"type": "object", "properties": {
+        "id": _UUID, "kind": {"enum": ["maintenance", "snooze"]},
+        "start": {"type": "string", "format": "date-time"}, "end": {"type": "string", "format": "date-time"},
+        "cron": {"type": "string"}, "duration": {"type": "integer"}, "tz": {"type": "string"}}}
+    new_window = {"oneOf": [
+        {"type": "object", "required": ["start", "end"], "properties": {
+            "start": {"type": "string", "format": "date-time"}, "end": {"type": "string", "format": "date-time"}}},
+        {"type": "object", "required": ["cron", "duration"], "properties": {
+            "cron": {"type": "string"}, "duration": {"type": "integer", "minimum": 1, "maximum": 366 * 86400},
+            "tz": {"type": "string", "default": "UTC"}}}]}
+    listing = {"description": "OK", "content": _json({"type": "object", "properties": {
+        "windows": {"type": "array", "items": window}}})}
+    one = {"description": "OK", "content": _json(window)}
+    errors = {s: err for s in ("400", "401", "403", "404")}
+
+    def op(summary: str, params: list, responses: dict, body: dict | None = None) -> dict:
+        out = {"summary": summary + " (pingstream extension)", "security": _AUTH, "parameters": params,
+               "responses": {**responses, **errors}}
+        if body is not None:
+            out["requestBody"] = {"content": _json(body)}
+        return out
+
+    uuid, wid = _param("uuid"), _param("id")
+    return {
+        "/api/v3/checks/{uuid}/windows/": {
+            "get": op("A check's maintenance windows", [uuid], {"200": listing}),
+            "post": op("Add a maintenance window to a check: notifications inside it are held", [uuid],
+                       {"201": one}, new_window)},
+        "/api/v3/checks/{uuid}/windows/{id}": {"delete": op("Remove a check's window", [uuid, wid], {"200": one})},
+        "/api/v3/checks/{uuid}/snooze": {"post": op("Snooze a check: a window from now", [uuid], {"201": one}, {
+            "type": "object", "required": ["duration"], "properties": {"duration": {"type": "integer", "minimum": 1}}})},
+        "/api/v3/windows/": {
+            "get": op("The project's maintenance windows (every check's)", [], {"200": listing}),
+            "post": op("Add a maintenance window to the project", [], {"201": one}, new_window)},
+        "/api/v3/windows/{id}": {"delete": op("Remove a project window", [wid], {"200": one})},
     }
 
 

@@ -82,6 +82,10 @@ class DeadlineHeap:
         if due is not None:
             heapq.heappush(self._heap, (due, check_id))
 
+    def earliest(self) -> float | None:
+        """The earliest due time queued (maybe a stale entry), or None."""
+        return self._heap[0][0] if self._heap else None
+
     def pop_due(self, now: float) -> Iterator[tuple[float, str]]:
         """Pop entries with due <= now, earliest first (entries pushed meanwhile are seen too)."""
         heap = self._heap

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from schemas.events import CheckConfig, CheckDeleted, CheckUpserted, ProjectDeleted
+from schemas.events import CheckConfig, CheckDeleted, CheckUpserted, ProjectDeleted, ProjectUpserted, Window
 
 from .transitions import Plan
 
@@ -24,6 +24,12 @@ def plan_of(check: CheckConfig) -> Plan:
         schedule=check.schedule,
         tz=check.tz,
         manual_resume=check.manual_resume,
+        failure_threshold=check.failure_threshold,
+        recovery_threshold=check.recovery_threshold,
+        min_runtime_s=check.min_runtime_s,
+        max_runtime_s=check.max_runtime_s,
+        flapping_threshold=check.flapping_threshold,
+        broken_after_s=None if check.broken_after_s is None else float(check.broken_after_s),
     )
 
 
@@ -33,6 +39,10 @@ class PlanBook:
         self.changed: set[str] = set()  # plans that differ from before: the service reconfigures those checks
         self.deleted: set[str] = set()
         self._interned: dict[Plan, Plan] = {}
+        # Maintenance windows, kept apart from the plans: they hold notifications, they move no deadline.
+        self.check_windows: dict[str, tuple[Window, ...]] = {}
+        self.project_windows: dict[str, tuple[Window, ...]] = {}
+        self.parents: dict[str, tuple[str, ...]] = {}  # depends_on, for checks that have it
 
     def apply(self, event) -> None:
         if isinstance(event, CheckUpserted):
@@ -43,15 +53,36 @@ class PlanBook:
                 self.plans[check_id] = plan
                 self.changed.add(check_id)
             self.deleted.discard(check_id)
+            if event.check.windows:
+                self.check_windows[check_id] = event.check.windows
+            else:
+                self.check_windows.pop(check_id, None)
+            if event.check.depends_on:
+                self.parents[check_id] = tuple(sys.intern(p) for p in event.check.depends_on)
+            else:
+                self.parents.pop(check_id, None)
+        elif isinstance(event, ProjectUpserted):
+            if event.project.windows:
+                self.project_windows[event.project.id] = event.project.windows
+            else:
+                self.project_windows.pop(event.project.id, None)
         elif isinstance(event, CheckDeleted):
+            self.check_windows.pop(event.check_id, None)
+            self.parents.pop(event.check_id, None)
             if self.plans.pop(event.check_id, None) is not None:
                 self.deleted.add(event.check_id)
             self.changed.discard(event.check_id)
         elif isinstance(event, ProjectDeleted):
+            self.project_windows.pop(event.project_id, None)
             for check_id in [c for c, p in self.plans.items() if p.project_id == event.project_id]:
                 del self.plans[check_id]
                 self.deleted.add(check_id)
                 self.changed.discard(check_id)
+
+    def windows(self, check_id: str, project_id: str) -> tuple[Window, ...]:
+        """The windows that may hold the check's notifications: its own and its project's."""
+        own, shared = self.check_windows.get(check_id, ()), self.project_windows.get(project_id, ())
+        return own + shared if own and shared else own or shared
 
     def get(self, check_id: str, project_id: str) -> Plan:
         """The check's plan; Healthchecks' defaults (1 day + 1 hour) while the registry has not caught up.

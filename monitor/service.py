@@ -26,6 +26,7 @@ from . import store
 from .clock import DeadlineHeap, StreamClock
 from .plans import PlanBook
 from .state import Monitor
+from .volume import VolumeGate
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ async def run(
             registry_task.result()  # re-raise a registry failure
         if stop.is_set():
             return
-        await _consume(event_log, Monitor(plans, StreamClock([], gap_threshold_s or gap_threshold(config))),
+        gate = VolumeGate() if config.volume_gate else None
+        await _consume(event_log, Monitor(plans, StreamClock([], gap_threshold_s or gap_threshold(config)), gate),
                        stop, batch_max)
     finally:
         for task in (*waiters, registry_task):
@@ -91,6 +93,7 @@ async def _consume(event_log: EventLog, monitor: Monitor, stop: asyncio.Event, b
             stop=stop, logger=log)
         monitor.clock.assign(sorted(owned))
         monitor.states = {}
+        monitor.down = {}
         monitor.heap = DeadlineHeap()
         monitor.restore(states, clocks)
         log.info("monitor owns partitions %s: %d check states restored", sorted(owned), len(states))

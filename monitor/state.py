@@ -5,15 +5,18 @@ and writes what ``take`` hands back."""
 from __future__ import annotations
 
 import logging
+import math
 import sys
 
 from checks.schedule import to_datetime
-from schemas.events import IngestGap, Paused, PingEvent, Resumed, Tick, decode, stable_id
+from schemas.events import IngestAnomaly, IngestGap, Paused, PingEvent, Resumed, Tick, decode, stable_id
 
 from . import store
 from .clock import DeadlineHeap, StreamClock
+from .holds import Down, hold, note_down
 from .plans import PlanBook
 from .transitions import CheckState, apply, expire, reconfigure
+from .volume import VolumeGate
 
 log = logging.getLogger(__name__)
 
@@ -33,22 +36,27 @@ def _us(t: float) -> str:
 class Monitor:
     """State of one running monitor: check states, clock, heap, and what the current batch changed."""
 
-    def __init__(self, plans: PlanBook, clock: StreamClock) -> None:
+    def __init__(self, plans: PlanBook, clock: StreamClock, volume_gate: VolumeGate | None = None) -> None:
         self.plans = plans
         self.clock = clock
+        self.gate = volume_gate
         self.states: dict[str, CheckState] = {}
         self.heap = DeadlineHeap()
         self.out: list = []  # events for pingstream.transitions, in order
         self.dirty: set[str] = set()  # check ids whose state changed in this batch
         self.dirty_clock: set[int] = set()
         self.poison: list = []  # (record, exception) of this batch, for the dead-letter topic
-        self.counts = {"records": 0, "transitions": 0, "gaps": 0, "errors": 0}
+        self.counts = {"records": 0, "transitions": 0, "gaps": 0, "errors": 0, "anomalies": 0, "unknown": 0}
+        self.down: Down = {}  # when each check last went down (and came back): parents for depends_on
+        self._pending: list[tuple[str, str, list]] = []  # transitions of the current step, holds not yet decided
 
     def restore(self, states: dict[str, CheckState], clocks: dict[int, store.ClockRecord]) -> None:
         for check_id, state in states.items():
             check_id = sys.intern(check_id)
             self.states[check_id] = state
             self.heap.push(state.deadline, check_id)
+            if state.base == "down":
+                self.down[check_id] = (float("-inf"), None)
         for p, c in clocks.items():
             self.clock.restore(p, c.watermark, c.gaps)
 
@@ -59,12 +67,36 @@ class Monitor:
         if new is not old:
             self.dirty.add(check_id)
 
+    def _emit(self, check_id: str, project_id: str, transitions: list) -> None:
+        if transitions:
+            self._pending.append((check_id, project_id, transitions))
+
+    def _flush(self) -> None:
+        """Queue the step's transitions, each marked when its notification is to be held.
+
+        In two passes: first every check's own ups and downs of this step, then the holds, so a
+        child whose deadline fired in the same step as its parent's (before it, in heap order)
+        still sees the parent down."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        for _, _, transitions in pending:
+            for t in transitions:
+                note_down(self.down, t)
+        for check_id, project_id, transitions in pending:
+            windows = self.plans.windows(check_id, project_id)
+            parents = self.plans.parents.get(check_id, ())
+            if windows or parents:
+                transitions = [hold(t, windows, parents, self.down) for t in transitions]
+            self.out += transitions
+
     def fold(self, record) -> None:
         try:
             self._fold(record)
         except Exception as exc:  # a poison record must not stop monitoring: dead-letter it and go on
             self.counts["errors"] += 1
             self.poison.append((record, exc))
+        self._flush()
 
     def _fold(self, record) -> None:
         event = decode(record.value)
@@ -88,19 +120,29 @@ class Monitor:
             )
         if isinstance(event, Tick):
             return
+        # Other checks' deadlines up to now fire before this event (a parent that went down
+        # earlier is down when this check's transition is judged). The clock is never past the
+        # event's time: nothing queued before it, nothing to fire.
+        earliest = self.heap.earliest()
+        if earliest is not None and earliest <= at:
+            self.advance()
         check_id = sys.intern(event.check_id)
+        if self.gate is not None and isinstance(event, PingEvent):
+            self.gate.count(event.project_id, at)
         old = self.states.get(check_id)
         plan = self.plans.get(check_id, event.project_id)
         new, transitions = apply(
-            old, event, at, plan, position=(record.partition, record.offset), gaps=self.clock.gaps_of(record.partition)
+            old, event, at, plan, position=(record.partition, record.offset),
+            gaps=self.clock.gaps_of(record.partition), unknown=self._unknown(plan.project_id),
         )
         self._put(check_id, old, new)
-        self.out += transitions
+        self._emit(check_id, plan.project_id, transitions)
 
     def reconfigure(self) -> None:
         """Apply registry changes: deleted checks are forgotten, changed plans move deadlines."""
         now = self.clock.now
         for check_id in self.plans.deleted:
+            self.down.pop(check_id, None)
             if self.states.pop(check_id, None) is not None:
                 self.dirty.add(check_id)
         self.plans.deleted.clear()
@@ -109,24 +151,51 @@ class Monitor:
         for check_id in self.plans.changed:
             old = self.states.get(check_id)
             if old is not None:
-                new, transitions = reconfigure(old, now, self.plans.plans[check_id], check_id)
+                plan = self.plans.plans[check_id]
+                new, transitions = reconfigure(old, now, plan, check_id)
                 self._put(check_id, old, new)
-                self.out += transitions
+                self._emit(check_id, plan.project_id, transitions)
         self.plans.changed.clear()
+        self._flush()
+
+    def _unknown(self, project_id: str) -> tuple:
+        """The project's volume anomalies: deadlines in them have unknown outcomes."""
+        return self.gate.spans_of(project_id) if self.gate is not None else ()
 
     def advance(self) -> None:
-        """Fire every deadline the global clock has passed, earliest first."""
+        """Fire every deadline the global clock has passed, earliest first.
+
+        With the volume gate, only deadlines of minutes the gate has judged (complete ones) fire;
+        those in a project's anomalous minute have unknown outcomes (counted)."""
         now = self.clock.now
         if now is None:
             return
+        anomalies, unknown = [], {}
+        if self.gate is not None:
+            anomalies = self.gate.judge(now)
+            now = math.nextafter(self.gate.complete_until(now), -math.inf)
         for due, check_id in self.heap.pop_due(now):
             state = self.states.get(check_id)
             if state is None or state.deadline != due:
                 continue  # stale heap entry (rescheduled or deleted check)
             plan = self.plans.get(check_id, "")  # "" only for a check the registry never had
-            new, transitions = expire(state, now, plan, check_id, self.clock.gaps_of(state.partition))
+            if anomalies and self.gate.covers(plan.project_id, due):
+                key = (plan.project_id, int(due // 60))
+                unknown[key] = unknown.get(key, 0) + 1  # a missed deadline: its outcome is unknown
+            new, transitions = expire(state, now, plan, check_id, self.clock.gaps_of(state.partition),
+                                      self._unknown(plan.project_id))
             self._put(check_id, state, new)
-            self.out += transitions
+            self._emit(check_id, plan.project_id, transitions)
+        self._flush()
+        for project_id, minute, volume, baseline in anomalies:
+            n = unknown.get((project_id, minute), 0)
+            self.counts["anomalies"] += 1
+            self.counts["unknown"] += n
+            start = minute * 60.0
+            self.out.append(IngestAnomaly(
+                event_id=stable_id("ingest_anomaly", project_id, str(minute)), project_id=project_id,
+                start=to_datetime(start), end=to_datetime(start + 60.0), volume=volume, baseline=float(baseline),
+                unknown=n))
         if len(self.heap) > 2 * len(self.states) + 10_000:
             self.heap.compact(lambda due, cid: (s := self.states.get(cid)) is not None and s.deadline == due)
 
@@ -140,5 +209,5 @@ class Monitor:
             records.append((store.clock_key(p), store.encode_clock(self.clock.watermarks.get(p), self.clock.gaps_of(p))))
         out, self.out = self.out, []
         self.dirty, self.dirty_clock = set(), set()
-        self.counts["transitions"] += sum(1 for e in out if not isinstance(e, IngestGap))
+        self.counts["transitions"] += sum(1 for e in out if not isinstance(e, (IngestGap, IngestAnomaly)))
         return out, records

@@ -23,6 +23,16 @@ async def check_states(ch: ClickHouse, check_ids: list[str]) -> dict[str, dict]:
     return {str(r["check_id"]): r for r in rows}
 
 
+async def monitor_statuses(ch: ClickHouse, check_ids: list[str]) -> dict[str, dict]:
+    """The monitor's latest word on each check: ``{to_status, to_base, at}`` of its newest transition."""
+    rows = await ch.rows(
+        "SELECT check_id, argMax(t.to_status, t.at) AS status, argMax(t.to_base, t.at) AS base, max(t.at) AS newest "
+        "FROM transitions AS t WHERE t.check_id IN {ids:Array(UUID)} GROUP BY check_id",
+        {"ids": list(check_ids)},
+    )
+    return {str(r["check_id"]): {"to_status": r["status"], "to_base": r["base"], "at": r["newest"]} for r in rows}
+
+
 async def pings(ch: ClickHouse, check_id: str, limit: int) -> list[dict]:
     rows = await ch.rows(
         "SELECT n, kind, received_at, scheme, remote_addr, method, user_agent, rid, duration_s, exit_status, "

@@ -85,6 +85,7 @@ class Config:
     retention_bytes: int | None = None  # per partition
     retention_interval_s: float = 60.0  # how often the embedded log is trimmed and compacted
     check_limit: int = 10_000  # checks per project (?create=1 may go to twice this, as upstream)
+    volume_gate: bool = False  # the monitor's volume gate (monitor/volume.py): PINGSTREAM_VOLUME_GATE=1
 
     @property
     def sqlite_path(self) -> Path:
@@ -129,5 +130,6 @@ class Config:
             retention_bytes=_limit(_int(env, "PINGSTREAM_RETENTION_BYTES", -1, -1, 2**62)),
             retention_interval_s=_float(env, "PINGSTREAM_RETENTION_INTERVAL_S", 60.0, 0.1, 86400.0),
             check_limit=_int(env, "PINGSTREAM_CHECK_LIMIT", 10_000, 0, 100_000_000),
+            volume_gate=_int(env, "PINGSTREAM_VOLUME_GATE", 0, 0, 1) == 1,
         )
         return dataclasses.replace(config, **overrides) if overrides else config

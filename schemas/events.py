@@ -10,7 +10,8 @@ Topics (see ``schemas/topics/*.md``):
   (Tick: no key, written to every partition).
 - ``pingstream.checks``: ProjectUpserted, ProjectDeleted, CheckUpserted,
   CheckDeleted — compacted, keyed by ``project:<id>`` / check uuid.
-- ``pingstream.transitions``: Transition, IngestGap — keyed by check uuid.
+- ``pingstream.transitions``: Transition, Flapping, Broken, IngestGap, IngestAnomaly — keyed by check uuid
+  (the last two: no key).
 """
 
 from __future__ import annotations
@@ -80,6 +81,20 @@ class Tick(_Event, frozen=True, tag="tick"):
 # --- pingstream.checks (registry) ------------------------------------------
 
 
+class Window(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A maintenance window or a snooze (pingstream's extension): transitions inside it are recorded
+    as always, their notifications held. One-off (``start``..``end``) or recurring (from each fire
+    of ``cron`` in ``tz``, for ``duration_s``)."""
+
+    id: str
+    kind: Literal["maintenance", "snooze"] = "maintenance"
+    start: datetime | None = None
+    end: datetime | None = None
+    cron: str | None = None
+    duration_s: int | None = None
+    tz: str = "UTC"
+
+
 class Project(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     name: str
@@ -87,6 +102,7 @@ class Project(msgspec.Struct, frozen=True, kw_only=True):
     api_key: str
     api_key_readonly: str
     created: datetime
+    windows: tuple[Window, ...] = ()  # the project's maintenance windows (every check's)
 
 
 class CheckConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -117,6 +133,17 @@ class CheckConfig(msgspec.Struct, frozen=True, kw_only=True):
     paused_at: datetime | None = None  # when the pause API last paused it (the Paused event's ``at``)
     resumed_at: datetime | None = None  # when the resume API last resumed it (the Resumed event's ``at``)
     created: datetime
+    # pingstream's extension (issue #19), every one off by default so a check behaves as in Healthchecks:
+    failure_threshold: int = 1  # consecutive failures (fail pings, missed periods, runs over time) to go down
+    recovery_threshold: int = 1  # consecutive successes to come back up from down
+    # a run shorter / longer than this is a failure ("ran too short" at its finish, "ran too long" from its
+    # start); "auto": the 1st / 99th percentile of the check's own recent runs (monitor.learned)
+    min_runtime_s: float | Literal["auto"] | None = None
+    max_runtime_s: float | Literal["auto"] | None = None
+    windows: tuple[Window, ...] = ()  # maintenance windows and snoozes of this check
+    flapping_threshold: int | None = None  # more up/down changes than this within a day: one Flapping event
+    broken_after_s: int | None = None  # down this long: one Broken event
+    depends_on: tuple[str, ...] = ()  # parent check uuids (same project): while one is down, this one's alerts are held
 
 
 class ProjectUpserted(_Event, frozen=True, tag="project_upserted"):
@@ -155,6 +182,31 @@ class Transition(_Event, frozen=True, tag="transition"):
     cause_event_id: str = ""
     from_base: str = ""
     to_base: str = ""
+    # Why notifications for this transition are held ("maintenance", "snooze", "dependency:<uuid>",
+    # "flapping"); None: notify as usual. The status changed and is recorded either way.
+    held: str | None = None
+    # Which of pingstream's rules made this transition ("failure_threshold", "recovery_threshold",
+    # "max_runtime", "min_runtime", ...); None: Healthchecks' own logic (a ping, grace, pause).
+    rule: str | None = None
+
+
+class Flapping(_Event, frozen=True, tag="flapping"):
+    """The check changed between up and down more than its ``flapping_threshold`` times within a day:
+    announced once; its transitions are held (``held: "flapping"``) until it calms."""
+
+    check_id: str
+    project_id: str
+    at: datetime
+    flips: int  # up/down changes in the day before ``at``
+
+
+class Broken(_Event, frozen=True, tag="broken"):
+    """The check has been down for its ``broken_after`` seconds: announced once per time down."""
+
+    check_id: str
+    project_id: str
+    at: datetime
+    down_since: datetime
 
 
 class IngestGap(_Event, frozen=True, tag="ingest_gap"):
@@ -163,6 +215,19 @@ class IngestGap(_Event, frozen=True, tag="ingest_gap"):
     start: datetime
     end: datetime
     partition: int
+
+
+class IngestAnomaly(_Event, frozen=True, tag="ingest_anomaly"):
+    """The volume gate: the project's pings in the minute ``start``..``end`` fell abnormally below the
+    same minute on earlier days (``baseline``, the median); its checks' deadlines in that minute
+    (``unknown``: how many) did not fire: their outcome is unknown, the checks moved on to their next period."""
+
+    project_id: str
+    start: datetime
+    end: datetime
+    volume: int
+    baseline: float
+    unknown: int
 
 
 Event = Union[
@@ -175,7 +240,10 @@ Event = Union[
     CheckUpserted,
     CheckDeleted,
     Transition,
+    Flapping,
+    Broken,
     IngestGap,
+    IngestAnomaly,
 ]
 
 KNOWN_TYPES = frozenset(t.__struct_config__.tag for t in Event.__args__)

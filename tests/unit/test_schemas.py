@@ -14,7 +14,7 @@ TOPICS = Path(events.__file__).parent / "topics"
 EXPECTED = {
     events.TOPIC_PINGS: {"ping", "paused", "resumed", "tick"},
     events.TOPIC_CHECKS: {"project_upserted", "project_deleted", "check_upserted", "check_deleted"},
-    events.TOPIC_TRANSITIONS: {"transition", "ingest_gap"},
+    events.TOPIC_TRANSITIONS: {"transition", "flapping", "broken", "ingest_gap", "ingest_anomaly"},
 }
 
 

@@ -1,0 +1,48 @@
+"""Which notifications to hold: a pure function of a transition and the configuration it meets.
+
+A held transition is emitted and recorded like any other (the status changed); ``held`` only
+tells alerting consumers not to notify, and why. Reasons, first match wins:
+``maintenance`` / ``snooze`` (a window of the check or its project covers the moment), then
+``dependency:<uuid>`` (a parent the check depends on was down at that moment), then
+``flapping`` (set by the fold itself, ``monitor.transitions``). A check's own
+transitions are held only by its own windows and parents, never by its children, so a
+parent's alert is never hidden by the checks that depend on it.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from checks.windows import held_by
+from schemas.events import Transition, Window
+
+
+Down = dict[str, tuple[float, float | None]]  # check -> (down since, up again at or None): its last time down
+
+
+def hold(t: Transition, windows: tuple[Window, ...], parents: tuple[str, ...] = (), down: Down | None = None
+         ) -> Transition:
+    """``t`` with ``held`` set when one of ``windows`` (the check's and its project's) covers it,
+    or one of ``parents`` was down at its moment."""
+    if not isinstance(t, Transition) or not (windows or parents):
+        return t
+    at = t.at.timestamp()
+    reason = held_by(windows, at) if windows else None
+    if reason is None and parents and down:
+        for parent in parents:
+            span = down.get(parent)
+            if span is not None and span[0] <= at and (span[1] is None or at < span[1]):
+                reason = f"dependency:{parent}"
+                break
+    return t if reason is None else msgspec.structs.replace(t, held=reason)
+
+
+def note_down(down: Down, t: Transition) -> None:
+    """Follow a check's own base status: when it went down, and when it came back."""
+    if not isinstance(t, Transition):
+        return
+    if t.to_base == "down" and t.from_base != "down":
+        down[t.check_id] = (t.at.timestamp(), None)
+    elif t.from_base == "down" and t.to_base != "down":
+        since = down.get(t.check_id, (float("-inf"), None))[0]
+        down[t.check_id] = (since, t.at.timestamp())

@@ -1,0 +1,109 @@
+"""pingstream's rules end to end (issue #19): `pingstream up`, real HTTP, real time.
+
+HTTP ping → log → monitor (thresholds, run time bounds) → transition → projector → API status,
+/flips/ and a webhook carrying the rule that fired."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+from aiohttp import web
+
+from tests.e2e.test_system import _create_check, _flips, _get_check, _wait_for
+
+FAST = {"PINGSTREAM_MIN_TIMEOUT_S": 1, "PINGSTREAM_TICK_INTERVAL_S": 0.2}
+
+
+async def _with_webhook(system, aiohttp_server):
+    received: list[dict] = []
+
+    async def hook(request):
+        received.append(await request.json())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    receiver = await aiohttp_server(app)
+    s = system(**FAST)
+    project_id = s.keys["project_id"]
+    s.stop()
+    s.env["PINGSTREAM_WEBHOOKS"] = f"{project_id}=http://127.0.0.1:{receiver.port}/hook"
+    s.start()
+    return s, received
+
+
+async def _settled(session, s, check_id, n_pings: int) -> dict:
+    """The check's document once its pings are projected and the monitor had time to judge them."""
+    await _wait_for(lambda: _get_check(session, s, check_id), lambda d: d["n_pings"] == n_pings, 5)
+    await asyncio.sleep(1.0)
+    return await _get_check(session, s, check_id)
+
+
+async def test_two_fails_leave_the_check_up_and_the_third_takes_it_down(system, aiohttp_server):
+    s, received = await _with_webhook(system, aiohttp_server)
+    async with aiohttp.ClientSession() as session:
+        check = await _create_check(session, s, name="flaky", timeout=3600, grace=60, failure_threshold=3,
+                                    recovery_threshold=2)
+        assert check["failure_threshold"] == 3
+        url = f"{s.url}/ping/{check['uuid']}"
+        assert (await session.get(url)).status == 200
+        doc = await _wait_for(lambda: _get_check(session, s, check["uuid"]), lambda d: d["status"] == "up", 5)
+        assert doc["status"] == "up"
+        for _ in range(2):
+            assert (await session.get(url + "/fail")).status == 200
+        assert (await _settled(session, s, check["uuid"], 3))["status"] == "up"
+        assert await _flips(session, s, check["uuid"]) == [1]
+        assert (await session.get(url + "/fail")).status == 200
+        doc = await _wait_for(lambda: _get_check(session, s, check["uuid"]), lambda d: d["status"] == "down", 5)
+        assert doc["status"] == "down"
+        # recovery_threshold 2: one success is not enough
+        assert (await session.get(url)).status == 200
+        assert (await _settled(session, s, check["uuid"], 5))["status"] == "down"
+        assert (await session.get(url)).status == 200
+        doc = await _wait_for(lambda: _get_check(session, s, check["uuid"]), lambda d: d["status"] == "up", 5)
+        assert doc["status"] == "up"
+        flips = await _wait_for(lambda: _flips(session, s, check["uuid"]), lambda f: f == [1, 0, 1], 5)
+        assert flips == [1, 0, 1]
+    deadline = time.monotonic() + 10
+    while len([t for t in received if t.get("rule")]) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    ruled = [(t["to_status"], t["rule"]) for t in received if t.get("rule")]
+    assert ruled == [("down", "failure_threshold"), ("up", "recovery_threshold")]
+
+
+async def test_a_run_too_long_goes_down_before_it_finishes(system):
+    s = system(**FAST)
+    async with aiohttp.ClientSession() as session:
+        check = await _create_check(session, s, name="slow", timeout=3600, grace=3600, max_runtime=2)
+        url = f"{s.url}/ping/{check['uuid']}"
+        assert (await session.get(url)).status == 200
+        started = time.monotonic()
+        assert (await session.get(url + "/start")).status == 200
+        doc = await _wait_for(lambda: _get_check(session, s, check["uuid"]), lambda d: d["status"] == "down", 8)
+        assert doc["status"] == "down"
+        assert 2.0 <= time.monotonic() - started < 6.0
+        assert (await session.get(url)).status == 200  # the finish, late: a success brings it back up
+        doc = await _wait_for(lambda: _get_check(session, s, check["uuid"]), lambda d: d["status"] == "up", 5)
+        assert doc["status"] == "up"
+
+
+async def test_a_snoozed_check_goes_down_and_the_webhook_sees_it_held(system, aiohttp_server):
+    """Status still changes and is recorded inside a snooze; the transition says its notification is held."""
+    s, received = await _with_webhook(system, aiohttp_server)
+    headers = {"X-Api-Key": s.keys["api_key"]}
+    async with aiohttp.ClientSession() as session:
+        check = await _create_check(session, s, name="snoozed", timeout=1, grace=1)
+        r = await session.post(f"{s.url}/api/v3/checks/{check['uuid']}/snooze", json={"duration": 600}, headers=headers)
+        assert r.status == 201
+        assert (await session.get(f"{s.url}/ping/{check['uuid']}")).status == 200
+        doc = await _wait_for(lambda: _get_check(session, s, check["uuid"]), lambda d: d["status"] == "down", 8)
+        assert doc["status"] == "down"
+        flips = await _wait_for(lambda: _flips(session, s, check["uuid"]), lambda f: f == [0, 1], 5)
+        assert flips == [0, 1]  # recorded as always
+    deadline = time.monotonic() + 10
+    while not any(t.get("to_status") == "down" for t in received) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    downs = [t for t in received if t.get("to_status") == "down"]
+    assert downs and downs[0]["held"] == "snooze" and downs[0]["check_id"] == check["uuid"]

@@ -1,0 +1,239 @@
+"""Held notifications in the monitor (issue #19): maintenance windows and snoozes.
+
+Driven through ``monitor.state.Monitor`` (the fold the service runs): registry events configure
+it, encoded records of the pings topic feed it, its output is what the service produces."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from monitor.clock import StreamClock
+from monitor.plans import PlanBook
+from monitor.state import Monitor
+from runtime.eventlog.base import Record
+from schemas.events import (
+    TOPIC_PINGS, CheckConfig, CheckUpserted, Paused, PingEvent, Project, ProjectUpserted, Resumed, Tick, Transition,
+    Window, encode,
+)
+
+CHECK = "5bf66975-d4c7-4bf5-bcc8-b8d8a82ea278"
+PROJECT = "019ab7ef-0000-7000-8000-000000000001"
+T0 = 1_760_000_000.0
+
+
+def _dt(t: float) -> datetime:
+    return datetime.fromtimestamp(t, timezone.utc)
+
+
+def _monitor(windows=(), project_windows=(), **fields) -> Monitor:
+    plans = PlanBook()
+    created = _dt(T0 - 10)
+    plans.apply(ProjectUpserted(event_id="p", project=Project(
+        id=PROJECT, name="p", ping_key="k", api_key="a", api_key_readonly="r", created=created,
+        windows=tuple(project_windows))))
+    plans.apply(CheckUpserted(event_id="c", check=CheckConfig(
+        **{"id": CHECK, "project_id": PROJECT, "created": created, "timeout_s": 60, "grace_s": 30,
+           "windows": tuple(windows), **fields})))
+    return Monitor(plans, StreamClock([0], gap_threshold_s=1e9))
+
+
+def _feed(monitor: Monitor, events) -> list[Transition]:
+    out = []
+    for offset, event in enumerate(events):
+        at = event.received_at if isinstance(event, PingEvent) else event.at
+        monitor.fold(Record(TOPIC_PINGS, 0, offset, CHECK.encode(), encode(event), int(at.timestamp() * 1000)))
+        monitor.reconfigure()
+        monitor.advance()
+        out += [e for e in monitor.take()[0] if isinstance(e, Transition)]
+    return out
+
+
+def ping(kind: str, t: float, n: int) -> PingEvent:
+    return PingEvent(event_id=f"e{n}", check_id=CHECK, project_id=PROJECT, kind=kind, received_at=_dt(t))
+
+
+def tick(t: float, n: int) -> Tick:
+    return Tick(event_id=f"t{n}", at=_dt(t), partition=0)
+
+
+def one_off(start: float, end: float, kind: str = "maintenance") -> Window:
+    return Window(id=f"w{start}", kind=kind, start=_dt(start), end=_dt(end))
+
+
+def test_a_transition_inside_a_window_is_recorded_and_held():
+    m = _monitor(windows=[one_off(T0 + 5, T0 + 200)])
+    out = _feed(m, [ping("success", T0, 0), ping("fail", T0 + 10, 1), ping("success", T0 + 300, 2)])
+    assert [(t.to_status, t.held) for t in out] == [("up", None), ("down", "maintenance"), ("up", None)]
+
+
+def test_a_missed_deadline_inside_a_project_window_is_held():
+    m = _monitor(project_windows=[one_off(T0 + 50, T0 + 100)])
+    out = _feed(m, [ping("success", T0, 0), tick(T0 + 95, 1), tick(T0 + 200, 2)])
+    assert [(t.to_status, t.held) for t in out] == [("up", None), ("grace", "maintenance"), ("down", "maintenance")]
+
+
+def test_a_snooze_holds_as_snooze_and_maintenance_wins():
+    m = _monitor(windows=[one_off(T0 + 5, T0 + 20, "snooze")])
+    out = _feed(m, [ping("success", T0, 0), ping("fail", T0 + 10, 1)])
+    assert out[-1].held == "snooze"
+    m = _monitor(windows=[one_off(T0 + 5, T0 + 20, "snooze"), one_off(T0 + 5, T0 + 20)])
+    assert _feed(m, [ping("success", T0, 0), ping("fail", T0 + 10, 1)])[-1].held == "maintenance"
+
+
+def test_a_recurring_window_in_its_time_zone():
+    # 2025-10-09T08:53:20Z is T0; a window every day at 11:50 in Riga (UTC+3 then: 08:50 UTC) for 10 minutes
+    w = Window(id="r", cron="50 11 * * *", duration_s=600, tz="Europe/Riga")
+    m = _monitor(windows=[w], timeout_s=3600)
+    out = _feed(m, [ping("success", T0 - 400, 0), ping("fail", T0, 1), ping("success", T0 + 600, 2)])
+    assert [(t.to_status, t.held) for t in out] == [("up", None), ("down", "maintenance"), ("up", None)]
+    m = _monitor(windows=[Window(id="r", cron="50 11 * * *", duration_s=600, tz="UTC")], timeout_s=3600)
+    out = _feed(m, [ping("success", T0 - 400, 0), ping("fail", T0, 1)])  # 11:50 UTC: not yet
+    assert [t.held for t in out] == [None, None]
+
+
+# --- property: a window never loses a transition ----------------------------------
+
+KINDS = ["success", "fail", "start", "log", "pause", "resume", "tick"]
+steps = st.lists(st.tuples(st.sampled_from(KINDS), st.floats(min_value=0.0, max_value=120.0)), max_size=25)
+windows = st.lists(
+    st.tuples(st.floats(min_value=0, max_value=2000), st.floats(min_value=1, max_value=500),
+              st.sampled_from(["maintenance", "snooze"])),
+    max_size=4,
+)
+
+
+def _events(raw):
+    t, out = T0, []
+    for n, (kind, dt) in enumerate(raw):
+        t += dt
+        if kind == "tick":
+            out.append(tick(t, n))
+        elif kind in ("pause", "resume"):
+            out.append((Paused if kind == "pause" else Resumed)(event_id=f"c{n}", check_id=CHECK, project_id=PROJECT,
+                                                                  at=_dt(t)))
+        else:
+            out.append(ping(kind, t, n))
+    out.append(tick(t + 5000, len(raw)))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps, windows, st.integers(min_value=1, max_value=3))
+def test_a_window_never_loses_a_transition(raw, spans, threshold):
+    """With or without windows: the same transitions, same ids, same statuses; only ``held``
+    differs, and it is set exactly for the transitions a window covers."""
+    events = _events(raw)
+    ws = [one_off(T0 + a, T0 + a + length, kind) for a, length, kind in spans]
+    plain = _feed(_monitor(failure_threshold=threshold), events)
+    held = _feed(_monitor(windows=ws, failure_threshold=threshold), events)
+    assert [msgspec.structs.replace(t, held=None) for t in held] == plain
+    for t in held:
+        covering = [w for w in ws if w.start <= t.at < w.end]
+        assert (t.held is not None) == bool(covering)
+
+
+# --- dependencies -------------------------------------------------------------------
+
+PARENT = "0a1b2c3d-0000-4000-8000-000000000001"
+
+
+def _family(child_fields=None, parent_fields=None) -> Monitor:
+    """A monitor with PARENT and CHECK (the child, depending on PARENT)."""
+    m = _monitor(depends_on=(PARENT,), **(child_fields or {}))
+    m.plans.apply(CheckUpserted(event_id="c2", check=CheckConfig(
+        **{"id": PARENT, "project_id": PROJECT, "created": _dt(T0 - 10), "timeout_s": 60, "grace_s": 30,
+           **(parent_fields or {})})))
+    return m
+
+
+def _of(check_id: str, event):
+    return msgspec.structs.replace(event, check_id=check_id)
+
+
+def _feed_records(monitor: Monitor, events) -> list[Transition]:
+    out = []
+    for offset, event in enumerate(events):
+        at = event.received_at if isinstance(event, PingEvent) else event.at
+        key = getattr(event, "check_id", "").encode() or None
+        monitor.fold(Record(TOPIC_PINGS, 0, offset, key, encode(event), int(at.timestamp() * 1000)))
+        monitor.reconfigure()
+        monitor.advance()
+        out += [e for e in monitor.take()[0] if isinstance(e, Transition)]
+    return out
+
+
+def test_a_childs_transitions_are_held_while_its_parent_is_down():
+    m = _family()
+    out = _feed_records(m, [
+        _of(PARENT, ping("success", T0, 0)), ping("success", T0 + 1, 1),
+        _of(PARENT, ping("fail", T0 + 2, 2)), ping("fail", T0 + 3, 3),
+        _of(PARENT, ping("success", T0 + 4, 4)), ping("success", T0 + 5, 5), ping("fail", T0 + 6, 6),
+    ])
+    assert [(t.check_id == PARENT, t.to_status, t.held) for t in out] == [
+        (True, "up", None), (False, "up", None),
+        (True, "down", None), (False, "down", f"dependency:{PARENT}"),
+        (True, "up", None), (False, "up", None), (False, "down", None),
+    ]
+
+
+def test_a_child_missing_its_deadline_with_its_parent_is_held_whatever_the_heap_order():
+    m = _family()
+    # Both miss their deadlines at the same moment (T0 + 90); the child's id sorts first in the heap.
+    assert PARENT < CHECK  # (heap order: the parent first; the holds are decided after the whole step anyway)
+    out = _feed_records(m, [ping("success", T0, 0), _of(PARENT, ping("success", T0, 1)), tick(T0 + 100, 2)])
+    downs = {(t.check_id, t.held) for t in out if t.to_status == "down"}
+    assert downs == {(PARENT, None), (CHECK, f"dependency:{PARENT}")}
+
+
+who = st.sampled_from(["parent", "child"])
+family_steps = st.lists(
+    # (apart in time: at one and the same moment "was the parent down" depends on the order of the records)
+    st.tuples(who, st.sampled_from(["success", "fail", "start", "tick"]), st.floats(min_value=0.5, max_value=120.0)),
+    max_size=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(family_steps, st.integers(min_value=1, max_value=3))
+def test_dependencies_never_hide_a_parents_own_alert(raw, threshold):
+    """The parent's transitions are never held; the child's are held exactly while the parent
+    was down (by the parent's own transitions); and nothing is lost: the child's transitions are
+    the same as without the dependency."""
+    t, events = T0, []
+    for n, (whose, kind, dt) in enumerate(raw):
+        t += dt
+        if kind == "tick":
+            events.append(tick(t, n))
+        else:
+            e = ping(kind, t, n)
+            events.append(_of(PARENT, e) if whose == "parent" else e)
+    events.append(tick(t + 5000, len(raw)))
+    fields = {"failure_threshold": threshold}
+    out = _feed_records(_family(fields, fields), events)
+    # the same records, the parent's pings as ticks (same offsets, same times): the child alone
+    alone = _feed_records(_monitor(**fields), [
+        tick(e.received_at.timestamp(), i) if getattr(e, "check_id", CHECK) == PARENT else e
+        for i, e in enumerate(events)])
+    parent = [x for x in out if x.check_id == PARENT]
+    child = [x for x in out if x.check_id == CHECK]
+    assert all(x.held is None for x in parent)
+    assert [msgspec.structs.replace(x, held=None) for x in child] == alone
+    spans, since = [], None
+    for x in parent:
+        if x.to_base == "down" and x.from_base != "down":
+            since = x.at
+        elif x.from_base == "down" and x.to_base != "down":
+            spans.append((since, x.at))
+            since = None
+    if since is not None:
+        spans.append((since, None))
+    edges = {a for a, _ in spans} | {b for _, b in spans}
+    for x in child:
+        if x.at in edges:
+            continue  # at the very moment the parent changed, "was it down" is a matter of order
+        down = any(a <= x.at and (b is None or x.at < b) for a, b in spans)
+        assert (x.held == f"dependency:{PARENT}") == down
