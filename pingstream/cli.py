@@ -4,7 +4,9 @@
     pingstream ingest|projector|monitor|webhooks   one service per process (against Kafka)
     pingstream project create NAME
     pingstream transitions tail
-    pingstream sql "SELECT ..."   query the configured ClickHouse (embedded: while nothing else holds it)
+    pingstream sql "SELECT ..."   query the configured ClickHouse (embedded and held by a running process:
+                                  through that process's SQL endpoint)
+    pingstream admin-key          print the installation's admin key (the SQL endpoint's password)
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import sys
 from checks.spec import project_name_error
 from schemas.events import Project
 
-from runtime import health
-from runtime.clickhouse import ClickHouse
+from runtime import adminkey, health
+from runtime.clickhouse import ClickHouse, Unavailable
 from runtime.config import Config, ConfigError
 from runtime.eventlog import open_eventlog
 from runtime.eventlog.base import LogUnavailable
@@ -58,10 +60,33 @@ def _print_project(config: Config, project: Project, out=None) -> None:
     )
 
 
-async def _open_clickhouse(config: Config) -> ClickHouse:
-    clickhouse = ClickHouse(config.clickhouse, config.clickhouse_database)
-    await clickhouse.start()
+async def _open_clickhouse(config: Config, migrate: bool) -> ClickHouse:
+    clickhouse = ClickHouse(config.clickhouse, config.clickhouse_database, migrate=migrate)
+    try:
+        await clickhouse.start()
+    except BaseException:
+        await clickhouse.close()
+        raise
     return clickhouse
+
+
+SQL_PORT_FILE = "sql-port"  # in the data directory while a process serves the SQL endpoint
+
+
+async def _start_sql_server(config: Config, clickhouse: ClickHouse):
+    """The ClickHouse HTTP interface of this process's embedded engine (runtime/sqlserver.py), with the
+    admin key created (and printed) on first start."""
+    from runtime.sqlserver import SqlServer
+
+    key, created = adminkey.load_or_create(config.data_dir)
+    server = SqlServer(clickhouse, key, config.sql_host, config.sql_port,
+                       max_execution_time_s=config.sql_max_execution_time_s,
+                       max_result_rows=config.sql_max_result_rows, port_file=config.data_dir / SQL_PORT_FILE)
+    await server.start()
+    if created:
+        print(f"admin key: {key}  (the SQL endpoint's password; `pingstream admin-key` prints it again)", flush=True)
+    print(f"SQL (ClickHouse HTTP interface): {server.url}  user {adminkey.USER}, password: the admin key", flush=True)
+    return server
 
 
 async def _run_services(config: Config, names: list[str]) -> None:
@@ -74,10 +99,14 @@ async def _run_services(config: Config, names: list[str]) -> None:
     await event_log.start()
     health.check("event log", lambda: event_log.unavailable)
     clickhouse = None
+    sql_server = None
     try:
         if "projector" in names or ("ingest" in names and config.clickhouse != "off"):
-            clickhouse = await _open_clickhouse(config)
+            # Only the projector writes (and migrates the DDL); an edge reads, perhaps through a read-only endpoint.
+            clickhouse = await _open_clickhouse(config, migrate="projector" in names)
         tasks = []
+        if clickhouse is not None and clickhouse.embedded and config.sql_port is not None:
+            sql_server = await _start_sql_server(config, clickhouse)
         if "ingest" in names:
             registry, follower = await edge_service.start_registry(event_log, stop)
             if "up" in names and not registry.projects:
@@ -124,6 +153,8 @@ async def _run_services(config: Config, names: list[str]) -> None:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()
     finally:
+        if sql_server is not None:
+            await sql_server.stop()
         await event_log.close()  # bounded too (Kafka: a few seconds to flush, then it goes)
         if clickhouse is not None:
             await clickhouse.close()
@@ -145,8 +176,27 @@ async def _transitions_tail(config: Config) -> None:
         await tail(event_log, stop, sys.stdout)
 
 
+def _sql_endpoint(config: Config):
+    """A client of the SQL endpoint of the process holding the embedded engine, or None if none serves one."""
+    import clickhouse_connect
+
+    key = adminkey.read(config.data_dir)
+    try:
+        port = int((config.data_dir / SQL_PORT_FILE).read_text())
+    except (OSError, ValueError):
+        port = config.sql_port
+    if key is None or not port:
+        return None
+    host = "127.0.0.1" if config.sql_host in ("0.0.0.0", "::", "") else config.sql_host
+    return clickhouse_connect.get_client(host=host, port=port, username=adminkey.USER, password=key,
+                                         database=config.clickhouse_database)
+
+
 def _sql(config: Config, query: str, fmt: str) -> int:
-    """Run one query on the configured ClickHouse and print the result (embedded: stop `up` first)."""
+    """Run one query on the configured ClickHouse and print the result. With embedded chdb held by a running
+    process (``up``, a projector), through that process's SQL endpoint."""
+    from clickhouse_connect.driver.exceptions import ClickHouseError as ClientError
+
     from runtime.clickhouse import connect
 
     if config.clickhouse == "off":
@@ -154,10 +204,19 @@ def _sql(config: Config, query: str, fmt: str) -> int:
         return 2
     try:
         client = connect(config.clickhouse, config.clickhouse_database)
-    except Exception as exc:  # chdb: the data path is locked by a running `pingstream up`
-        print(f"pingstream: cannot open ClickHouse ({exc.__class__.__name__}: {str(exc)[:200]}); "
-              "with embedded chdb, stop the running service first or query it through the API", file=sys.stderr)
-        return 1
+    except Exception as exc:  # chdb: the data path is locked by a running process
+        client = None
+        if config.clickhouse.startswith("chdb:"):
+            try:
+                client = _sql_endpoint(config)
+            except ClientError as endpoint_exc:
+                print(f"pingstream: the SQL endpoint did not answer: {str(endpoint_exc)[:300]}", file=sys.stderr)
+                return 1
+        if client is None:
+            print(f"pingstream: cannot open ClickHouse ({exc.__class__.__name__}: {str(exc)[:200]}); "
+                  "with embedded chdb held by a process without an SQL endpoint (PINGSTREAM_SQL_PORT=off), "
+                  "stop that process first", file=sys.stderr)
+            return 1
     try:
         result = client.query(query)
         if fmt == "json":
@@ -169,8 +228,17 @@ def _sql(config: Config, query: str, fmt: str) -> int:
             print("\t".join(result.column_names))
             for row in result.result_rows:
                 print("\t".join("" if v is None else str(v) for v in row))
+    except ClientError as exc:
+        print(f"pingstream: {str(exc)[:1000]}", file=sys.stderr)
+        return 1
     finally:
         client.close()
+    return 0
+
+
+def _admin_key(config: Config) -> int:
+    key, _ = adminkey.load_or_create(config.data_dir)
+    print(key)
     return 0
 
 
@@ -197,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     sql = sub.add_parser("sql", help="run a query on the configured ClickHouse and print the rows")
     sql.add_argument("query")
     sql.add_argument("--format", choices=["tsv", "json"], default="tsv")
+    sub.add_parser("admin-key", help="print the installation's admin key (the SQL endpoint's password)")
     transitions = sub.add_parser("transitions", help="follow the transitions topic")
     transitions.add_argument("action", choices=["tail"])
     args = parser.parse_args(argv)
@@ -216,8 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     _use_uvloop()
     try:
         return _command(args, config)
-    except (LogUnavailable, OSError) as exc:
-        # An event log that cannot be opened, a port in use, an unwritable data directory: one line.
+    except (LogUnavailable, Unavailable, OSError) as exc:
+        # An event log that cannot be opened, a port in use, an unwritable data directory, an embedded
+        # engine another process holds: one line.
         print(f"pingstream: {exc}", file=sys.stderr)
         return 1
 
@@ -238,6 +308,8 @@ def _command(args, config: Config) -> int:
         asyncio.run(_project_create(config, args.name))
     elif args.command == "sql":
         return _sql(config, args.query, args.format)
+    elif args.command == "admin-key":
+        return _admin_key(config)
     elif args.command == "transitions":
         asyncio.run(_transitions_tail(config))
     return 0

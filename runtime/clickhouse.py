@@ -3,25 +3,51 @@
 clickhouse-connect's client is synchronous (and chdb allows one process per
 data path), so async callers go through ``ClickHouse.run`` which executes on a
 single dedicated thread, keeping the event loop free.
+
+A server that cannot be reached is not fatal to a reader (an edge): ``start``
+leaves it unconnected, each use tries again, and until it answers every use
+raises ``Unavailable`` naming it, which the APIs answer with 503.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import clickhouse_connect
+from clickhouse_connect.driver.exceptions import OperationalError, ProgrammingError
 
 from schemas import ddl
 from schemas.events import as_utc
 
+log = logging.getLogger(__name__)
 
-def connect(dsn: str, database: str):
-    """A client bound to ``database`` (created if missing), with the DDL applied."""
+
+class Unavailable(Exception):
+    """The read model cannot be reached; the message names what is missing."""
+
+
+def describe(dsn: str) -> str:
+    """A DSN as it may be shown: scheme, host and port, or the engine's path; never a password."""
+    if dsn == "off":
+        return "PINGSTREAM_CLICKHOUSE=off"
+    parts = urlsplit(dsn)
+    if parts.scheme == "chdb":
+        return f"embedded ClickHouse at {parts.path}"
+    return f"ClickHouse at {parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
+
+
+def connect(dsn: str, database: str, migrate: bool = True):
+    """A client bound to ``database``; with ``migrate`` (the writer) the database is created if missing and
+    the DDL applied. A reader does not migrate: it may read through a read-only endpoint."""
     client = clickhouse_connect.get_client(dsn=dsn)
-    ddl.migrate(client, database)
+    if migrate:
+        ddl.migrate(client, database)
     client.database = database
     return client
 
@@ -29,21 +55,65 @@ def connect(dsn: str, database: str):
 class ClickHouse:
     """A client plus the one thread that may use it."""
 
-    def __init__(self, dsn: str, database: str) -> None:
+    def __init__(self, dsn: str, database: str, migrate: bool = True) -> None:
         self.dsn = dsn
         self.database = database
+        self.migrate = migrate
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="clickhouse")
         self.client = None
 
+    @property
+    def embedded(self) -> bool:
+        return self.dsn.startswith("chdb:")
+
+    def describe(self) -> str:
+        return describe(self.dsn)
+
     async def start(self) -> None:
-        self.client = await self.run_raw(connect, self.dsn, self.database)
+        """Connect. A server that does not answer leaves a reader unconnected (each use tries again);
+        a writer, and an embedded engine that cannot be opened, raise."""
+        try:
+            self.client = await self.run_raw(connect, self.dsn, self.database, self.migrate)
+        except ProgrammingError as exc:
+            if self.embedded and "Cannot lock file" in str(exc):
+                raise Unavailable(
+                    f"{self.describe()} is held by another process (one process per data path); read it through "
+                    "that process's SQL endpoint: PINGSTREAM_CLICKHOUSE=http://pingstream:<admin key>@127.0.0.1:<sql port>"
+                ) from None
+            raise
+        except OperationalError as exc:
+            if self.embedded or self.migrate:
+                raise
+            log.warning("%s is unreachable (%s); reads answer 503 until it answers", self.describe(), exc)
 
     async def run_raw(self, fn: Callable, *args) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
+    def _connected(self):
+        """On the ClickHouse thread: the client, connecting first if the server was away."""
+        if self.client is None:
+            try:
+                self.client = connect(self.dsn, self.database, self.migrate)
+            except OperationalError as exc:
+                raise Unavailable(f"{self.describe()} is unreachable") from exc
+        return self.client
+
     async def run(self, fn: Callable, *args) -> Any:
-        """Run ``fn(client, *args)`` on the ClickHouse thread."""
-        return await self.run_raw(fn, self.client, *args)
+        """Run ``fn(client, *args)`` on the ClickHouse thread. A server that cannot be reached raises ``Unavailable``."""
+
+        def call():
+            try:
+                return fn(self._connected(), *args)
+            except OperationalError as exc:
+                raise Unavailable(f"{self.describe()} is unreachable") from exc
+
+        return await self.run_raw(call)
+
+    def engine_path(self, client) -> str:
+        """The embedded engine's data path, spelled as the client opened it (chdb compares paths literally)."""
+        if not self.embedded:
+            raise ValueError(f"{self.describe()} is not an embedded engine")
+        return os.path.realpath(client.path)
 
     async def rows(self, sql: str, parameters: dict | None = None, column_formats: dict | None = None) -> list[dict]:
         """A parameterised query's rows as dicts by column name; datetimes aware, in UTC."""

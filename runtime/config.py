@@ -15,6 +15,11 @@ class ConfigError(ValueError):
     pass
 
 
+# The ClickHouse HTTP interface of the process holding embedded chdb: one above ClickHouse's own 8123,
+# so a ClickHouse server on the same machine does not collide with it.
+DEFAULT_SQL_PORT = 8124
+
+
 def _number(env: dict, name: str, default, lo, hi, parse, what: str):
     raw = env.get(name)
     if raw is None or raw == "":
@@ -52,6 +57,14 @@ def _webhooks(value: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def _sql_port(env: dict) -> int | None:
+    """``PINGSTREAM_SQL_PORT``: a port (0 = any free one), or ``off``."""
+    raw = (env.get("PINGSTREAM_SQL_PORT") or "").strip()
+    if raw.lower() == "off":
+        return None
+    return _int(env, "PINGSTREAM_SQL_PORT", DEFAULT_SQL_PORT, 0, 65535)
+
+
 def _topic_prefix(value: str) -> str:
     if value and not all(c.isalnum() or c in "._-" for c in value):
         raise ConfigError(f"PINGSTREAM_KAFKA_PREFIX={value!r}: letters, digits, '.', '_' and '-' only")
@@ -86,10 +99,19 @@ class Config:
     retention_interval_s: float = 60.0  # how often the embedded log is trimmed and compacted
     check_limit: int = 10_000  # checks per project (?create=1 may go to twice this, as upstream)
     volume_gate: bool = False  # the monitor's volume gate (monitor/volume.py): PINGSTREAM_VOLUME_GATE=1
+    # The ClickHouse HTTP interface served by the process holding embedded chdb (runtime/sqlserver.py).
+    sql_host: str = "127.0.0.1"
+    sql_port: int | None = DEFAULT_SQL_PORT  # None = off; 0 = any free port
+    sql_max_execution_time_s: float = 10.0  # a query running longer is cut (it holds the engine's thread)
+    sql_max_result_rows: int = 1_000_000
 
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / "eventlog.sqlite3"
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return self.clickhouse.startswith("chdb://")
 
     @classmethod
     def from_env(cls, env: dict | None = None, **overrides) -> "Config":
@@ -131,5 +153,9 @@ class Config:
             retention_interval_s=_float(env, "PINGSTREAM_RETENTION_INTERVAL_S", 60.0, 0.1, 86400.0),
             check_limit=_int(env, "PINGSTREAM_CHECK_LIMIT", 10_000, 0, 100_000_000),
             volume_gate=_int(env, "PINGSTREAM_VOLUME_GATE", 0, 0, 1) == 1,
+            sql_host=env.get("PINGSTREAM_SQL_HOST") or "127.0.0.1",
+            sql_port=_sql_port(env),
+            sql_max_execution_time_s=_float(env, "PINGSTREAM_SQL_MAX_EXECUTION_TIME_S", 10.0, 0.1, 3600.0),
+            sql_max_result_rows=_int(env, "PINGSTREAM_SQL_MAX_RESULT_ROWS", 1_000_000, 1, 10**12),
         )
         return dataclasses.replace(config, **overrides) if overrides else config

@@ -1,0 +1,277 @@
+"""ClickHouse's HTTP interface, served by the process that holds the embedded engine (chdb).
+
+chdb allows one process per data path, so while ``pingstream up`` (or a projector on chdb) runs, no
+other process can open the engine. This server lets them, and any ClickHouse client
+(clickhouse-connect, ``curl``, Grafana, DBeaver), read it over ClickHouse's own protocol:
+
+- ``GET|POST /?query=...`` (a POST body is the query, after the ``query`` parameter if both are
+  given), ``default_format`` / ``X-ClickHouse-Format``, ``database`` / ``X-ClickHouse-Database``,
+  ``param_<name>`` bound parameters, settings as URL parameters; ``GET /ping`` answers ``Ok.``;
+- user ``pingstream`` and the installation's admin key (runtime/adminkey.py) as HTTP basic auth, as
+  ``X-ClickHouse-User`` / ``X-ClickHouse-Key`` headers, or as ``user`` / ``password`` parameters;
+- answers carry ``X-ClickHouse-Query-Id``, ``-Format``, ``-Summary``, ``-Timezone`` and
+  ``-Server-Display-Name``; errors are ``Code: N. DB::Exception: ...`` with
+  ``X-ClickHouse-Exception-Code``, as ClickHouse sends them (clients turn them into their exceptions).
+
+What is enforced, is enforced by the engine: queries run on a chdb session of their own whose
+settings are ``readonly=1`` (no INSERT, ALTER, CREATE, DROP, no table functions that reach files or
+the network, and no setting can be changed, these limits included, except to the value it has),
+``max_execution_time`` and ``max_result_rows`` / ``max_result_bytes`` (``result_overflow_mode=throw``).
+The default database is pingstream's; ``database`` may name it or ``system`` (the tables clients
+read when they connect), nothing else. The engine's data directory belongs to this installation
+and holds no other database with tables.
+
+Queries run on the ClickHouse object's one thread (runtime/clickhouse.py), as the projector's
+inserts do, so they never run at the same time: a long query delays the projector by at most
+``max_execution_time``. Results are produced by the engine in the format asked for (Native,
+RowBinaryWithNamesAndTypes, JSON, TabSeparated, ...) and sent as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import re
+import uuid
+from pathlib import Path
+
+from aiohttp import web
+
+from . import adminkey
+from .clickhouse import ClickHouse
+
+log = logging.getLogger(__name__)
+
+DISPLAY_NAME = "pingstream"
+MAX_RESULT_BYTES = 256 * 1024 * 1024
+MAX_QUERY_BYTES = 1024 * 1024
+
+# URL parameters that are the protocol's own, not settings for the engine. The compression ones are
+# accepted and ignored: answers are never compressed (no Content-Encoding), which every client reads.
+_TRANSPORT = frozenset({
+    "query", "database", "default_format", "user", "password", "query_id", "session_id", "session_timeout",
+    "session_check", "compress", "decompress", "enable_http_compression", "http_zlib_compression_level",
+    "wait_end_of_query", "buffer_size", "client_protocol_version", "send_progress_in_http_headers",
+    "http_headers_progress_interval_ms", "quota_key", "role", "http_response_buffer_size",
+})
+_SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TRAILING_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNORECASE)
+_ERROR_CODE = re.compile(r"Code: (\d+)\.")
+
+# ClickHouse's mapping of error codes to HTTP statuses, for the codes an analyst meets.
+_HTTP_STATUS = {
+    516: 403, 192: 403, 193: 403,  # AUTHENTICATION_FAILED, UNKNOWN_USER, WRONG_PASSWORD
+    194: 401,  # REQUIRED_PASSWORD
+    164: 403, 497: 403,  # READONLY, ACCESS_DENIED
+    62: 400, 27: 400, 26: 400, 36: 400, 43: 400, 42: 400, 115: 400, 456: 400, 457: 400,  # syntax, bad arguments
+    47: 404, 46: 404, 60: 404, 81: 404, 50: 404, 73: 404,  # unknown identifier/function/table/database/type/format
+    159: 408,  # TIMEOUT_EXCEEDED
+    396: 500,  # TOO_MANY_ROWS_OR_BYTES
+}
+_CONTENT_TYPES = {
+    "TabSeparated": "text/tab-separated-values; charset=UTF-8", "TSV": "text/tab-separated-values; charset=UTF-8",
+    "CSV": "text/csv; charset=UTF-8", "JSON": "application/json; charset=UTF-8",
+    "JSONCompact": "application/json; charset=UTF-8", "JSONEachRow": "application/x-ndjson; charset=UTF-8",
+}
+
+
+class ClickHouseError(Exception):
+    """An error answered as ClickHouse answers it."""
+
+    def __init__(self, code: int, name: str, message: str) -> None:
+        super().__init__(f"Code: {code}. DB::Exception: {message}. ({name})")
+        self.code = code
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _credentials(request: web.Request) -> tuple[str | None, str | None]:
+    """User and password as ClickHouse takes them: basic auth, X-ClickHouse-User/-Key, or user/password parameters."""
+    auth = request.headers.get("Authorization", "")
+    if auth[:6].lower() == "basic ":
+        try:
+            user, _, password = base64.b64decode(auth[6:].strip(), validate=True).decode().partition(":")
+        except ValueError:
+            return None, None
+        return user, password
+    if "X-ClickHouse-User" in request.headers or "X-ClickHouse-Key" in request.headers:
+        return request.headers.get("X-ClickHouse-User", "default"), request.headers.get("X-ClickHouse-Key", "")
+    return request.query.get("user", "default"), request.query.get("password", "")
+
+
+class SqlServer:
+    """Read-only SQL over ClickHouse's HTTP protocol on ``host:port``, through ``clickhouse``'s engine.
+
+    Any process holding an embedded engine can start one: ``await server.start()``, ``server.port``,
+    ``await server.stop()``. ``port_file``, when given, holds the bound port while the server runs
+    (``pingstream sql`` finds it there)."""
+
+    def __init__(self, clickhouse: ClickHouse, admin_key: str, host: str, port: int, *,
+                 max_execution_time_s: float, max_result_rows: int, port_file: Path | None = None) -> None:
+        self.clickhouse = clickhouse
+        self.admin_key = admin_key
+        self.host = host
+        self.port = port
+        self.port_file = port_file
+        self.database = clickhouse.database
+        self.settings = {
+            "max_execution_time": f"{max_execution_time_s:g}",
+            "max_result_rows": str(max_result_rows),
+            "max_result_bytes": str(MAX_RESULT_BYTES),
+            "result_overflow_mode": "throw",
+            "readonly": "1",  # last: after it no setting can be changed
+        }
+        self._session = None  # the engine session of our own, used on the ClickHouse thread only
+        self._session_database: str | None = None
+        self._timezone = "UTC"
+        self._version = ""
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        self._session = await self.clickhouse.run(self._open_session)
+        app = web.Application(client_max_size=MAX_QUERY_BYTES)
+        app.router.add_route("GET", "/ping", self._ping)
+        app.router.add_route("HEAD", "/ping", self._ping)
+        app.router.add_route("GET", "/", self._handle)
+        app.router.add_route("POST", "/", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        try:
+            await site.start()
+        except BaseException:
+            await self._runner.cleanup()
+            raise
+        self.port = site._server.sockets[0].getsockname()[1]
+        if self.port_file is not None:
+            self.port_file.write_text(f"{self.port}\n")
+        log.info("SQL (ClickHouse HTTP interface) on %s, user %s", self.url, adminkey.USER)
+
+    async def stop(self) -> None:
+        if self.port_file is not None:
+            self.port_file.unlink(missing_ok=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._session is not None:
+            session, self._session = self._session, None
+            await self.clickhouse.run_raw(session.close)
+
+    def _open_session(self, client):
+        """A session of our own on the engine ``client`` holds, with the limits set. Settings are per
+        session, so the projector's session is not touched."""
+        import chdb
+
+        session = chdb.connect(self.clickhouse.engine_path(client))
+        for name, value in self.settings.items():
+            session.query(f"SET {name} = {_quote(value)}")
+        self._version, self._timezone = bytes(session.query("SELECT version(), timezone()", "TabSeparated").bytes()
+                                              ).decode().strip().split("\t")
+        return session
+
+    async def _ping(self, request: web.Request) -> web.Response:
+        return web.Response(text="Ok.\n")
+
+    def _headers(self, query_id: str) -> dict[str, str]:
+        return {"X-ClickHouse-Server-Display-Name": DISPLAY_NAME, "X-ClickHouse-Query-Id": query_id,
+                "X-ClickHouse-Timezone": self._timezone}
+
+    def _error(self, exc: ClickHouseError, headers: dict[str, str]) -> web.Response:
+        text = f"{exc} (version {self._version})\n"
+        headers = {**headers, "X-ClickHouse-Exception-Code": str(exc.code)}
+        return web.Response(status=_HTTP_STATUS.get(exc.code, 500), text=text, headers=headers)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        params = request.query
+        headers = self._headers(params.get("query_id") or str(uuid.uuid4()))
+        try:
+            self._authenticate(request)
+            query = await self._query_text(request)
+            if not query.strip():
+                return web.Response(text="Ok.\n", headers=headers)
+            database = params.get("database") or request.headers.get("X-ClickHouse-Database") or self.database
+            if database not in (self.database, "system"):
+                raise ClickHouseError(81, "UNKNOWN_DATABASE", f"Database {database} does not exist")
+            default_format = params.get("default_format") or request.headers.get("X-ClickHouse-Format") or "TabSeparated"
+            settings = {k: v for k, v in params.items() if k not in _TRANSPORT and not k.startswith("param_")}
+            for name in settings:
+                if not _SETTING_NAME.match(name):
+                    raise ClickHouseError(115, "UNKNOWN_SETTING", f"Setting {name} is neither a builtin setting nor started with a prefix")
+            bound = {k[len("param_"):]: v for k, v in params.items() if k.startswith("param_")}
+            body, summary = await self.clickhouse.run_raw(self._execute, query, database, default_format, settings, bound)
+        except ClickHouseError as exc:
+            return self._error(exc, headers)
+        match = _TRAILING_FORMAT.search(query)
+        fmt = match.group(1) if match else default_format
+        headers["X-ClickHouse-Format"] = fmt
+        headers["X-ClickHouse-Summary"] = json.dumps(summary, separators=(",", ":"))
+        content_type = _CONTENT_TYPES.get(fmt, "application/octet-stream" if fmt != "Pretty" else "text/plain; charset=UTF-8")
+        return web.Response(body=body, headers={**headers, "Content-Type": content_type})
+
+    def _authenticate(self, request: web.Request) -> None:
+        user, password = _credentials(request)
+        if user != adminkey.USER or not adminkey.matches(self.admin_key, password):
+            raise ClickHouseError(516, "AUTHENTICATION_FAILED", f"{user}: Authentication failed: password is "
+                                  "incorrect, or there is no user with such name")
+
+    async def _query_text(self, request: web.Request) -> str:
+        query = request.query.get("query", "")
+        if request.method == "POST":
+            body = await request.read()
+            if body:
+                try:
+                    text = body.decode()
+                except UnicodeDecodeError:
+                    raise ClickHouseError(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", "query is not UTF-8") from None
+                query = f"{query}\n{text}" if query else text
+        if len(query.encode()) > MAX_QUERY_BYTES:
+            raise ClickHouseError(393, "QUERY_IS_TOO_LARGE", "Query is too large")
+        return query
+
+    def _execute(self, query: str, database: str, fmt: str, settings: dict[str, str],
+                 bound: dict[str, str]) -> tuple[bytes, dict]:
+        """On the ClickHouse thread: the query's output in ``fmt`` (unless it names its own) and its summary."""
+        session = self._session
+        if session is None:
+            raise ClickHouseError(210, "NETWORK_ERROR", "the SQL endpoint is stopping")
+        try:
+            if database != self._session_database:
+                session.query(f"USE `{database}`")
+                self._session_database = database
+            # Read-only: a setting may only be "set" to the value it has, so nothing lingers in the session.
+            for name, value in settings.items():
+                session.query(f"SET {name} = {_quote(value)}")
+            result = session.query(query, fmt, params=bound or None)
+        except RuntimeError as exc:  # chdb's ChdbError: "Code: N. DB::Exception: ... (NAME)"
+            raise _from_engine(str(exc)) from None
+        body = bytes(result.bytes() or b"")
+        summary = {"read_rows": str(result.rows_read()), "read_bytes": str(result.bytes_read()),
+                   "written_rows": "0", "written_bytes": "0", "result_bytes": str(len(body)),
+                   "elapsed_ns": str(int(result.elapsed() * 1e9))}
+        return body, summary
+
+
+def _from_engine(message: str) -> ClickHouseError:
+    """The engine's own error, as it wrote it."""
+    match = _ERROR_CODE.search(message)
+    exc = ClickHouseError(int(match.group(1)) if match else 1001, "", "")
+    text = message[match.start():] if match else f"Code: 1001. DB::Exception: {message}"
+    text = re.sub(r"\s*\(version [^)]*\)", "", text.strip())
+    exc.args = (text.removesuffix("."),)
+    return exc
+
+
+async def serve_until(server: SqlServer, stop: asyncio.Event) -> None:
+    """Run ``server`` (already started) until ``stop``."""
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
