@@ -21,6 +21,8 @@ _KEY_PATTERNS = (
     ("api_key", r"  API key:\s+(\S+)"),
     ("api_key_readonly", r"read-only API key:\s+(\S+)"),
     ("project_id", r"^project '.*' \((\S+)\)"),
+    ("admin_key", r"^admin key:\s+(\S+)"),
+    ("sql_url", r"^SQL \(ClickHouse HTTP interface\):\s+(\S+)"),
 )
 
 
@@ -45,7 +47,9 @@ class Service:
         self.keys: dict[str, str] = {}
 
     def start(self, timeout_s: float = 90) -> "Service":
-        env = dict(os.environ, PYTHONUNBUFFERED="1", PINGSTREAM_HOST="127.0.0.1", **self.env)
+        # The SQL endpoint of a process holding chdb on any free port (not the default 8124), so that
+        # several systems can run side by side; `pingstream sql` finds it in the data directory.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PINGSTREAM_HOST": "127.0.0.1", "PINGSTREAM_SQL_PORT": "0", **self.env}
         if self.port:
             env["PINGSTREAM_PORT"] = str(self.port)
         self.proc = subprocess.Popen(

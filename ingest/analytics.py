@@ -9,7 +9,6 @@ check page (ingest/board.py).
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 
 from aiohttp import web
@@ -19,19 +18,17 @@ from checks.spec import UNIQUE_KEY, unique_key
 from reads import durations as queries
 from schemas.events import CheckConfig, utcnow
 
-from . import params
+from . import params, state
 from .chart import render_svg
-from .keys import CLICKHOUSE, REGISTRY
+from .keys import REGISTRY
 from .params import BadParam
 from .respond import respond
-from .views import ApiError, ApiRequest, api_view, error, own_check
-
-log = logging.getLogger(__name__)
+from .views import ApiRequest, api_view, error, own_check
 
 RUN_COLUMNS = ["started_at", "finished_at", "duration_s", "outcome", "exit_status", "rid", "event_id"]
 
-# Any key of the project reads; an edge without ClickHouse answers 503.
-analyst_view = api_view(write=False, clickhouse=True)
+# Any key of the project reads; an edge without a reachable read model answers 503 (ingest/state.py).
+analyst_view = api_view(write=False)
 
 
 def label(q: float) -> str:
@@ -50,15 +47,6 @@ def _check_ref(check: CheckConfig, readonly: bool) -> dict:
     return ref
 
 
-async def _query(coro):
-    """A failing ClickHouse answers 503 (retry later), never a 500 with a traceback."""
-    try:
-        return await coro
-    except Exception as exc:
-        log.exception("analytics query failed")
-        raise ApiError("analytics query failed", 503) from exc
-
-
 # --- per check ----------------------------------------------------------------
 
 
@@ -68,7 +56,7 @@ async def check_runs(request: web.Request, api: ApiRequest) -> web.Response:
     since, until = params.time_range(request.query, timedelta(days=7))
     limit = params.int_param(request.query, "limit", 100, 1, 10000)
     csv_out = _wants_csv(request)
-    rows = await _query(queries.runs(request.app[CLICKHOUSE], check.id, since, until, limit))
+    rows = await state.read(request, queries.runs, check.id, since, until, limit)
     rows = [{c: r[c] for c in RUN_COLUMNS} for r in rows]
     body = {"check": _check_ref(check, api.readonly), "since": since, "until": until, "runs": rows}
     return respond(csv_out, body, rows, RUN_COLUMNS)
@@ -78,7 +66,7 @@ async def _duration_buckets(request: web.Request, api: ApiRequest, check: CheckC
                             quantiles: list[float]) -> tuple[dict, list[dict]]:
     bucket = params.bucket_param(request.query)
     since, until = params.duration_range(request.query, bucket)
-    rows = await _query(queries.durations(request.app[CLICKHOUSE], check.id, quantiles, bucket, since, until))
+    rows = await state.read(request, queries.durations, check.id, quantiles, bucket, since, until)
     names = [label(q) for q in quantiles]
     buckets = [{"bucket": r["bucket"], "runs": r["runs"], "failures": r["failures"], **dict(zip(names, r["quantiles"]))}
                for r in rows]
@@ -133,8 +121,8 @@ async def slowest(request: web.Request, api: ApiRequest) -> web.Response:
     since, until = params.time_range(request.query, timedelta(days=7))
     limit = params.int_param(request.query, "limit", 20, 1, 1000)
     csv_out = _wants_csv(request)
-    rows = await _query(queries.slowest(request.app[CLICKHOUSE], api.project.id, _project_check_ids(request, api),
-                                        since, until, limit))
+    rows = await state.read(request, queries.slowest, api.project.id, _project_check_ids(request, api),
+                            since, until, limit)
     rows = _fleet_rows(request, api, rows)
     columns = _fleet_columns(api, ["runs", "failures", "p50", "p95", "p99"])
     return respond(csv_out, {"since": since, "until": until, "checks": rows}, rows, columns)
@@ -145,8 +133,8 @@ async def failure_rate(request: web.Request, api: ApiRequest) -> web.Response:
     since, until = params.time_range(request.query, timedelta(days=7))
     limit = params.int_param(request.query, "limit", 100, 1, 1000)
     csv_out = _wants_csv(request)
-    rows = await _query(queries.failure_rates(request.app[CLICKHOUSE], api.project.id,
-                                              _project_check_ids(request, api), since, until, limit))
+    rows = await state.read(request, queries.failure_rates, api.project.id,
+                            _project_check_ids(request, api), since, until, limit)
     rows = _fleet_rows(request, api, rows)
     columns = _fleet_columns(api, ["runs", "failures", "failure_rate"])
     return respond(csv_out, {"since": since, "until": until, "checks": rows}, rows, columns)
@@ -161,8 +149,8 @@ async def p95_growth(request: web.Request, api: ApiRequest) -> web.Response:
         raise BadParam(f"invalid {'weeks_ago' if weeks_ago else 'until'}: out of range")
     limit = params.int_param(request.query, "limit", 20, 1, 1000)
     csv_out = _wants_csv(request)
-    rows = await _query(queries.p95_growth(request.app[CLICKHOUSE], api.project.id,
-                                           _project_check_ids(request, api), until, limit))
+    rows = await state.read(request, queries.p95_growth, api.project.id,
+                            _project_check_ids(request, api), until, limit)
     rows = _fleet_rows(request, api, rows)
     start, middle, end = queries.window(until)
     body = {"previous_since": start, "since": middle, "until": end, "checks": rows}

@@ -2,7 +2,8 @@
 
 The badge URLs carry no API key: a project's badges are found by its badge key and
 proven by their signature, a check's badge by the check's badge key (checks/badges.py).
-Badge answers are never cached, so a README shows the state of now.
+Badge answers are never cached, so a README shows the state of now; without a reachable read
+model a badge is a 503 naming what is missing, never a made-up "up".
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from schemas.events import CheckConfig, Project
 
 from . import state
 from .keys import CONFIG, REGISTRY
-from .views import ApiRequest, api_view, cors, empty
+from .views import ApiRequest, api_view, cors, empty, error
 
 MASTER_LABEL = "pingstream"  # the label of the badge of all checks (upstream: its site name)
 # A badge shows up, late (with three states) or down; paused and new checks count as up.
@@ -79,7 +80,11 @@ async def tag_badge(request: web.Request) -> web.Response:
     if tag != "*":
         checks = [c for c in checks if tag in c.tags.split()]
     with_late = not (len(sig) == 10 and sig.endswith("-2"))
-    badge = domain.badge_state(await _statuses(request, checks), with_late, stop_at_down=fmt == "svg")
+    try:
+        statuses = await _statuses(request, checks)
+    except state.ReadModelUnavailable as exc:
+        return _never_cache(error(exc.message, exc.status))
+    badge = domain.badge_state(statuses, with_late, stop_at_down=fmt == "svg")
     return _never_cache(_answer(fmt, MASTER_LABEL if tag == "*" else tag, badge))
 
 
@@ -108,7 +113,10 @@ async def check_badge(request: web.Request) -> web.Response:
     check = request.app[CHECK_BADGE_KEYS].find(request.app[REGISTRY], info["badge_key"])
     if info["fmt"] not in domain.FORMATS or check is None:
         return _never_cache(empty(404))
-    [check_status] = await _statuses(request, [check])
+    try:
+        [check_status] = await _statuses(request, [check])
+    except state.ReadModelUnavailable as exc:
+        return _never_cache(error(exc.message, exc.status))
     shown = {"down": "down", "grace": "late" if int(info["states"]) == 3 else "up"}.get(check_status, "up")
     badge = (shown, 1, int(check_status == "grace"), int(check_status == "down"))
     return _never_cache(_answer(info["fmt"], check.name or check.id, badge))

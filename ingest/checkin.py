@@ -13,11 +13,10 @@ from aiohttp import web
 
 from checks.document import monitor_document
 from checks.spec import SpecError, load_json, may_create, monitor_spec
-from reads import monitors as queries
 from schemas.events import CheckConfig, utcnow, uuid7
 
 from . import state
-from .keys import CLICKHOUSE, CONFIG, REGISTRY
+from .keys import CONFIG, REGISTRY
 from .pings import record_ping
 from .views import ApiError, ApiRequest, bearer_view, error, read_body, save_check
 
@@ -26,8 +25,7 @@ async def _documents(request: web.Request, checks: list[CheckConfig]) -> list[di
     """The monitor documents of ``checks``, from their projected state."""
     states = await state.check_states(request, [c.id for c in checks])
     down = [c.id for c in checks if (states.get(c.id) or {}).get("status") == "down"]
-    ch = request.app.get(CLICKHOUSE)
-    failed = await queries.last_completion_failed(ch, down) if ch is not None and down else set()
+    failed = await state.last_completion_failed(request, down)
     public_url = request.app[CONFIG].public_url
     return [monitor_document(c, states.get(c.id), public_url, c.id in failed) for c in checks]
 

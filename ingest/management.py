@@ -4,7 +4,8 @@ version they were asked under).
 Writes become registry / control events on the log (answered after the durable
 ack, then applied to this edge's registry at once so the caller reads its own
 write); configuration is read from the registry, state (status, n_pings,
-last_ping, pings, flips) from the projected tables in ClickHouse.
+last_ping, pings, flips) from the projected tables in ClickHouse. Without a reachable read model an
+answer that needs state is a 503 (ingest/state.py), read before any write so nothing is half done.
 """
 
 from __future__ import annotations
@@ -93,11 +94,14 @@ async def create_check(request: web.Request, api: ApiRequest) -> web.Response:
     if created and not may_create(registry.project_check_count(api.project.id), request.app[CONFIG].check_limit):
         raise ApiError(None, 403)  # upstream's HttpResponseForbidden() when the check limit is reached
     _check_channels(spec)
+    # A new check has no projected state; an existing one's is read before anything is written, so
+    # a read model that cannot answer (503) leaves the check as it was.
+    st = None if created else await _state(request, existing)
     base = existing or CheckConfig(id=str(uuid7()), project_id=api.project.id, created=utcnow())
     check = _apply(request, base, spec, api)
     if created or check != existing:
         await save_check(request, check)
-    return _document(request, api, check, await _state(request, check), http_status=201 if created else 200)
+    return _document(request, api, check, st, http_status=201 if created else 200)
 
 
 @api_view(write=False)

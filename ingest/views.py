@@ -13,7 +13,8 @@ is 401 here where it is 400 there). A body is read with ``read_body``: the ping 
 (408) and the app's size limit (413, at once when the announced length is over it).
 
 Inside a view, ``raise ApiError(message, status)`` answers ``{"error": message}``, and so does a
-log that cannot take a write (503 ``service unavailable``); ``own_check``'s 404/403 have empty
+log that cannot take a write (503 ``service unavailable``) and a read model that cannot be read
+(503 ``read model unavailable: ...``, ingest/state.py); ``own_check``'s 404/403 have empty
 bodies, as Healthchecks' ``HttpResponseNotFound()`` / ``HttpResponseForbidden()``.
 
 A Management API route is ``cors({method: view})``, Healthchecks' ``@cors(...)``: browsers may
@@ -36,7 +37,7 @@ from runtime.eventlog.base import LogUnavailable
 from schemas.events import CheckConfig, Project
 
 from . import pings
-from .keys import CLICKHOUSE, EVENT_LOG, REGISTRY
+from .keys import EVENT_LOG, REGISTRY
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -132,14 +133,12 @@ async def _by_bearer(request: web.Request, write: bool) -> ApiRequest:
     return ApiRequest({}, project, readonly, 1)
 
 
-def _view(authenticate: Callable[[web.Request], Awaitable[ApiRequest]], clickhouse: bool = False):
+def _view(authenticate: Callable[[web.Request], Awaitable[ApiRequest]]):
     def decorator(fn: Callable[[web.Request, ApiRequest], Awaitable[web.StreamResponse]]) -> Handler:
         @functools.wraps(fn)
         async def view(request: web.Request) -> web.StreamResponse:
             try:
                 api = await authenticate(request)
-                if clickhouse and request.app.get(CLICKHOUSE) is None:
-                    raise ApiError("analytics need ClickHouse", 503)
                 return await fn(request, api)
             except ApiError as exc:
                 return error(exc.message, exc.status)
@@ -151,10 +150,9 @@ def _view(authenticate: Callable[[web.Request], Awaitable[ApiRequest]], clickhou
     return decorator
 
 
-def api_view(write: bool, clickhouse: bool = False):
-    """A view for ``X-Api-Key`` holders; ``write`` refuses read-only keys, ``clickhouse`` answers
-    503 on an edge run without the read model."""
-    return _view(functools.partial(_by_api_key, write=write), clickhouse)
+def api_view(write: bool):
+    """A view for ``X-Api-Key`` holders; ``write`` refuses read-only keys."""
+    return _view(functools.partial(_by_api_key, write=write))
 
 
 def bearer_view(write: bool):

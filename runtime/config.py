@@ -156,6 +156,7 @@ class Config:
             sql_host=env.get("PINGSTREAM_SQL_HOST") or "127.0.0.1",
             sql_port=_sql_port(env),
             sql_max_execution_time_s=_float(env, "PINGSTREAM_SQL_MAX_EXECUTION_TIME_S", 10.0, 0.1, 3600.0),
-            sql_max_result_rows=_int(env, "PINGSTREAM_SQL_MAX_RESULT_ROWS", 1_000_000, 1, 10**12),
+            # Not below 10,000: clients read system.settings (~1,900 rows) when they connect.
+            sql_max_result_rows=_int(env, "PINGSTREAM_SQL_MAX_RESULT_ROWS", 1_000_000, 10_000, 10**12),
         )
         return dataclasses.replace(config, **overrides) if overrides else config

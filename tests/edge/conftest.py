@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import uuid
 
 import pytest
 
 from ingest.app import create_app
+from runtime.clickhouse import ClickHouse
 from runtime.config import Config
 from runtime.eventlog.sqlite import SqliteEventLog
 from runtime.registry import Registry, create_project, save_check
@@ -41,20 +44,53 @@ class Edge:
         return out
 
 
-@pytest.fixture
-async def edge(tmp_path, aiohttp_client):
-    config = Config.from_env({"PINGSTREAM_DATA": str(tmp_path)}, ping_body_limit=100)
+async def _edge(tmp_path, aiohttp_client, clickhouse, env: dict | None = None):
+    config = Config.from_env({"PINGSTREAM_DATA": str(tmp_path), **(env or {})}, ping_body_limit=100)
     log = SqliteEventLog(config.sqlite_path, default_partitions=2)
     await log.start()
     registry = Registry()
     project = await create_project(log, "test", registry)
-    app = create_app(config, log, registry, clickhouse=None)
+    app = create_app(config, log, registry, clickhouse=clickhouse)
     client = await aiohttp_client(EdgeTestServer(app))
+    return Edge(client, log, registry, project, config)
+
+
+@pytest.fixture(scope="session")
+def empty_read_model(chdb_dsn):
+    """A real read model nothing is projected into, shared by the session's edges (each test's checks
+    are new uuids, so none of them has state): reads answer as for checks no ping reached yet."""
+    ch = ClickHouse(chdb_dsn, f"test_empty_{uuid.uuid4().hex[:12]}")
+    asyncio.run(ch.start())
+    yield ch
+
+    async def drop_and_close():
+        await ch.run(lambda c: c.command(f"DROP DATABASE IF EXISTS {ch.database}"))
+        await ch.close()
+
+    asyncio.run(drop_and_close())
+
+
+@pytest.fixture
+async def edge(tmp_path, aiohttp_client, empty_read_model):
+    """An edge on a real log, reading a real read model that holds nothing for its checks (the
+    projector is not running: tests that need projected state use ``projected``)."""
+    edge = await _edge(tmp_path, aiohttp_client, empty_read_model)
     try:
-        yield Edge(client, log, registry, project, config)
+        yield edge
     finally:
-        await client.close()
-        await log.close()
+        await edge.client.close()
+        await edge.log.close()
+
+
+@pytest.fixture
+async def edge_without_read_model(tmp_path, aiohttp_client):
+    """An edge run with ``PINGSTREAM_CLICKHOUSE=off``: it takes pings and writes, and reads of state answer 503."""
+    edge = await _edge(tmp_path, aiohttp_client, None, {"PINGSTREAM_CLICKHOUSE": "off"})
+    try:
+        yield edge
+    finally:
+        await edge.client.close()
+        await edge.log.close()
 
 
 @pytest.fixture

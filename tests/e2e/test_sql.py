@@ -1,0 +1,196 @@
+"""Live SQL on the running system: ClickHouse's HTTP interface served by the process holding chdb.
+
+Existing clients, unchanged: clickhouse-connect (query, query_df, command) and plain HTTP as curl sends
+it. User ``pingstream`` with the installation's admin key; the engine enforces readonly, the time limit
+and the result limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import clickhouse_connect
+import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
+
+from bench.procs import Service, free_port, run_cli, sql
+
+MAX_ROWS = 10_000  # the smallest allowed: clickhouse-connect reads system.settings (~1,900 rows) when it connects
+TIME_LIMIT_S = 2
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory):
+    """One `pingstream up` (embedded) for the module, its SQL endpoint on a free port."""
+    data = tmp_path_factory.mktemp("sql") / "data"
+    env = {"PINGSTREAM_DATA": str(data), "PINGSTREAM_KAFKA": "", "PINGSTREAM_SQL_PORT": str(free_port()),
+           "PINGSTREAM_SQL_MAX_EXECUTION_TIME_S": str(TIME_LIMIT_S), "PINGSTREAM_SQL_MAX_RESULT_ROWS": str(MAX_ROWS)}
+    service = Service("up", env, free_port())
+    try:
+        service.start()
+        service.data = data
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="module")
+def client(up):
+    url = urllib.parse.urlsplit(up.keys["sql_url"])
+    c = clickhouse_connect.get_client(host=url.hostname, port=url.port, username="pingstream",
+                                      password=up.keys["admin_key"])
+    yield c
+    c.close()
+
+
+def _api(up, method: str, path: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(up.url + path, method=method, data=json.dumps(body).encode() if body else None,
+                                     headers={"X-Api-Key": up.keys["api_key"]})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _ping(up, check_id: str) -> None:
+    with urllib.request.urlopen(f"{up.url}/ping/{check_id}", timeout=10) as r:
+        assert r.status == 200
+
+
+def _http(up, query: str | None = None, *, auth: str = "basic", key: str | None = None, body: bytes | None = None,
+          **params) -> tuple[int, dict, bytes]:
+    """A request as curl sends it; (status, headers, body)."""
+    key = up.keys["admin_key"] if key is None else key
+    headers = {}
+    if auth == "basic":
+        headers["Authorization"] = "Basic " + base64.b64encode(f"pingstream:{key}".encode()).decode()
+    elif auth == "headers":
+        headers.update({"X-ClickHouse-User": "pingstream", "X-ClickHouse-Key": key})
+    elif auth == "params":
+        params.update(user="pingstream", password=key)
+    if query is not None:
+        params["query"] = query
+    request = urllib.request.Request(up.keys["sql_url"] + "/?" + urllib.parse.urlencode(params), data=body,
+                                     headers=headers, method="POST" if body is not None else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def _wait_for_ping(client, check_id: str, within_s: float) -> float:
+    pinged = time.monotonic()
+    while client.query("SELECT count() FROM pings WHERE check_id = {c:UUID}", parameters={"c": check_id}).result_rows[0][0] != 1:
+        assert time.monotonic() - pinged < within_s, f"the ping was not queryable by SQL within {within_s} s"
+        time.sleep(0.02)
+    return time.monotonic() - pinged
+
+
+def test_it_finds_a_check_s_pings_by_sql_within_a_second(up, client):
+    # The projector's first batch after start is slower (tables opened, first parts written): not timed.
+    warm_up = _api(up, "POST", "/api/v3/checks/", {"name": "warm-up"})["uuid"]
+    _ping(up, warm_up)
+    _wait_for_ping(client, warm_up, 10)
+    # Within a second typically (the median of three); never later than two, on a busy test machine too.
+    latencies = []
+    for name in ("nightly-backup", "hourly-export", "weekly-report"):
+        check_id = _api(up, "POST", "/api/v3/checks/", {"name": name, "tags": "prod"})["uuid"]
+        _ping(up, check_id)
+        latencies.append(_wait_for_ping(client, check_id, 2.0))
+    assert sorted(latencies)[1] < 1.0, latencies
+    rows = client.query("SELECT kind, received_at FROM pings WHERE check_id = {c:UUID}", parameters={"c": check_id})
+    assert [r["kind"] for r in rows.named_results()] == ["success"]
+    frame = client.query_df("SELECT check_id, kind FROM pings WHERE check_id = {c:UUID}", parameters={"c": check_id})
+    assert list(frame["kind"]) == ["success"] and str(frame["check_id"][0]) == check_id
+    assert client.command("SELECT 40 + 2") == 42
+    assert client.ping()
+    assert client.server_version and client.query("SELECT currentDatabase()").result_rows == [("pingstream",)]
+
+
+@pytest.mark.parametrize("statement", [
+    "INSERT INTO pings (check_id, n) VALUES (generateUUIDv4(), 1)",
+    "CREATE TABLE evil (a UInt8) ENGINE = Memory",
+    "DROP TABLE pings",
+    "ALTER TABLE pings DELETE WHERE 1",
+    "TRUNCATE TABLE pings",
+    "SET readonly = 0",
+    f"SET max_execution_time = {TIME_LIMIT_S * 100}",
+    f"SELECT 1 SETTINGS max_result_rows = {MAX_ROWS * 10}",
+    "SELECT * FROM file('/etc/passwd', 'LineAsString')",
+    "SELECT * FROM url('http://127.0.0.1:9/', 'LineAsString')",
+])
+def test_it_refuses_what_is_not_a_read(up, client, statement):
+    with pytest.raises(DatabaseError) as caught:
+        client.command(statement)
+    assert caught.value.code == 164, str(caught.value)  # READONLY, from the engine
+    assert client.command("EXISTS TABLE pings") == 1
+
+
+def test_it_refuses_a_wrong_key_and_a_project_key(up):
+    url = urllib.parse.urlsplit(up.keys["sql_url"])
+    for user, password in (("pingstream", up.keys["api_key"]), ("pingstream", up.keys["admin_key"] + "x"),
+                           ("default", up.keys["admin_key"]), ("pingstream", "")):
+        with pytest.raises(DatabaseError) as caught:
+            clickhouse_connect.get_client(host=url.hostname, port=url.port, username=user, password=password)
+        assert caught.value.code == 516 and "AUTHENTICATION_FAILED" in str(caught.value)
+    status, headers, body = _http(up, "SELECT 1", key=up.keys["api_key_readonly"])
+    assert status == 403 and headers["X-ClickHouse-Exception-Code"] == "516"
+    assert body.startswith(b"Code: 516. DB::Exception: ")
+
+
+def test_it_cuts_a_runaway_query_and_the_projector_goes_on(up, client):
+    started = time.monotonic()
+    with pytest.raises(DatabaseError) as caught:
+        client.query("SELECT count() FROM numbers(1e11)")
+    took = time.monotonic() - started
+    assert caught.value.code == 159 and "TIMEOUT_EXCEEDED" in str(caught.value)
+    assert TIME_LIMIT_S <= took < TIME_LIMIT_S + 3, took
+    check_id = _api(up, "POST", "/api/v3/checks/", {"name": "after-the-runaway"})["uuid"]
+    _ping(up, check_id)
+    _wait_for_ping(client, check_id, 5)
+
+
+def test_it_limits_result_rows(up, client):
+    assert len(client.query(f"SELECT number FROM numbers({MAX_ROWS})").result_rows) == MAX_ROWS
+    with pytest.raises(DatabaseError) as caught:
+        client.query(f"SELECT number FROM numbers({MAX_ROWS + 1})")
+    assert caught.value.code == 396
+
+
+def test_it_answers_curl_style_requests_with_clickhouse_headers(up):
+    status, headers, body = _http(up, "SELECT 1")
+    assert (status, body) == (200, b"1\n")
+    assert headers["X-ClickHouse-Format"] == "TabSeparated"
+    assert headers["X-ClickHouse-Server-Display-Name"] == "pingstream"
+    assert headers["X-ClickHouse-Timezone"]
+    uuid.UUID(headers["X-ClickHouse-Query-Id"])
+    assert int(json.loads(headers["X-ClickHouse-Summary"])["read_rows"]) >= 1
+    for auth in ("headers", "params"):
+        assert _http(up, "SELECT 2", auth=auth)[2] == b"2\n"
+    status, headers, body = _http(up, "SELECT number AS n FROM numbers(2) FORMAT JSON", query_id="q-1")
+    assert headers["X-ClickHouse-Format"] == "JSON" and headers["X-ClickHouse-Query-Id"] == "q-1"
+    assert json.loads(body)["data"] == [{"n": "0"}, {"n": "1"}] or json.loads(body)["data"] == [{"n": 0}, {"n": 1}]
+    status, headers, body = _http(up, "SELECT {x:UInt8} + 1 AS y", default_format="JSONEachRow", param_x="4")
+    assert (status, body, headers["X-ClickHouse-Format"]) == (200, b'{"y":5}\n', "JSONEachRow")
+    status, _, body = _http(up, body=b"SELECT name FROM system.tables WHERE database = currentDatabase() AND name = 'runs'")
+    assert (status, body) == (200, b"runs\n")
+    status, headers, body = _http(up, "SELECT * FROM nowhere")
+    assert status == 404 and headers["X-ClickHouse-Exception-Code"] == "60" and b"UNKNOWN_TABLE" in body
+    status, headers, _ = _http(up, "SELECT 1", database="default")
+    assert status == 404 and headers["X-ClickHouse-Exception-Code"] == "81"
+    assert _http(up, "SELECT count() FROM system.settings", database="system")[0] == 200
+
+
+def test_pingstream_sql_and_admin_key_work_while_up_holds_the_engine(up):
+    env = {"PINGSTREAM_DATA": str(up.data), "PINGSTREAM_KAFKA": ""}
+    assert run_cli("admin-key", env=env).strip() == up.keys["admin_key"]
+    assert stat.S_IMODE(os.stat(Path(up.data) / "admin-key").st_mode) == 0o600
+    assert sql(env, "SELECT 7 AS seven") == [{"seven": 7}]
