@@ -52,6 +52,26 @@ def connect(dsn: str, database: str, migrate: bool = True):
     return client
 
 
+def _held_by_another_process(path: str) -> bool:
+    """Whether a running engine holds the data path: ClickHouse keeps an exclusive lock on its ``status``
+    file while it runs."""
+    import fcntl
+
+    try:
+        fd = os.open(os.path.join(os.path.realpath(path), "status"), os.O_RDONLY)
+    except OSError:
+        return False  # no engine has run there yet
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 class ClickHouse:
     """A client plus the one thread that may use it."""
 
@@ -72,14 +92,16 @@ class ClickHouse:
     async def start(self) -> None:
         """Connect. A server that does not answer leaves a reader unconnected (each use tries again);
         a writer, and an embedded engine that cannot be opened, raise."""
+        if self.embedded and _held_by_another_process(urlsplit(self.dsn).path):
+            # Asked before opening: chdb would print its own error lines and raise a vague one.
+            raise Unavailable(
+                f"{self.describe()} is held by another process (one process per data path); read it through "
+                "that process's SQL endpoint: PINGSTREAM_CLICKHOUSE=http://pingstream:<admin key>@127.0.0.1:<sql port>")
         try:
             self.client = await self.run_raw(connect, self.dsn, self.database, self.migrate)
         except ProgrammingError as exc:
-            if self.embedded and "Cannot lock file" in str(exc):
-                raise Unavailable(
-                    f"{self.describe()} is held by another process (one process per data path); read it through "
-                    "that process's SQL endpoint: PINGSTREAM_CLICKHOUSE=http://pingstream:<admin key>@127.0.0.1:<sql port>"
-                ) from None
+            if self.embedded:
+                raise Unavailable(f"{self.describe()} could not be opened: {exc}") from None
             raise
         except OperationalError as exc:
             if self.embedded or self.migrate:
