@@ -197,25 +197,26 @@ def _sql(config: Config, query: str, fmt: str) -> int:
     process (``up``, a projector), through that process's SQL endpoint."""
     from clickhouse_connect.driver.exceptions import ClickHouseError as ClientError
 
-    from runtime.clickhouse import connect
+    from runtime.clickhouse import connect, held_by_another_process
 
     if config.clickhouse == "off":
         print("pingstream: PINGSTREAM_CLICKHOUSE=off", file=sys.stderr)
         return 2
-    try:
-        client = connect(config.clickhouse, config.clickhouse_database)
-    except Exception as exc:  # chdb: the data path is locked by a running process
-        client = None
-        if config.clickhouse.startswith("chdb:"):
-            try:
-                client = _sql_endpoint(config)
-            except ClientError as endpoint_exc:
-                print(f"pingstream: the SQL endpoint did not answer: {str(endpoint_exc)[:300]}", file=sys.stderr)
-                return 1
+    if held_by_another_process(config.clickhouse):
+        try:
+            client = _sql_endpoint(config)
+        except ClientError as exc:
+            print(f"pingstream: the SQL endpoint did not answer: {str(exc)[:300]}", file=sys.stderr)
+            return 1
         if client is None:
-            print(f"pingstream: cannot open ClickHouse ({exc.__class__.__name__}: {str(exc)[:200]}); "
-                  "with embedded chdb held by a process without an SQL endpoint (PINGSTREAM_SQL_PORT=off), "
-                  "stop that process first", file=sys.stderr)
+            print("pingstream: the embedded ClickHouse is held by a running process that serves no SQL endpoint "
+                  "(PINGSTREAM_SQL_PORT=off); stop it first, or turn the endpoint on", file=sys.stderr)
+            return 1
+    else:
+        try:
+            client = connect(config.clickhouse, config.clickhouse_database, migrate=False)  # a reader: no DDL
+        except Exception as exc:
+            print(f"pingstream: cannot open ClickHouse ({exc.__class__.__name__}: {str(exc)[:200]})", file=sys.stderr)
             return 1
     try:
         result = client.query(query)

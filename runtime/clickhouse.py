@@ -52,13 +52,15 @@ def connect(dsn: str, database: str, migrate: bool = True):
     return client
 
 
-def _held_by_another_process(path: str) -> bool:
-    """Whether a running engine holds the data path: ClickHouse keeps an exclusive lock on its ``status``
-    file while it runs."""
+def held_by_another_process(dsn: str) -> bool:
+    """Whether a running engine holds an embedded DSN's data path: ClickHouse keeps an exclusive lock on
+    its ``status`` file while it runs."""
     import fcntl
 
+    if not dsn.startswith("chdb:"):
+        return False
     try:
-        fd = os.open(os.path.join(os.path.realpath(path), "status"), os.O_RDONLY)
+        fd = os.open(os.path.join(os.path.realpath(urlsplit(dsn).path), "status"), os.O_RDONLY)
     except OSError:
         return False  # no engine has run there yet
     try:
@@ -92,7 +94,7 @@ class ClickHouse:
     async def start(self) -> None:
         """Connect. A server that does not answer leaves a reader unconnected (each use tries again);
         a writer, and an embedded engine that cannot be opened, raise."""
-        if self.embedded and _held_by_another_process(urlsplit(self.dsn).path):
+        if held_by_another_process(self.dsn):
             # Asked before opening: chdb would print its own error lines and raise a vague one.
             raise Unavailable(
                 f"{self.describe()} is held by another process (one process per data path); read it through "

@@ -24,6 +24,7 @@ class Edge:
     registry: Registry
     project: object
     config: Config
+    read_model: ClickHouse | None = None  # what the edge's app reads state from (None: PINGSTREAM_CLICKHOUSE=off)
 
     async def add_check(self, **fields) -> CheckConfig:
         fields.setdefault("id", str(uuid7()))
@@ -52,7 +53,7 @@ async def _edge(tmp_path, aiohttp_client, clickhouse, env: dict | None = None):
     project = await create_project(log, "test", registry)
     app = create_app(config, log, registry, clickhouse=clickhouse)
     client = await aiohttp_client(EdgeTestServer(app))
-    return Edge(client, log, registry, project, config)
+    return Edge(client, log, registry, project, config, clickhouse)
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +103,7 @@ async def projected(tmp_path, aiohttp_client, clickhouse):
     registry = Registry()
     project = await create_project(log, "test", registry)
     client = await aiohttp_client(EdgeTestServer(create_app(config, log, registry, clickhouse=clickhouse)))
-    edge = Edge(client, log, registry, project, config)
+    edge = Edge(client, log, registry, project, config, clickhouse)
     edge.ch = clickhouse
     try:
         yield edge

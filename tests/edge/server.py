@@ -38,7 +38,7 @@ async def serving(edge, config=None, log=None, fast: bool = True):
     served as in production (``fast``), or behind aiohttp's own site alone, to compare with.
     Yields the site (``.port``); stopped even when the test fails."""
     config = config or edge.config
-    app = create_app(config, log or edge.log, edge.registry, clickhouse=None)
+    app = create_app(config, log or edge.log, edge.registry, clickhouse=edge.read_model)
     server = None
     if fast:
         runner, site = await serve(app, config, "127.0.0.1", 0)
