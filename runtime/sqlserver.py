@@ -126,7 +126,6 @@ class SqlServer:
             "readonly": "1",  # last: after it no setting can be changed
         }
         self._session = None  # the engine session of our own, used on the ClickHouse thread only
-        self._session_database: str | None = None
         self._timezone = "UTC"
         self._version = ""
         self._runner: web.AppRunner | None = None
@@ -243,9 +242,8 @@ class SqlServer:
         if session is None:
             raise ClickHouseError(210, "NETWORK_ERROR", "the SQL endpoint is stopping")
         try:
-            if database != self._session_database:
-                session.query(f"USE `{database}`")
-                self._session_database = database
+            # Every time: a query may have said USE, and the session outlives the request.
+            session.query(f"USE `{database}`")
             # Read-only: a setting may only be "set" to the value it has, so nothing lingers in the session.
             for name, value in settings.items():
                 session.query(f"SET {name} = {_quote(value)}")

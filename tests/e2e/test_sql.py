@@ -187,6 +187,9 @@ def test_it_answers_curl_style_requests_with_clickhouse_headers(up):
     status, headers, _ = _http(up, "SELECT 1", database="default")
     assert status == 404 and headers["X-ClickHouse-Exception-Code"] == "81"
     assert _http(up, "SELECT count() FROM system.settings", database="system")[0] == 200
+    # A USE lasts for its request only: the next one is in pingstream's database again.
+    assert _http(up, "USE system")[0] == 200
+    assert _http(up, "SELECT currentDatabase()")[2] == b"pingstream\n"
 
 
 def test_pingstream_sql_and_admin_key_work_while_up_holds_the_engine(up):

@@ -60,6 +60,20 @@ def test_an_edge_reads_check_state_through_the_projector_s_sql_endpoint(kafka_bo
     status, pings = _get(f"{edge.url}/api/v3/checks/{check_id}/pings/", keys["api_key"])
     assert status == 200 and [p["n"] for p in pings["pings"]] == [2, 1]
 
+    # The projector restarts: meanwhile the edge says its read model is unreachable, then reads again by itself.
+    projector.stop()
+    status, body = _get(f"{edge.url}/api/v3/checks/{check_id}", keys["api_key"])
+    sql_port = projector_env["PINGSTREAM_SQL_PORT"]
+    assert (status, body) == (503, {"error": f"read model unavailable: ClickHouse at http://127.0.0.1:{sql_port} is unreachable"})
+    projector.output.clear()
+    projector.start()
+    projector.wait_output(r"^SQL \(ClickHouse HTTP interface\)")
+    deadline = time.monotonic() + 5
+    while (answer := _get(f"{edge.url}/api/v3/checks/{check_id}", keys["api_key"]))[0] != 200:
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.1)
+    assert answer[1]["n_pings"] == 2
+
     # The edge without a read model knows the check (registry) but not its state: it says so.
     deadline = time.monotonic() + 10
     while (status := _get(f"{blind.url}/api/v3/checks/{check_id}", keys["api_key"]))[0] == 404:
