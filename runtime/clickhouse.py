@@ -52,15 +52,22 @@ def connect(dsn: str, database: str, migrate: bool = True):
     return client
 
 
+# Engine paths this process opened: chdb lets a process open more clients on its own engine.
+_opened_here: set[str] = set()
+
+
 def held_by_another_process(dsn: str) -> bool:
-    """Whether a running engine holds an embedded DSN's data path: ClickHouse keeps an exclusive lock on
-    its ``status`` file while it runs."""
+    """Whether another running engine holds an embedded DSN's data path: ClickHouse keeps an exclusive
+    lock on its ``status`` file while it runs."""
     import fcntl
 
     if not dsn.startswith("chdb:"):
         return False
+    path = os.path.realpath(urlsplit(dsn).path)
+    if path in _opened_here:
+        return False
     try:
-        fd = os.open(os.path.join(os.path.realpath(urlsplit(dsn).path), "status"), os.O_RDONLY)
+        fd = os.open(os.path.join(path, "status"), os.O_RDONLY)
     except OSError:
         return False  # no engine has run there yet
     try:
@@ -101,6 +108,8 @@ class ClickHouse:
                 "that process's SQL endpoint: PINGSTREAM_CLICKHOUSE=http://pingstream:<admin key>@127.0.0.1:<sql port>")
         try:
             self.client = await self.run_raw(connect, self.dsn, self.database, self.migrate)
+            if self.embedded:
+                _opened_here.add(os.path.realpath(urlsplit(self.dsn).path))
         except ProgrammingError as exc:
             if self.embedded:
                 raise Unavailable(f"{self.describe()} could not be opened: {exc}") from None
