@@ -141,9 +141,10 @@ async def test_it_needs_a_project_uuid_in_the_path(projected):
     assert r.status == 404
 
 
-async def test_it_answers_503_without_the_read_model(edge):
+async def test_it_answers_503_without_the_read_model(edge_without_read_model):
+    edge = edge_without_read_model
     r = await edge.client.get(_url(edge))
-    assert r.status == 503
+    assert r.status == 503 and await r.json() == {"error": "read model unavailable: PINGSTREAM_CLICKHOUSE=off"}
 
 
 async def test_service_metrics_name_no_check_or_project_while_the_project_endpoint_does(projected, tmp_path):

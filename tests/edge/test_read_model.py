@@ -34,7 +34,8 @@ async def _state_reads(edge, check_id: str) -> list[tuple[str, str, dict]]:
              ("GET", check + "/runs", ro), ("GET", check + "/durations", ro), ("GET", check + "/durations.svg", ro),
              ("GET", "/api/v3/analytics/slowest", ro), ("GET", "/api/v3/analytics/failure-rate", ro),
              ("GET", "/api/v3/analytics/p95-growth", ro),
-             ("GET", "/api/v1/monitors", bearer), ("GET", f"/api/v1/monitors/{check_id}", bearer)]
+             ("GET", "/api/v1/monitors", bearer), ("GET", f"/api/v1/monitors/{check_id}", bearer),
+             ("GET", f"/projects/{edge.project.id}/metrics/{edge.project.api_key_readonly}", {})]
     reads += [("GET", path, {}) for path in await _badge_paths(edge)]
     return reads
 
