@@ -149,7 +149,7 @@ class SqlServer:
         except BaseException:
             await self._runner.cleanup()
             raise
-        self.port = site._server.sockets[0].getsockname()[1]
+        self.port = self._runner.addresses[0][1]  # the one bound (PINGSTREAM_SQL_PORT=0: any free port)
         if self.port_file is not None:
             self.port_file.write_text(f"{self.port}\n")
         log.info("SQL (ClickHouse HTTP interface) on %s, user %s", self.url, adminkey.USER)
