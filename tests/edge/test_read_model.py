@@ -31,7 +31,7 @@ async def _state_reads(edge, check_id: str) -> list[tuple[str, str, dict]]:
     check = f"/api/v3/checks/{check_id}"
     reads = [("GET", "/api/v3/checks/", key), ("GET", check, key), ("GET", check + "/pings/", key),
              ("GET", check + "/pings/1/body", key), ("GET", check + "/flips/", key),
-             ("GET", check + "/runs", ro), ("GET", check + "/durations", ro), ("GET", check + "/durations.svg", ro),
+             ("GET", check + "/ping-log", ro), ("GET", check + "/runs", ro), ("GET", check + "/durations", ro), ("GET", check + "/durations.svg", ro),
              ("GET", "/api/v3/analytics/slowest", ro), ("GET", "/api/v3/analytics/failure-rate", ro),
              ("GET", "/api/v3/analytics/p95-growth", ro),
              ("GET", "/api/v1/monitors", bearer), ("GET", f"/api/v1/monitors/{check_id}", bearer),
