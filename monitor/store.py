@@ -79,7 +79,7 @@ async def load(event_log: EventLog, partitions: set[int]) -> Loaded:
     """Read the state topic to its end; keep what belongs to ``partitions`` of the pings topic."""
     states: dict[str, CheckState] = {}
     clocks: dict[int, ClockRecord] = {}
-    seen: dict[str, SeenRecord] = {}
+    pings_seen: dict[str, SeenRecord] = {}
     consumer = event_log.consumer([TOPIC_MONITOR_STATE], group=None)
     await consumer.start()
     try:
@@ -98,9 +98,9 @@ async def load(event_log: EventLog, partitions: set[int]) -> Loaded:
                         event_id = key[len(_SEEN):].decode()
                         record = _seen_decoder.decode(r.value) if r.value else None
                         if record is not None and record.partition in partitions:
-                            seen[event_id] = record
+                            pings_seen[event_id] = record
                         else:
-                            seen.pop(event_id, None)
+                            pings_seen.pop(event_id, None)
                     elif not r.value:
                         states.pop(key.decode(), None)
                     else:
@@ -114,4 +114,4 @@ async def load(event_log: EventLog, partitions: set[int]) -> Loaded:
                     log.error("bad monitor state record %s/%d@%d: %s", r.topic, r.partition, r.offset, exc)
     finally:
         await consumer.close()
-    return Loaded(states, clocks, seen)
+    return Loaded(states, clocks, pings_seen)
