@@ -4,7 +4,8 @@ Wire behaviour follows Healthchecks' ``hc/api/urls.py`` and ``hc/api/views.py``:
 the route first (checks/rules.py: ``route``), then, on the slug route, an upper-case
 slug (400 ``invalid url format``), then the check (404 ``not found``, 409 ``ambiguous
 slug``), then the exit status (400 ``invalid url format``), then ``rid`` (400
-``invalid uuid format``). Answers of Healthchecks' ``ping`` view (everything from
+``invalid uuid format``), then our ``Idempotency-Key`` (400 ``idempotency key too long``,
+``invalid idempotency key``; see checks/idempotency.py). Answers of Healthchecks' ``ping`` view (everything from
 the check lookup of the uuid route on) carry its never_cache headers; the slug
 route's own refusals and the routing 404 do not.
 A ping is answered ``OK`` only once the event log has durably acknowledged
