@@ -13,6 +13,11 @@ through, in this order:
    ``insert_deduplication_token`` derived from the batch's offsets;
 4. commit of the offsets (by the shell, once ``handle`` returned).
 
+Step 2 usually happens earlier: the shell reads the next batch while this one
+is inserted, and ``FoldAhead`` folds it right away (the ClickHouse thread leaves
+the interpreter lock while ClickHouse works), so decoding and folding overlap
+the inserts. Each batch's check_state rows are taken straight after its own fold.
+
 A crash anywhere before 4 means the batch is read again: the journal cuts it at
 the same offsets, so the same rows form the same blocks with the same tokens
 and ClickHouse drops them (the rollup views too); check_state carries the
@@ -27,6 +32,7 @@ import gc
 import logging
 import time
 from collections import defaultdict
+from typing import NamedTuple
 
 from runtime import deadletter, metrics
 from runtime.clickhouse import ClickHouse, arrow_stream, arrow_type
@@ -37,7 +43,7 @@ from schemas.events import TOPIC_CHECKS, TOPIC_PINGS, TOPIC_TRANSITIONS, decode,
 
 from . import catalog
 
-from .fold import COLUMNS, CheckFold, fold, state_from_row
+from .fold import COLUMNS, CheckFold, Rows, fold, state_from_row
 from .replay import Batcher, batch_token, ranges_of
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,33 @@ _LOAD_CHUNK = 5_000
 _WIRE = {"UUID": "String", "Nullable(UUID)": "Nullable(String)", "LowCardinality(String)": "String"}
 
 
+class Prepared(NamedTuple):
+    """A batch folded, ready to write."""
+
+    rows: Rows
+    state_rows: list[tuple]  # check_state rows as the fold left them, before any later batch's fold
+    poison: list[tuple[Record, Exception]]
+    durations: list[tuple[str, float]]  # last durations of the checks touched, for the gauge
+    n_records: int
+    generation: int
+
+
+class FoldAhead:
+    """The shell's batch source: ``batches``, each batch folded as soon as it is read (``Projector.fold_ahead``).
+
+    The shell reads the next batch while it writes this one (``read_ahead``), and asks for it only after the
+    batch before was handed out, so batches are folded in the log's order."""
+
+    def __init__(self, batches: Batcher, projector: "Projector") -> None:
+        self.batches = batches
+        self.projector = projector
+
+    async def next(self, stop: asyncio.Event) -> Batch:
+        batch = await self.batches.next(stop)
+        await self.projector.fold_ahead(batch.records)
+        return batch
+
+
 class Projector:
     """Fold state plus the ClickHouse side of a batch; ``run`` puts it in the consumer shell."""
 
@@ -62,6 +95,9 @@ class Projector:
         self.states: dict[str, CheckFold] = {}
         self.counts = defaultdict(int)
         self.timings = defaultdict(float)  # seconds spent in decode, load, fold, insert
+        self.generation = 0  # one more each time the states are forgotten
+        self._folded_generation = 0  # the generation the last batch was folded in
+        self._ahead: list[tuple[list[Record], Prepared]] = []  # batches read and folded, not yet written
         self.wire_types: dict[str, list] = {}  # per table: the Arrow (or Native) types its columns are sent as
 
     # --- state -----------------------------------------------------------------
@@ -81,8 +117,11 @@ class Projector:
                 self.states[state.check_id] = state
 
     def forget(self) -> None:
-        """Partitions moved (rebalance): other projectors may have advanced those checks."""
+        """Partitions moved (rebalance), or a write failed: the states are read again from ClickHouse
+        (other projectors may have advanced those checks; check_state holds what was written)."""
         self.states.clear()
+        self.generation += 1
+        self._ahead.clear()
 
     async def known_checks(self, check_ids: set[str]) -> dict[str, tuple]:
         """The latest ``checks`` rows of these checks (a deletion repeats its check's last one)."""
@@ -121,6 +160,42 @@ class Projector:
     # --- one batch ---------------------------------------------------------------
 
     async def process(self, records: list[Record], token: str) -> None:
+        """Write what ``records`` make, folded ahead or, failing that, now."""
+        prepared = self._take_ahead(records)
+        if prepared is None:
+            # The states may hold batches folded ahead but not written (a failed write, a stale fold):
+            # fold this one on what ClickHouse holds, which is every batch written before it.
+            self.forget()
+            prepared = await self.prepare(records)
+        await self.write(prepared, token)
+
+    def _take_ahead(self, records: list[Record]) -> Prepared | None:
+        """This batch's fold from ``fold_ahead`` if it is still good (dropping those of earlier batches)."""
+        while self._ahead:
+            folded, prepared = self._ahead.pop(0)
+            if folded is records:
+                return prepared if prepared.generation == self.generation else None
+        return None
+
+    async def fold_ahead(self, records: list[Record]) -> None:
+        """Fold a batch as soon as it is read: the shell reads the next batch while it writes this one, and
+        the ClickHouse thread leaves the interpreter lock while ClickHouse inserts, so the fold overlaps the
+        insert. Batches are read, so folded, in the log's order; the states hold every batch written or
+        folded ahead before this one. A failed write or a rebalance forgets the states (``generation``),
+        which makes the folds ahead stale: ``process`` then folds those batches again."""
+        if not records or self._folded_generation != self.generation:
+            return
+        try:
+            prepared = await self.prepare(records, ahead=True)
+        except Exception as exc:  # loading states failed: process folds it, inside its retry
+            log.debug("projector: folding ahead failed (%s: %s); folding in turn", exc.__class__.__name__, exc)
+            return
+        if prepared is not None:
+            self._ahead.append((records, prepared))
+
+    async def prepare(self, records: list[Record], ahead: bool = False) -> Prepared | None:
+        """Decode, load the missing states, fold; None when the states were forgotten meanwhile (``ahead``)."""
+        generation = self.generation
         t0 = time.perf_counter()
         events, poison, registry = [], [], []
         for r in records:
@@ -135,40 +210,50 @@ class Projector:
                 events.append((event, r.offset, r))
         t1 = time.perf_counter()
         await self.load_states({e.check_id for e, _, _ in events if hasattr(e, "check_id")})
-        known = await self.known_checks(catalog.deleted_ids(registry))
+        if self.generation != generation:
+            if ahead:
+                return None
+            raise RuntimeError("projector states forgotten while a batch was folded")  # process is not concurrent
         t2 = time.perf_counter()
         rows = fold(self.states, [(e, o) for e, o, _ in events], on_error=lambda i, exc: poison.append((events[i][2], exc)))
-        checks = catalog.check_rows(registry, known)
+        # Taken now: a batch folded ahead changes these states before this batch's rows are written.
+        state_rows = rows.check_state_rows(utcnow())
+        durations = [(s.check_id, s.last_duration_s) for s in rows.touched.values() if s.last_duration_s is not None]
+        self._folded_generation = generation
         t3 = time.perf_counter()
+        self.timings["decode"] += t1 - t0
+        self.timings["load"] += t2 - t1
+        self.timings["fold"] += t3 - t2
+        return Prepared(rows, state_rows, poison, durations, len(records), generation)
+
+    async def write(self, prepared: Prepared, token: str) -> None:
+        started = time.perf_counter()
+        rows = prepared.rows
         try:
-            now = utcnow()
             for table, data in (
                 ("pings", rows.pings),
                 ("runs", rows.runs),
                 ("transitions", rows.transitions),
-                ("checks", checks),
-                ("check_state", rows.check_state_rows(now)),  # last: its offsets say the rest is in
+                ("check_state", prepared.state_rows),  # last: its offsets say the rest is in
             ):
                 if data:
                     await self.insert(table, data, f"{token}:{table}")
-            for record, exc in poison:
+            for record, exc in prepared.poison:
                 await deadletter.send(self.log, "projector", record, exc)
         except BaseException:
-            # The fold already counted this batch in memory; the retry must fold it again from what
-            # ClickHouse holds (check_state is written last, so it never runs ahead of the other tables).
-            for check_id in rows.touched:
-                self.states.pop(check_id, None)
+            # The fold already counted this batch (and maybe the next, folded ahead) in memory; the retry
+            # must fold it again from what ClickHouse holds (check_state is written last, so it never runs
+            # ahead of the other tables).
+            self.forget()
             raise
-        t4 = time.perf_counter()
-        self.timings["decode"] += t1 - t0
-        self.timings["load"] += t2 - t1
-        self.timings["fold"] += t3 - t2
-        self.timings["insert"] += t4 - t3
-        self.counts["records"] += len(records)
+        for check_id, duration_s in prepared.durations:
+            metrics.set_last_duration(check_id, duration_s)
+        self.timings["insert"] += time.perf_counter() - started
+        self.counts["records"] += prepared.n_records
         self.counts["pings"] += len(rows.pings)
         self.counts["runs"] += len(rows.runs)
         self.counts["transitions"] += len(rows.transitions)
-        self.counts["poison"] += len(poison)
+        self.counts["poison"] += len(prepared.poison)
         self.counts["batches"] += 1
 
     def describe(self, _elapsed_s: float = 0.0) -> str:
@@ -239,7 +324,7 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
     async with event_log.consumer(TOPICS, group=GROUP) as consumer:
         shell = ConsumerShell(
             "projector", consumer, handle,
-            batches=Batcher(consumer, await projector.journal_tail()),
+            batches=FoldAhead(Batcher(consumer, await projector.journal_tail()), projector),
             group=GROUP, logger=log, on_assignment=assigned,
             read_ahead=True,  # the next batch is read while this one is inserted
             log_every_s=LOG_EVERY_S, progress=projector.describe,
