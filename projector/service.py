@@ -72,16 +72,19 @@ class Prepared(NamedTuple):
 class FoldAhead:
     """The shell's batch source: ``batches``, each batch folded as soon as it is read (``Projector.fold_ahead``).
 
-    The shell reads the next batch while it writes this one (``read_ahead``), and asks for it only after the
-    batch before was handed out, so batches are folded in the log's order."""
+    The shell reads the next batch while it writes this one (``read_ahead``); each batch is folded after
+    the one handed out before it, so in the log's order."""
 
     def __init__(self, batches: Batcher, projector: "Projector") -> None:
         self.batches = batches
         self.projector = projector
+        self.previous: list[Record] | None = None  # the last batch handed out
 
     async def next(self, stop: asyncio.Event) -> Batch:
         batch = await self.batches.next(stop)
-        await self.projector.fold_ahead(batch.records)
+        if batch.records:
+            await self.projector.fold_ahead(batch.records, self.previous)
+            self.previous = batch.records
         return batch
 
 
@@ -96,7 +99,9 @@ class Projector:
         self.counts = defaultdict(int)
         self.timings = defaultdict(float)  # seconds spent in decode, load, fold, insert
         self.generation = 0  # one more each time the states are forgotten
-        self._folded_generation = 0  # the generation the last batch was folded in
+        self._last_folded: list[Record] | None = None  # the batch folded last (None: the states hold written batches only)
+        self._last_written: list[Record] | None = None
+        self._changed = asyncio.Event()  # set (and replaced) when a batch was folded or the states forgotten
         self._ahead: list[tuple[list[Record], Prepared]] = []  # batches read and folded, not yet written
         self.wire_types: dict[str, list] = {}  # per table: the Arrow (or Native) types its columns are sent as
 
@@ -122,6 +127,13 @@ class Projector:
         self.states.clear()
         self.generation += 1
         self._ahead.clear()
+        self._last_folded = None
+        self._notify_folded()
+
+    def _notify_folded(self) -> None:
+        """Wake a ``fold_ahead`` waiting for the batch before its own (or for a forget)."""
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     async def known_checks(self, check_ids: set[str]) -> dict[str, tuple]:
         """The latest ``checks`` rows of these checks (a deletion repeats its check's last one)."""
@@ -162,12 +174,15 @@ class Projector:
     async def process(self, records: list[Record], token: str) -> None:
         """Write what ``records`` make, folded ahead or, failing that, now."""
         prepared = self._take_ahead(records)
+        self.counts["folded_ahead"] += prepared is not None
         if prepared is None:
-            # The states may hold batches folded ahead but not written (a failed write, a stale fold):
-            # fold this one on what ClickHouse holds, which is every batch written before it.
-            self.forget()
+            if self._last_folded is not None and self._last_folded is not self._last_written:
+                # The states hold batches folded ahead but not written (a stale fold): fold this one on
+                # what ClickHouse holds, which is every batch written before it.
+                self.forget()
             prepared = await self.prepare(records)
         await self.write(prepared, token)
+        self._last_written = records
 
     def _take_ahead(self, records: list[Record]) -> Prepared | None:
         """This batch's fold from ``fold_ahead`` if it is still good (dropping those of earlier batches)."""
@@ -177,13 +192,18 @@ class Projector:
                 return prepared if prepared.generation == self.generation else None
         return None
 
-    async def fold_ahead(self, records: list[Record]) -> None:
-        """Fold a batch as soon as it is read: the shell reads the next batch while it writes this one, and
-        the ClickHouse thread leaves the interpreter lock while ClickHouse inserts, so the fold overlaps the
-        insert. Batches are read, so folded, in the log's order; the states hold every batch written or
-        folded ahead before this one. A failed write or a rebalance forgets the states (``generation``),
-        which makes the folds ahead stale: ``process`` then folds those batches again."""
-        if not records or self._folded_generation != self.generation:
+    async def fold_ahead(self, records: list[Record], previous: list[Record] | None) -> None:
+        """Fold a batch as soon as it is read, once ``previous`` (the batch read before it, None for the
+        first) is folded: the shell reads the next batch while it writes this one, and the ClickHouse thread
+        leaves the interpreter lock while ClickHouse inserts, so the fold overlaps the insert. A failed write
+        or a rebalance forgets the states (``generation``): the folds ahead are stale, and ``process`` folds
+        those batches again."""
+        if not records:
+            return
+        generation = self.generation
+        while self._last_folded is not previous and self.generation == generation:
+            await self._changed.wait()
+        if self.generation != generation:
             return
         try:
             prepared = await self.prepare(records, ahead=True)
@@ -197,29 +217,31 @@ class Projector:
         """Decode, load the missing states, fold; None when the states were forgotten meanwhile (``ahead``)."""
         generation = self.generation
         t0 = time.perf_counter()
-        events, poison, registry = [], [], []
+        events, sources, poison = [], [], []  # (event, offset) for the fold; the record each came from
         for r in records:
             try:
                 event = decode(r.value)
             except Exception as exc:
                 poison.append((r, exc))
                 continue
-            if catalog.is_registry_event(event):
-                registry.append((event, r.offset, r.timestamp_ms))
-            elif event is not None:
-                events.append((event, r.offset, r))
+            if event is not None:
+                events.append((event, r.offset))
+                sources.append(r)
         t1 = time.perf_counter()
-        await self.load_states({e.check_id for e, _, _ in events if hasattr(e, "check_id")})
+        check_ids = {getattr(e, "check_id", None) for e, _ in events}
+        check_ids.discard(None)
+        await self.load_states(check_ids)
         if self.generation != generation:
             if ahead:
                 return None
             raise RuntimeError("projector states forgotten while a batch was folded")  # process is not concurrent
         t2 = time.perf_counter()
-        rows = fold(self.states, [(e, o) for e, o, _ in events], on_error=lambda i, exc: poison.append((events[i][2], exc)))
+        rows = fold(self.states, events, on_error=lambda i, exc: poison.append((sources[i], exc)))
         # Taken now: a batch folded ahead changes these states before this batch's rows are written.
         state_rows = rows.check_state_rows(utcnow())
         durations = [(s.check_id, s.last_duration_s) for s in rows.touched.values() if s.last_duration_s is not None]
-        self._folded_generation = generation
+        self._last_folded = records
+        self._notify_folded()
         t3 = time.perf_counter()
         self.timings["decode"] += t1 - t0
         self.timings["load"] += t2 - t1
