@@ -13,7 +13,7 @@ import logging
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTP
 
-from .base import Consumer, Record, TopicPartition
+from .base import Consumer, Record, TopicPartition, as_record
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +56,11 @@ class KafkaConsumer(Consumer):
 
     async def getmany(self, max_records: int = 10_000, timeout_ms: int = 200) -> list[Record]:
         batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        plain = self._log.plain
-        return [
-            Record(plain(m.topic), m.partition, m.offset, m.key, m.value, m.timestamp)
-            for msgs in batches.values()
-            for m in msgs
-        ]
+        out: list[Record] = []
+        for tp, msgs in batches.items():
+            topic, partition = self._log.plain(tp.topic), tp.partition  # once per partition, not per record
+            out += [as_record((topic, partition, m.offset, m.key, m.value, m.timestamp)) for m in msgs]
+        return out
 
     async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
         if self.group is None:
