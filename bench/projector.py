@@ -5,9 +5,9 @@
 
 Generates ``--pings`` pings (runs of start + success/fail with a rid, now and then a log
 ping, small bodies) over ``--checks`` checks and writes them to a log once per log kind.
-Each pass then drains a copy of that log (SQLite: a copy of the file; Kafka: the same
-records under a fresh topic prefix) with ``projector.service.run`` into a fresh embedded
-chdb, in a process of its own, and reports events/s and where the time went (decode,
+Each pass then drains that log from its start (SQLite: a copy of the file; Kafka: the
+topics, in a consumer group of its own) with ``projector.service.run`` into a fresh
+embedded chdb, in a process of its own, and reports events/s and where the time went (decode,
 state load, fold, ClickHouse inserts, and the rest: reading the log, journal, commit).
 
 ``--baseline DIR`` names another checkout of pingstream (for instance
@@ -97,6 +97,9 @@ async def drain(kind: str, where: str, partitions: int, expected: int, tmp: Path
     from projector import service
     from runtime.clickhouse import ClickHouse
     from runtime.config import Config
+    from schemas.events import uuid7
+
+    service.GROUP = f"bench-{uuid7()}"  # a group of its own: every pass reads the log from its start
 
     log = open_log(kind, where, partitions)
     await log.start()
@@ -166,26 +169,16 @@ def run_pass(code: Path, kind: str, where: str, args, tmp: Path) -> dict:
 
 
 async def prepare(kind: str, records: list[tuple[bytes, bytes]], tmp: Path, partitions: int,
-                  bootstrap: str | None, passes: int) -> list[str]:
-    """Where each pass reads its copy of the log."""
-    if kind == "sqlite":
-        source = tmp / "filled.sqlite3"
-        log = open_log(kind, str(source), partitions)
-        await log.start()
-        await fill(log, records)
-        await log.close()
-        return [str(source)] * passes  # copied before each pass
-    wheres = []
-    for i in range(passes):
-        from schemas.events import uuid7
+                  bootstrap: str | None) -> str:
+    """Where the passes read the log (SQLite: the file each pass gets a copy of)."""
+    from schemas.events import uuid7
 
-        where = f"{bootstrap}|bench{uuid7()[-8:]}p{i}."
-        log = open_log(kind, where, partitions)
-        await log.start()
-        await fill(log, records)
-        await log.close()
-        wheres.append(where)
-    return wheres
+    where = str(tmp / "filled.sqlite3") if kind == "sqlite" else f"{bootstrap}|bench{uuid7()[-8:]}."
+    log = open_log(kind, where, partitions)
+    await log.start()
+    await fill(log, records)
+    await log.close()
+    return where
 
 
 def compare(args, kind: str, bootstrap: str | None) -> dict:
@@ -199,14 +192,15 @@ def compare(args, kind: str, bootstrap: str | None) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-projector-") as tmp:
         tmp = Path(tmp)
         started = time.perf_counter()
-        wheres = asyncio.run(prepare(kind, records, tmp, args.partitions, bootstrap, len(passes)))
+        filled = asyncio.run(prepare(kind, records, tmp, args.partitions, bootstrap))
         print(f"{kind}: filled the log with {len(pings)} pings in {time.perf_counter() - started:.1f}s", flush=True)
         results: dict[str, list[dict]] = {name: [] for name, _ in variants}
-        for i, ((name, code), where) in enumerate(zip(passes, wheres)):
+        for i, (name, code) in enumerate(passes):
             run_dir = tmp / f"pass{i}"
             run_dir.mkdir()
-            if kind == "sqlite":  # every pass starts from the same, unread log
-                where = str(shutil.copy(where, run_dir / "eventlog.sqlite3"))
+            where = filled
+            if kind == "sqlite":  # every pass starts from the same log, as it was filled
+                where = str(shutil.copy(filled, run_dir / "eventlog.sqlite3"))
             r = run_pass(code, kind, where, args, run_dir)
             shutil.rmtree(run_dir, ignore_errors=True)
             results[name].append(r)

@@ -339,8 +339,14 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
         if batch.replayed:
             log.info("replayed the journaled batch of %d records after a restart", len(batch.records))
 
+    reported: list[set] = []
+
     async def assigned(partitions: set) -> None:
-        projector.forget()
+        # Partitions moved (a rebalance, a refused commit): other projectors may have advanced those checks.
+        # The first assignment only gives this process its partitions: what it folded from them stands.
+        if reported:
+            projector.forget()
+        reported.append(partitions)
         log.info("projector assignment: %d partitions", len(partitions))
 
     async with event_log.consumer(TOPICS, group=GROUP) as consumer:
