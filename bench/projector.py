@@ -14,7 +14,8 @@ state load, fold, ClickHouse inserts, and the rest: reading the log, journal, co
 ``git worktree add --detach ../base main``): its passes run that checkout's projector,
 interleaved with this one's (A, B, A, B, ... on the same log), and the ratios B/A of
 each round are printed beside the absolute figures. On a shared machine only such
-ratios mean much. Kafka is PINGSTREAM_KAFKA, else a broker started from the project's
+ratios mean much, and events per CPU-second (the process's, every thread) much more
+than events per wall second. Kafka is PINGSTREAM_KAFKA, else a broker started from the project's
 cached jars. Results go to ``bench/results/projector.json``.
 """
 
@@ -119,7 +120,7 @@ async def drain(kind: str, where: str, partitions: int, expected: int, tmp: Path
     options.pd  # noqa: B018
     stop = asyncio.Event()
     config = Config.from_env({}, data_dir=tmp)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     task = asyncio.create_task(service.run(config, log, clickhouse, stop))
     first = None  # (time, records) when the first batch was done: start-up (group join) is before it
     while not projectors or projectors[0].counts["records"] < expected:
@@ -128,7 +129,7 @@ async def drain(kind: str, where: str, partitions: int, expected: int, tmp: Path
         if first is None and projectors and projectors[0].counts["records"]:
             first = (time.perf_counter(), projectors[0].counts["records"])
         await asyncio.sleep(0.005)
-    ended = time.perf_counter()
+    ended, cpu_s = time.perf_counter(), time.process_time() - cpu_started
     wall_s = ended - started
     steady = (expected - first[1]) / (ended - first[0]) if first and ended > first[0] else None
     stop.set()
@@ -147,6 +148,8 @@ async def drain(kind: str, where: str, partitions: int, expected: int, tmp: Path
         "batches_folded_ahead": projector.counts.get("folded_ahead"),  # None: a projector without it
         "wall_s": round(wall_s, 3),
         "events_per_s": round(expected / wall_s),
+        "cpu_s": round(cpu_s, 3),  # every thread of the process: Python's, the log's, chdb's
+        "events_per_cpu_s": round(expected / cpu_s),
         "events_per_s_after_first_batch": round(steady) if steady else None,
         "seconds": {**{k: round(v, 3) for k, v in t.items()}, "other": round(wall_s - accounted, 3)},
         "share": {**{k: round(v / wall_s, 3) for k, v in t.items()}, "other": round(1 - accounted / wall_s, 3)},
@@ -205,7 +208,8 @@ def compare(args, kind: str, bootstrap: str | None) -> dict:
             shutil.rmtree(run_dir, ignore_errors=True)
             results[name].append(r)
             print(f"  {kind} {name:8s} pass {i // len(variants) + 1}: {r['events_per_s']:7d} events/s "
-                  f"({r['events_per_s_after_first_batch']}/s after the first batch, {r['wall_s']:.2f}s); time: "
+                  f"({r['events_per_s_after_first_batch']}/s after the first batch, {r['wall_s']:.2f}s), "
+                  f"{r['events_per_cpu_s']} events per CPU-second; time: "
                   + ", ".join(f"{k} {v:.0%}" for k, v in r["share"].items()), flush=True)
     summary = {
         "note": f"{kind} log -> embedded chdb, one projector process per pass; passes interleaved on one log; "
@@ -215,14 +219,19 @@ def compare(args, kind: str, bootstrap: str | None) -> dict:
         "args": vars(args),
         "passes": results,
         "events_per_s": {name: round(statistics.median(r["events_per_s"] for r in rs)) for name, rs in results.items()},
+        "events_per_cpu_s": {name: round(statistics.median(r["events_per_cpu_s"] for r in rs))
+                             for name, rs in results.items()},
     }
+    line = ", ".join(f"{name} {v} events/s ({summary['events_per_cpu_s'][name]} per CPU-second)"
+                     for name, v in summary["events_per_s"].items())
     if args.baseline:
-        ratios = [b["events_per_s"] / a["events_per_s"] for a, b in zip(results["baseline"], results["this"])]
-        summary["ratios_this_to_baseline"] = [round(x, 2) for x in ratios]
-        summary["ratio_median"] = round(statistics.median(ratios), 2)
-    line = ", ".join(f"{name} {v} events/s" for name, v in summary["events_per_s"].items())
-    if args.baseline:
-        line += f"; this/baseline per round: {summary['ratios_this_to_baseline']} (median {summary['ratio_median']}x)"
+        for figure in ("events_per_s", "events_per_cpu_s"):
+            ratios = [b[figure] / a[figure] for a, b in zip(results["baseline"], results["this"])]
+            summary[f"ratios_{figure}"] = [round(x, 2) for x in ratios]
+            summary[f"ratio_{figure}_median"] = round(statistics.median(ratios), 2)
+        line += (f"; this/baseline per round: events/s {summary['ratios_events_per_s']} "
+                 f"(median {summary['ratio_events_per_s_median']}x), per CPU-second {summary['ratios_events_per_cpu_s']} "
+                 f"(median {summary['ratio_events_per_cpu_s_median']}x)")
     print(f"projector, {kind} -> chdb (median of {args.rounds}): {line}", flush=True)
     return summary
 
