@@ -52,6 +52,7 @@ GROUP = "pingstream-projector"
 TOPICS = [TOPIC_PINGS, TOPIC_TRANSITIONS, TOPIC_CHECKS]
 LOG_EVERY_S = 10.0
 _LOAD_CHUNK = 5_000
+TABLE_COLUMNS = {**COLUMNS, "checks": catalog.COLUMNS}
 # Inserts are Arrow streams, each column converted by Arrow in C (a fraction of the time clickhouse-connect's
 # Native encoder takes value by value). A table with a column type ``arrow_type`` does not map goes through
 # that encoder, its UUID and LowCardinality columns sent as strings (ClickHouse converts them on insert).
@@ -64,7 +65,7 @@ class Prepared(NamedTuple):
     rows: Rows
     state_rows: list[tuple]  # check_state rows as the fold left them, before any later batch's fold
     poison: list[tuple[Record, Exception]]
-    durations: list[tuple[str, float]]  # last durations of the checks touched, for the gauge
+    registry: list[tuple[object, int, int]]  # registry records (event, offset, timestamp_ms) for ``checks``
     n_records: int
     generation: int
 
@@ -217,14 +218,16 @@ class Projector:
         """Decode, load the missing states, fold; None when the states were forgotten meanwhile (``ahead``)."""
         generation = self.generation
         t0 = time.perf_counter()
-        events, sources, poison = [], [], []  # (event, offset) for the fold; the record each came from
+        events, sources, poison, registry = [], [], [], []  # (event, offset) for the fold; the record each came from
         for r in records:
             try:
                 event = decode(r.value)
             except Exception as exc:
                 poison.append((r, exc))
                 continue
-            if event is not None:
+            if catalog.is_registry_event(event):
+                registry.append((event, r.offset, r.timestamp_ms))
+            elif event is not None:
                 events.append((event, r.offset))
                 sources.append(r)
         t1 = time.perf_counter()
@@ -239,23 +242,27 @@ class Projector:
         rows = fold(self.states, events, on_error=lambda i, exc: poison.append((sources[i], exc)))
         # Taken now: a batch folded ahead changes these states before this batch's rows are written.
         state_rows = rows.check_state_rows(utcnow())
-        durations = [(s.check_id, s.last_duration_s) for s in rows.touched.values() if s.last_duration_s is not None]
         self._last_folded = records
         self._notify_folded()
         t3 = time.perf_counter()
         self.timings["decode"] += t1 - t0
         self.timings["load"] += t2 - t1
         self.timings["fold"] += t3 - t2
-        return Prepared(rows, state_rows, poison, durations, len(records), generation)
+        return Prepared(rows, state_rows, poison, registry, len(records), generation)
 
     async def write(self, prepared: Prepared, token: str) -> None:
         started = time.perf_counter()
         rows = prepared.rows
         try:
+            # Made now, not when folded: a deletion repeats its check's last row, which the batch before
+            # (folded ahead of this one's write) may only just have written.
+            known = await self.known_checks(catalog.deleted_ids(prepared.registry))
+            checks = catalog.check_rows(prepared.registry, known)
             for table, data in (
                 ("pings", rows.pings),
                 ("runs", rows.runs),
                 ("transitions", rows.transitions),
+                ("checks", checks),
                 ("check_state", prepared.state_rows),  # last: its offsets say the rest is in
             ):
                 if data:
@@ -268,8 +275,6 @@ class Projector:
             # ahead of the other tables).
             self.forget()
             raise
-        for check_id, duration_s in prepared.durations:
-            metrics.set_last_duration(check_id, duration_s)
         self.timings["insert"] += time.perf_counter() - started
         self.counts["records"] += prepared.n_records
         self.counts["pings"] += len(rows.pings)
@@ -297,6 +302,8 @@ class Projector:
             settings["optimize_on_insert"] = 0
         started = time.perf_counter()
 
+        names = TABLE_COLUMNS[table]
+
         def insert(client):
             plan = self.wire_types.get(table)
             if plan is None:
@@ -304,15 +311,15 @@ class Projector:
                     "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = {t:String}",
                     parameters={"t": table},
                 ).result_rows)
-                arrow = [arrow_type(declared[c]) for c in COLUMNS[table]]
+                arrow = [arrow_type(declared[c]) for c in names]
                 plan = self.wire_types[table] = (
-                    arrow if None not in arrow else [_WIRE.get(declared[c], declared[c]) for c in COLUMNS[table]])
+                    arrow if None not in arrow else [_WIRE.get(declared[c], declared[c]) for c in names])
             columns = list(zip(*data))
             if isinstance(plan[0], str):  # a type Arrow is not mapped for here: clickhouse-connect's Native encoder
-                client.insert(table, columns, column_names=COLUMNS[table], column_type_names=plan,
+                client.insert(table, columns, column_names=names, column_type_names=plan,
                               column_oriented=True, settings=settings)
             else:
-                client.raw_insert(table, COLUMNS[table], arrow_stream(COLUMNS[table], plan, columns),
+                client.raw_insert(table, names, arrow_stream(names, plan, columns),
                                   settings=settings, fmt="ArrowStream")
 
         await self.ch.run(insert)
