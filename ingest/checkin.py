@@ -12,6 +12,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from checks.document import monitor_document
+from checks.idempotency import HEADER as IDEMPOTENCY_KEY
+from checks.idempotency import BadKey, parse_key
 from checks.spec import SpecError, load_json, may_create, monitor_spec
 from schemas.events import CheckConfig, utcnow, uuid7
 
@@ -72,6 +74,12 @@ async def checkin(request: web.Request) -> web.Response:
     status = request.query.get("status", "ok")
     if status not in ("ok", "fail"):
         return error("status must be ok or fail")
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is not None:
+        try:
+            parse_key(key)
+        except BadKey as exc:
+            return error(str(exc))  # here, as this endpoint's other errors (record_ping's would be text)
     failed = await record_ping(request, check, "fail" if status == "fail" else "success", None, source="checkin")
     if failed is not None:
         return failed

@@ -78,14 +78,25 @@ _CHECK = {"type": "object", "properties": {
 _AUTH = [{"apiKey": []}]
 
 
+# pingstream's extension: a retry with the same key, within 24 h, is stored once (checks/idempotency.py).
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "description": "Names this ping: a retry with the same key to the same check within 24 h is answered "
+                   "as the first and stored once. 1-255 printable ASCII characters (a quoted value is unquoted).",
+    "schema": {"type": "string", "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
+}
+
+
 def _ping_op(summary: str, extra_params: list) -> dict:
     responses = {
         "200": {"description": "OK", "content": _TEXT},
-        "400": {"description": "invalid url format / invalid uuid format", "content": _TEXT},
+        "400": {"description": "invalid url format / invalid uuid format / invalid idempotency key / "
+                               "idempotency key too long", "content": _TEXT},
         "404": {"description": "not found", "content": _TEXT},
-        "503": {"description": "the event log could not acknowledge the ping; retry", "content": _TEXT},
+        "503": {"description": "the event log could not acknowledge the ping; it may have been stored all "
+                               "the same: retry with an Idempotency-Key to store it once", "content": _TEXT},
     }
-    params = extra_params + [_param("rid", "query", _UUID)]
+    params = extra_params + [_param("rid", "query", _UUID), _IDEMPOTENCY_KEY]
     return {m: {"summary": summary, "parameters": params, "responses": responses} for m in ("get", "post", "head")}
 
 
@@ -167,9 +178,9 @@ def build(public_url: str) -> dict:
                                                    "401": err}}},
         "/api/v1/monitors/{id}": {"get": {"summary": "Get a monitor", "security": [{"bearer": []}], "parameters": [_param("id")],
                                           "responses": {"200": ok({"type": "object"}), "401": err, "404": err}}},
-        "/api/v1/monitors/{id}/checkin": {m: {"summary": "Record a checkin", "parameters": [_param("id"), _param("status", "query", {"enum": ["ok", "fail"]})],
+        "/api/v1/monitors/{id}/checkin": {m: {"summary": "Record a checkin", "parameters": [_param("id"), _param("status", "query", {"enum": ["ok", "fail"]}), _IDEMPOTENCY_KEY],
                                               "responses": {"200": ok({"type": "object", "properties": {"recorded": {"enum": ["ok", "failure"]}, "monitor": {"type": "string"}}}),
-                                                            "404": err}} for m in ("get", "post")},
+                                                            "400": err, "404": err}} for m in ("get", "post")},
     }
     paths.update(_analytics_paths())
     paths.update(_window_paths())

@@ -4,7 +4,8 @@ Wire behaviour follows Healthchecks' ``hc/api/urls.py`` and ``hc/api/views.py``:
 the route first (checks/rules.py: ``route``), then, on the slug route, an upper-case
 slug (400 ``invalid url format``), then the check (404 ``not found``, 409 ``ambiguous
 slug``), then the exit status (400 ``invalid url format``), then ``rid`` (400
-``invalid uuid format``). Answers of Healthchecks' ``ping`` view (everything from
+``invalid uuid format``), then our ``Idempotency-Key`` (400 ``idempotency key too long``,
+``invalid idempotency key``; see checks/idempotency.py). Answers of Healthchecks' ``ping`` view (everything from
 the check lookup of the uuid route on) carry its never_cache headers; the slug
 route's own refusals and the routing 404 do not.
 A ping is answered ``OK`` only once the event log has durably acknowledged
@@ -22,6 +23,8 @@ from typing import NamedTuple
 import msgspec
 from aiohttp import web
 
+from checks.idempotency import HEADER as IDEMPOTENCY_KEY
+from checks.idempotency import BadKey, parse_key, ping_event_id
 from checks.rules import (
     CANONICAL_UUID,
     MAX_EXIT_STATUS,
@@ -140,16 +143,17 @@ def rate_limited(limiters: Limiters, check: CheckConfig, addr: str) -> Reply | N
 
 def ping_event(
     check: CheckConfig, action: str, exit_status: int | None, rid: str | None, method: str, body: bytes,
-    body_size: int, scheme: str, remote_addr: str, ua: str, source: str = "ping",
+    body_size: int, scheme: str, remote_addr: str, ua: str, source: str = "ping", key: str | None = None,
 ) -> PingEvent:
     """The PingEvent of a ping that passed validation, its kind decided by the exit status and the
-    check's filters (a checkin's by its status alone)."""
+    check's filters (a checkin's by its status alone). With an idempotency ``key`` its id is derived
+    from the check and the key, so a retry carries the same id (checks/idempotency.py)."""
     if source == "checkin":
         kind = checkin_kind(check, action == "fail")
     else:
         kind = ping_kind(check, action, exit_status, method, body)
     return PingEvent(
-        event_id=uuid7(),
+        event_id=uuid7() if key is None else ping_event_id(check.id, key),
         check_id=check.id,
         project_id=check.project_id,
         kind=kind,
@@ -181,6 +185,12 @@ async def record_ping(
         if not CANONICAL_UUID.match(rid):
             return refusal(400, "invalid uuid format")
         rid = rid.lower()
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is not None:
+        try:
+            key = parse_key(key)
+        except BadKey as exc:
+            return refusal(400, str(exc))
     addr = _remote_addr(request)
     limited = rate_limited(request.app[LIMITERS], check, addr)
     if limited is not None:
@@ -196,7 +206,7 @@ async def record_ping(
         body, body_size = b"", 0
     event = ping_event(
         check, action, exit_status, rid, request.method, body, body_size,
-        _header(request, "X-Forwarded-Proto", "http"), addr, _header(request, "User-Agent"), source,
+        _header(request, "X-Forwarded-Proto", "http"), addr, _header(request, "User-Agent"), source, key,
     )
     kind = event.kind
     event_log = request.app[EVENT_LOG]

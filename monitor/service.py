@@ -88,14 +88,15 @@ async def _consume(event_log: EventLog, monitor: Monitor, stop: asyncio.Event, b
         owned = {tp.partition for tp in partitions if tp.topic == TOPIC_PINGS}
         # Retried (bounded each time) while the log is away or the broker is still taking up leadership
         # after a restart: a failed load must not end the monitor.
-        states, clocks = await retry(
+        states, clocks, seen = await retry(
             "monitor state load", lambda: asyncio.wait_for(store.load(event_log, owned), _LOAD_TIMEOUT_S),
             stop=stop, logger=log)
         monitor.clock.assign(sorted(owned))
         monitor.states = {}
         monitor.down = {}
         monitor.heap = DeadlineHeap()
-        monitor.restore(states, clocks)
+        monitor.recent = {}
+        monitor.restore(states, clocks, seen)
         log.info("monitor owns partitions %s: %d check states restored", sorted(owned), len(states))
 
     async def handle(batch: Batch) -> None:

@@ -8,6 +8,7 @@ import logging
 import math
 import sys
 
+from checks.idempotency import RecentIds, is_derived
 from checks.schedule import to_datetime
 from schemas.events import IngestAnomaly, IngestGap, Paused, PingEvent, Resumed, Tick, decode, stable_id
 
@@ -49,8 +50,14 @@ class Monitor:
         self.counts = {"records": 0, "transitions": 0, "gaps": 0, "errors": 0, "anomalies": 0, "unknown": 0}
         self.down: Down = {}  # when each check last went down (and came back): parents for depends_on
         self._pending: list[tuple[str, str, list]] = []  # transitions of the current step, holds not yet decided
+        # Keyed pings (Idempotency-Key) applied per check, and the seen records of this batch.
+        self.recent: dict[str, RecentIds] = {}
+        self.seen_out: list[tuple[bytes, bytes]] = []
 
-    def restore(self, states: dict[str, CheckState], clocks: dict[int, store.ClockRecord]) -> None:
+    def restore(
+        self, states: dict[str, CheckState], clocks: dict[int, store.ClockRecord],
+        seen: dict[str, store.SeenRecord] | None = None,
+    ) -> None:
         for check_id, state in states.items():
             check_id = sys.intern(check_id)
             self.states[check_id] = state
@@ -59,6 +66,22 @@ class Monitor:
                 self.down[check_id] = (float("-inf"), None)
         for p, c in clocks.items():
             self.clock.restore(p, c.watermark, c.gaps)
+        for event_id, s in sorted((seen or {}).items(), key=lambda item: item[1].at):
+            state = states.get(s.check_id)
+            if state is not None and state.partition == s.partition and s.offset <= state.offset:
+                self._remember(s.check_id, event_id, s.at)
+            elif state is None:
+                self._forget_seen([event_id])  # its check is gone
+            # else: the state was written before it; the ping is read again and remembered then
+
+    def _remember(self, check_id: str, event_id: str, at: float) -> None:
+        recent = self.recent.get(check_id)
+        if recent is None:
+            recent = self.recent[check_id] = RecentIds()
+        self._forget_seen(recent.add(event_id, at))
+
+    def _forget_seen(self, event_ids) -> None:
+        self.seen_out += [(store.seen_key(i), b"") for i in event_ids]
 
     def _put(self, check_id: str, old: CheckState | None, new: CheckState) -> None:
         self.states[check_id] = new
@@ -127,6 +150,11 @@ class Monitor:
         if earliest is not None and earliest <= at:
             self.advance()
         check_id = sys.intern(event.check_id)
+        keyed = isinstance(event, PingEvent) and is_derived(event.event_id)
+        if keyed:
+            recent = self.recent.get(check_id)
+            if recent is not None and recent.repeat(event.event_id, at):
+                return  # a retry of a ping already applied (Idempotency-Key): no second effect
         if self.gate is not None and isinstance(event, PingEvent):
             self.gate.count(event.project_id, at)
         old = self.states.get(check_id)
@@ -137,6 +165,10 @@ class Monitor:
         )
         self._put(check_id, old, new)
         self._emit(check_id, plan.project_id, transitions)
+        if keyed and new is not old:  # applied now, not skipped as already in the state
+            self._remember(check_id, event.event_id, at)
+            self.seen_out.append((store.seen_key(event.event_id),
+                                  store.encode_seen(store.SeenRecord(check_id, at, record.partition, record.offset))))
 
     def reconfigure(self) -> None:
         """Apply registry changes: deleted checks are forgotten, changed plans move deadlines."""
@@ -145,6 +177,9 @@ class Monitor:
             self.down.pop(check_id, None)
             if self.states.pop(check_id, None) is not None:
                 self.dirty.add(check_id)
+            recent = self.recent.pop(check_id, None)
+            if recent is not None:
+                self._forget_seen(list(recent.seen))
         self.plans.deleted.clear()
         if now is None:
             return  # no stream time yet: keep the changes for later
@@ -207,6 +242,8 @@ class Monitor:
             records.append((check_id.encode(), b"" if state is None else store.encode_state(state)))
         for p in self.dirty_clock:
             records.append((store.clock_key(p), store.encode_clock(self.clock.watermarks.get(p), self.clock.gaps_of(p))))
+        records += self.seen_out
+        self.seen_out = []
         out, self.out = self.out, []
         self.dirty, self.dirty_clock = set(), set()
         self.counts["transitions"] += sum(1 for e in out if not isinstance(e, (IngestGap, IngestAnomaly)))

@@ -2,7 +2,10 @@
 
 Key = check uuid, value = the CheckState as a JSON array (empty value: the
 check was deleted). Key ``clock:<partition>`` holds that partition's watermark
-and recent ingest gaps. The service writes every state a batch changed
+and recent ingest gaps. Key ``seen:<event id>`` holds a ping sent with an
+``Idempotency-Key`` that a check's state has applied (check, time, partition,
+offset), so a restarted monitor still skips a retry of it within 24 h; an empty
+value forgets it (past the window, or its check deleted). The service writes every state a batch changed
 *before* committing the batch's offsets, so a restart resumes from states at
 least as new as the offsets (records already folded are skipped by offset,
 see ``CheckState.offset``) and re-emits no old transition.
@@ -11,6 +14,7 @@ see ``CheckState.offset``) and re-emits no old transition.
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 import msgspec
 
@@ -22,6 +26,7 @@ from .transitions import CheckState
 log = logging.getLogger(__name__)
 
 _CLOCK = b"clock:"
+_SEEN = b"seen:"
 
 
 class ClockRecord(msgspec.Struct, frozen=True):
@@ -29,8 +34,18 @@ class ClockRecord(msgspec.Struct, frozen=True):
     gaps: list[tuple[float, float]] = []
 
 
+class SeenRecord(msgspec.Struct, frozen=True, array_like=True):
+    """A keyed ping a check's state applied: ``offset`` tells whether the state written holds it."""
+
+    check_id: str
+    at: float
+    partition: int
+    offset: int
+
+
 _state_decoder = msgspec.json.Decoder(CheckState)
 _clock_decoder = msgspec.json.Decoder(ClockRecord)
+_seen_decoder = msgspec.json.Decoder(SeenRecord)
 _encoder = msgspec.json.Encoder()
 
 
@@ -42,16 +57,29 @@ def clock_key(partition: int) -> bytes:
     return _CLOCK + str(partition).encode()
 
 
+def seen_key(event_id: str) -> bytes:
+    return _SEEN + event_id.encode()
+
+
+def encode_seen(seen: SeenRecord) -> bytes:
+    return _encoder.encode(seen)
+
+
 def encode_clock(watermark: float | None, gaps) -> bytes:
     return _encoder.encode(ClockRecord(watermark, [tuple(g) for g in gaps]))
 
 
-async def load(
-    event_log: EventLog, partitions: set[int]
-) -> tuple[dict[str, CheckState], dict[int, ClockRecord]]:
+class Loaded(NamedTuple):
+    states: dict[str, CheckState]
+    clocks: dict[int, ClockRecord]
+    seen: dict[str, SeenRecord]  # by event id
+
+
+async def load(event_log: EventLog, partitions: set[int]) -> Loaded:
     """Read the state topic to its end; keep what belongs to ``partitions`` of the pings topic."""
     states: dict[str, CheckState] = {}
     clocks: dict[int, ClockRecord] = {}
+    pings_seen: dict[str, SeenRecord] = {}
     consumer = event_log.consumer([TOPIC_MONITOR_STATE], group=None)
     await consumer.start()
     try:
@@ -66,6 +94,13 @@ async def load(
                         p = int(key[len(_CLOCK):])
                         if p in partitions:
                             clocks[p] = _clock_decoder.decode(r.value)
+                    elif key.startswith(_SEEN):
+                        event_id = key[len(_SEEN):].decode()
+                        record = _seen_decoder.decode(r.value) if r.value else None
+                        if record is not None and record.partition in partitions:
+                            pings_seen[event_id] = record
+                        else:
+                            pings_seen.pop(event_id, None)
                     elif not r.value:
                         states.pop(key.decode(), None)
                     else:
@@ -79,4 +114,4 @@ async def load(
                     log.error("bad monitor state record %s/%d@%d: %s", r.topic, r.partition, r.offset, exc)
     finally:
         await consumer.close()
-    return states, clocks
+    return Loaded(states, clocks, pings_seen)

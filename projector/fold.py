@@ -26,6 +26,12 @@ does, unless a ping or control event after that moment was folded already
 (the two topics are read in no particular order). Displayed statuses (grace,
 started) are computed at read time (``checks.document``). Every ping counts
 in ``n_pings``.
+
+A ping sent with ``Idempotency-Key`` has a derived event id (checks/idempotency.py):
+the fold remembers those it applied per check (``recent``) and skips a repeat
+within 24 h, so a retry is neither a row, nor a run, nor counted. The ids are
+also rows of ``ping_keys``, with the ping's ``n``: a restart rebuilds ``recent``
+from the rows whose ``n`` the check's state has counted (``Projector.load_states``).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from typing import Callable
 
 import msgspec
 
+from checks.idempotency import RecentIds, is_derived
 from schemas.events import Paused, PingEvent, Resumed, Transition, as_utc
 
 MAX_DURATION = timedelta(hours=72)
@@ -66,7 +73,7 @@ class CheckFold(msgspec.Struct, kw_only=True):
     pings_offset: int = -1  # last applied offset of this check's pings partition
     transitions_offset: int = -1
     version: int = 0
-
+    recent: RecentIds | None = None  # keyed pings applied (not a check_state column: see ping_keys)
 
 
 @dataclass
@@ -76,6 +83,7 @@ class Rows:
     pings: list[tuple] = field(default_factory=list)
     runs: list[tuple] = field(default_factory=list)
     transitions: list[tuple] = field(default_factory=list)
+    ping_keys: list[tuple] = field(default_factory=list)
     touched: dict[str, CheckFold] = field(default_factory=dict)  # check_state rows, one per check
 
     def check_state_rows(self, updated_at: datetime) -> list[tuple]:
@@ -89,6 +97,7 @@ COLUMNS = {
              "duration_s", "outcome", "exit_status"],
     "transitions": ["event_id", "check_id", "project_id", "from_status", "to_status", "at", "reason",
                     "cause_event_id", "from_base", "to_base"],
+    "ping_keys": ["event_id", "check_id", "received_at", "n"],
     "check_state": ["check_id", "project_id", "status", "last_ping", "last_start", "last_start_rid",
                     "last_duration_s", "n_pings", "started", "updated_at", "version", "open_starts",
                     "pings_offset", "transitions_offset", "status_at"],
@@ -152,6 +161,11 @@ def apply_ping(state: CheckFold, event: PingEvent, offset: int, rows: Rows) -> b
     if offset <= state.pings_offset:
         return False  # applied before a crash: its rows exist already
     state.pings_offset = offset
+    keyed = is_derived(event.event_id)
+    if keyed:
+        at = event.received_at.timestamp()
+        if state.recent is not None and state.recent.repeat(event.event_id, at):
+            return True  # a retry of a ping already applied (Idempotency-Key): no row, no count; the offset moved
     state.n_pings += 1
     duration = None
     kind = event.kind
@@ -185,6 +199,11 @@ def apply_ping(state: CheckFold, event: PingEvent, offset: int, rows: Rows) -> b
         received_at, event.method, event.scheme, event.remote_addr, event.user_agent, event.body,
         event.body_size, event.source, duration,
     ))
+    if keyed:
+        if state.recent is None:
+            state.recent = RecentIds()
+        state.recent.add(event.event_id, at)
+        rows.ping_keys.append((event.event_id, event.check_id, event.received_at, state.n_pings))
     return True
 
 
@@ -267,7 +286,7 @@ def fold(
             state = states[check_id] = CheckFold(check_id=check_id, project_id=event.project_id)
         # The apply functions replace ``starts`` rather than change it, so this shallow copy undoes them.
         saved = astuple(state)
-        marks = (len(rows.pings), len(rows.runs), len(rows.transitions))
+        marks = (len(rows.pings), len(rows.runs), len(rows.transitions), len(rows.ping_keys))
         try:
             applied = apply(state, event, offset, rows)
         except Exception as exc:
@@ -275,7 +294,7 @@ def fold(
                 raise
             for name, value in zip(_FIELDS, saved):  # undo the partial change
                 setattr(state, name, value)
-            del rows.pings[marks[0]:], rows.runs[marks[1]:], rows.transitions[marks[2]:]
+            del rows.pings[marks[0]:], rows.runs[marks[1]:], rows.transitions[marks[2]:], rows.ping_keys[marks[3]:]
             on_error(i, exc)
             continue
         if applied and check_id not in touched:

@@ -8,8 +8,8 @@ through, in this order:
 2. decode (poison records go to the dead-letter topic) and the pure fold, after
    loading from ``check_state`` the state of checks not in memory (a restart
    resumes from there; no history is replayed);
-3. inserts into pings, runs, transitions, checks (the registry's records, see ``catalog``), then
-   check_state, each with an
+3. inserts into pings, runs, transitions, ping_keys, checks (the registry's records, see
+   ``catalog``), then check_state, each with an
    ``insert_deduplication_token`` derived from the batch's offsets;
 4. commit of the offsets (by the shell, once ``handle`` returned).
 
@@ -39,7 +39,8 @@ from runtime.clickhouse import ClickHouse, arrow_stream, arrow_type
 from runtime.config import Config
 from runtime.consumer import Batch, ConsumerShell, retry
 from runtime.eventlog.base import EventLog, Record, TopicPartition
-from schemas.events import TOPIC_CHECKS, TOPIC_PINGS, TOPIC_TRANSITIONS, decode, utcnow
+from checks.idempotency import RecentIds
+from schemas.events import TOPIC_CHECKS, TOPIC_PINGS, TOPIC_TRANSITIONS, as_utc, decode, utcnow
 
 from . import catalog
 
@@ -118,9 +119,31 @@ class Projector:
                     "SELECT * FROM check_state FINAL WHERE check_id IN {ids:Array(UUID)}", parameters={"ids": chunk}
                 ).named_results())
 
+            loaded = {}
             for row in await self.ch.run(query):
                 state = state_from_row(row)
-                self.states[state.check_id] = state
+                self.states[state.check_id] = loaded[state.check_id] = state
+            if loaded:
+                await self._load_keys(loaded)
+
+    async def _load_keys(self, states: dict[str, CheckFold]) -> None:
+        """The keyed pings (Idempotency-Key) each state has counted: rows of ``ping_keys`` whose ``n``
+        is within the state's ``n_pings`` (rows of a batch whose check_state write did not happen
+        are not: that batch is folded again)."""
+
+        def query(client, ids=list(states)):
+            return client.query(
+                "SELECT toString(check_id), toString(event_id), received_at, n FROM ping_keys "
+                "WHERE check_id IN {ids:Array(UUID)} ORDER BY check_id, received_at, n",
+                parameters={"ids": ids},
+            ).result_rows
+
+        for check_id, event_id, received_at, n in await self.ch.run(query):
+            state = states[check_id]
+            if n <= state.n_pings:
+                if state.recent is None:
+                    state.recent = RecentIds()
+                state.recent.add(event_id, as_utc(received_at).timestamp())
 
     def forget(self) -> None:
         """Partitions moved (rebalance), or a write failed: the states are read again from ClickHouse
@@ -262,6 +285,7 @@ class Projector:
                 ("pings", rows.pings),
                 ("runs", rows.runs),
                 ("transitions", rows.transitions),
+                ("ping_keys", rows.ping_keys),
                 ("checks", checks),
                 ("check_state", prepared.state_rows),  # last: its offsets say the rest is in
             ):

@@ -186,6 +186,20 @@ STATEMENTS: list[str] = [
     ORDER BY id
     {_DEDUP}
     """,
+    # The pings sent with an Idempotency-Key (derived event ids) and their n: a restarted projector
+    # remembers from here the keys its checks' state has counted, so a retry hours later is still
+    # skipped (projector/fold.py). The fold looks back 24 h; rows are kept a week, as the log's records.
+    f"""
+    CREATE TABLE IF NOT EXISTS {{db}}.ping_keys (
+        event_id UUID,
+        check_id UUID,
+        received_at DateTime64(6, 'UTC'),
+        n UInt64
+    ) ENGINE = ReplacingMergeTree
+    ORDER BY (check_id, event_id)
+    TTL toDateTime(received_at) + INTERVAL 7 DAY
+    {_DEDUP}
+    """,
 ]
 
 

@@ -42,7 +42,7 @@ class Answers:
             return
         event = pings.ping_event(
             check, target.action, target.exit_status, ping.rid, ping.method, ping.body, ping.size,
-            ping.scheme, ping.addr, ping.user_agent,
+            ping.scheme, ping.addr, ping.user_agent, key=ping.key,
         )
         fut = self.edge.event_log.send(TOPIC_PINGS, encode(event), key=check.id.encode())
         fut.add_done_callback(lambda f: self._acked(f, answer, event.kind, close, ping.head))

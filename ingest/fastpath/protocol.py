@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from checks.idempotency import BadKey, parse_key
 from checks.rules import client_addr
 
 from .. import pings
@@ -257,8 +258,15 @@ class EdgeProtocol(Answers, HandOff, asyncio.Protocol):
             content_length = int(headers.get(b"content-length", b"0"))
         except ValueError:
             return None
+        key = headers.get(b"idempotency-key")
+        if key is not None:
+            try:
+                key = parse_key(header_text(key))
+            except BadKey:
+                return None  # aiohttp answers the 400
         ping = Ping()
         ping.target = target
+        ping.key = key
         rid = m.group(2)
         ping.rid = rid.decode().lower() if rid else None
         ping.method = self.parser.get_method().decode()

@@ -63,4 +63,4 @@ class Ping:
     """A fast-path ping being read."""
 
     __slots__ = ("target", "rid", "method", "head", "keep_alive", "content_length", "body", "size", "scheme",
-                 "addr", "user_agent")
+                 "addr", "user_agent", "key")

@@ -112,15 +112,30 @@ def _delete_below(conn: sqlite3.Connection, topic: str, partition: int, below: i
     return cur.rowcount
 
 
-def compact_sql(conn: sqlite3.Connection, topic: str) -> int:
-    """Drop records superseded by a later record with the same key (Kafka's log compaction)."""
+# Kafka's delete.retention.ms default: how long a tombstone (empty value) outlives what it deleted.
+TOMBSTONE_RETENTION_MS = 24 * 3600 * 1000
+
+
+def compact_sql(conn: sqlite3.Connection, topic: str, now_ms: int | None = None) -> int:
+    """Drop records superseded by a later record with the same key (Kafka's log compaction), and
+    tombstones older than ``TOMBSTONE_RETENTION_MS`` (as Kafka's cleaner does; a reader from the
+    start then sees neither the key nor its tombstone). A partition's last record stays: offsets
+    count on from it."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     cur = conn.execute(
         """DELETE FROM records WHERE topic = ?1 AND key IS NOT NULL AND offset < (
                SELECT MAX(r.offset) FROM records r
                WHERE r.topic = ?1 AND r.partition = records.partition AND r.key = records.key)""",
         (topic,),
     )
-    return cur.rowcount
+    removed = cur.rowcount
+    cur = conn.execute(
+        """DELETE FROM records WHERE topic = ?1 AND key IS NOT NULL AND LENGTH(value) = 0 AND ts < ?2
+               AND offset < (SELECT MAX(r.offset) FROM records r
+                             WHERE r.topic = ?1 AND r.partition = records.partition)""",
+        (topic, now_ms - TOMBSTONE_RETENTION_MS),
+    )
+    return removed + cur.rowcount
 
 
 async def enforce(event_log, policy: RetentionPolicy, now_ms: int | None = None) -> PassResult:
@@ -150,7 +165,7 @@ async def enforce(event_log, policy: RetentionPolicy, now_ms: int | None = None)
                 if n < DELETE_CHUNK:
                     break
     for topic in sorted(policy.compacted):
-        result.compacted += await event_log.on_writer(compact_sql, topic)
+        result.compacted += await event_log.on_writer(compact_sql, topic, now_ms)
     if result.deleted or result.compacted:
         while (freed := await event_log.vacuum_step()) > 0:
             result.pages_freed += freed

@@ -164,3 +164,19 @@ async def test_space_of_deleted_records_goes_back_to_the_file_system(clocked_log
     [(pages_after,)] = _rows(log, "PRAGMA page_count")
     assert result.deleted == 2_000 - 2
     assert result.pages_freed > 0 and pages_after < pages_before / 4
+
+
+async def test_it_drops_tombstones_a_day_after_they_were_written_as_kafka_does(clocked_log):
+    log, clock = clocked_log
+    await log.produce("state", b"v", key=b"old", partition=0)
+    await log.produce("state", b"", key=b"old", partition=0)  # deleted two days ago
+    clock.now += DAY
+    await log.produce("state", b"v", key=b"young", partition=0)
+    await log.produce("state", b"", key=b"young", partition=0)  # deleted a day ago: kept a little longer
+    await log.produce("state", b"v", key=b"kept", partition=0)
+    await log.produce("state", b"", key=b"last", partition=1)  # a partition's last record always stays
+    clock.now += DAY - 60
+    await enforce(log, RetentionPolicy(compacted=frozenset({"state"})), clock.ms)
+    assert sorted(_rows(log, "SELECT key, value FROM records WHERE topic = 'state'")) == [
+        (b"kept", b"v"), (b"last", b""), (b"young", b"")
+    ]
