@@ -1,4 +1,4 @@
-"""The in-memory view of the registry topic (projects and checks).
+"""The in-memory view of the registry topic (projects, checks and channels).
 
 Every service that needs check configuration (the edge to resolve pings, the
 monitor for schedules) folds ``pingstream.checks`` into a ``Registry``: it
@@ -17,6 +17,9 @@ import secrets
 
 from schemas.events import (
     TOPIC_CHECKS,
+    ChannelConfig,
+    ChannelDeleted,
+    ChannelUpserted,
     CheckConfig,
     CheckDeleted,
     CheckUpserted,
@@ -39,8 +42,16 @@ def project_key(project_id: str) -> bytes:
     return f"project:{project_id}".encode()
 
 
-def event_key(event: CheckUpserted | CheckDeleted | ProjectUpserted | ProjectDeleted) -> bytes:
-    """The registry topic's key of an event: the check's uuid, or ``project:<id>``."""
+def channel_key(channel_id: str) -> bytes:
+    return f"channel:{channel_id}".encode()
+
+
+def event_key(event) -> bytes:
+    """The registry topic's key of an event: the check's uuid, ``project:<id>`` or ``channel:<id>``."""
+    if isinstance(event, ChannelUpserted):
+        return channel_key(event.channel.id)
+    if isinstance(event, ChannelDeleted):
+        return channel_key(event.channel_id)
     if isinstance(event, CheckUpserted):
         return event.check.id.encode()
     if isinstance(event, CheckDeleted):
@@ -60,6 +71,7 @@ class Registry:
     def __init__(self) -> None:
         self.projects: dict[str, Project] = {}
         self.checks: dict[str, CheckConfig] = {}
+        self.channels: dict[str, ChannelConfig] = {}
         self._by_ping_key: dict[bytes, Project] = {}  # digest -> project
         self._by_api_key: dict[bytes, tuple[Project, bool]] = {}  # digest -> (project, read_only)
         self._by_slug: dict[tuple[str, str], set[str]] = defaultdict(set)  # (project, slug) -> ids
@@ -71,6 +83,10 @@ class Registry:
     def apply(self, event) -> None:
         if isinstance(event, CheckUpserted):
             self._put_check(event.check)
+        elif isinstance(event, ChannelUpserted):
+            self.channels[event.channel.id] = event.channel
+        elif isinstance(event, ChannelDeleted):
+            self.channels.pop(event.channel_id, None)
         elif isinstance(event, CheckDeleted):
             self._drop_check(event.check_id)
         elif isinstance(event, ProjectUpserted):
@@ -87,6 +103,8 @@ class Registry:
             self.projects.pop(event.project_id, None)
             for check_id in list(self._by_project.get(event.project_id, ())):
                 self._drop_check(check_id)
+            for channel_id in [c.id for c in self.channels.values() if c.project_id == event.project_id]:
+                del self.channels[channel_id]
 
     def _put_check(self, check: CheckConfig) -> None:
         self._drop_check(check.id)
@@ -135,6 +153,16 @@ class Registry:
 
     def project_check_count(self, project_id: str) -> int:
         return len(self._by_project.get(project_id, ()))
+
+    def project_channels(self, project_id: str) -> list[ChannelConfig]:
+        """The project's channels, oldest first."""
+        return sorted((c for c in self.channels.values() if c.project_id == project_id),
+                      key=lambda c: (c.created, c.id))
+
+    def check_channels(self, check: CheckConfig) -> tuple[str, ...]:
+        """The check's channel ids that exist (a removed channel's id may linger in its config:
+        the registry's partitions are folded in no particular order relative to each other)."""
+        return tuple(c for c in check.channels if c in self.channels)
 
 
 async def save(event_log: EventLog, registry: Registry | None, event) -> None:
