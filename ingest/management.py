@@ -19,10 +19,9 @@ from checks.document import after_pause, after_resume, check_document, isostring
 from checks.extensions import dependency_error
 from checks.channels import channel_document, channel_from_spec
 from checks.spec import ChannelError, SpecError, apply_spec, find_unique, may_create, resolve_channels, validate
+import runtime.registry
 from schemas.events import (
     TOPIC_PINGS,
-    ChannelDeleted,
-    ChannelUpserted,
     CheckConfig,
     CheckDeleted,
     Paused,
@@ -232,11 +231,7 @@ async def create_channel(request: web.Request, api: ApiRequest) -> web.Response:
                                     allow_private=request.app[CONFIG].webhook_allow_private)
     except SpecError as exc:
         raise ApiError(str(exc)) from None
-    await save(request, ChannelUpserted(event_id=uuid7(), channel=channel))
-    for check in request.app[REGISTRY].project_checks(api.project.id):
-        if channel.id not in check.channels:
-            await save_check(request, msgspec.structs.replace(check, channels=tuple(sorted(
-                request.app[REGISTRY].check_channels(check) + (channel.id,)))))
+    await runtime.registry.add_channel(request.app[EVENT_LOG], request.app[REGISTRY], channel)
     doc = dict(channel_document(channel), events=list(channel.events))
     if channel.secret:
         doc["secret"] = channel.secret
@@ -250,7 +245,7 @@ async def delete_channel(request: web.Request, api: ApiRequest) -> web.Response:
         raise ApiError(None, 404)
     if channel.project_id != api.project.id:
         raise ApiError(None, 403)
-    await save(request, ChannelDeleted(event_id=uuid7(), channel_id=channel.id, project_id=channel.project_id))
+    await runtime.registry.remove_channel(request.app[EVENT_LOG], request.app[REGISTRY], channel)
     return web.json_response(channel_document(channel))
 
 

@@ -15,6 +15,8 @@ from collections import defaultdict
 
 import secrets
 
+import msgspec
+
 from schemas.events import (
     TOPIC_CHECKS,
     ChannelConfig,
@@ -80,7 +82,8 @@ class Registry:
 
     # --- folding events ---
 
-    def apply(self, event) -> None:
+    def apply(self, event, timestamp_ms: int | None = None) -> None:
+        """Fold one registry event (``timestamp_ms``: its record's, for views that keep history)."""
         if isinstance(event, CheckUpserted):
             self._put_check(event.check)
         elif isinstance(event, ChannelUpserted):
@@ -177,6 +180,22 @@ async def save_check(event_log: EventLog, registry: Registry | None, check: Chec
     await save(event_log, registry, CheckUpserted(event_id=uuid7(), check=check))
 
 
+async def add_channel(event_log: EventLog, registry: Registry, channel: ChannelConfig) -> None:
+    """Save a new channel and assign it to every check of its project (as Healthchecks assigns a
+    new integration): the channel first, so no check names a channel the log has not."""
+    await save(event_log, registry, ChannelUpserted(event_id=uuid7(), channel=channel))
+    for check in registry.project_checks(channel.project_id):
+        if channel.id not in check.channels:
+            channels = tuple(sorted(registry.check_channels(check) + (channel.id,)))
+            await save_check(event_log, registry, msgspec.structs.replace(check, channels=channels))
+
+
+async def remove_channel(event_log: EventLog, registry: Registry, channel: ChannelConfig) -> None:
+    """Delete a channel; checks that name it ignore it from then on (``check_channels``)."""
+    await save(event_log, registry, ChannelDeleted(event_id=uuid7(), channel_id=channel.id,
+                                                   project_id=channel.project_id))
+
+
 def new_project(name: str) -> Project:
     # 32-character API keys: Healthchecks' clients and its auth check expect that length.
     return Project(
@@ -226,7 +245,7 @@ async def follow(
                     log.error("undecodable registry record %s/%d@%d: %s", r.topic, r.partition, r.offset, exc)
                     continue
                 if event is not None:
-                    registry.apply(event)
+                    registry.apply(event, r.timestamp_ms)
                 seen[(r.topic, r.partition)] = r.offset + 1
             if not caught_up and all(seen.get(tuple(tp), 0) >= off for tp, off in end.items()):
                 caught_up = True

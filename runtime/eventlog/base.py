@@ -59,6 +59,11 @@ class Consumer(abc.ABC):
     @abc.abstractmethod
     def assignment(self) -> set[TopicPartition]: ...
 
+    async def positions(self) -> dict[TopicPartition, int]:
+        """The next offset this consumer returns, per assigned partition (where it starts, before
+        anything was read: its group's committed offset, or the beginning or end)."""
+        raise NotImplementedError
+
     @abc.abstractmethod
     async def end_offsets(self) -> dict[TopicPartition, int]:
         """The next offset to be written on each assigned partition (for lag and catch-up)."""

@@ -76,6 +76,13 @@ class KafkaConsumer(Consumer):
                 await self._consumer.commit({KafkaTP(self._log.name(tp.topic), tp.partition): o
                                              for tp, o in offsets.items()})
 
+    async def positions(self) -> dict[TopicPartition, int]:
+        out = {}
+        async with asyncio.timeout(CONSUMER_CALL_S):
+            for tp in list(self._consumer.assignment()):
+                out[TopicPartition(self._log.plain(tp.topic), tp.partition)] = await self._consumer.position(tp)
+        return out
+
     async def end_offsets(self) -> dict[TopicPartition, int]:
         tps = list(self._consumer.assignment())
         if not tps:

@@ -93,6 +93,9 @@ class SqliteConsumer(Consumer):
 
         await self._run(run)
 
+    async def positions(self) -> dict[TopicPartition, int]:
+        return dict(self._positions)
+
     async def end_offsets(self) -> dict[TopicPartition, int]:
         def run() -> dict[TopicPartition, int]:
             out = {}
