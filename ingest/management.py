@@ -215,6 +215,21 @@ async def check_flips(request: web.Request, api: ApiRequest) -> web.Response:
 
 
 @api_view(write=True)
+async def check_notifications(request: web.Request, api: ApiRequest) -> web.Response:
+    """pingstream's extension: how the check's alerts went (time, channel, event, status, attempts,
+    last error), newest first."""
+    check = own_check(request, api)
+    channels = request.app[REGISTRY].channels
+    rows = await state.notifications(request, check.id, PING_LOG_LIMIT)
+    return web.json_response({"notifications": [
+        {"date": isostring(r["at"]), "finished": isostring(r["finished"]), "alert_id": r["alert_id"],
+         "channel": r["channel_id"], "channel_name": channels[r["channel_id"]].name if r["channel_id"] in channels else None,
+         "kind": r["channel_kind"], "event": r["event"], "status": r["status"], "attempts": r["attempts"],
+         "error": r["error"] or None}
+        for r in rows]})
+
+
+@api_view(write=True)
 async def list_channels(request: web.Request, api: ApiRequest) -> web.Response:
     channels = request.app[REGISTRY].project_channels(api.project.id)
     return web.json_response({"channels": [channel_document(c) for c in channels]})
@@ -284,6 +299,7 @@ def add_routes(app: web.Application) -> None:
         checks + _UUID + "/pings/": {"GET": check_pings},
         checks + _UUID + r"/pings/{n:\d{1,18}}/body": {"GET": ping_body},
         checks + _UUID + "/flips/": {"GET": check_flips},
+        checks + _UUID + "/notifications/": {"GET": check_notifications},
         checks + _SHA1 + "/flips/": {"GET": check_flips},
         prefix + "/channels/": {"GET": list_channels, "POST": create_channel},
         prefix + "/channels/" + _UUID.replace("code", "channel"): {"DELETE": delete_channel},
@@ -294,5 +310,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_route("*", prefix + "/status/", status)
     app.router.add_route("*", prefix + "/metrics/", metrics)
     for path in (checks, checks + _UUID + "/pings/", checks + _UUID + "/flips/", checks + _SHA1 + "/flips/",
+                 checks + _UUID + "/notifications/",
                  prefix + "/channels/", prefix + "/badges/", prefix + "/status/", prefix + "/metrics/"):
         app.router.add_route("*", path.removesuffix("/"), append_slash)
