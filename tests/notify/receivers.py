@@ -8,6 +8,7 @@ import contextlib
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from aiohttp import web
 
@@ -30,9 +31,12 @@ class HttpReceiver:
     status: dict[str, int] = field(default_factory=dict)
     hang: set[str] = field(default_factory=set)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    delay_s: Callable[[], float] | None = None  # how long to wait before answering (None: at once)
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
+        if self.delay_s is not None:
+            await asyncio.sleep(self.delay_s())
         self.received.append(Received(request.path, request.method, dict(request.headers), body, time.time()))
         self.arrived.set()
         if request.path in self.hang:
