@@ -105,9 +105,9 @@ def document(alert: Alert) -> dict:
     return doc
 
 
-def variables(alert: Alert, urlencode: bool = False) -> dict[str, str]:
+def variables(alert: Alert, urlencode: bool = False, template: str | None = None) -> dict[str, str]:
     """Healthchecks' webhook variables ($NAME, $STATUS, $BODY, ...) and pingstream's ($SLUG, $DESC,
-    $PROJECT, $PING_URL, $REASON, $EVENT)."""
+    $PROJECT, $PING_URL, $REASON, $EVENT). ``$JSON`` is built only when ``template`` (if given) uses it."""
     safe = quote if urlencode else (lambda s: s)
     check = alert.check
     name = check.name if check else ""
@@ -127,7 +127,7 @@ def variables(alert: Alert, urlencode: bool = False) -> dict[str, str]:
         "$PROJECT": safe(alert.project_name),
         "$PING_URL": safe(alert.ping_url),
         "$REASON": safe(alert.transition.reason if alert.transition else "ingest gap"),
-        "$JSON": safe(json.dumps(document(alert))),
+        "$JSON": safe(json.dumps(document(alert))) if template is None or "$JSON" in template else "",
         "$BODY_JSON": safe(json.dumps(body)),
         "$BODY": safe(body),
         "$EXITSTATUS": str(ping.exit_status) if ping is not None and ping.exit_status is not None else "-1",

@@ -64,7 +64,7 @@ class Senders:
         self.smtp = smtp
         self.allow_private = allow_private
         self.timeout_s = timeout_s
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=16,
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0,  # each channel bounds its own concurrency
                                          resolver=None if allow_private else safety.PublicOnlyResolver())
         self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s))
         self._pools: dict[str, ThreadPoolExecutor] = {}
@@ -98,10 +98,13 @@ class Senders:
             raise Permanent(f"unknown channel kind {channel.kind!r}")
 
     async def webhook(self, channel: ChannelConfig, alert: alerts.Alert) -> None:
-        url = alerts.render(channel.url, alerts.variables(alert, urlencode=True))
+        url = channel.url
+        if "$" in url:
+            url = alerts.render(url, alerts.variables(alert, urlencode=True, template=url))
         if not self.allow_private:
             safety.check_literal(url)
-        values = alerts.variables(alert)
+        templates = channel.body + "".join(value for _, value in channel.headers)
+        values = alerts.variables(alert, template=templates) if "$" in templates else {}
         headers = {"User-Agent": USER_AGENT, "Idempotency-Key": alert.id}
         if channel.method == "GET":
             payload = ""

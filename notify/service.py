@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 GROUP = "pingstream-notify"
 CAUSE_WAIT_S = 1.0  # a transition waits this long at most for its causing ping to be read
 REGISTRY_SLACK_S = 0.2  # and this long after it was published, for the registry follower to see edits
-WORKERS_PER_CHANNEL = 4
+WORKERS_PER_CHANNEL = 32  # concurrent requests to one channel
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 300.0
 
@@ -154,6 +154,7 @@ class Notifier:
         self.queues: dict[str, asyncio.Queue] = {}
         self.workers: list[asyncio.Task] = []
         self.senders: Senders | None = None
+        self.outcomes: asyncio.Queue = asyncio.Queue()  # (job, Delivery) finished, to be recorded
         self.consuming = asyncio.Event()  # set once its consumer reads (where a new group starts: the end)
 
     # --- reading ---
@@ -247,10 +248,34 @@ class Notifier:
     async def _worker(self, queue: asyncio.Queue) -> None:
         while True:
             job: _Job = await queue.get()
-            await self.deliver(job)
-            self.pending.done(job.tp, job.offset)
+            record = await self.attempt(job)
+            self.outcomes.put_nowait((job, record))
+
+    async def _recorder(self) -> None:
+        """Writes finished deliveries to the log, many at once (the log acknowledges concurrent
+        records with one sync), and only then lets their transitions' offsets move: a delivery
+        whose outcome is not in the log is done again after a restart."""
+        while True:
+            done = [await self.outcomes.get()]
+            while not self.outcomes.empty() and len(done) < 1000:
+                done.append(self.outcomes.get_nowait())
+            await asyncio.gather(*(self._record(record) for _, record in done))
+            for job, _ in done:
+                self.pending.done(job.tp, job.offset)
+
+    async def _record(self, record: Delivery) -> None:
+        key = record.check_id.encode() if record.check_id else None
+        await retry(f"recording delivery {record.event_id}",
+                    lambda: self.event_log.produce(TOPIC_DELIVERIES, encode(record), key=key), logger=log)
 
     async def deliver(self, job: _Job) -> Delivery:
+        """Attempt ``job`` until it is finished and record its outcome."""
+        record = await self.attempt(job)
+        await self._record(record)
+        return record
+
+    async def attempt(self, job: _Job) -> Delivery:
+        """Send ``job`` (retrying for a bounded time); its outcome, not yet recorded."""
         alert, channel = job.alert, job.channel
         timeout_s, retry_s = self.config.notify_timeout_s, self.config.notify_retry_s
         began = time.monotonic()
@@ -293,10 +318,6 @@ class Notifier:
             project_id=channel.project_id, channel_id=channel.id, channel_kind=channel.kind, event=alert.event,
             status=status, attempts=attempts, error=error, at=alert.at, finished=utcnow(),
         )
-        key = record.check_id.encode() if record.check_id else None
-        # Recorded before the offset may move: a delivery whose outcome is not in the log is done again.
-        await retry(f"recording delivery {record.event_id}",
-                    lambda: self.event_log.produce(TOPIC_DELIVERIES, encode(record), key=key), logger=log)
         DELIVERIES.labels(channel.kind, status).inc()
         if status == "delivered":
             DELIVERY_SECONDS.labels(channel.kind).observe(max(0.0, time.time() - job.published_ms / 1000))
@@ -310,6 +331,7 @@ class Notifier:
                                               name="notify registry"))
         self.senders = Senders(smtp=self.config.smtp, allow_private=self.config.webhook_allow_private,
                                timeout_s=self.config.notify_timeout_s)
+        self.workers.append(asyncio.create_task(self._recorder(), name="notify recorder"))
         try:
             while not ready.is_set():  # channels and checks first: a transition needs them
                 if stop.is_set() or follower.done():
