@@ -88,8 +88,12 @@ class Pending:
         self.read[tp] = offset + 1
 
     def assigned(self, positions: dict[TopicPartition, int]) -> None:
-        """Partitions newly assigned start where the consumer stands: committed with the next batch,
-        so a new group's start at the end holds across a restart even before anything was read."""
+        """The consumer's partitions now. Newly assigned ones start where the consumer stands (committed
+        with the next batch, so a new group's start at the end holds across a restart even before
+        anything was read); partitions moved to another member are no longer committed from here
+        (their unfinished transitions are read, and sent with the same key, by the new owner)."""
+        for tp in [tp for tp in self.read if tp not in positions]:
+            del self.read[tp]
         for tp, position in positions.items():
             self.read.setdefault(tp, position)
 
@@ -112,7 +116,7 @@ class Pending:
             if tp.topic != TOPIC_PINGS:
                 opened = self.open.get(tp)
                 out[tp] = min(opened) if opened else nxt
-        held = [e.pings_read for opened in self.open.values() for e in opened.values()]
+        held = [e.pings_read for tp, opened in self.open.items() if tp in self.read for e in opened.values()]
         for tp, nxt in self.read.items():
             if tp.topic == TOPIC_PINGS:
                 out[tp] = min([nxt] + [r[tp] for r in held if tp in r])
@@ -344,7 +348,8 @@ class Notifier:
             async with consumer:
                 self.consuming.set()
                 async def on_assignment(assigned: set[TopicPartition]) -> None:
-                    self.pending.assigned({tp: o for tp, o in (await consumer.positions()).items() if tp in assigned})
+                    positions = await consumer.positions()
+                    self.pending.assigned({tp: positions[tp] for tp in assigned if tp in positions})
 
                 shell = ConsumerShell("notify", consumer, self.handle, group=GROUP, logger=log, log_every_s=60.0,
                                       batches=Batches(consumer, max_records=10_000, poll_ms=50),
