@@ -30,7 +30,7 @@ class History(Registry):
         self.versions: dict[str, deque[tuple[int, CheckConfig | None]]] = {}
 
     def apply(self, event, timestamp_ms: int | None = None) -> None:
-        super().apply(event, timestamp_ms)
+        super().apply(event)
         if isinstance(event, CheckUpserted):
             self._version(event.check.id, timestamp_ms, event.check)
         elif isinstance(event, CheckDeleted):

@@ -332,7 +332,7 @@ class Notifier:
     async def run(self, stop: asyncio.Event) -> None:
         ready, follower_stop = asyncio.Event(), asyncio.Event()
         follower = asyncio.create_task(follow(self.history, self.event_log, ready, follower_stop,
-                                              name="notify registry"))
+                                              name="notify registry", timestamps=True))
         self.senders = Senders(smtp=self.config.smtp, allow_private=self.config.webhook_allow_private,
                                timeout_s=self.config.notify_timeout_s)
         self.workers.append(asyncio.create_task(self._recorder(), name="notify recorder"))

@@ -82,8 +82,7 @@ class Registry:
 
     # --- folding events ---
 
-    def apply(self, event, timestamp_ms: int | None = None) -> None:
-        """Fold one registry event (``timestamp_ms``: its record's, for views that keep history)."""
+    def apply(self, event) -> None:
         if isinstance(event, CheckUpserted):
             self._put_check(event.check)
         elif isinstance(event, ChannelUpserted):
@@ -219,9 +218,11 @@ STALL_S = 120.0
 
 
 async def follow(
-    registry: Registry, event_log: EventLog, ready: asyncio.Event, stop: asyncio.Event, name: str = "registry"
+    registry: Registry, event_log: EventLog, ready: asyncio.Event, stop: asyncio.Event, name: str = "registry",
+    *, timestamps: bool = False,
 ) -> None:
-    """Fold the registry topic into ``registry``; set ``ready`` once caught up with its end. Its lag
+    """Fold the registry topic into ``registry``; set ``ready`` once caught up with its end (with
+    ``timestamps``, each event is applied with its record's timestamp: ``apply(event, ms)``). Its lag
     is the ``pingstream_consumer_lag{group=name}`` gauge; ``name`` is also its entry in /healthz and
     /readyz (not ready until caught up)."""
     beat = health.loop(name, STALL_S)
@@ -245,7 +246,10 @@ async def follow(
                     log.error("undecodable registry record %s/%d@%d: %s", r.topic, r.partition, r.offset, exc)
                     continue
                 if event is not None:
-                    registry.apply(event, r.timestamp_ms)
+                    if timestamps:
+                        registry.apply(event, r.timestamp_ms)
+                    else:
+                        registry.apply(event)
                 seen[(r.topic, r.partition)] = r.offset + 1
             if not caught_up and all(seen.get(tuple(tp), 0) >= off for tp, off in end.items()):
                 caught_up = True
