@@ -59,6 +59,7 @@ REGISTRY_SLACK_S = 0.2  # and this long after it was published, for the registry
 WORKERS_PER_CHANNEL = 32  # concurrent requests to one channel
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 300.0
+DRAIN_S = 5.0  # on a graceful stop, how long deliveries in flight may take to finish
 
 DELIVERIES = Counter("pingstream_notifications", "Finished alert deliveries, per channel kind and outcome",
                      ["kind", "status"], registry=metrics.REGISTRY)
@@ -329,6 +330,18 @@ class Notifier:
 
     # --- running ---
 
+    async def _drain(self, consumer) -> None:
+        """A graceful stop: deliveries in flight get ``DRAIN_S`` to finish, then what is finished is
+        committed (the rest is sent again, with the same key, by the next notifier)."""
+        deadline = time.monotonic() + DRAIN_S
+        while (self.waiting or any(self.pending.open.values())) and time.monotonic() < deadline:
+            self._plan_ready()
+            await asyncio.sleep(0.05)
+        try:
+            await consumer.commit(self.pending.commit_point())
+        except Exception as exc:  # the log went away: the next notifier reads those records again
+            log.warning("notify: last commit refused (%s: %s)", exc.__class__.__name__, exc)
+
     async def run(self, stop: asyncio.Event) -> None:
         ready, follower_stop = asyncio.Event(), asyncio.Event()
         follower = asyncio.create_task(follow(self.history, self.event_log, ready, follower_stop,
@@ -355,6 +368,7 @@ class Notifier:
                                       batches=Batches(consumer, max_records=10_000, poll_ms=50),
                                       on_assignment=on_assignment)
                 await shell.run(stop)
+                await self._drain(consumer)
         finally:
             for w in self.workers:
                 w.cancel()

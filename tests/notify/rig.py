@@ -32,7 +32,7 @@ from schemas.events import (
 
 @dataclasses.dataclass
 class Rig:
-    log: SqliteEventLog
+    log: object  # an EventLog
     registry: Registry  # the writers' (an edge's) view
     project: object
     config: Config
@@ -116,13 +116,16 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def rig(tmp_path, **env):
+async def rig(tmp_path, event_log=None, **env):
+    """A rig on the embedded log in ``tmp_path``, or on ``event_log`` (started; closed by its owner)."""
     base = {"PINGSTREAM_DATA": str(tmp_path), "PINGSTREAM_WEBHOOK_ALLOW_PRIVATE": "1",
             "PINGSTREAM_NOTIFY_RETRY_S": "3", "PINGSTREAM_NOTIFY_TIMEOUT_S": "2",
             "PINGSTREAM_PUBLIC_URL": "https://ping.example.com"}
     config = Config.from_env({**base, **env})
-    log = SqliteEventLog(config.sqlite_path, default_partitions=2)
-    await log.start()
+    log = event_log
+    if log is None:
+        log = SqliteEventLog(config.sqlite_path, default_partitions=2)
+        await log.start()
     registry = Registry()
     project = await create_project(log, "acme", registry)
     r = Rig(log, registry, project, config)
@@ -130,4 +133,5 @@ async def rig(tmp_path, **env):
         yield r
     finally:
         await r.halt()
-        await log.close()
+        if event_log is None:
+            await log.close()
