@@ -159,6 +159,7 @@ class Notifier:
         self.queues: dict[str, asyncio.Queue] = {}
         self.workers: list[asyncio.Task] = []
         self.senders: Senders | None = None
+        self._committed: dict[TopicPartition, int] = {}  # as last handed to the shell to commit
         self.outcomes: asyncio.Queue = asyncio.Queue()  # (job, Delivery) finished, to be recorded
         self.consuming = asyncio.Event()  # set once its consumer reads (where a new group starts: the end)
 
@@ -179,8 +180,12 @@ class Notifier:
                 self.pending.add(tp, r.offset, 1)  # one for planning it: nothing commits past it before
                 self.waiting.append(_Waiting(event, tp, r.offset, r.timestamp_ms, time.monotonic() + CAUSE_WAIT_S))
         self._plan_ready()
-        # Called for empty batches too: deliveries finished meanwhile move the commit point.
-        return self.pending.commit_point()
+        # Called for empty batches too: deliveries finished meanwhile move the commit point. Only
+        # partitions whose point moved are committed (an idle notifier writes nothing to the log).
+        point = self.pending.commit_point()
+        moved = {tp: o for tp, o in point.items() if self._committed.get(tp) != o}
+        self._committed.update(moved)
+        return moved
 
     def _ready(self, w: _Waiting, now: float) -> bool:
         if now >= w.deadline:
@@ -362,6 +367,7 @@ class Notifier:
                 self.consuming.set()
                 async def on_assignment(assigned: set[TopicPartition]) -> None:
                     positions = await consumer.positions()
+                    self._committed.clear()  # also reported after a refused commit: commit all again
                     self.pending.assigned({tp: positions[tp] for tp in assigned if tp in positions})
 
                 shell = ConsumerShell("notify", consumer, self.handle, group=GROUP, logger=log, log_every_s=60.0,
