@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from schemas.events import ChannelConfig
 
-from .spec import SpecError
+from .spec import SpecError, has_control
 
 KINDS = ("webhook", "email", "apprise")
 EVENTS = ("down", "up", "started", "grace", "failure", "paused", "ingest_gap")
@@ -123,7 +123,10 @@ def channel_from_spec(data: dict, *, id: str, project_id: str, created: datetime
     kind = data.get("kind")
     if kind not in KINDS:
         raise SpecError("kind has unexpected value" if "kind" in data else "kind is missing")
-    fields: dict = {"name": _str("name", data.get("name", ""), 100)}
+    name = _str("name", data.get("name", ""), 100)
+    if has_control(name):
+        raise SpecError("name contains a control character")
+    fields: dict = {"name": name}
     fields["events"] = _events(data["events"]) if "events" in data else DEFAULT_EVENTS
     if kind == "webhook":
         fields["url"] = _http_url("url", data.get("url", ""), allow_private)

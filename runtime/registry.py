@@ -183,10 +183,10 @@ async def add_channel(event_log: EventLog, registry: Registry, channel: ChannelC
     """Save a new channel and assign it to every check of its project (as Healthchecks assigns a
     new integration): the channel first, so no check names a channel the log has not."""
     await save(event_log, registry, ChannelUpserted(event_id=uuid7(), channel=channel))
-    for check in registry.project_checks(channel.project_id):
-        if channel.id not in check.channels:
-            channels = tuple(sorted(registry.check_channels(check) + (channel.id,)))
-            await save_check(event_log, registry, msgspec.structs.replace(check, channels=channels))
+    updated = [msgspec.structs.replace(check, channels=tuple(sorted(registry.check_channels(check) + (channel.id,))))
+               for check in registry.project_checks(channel.project_id) if channel.id not in check.channels]
+    for i in range(0, len(updated), 500):  # written concurrently: the log acknowledges them together
+        await asyncio.gather(*(save_check(event_log, registry, check) for check in updated[i:i + 500]))
 
 
 async def remove_channel(event_log: EventLog, registry: Registry, channel: ChannelConfig) -> None:

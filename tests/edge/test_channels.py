@@ -80,6 +80,7 @@ async def test_it_lists_channels_in_healthchecks_shape_for_email_and_apprise(edg
     ({"kind": "email", "email": "not an address"}, "email is not a valid address"),
     ({"kind": "apprise", "url": "nosuchservice://x"}, "url is not an Apprise URL"),
     ({"kind": "email", "email": "a@example.com", "name": 5}, "name is not a string"),
+    ({"kind": "email", "email": "a@example.com", "name": "ops\u202e"}, "name contains a control character"),
 ])
 async def test_it_refuses_a_bad_channel_with_a_short_400(edge, body, message):
     status, doc = await _add(edge, **body)
