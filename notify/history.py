@@ -20,8 +20,8 @@ from schemas.events import CheckConfig, CheckDeleted, CheckUpserted, PingEvent
 from .alerts import BODY_HEAD, LastPing
 
 VERSIONS_KEPT = 16  # configurations kept per check
-PINGS_KEPT = 4  # pings kept per check (a transition's cause may be followed by later pings)
-MAX_CHECKS = 200_000  # checks whose last pings are kept (least recently pinged dropped first)
+PINGS_KEPT = 3  # pings kept per check (a transition's cause may be followed by later pings)
+MAX_CHECKS = 100_000  # checks whose last pings are kept (least recently pinged dropped first): at most ~300 MB of bodies
 
 
 class History(Registry):
