@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sqlite3
 import statistics
 import tempfile
@@ -109,6 +110,7 @@ async def main(args) -> dict:
         "p50_ms": round(statistics.median(latencies) * 1000) if got else None,
         "p99_ms": round(_quantile(latencies, 0.99) * 1000) if got else None,
         "max_ms": round(max(latencies) * 1000) if got else None,
+        "load_average_1m": round(os.getloadavg()[0], 1),  # other work on the machine: figures are indicative
     }
     print(f"notify: {result['written']} transitions written at {result['write_rate']}/s (asked {args.rate}/s), "
           f"{result['delivered']}/{result['expected']} alerts delivered to {args.channels} channel(s) at "
