@@ -167,3 +167,18 @@ async def test_channels_survive_a_restart_through_the_registry_topic(edge):
         fresh.apply(event)
     assert list(fresh.channels) == [a["id"]]
     assert fresh.channels[a["id"]].email == "ops@example.com"
+
+
+async def test_the_openapi_document_lists_the_channel_and_notification_paths(edge):
+    paths = (await (await edge.client.get("/api/openapi.json")).json())["paths"]
+    assert set(paths["/api/v3/channels/"]) == {"get", "post"}
+    assert "delete" in paths["/api/v3/channels/{channel}"]
+    assert any(p.endswith("/{uuid}/notifications/") for p in paths)
+
+
+async def test_notifications_of_a_check_without_clickhouse_are_an_empty_list(edge):
+    check = await edge.add_check(name="job")
+    r = await edge.client.get(f"/api/v3/checks/{check.id}/notifications/", headers=_key(edge))
+    assert (r.status, await r.json()) == (200, {"notifications": []})
+    r = await edge.client.get(f"/api/v3/checks/{check.id}/notifications", headers=_key(edge), allow_redirects=False)
+    assert r.status == 301
