@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import smtplib
 import ssl
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,10 @@ from runtime.config import Smtp
 from schemas.events import ChannelConfig
 
 from . import alerts, safety
+
+# Apprise logs the services it sends to, URLs and tokens included in some of its messages: the
+# notifier says itself what failed (channel id, short error), so Apprise's own lines are kept out.
+logging.getLogger("apprise").setLevel(logging.CRITICAL)
 
 try:
     VERSION = version("pingstream")

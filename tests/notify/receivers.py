@@ -61,7 +61,7 @@ async def http_receiver():
     receiver = HttpReceiver()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", receiver.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)  # the receiver's own lines are not the notifier's
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -222,3 +222,20 @@ async def test_a_held_transition_is_recorded_and_not_sent(tmp_path):
         record = await notifier.deliver(_Job(alert, channel, None, 0, 0))
         assert (record.status, record.attempts, record.error) == ("held", 0, "maintenance")
         assert rx.received == []
+
+
+async def test_urls_and_secrets_never_reach_the_logs(tmp_path, caplog):
+    caplog.set_level("INFO")
+    async with rig(tmp_path, PINGSTREAM_NOTIFY_RETRY_S="1") as r, http_receiver() as rx:
+        rx.status["/hook/tok-3f9a"] = 500
+        hook = await r.channel(kind="webhook", url=rx.url + "/hook/tok-3f9a")
+        await r.channel(kind="apprise", url="json://127.0.0.1:9/apprise/tok-77e1")  # nothing listens there
+        check = await r.check(name="job")
+        await r.start(first_backoff_s=0.1)
+        await r.transition(check, "up", "down")
+        found = await r.wait_deliveries(2)
+        assert {d.status for d in found} == {"failed"}
+        text = caplog.text + "".join(d.error for d in found)
+        assert "failed after" in caplog.text  # the failures are logged, by channel id
+        for secret in ("tok-3f9a", "tok-77e1", hook.secret, rx.url):
+            assert secret not in text
