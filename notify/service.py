@@ -59,7 +59,7 @@ REGISTRY_SLACK_S = 0.2  # and this long after it was published, for the registry
 WORKERS_PER_CHANNEL = 32  # concurrent requests to one channel
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 300.0
-PINGS_COMMIT_S = 2.0  # the pings' offsets are committed at most this often
+COMMIT_EVERY_S = 1.0  # offsets are committed at most this often
 DRAIN_S = 5.0  # on a graceful stop, how long deliveries in flight may take to finish
 
 DELIVERIES = Counter("pingstream_notifications", "Finished alert deliveries, per channel kind and outcome",
@@ -161,7 +161,7 @@ class Notifier:
         self.workers: list[asyncio.Task] = []
         self.senders: Senders | None = None
         self._committed: dict[TopicPartition, int] = {}  # as last handed to the shell to commit
-        self._pings_committed_at = 0.0
+        self._committed_at = 0.0
         self.outcomes: asyncio.Queue = asyncio.Queue()  # (job, Delivery) finished, to be recorded
         self.consuming = asyncio.Event()  # set once its consumer reads (where a new group starts: the end)
 
@@ -190,16 +190,17 @@ class Notifier:
                 self.waiting.append(_Waiting(event, tp, r.offset, r.timestamp_ms, time.monotonic() + CAUSE_WAIT_S))
         self._plan_ready()
         # Called for empty batches too: deliveries finished meanwhile move the commit point. Only
-        # partitions whose point moved are committed, the pings' at most every PINGS_COMMIT_S (a commit
-        # is a write to the log, which the edge needs for pings: re-reading pings after a crash is cheap).
+        # partitions whose point moved are committed, at most every COMMIT_EVERY_S: a commit is a write
+        # to the log, which the edge needs for pings (what a crash makes the notifier read again is
+        # only sent again with the same key).
+        now = time.monotonic()
+        if now < self._committed_at + COMMIT_EVERY_S:
+            return {}
         point = self.pending.commit_point()
         moved = {tp: o for tp, o in point.items() if self._committed.get(tp) != o}
-        now = time.monotonic()
-        if now < self._pings_committed_at + PINGS_COMMIT_S:
-            moved = {tp: o for tp, o in moved.items() if tp.topic != TOPIC_PINGS}
-        elif any(tp.topic == TOPIC_PINGS for tp in moved):
-            self._pings_committed_at = now
-        self._committed.update(moved)
+        if moved:
+            self._committed_at = now
+            self._committed.update(moved)
         return moved
 
     def _ready(self, w: _Waiting, now: float) -> bool:
