@@ -59,7 +59,7 @@ REGISTRY_SLACK_S = 0.2  # and this long after it was published, for the registry
 WORKERS_PER_CHANNEL = 32  # concurrent requests to one channel
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 300.0
-COMMIT_EVERY_S = 1.0  # offsets are committed at most this often
+COMMIT_EVERY_S = 0.5  # offsets are committed at most this often (a write to the log each)
 DRAIN_S = 5.0  # on a graceful stop, how long deliveries in flight may take to finish
 
 DELIVERIES = Counter("pingstream_notifications", "Finished alert deliveries, per channel kind and outcome",
