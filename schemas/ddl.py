@@ -198,6 +198,7 @@ STATEMENTS: list[str] = [
     ) ENGINE = ReplacingMergeTree
     ORDER BY (check_id, event_id)
     TTL toDateTime(received_at) + INTERVAL 7 DAY
+    {_DEDUP}
     """,
     # How each alert to each channel ended (the notifier's pingstream.deliveries): one row per alert and
     # channel, the latest outcome kept (a delivery done again after a restart replaces its row).

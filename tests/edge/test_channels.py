@@ -176,7 +176,7 @@ async def test_the_openapi_document_lists_the_channel_and_notification_paths(edg
     assert any(p.endswith("/{uuid}/notifications/") for p in paths)
 
 
-async def test_notifications_of_a_check_without_clickhouse_are_an_empty_list(edge):
+async def test_a_check_without_deliveries_lists_no_notifications(edge):
     check = await edge.add_check(name="job")
     r = await edge.client.get(f"/api/v3/checks/{check.id}/notifications/", headers=_key(edge))
     assert (r.status, await r.json()) == (200, {"notifications": []})
