@@ -14,7 +14,6 @@ from standardwebhooks import Webhook
 
 from notify.safety import PrivateTarget, PublicOnlyResolver
 from runtime.registry import save_check
-from schemas.events import Transition
 from tests.notify.receivers import http_receiver, smtp_receiver
 from tests.notify.rig import rig
 
@@ -207,21 +206,18 @@ async def test_the_resolver_checks_the_resolved_address_not_the_name():
 
 
 async def test_a_held_transition_is_recorded_and_not_sent(tmp_path):
-    class HeldTransition(Transition, frozen=True, kw_only=True, tag="transition"):
-        held: str | None = None  # what the maintenance-window work adds to the Transition event
-
     async with rig(tmp_path) as r, http_receiver() as rx:
         await r.channel(kind="webhook", url=rx.url + "/h")
         check = await r.check(name="job")
-        notifier = await r.start()
-        t = HeldTransition(event_id="h1", check_id=check.id, project_id=check.project_id, from_status="up",
-                           to_status="down", at=check.created, reason="no ping", held="maintenance")
-        ((alert, channel),) = notifier.alerts_for(t, published_ms=2**62)
-        from notify.service import _Job
-
-        record = await notifier.deliver(_Job(alert, channel, None, 0, 0))
-        assert (record.status, record.attempts, record.error) == ("held", 0, "maintenance")
-        assert rx.received == []
+        await r.start()
+        held = await r.transition(check, "up", "down", held="maintenance")
+        sent = await r.transition(check, "down", "up", "success ping")
+        found = await r.wait_deliveries(2)
+        by_alert = {d.alert_id: d for d in found}
+        assert (by_alert[held.event_id].status, by_alert[held.event_id].attempts,
+                by_alert[held.event_id].error) == ("held", 0, "maintenance")
+        assert by_alert[sent.event_id].status == "delivered"
+        assert [x.headers["Idempotency-Key"] for x in rx.received] == [sent.event_id]
 
 
 async def test_urls_and_secrets_never_reach_the_logs(tmp_path, caplog):
