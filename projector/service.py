@@ -44,6 +44,7 @@ from schemas.events import TOPIC_CHECKS, TOPIC_PINGS, TOPIC_TRANSITIONS, as_utc,
 
 from . import catalog
 
+from . import deliveries
 from .fold import COLUMNS, CheckFold, Rows, fold, state_from_row
 from .replay import Batcher, batch_token, ranges_of
 
@@ -393,4 +394,5 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
             log_every_s=LOG_EVERY_S, progress=projector.describe,
         )
         log.info("projector started on %s", ", ".join(TOPICS))
-        await shell.run(stop)
+        # The notifier's delivery outcomes have a loop (and consumer group) of their own.
+        await asyncio.gather(shell.run(stop), deliveries.run(event_log, clickhouse, stop))

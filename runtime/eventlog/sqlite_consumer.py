@@ -22,8 +22,9 @@ _POLL_S = 0.05  # how often an idle consumer looks for records written by other 
 
 
 class SqliteConsumer(Consumer):
-    def __init__(self, log_, topics: list[str], group: str | None) -> None:
+    def __init__(self, log_, topics: list[str], group: str | None, *, from_end: bool = False) -> None:
         self._log = log_
+        self._from_end = from_end
         self._topics = topics
         self._group = group
         self._conn: sqlite3.Connection | None = None
@@ -38,6 +39,8 @@ class SqliteConsumer(Consumer):
             for p in await self._log.partitions(topic):
                 self._positions[TopicPartition(topic, p)] = 0
         self._conn = await self._run(connect, self._log.path)
+        if self._from_end:
+            self._positions.update(await self.end_offsets())
         if self._group is not None:
             rows = await self._run(
                 lambda: self._conn.execute(
@@ -93,6 +96,9 @@ class SqliteConsumer(Consumer):
                 )
 
         await self._run(run)
+
+    async def positions(self) -> dict[TopicPartition, int]:
+        return dict(self._positions)
 
     async def end_offsets(self) -> dict[TopicPartition, int]:
         def run() -> dict[TopicPartition, int]:
