@@ -1,14 +1,22 @@
 """Projector throughput: a pre-filled log (SQLite, then Kafka) drained by one projector into embedded chdb.
 
     .venv/bin/python -m bench.projector [--pings 200000] [--checks 10000] [--partitions 4] [--logs sqlite,kafka]
+                                        [--baseline DIR] [--rounds 2] [--quick]
 
-For each log, fills a fresh one with ``--pings`` pings (runs of start + success/fail with a
-rid, now and then a log ping, small bodies) over ``--checks`` checks, then runs
-``projector.service.run`` over it until it has processed every record,
-and prints events/s and where the time went in that one run (decode, state
-load, fold, ClickHouse inserts, and the rest: reading the log, journal, commit).
-Kafka is PINGSTREAM_KAFKA, else a broker started from the project's cached jars.
-Results go to ``bench/results/projector.json``.
+Generates ``--pings`` pings (runs of start + success/fail with a rid, now and then a log
+ping, small bodies) over ``--checks`` checks and writes them to a log once per log kind.
+Each pass then drains that log from its start (SQLite: a copy of the file; Kafka: the
+topics, in a consumer group of its own) with ``projector.service.run`` into a fresh
+embedded chdb, in a process of its own, and reports events/s and where the time went (decode,
+state load, fold, ClickHouse inserts, and the rest: reading the log, journal, commit).
+
+``--baseline DIR`` names another checkout of pingstream (for instance
+``git worktree add --detach ../base main``): its passes run that checkout's projector,
+interleaved with this one's (A, B, A, B, ... on the same log), and the ratios B/A of
+each round are printed beside the absolute figures. On a shared machine only such
+ratios mean much, and events per CPU-second (the process's, every thread) much more
+than events per wall second. Kafka is PINGSTREAM_KAFKA, else a broker started from the project's
+cached jars. Results go to ``bench/results/projector.json``.
 """
 
 from __future__ import annotations
@@ -18,21 +26,23 @@ import asyncio
 import json
 import os
 import random
+import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from runtime.clickhouse import ClickHouse
-from runtime.config import Config
-from runtime.eventlog.sqlite import SqliteEventLog
-from projector import service
-from schemas.events import TOPIC_PINGS, PingEvent, encode, stable_id, uuid7
-
-RESULTS = Path(__file__).resolve().parent / "results" / "projector.json"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "projector.json"
+_KAFKA_FILL_CHUNK = 5000
 
 
-def make_pings(n: int, checks: int, seed: int = 7) -> list[PingEvent]:
+def make_pings(n: int, checks: int, seed: int = 7) -> list:
+    from schemas.events import PingEvent, stable_id, uuid7
+
     rng = random.Random(seed)
     check_ids = [stable_id("bench", str(i)) for i in range(checks)]
     project = stable_id("bench-project")
@@ -60,99 +70,202 @@ def make_pings(n: int, checks: int, seed: int = 7) -> list[PingEvent]:
     return out
 
 
-async def fill(log: SqliteEventLog, pings: list[PingEvent]) -> None:
-    for lo in range(0, len(pings), 5000):  # concurrent produces share one commit (group commit)
-        await asyncio.gather(*(log.produce(TOPIC_PINGS, encode(p), key=p.check_id.encode())
-                               for p in pings[lo:lo + 5000]))
+async def fill(log, records: list[tuple[bytes, bytes]]) -> None:
+    from schemas.events import TOPIC_PINGS
+
+    for lo in range(0, len(records), _KAFKA_FILL_CHUNK):  # concurrent produces share one commit / request
+        await asyncio.gather(*(log.produce(TOPIC_PINGS, value, key=key)
+                               for key, value in records[lo:lo + _KAFKA_FILL_CHUNK]))
 
 
-def open_log(kind: str, tmp: Path, partitions: int, bootstrap: str | None):
+def open_log(kind: str, where: str, partitions: int):
+    """``where``: the SQLite file, or ``bootstrap|prefix`` for Kafka."""
     if kind == "kafka":
         from runtime.eventlog.kafka import KafkaEventLog
 
-        return KafkaEventLog(bootstrap, default_partitions=partitions, prefix=f"bench{uuid7()[-8:]}.")
-    return SqliteEventLog(tmp / "eventlog.sqlite3", default_partitions=partitions)
+        bootstrap, prefix = where.split("|")
+        return KafkaEventLog(bootstrap, default_partitions=partitions, prefix=prefix)
+    from runtime.eventlog.sqlite import SqliteEventLog
+
+    return SqliteEventLog(Path(where), default_partitions=partitions)
 
 
-async def main(args, kind: str = "sqlite", bootstrap: str | None = None) -> dict:
-    with tempfile.TemporaryDirectory(prefix="bench-projector-") as tmp:
-        tmp = Path(tmp)
-        log = open_log(kind, tmp, args.partitions, bootstrap)
-        await log.start()
-        pings = make_pings(args.pings, args.checks)
-        started = time.perf_counter()
-        await fill(log, pings)
-        fill_s = time.perf_counter() - started
-        print(f"filled the log with {len(pings)} pings in {fill_s:.1f}s", flush=True)
+# --- one pass, in its own process --------------------------------------------------------------
 
-        clickhouse = ClickHouse(f"chdb:///{tmp / 'clickhouse'}", "bench")
-        await clickhouse.start()
-        projectors = []
 
-        class Observed(service.Projector):  # the run's own Projector, kept for its timings
-            def __init__(self, *a, **kw) -> None:
-                super().__init__(*a, **kw)
-                projectors.append(self)
+async def drain(kind: str, where: str, partitions: int, expected: int, tmp: Path) -> dict:
+    """Run one projector over the log until it processed ``expected`` records; its figures."""
+    from projector import service
+    from runtime.clickhouse import ClickHouse
+    from runtime.config import Config
+    from schemas.events import uuid7
 
-        service.Projector = Observed
-        # clickhouse-connect imports pandas on a process's first insert (~0.4 s, once): not the steady state.
-        from clickhouse_connect.driver import options
+    service.GROUP = f"bench-{uuid7()}"  # a group of its own: every pass reads the log from its start
 
-        options.pd  # noqa: B018
-        stop = asyncio.Event()
-        config = Config.from_env({}, data_dir=tmp)
-        started = time.perf_counter()
-        task = asyncio.create_task(service.run(config, log, clickhouse, stop))
-        first = None  # (time, records) when the first batch was done: start-up (group join) is before it
-        while not projectors or projectors[0].counts["records"] < len(pings):
-            if task.done():
-                task.result()
-            if first is None and projectors and projectors[0].counts["records"]:
-                first = (time.perf_counter(), projectors[0].counts["records"])
-            await asyncio.sleep(0.005)
-        ended = time.perf_counter()
-        wall_s = ended - started
-        steady = (len(pings) - first[1]) / (ended - first[0]) if first and ended > first[0] else None
-        stop.set()
-        await task
-        [projector] = projectors
-        rows = await clickhouse.query("SELECT count() FROM pings FINAL")
-        runs = await clickhouse.query("SELECT count() FROM runs FINAL")
-        await clickhouse.close()
-        await log.close()
+    log = open_log(kind, where, partitions)
+    await log.start()
+    clickhouse = ClickHouse(f"chdb:///{tmp / 'clickhouse'}", "bench")
+    await clickhouse.start()
+    projectors = []
 
+    class Observed(service.Projector):  # the run's own Projector, kept for its timings
+        def __init__(self, *a, **kw) -> None:
+            super().__init__(*a, **kw)
+            projectors.append(self)
+
+    service.Projector = Observed
+    # clickhouse-connect imports pandas on a process's first insert (~0.4 s, once): not the steady state.
+    from clickhouse_connect.driver import options
+
+    options.pd  # noqa: B018
+    stop = asyncio.Event()
+    config = Config.from_env({}, data_dir=tmp)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    task = asyncio.create_task(service.run(config, log, clickhouse, stop))
+    first = None  # (time, records) when the first batch was done: start-up (group join) is before it
+    while not projectors or projectors[0].counts["records"] < expected:
+        if task.done():
+            task.result()
+        if first is None and projectors and projectors[0].counts["records"]:
+            first = (time.perf_counter(), projectors[0].counts["records"])
+        await asyncio.sleep(0.005)
+    ended, cpu_s = time.perf_counter(), time.process_time() - cpu_started
+    wall_s = ended - started
+    steady = (expected - first[1]) / (ended - first[0]) if first and ended > first[0] else None
+    stop.set()
+    await task
+    [projector] = projectors
+    rows = await clickhouse.query("SELECT count() FROM pings FINAL")
+    runs = await clickhouse.query("SELECT count() FROM runs FINAL")
+    await clickhouse.close()
+    await log.close()
     t = dict(projector.timings)
     accounted = sum(t.values())
     result = {
-        "note": f"{kind} log -> embedded chdb, one process, one core for Python; pandas import (once per process) done before timing",
-        "log": kind,
-        "when": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "args": vars(args),
-        "pings": len(pings),
         "rows_in_pings": rows[0][0],
         "runs": runs[0][0],
         "batches": projector.counts["batches"],
+        "batches_folded_ahead": projector.counts.get("folded_ahead"),  # None: a projector without it
         "wall_s": round(wall_s, 3),
-        "events_per_s": round(len(pings) / wall_s),
+        "events_per_s": round(expected / wall_s),
+        "cpu_s": round(cpu_s, 3),  # every thread of the process: Python's, the log's, chdb's
+        "events_per_cpu_s": round(expected / cpu_s),
         "events_per_s_after_first_batch": round(steady) if steady else None,
         "seconds": {**{k: round(v, 3) for k, v in t.items()}, "other": round(wall_s - accounted, 3)},
         "share": {**{k: round(v / wall_s, 3) for k, v in t.items()}, "other": round(1 - accounted / wall_s, 3)},
     }
-    print(f"projector, {kind} -> chdb: {result['events_per_s']} events/s "
-          f"({result['events_per_s_after_first_batch']}/s after the first batch) ({len(pings)} pings, {result['batches']} batches, "
-          f"{wall_s:.2f}s); time: " + ", ".join(f"{k} {v:.0%}" for k, v in result["share"].items()))
-    assert result["rows_in_pings"] == len(pings), result
+    assert result["rows_in_pings"] == expected, result
     return result
 
 
-if __name__ == "__main__":
+def run_pass(code: Path, kind: str, where: str, args, tmp: Path) -> dict:
+    """One drain in a fresh process whose ``projector``, ``runtime`` and ``schemas`` come from ``code``."""
+    command = [sys.executable, "-m", "bench.projector", "--drain", kind, "--where", where, "--code", str(code),
+               "--pings", str(args.pings), "--partitions", str(args.partitions), "--tmp", str(tmp)]
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"pass ({code}) failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --- the comparison, in the parent -------------------------------------------------------------
+
+
+async def prepare(kind: str, records: list[tuple[bytes, bytes]], tmp: Path, partitions: int,
+                  bootstrap: str | None) -> str:
+    """Where the passes read the log (SQLite: the file each pass gets a copy of)."""
+    from schemas.events import uuid7
+
+    where = str(tmp / "filled.sqlite3") if kind == "sqlite" else f"{bootstrap}|bench{uuid7()[-8:]}."
+    log = open_log(kind, where, partitions)
+    await log.start()
+    await fill(log, records)
+    await log.close()
+    return where
+
+
+def _describe(checkout: str | None) -> str | None:
+    """A checkout as its commit (the results never hold a path of this machine)."""
+    if checkout is None:
+        return None
+    out = subprocess.run(["git", "-C", checkout, "log", "-1", "--format=%h %s"], capture_output=True, text=True)
+    return out.stdout.strip()[:100] or "another checkout"
+
+
+def compare(args, kind: str, bootstrap: str | None) -> dict:
+    from schemas.events import encode
+
+    variants = [("baseline", Path(args.baseline).resolve())] if args.baseline else []
+    variants.append(("this", ROOT))
+    passes = [(name, code) for _ in range(args.rounds) for name, code in variants]
+    pings = make_pings(args.pings, args.checks)
+    records = [(p.check_id.encode(), encode(p)) for p in pings]
+    with tempfile.TemporaryDirectory(prefix="bench-projector-") as tmp:
+        tmp = Path(tmp)
+        started = time.perf_counter()
+        filled = asyncio.run(prepare(kind, records, tmp, args.partitions, bootstrap))
+        print(f"{kind}: filled the log with {len(pings)} pings in {time.perf_counter() - started:.1f}s", flush=True)
+        results: dict[str, list[dict]] = {name: [] for name, _ in variants}
+        for i, (name, code) in enumerate(passes):
+            run_dir = tmp / f"pass{i}"
+            run_dir.mkdir()
+            where = filled
+            if kind == "sqlite":  # every pass starts from the same log, as it was filled
+                where = str(shutil.copy(filled, run_dir / "eventlog.sqlite3"))
+            r = run_pass(code, kind, where, args, run_dir)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            results[name].append(r)
+            print(f"  {kind} {name:8s} pass {i // len(variants) + 1}: {r['events_per_s']:7d} events/s "
+                  f"({r['events_per_s_after_first_batch']}/s after the first batch, {r['wall_s']:.2f}s), "
+                  f"{r['events_per_cpu_s']} events per CPU-second; time: "
+                  + ", ".join(f"{k} {v:.0%}" for k, v in r["share"].items()), flush=True)
+    summary = {
+        "note": f"{kind} log -> embedded chdb, one projector process per pass; passes interleaved on one log; "
+                "pandas import (once per process) done before timing",
+        "log": kind,
+        "when": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "args": {**vars(args), "baseline": _describe(args.baseline)},
+        "passes": results,
+        "events_per_s": {name: round(statistics.median(r["events_per_s"] for r in rs)) for name, rs in results.items()},
+        "events_per_cpu_s": {name: round(statistics.median(r["events_per_cpu_s"] for r in rs))
+                             for name, rs in results.items()},
+    }
+    line = ", ".join(f"{name} {v} events/s ({summary['events_per_cpu_s'][name]} per CPU-second)"
+                     for name, v in summary["events_per_s"].items())
+    if args.baseline:
+        for figure in ("events_per_s", "events_per_cpu_s"):
+            ratios = [b[figure] / a[figure] for a, b in zip(results["baseline"], results["this"])]
+            summary[f"ratios_{figure}"] = [round(x, 2) for x in ratios]
+            summary[f"ratio_{figure}_median"] = round(statistics.median(ratios), 2)
+        line += (f"; this/baseline per round: events/s {summary['ratios_events_per_s']} "
+                 f"(median {summary['ratio_events_per_s_median']}x), per CPU-second {summary['ratios_events_per_cpu_s']} "
+                 f"(median {summary['ratio_events_per_cpu_s_median']}x)")
+    print(f"projector, {kind} -> chdb (median of {args.rounds}): {line}", flush=True)
+    return summary
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pings", type=int, default=200_000)
     parser.add_argument("--checks", type=int, default=10_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--logs", default="sqlite,kafka")
+    parser.add_argument("--baseline", help="another checkout whose projector runs interleaved with this one's")
+    parser.add_argument("--rounds", type=int, default=2, help="passes per variant (A, B, A, B, ...)")
+    parser.add_argument("--quick", action="store_true", help="100,000 pings, one round: about half the time")
     parser.add_argument("--no-save", action="store_true")
+    parser.add_argument("--drain", help=argparse.SUPPRESS)  # one pass, in its own process (run_pass)
+    parser.add_argument("--where", help=argparse.SUPPRESS)
+    parser.add_argument("--code", help=argparse.SUPPRESS)
+    parser.add_argument("--tmp", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.drain:
+        sys.path.insert(0, args.code)  # that checkout's projector, runtime and schemas
+        result = asyncio.run(drain(args.drain, args.where, args.partitions, args.pings, Path(args.tmp)))
+        print(json.dumps(result))
+        return
+    if args.quick:
+        args.pings, args.rounds = 100_000, 1
     broker, bootstrap = None, os.environ.get("PINGSTREAM_KAFKA")
     kinds = args.logs.split(",")
     if "kafka" in kinds and not bootstrap:
@@ -161,10 +274,14 @@ if __name__ == "__main__":
         broker = kafkabroker.start_broker(tempfile.mkdtemp(prefix="bench-kafka-"), partitions=args.partitions)
         bootstrap = broker.bootstrap
     try:
-        results = {kind: asyncio.run(main(args, kind, bootstrap)) for kind in kinds}
+        results = {kind: compare(args, kind, bootstrap) for kind in kinds}
     finally:
         if broker is not None:
             broker.stop()
     if not args.no_save:
         RESULTS.parent.mkdir(exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -176,7 +176,7 @@ def check_document(
             update_url=base,
             pause_url=f"{base}/pause",
             resume_url=f"{base}/resume",
-            channels="",
+            channels=",".join(check.channels),
         )
     result.update(_schedule(check, "timeout", "schedule", "tz"))
     result.update(extension_document(check))  # nothing unless the check uses pingstream's extension

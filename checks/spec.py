@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import msgspec
 
-from schemas.events import CheckConfig
+from schemas.events import ChannelConfig, CheckConfig
 
 from .extensions import ExtensionError, bounds_error, extension_changes, validate_extension
 from .schedule import guess_kind, schedule_is_valid
@@ -192,13 +192,29 @@ def _tz(name: str, value) -> str:
     return tz
 
 
-def channels_error(channels: str) -> str | None:
-    """Why ``channels`` (``"*"``, ``""`` or comma-separated channel ids or names) cannot be
-    applied, or None. pingstream has no integrations yet, so every named channel is unknown."""
-    if channels in ("*", ""):
-        return None
-    first = channels.split(",")[0]
-    return "empty channel identifier" if first == "" else f"invalid channel identifier: {first}"
+class ChannelError(ValueError):
+    """A check's ``channels`` names a channel the project has not (upstream's BadChannelException)."""
+
+
+def resolve_channels(channels: str, available: list[ChannelConfig]) -> tuple[str, ...]:
+    """The sorted channel ids ``channels`` means, as Healthchecks' ``_update`` reads it: ``"*"`` every
+    channel of the project, ``""`` none, else comma-separated channel ids or names, each matching
+    exactly one channel. Raises ChannelError with upstream's message for the first bad item."""
+    if channels == "*":
+        return tuple(sorted(c.id for c in available))
+    if channels == "":
+        return ()
+    chosen: set[str] = set()
+    for item in channels.split(","):
+        if item == "":
+            raise ChannelError("empty channel identifier")
+        matches = [c for c in available if c.id == item or c.name == item]
+        if not matches:
+            raise ChannelError(f"invalid channel identifier: {item}")
+        if len(matches) > 1:
+            raise ChannelError(f"non-unique channel identifier: {item}")
+        chosen.add(matches[0].id)
+    return tuple(sorted(chosen))
 
 
 def spec_kind(spec: dict) -> str | None:
@@ -269,6 +285,7 @@ def apply_spec(check: CheckConfig, spec: dict, version: int) -> CheckConfig:
         ("filter_http_body", "filter_http_body"),
         ("filter_default_fail", "filter_default_fail"),
         ("grace", "grace_s"),
+        ("channels", "channels"),  # resolved to ids by the caller (resolve_channels)
     ):
         if key in spec:
             changes[field] = spec[key]

@@ -17,8 +17,19 @@ from aiohttp import web
 
 from checks.document import after_pause, after_resume, check_document, isostring, ping_document, with_registry
 from checks.extensions import dependency_error
-from checks.spec import SpecError, apply_spec, channels_error, find_unique, may_create, validate
-from schemas.events import TOPIC_PINGS, CheckConfig, CheckDeleted, Paused, Resumed, encode, utcnow, uuid7
+from checks.channels import channel_document, channel_from_spec
+from checks.spec import ChannelError, SpecError, apply_spec, find_unique, may_create, resolve_channels, validate
+import runtime.registry
+from schemas.events import (
+    TOPIC_PINGS,
+    CheckConfig,
+    CheckDeleted,
+    Paused,
+    Resumed,
+    encode,
+    utcnow,
+    uuid7,
+)
 
 from . import badges, state
 from .keys import CONFIG, EVENT_LOG, REGISTRY
@@ -28,9 +39,16 @@ from .views import ApiError, ApiRequest, api_view, cors, empty, error, own_check
 PING_LOG_LIMIT = 100
 
 
+def _live(request: web.Request, check: CheckConfig) -> CheckConfig:
+    """``check`` with only the channels that exist (what its document lists)."""
+    live = request.app[REGISTRY].check_channels(check)
+    return check if live == check.channels else msgspec.structs.replace(check, channels=live)
+
+
 def _document(request: web.Request, api: ApiRequest, check: CheckConfig, st: dict | None,
               status: str | None = None, http_status: int = 200) -> web.Response:
-    doc = check_document(check, st, api.readonly, request.app[CONFIG].public_url, status, v=api.version)
+    doc = check_document(_live(request, check), st, api.readonly, request.app[CONFIG].public_url, status,
+                         v=api.version)
     return web.json_response(doc, status=http_status)
 
 
@@ -57,11 +75,17 @@ def _apply(request: web.Request, check: CheckConfig, spec: dict, api: ApiRequest
     return updated
 
 
-def _check_channels(spec: dict) -> None:
-    # Upstream validates the channels when it applies the spec, after finding a unique match.
-    problem = channels_error(spec["channels"]) if "channels" in spec else None
-    if problem is not None:
-        raise ApiError(problem)
+def _check_channels(request: web.Request, api: ApiRequest, spec: dict) -> dict:
+    """``spec`` with its ``channels`` resolved to channel ids; 400 with upstream's message for an
+    unknown or ambiguous one. Upstream validates them when it applies the spec, after finding a
+    unique match."""
+    if "channels" not in spec:
+        return spec
+    try:
+        ids = resolve_channels(spec["channels"], request.app[REGISTRY].project_channels(api.project.id))
+    except ChannelError as exc:
+        raise ApiError(str(exc)) from None
+    return dict(spec, channels=ids)
 
 
 async def _state(request: web.Request, check: CheckConfig) -> dict | None:
@@ -80,7 +104,8 @@ async def list_checks(request: web.Request, api: ApiRequest) -> web.Response:
     states = await state.check_states(request, [c.id for c in checks])
     checks.sort(key=lambda c: (c.created, c.id))
     public_url = request.app[CONFIG].public_url
-    return web.json_response({"checks": [check_document(c, states.get(c.id), api.readonly, public_url, v=api.version)
+    return web.json_response({"checks": [check_document(_live(request, c), states.get(c.id), api.readonly, public_url,
+                                                        v=api.version)
                                          for c in checks]})
 
 
@@ -93,7 +118,7 @@ async def create_check(request: web.Request, api: ApiRequest) -> web.Response:
     created = existing is None
     if created and not may_create(registry.project_check_count(api.project.id), request.app[CONFIG].check_limit):
         raise ApiError(None, 403)  # upstream's HttpResponseForbidden() when the check limit is reached
-    _check_channels(spec)
+    spec = _check_channels(request, api, spec)
     # A new check has no projected state; an existing one's is read before anything is written, so
     # a read model that cannot answer (503) leaves the check as it was.
     st = None if created else await _state(request, existing)
@@ -114,8 +139,7 @@ async def get_check(request: web.Request, api: ApiRequest) -> web.Response:
 async def update_check(request: web.Request, api: ApiRequest) -> web.Response:
     check = own_check(request, api)
     st = await _state(request, check)
-    spec = _spec(request, api)
-    _check_channels(spec)
+    spec = _check_channels(request, api, _spec(request, api))
     updated = _apply(request, check, spec, api)
     if updated != check:
         await save_check(request, updated)
@@ -191,8 +215,53 @@ async def check_flips(request: web.Request, api: ApiRequest) -> web.Response:
 
 
 @api_view(write=True)
-async def channels(request: web.Request, api: ApiRequest) -> web.Response:
-    return web.json_response({"channels": []})
+async def check_notifications(request: web.Request, api: ApiRequest) -> web.Response:
+    """pingstream's extension: how the check's alerts went (time, channel, event, status, attempts,
+    last error), newest first."""
+    check = own_check(request, api)
+    channels = request.app[REGISTRY].channels
+    rows = await state.notifications(request, check.id, PING_LOG_LIMIT)
+    return web.json_response({"notifications": [
+        {"date": isostring(r["at"]), "finished": isostring(r["finished"]), "alert_id": r["alert_id"],
+         "channel": r["channel_id"], "channel_name": channels[r["channel_id"]].name if r["channel_id"] in channels else None,
+         "kind": r["channel_kind"], "event": r["event"], "status": r["status"], "attempts": r["attempts"],
+         "error": r["error"] or None}
+        for r in rows]})
+
+
+@api_view(write=True)
+async def list_channels(request: web.Request, api: ApiRequest) -> web.Response:
+    channels = request.app[REGISTRY].project_channels(api.project.id)
+    return web.json_response({"channels": [channel_document(c) for c in channels]})
+
+
+@api_view(write=True)
+async def create_channel(request: web.Request, api: ApiRequest) -> web.Response:
+    """pingstream's extension (upstream adds integrations in its web UI): a new channel, assigned to
+    every check of the project as upstream assigns a new integration. It is alerted about
+    transitions from now on, never about earlier ones. A webhook's signing secret is in this
+    answer only."""
+    try:
+        channel = channel_from_spec(api.json, id=str(uuid7()), project_id=api.project.id, created=utcnow(),
+                                    allow_private=request.app[CONFIG].webhook_allow_private)
+    except SpecError as exc:
+        raise ApiError(str(exc)) from None
+    await runtime.registry.add_channel(request.app[EVENT_LOG], request.app[REGISTRY], channel)
+    doc = dict(channel_document(channel), events=list(channel.events))
+    if channel.secret:
+        doc["secret"] = channel.secret
+    return web.json_response(doc, status=201)
+
+
+@api_view(write=True)
+async def delete_channel(request: web.Request, api: ApiRequest) -> web.Response:
+    channel = request.app[REGISTRY].channels.get(request.match_info["channel"])
+    if channel is None:
+        raise ApiError(None, 404)
+    if channel.project_id != api.project.id:
+        raise ApiError(None, 403)
+    await runtime.registry.remove_channel(request.app[EVENT_LOG], request.app[REGISTRY], channel)
+    return web.json_response(channel_document(channel))
 
 
 async def status(request: web.Request) -> web.Response:
@@ -230,8 +299,10 @@ def add_routes(app: web.Application) -> None:
         checks + _UUID + "/pings/": {"GET": check_pings},
         checks + _UUID + r"/pings/{n:\d{1,18}}/body": {"GET": ping_body},
         checks + _UUID + "/flips/": {"GET": check_flips},
+        checks + _UUID + "/notifications/": {"GET": check_notifications},
         checks + _SHA1 + "/flips/": {"GET": check_flips},
-        prefix + "/channels/": {"GET": channels},
+        prefix + "/channels/": {"GET": list_channels, "POST": create_channel},
+        prefix + "/channels/" + _UUID.replace("code", "channel"): {"DELETE": delete_channel},
         prefix + "/badges/": {"GET": badges.list_badges},
     }
     for path, views in routes.items():
@@ -239,5 +310,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_route("*", prefix + "/status/", status)
     app.router.add_route("*", prefix + "/metrics/", metrics)
     for path in (checks, checks + _UUID + "/pings/", checks + _UUID + "/flips/", checks + _SHA1 + "/flips/",
+                 checks + _UUID + "/notifications/",
                  prefix + "/channels/", prefix + "/badges/", prefix + "/status/", prefix + "/metrics/"):
         app.router.add_route("*", path.removesuffix("/"), append_slash)

@@ -148,8 +148,26 @@ def build(public_url: str) -> dict:
         api + "/{uuid}/flips/": {"get": {"summary": "List status changes", "security": _AUTH,
                                          "parameters": check_path + [_param(n, "query", {"type": "integer", "minimum": 0}) for n in ("seconds", "start", "end")],
                                          "responses": {"200": ok({"type": "object"}), "400": bad, "401": err}}},
-        "/api/v3/channels/": {"get": {"summary": "List integrations", "security": _AUTH,
-                                      "responses": {"200": ok({"type": "object"}), "401": err}}},
+        api + "/{uuid}/notifications/": {"get": {
+            "summary": "The check's alert deliveries, newest first (pingstream's extension)", "security": _AUTH,
+            "parameters": check_path, "responses": {"200": ok({"type": "object"}), "401": err, "403": forbidden, "404": missing}}},
+        "/api/v3/channels/": {
+            "get": {"summary": "List integrations", "security": _AUTH,
+                    "responses": {"200": ok({"type": "object"}), "401": err}},
+            "post": {"summary": "Create a channel (pingstream's extension; a webhook's secret is in this answer only)",
+                     "security": _AUTH,
+                     "requestBody": {"content": _json({"type": "object", "required": ["kind"], "properties": {
+                         "name": {"type": "string"}, "kind": {"enum": ["webhook", "email", "apprise"]},
+                         "url": {"type": "string"}, "email": {"type": "string"},
+                         "events": {"type": "array", "items": {"enum": ["down", "up", "started", "grace", "failure",
+                                                                         "paused", "ingest_gap"]}},
+                         "method": {"enum": ["GET", "POST", "PUT"]}, "headers": {"type": "object"},
+                         "body": {"type": "string"}}})},
+                     "responses": {"201": ok({"type": "object"}), "400": bad, "401": err}}},
+        "/api/v3/channels/{channel}": {"delete": {
+            "summary": "Remove a channel (pingstream's extension)", "security": _AUTH,
+            "parameters": [_param("channel", schema={"type": "string", "format": "uuid"})],
+            "responses": {"200": ok({"type": "object"}), "401": err, "403": forbidden, "404": missing}}},
         "/api/v3/badges/": {"get": {"summary": "Badge URLs per tag", "security": _AUTH,
                                     "responses": {"200": ok({"type": "object"}), "401": err}}},
         "/api/v3/status/": {"get": {"summary": "Liveness (any method, no key)", "responses": {"200": {"description": "OK", "content": _TEXT}}}},

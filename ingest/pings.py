@@ -283,12 +283,14 @@ async def handle_ping(request: web.Request) -> web.Response:
             spec = provision_spec(target.slug)  # the Management API's rules for a name and a slug
         except SpecError:
             return _text("invalid url format", 400)
-        # Derived from project + slug, so racing edges create the same check.
+        # Derived from project + slug, so racing edges create the same check. As upstream's
+        # assign_all_channels, a check made by a ping is alerted to every channel of its project.
         check = CheckConfig(
             id=stable_id("check", target.project_id, target.slug),
             project_id=target.project_id,
             name=spec["name"],
             slug=spec["slug"],
+            channels=tuple(sorted(c.id for c in registry.project_channels(target.project_id))),
             created=utcnow(),
         )
         try:

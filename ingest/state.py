@@ -85,3 +85,7 @@ async def ping_body(request: web.Request, check_id: str, n: int) -> bytes | None
 
 async def flips(request: web.Request, check_id: str, since: datetime | None, until: datetime | None) -> list[dict]:
     return await read(request, queries.flips, check_id, since=since, until=until)
+
+
+async def notifications(request: web.Request, check_id: str, limit: int) -> list[dict]:
+    return await read(request, queries.notifications, check_id, limit)

@@ -1,8 +1,9 @@
 """``pingstream`` command line: run the services, manage projects, follow transitions.
 
-    pingstream up                 edge + projector + monitor in one process (embedded default)
-    pingstream ingest|projector|monitor|webhooks   one service per process (against Kafka)
+    pingstream up                 edge + projector + monitor + notifier in one process (embedded default)
+    pingstream ingest|projector|monitor|notify|webhooks   one service per process (against Kafka)
     pingstream project create NAME
+    pingstream channel add|list|rm  a project's alert channels
     pingstream transitions tail
     pingstream sql "SELECT ..."   query the configured ClickHouse (embedded and held by a running process:
                                   through that process's SQL endpoint)
@@ -125,6 +126,10 @@ async def _run_services(config: Config, names: list[str]) -> None:
             from monitor import service as monitor_service
 
             tasks.append(monitor_service.run(config, event_log, stop))
+        if "notify" in names or "up" in names:
+            from notify import service as notify_service
+
+            tasks.append(notify_service.run(config, event_log, stop))
         if "webhooks" in names or ("up" in names and config.webhooks):
             from notify.webhooks import run_webhooks
 
@@ -258,7 +263,25 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("ingest", help="run the HTTP edge")
     sub.add_parser("projector", help="run the projector (log -> ClickHouse)")
     sub.add_parser("monitor", help="run the monitor (state machine -> transitions)")
-    sub.add_parser("webhooks", help="POST each transition to its project's PINGSTREAM_WEBHOOKS URL")
+    sub.add_parser("notify", help="run the notifier (transitions -> alerts to the projects' channels)")
+    sub.add_parser("webhooks", help="POST each transition to its project's PINGSTREAM_WEBHOOKS URL (short form)")
+    channel = sub.add_parser("channel", help="manage a project's alert channels")
+    channel_sub = channel.add_subparsers(dest="action", required=True)
+    add = channel_sub.add_parser("add", help="add a channel (it is alerted from now on) and print it")
+    add.add_argument("--project", required=True, help="project id or name")
+    add.add_argument("--kind", required=True, choices=["webhook", "email", "apprise"])
+    add.add_argument("--name", default="")
+    add.add_argument("--url", help="webhook URL or Apprise URL")
+    add.add_argument("--email", help="e-mail address")
+    add.add_argument("--events", default="down,up",
+                     help="comma-separated: down, up, started, grace, failure, paused, ingest_gap (default down,up)")
+    add.add_argument("--method", default="POST", help="webhook: GET, POST or PUT")
+    add.add_argument("--header", action="append", default=[], metavar="NAME:VALUE", help="webhook: an extra header")
+    add.add_argument("--body", help="webhook: body template ($NAME, $STATUS, $BODY, ...); default: a JSON document")
+    ls = channel_sub.add_parser("list", help="list a project's channels")
+    ls.add_argument("--project", required=True, help="project id or name")
+    rm = channel_sub.add_parser("rm", help="remove a channel")
+    rm.add_argument("channel_id")
     project = sub.add_parser("project", help="manage projects")
     project_sub = project.add_subparsers(dest="action", required=True)
     create = project_sub.add_parser("create", help="create a project and print its keys")
@@ -295,12 +318,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _command(args, config: Config) -> int:
     if args.command == "up":
-        asyncio.run(_run_services(config, ["up", "ingest", "projector", "monitor"]))
+        asyncio.run(_run_services(config, ["up", "ingest", "projector", "monitor", "notify"]))
     elif args.command == "webhooks" and not config.webhooks:
         print("pingstream: set PINGSTREAM_WEBHOOKS=<project id>=<url>[,...]", file=sys.stderr)
         return 2
-    elif args.command in ("ingest", "projector", "monitor", "webhooks"):
+    elif args.command in ("ingest", "projector", "monitor", "notify", "webhooks"):
         asyncio.run(_run_services(config, [args.command]))
+    elif args.command == "channel":
+        from . import channels
+
+        return asyncio.run(channels.command(config, args))
     elif args.command == "project":
         problem = project_name_error(args.name)
         if problem is not None:

@@ -42,8 +42,8 @@ def upsert_row(check: CheckConfig, version: int, updated_at: datetime) -> tuple:
         check.id, check.project_id, check.name, check.slug, check.tags.split(), check.desc, check.kind,
         # A simple check has no schedule of its own (its period is timeout_s): empty, as in its API document.
         check.schedule if check.kind != "simple" else "", check.timeout_s, check.grace_s, check.tz,
-        # Channels are in the registry once alerts have them (issue #15); "" until then.
-        getattr(check, "channels", ""), check.manual_resume, check.monitor_type, check.created, None,
+        # The check's channel ids, comma-separated as in its API document.
+        ",".join(check.channels), check.manual_resume, check.monitor_type, check.created, None,
         updated_at, version,
     )
 

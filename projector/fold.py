@@ -140,53 +140,63 @@ def state_from_row(row: dict) -> CheckFold:
 
 
 def _pair(state: CheckFold, event: PingEvent) -> OpenStart | None:
-    """Take the most recent open start with the event's rid (within 72 h), if any."""
+    """Take the most recent open start with the event's rid (within 72 h), if any.
+
+    ``state.starts`` is replaced, never changed in place: ``fold`` keeps the old list to undo a failed event."""
     starts = state.starts
+    rid = event.rid
     for i in range(len(starts) - 1, -1, -1):
         start = starts[i]
-        if start.rid == event.rid:
-            del starts[i]
-            if event.received_at - start.at <= MAX_DURATION and start.at <= event.received_at:
+        if start.rid == rid:
+            received_at = event.received_at
+            state.starts = starts[:i] + starts[i + 1:]
+            if received_at - start.at <= MAX_DURATION and start.at <= received_at:
                 return start
             return None
     return None
 
 
-def apply_ping(state: CheckFold, event: PingEvent, offset: int, rows: Rows) -> None:
+def apply_ping(state: CheckFold, event: PingEvent, offset: int, rows: Rows) -> bool:
+    """Fold one ping; False when its offset was applied before (nothing changes)."""
     if offset <= state.pings_offset:
-        return  # applied before a crash: its rows exist already
+        return False  # applied before a crash: its rows exist already
     state.pings_offset = offset
     keyed = is_derived(event.event_id)
     if keyed:
         at = event.received_at.timestamp()
         if state.recent is not None and state.recent.repeat(event.event_id, at):
-            return  # a retry of a ping already applied (Idempotency-Key): no row, no count
+            return True  # a retry of a ping already applied (Idempotency-Key): no row, no count; the offset moved
     state.n_pings += 1
     duration = None
     kind = event.kind
+    received_at = event.received_at
     if kind == "start":
         # Upstream pairs a completion with the newest same-rid ping only: an older start with this rid is dead.
-        state.starts = [s for s in state.starts if s.rid != event.rid]
-        state.starts.append(OpenStart(event.rid, event.received_at, event.event_id))
-        if len(state.starts) > MAX_OPEN_STARTS:
-            del state.starts[0]
-        state.run_start, state.run_rid = event.received_at, event.rid
+        rid = event.rid
+        starts = [s for s in state.starts if s.rid != rid]
+        starts.append(OpenStart(rid, received_at, event.event_id))
+        if len(starts) > MAX_OPEN_STARTS:
+            del starts[0]
+        state.starts = starts
+        state.run_start, state.run_rid = received_at, rid
     elif kind in COMPLETIONS:
         # last_ping is the last success or fail, as upstream and the monitor have it (a start does not move it).
-        state.last_ping = event.received_at if state.last_ping is None else max(state.last_ping, event.received_at)
-        start = _pair(state, event)
+        last_ping = state.last_ping
+        if last_ping is None or received_at > last_ping:
+            state.last_ping = received_at
+        start = _pair(state, event) if state.starts else None
         if start is not None:
-            duration = (event.received_at - start.at).total_seconds()
+            duration = (received_at - start.at).total_seconds()
             rows.runs.append((
                 event.event_id, start.event_id, event.check_id, event.project_id, event.rid, start.at,
-                event.received_at, duration, kind, event.exit_status,
+                received_at, duration, kind, event.exit_status,
             ))
         _end_run(state, event)
         state.status = "up" if kind == "success" else "down"
-        state.status_at = event.received_at
+        state.status_at = received_at
     rows.pings.append((
         event.event_id, event.check_id, event.project_id, state.n_pings, kind, event.exit_status, event.rid,
-        event.received_at, event.method, event.scheme, event.remote_addr, event.user_agent, event.body,
+        received_at, event.method, event.scheme, event.remote_addr, event.user_agent, event.body,
         event.body_size, event.source, duration,
     ))
     if keyed:
@@ -194,6 +204,7 @@ def apply_ping(state: CheckFold, event: PingEvent, offset: int, rows: Rows) -> N
             state.recent = RecentIds()
         state.recent.add(event.event_id, at)
         rows.ping_keys.append((event.event_id, event.check_id, event.received_at, state.n_pings))
+    return True
 
 
 def _end_run(state: CheckFold, event: PingEvent) -> None:
@@ -209,9 +220,9 @@ def _end_run(state: CheckFold, event: PingEvent) -> None:
     # else: a success of another run leaves this one going
 
 
-def apply_control(state: CheckFold, event: Paused | Resumed, offset: int) -> None:
+def apply_control(state: CheckFold, event: Paused | Resumed, offset: int, rows: Rows | None = None) -> bool:
     if offset <= state.pings_offset:
-        return
+        return False
     state.pings_offset = offset
     if isinstance(event, Paused):
         if state.status != "paused":  # pausing a paused check changes nothing, as upstream's pause
@@ -220,11 +231,12 @@ def apply_control(state: CheckFold, event: Paused | Resumed, offset: int) -> Non
         # Resume clears the last ping and the run in progress, as upstream's resume does
         # (the ping log, and with it the pings' durations, stays as it is).
         state.status, state.status_at, state.last_ping, state.run_start, state.run_rid = "new", event.at, None, None, None
+    return True
 
 
-def apply_transition(state: CheckFold, event: Transition, offset: int, rows: Rows) -> None:
+def apply_transition(state: CheckFold, event: Transition, offset: int, rows: Rows) -> bool:
     if offset <= state.transitions_offset:
-        return
+        return False
     state.transitions_offset = offset
     missed_deadline = not event.cause_event_id and event.to_base and event.to_base != event.from_base
     if missed_deadline and (state.status_at is None or event.at > state.status_at):
@@ -233,6 +245,20 @@ def apply_transition(state: CheckFold, event: Transition, offset: int, rows: Row
         event.event_id, event.check_id, event.project_id, event.from_status, event.to_status, event.at,
         event.reason, event.cause_event_id, event.from_base, event.to_base,
     ))
+    return True
+
+
+_APPLY: dict[type, Callable[[CheckFold, object, int, Rows], bool]] = {
+    PingEvent: apply_ping, Transition: apply_transition, Paused: apply_control, Resumed: apply_control,
+}
+_FIELDS = tuple(f.name for f in msgspec.structs.fields(CheckFold))
+
+
+def _applier(event: object) -> Callable[[CheckFold, object, int, Rows], bool] | None:
+    apply = _APPLY.get(type(event))
+    if apply is None:  # a subclass, or a type the projector does not fold
+        apply = next((f for t, f in _APPLY.items() if isinstance(event, t)), None)
+    return apply
 
 
 def fold(
@@ -249,34 +275,29 @@ def fold(
     """
     rows = Rows()
     touched = rows.touched
+    astuple = msgspec.structs.astuple
     for i, (event, offset) in enumerate(events):
-        check_id = getattr(event, "check_id", None)
-        if check_id is None:
+        apply = _APPLY.get(type(event)) or _applier(event)
+        if apply is None:
             continue
+        check_id = event.check_id
         state = states.get(check_id)
         if state is None:
             state = states[check_id] = CheckFold(check_id=check_id, project_id=event.project_id)
-        before = (state.pings_offset, state.transitions_offset)
-        saved = msgspec.structs.replace(state, starts=list(state.starts))
+        # The apply functions replace ``starts`` rather than change it, so this shallow copy undoes them.
+        saved = astuple(state)
         marks = (len(rows.pings), len(rows.runs), len(rows.transitions), len(rows.ping_keys))
         try:
-            if isinstance(event, PingEvent):
-                apply_ping(state, event, offset, rows)
-            elif isinstance(event, Transition):
-                apply_transition(state, event, offset, rows)
-            elif isinstance(event, (Paused, Resumed)):
-                apply_control(state, event, offset)
-            else:
-                continue
+            applied = apply(state, event, offset, rows)
         except Exception as exc:
             if on_error is None:
                 raise
-            for f in msgspec.structs.fields(CheckFold):  # undo the partial change
-                setattr(state, f.name, getattr(saved, f.name))
+            for name, value in zip(_FIELDS, saved):  # undo the partial change
+                setattr(state, name, value)
             del rows.pings[marks[0]:], rows.runs[marks[1]:], rows.transitions[marks[2]:], rows.ping_keys[marks[3]:]
             on_error(i, exc)
             continue
-        if (state.pings_offset, state.transitions_offset) != before and check_id not in touched:
+        if applied and check_id not in touched:
             state.version += 1
             touched[check_id] = state
     return rows

@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import logging
 
-from runtime.consumer import Batch, Batches
+from runtime.consumer import Batch, Batches, last_offsets
 from runtime.eventlog.base import Record, TopicPartition
 
 log = logging.getLogger(__name__)
@@ -29,12 +29,8 @@ def batch_token(ranges: dict[TopicPartition, tuple[int, int]]) -> str:
 
 def ranges_of(records: list[Record]) -> dict[TopicPartition, tuple[int, int]]:
     """Per partition, the (first, last) offsets of ``records``."""
-    ranges: dict[TopicPartition, tuple[int, int]] = {}
-    for r in records:
-        tp = TopicPartition(r.topic, r.partition)
-        first = ranges.get(tp, (r.offset, r.offset))[0]
-        ranges[tp] = (first, r.offset)
-    return ranges
+    firsts = last_offsets(records[::-1])
+    return {tp: (firsts[tp], last) for tp, last in last_offsets(records).items()}
 
 
 class Batcher(Batches):

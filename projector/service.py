@@ -13,6 +13,11 @@ through, in this order:
    ``insert_deduplication_token`` derived from the batch's offsets;
 4. commit of the offsets (by the shell, once ``handle`` returned).
 
+Step 2 usually happens earlier: the shell reads the next batch while this one
+is inserted, and ``FoldAhead`` folds it right away (the ClickHouse thread leaves
+the interpreter lock while ClickHouse works), so decoding and folding overlap
+the inserts. Each batch's check_state rows are taken straight after its own fold.
+
 A crash anywhere before 4 means the batch is read again: the journal cuts it at
 the same offsets, so the same rows form the same blocks with the same tokens
 and ClickHouse drops them (the rollup views too); check_state carries the
@@ -27,9 +32,10 @@ import gc
 import logging
 import time
 from collections import defaultdict
+from typing import NamedTuple
 
 from runtime import deadletter, metrics
-from runtime.clickhouse import ClickHouse
+from runtime.clickhouse import ClickHouse, arrow_stream, arrow_type
 from runtime.config import Config
 from runtime.consumer import Batch, ConsumerShell, retry
 from runtime.eventlog.base import EventLog, Record, TopicPartition
@@ -38,7 +44,8 @@ from schemas.events import TOPIC_CHECKS, TOPIC_PINGS, TOPIC_TRANSITIONS, as_utc,
 
 from . import catalog
 
-from .fold import COLUMNS, CheckFold, fold, state_from_row
+from . import deliveries
+from .fold import COLUMNS, CheckFold, Rows, fold, state_from_row
 from .replay import Batcher, batch_token, ranges_of
 
 log = logging.getLogger(__name__)
@@ -48,9 +55,40 @@ TOPICS = [TOPIC_PINGS, TOPIC_TRANSITIONS, TOPIC_CHECKS]
 LOG_EVERY_S = 10.0
 _LOAD_CHUNK = 5_000
 TABLE_COLUMNS = {**COLUMNS, "checks": catalog.COLUMNS}
-# Sent as strings, ClickHouse converts them on insert (Native format type conversion): clickhouse-connect
-# encodes a string column in a fraction of the time it takes for a UUID or LowCardinality one.
+# Inserts are Arrow streams, each column converted by Arrow in C (a fraction of the time clickhouse-connect's
+# Native encoder takes value by value). A table with a column type ``arrow_type`` does not map goes through
+# that encoder, its UUID and LowCardinality columns sent as strings (ClickHouse converts them on insert).
 _WIRE = {"UUID": "String", "Nullable(UUID)": "Nullable(String)", "LowCardinality(String)": "String"}
+
+
+class Prepared(NamedTuple):
+    """A batch folded, ready to write."""
+
+    rows: Rows
+    state_rows: list[tuple]  # check_state rows as the fold left them, before any later batch's fold
+    poison: list[tuple[Record, Exception]]
+    registry: list[tuple[object, int, int]]  # registry records (event, offset, timestamp_ms) for ``checks``
+    n_records: int
+    generation: int
+
+
+class FoldAhead:
+    """The shell's batch source: ``batches``, each batch folded as soon as it is read (``Projector.fold_ahead``).
+
+    The shell reads the next batch while it writes this one (``read_ahead``); each batch is folded after
+    the one handed out before it, so in the log's order."""
+
+    def __init__(self, batches: Batcher, projector: "Projector") -> None:
+        self.batches = batches
+        self.projector = projector
+        self.previous: list[Record] | None = None  # the last batch handed out
+
+    async def next(self, stop: asyncio.Event) -> Batch:
+        batch = await self.batches.next(stop)
+        if batch.records:
+            await self.projector.fold_ahead(batch.records, self.previous)
+            self.previous = batch.records
+        return batch
 
 
 class Projector:
@@ -63,7 +101,12 @@ class Projector:
         self.states: dict[str, CheckFold] = {}
         self.counts = defaultdict(int)
         self.timings = defaultdict(float)  # seconds spent in decode, load, fold, insert
-        self.wire_types: dict[str, list[str]] = {}  # per table: the types its columns are sent as
+        self.generation = 0  # one more each time the states are forgotten
+        self._last_folded: list[Record] | None = None  # the batch folded last (None: the states hold written batches only)
+        self._last_written: list[Record] | None = None
+        self._changed = asyncio.Event()  # set (and replaced) when a batch was folded or the states forgotten
+        self._ahead: list[tuple[list[Record], Prepared]] = []  # batches read and folded, not yet written
+        self.wire_types: dict[str, list] = {}  # per table: the Arrow (or Native) types its columns are sent as
 
     # --- state -----------------------------------------------------------------
 
@@ -104,8 +147,18 @@ class Projector:
                 state.recent.add(event_id, as_utc(received_at).timestamp())
 
     def forget(self) -> None:
-        """Partitions moved (rebalance): other projectors may have advanced those checks."""
+        """Partitions moved (rebalance), or a write failed: the states are read again from ClickHouse
+        (other projectors may have advanced those checks; check_state holds what was written)."""
         self.states.clear()
+        self.generation += 1
+        self._ahead.clear()
+        self._last_folded = None
+        self._notify_folded()
+
+    def _notify_folded(self) -> None:
+        """Wake a ``fold_ahead`` waiting for the batch before its own (or for a forget)."""
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     async def known_checks(self, check_ids: set[str]) -> dict[str, tuple]:
         """The latest ``checks`` rows of these checks (a deletion repeats its check's last one)."""
@@ -144,8 +197,52 @@ class Projector:
     # --- one batch ---------------------------------------------------------------
 
     async def process(self, records: list[Record], token: str) -> None:
+        """Write what ``records`` make, folded ahead or, failing that, now."""
+        prepared = self._take_ahead(records)
+        self.counts["folded_ahead"] += prepared is not None
+        if prepared is None:
+            if self._last_folded is not None and self._last_folded is not self._last_written:
+                # The states hold batches folded ahead but not written (a stale fold): fold this one on
+                # what ClickHouse holds, which is every batch written before it.
+                self.forget()
+            prepared = await self.prepare(records)
+        await self.write(prepared, token)
+        self._last_written = records
+
+    def _take_ahead(self, records: list[Record]) -> Prepared | None:
+        """This batch's fold from ``fold_ahead`` if it is still good (dropping those of earlier batches)."""
+        while self._ahead:
+            folded, prepared = self._ahead.pop(0)
+            if folded is records:
+                return prepared if prepared.generation == self.generation else None
+        return None
+
+    async def fold_ahead(self, records: list[Record], previous: list[Record] | None) -> None:
+        """Fold a batch as soon as it is read, once ``previous`` (the batch read before it, None for the
+        first) is folded: the shell reads the next batch while it writes this one, and the ClickHouse thread
+        leaves the interpreter lock while ClickHouse inserts, so the fold overlaps the insert. A failed write
+        or a rebalance forgets the states (``generation``): the folds ahead are stale, and ``process`` folds
+        those batches again."""
+        if not records:
+            return
+        generation = self.generation
+        while self._last_folded is not previous and self.generation == generation:
+            await self._changed.wait()
+        if self.generation != generation:
+            return
+        try:
+            prepared = await self.prepare(records, ahead=True)
+        except Exception as exc:  # loading states failed: process folds it, inside its retry
+            log.debug("projector: folding ahead failed (%s: %s); folding in turn", exc.__class__.__name__, exc)
+            return
+        if prepared is not None:
+            self._ahead.append((records, prepared))
+
+    async def prepare(self, records: list[Record], ahead: bool = False) -> Prepared | None:
+        """Decode, load the missing states, fold; None when the states were forgotten meanwhile (``ahead``)."""
+        generation = self.generation
         t0 = time.perf_counter()
-        events, poison, registry = [], [], []
+        events, sources, poison, registry = [], [], [], []  # (event, offset) for the fold; the record each came from
         for r in records:
             try:
                 event = decode(r.value)
@@ -155,44 +252,60 @@ class Projector:
             if catalog.is_registry_event(event):
                 registry.append((event, r.offset, r.timestamp_ms))
             elif event is not None:
-                events.append((event, r.offset, r))
+                events.append((event, r.offset))
+                sources.append(r)
         t1 = time.perf_counter()
-        await self.load_states({e.check_id for e, _, _ in events if hasattr(e, "check_id")})
-        known = await self.known_checks(catalog.deleted_ids(registry))
+        check_ids = {getattr(e, "check_id", None) for e, _ in events}
+        check_ids.discard(None)
+        await self.load_states(check_ids)
+        if self.generation != generation:
+            if ahead:
+                return None
+            raise RuntimeError("projector states forgotten while a batch was folded")  # process is not concurrent
         t2 = time.perf_counter()
-        rows = fold(self.states, [(e, o) for e, o, _ in events], on_error=lambda i, exc: poison.append((events[i][2], exc)))
-        checks = catalog.check_rows(registry, known)
+        rows = fold(self.states, events, on_error=lambda i, exc: poison.append((sources[i], exc)))
+        # Taken now: a batch folded ahead changes these states before this batch's rows are written.
+        state_rows = rows.check_state_rows(utcnow())
+        self._last_folded = records
+        self._notify_folded()
         t3 = time.perf_counter()
+        self.timings["decode"] += t1 - t0
+        self.timings["load"] += t2 - t1
+        self.timings["fold"] += t3 - t2
+        return Prepared(rows, state_rows, poison, registry, len(records), generation)
+
+    async def write(self, prepared: Prepared, token: str) -> None:
+        started = time.perf_counter()
+        rows = prepared.rows
         try:
-            now = utcnow()
+            # Made now, not when folded: a deletion repeats its check's last row, which the batch before
+            # (folded ahead of this one's write) may only just have written.
+            known = await self.known_checks(catalog.deleted_ids(prepared.registry))
+            checks = catalog.check_rows(prepared.registry, known)
             for table, data in (
                 ("pings", rows.pings),
                 ("runs", rows.runs),
                 ("transitions", rows.transitions),
                 ("ping_keys", rows.ping_keys),
                 ("checks", checks),
-                ("check_state", rows.check_state_rows(now)),  # last: its offsets say the rest is in
+                ("check_state", prepared.state_rows),  # last: its offsets say the rest is in
             ):
                 if data:
                     await self.insert(table, data, f"{token}:{table}")
-            for record, exc in poison:
+            for record, exc in prepared.poison:
                 await deadletter.send(self.log, "projector", record, exc)
         except BaseException:
-            # The fold already counted this batch in memory; the retry must fold it again from what
-            # ClickHouse holds (check_state is written last, so it never runs ahead of the other tables).
-            for check_id in rows.touched:
-                self.states.pop(check_id, None)
+            # The fold already counted this batch (and maybe the next, folded ahead) in memory; the retry
+            # must fold it again from what ClickHouse holds (check_state is written last, so it never runs
+            # ahead of the other tables).
+            self.forget()
             raise
-        t4 = time.perf_counter()
-        self.timings["decode"] += t1 - t0
-        self.timings["load"] += t2 - t1
-        self.timings["fold"] += t3 - t2
-        self.timings["insert"] += t4 - t3
-        self.counts["records"] += len(records)
+        self.timings["insert"] += time.perf_counter() - started
+        self.counts["records"] += prepared.n_records
         self.counts["pings"] += len(rows.pings)
         self.counts["runs"] += len(rows.runs)
         self.counts["transitions"] += len(rows.transitions)
-        self.counts["poison"] += len(poison)
+        self.counts["poison"] += len(prepared.poison)
         self.counts["batches"] += 1
 
     def describe(self, _elapsed_s: float = 0.0) -> str:
@@ -208,18 +321,31 @@ class Projector:
         # The views feeding the rollups dedupe the block too (by default ClickHouse still pushes a block
         # the source table dropped as a duplicate into its views: a replayed batch counted runs twice).
         settings = {"insert_deduplication_token": token, "deduplicate_blocks_in_dependent_materialized_views": 1}
+        if table == "pings":
+            # No replacing merge of the block on insert (half the insert's CPU): a batch folds each record once,
+            # so its event ids are distinct; a ping logged twice is merged later, and reads use FINAL.
+            settings["optimize_on_insert"] = 0
         started = time.perf_counter()
 
+        names = TABLE_COLUMNS[table]
+
         def insert(client):
-            types = self.wire_types.get(table)
-            if types is None:
+            plan = self.wire_types.get(table)
+            if plan is None:
                 declared = dict(client.query(
                     "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = {t:String}",
                     parameters={"t": table},
                 ).result_rows)
-                types = self.wire_types[table] = [_WIRE.get(declared[c], declared[c]) for c in TABLE_COLUMNS[table]]
-            client.insert(table, list(zip(*data)), column_names=TABLE_COLUMNS[table], column_type_names=types,
-                          column_oriented=True, settings=settings)
+                arrow = [arrow_type(declared[c]) for c in names]
+                plan = self.wire_types[table] = (
+                    arrow if None not in arrow else [_WIRE.get(declared[c], declared[c]) for c in names])
+            columns = list(zip(*data))
+            if isinstance(plan[0], str):  # a type Arrow is not mapped for here: clickhouse-connect's Native encoder
+                client.insert(table, columns, column_names=names, column_type_names=plan,
+                              column_oriented=True, settings=settings)
+            else:
+                client.raw_insert(table, names, arrow_stream(names, plan, columns),
+                                  settings=settings, fmt="ArrowStream")
 
         await self.ch.run(insert)
         metrics.INSERT_SECONDS.labels(table).observe(time.perf_counter() - started)
@@ -249,17 +375,24 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
         if batch.replayed:
             log.info("replayed the journaled batch of %d records after a restart", len(batch.records))
 
+    reported: list[set] = []
+
     async def assigned(partitions: set) -> None:
-        projector.forget()
+        # Partitions moved (a rebalance, a refused commit): other projectors may have advanced those checks.
+        # The first assignment only gives this process its partitions: what it folded from them stands.
+        if reported:
+            projector.forget()
+        reported.append(partitions)
         log.info("projector assignment: %d partitions", len(partitions))
 
     async with event_log.consumer(TOPICS, group=GROUP) as consumer:
         shell = ConsumerShell(
             "projector", consumer, handle,
-            batches=Batcher(consumer, await projector.journal_tail()),
+            batches=FoldAhead(Batcher(consumer, await projector.journal_tail()), projector),
             group=GROUP, logger=log, on_assignment=assigned,
             read_ahead=True,  # the next batch is read while this one is inserted
             log_every_s=LOG_EVERY_S, progress=projector.describe,
         )
         log.info("projector started on %s", ", ".join(TOPICS))
-        await shell.run(stop)
+        # The notifier's delivery outcomes have a loop (and consumer group) of their own.
+        await asyncio.gather(shell.run(stop), deliveries.run(event_log, clickhouse, stop))

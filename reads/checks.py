@@ -71,3 +71,12 @@ async def flips(ch: ClickHouse, check_id: str, since: datetime | None = None, un
         elif _BUCKET.get(r["from_status"]) != _BUCKET.get(r["to_status"]):
             out.append(r)
     return out
+
+
+async def notifications(ch: ClickHouse, check_id: str, limit: int) -> list[dict]:
+    """The check's alert deliveries, newest first (one row per alert and channel: the last outcome)."""
+    return await ch.rows(
+        "SELECT alert_id, channel_id, channel_kind, event, status, attempts, error, at, finished "
+        "FROM notifications FINAL WHERE check_id = {c:String} ORDER BY at DESC, channel_id LIMIT {limit:UInt32}",
+        {"c": check_id, "limit": limit},
+    )

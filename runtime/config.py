@@ -65,6 +65,38 @@ def _sql_port(env: dict) -> int | None:
     return _int(env, "PINGSTREAM_SQL_PORT", DEFAULT_SQL_PORT, 0, 65535)
 
 
+def _flag(env: dict, name: str) -> bool:
+    raw = (env.get(name) or "0").strip().lower()
+    if raw not in ("0", "1", "true", "false", "yes", "no"):
+        raise ConfigError(f"{name}={raw!r}: expected 1 or 0")
+    return raw in ("1", "true", "yes")
+
+
+@dataclasses.dataclass(frozen=True)
+class Smtp:
+    """Where e-mail alerts are sent from (``PINGSTREAM_SMTP_*``); host "" = e-mail channels fail."""
+
+    host: str = ""
+    port: int = 25
+    user: str = ""
+    password: str = ""
+    sender: str = "pingstream@localhost"
+    starttls: bool = False
+    ssl: bool = False
+
+
+def _smtp(env: dict) -> Smtp:
+    return Smtp(
+        host=env.get("PINGSTREAM_SMTP_HOST") or "",
+        port=_int(env, "PINGSTREAM_SMTP_PORT", 25, 1, 65535),
+        user=env.get("PINGSTREAM_SMTP_USER") or "",
+        password=env.get("PINGSTREAM_SMTP_PASSWORD") or "",
+        sender=env.get("PINGSTREAM_SMTP_FROM") or "pingstream@localhost",
+        starttls=_flag(env, "PINGSTREAM_SMTP_STARTTLS"),
+        ssl=_flag(env, "PINGSTREAM_SMTP_SSL"),
+    )
+
+
 def _topic_prefix(value: str) -> str:
     if value and not all(c.isalnum() or c in "._-" for c in value):
         raise ConfigError(f"PINGSTREAM_KAFKA_PREFIX={value!r}: letters, digits, '.', '_' and '-' only")
@@ -104,6 +136,10 @@ class Config:
     sql_port: int | None = DEFAULT_SQL_PORT  # None = off; 0 = any free port
     sql_max_execution_time_s: float = 10.0  # a query running longer is cut (it holds the engine's thread)
     sql_max_result_rows: int = 1_000_000
+    webhook_allow_private: bool = False  # alerts may go to loopback, link-local and private addresses
+    smtp: Smtp = Smtp()
+    notify_timeout_s: float = 10.0  # one delivery attempt
+    notify_retry_s: float = 600.0  # a delivery still failing this long after its first attempt is "failed"
 
     @property
     def sqlite_path(self) -> Path:
@@ -158,5 +194,9 @@ class Config:
             sql_max_execution_time_s=_float(env, "PINGSTREAM_SQL_MAX_EXECUTION_TIME_S", 10.0, 0.1, 3600.0),
             # Not below 10,000: clients read system.settings (~1,900 rows) when they connect.
             sql_max_result_rows=_int(env, "PINGSTREAM_SQL_MAX_RESULT_ROWS", 1_000_000, 10_000, 10**12),
+            webhook_allow_private=_flag(env, "PINGSTREAM_WEBHOOK_ALLOW_PRIVATE"),
+            smtp=_smtp(env),
+            notify_timeout_s=_float(env, "PINGSTREAM_NOTIFY_TIMEOUT_S", 10.0, 0.1, 300.0),
+            notify_retry_s=_float(env, "PINGSTREAM_NOTIFY_RETRY_S", 600.0, 0.0, 7 * 86400.0),
         )
         return dataclasses.replace(config, **overrides) if overrides else config

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import operator
 import os
 import time
 from typing import Awaitable, Callable, NamedTuple
@@ -97,9 +98,19 @@ async def retry(
             backoff = min(backoff * 2, max_backoff_s)
 
 
+_partition_of = operator.itemgetter(0, 1)  # a Record's (topic, partition)
+_offset_of = operator.itemgetter(2)
+
+
+def last_offsets(records: list[Record]) -> dict[TopicPartition, int]:
+    """Per partition, the offset of the last of ``records`` (in C loops: batches hold thousands)."""
+    last = dict(zip(map(_partition_of, records), map(_offset_of, records)))
+    return {TopicPartition(*tp): offset for tp, offset in last.items()}
+
+
 def next_offsets(records: list[Record]) -> Offsets:
     """Per partition, the offset after the last of ``records``: what committing them means."""
-    return {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records}
+    return {tp: offset + 1 for tp, offset in last_offsets(records).items()}
 
 
 class Batches:

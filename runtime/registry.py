@@ -1,4 +1,4 @@
-"""The in-memory view of the registry topic (projects and checks).
+"""The in-memory view of the registry topic (projects, checks and channels).
 
 Every service that needs check configuration (the edge to resolve pings, the
 monitor for schedules) folds ``pingstream.checks`` into a ``Registry``: it
@@ -15,8 +15,13 @@ from collections import defaultdict
 
 import secrets
 
+import msgspec
+
 from schemas.events import (
     TOPIC_CHECKS,
+    ChannelConfig,
+    ChannelDeleted,
+    ChannelUpserted,
     CheckConfig,
     CheckDeleted,
     CheckUpserted,
@@ -39,8 +44,16 @@ def project_key(project_id: str) -> bytes:
     return f"project:{project_id}".encode()
 
 
-def event_key(event: CheckUpserted | CheckDeleted | ProjectUpserted | ProjectDeleted) -> bytes:
-    """The registry topic's key of an event: the check's uuid, or ``project:<id>``."""
+def channel_key(channel_id: str) -> bytes:
+    return f"channel:{channel_id}".encode()
+
+
+def event_key(event) -> bytes:
+    """The registry topic's key of an event: the check's uuid, ``project:<id>`` or ``channel:<id>``."""
+    if isinstance(event, ChannelUpserted):
+        return channel_key(event.channel.id)
+    if isinstance(event, ChannelDeleted):
+        return channel_key(event.channel_id)
     if isinstance(event, CheckUpserted):
         return event.check.id.encode()
     if isinstance(event, CheckDeleted):
@@ -60,6 +73,7 @@ class Registry:
     def __init__(self) -> None:
         self.projects: dict[str, Project] = {}
         self.checks: dict[str, CheckConfig] = {}
+        self.channels: dict[str, ChannelConfig] = {}
         self._by_ping_key: dict[bytes, Project] = {}  # digest -> project
         self._by_api_key: dict[bytes, tuple[Project, bool]] = {}  # digest -> (project, read_only)
         self._by_slug: dict[tuple[str, str], set[str]] = defaultdict(set)  # (project, slug) -> ids
@@ -71,6 +85,10 @@ class Registry:
     def apply(self, event) -> None:
         if isinstance(event, CheckUpserted):
             self._put_check(event.check)
+        elif isinstance(event, ChannelUpserted):
+            self.channels[event.channel.id] = event.channel
+        elif isinstance(event, ChannelDeleted):
+            self.channels.pop(event.channel_id, None)
         elif isinstance(event, CheckDeleted):
             self._drop_check(event.check_id)
         elif isinstance(event, ProjectUpserted):
@@ -87,6 +105,8 @@ class Registry:
             self.projects.pop(event.project_id, None)
             for check_id in list(self._by_project.get(event.project_id, ())):
                 self._drop_check(check_id)
+            for channel_id in [c.id for c in self.channels.values() if c.project_id == event.project_id]:
+                del self.channels[channel_id]
 
     def _put_check(self, check: CheckConfig) -> None:
         self._drop_check(check.id)
@@ -136,6 +156,16 @@ class Registry:
     def project_check_count(self, project_id: str) -> int:
         return len(self._by_project.get(project_id, ()))
 
+    def project_channels(self, project_id: str) -> list[ChannelConfig]:
+        """The project's channels, oldest first."""
+        return sorted((c for c in self.channels.values() if c.project_id == project_id),
+                      key=lambda c: (c.created, c.id))
+
+    def check_channels(self, check: CheckConfig) -> tuple[str, ...]:
+        """The check's channel ids that exist (a removed channel's id may linger in its config:
+        the registry's partitions are folded in no particular order relative to each other)."""
+        return tuple(c for c in check.channels if c in self.channels)
+
 
 async def save(event_log: EventLog, registry: Registry | None, event) -> None:
     """Write a registry event to the log (durably), then apply that same event to ``registry``
@@ -147,6 +177,22 @@ async def save(event_log: EventLog, registry: Registry | None, event) -> None:
 
 async def save_check(event_log: EventLog, registry: Registry | None, check: CheckConfig) -> None:
     await save(event_log, registry, CheckUpserted(event_id=uuid7(), check=check))
+
+
+async def add_channel(event_log: EventLog, registry: Registry, channel: ChannelConfig) -> None:
+    """Save a new channel and assign it to every check of its project (as Healthchecks assigns a
+    new integration): the channel first, so no check names a channel the log has not."""
+    await save(event_log, registry, ChannelUpserted(event_id=uuid7(), channel=channel))
+    updated = [msgspec.structs.replace(check, channels=tuple(sorted(registry.check_channels(check) + (channel.id,))))
+               for check in registry.project_checks(channel.project_id) if channel.id not in check.channels]
+    for i in range(0, len(updated), 500):  # written concurrently: the log acknowledges them together
+        await asyncio.gather(*(save_check(event_log, registry, check) for check in updated[i:i + 500]))
+
+
+async def remove_channel(event_log: EventLog, registry: Registry, channel: ChannelConfig) -> None:
+    """Delete a channel; checks that name it ignore it from then on (``check_channels``)."""
+    await save(event_log, registry, ChannelDeleted(event_id=uuid7(), channel_id=channel.id,
+                                                   project_id=channel.project_id))
 
 
 def new_project(name: str) -> Project:
@@ -172,9 +218,11 @@ STALL_S = 120.0
 
 
 async def follow(
-    registry: Registry, event_log: EventLog, ready: asyncio.Event, stop: asyncio.Event, name: str = "registry"
+    registry: Registry, event_log: EventLog, ready: asyncio.Event, stop: asyncio.Event, name: str = "registry",
+    *, timestamps: bool = False,
 ) -> None:
-    """Fold the registry topic into ``registry``; set ``ready`` once caught up with its end. Its lag
+    """Fold the registry topic into ``registry``; set ``ready`` once caught up with its end (with
+    ``timestamps``, each event is applied with its record's timestamp: ``apply(event, ms)``). Its lag
     is the ``pingstream_consumer_lag{group=name}`` gauge; ``name`` is also its entry in /healthz and
     /readyz (not ready until caught up)."""
     beat = health.loop(name, STALL_S)
@@ -198,7 +246,10 @@ async def follow(
                     log.error("undecodable registry record %s/%d@%d: %s", r.topic, r.partition, r.offset, exc)
                     continue
                 if event is not None:
-                    registry.apply(event)
+                    if timestamps:
+                        registry.apply(event, r.timestamp_ms)
+                    else:
+                        registry.apply(event)
                 seen[(r.topic, r.partition)] = r.offset + 1
             if not caught_up and all(seen.get(tuple(tp), 0) >= off for tp, off in end.items()):
                 caught_up = True

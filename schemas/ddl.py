@@ -200,6 +200,27 @@ STATEMENTS: list[str] = [
     TTL toDateTime(received_at) + INTERVAL 7 DAY
     {_DEDUP}
     """,
+    # How each alert to each channel ended (the notifier's pingstream.deliveries): one row per alert and
+    # channel, the latest outcome kept (a delivery done again after a restart replaces its row).
+    f"""
+    CREATE TABLE IF NOT EXISTS {{db}}.notifications (
+        event_id UUID,
+        alert_id String,
+        check_id String,
+        project_id String,
+        channel_id String,
+        channel_kind LowCardinality(String),
+        event LowCardinality(String),
+        status LowCardinality(String),
+        attempts UInt32,
+        error String,
+        at DateTime64(6, 'UTC'),
+        finished DateTime64(6, 'UTC')
+    ) ENGINE = ReplacingMergeTree(finished)
+    PARTITION BY toYYYYMM(at)
+    ORDER BY (check_id, at, alert_id, channel_id)
+    {_DEDUP}
+    """,
 ]
 
 

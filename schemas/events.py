@@ -10,8 +10,10 @@ Topics (see ``schemas/topics/*.md``):
   (Tick: no key, written to every partition).
 - ``pingstream.checks``: ProjectUpserted, ProjectDeleted, CheckUpserted,
   CheckDeleted — compacted, keyed by ``project:<id>`` / check uuid.
+- ``pingstream.checks``: also ChannelUpserted, ChannelDeleted — keyed by ``channel:<id>``.
 - ``pingstream.transitions``: Transition, Flapping, Broken, IngestGap, IngestAnomaly — keyed by check uuid
   (the last two: no key).
+- ``pingstream.deliveries``: Delivery — keyed by check uuid (ingest gaps: none).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ TOPIC_CHECKS = "pingstream.checks"
 TOPIC_TRANSITIONS = "pingstream.transitions"
 TOPIC_DEAD_LETTER = "pingstream.dead-letter"
 TOPIC_MONITOR_STATE = "pingstream.monitor-state"  # compacted: the monitor's per-check state
+TOPIC_DELIVERIES = "pingstream.deliveries"  # the notifier's outcome of each alert to each channel
 
 PingKind = Literal["success", "start", "fail", "log", "ign"]
 Status = Literal["new", "up", "grace", "down", "started", "paused"]
@@ -132,6 +135,7 @@ class CheckConfig(msgspec.Struct, frozen=True, kw_only=True):
     paused: bool = False  # set by the pause API; lets edges ignore pings to manual_resume checks
     paused_at: datetime | None = None  # when the pause API last paused it (the Paused event's ``at``)
     resumed_at: datetime | None = None  # when the resume API last resumed it (the Resumed event's ``at``)
+    channels: tuple[str, ...] = ()  # ids of the project's channels alerted about it (sorted)
     created: datetime
     # pingstream's extension (issue #19), every one off by default so a check behaves as in Healthchecks:
     failure_threshold: int = 1  # consecutive failures (fail pings, missed periods, runs over time) to go down
@@ -144,6 +148,39 @@ class CheckConfig(msgspec.Struct, frozen=True, kw_only=True):
     flapping_threshold: int | None = None  # more up/down changes than this within a day: one Flapping event
     broken_after_s: int | None = None  # down this long: one Broken event
     depends_on: tuple[str, ...] = ()  # parent check uuids (same project): while one is down, this one's alerts are held
+
+
+ChannelKind = Literal["webhook", "email", "apprise"]
+AlertEvent = Literal["down", "up", "started", "grace", "failure", "paused", "ingest_gap"]
+
+
+class ChannelConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """An integration of a project: where and how alerts about its checks go.
+
+    ``secret`` (webhooks: Standard Webhooks' ``whsec_...``) and ``url`` (Apprise URLs carry
+    tokens) are for the notifier only: never logged, never in a GET answer."""
+
+    id: str
+    project_id: str
+    name: str = ""
+    kind: ChannelKind
+    events: tuple[AlertEvent, ...] = ("down", "up")
+    url: str = ""  # webhook: the target (a template); apprise: the Apprise URL
+    email: str = ""  # email: the recipient
+    method: str = "POST"  # webhook
+    headers: tuple[tuple[str, str], ...] = ()  # webhook: extra headers (values are templates)
+    body: str = ""  # webhook: the body template; empty = the default JSON document
+    secret: str = ""  # webhook: the signing secret
+    created: datetime  # transitions before this moment are never sent to it
+
+
+class ChannelUpserted(_Event, frozen=True, tag="channel_upserted"):
+    channel: ChannelConfig
+
+
+class ChannelDeleted(_Event, frozen=True, tag="channel_deleted"):
+    channel_id: str
+    project_id: str
 
 
 class ProjectUpserted(_Event, frozen=True, tag="project_upserted"):
@@ -230,6 +267,26 @@ class IngestAnomaly(_Event, frozen=True, tag="ingest_anomaly"):
     unknown: int
 
 
+# --- pingstream.deliveries -------------------------------------------------
+
+
+class Delivery(_Event, frozen=True, kw_only=True, tag="delivery"):
+    """How one alert (a transition or ingest gap) to one channel ended. ``event_id`` is
+    ``stable_id(alert_id, channel_id)``: a delivery re-done after a restart has the same id."""
+
+    alert_id: str  # the transition's (or ingest gap's) event_id: the idempotency key sent
+    check_id: str = ""  # empty for an ingest gap
+    project_id: str
+    channel_id: str
+    channel_kind: str
+    event: str  # down, up, started, grace, failure, paused, ingest_gap
+    status: Literal["delivered", "failed", "held"]
+    attempts: int = 0
+    error: str = ""
+    at: datetime  # when the transition happened
+    finished: datetime
+
+
 Event = Union[
     PingEvent,
     Paused,
@@ -239,11 +296,14 @@ Event = Union[
     ProjectDeleted,
     CheckUpserted,
     CheckDeleted,
+    ChannelUpserted,
+    ChannelDeleted,
     Transition,
     Flapping,
     Broken,
     IngestGap,
     IngestAnomaly,
+    Delivery,
 ]
 
 KNOWN_TYPES = frozenset(t.__struct_config__.tag for t in Event.__args__)

@@ -40,7 +40,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from runtime import logthrottle, metrics
-from schemas.events import TOPIC_CHECKS, TOPIC_DEAD_LETTER, TOPIC_MONITOR_STATE, TOPIC_PINGS, TOPIC_TRANSITIONS
+from schemas.events import (
+    TOPIC_CHECKS,
+    TOPIC_DEAD_LETTER,
+    TOPIC_DELIVERIES,
+    TOPIC_MONITOR_STATE,
+    TOPIC_PINGS,
+    TOPIC_TRANSITIONS,
+)
 
 from .base import EventLog, LogUnavailable, partition_for
 from .kafka_consumer import KafkaConsumer
@@ -55,7 +62,7 @@ logthrottle.throttle("aiokafka", prefix=True)
 # Topics whose records are "the latest value for this key": Kafka keeps the last one per key.
 COMPACTED = frozenset({TOPIC_CHECKS, TOPIC_MONITOR_STATE})
 # Created at start so consumers can subscribe before anything was produced.
-KNOWN_TOPICS = (TOPIC_PINGS, TOPIC_CHECKS, TOPIC_TRANSITIONS, TOPIC_DEAD_LETTER, TOPIC_MONITOR_STATE)
+KNOWN_TOPICS = (TOPIC_PINGS, TOPIC_CHECKS, TOPIC_TRANSITIONS, TOPIC_DEAD_LETTER, TOPIC_MONITOR_STATE, TOPIC_DELIVERIES)
 
 ACK_TIMEOUT_S = 10.0  # longest a produce waits for acks before the caller hears LogUnavailable
 STALL_S = 3.0  # records waiting this long with no acknowledgement at all: the broker is away
@@ -495,5 +502,5 @@ class KafkaEventLog(EventLog):
         while self._queue:
             self._reject(self._queue.popleft()[4], LogUnavailable(reason))
 
-    def consumer(self, topics: list[str], group: str | None) -> KafkaConsumer:
-        return KafkaConsumer(self, topics, group)
+    def consumer(self, topics: list[str], group: str | None, *, from_end: bool = False) -> KafkaConsumer:
+        return KafkaConsumer(self, topics, group, from_end=from_end)

@@ -13,7 +13,7 @@ import logging
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTP
 
-from .base import Consumer, Record, TopicPartition
+from .base import Consumer, Record, TopicPartition, as_record
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +21,9 @@ CONSUMER_CALL_S = 10.0  # longest a consumer's commit, end offsets or close may 
 
 
 class KafkaConsumer(Consumer):
-    def __init__(self, log_, topics: list[str], group: str | None) -> None:
+    def __init__(self, log_, topics: list[str], group: str | None, *, from_end: bool = False) -> None:
         self._log = log_
+        self.from_end = from_end
         self.topics = topics
         self.group = group
         self._consumer: AIOKafkaConsumer | None = None
@@ -34,7 +35,7 @@ class KafkaConsumer(Consumer):
             bootstrap_servers=self._log.bootstrap,
             group_id=self.group,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            auto_offset_reset="latest" if self.from_end else "earliest",
             isolation_level="read_committed",
             session_timeout_ms=6000,  # a killed member's partitions move on within seconds
             heartbeat_interval_ms=2000,
@@ -45,7 +46,7 @@ class KafkaConsumer(Consumer):
         if self.group is None:
             tps = [KafkaTP(n, p) for n in names for p in range(await self._log._partition_count(self._log.plain(n)))]
             self._consumer.assign(tps)
-            await self._consumer.seek_to_beginning(*tps)
+            await (self._consumer.seek_to_end if self.from_end else self._consumer.seek_to_beginning)(*tps)
         else:
             self._consumer.subscribe(names)
 
@@ -56,12 +57,11 @@ class KafkaConsumer(Consumer):
 
     async def getmany(self, max_records: int = 10_000, timeout_ms: int = 200) -> list[Record]:
         batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        plain = self._log.plain
-        return [
-            Record(plain(m.topic), m.partition, m.offset, m.key, m.value, m.timestamp)
-            for msgs in batches.values()
-            for m in msgs
-        ]
+        out: list[Record] = []
+        for tp, msgs in batches.items():
+            topic, partition = self._log.plain(tp.topic), tp.partition  # once per partition, not per record
+            out += [as_record((topic, partition, m.offset, m.key, m.value, m.timestamp)) for m in msgs]
+        return out
 
     async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
         if self.group is None:
@@ -74,6 +74,13 @@ class KafkaConsumer(Consumer):
             elif offsets:
                 await self._consumer.commit({KafkaTP(self._log.name(tp.topic), tp.partition): o
                                              for tp, o in offsets.items()})
+
+    async def positions(self) -> dict[TopicPartition, int]:
+        out = {}
+        async with asyncio.timeout(CONSUMER_CALL_S):
+            for tp in list(self._consumer.assignment()):
+                out[TopicPartition(self._log.plain(tp.topic), tp.partition)] = await self._consumer.position(tp)
+        return out
 
     async def end_offsets(self) -> dict[TopicPartition, int]:
         tps = list(self._consumer.assignment())

@@ -24,7 +24,14 @@ import sqlite3
 import time
 
 from runtime import metrics
-from schemas.events import TOPIC_CHECKS, TOPIC_DEAD_LETTER, TOPIC_MONITOR_STATE, TOPIC_PINGS, TOPIC_TRANSITIONS
+from schemas.events import (
+    TOPIC_CHECKS,
+    TOPIC_DEAD_LETTER,
+    TOPIC_DELIVERIES,
+    TOPIC_MONITOR_STATE,
+    TOPIC_PINGS,
+    TOPIC_TRANSITIONS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +53,7 @@ def policy_for(config) -> RetentionPolicy:
     return RetentionPolicy(
         retention_ms=config.retention_ms,
         retention_bytes=config.retention_bytes,
-        retained=frozenset({TOPIC_PINGS, TOPIC_TRANSITIONS, TOPIC_DEAD_LETTER}),
+        retained=frozenset({TOPIC_PINGS, TOPIC_TRANSITIONS, TOPIC_DEAD_LETTER, TOPIC_DELIVERIES}),
         compacted=frozenset({TOPIC_CHECKS, TOPIC_MONITOR_STATE}),
     )
 

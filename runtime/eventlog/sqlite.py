@@ -306,5 +306,5 @@ class SqliteEventLog(EventLog):
 
         return await self.on_writer(run)
 
-    def consumer(self, topics: list[str], group: str | None) -> SqliteConsumer:
-        return SqliteConsumer(self, topics, group)
+    def consumer(self, topics: list[str], group: str | None, *, from_end: bool = False) -> SqliteConsumer:
+        return SqliteConsumer(self, topics, group, from_end=from_end)

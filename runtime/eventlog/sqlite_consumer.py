@@ -7,19 +7,24 @@ one process per service; scale-out is what the Kafka backend is for.
 from __future__ import annotations
 
 import asyncio
+import operator
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from .base import Consumer, Record, TopicPartition
+from .base import Consumer, Record, TopicPartition, as_record
 from .sqlite_db import connect
+
+_partition_of = operator.itemgetter(0, 1)
+_offset_of = operator.itemgetter(2)
 
 _POLL_S = 0.05  # how often an idle consumer looks for records written by other processes
 
 
 class SqliteConsumer(Consumer):
-    def __init__(self, log_, topics: list[str], group: str | None) -> None:
+    def __init__(self, log_, topics: list[str], group: str | None, *, from_end: bool = False) -> None:
         self._log = log_
+        self._from_end = from_end
         self._topics = topics
         self._group = group
         self._conn: sqlite3.Connection | None = None
@@ -34,6 +39,8 @@ class SqliteConsumer(Consumer):
             for p in await self._log.partitions(topic):
                 self._positions[TopicPartition(topic, p)] = 0
         self._conn = await self._run(connect, self._log.path)
+        if self._from_end:
+            self._positions.update(await self.end_offsets())
         if self._group is not None:
             rows = await self._run(
                 lambda: self._conn.execute(
@@ -54,12 +61,11 @@ class SqliteConsumer(Consumer):
             if len(out) >= max_records:
                 break
             rows = self._conn.execute(
-                "SELECT offset, key, value, ts FROM records WHERE topic=? AND partition=? AND offset>=? "
+                "SELECT ?, ?, offset, key, value, ts FROM records WHERE topic=? AND partition=? AND offset>=? "
                 "ORDER BY offset LIMIT ?",
-                (tp.topic, tp.partition, position, max_records - len(out)),
+                (tp.topic, tp.partition, tp.topic, tp.partition, position, max_records - len(out)),
             ).fetchall()
-            for offset, key, value, ts in rows:
-                out.append(Record(tp.topic, tp.partition, offset, key, value, ts))
+            out += map(as_record, rows)  # rows are in Record's field order
         return out
 
     async def getmany(self, max_records: int = 10_000, timeout_ms: int = 200) -> list[Record]:
@@ -67,8 +73,9 @@ class SqliteConsumer(Consumer):
         while True:
             records = await self._run(self._read, max_records)
             if records:
-                for r in records:
-                    self._positions[TopicPartition(r.topic, r.partition)] = r.offset + 1
+                last = dict(zip(map(_partition_of, records), map(_offset_of, records)))
+                for (topic, partition), offset in last.items():
+                    self._positions[TopicPartition(topic, partition)] = offset + 1
                 return records
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -89,6 +96,9 @@ class SqliteConsumer(Consumer):
                 )
 
         await self._run(run)
+
+    async def positions(self) -> dict[TopicPartition, int]:
+        return dict(self._positions)
 
     async def end_offsets(self) -> dict[TopicPartition, int]:
         def run() -> dict[TopicPartition, int]:

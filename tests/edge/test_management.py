@@ -211,7 +211,7 @@ async def test_it_puts_cors_headers_on_errors_too(edge):
 async def test_it_answers_a_method_a_route_lacks_with_an_empty_405(edge):
     check = await edge.add_check()
     for method, path in (("PUT", f"/api/v3/checks/{check.id}"), ("DELETE", "/api/v3/checks/"),
-                         ("HEAD", "/api/v3/checks/"), ("POST", "/api/v3/channels/"), ("GET", f"/api/v3/checks/{check.id}/pause")):
+                         ("HEAD", "/api/v3/checks/"), ("PUT", "/api/v3/channels/"), ("GET", f"/api/v3/checks/{check.id}/pause")):
         r = await edge.client.request(method, path, headers=_key(edge))
         assert (r.status, await r.read()) == (405, b""), (method, path)
         assert _cors(r) == CORS and "Allow" not in r.headers, (method, path)

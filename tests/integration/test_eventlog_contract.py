@@ -140,6 +140,27 @@ async def test_committed_offsets_survive_a_restart(backend):
     assert [int(r.value) for r in rest] == list(range(50, 70))
 
 
+async def test_a_new_group_from_the_end_skips_history_and_keeps_its_place(backend):
+    topic = "contract.from-end"
+    async with new_log(backend) as log:
+        for i in range(20):
+            await log.produce(topic, f"old{i}".encode(), key=b"k")
+        consumer = log.consumer([topic], group="g-end", from_end=True)
+        await consumer.start()
+        got = []
+        deadline = time.monotonic() + 30
+        while not consumer.assignment() and time.monotonic() < deadline:  # Kafka assigns on the first poll
+            got.extend(await consumer.getmany(timeout_ms=200))
+        positions = await consumer.positions()
+        assert got == [] and sum(positions.values()) == 20  # it stands at the end: nothing old is read
+        await consumer.commit(positions)  # where it starts holds across a restart
+        await consumer.close()
+        for i in range(5):
+            await log.produce(topic, f"new{i}".encode(), key=b"k")
+        rest = await drain(log, topic, "g-end", expect=5)
+    assert [r.value for r in rest] == [f"new{i}".encode() for i in range(5)]
+
+
 async def test_group_none_reads_everything_and_end_offsets(backend):
     async with new_log(backend) as log:
         for i in range(30):

@@ -218,6 +218,72 @@ async def test_a_failed_insert_is_retried_without_losing_rows(log, clickhouse):
     assert (await queries.check_states(clickhouse, [CHECK]))[CHECK]["n_pings"] == 2
 
 
+async def _batches(log, n: int) -> list[list]:
+    """``n`` runs of one check, one batch each, as the shell reads them."""
+    t0 = utcnow()
+    for i in range(n):
+        await ping(log, "start", t0 + timedelta(seconds=10 * i), rid=RID)
+        await ping(log, "success", t0 + timedelta(seconds=10 * i + 3), rid=RID)
+    consumer = log.consumer([TOPIC_PINGS], group=None)
+    await consumer.start()
+    records = await consumer.getmany(timeout_ms=500)
+    await consumer.close()
+    assert len(records) == 2 * n
+    return [records[i:i + 2] for i in range(0, 2 * n, 2)]
+
+
+async def _written(clickhouse) -> tuple[int, int, int, list]:
+    """Pings, runs, the check's n_pings, the runs' durations."""
+    return (
+        await count(clickhouse, "SELECT count() FROM pings FINAL"),
+        await count(clickhouse, "SELECT count() FROM runs FINAL"),
+        (await queries.check_states(clickhouse, [CHECK]))[CHECK]["n_pings"],
+        [r[0] for r in await clickhouse.query("SELECT duration_s FROM runs FINAL ORDER BY finished_at")],
+    )
+
+
+async def test_it_writes_a_batch_folded_while_the_one_before_was_written(log, clickhouse):
+    """The shell reads (and the projector folds) batch B while A is written: A's rows and state are A's alone."""
+    a, b = await _batches(log, 2)
+    projector = Projector(clickhouse, log)
+    await projector.fold_ahead(a, None)  # A read and folded
+    await projector.fold_ahead(b, a)  # B read and folded while A's journal and rows are written
+    await projector.process(a, batch_token(ranges_of(a)))
+    assert (await queries.check_states(clickhouse, [CHECK]))[CHECK]["n_pings"] == 2  # A's state, not A+B's
+    await projector.process(b, batch_token(ranges_of(b)))
+    assert await _written(clickhouse) == (4, 2, 4, [3.0, 3.0])
+
+
+async def test_a_batch_folded_ahead_is_folded_again_when_the_write_before_it_failed(log, clickhouse):
+    """A's write fails after B was folded on top of A; C, read while B waits to be folded again, is folded
+    after B: A, B and C are each written once, whole."""
+    a, b, c = await _batches(log, 3)
+    projector = Projector(clickhouse, log)
+    real_insert, failed = projector.insert, []
+
+    async def insert(table, data, token):
+        if table == "runs" and not failed:
+            failed.append(table)
+            raise ConnectionError("ClickHouse went away")
+        await real_insert(table, data, token)
+
+    projector.insert = insert
+    await projector.fold_ahead(a, None)
+    await projector.fold_ahead(b, a)
+    with pytest.raises(ConnectionError):
+        await projector.process(a, batch_token(ranges_of(a)))
+    await projector.process(a, batch_token(ranges_of(a)))  # the retry
+    ahead = asyncio.create_task(projector.fold_ahead(c, b))  # C read while B's journal is written
+    await asyncio.sleep(0.1)
+    assert not ahead.done(), "C folded before B"
+    await projector.process(b, batch_token(ranges_of(b)))
+    await ahead
+    assert [records for records, _ in projector._ahead] == [c]  # folded ahead again once B was
+    await projector.process(c, batch_token(ranges_of(c)))
+    assert failed
+    assert await _written(clickhouse) == (6, 3, 6, [3.0, 3.0, 3.0])
+
+
 async def test_a_journaled_batch_over_two_partitions_is_cut_again_behind_a_backlog(log, clickhouse):
     """The log hands out one partition's backlog first: the replay reads on until it has the whole batch."""
     checks = {}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pytest
+
 from checks import badges
 from checks.document import ping_document
-from checks.spec import SpecError, apply_spec, channels_error, validate
-from schemas.events import CheckConfig
+from checks.spec import ChannelError, SpecError, apply_spec, resolve_channels, validate
+from schemas.events import ChannelConfig, CheckConfig
 
 ROW = {"kind": "success", "received_at": datetime(2026, 1, 1, tzinfo=timezone.utc), "n": 3, "scheme": "http",
        "remote_addr": "10.0.0.1", "method": "GET", "user_agent": "curl", "rid": None, "duration_s": None,
@@ -52,9 +54,22 @@ def test_legacy_time_zones_become_canonical():
 
 
 def test_channels_name_the_first_unknown_identifier():
-    assert channels_error("*") is None and channels_error("") is None
-    assert channels_error("x,y") == "invalid channel identifier: x"
-    assert channels_error(",x") == "empty channel identifier"
+    assert resolve_channels("*", []) == () and resolve_channels("", []) == ()
+    for value, message in (("x,y", "invalid channel identifier: x"), (",x", "empty channel identifier")):
+        with pytest.raises(ChannelError) as caught:
+            resolve_channels(value, [])
+        assert str(caught.value) == message
+
+
+def test_channels_are_matched_by_id_or_name_and_stored_sorted():
+    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    a = ChannelConfig(id="b-id", project_id="p", name="ops", kind="webhook", created=at)
+    b = ChannelConfig(id="a-id", project_id="p", name="pager", kind="apprise", created=at)
+    c = ChannelConfig(id="c-id", project_id="p", name="ops", kind="email", created=at)
+    assert resolve_channels("*", [a, b]) == ("a-id", "b-id")
+    assert resolve_channels("pager,b-id,a-id", [a, b]) == ("a-id", "b-id")
+    with pytest.raises(ChannelError, match="non-unique channel identifier: ops"):
+        resolve_channels("ops", [a, b, c])
 
 
 def test_badge_keys_are_stable_and_reveal_nothing():

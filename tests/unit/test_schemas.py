@@ -13,8 +13,10 @@ from schemas import events
 TOPICS = Path(events.__file__).parent / "topics"
 EXPECTED = {
     events.TOPIC_PINGS: {"ping", "paused", "resumed", "tick"},
-    events.TOPIC_CHECKS: {"project_upserted", "project_deleted", "check_upserted", "check_deleted"},
+    events.TOPIC_CHECKS: {"project_upserted", "project_deleted", "check_upserted", "check_deleted",
+                          "channel_upserted", "channel_deleted"},
     events.TOPIC_TRANSITIONS: {"transition", "flapping", "broken", "ingest_gap", "ingest_anomaly"},
+    events.TOPIC_DELIVERIES: {"delivery"},
 }
 
 
