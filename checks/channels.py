@@ -21,7 +21,7 @@ from schemas.events import ChannelConfig
 from .spec import SpecError, has_control
 
 KINDS = ("webhook", "email", "apprise")
-EVENTS = ("down", "up", "started", "grace", "failure", "paused", "ingest_gap")
+EVENTS = ("down", "up", "started", "grace", "failure", "paused", "ingest_gap", "flapping", "broken", "ingest_anomaly")
 DEFAULT_EVENTS = ("down", "up")
 METHODS = ("GET", "POST", "PUT")
 MAX_URL = 2000

@@ -7,7 +7,13 @@ A transition is the events ``alert_events`` names (a channel is alerted when it 
   not paused → up: upstream sends nothing for those), ``failure`` as well when a failing ping
   (``/fail``, a non-zero exit status, a checkin with ``status=fail``) caused it;
 - ``started``, ``grace``, ``paused`` for those displayed statuses (opt-in);
-- ``ingest_gap`` for the monitor's ingest gaps (pingstream was deaf, not the jobs; opt-in).
+- ``ingest_gap`` for the monitor's ingest gaps (pingstream was deaf, not the jobs; opt-in);
+- ``flapping`` and ``broken`` for a check's Flapping and Broken events (announced once each; opt-in);
+- ``ingest_anomaly`` for the volume gate's IngestAnomaly (a project's pings fell abnormally, its
+  missed deadlines in that minute were judged unknown, not down; opt-in).
+
+The alert of a transition carries its ``rule`` (which of pingstream's rules fired, if one did) and
+``held`` (why its notification is held: such a delivery is recorded as held, not sent).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote
 
-from schemas.events import ChannelConfig, CheckConfig, IngestGap, Transition
+from schemas.events import Broken, ChannelConfig, CheckConfig, Flapping, IngestAnomaly, IngestGap, Transition
 
 BODY_HEAD = 1024  # bytes of the last ping's body an alert carries
 
@@ -42,10 +48,32 @@ class Alert:
     at: datetime
     transition: Transition | None = None
     gap: IngestGap | None = None
+    notice: Flapping | Broken | IngestAnomaly | None = None  # the event of a flapping/broken/ingest_anomaly alert
     check: CheckConfig | None = None
     project_name: str = ""
     last_ping: LastPing | None = None
     ping_url: str = ""
+
+
+def check_id(alert: Alert) -> str:
+    """The uuid of the check the alert is about ("" for an ingest gap or anomaly)."""
+    source = alert.transition or alert.notice
+    return getattr(source, "check_id", "") if source is not None else ""
+
+
+def reason(alert: Alert) -> str:
+    """A short why: the transition's reason, or what the flapping/broken/anomaly event says."""
+    n = alert.notice
+    if alert.transition is not None:
+        return alert.transition.reason
+    if isinstance(n, Flapping):
+        return f"{n.flips} up/down changes within a day"
+    if isinstance(n, Broken):
+        return f"down since {_iso(n.down_since)}"
+    if isinstance(n, IngestAnomaly):
+        return (f"{n.volume} pings in the minute from {_iso(n.start)}, against {n.baseline:g} usual: "
+                f"{n.unknown} missed deadline(s) judged unknown, not down")
+    return "ingest gap"
 
 
 def _failing(t: Transition) -> bool:
@@ -80,17 +108,28 @@ def body_text(ping: LastPing | None) -> str:
 
 def document(alert: Alert) -> dict:
     """The default webhook body: the alert and the check as it was when the transition happened."""
-    doc: dict = {"type": f"check.{alert.event}" if alert.check or alert.transition else alert.event,
+    doc: dict = {"type": f"check.{alert.event}" if alert.check or check_id(alert) else alert.event,
                  "id": alert.id, "event": alert.event, "status": alert.status, "at": _iso(alert.at)}
     if alert.gap is not None:
         doc.update(type="ingest_gap", start=_iso(alert.gap.start), end=_iso(alert.gap.end),
                    partition=alert.gap.partition)
         return doc
+    n = alert.notice
+    if isinstance(n, IngestAnomaly):
+        doc.update(type="ingest_anomaly", project={"id": n.project_id, "name": alert.project_name},
+                   start=_iso(n.start), end=_iso(n.end), volume=n.volume, baseline=n.baseline, unknown=n.unknown)
+        return doc
     t = alert.transition
-    doc["transition"] = {"from": t.from_status, "to": t.to_status, "reason": t.reason,
-                         "cause_event_id": t.cause_event_id or None}
+    if isinstance(n, Flapping):
+        doc["flapping"] = {"flips": n.flips}
+    elif isinstance(n, Broken):
+        doc["broken"] = {"down_since": _iso(n.down_since)}
+    else:
+        doc["transition"] = {"from": t.from_status, "to": t.to_status, "reason": t.reason,
+                         "cause_event_id": t.cause_event_id or None, "rule": t.rule, "held": t.held}
     check = alert.check
-    c: dict = {"uuid": t.check_id, "project": {"id": t.project_id, "name": alert.project_name}}
+    subject_ = t if t is not None else n
+    c: dict = {"uuid": subject_.check_id, "project": {"id": subject_.project_id, "name": alert.project_name}}
     if check is not None:
         c.update(name=check.name, slug=check.slug, tags=check.tags.split(), desc=check.desc, grace=check.grace_s)
         if check.kind == "simple":
@@ -107,7 +146,7 @@ def document(alert: Alert) -> dict:
 
 def variables(alert: Alert, urlencode: bool = False, template: str | None = None) -> dict[str, str]:
     """Healthchecks' webhook variables ($NAME, $STATUS, $BODY, ...) and pingstream's ($SLUG, $DESC,
-    $PROJECT, $PING_URL, $REASON, $EVENT). ``$JSON`` is built only when ``template`` (if given) uses it."""
+    $PROJECT, $PING_URL, $REASON, $RULE, $EVENT). ``$JSON`` is built only when ``template`` (if given) uses it."""
     safe = quote if urlencode else (lambda s: s)
     check = alert.check
     name = check.name if check else ""
@@ -115,7 +154,7 @@ def variables(alert: Alert, urlencode: bool = False, template: str | None = None
     ping = alert.last_ping
     body = body_text(ping)
     out = {
-        "$CODE": alert.transition.check_id if alert.transition else "",
+        "$CODE": check_id(alert),
         "$STATUS": alert.status,
         "$EVENT": alert.event,
         "$NOW": safe(_iso(alert.at) or ""),
@@ -126,7 +165,8 @@ def variables(alert: Alert, urlencode: bool = False, template: str | None = None
         "$DESC": safe(check.desc if check else ""),
         "$PROJECT": safe(alert.project_name),
         "$PING_URL": safe(alert.ping_url),
-        "$REASON": safe(alert.transition.reason if alert.transition else "ingest gap"),
+        "$REASON": safe(reason(alert)),
+        "$RULE": safe((alert.transition.rule or "") if alert.transition else ""),
         "$JSON": safe(json.dumps(document(alert))) if template is None or "$JSON" in template else "",
         "$BODY_JSON": safe(json.dumps(body)),
         "$BODY": safe(body),
@@ -150,7 +190,10 @@ def render(template: str, values: dict[str, str]) -> str:
 def subject(alert: Alert) -> str:
     if alert.gap is not None:
         return "pingstream: ingest gap (pingstream heard nothing for a while)"
-    name = (alert.check.name if alert.check else "") or alert.transition.check_id
+    if isinstance(alert.notice, IngestAnomaly):
+        project = alert.project_name or alert.notice.project_id
+        return f"pingstream: ingest anomaly in {project} ({alert.notice.unknown} check(s) judged unknown)"
+    name = (alert.check.name if alert.check else "") or check_id(alert)
     return f"{alert.status.upper()} | {name}"
 
 
@@ -160,9 +203,20 @@ def text(alert: Alert) -> str:
         g = alert.gap
         return (f"pingstream heard no pings on partition {g.partition} from {_iso(g.start)} to {_iso(g.end)}. "
                 "No check was called down for that span: the data, not the jobs, may be missing.")
+    if isinstance(alert.notice, IngestAnomaly):
+        n = alert.notice
+        return (f"Ping volume of project {alert.project_name or n.project_id} fell abnormally: {reason(alert)}. "
+                "The checks were not called down for it; they are judged again as pings return.")
     t, check, ping = alert.transition, alert.check, alert.last_ping
-    name = (check.name if check else "") or t.check_id
-    lines = [f'The check "{name}" is {alert.status.upper()} ({t.reason}).', ""]
+    name = (check.name if check else "") or check_id(alert)
+    if t is None:
+        what = "FLAPPING" if isinstance(alert.notice, Flapping) else "BROKEN"
+        lines = [f'The check "{name}" is {what} ({reason(alert)}).']
+    else:
+        lines = [f'The check "{name}" is {alert.status.upper()} ({t.reason}).']
+    if t is not None and t.rule:
+        lines.append(f"Rule: {t.rule}")
+    lines.append("")
     if alert.project_name:
         lines.append(f"Project: {alert.project_name}")
     if check is not None:

@@ -5,7 +5,10 @@
   history. A restarted notifier resumes from its committed offsets.
 - Each transition becomes alerts to the channels its check had when it happened (``History``)
   that chose its event (``alerts.alert_events``) and existed before it was published (a new
-  channel starts from now). Ingest gaps go to every channel that chose ``ingest_gap``.
+  channel starts from now). A check's Flapping and Broken events go to its channels that chose
+  ``flapping`` / ``broken``; ingest gaps to every channel that chose ``ingest_gap``, and the volume
+  gate's IngestAnomaly to the project's channels that chose ``ingest_anomaly``: the same
+  semantics (idempotency key = the event's id, committed after delivery).
 - Each channel has its own queue and workers; an attempt is bounded by a timeout; failures are
   retried with exponential backoff and jitter for a bounded time (``notify_retry_s``), then the
   delivery is ``failed``. A slow or dead endpoint holds only its own channel's workers.
@@ -36,8 +39,11 @@ from schemas.events import (
     TOPIC_DELIVERIES,
     TOPIC_PINGS,
     TOPIC_TRANSITIONS,
+    Broken,
     ChannelConfig,
     Delivery,
+    Flapping,
+    IngestAnomaly,
     IngestGap,
     PingEvent,
     Transition,
@@ -127,7 +133,7 @@ class Pending:
 
 @dataclass
 class _Waiting:
-    event: Transition | IngestGap
+    event: Transition | IngestGap | Flapping | Broken | IngestAnomaly
     tp: TopicPartition
     offset: int
     published_ms: int
@@ -185,7 +191,7 @@ class Notifier:
                 continue
             if isinstance(event, PingEvent):
                 self.pings.add(event)
-            elif isinstance(event, (Transition, IngestGap)):
+            elif isinstance(event, (Transition, IngestGap, Flapping, Broken, IngestAnomaly)):
                 self.pending.add(tp, r.offset, 1)  # one for planning it: nothing commits past it before
                 self.waiting.append(_Waiting(event, tp, r.offset, r.timestamp_ms, time.monotonic() + CAUSE_WAIT_S))
         self._plan_ready()
@@ -239,10 +245,20 @@ class Notifier:
         if isinstance(event, IngestGap):
             return [(alerts.Alert(id=event.event_id, event="ingest_gap", status="ingest_gap", at=event.end, gap=event),
                      c) for c in h.channels.values() if "ingest_gap" in c.events and started(c)]
-        events = alerts.alert_events(event)
+        if isinstance(event, IngestAnomaly):
+            project = h.projects.get(event.project_id)
+            return [(alerts.Alert(id=event.event_id, event="ingest_anomaly", status="ingest_anomaly", at=event.end,
+                                  notice=event, project_name=project.name if project else ""), c)
+                    for c in h.channels.values()
+                    if c.project_id == event.project_id and "ingest_anomaly" in c.events and started(c)]
+        if isinstance(event, (Flapping, Broken)):
+            events = ("flapping",) if isinstance(event, Flapping) else ("broken",)
+        else:
+            events = alerts.alert_events(event)
         check = h.check_at(event.check_id, published_ms)
         if not events or check is None:
             return []
+        notice = None if isinstance(event, Transition) else event
         out = []
         for channel_id in check.channels:
             channel = h.channels.get(channel_id)
@@ -253,9 +269,10 @@ class Notifier:
                 continue
             project = h.projects.get(event.project_id)
             alert = alerts.Alert(
-                id=event.event_id, event=chosen, status=event.to_status, at=event.at, transition=event,
-                check=check, project_name=project.name if project else "",
-                last_ping=self.pings.at(event.check_id, event.at, event.cause_event_id),
+                id=event.event_id, event=chosen, status=chosen if notice else event.to_status, at=event.at,
+                transition=None if notice else event, notice=notice, check=check,
+                project_name=project.name if project else "",
+                last_ping=self.pings.at(event.check_id, event.at, getattr(event, "cause_event_id", "")),
                 ping_url=f"{self.config.public_url}/ping/{event.check_id}",
             )
             out.append((alert, channel))
@@ -340,7 +357,7 @@ class Notifier:
                       alert.id, channel.id, channel.kind, attempts, error)
         record = Delivery(
             event_id=stable_id("delivery", alert.id, channel.id), alert_id=alert.id,
-            check_id=alert.transition.check_id if alert.transition else "",
+            check_id=alerts.check_id(alert),
             project_id=channel.project_id, channel_id=channel.id, channel_kind=channel.kind, event=alert.event,
             status=status, attempts=attempts, error=error, at=alert.at, finished=utcnow(),
         )

@@ -151,7 +151,8 @@ class CheckConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 
 ChannelKind = Literal["webhook", "email", "apprise"]
-AlertEvent = Literal["down", "up", "started", "grace", "failure", "paused", "ingest_gap"]
+AlertEvent = Literal["down", "up", "started", "grace", "failure", "paused", "ingest_gap", "flapping", "broken",
+                     "ingest_anomaly"]
 
 
 class ChannelConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -279,7 +280,8 @@ class Delivery(_Event, frozen=True, kw_only=True, tag="delivery"):
     project_id: str
     channel_id: str
     channel_kind: str
-    event: str  # down, up, started, grace, failure, paused, ingest_gap
+    event: str  # down, up, started, grace, failure, paused, ingest_gap, flapping, broken, ingest_anomaly
+    # check_id empty also for an ingest anomaly (project_id says whose)
     status: Literal["delivered", "failed", "held"]
     attempts: int = 0
     error: str = ""

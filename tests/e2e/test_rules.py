@@ -6,6 +6,7 @@ HTTP ping → log → monitor (thresholds, run time bounds) → transition → p
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import aiohttp
@@ -107,3 +108,40 @@ async def test_a_snoozed_check_goes_down_and_the_webhook_sees_it_held(system, ai
         await asyncio.sleep(0.1)
     downs = [t for t in received if t.get("to_status") == "down"]
     assert downs and downs[0]["held"] == "snooze" and downs[0]["check_id"] == check["uuid"]
+
+
+async def test_through_a_channel_the_alert_names_its_rule_and_a_snoozed_one_is_recorded_held(system):
+    """`up` with the notifier: a channel made over the API hears the threshold's down with its rule,
+    and the snoozed check's down is a `held` delivery, never sent."""
+    from tests.notify.receivers import http_receiver
+
+    s = system(PINGSTREAM_WEBHOOK_ALLOW_PRIVATE="1", **FAST)
+    headers = {"X-Api-Key": s.keys["api_key"]}
+    async with http_receiver() as rx, aiohttp.ClientSession() as session:
+        r = await session.post(f"{s.url}/api/v3/channels/", headers=headers,
+                               json={"name": "ops", "kind": "webhook", "url": rx.url + "/alerts"})
+        assert r.status == 201, await r.text()
+        hook = await r.json()
+        snoozed = await _create_check(session, s, name="snoozed", timeout=1, grace=1, channels="*")
+        r = await session.post(f"{s.url}/api/v3/checks/{snoozed['uuid']}/snooze", json={"duration": 600},
+                               headers=headers)
+        assert r.status == 201
+        flaky = await _create_check(session, s, name="flaky", timeout=3600, grace=60, failure_threshold=2,
+                                    channels="*")
+        assert (await session.get(f"{s.url}/ping/{snoozed['uuid']}")).status == 200
+        url = f"{s.url}/ping/{flaky['uuid']}"
+        for suffix in ("", "/fail", "/fail"):
+            assert (await session.get(url + suffix)).status == 200
+        await rx.wait_for(lambda: rx.at("/alerts"), timeout_s=20)
+
+        async def notifications(check_id):
+            r = await session.get(f"{s.url}/api/v3/checks/{check_id}/notifications/", headers=headers)
+            return (await r.json())["notifications"]
+
+        held = await _wait_for(lambda: notifications(snoozed["uuid"]), lambda n: len(n) == 1, 15)
+        assert [(n["event"], n["status"], n["channel"]) for n in held] == [("down", "held", hook["id"])]
+        sent = await _wait_for(lambda: notifications(flaky["uuid"]), lambda n: len(n) == 1, 15)
+        assert [(n["event"], n["status"]) for n in sent] == [("down", "delivered")]
+    docs = [json.loads(g.body) for g in rx.at("/alerts")]
+    assert [(d["check"]["name"], d["event"], d["transition"]["rule"]) for d in docs] == [
+        ("flaky", "down", "failure_threshold")]  # the snoozed check's down was not sent
