@@ -96,7 +96,7 @@ COLUMNS = {
     "runs": ["event_id", "start_event_id", "check_id", "project_id", "rid", "started_at", "finished_at",
              "duration_s", "outcome", "exit_status"],
     "transitions": ["event_id", "check_id", "project_id", "from_status", "to_status", "at", "reason",
-                    "cause_event_id", "from_base", "to_base"],
+                    "cause_event_id", "from_base", "to_base", "held", "rule"],
     "ping_keys": ["event_id", "check_id", "received_at", "n"],
     "check_state": ["check_id", "project_id", "status", "last_ping", "last_start", "last_start_rid",
                     "last_duration_s", "n_pings", "started", "updated_at", "version", "open_starts",
@@ -243,7 +243,7 @@ def apply_transition(state: CheckFold, event: Transition, offset: int, rows: Row
         state.status = event.to_base  # what sendalerts does; the run, if any, stays "started" as upstream
     rows.transitions.append((
         event.event_id, event.check_id, event.project_id, event.from_status, event.to_status, event.at,
-        event.reason, event.cause_event_id, event.from_base, event.to_base,
+        event.reason, event.cause_event_id, event.from_base, event.to_base, event.held or "", event.rule or "",
     ))
     return True
 

@@ -55,9 +55,10 @@ async def ping_body(ch: ClickHouse, check_id: str, n: int) -> bytes | None:
 
 async def flips(ch: ClickHouse, check_id: str, since: datetime | None = None, until: datetime | None = None) -> list[dict]:
     """Healthchecks' flips: every change of its stored status (new, up, down, paused), as
-    ``{at, from_status, to_status}`` in those terms, newest first (as its order_by("-id"))."""
+    ``{at, from_status, to_status, held, rule}`` in those terms, newest first (as its order_by("-id")).
+    ``held`` and ``rule`` are pingstream's (why its alerts were held, which rule made it; '' for none)."""
     rows = await ch.rows(
-        "SELECT at, from_status, to_status, from_base, to_base FROM transitions FINAL WHERE check_id = {c:UUID} "
+        "SELECT at, from_status, to_status, from_base, to_base, held, rule FROM transitions FINAL WHERE check_id = {c:UUID} "
         "AND (from_base != to_base OR (to_base = '' AND to_status IN ('up', 'down'))) "
         "AND at >= {since:DateTime64(6, 'UTC')} AND at < {until:DateTime64(6, 'UTC')} "
         "ORDER BY at DESC, event_id DESC",

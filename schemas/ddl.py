@@ -156,6 +156,11 @@ STATEMENTS: list[str] = [
     # the transition is a flip of the Management API's /flips/ (empty in rows of older producers).
     "ALTER TABLE {db}.transitions ADD COLUMN IF NOT EXISTS from_base LowCardinality(String) DEFAULT ''",
     "ALTER TABLE {db}.transitions ADD COLUMN IF NOT EXISTS to_base LowCardinality(String) DEFAULT ''",
+    # pingstream's rules (issue #19): why the transition's notifications were held (maintenance, snooze,
+    # dependency:<uuid>, flapping) and which rule made it (failure_threshold, max_runtime, ...); '' for
+    # none (and in rows projected before these columns existed).
+    "ALTER TABLE {db}.transitions ADD COLUMN IF NOT EXISTS held LowCardinality(String) DEFAULT ''",
+    "ALTER TABLE {db}.transitions ADD COLUMN IF NOT EXISTS rule LowCardinality(String) DEFAULT ''",
     # check_state.status is Healthchecks' stored status; status_at is when a ping or pause/resume last set
     # it, so a missed-deadline transition read after a later ping does not mark the check down.
     "ALTER TABLE {db}.check_state ADD COLUMN IF NOT EXISTS status_at Nullable(DateTime64(6, 'UTC'))",

@@ -83,16 +83,19 @@ async def populated(tmp_path, clickhouse):
     await run(REPORT, now - timedelta(hours=3), 5)
     await run(REPORT, now - timedelta(hours=2), 7, "fail")
 
-    async def transition(check_id, at, frm, to, base_from, base_to, reason):
+    async def transition(check_id, at, frm, to, base_from, base_to, reason, **extra):
         await put(TOPIC_TRANSITIONS, Transition(event_id=uuid7(), check_id=check_id, project_id=PROJECT,
                                                 from_status=frm, to_status=to, at=at, reason=reason,
-                                                from_base=base_from, to_base=base_to), check_id)
+                                                from_base=base_from, to_base=base_to, **extra), check_id)
 
     await transition(BACKUP, now - timedelta(days=1), "up", "grace", "up", "up", "ping overdue, grace period started")
     for i in range(6):
         up = i % 2 == 0
         await transition(FLAPPY, now - timedelta(minutes=60 - 5 * i), "down" if up else "up", "up" if up else "down",
                          "down" if up else "up", "up" if up else "down", "success ping" if up else "fail ping")
+
+    await transition(REPORT, now - timedelta(hours=2), "started", "down", "up", "down", "run did not finish within 60 s",
+                     rule="max_runtime", held="maintenance")
 
     consumer = log.consumer([TOPIC_CHECKS, TOPIC_PINGS, TOPIC_TRANSITIONS], group=None)
     await consumer.start()
@@ -130,6 +133,9 @@ async def test_the_doc_queries_name_checks_and_find_what_the_data_holds(populate
     assert (top["name"], top["flips"]) == ("flappy", 6)
     late = next(b for b in blocks.values() if "late_by_s" in b)
     assert [r["name"] for r in await clickhouse.rows(late.strip().rstrip(";"))] == ["nightly-backup"]
+    ruled = next(b for b in blocks.values() if "t.rule" in b)
+    assert [(r["name"], r["rule"], r["held"], r["transitions"]) for r in await clickhouse.rows(
+        ruled.strip().rstrip(";"))] == [("report", "max_runtime", "maintenance", 1)]
     growth = next(b for b in blocks.values() if "AS growth" in b)
     [grew] = await clickhouse.rows(growth.strip().rstrip(";"))
     assert str(grew["check_id"]) == BACKUP and grew["growth"] > 0.5

@@ -330,9 +330,9 @@ async def test_a_runs_block_inserted_twice_is_counted_once_in_the_rollups(log, c
     assert await count(clickhouse, "SELECT countMerge(runs) FROM durations_daily") == 1
 
 
-def _transition(frm: str, to: str, at, from_base: str = "", to_base: str = "", cause: str = "") -> Transition:
+def _transition(frm: str, to: str, at, from_base: str = "", to_base: str = "", cause: str = "", **extra) -> Transition:
     return Transition(event_id=uuid7(), check_id=CHECK, project_id=PROJECT, from_status=frm, to_status=to, at=at,
-                      reason="test", cause_event_id=cause, from_base=from_base, to_base=to_base)
+                      reason="test", cause_event_id=cause, from_base=from_base, to_base=to_base, **extra)
 
 
 async def test_it_reads_flips_as_changes_of_the_stored_status(log, clickhouse, tmp_path):
@@ -344,18 +344,22 @@ async def test_it_reads_flips_as_changes_of_the_stored_status(log, clickhouse, t
         _transition("up", "paused", t0 + timedelta(seconds=2), "up", "paused", cause="c"),
         _transition("paused", "new", t0 + timedelta(seconds=3), "paused", "new", cause="d"),
         _transition("new", "down", t0 + timedelta(seconds=4)),  # written by an older monitor: up/down only
+        _transition("down", "up", t0 + timedelta(seconds=5), "down", "up", cause="e", rule="recovery_threshold",
+                    held="snooze"),
     ]
     for t in steps:
         await log.produce(TOPIC_TRANSITIONS, encode(t), key=CHECK.encode())
 
     async def flips():
         rows = await queries.flips(clickhouse, CHECK)
-        return rows if len(rows) == 4 else None
+        return rows if len(rows) == 5 else None
 
     rows = await wait_until(flips)
     await projector.halt()
     assert [(r["from_status"], r["to_status"]) for r in rows] == [  # newest first, as Healthchecks lists them
-        ("new", "down"), ("paused", "new"), ("up", "paused"), ("new", "up")]
+        ("down", "up"), ("new", "down"), ("paused", "new"), ("up", "paused"), ("new", "up")]
+    # pingstream's rule and held are projected with it ('' where none was set)
+    assert [(r["rule"], r["held"]) for r in rows] == [("recovery_threshold", "snooze")] + [("", "")] * 4
 
 
 async def test_a_missed_deadline_stores_the_check_down_unless_a_later_ping_was_read(log, clickhouse, tmp_path):
@@ -389,8 +393,9 @@ async def test_the_migration_adds_the_state_columns_to_an_existing_database(clic
     from schemas import ddl
 
     old = f"{clickhouse.database}_old"
-    added = [s for s in ddl.STATEMENTS if "from_base" in s or "to_base" in s or "status_at" in s]
-    assert len(added) == 3
+    added = [s for s in ddl.STATEMENTS
+             if any(f"EXISTS {c} " in s for c in ("from_base", "to_base", "status_at", "held", "rule"))]
+    assert len(added) == 5
 
     def check(client):
         for statement in ddl.STATEMENTS:
@@ -406,4 +411,5 @@ async def test_the_migration_adds_the_state_columns_to_an_existing_database(clic
         return cols
 
     cols = await clickhouse.run(check)
-    assert {("transitions", "from_base"), ("transitions", "to_base"), ("check_state", "status_at")} <= cols
+    assert {("transitions", "from_base"), ("transitions", "to_base"), ("check_state", "status_at"),
+            ("transitions", "held"), ("transitions", "rule")} <= cols
