@@ -88,7 +88,7 @@ async def _consume(event_log: EventLog, monitor: Monitor, stop: asyncio.Event, b
         owned = {tp.partition for tp in partitions if tp.topic == TOPIC_PINGS}
         # Retried (bounded each time) while the log is away or the broker is still taking up leadership
         # after a restart: a failed load must not end the monitor.
-        states, clocks, seen = await retry(
+        states, clocks, seen, hours, gates = await retry(
             "monitor state load", lambda: asyncio.wait_for(store.load(event_log, owned), _LOAD_TIMEOUT_S),
             stop=stop, logger=log)
         monitor.clock.assign(sorted(owned))
@@ -96,7 +96,7 @@ async def _consume(event_log: EventLog, monitor: Monitor, stop: asyncio.Event, b
         monitor.down = {}
         monitor.heap = DeadlineHeap()
         monitor.recent = {}
-        monitor.restore(states, clocks, seen)
+        monitor.restore(states, clocks, seen, (hours, gates))
         log.info("monitor owns partitions %s: %d check states restored", sorted(owned), len(states))
 
     async def handle(batch: Batch) -> None:

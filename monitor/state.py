@@ -56,8 +56,12 @@ class Monitor:
 
     def restore(
         self, states: dict[str, CheckState], clocks: dict[int, store.ClockRecord],
-        seen: dict[str, store.SeenRecord] | None = None,
+        seen: dict[str, store.SeenRecord] | None = None, volume: tuple[dict, dict] | None = None,
     ) -> None:
+        """Take over the states loaded for the partitions the clock was assigned (``clock.assign``),
+        and with the volume gate its history (``volume``: the HourRecords and GateRecords loaded)."""
+        if self.gate is not None:
+            self.gate.restore(self.clock.watermarks, *(volume or ({}, {})))
         for check_id, state in states.items():
             check_id = sys.intern(check_id)
             self.states[check_id] = state
@@ -156,7 +160,7 @@ class Monitor:
             if recent is not None and recent.repeat(event.event_id, at):
                 return  # a retry of a ping already applied (Idempotency-Key): no second effect
         if self.gate is not None and isinstance(event, PingEvent):
-            self.gate.count(event.project_id, at)
+            self.gate.count(event.project_id, at, record.partition, record.offset)
         old = self.states.get(check_id)
         plan = self.plans.get(check_id, event.project_id)
         new, transitions = apply(
@@ -244,6 +248,8 @@ class Monitor:
             records.append((store.clock_key(p), store.encode_clock(self.clock.watermarks.get(p), self.clock.gaps_of(p))))
         records += self.seen_out
         self.seen_out = []
+        if self.gate is not None:
+            records += [store.volume_record(key, value) for key, value in self.gate.records()]
         out, self.out = self.out, []
         self.dirty, self.dirty_clock = set(), set()
         self.counts["transitions"] += sum(1 for e in out if not isinstance(e, (IngestGap, IngestAnomaly)))

@@ -5,7 +5,10 @@ check was deleted). Key ``clock:<partition>`` holds that partition's watermark
 and recent ingest gaps. Key ``seen:<event id>`` holds a ping sent with an
 ``Idempotency-Key`` that a check's state has applied (check, time, partition,
 offset), so a restarted monitor still skips a retry of it within 24 h; an empty
-value forgets it (past the window, or its check deleted). The service writes every state a batch changed
+value forgets it (past the window, or its check deleted). With the volume gate, key
+``volume:<partition>`` holds the gate's progress on that partition (``GateRecord``) and
+``volume:<partition>:<project>:<hour>`` that partition's pings of the project per minute of
+the hour (``HourRecord``; empty value: forgotten), so a restarted gate is not blind. The service writes every state a batch changed
 *before* committing the batch's offsets, so a restart resumes from states at
 least as new as the offsets (records already folded are skipped by offset,
 see ``CheckState.offset``) and re-emits no old transition.
@@ -22,11 +25,13 @@ from runtime.eventlog.base import EventLog
 from schemas.events import TOPIC_MONITOR_STATE  # re-exported for the service
 
 from .transitions import CheckState
+from .volume import GateRecord, HourRecord
 
 log = logging.getLogger(__name__)
 
 _CLOCK = b"clock:"
 _SEEN = b"seen:"
+_VOLUME = b"volume:"
 
 
 class ClockRecord(msgspec.Struct, frozen=True):
@@ -46,6 +51,8 @@ class SeenRecord(msgspec.Struct, frozen=True, array_like=True):
 _state_decoder = msgspec.json.Decoder(CheckState)
 _clock_decoder = msgspec.json.Decoder(ClockRecord)
 _seen_decoder = msgspec.json.Decoder(SeenRecord)
+_hour_decoder = msgspec.json.Decoder(HourRecord)
+_gate_decoder = msgspec.json.Decoder(GateRecord)
 _encoder = msgspec.json.Encoder()
 
 
@@ -69,10 +76,19 @@ def encode_clock(watermark: float | None, gaps) -> bytes:
     return _encoder.encode(ClockRecord(watermark, [tuple(g) for g in gaps]))
 
 
+def volume_record(key, value: HourRecord | GateRecord | None) -> tuple[bytes, bytes]:
+    """A record of the volume gate's history: ``key`` is a partition (its GateRecord) or
+    ``(partition, project, hour)`` (its HourRecord; None deletes it)."""
+    name = str(key) if isinstance(key, int) else f"{key[0]}:{key[1]}:{key[2]}"
+    return _VOLUME + name.encode(), b"" if value is None else _encoder.encode(value)
+
+
 class Loaded(NamedTuple):
     states: dict[str, CheckState]
     clocks: dict[int, ClockRecord]
     seen: dict[str, SeenRecord]  # by event id
+    hours: dict[tuple[int, str, int], HourRecord] = {}  # the volume gate's counts
+    gates: dict[int, GateRecord] = {}  # the volume gate's progress per partition
 
 
 async def load(event_log: EventLog, partitions: set[int]) -> Loaded:
@@ -80,6 +96,8 @@ async def load(event_log: EventLog, partitions: set[int]) -> Loaded:
     states: dict[str, CheckState] = {}
     clocks: dict[int, ClockRecord] = {}
     pings_seen: dict[str, SeenRecord] = {}
+    hours: dict[tuple[int, str, int], HourRecord] = {}
+    gates: dict[int, GateRecord] = {}
     consumer = event_log.consumer([TOPIC_MONITOR_STATE], group=None)
     await consumer.start()
     try:
@@ -101,6 +119,18 @@ async def load(event_log: EventLog, partitions: set[int]) -> Loaded:
                             pings_seen[event_id] = record
                         else:
                             pings_seen.pop(event_id, None)
+                    elif key.startswith(_VOLUME):
+                        parts = key[len(_VOLUME):].decode().split(":")
+                        p = int(parts[0])
+                        if len(parts) == 1:
+                            if p in partitions and r.value:
+                                gates[p] = _gate_decoder.decode(r.value)
+                        else:
+                            hour_key = (p, parts[1], int(parts[2]))
+                            if p in partitions and r.value:
+                                hours[hour_key] = _hour_decoder.decode(r.value)
+                            else:
+                                hours.pop(hour_key, None)
                     elif not r.value:
                         states.pop(key.decode(), None)
                     else:
@@ -114,4 +144,4 @@ async def load(event_log: EventLog, partitions: set[int]) -> Loaded:
                     log.error("bad monitor state record %s/%d@%d: %s", r.topic, r.partition, r.offset, exc)
     finally:
         await consumer.close()
-    return Loaded(states, clocks, pings_seen)
+    return Loaded(states, clocks, pings_seen, hours, gates)

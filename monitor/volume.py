@@ -17,11 +17,20 @@ out; the baseline follows it after a few days).
 
 Pure bookkeeping, no I/O; the monitor holds it when ``PINGSTREAM_VOLUME_GATE`` is on. With
 the gate on, deadlines fire once their minute is complete (up to a minute later than without).
+
+A restart gives the same decisions: the gate's history is kept with the monitor's state
+(``monitor.store``, the compacted state topic), per pings partition, so whoever owns a partition
+next takes over its counts: one ``HourRecord`` per partition, project and hour (the minute counts,
+and the project's first minute), and one ``GateRecord`` per partition (the last offset counted, so
+a batch read again is not counted twice; the minutes judged; the running drops and their spans).
+Hours older than the days compared are deleted (tombstones) as they are forgotten.
 """
 
 from __future__ import annotations
 
 from statistics import median
+
+import msgspec
 
 MINUTE_S = 60.0
 DAY_MINUTES = 1440
@@ -35,6 +44,22 @@ MAX_JUDGED = DAY_MINUTES  # minutes judged in one step (after a long silence, th
 _EDGE = 1e-6  # spans are (start, end] as ingest gaps are: a minute is (m - ε, m + 60 - ε]
 
 
+class HourRecord(msgspec.Struct, frozen=True, array_like=True):
+    """One partition's pings of one project in one hour, per minute; ``first``: the project's first minute."""
+
+    first: int
+    counts: list[int]
+
+
+class GateRecord(msgspec.Struct, frozen=True, array_like=True):
+    """What the gate had done when a partition's state was written."""
+
+    offset: int  # the last record of the partition counted
+    decided: int | None
+    running: dict[str, int] = {}
+    spans: dict[str, list[tuple[float, float]]] = {}
+
+
 class VolumeGate:
     def __init__(self) -> None:
         self.counts: dict[str, dict[int, int]] = {}  # project -> minute number -> pings
@@ -42,8 +67,21 @@ class VolumeGate:
         self.spans: dict[str, tuple[tuple[float, float], ...]] = {}  # project -> recent anomalous minutes
         self.decided: int | None = None  # every minute before this one has been judged
         self.running: dict[str, int] = {}  # project -> consecutive anomalous minutes so far
+        # What is persisted: the counts per (partition, project, hour), the last offset counted per
+        # partition, and which hours and partitions changed since the last ``records()``.
+        self.hours: dict[tuple[int, str, int], list[int]] = {}
+        self.offsets: dict[int, int] = {}
+        self.dirty: set[tuple[int, str, int]] = set()
+        self.gone: set[tuple[int, str, int]] = set()
+        self.touched: set[int] = set()
+        self.owned: set[int] = set()  # the partitions whose GateRecord this gate writes
 
-    def count(self, project_id: str, at: float) -> None:
+    def count(self, project_id: str, at: float, partition: int = 0, offset: int | None = None) -> None:
+        if offset is not None:
+            if offset <= self.offsets.get(partition, -1):
+                return  # read again after a restart: counted before the state was written
+            self.offsets[partition] = offset
+        self.touched.add(partition)
         minute = int(at // MINUTE_S)
         counts = self.counts.get(project_id)
         if counts is None:
@@ -52,6 +90,48 @@ class VolumeGate:
         elif minute < self.first[project_id]:
             self.first[project_id] = minute  # (events slightly out of order)
         counts[minute] = counts.get(minute, 0) + 1
+        key = (partition, project_id, minute // 60)
+        hour = self.hours.get(key)
+        if hour is None:
+            hour = self.hours[key] = [0] * 60
+            self.gone.discard(key)
+        hour[minute % 60] += 1
+        self.dirty.add(key)
+
+    # --- persistence ---
+
+    def records(self) -> list[tuple[tuple[int, str, int] | int, HourRecord | GateRecord | None]]:
+        """What changed since the last call: ``((partition, project, hour), HourRecord or None: deleted)``
+        and ``(partition, GateRecord)``; resets the changes."""
+        out: list = [(key, HourRecord(self.first[key[1]], self.hours[key])) for key in self.dirty]
+        out += [(key, None) for key in self.gone]
+        if self.touched:
+            running = dict(self.running)
+            spans = {p: list(s) for p, s in self.spans.items()}
+            out += [(p, GateRecord(self.offsets.get(p, -1), self.decided, running, spans)) for p in self.touched]
+        self.dirty, self.gone, self.touched = set(), set(), set()
+        return out
+
+    def restore(self, owned, hours: dict[tuple[int, str, int], HourRecord], gates: dict[int, GateRecord]) -> None:
+        """Start again from the history kept for the partitions ``owned`` now (``hours`` and ``gates`` of those)."""
+        self.__init__()
+        self.owned = set(owned)
+        for (partition, project_id, hour), record in hours.items():
+            self.hours[(partition, project_id, hour)] = list(record.counts)
+            counts = self.counts.setdefault(project_id, {})
+            for i, n in enumerate(record.counts):
+                if n:
+                    counts[hour * 60 + i] = counts.get(hour * 60 + i, 0) + n
+            self.first[project_id] = min(self.first.get(project_id, record.first), record.first)
+        decided = [g.decided for g in gates.values() if g.decided is not None]
+        self.decided = min(decided) if decided else None
+        for partition, g in gates.items():
+            self.offsets[partition] = g.offset
+            for project_id, n in g.running.items():
+                self.running[project_id] = max(self.running.get(project_id, 0), n)
+            for project_id, spans in g.spans.items():
+                merged = sorted(set(self.spans.get(project_id, ())) | {tuple(s) for s in spans})
+                self.spans[project_id] = tuple(merged[-SPANS_KEPT:])
 
     def baseline(self, project_id: str, minute: int) -> float | None:
         """The median volume of ``minute`` on the earlier days the project was known; None: too little history."""
@@ -74,6 +154,7 @@ class VolumeGate:
         complete = int(now // MINUTE_S)
         if self.decided is None:
             self.decided = complete  # judge from the first complete minute on
+            self.touched.update(self.owned)
             return []
         if complete <= self.decided:
             return []
@@ -94,9 +175,11 @@ class VolumeGate:
         if complete // 60 != self.decided // 60:  # hourly: counts older than the days compared
             self._forget(complete - DAYS * DAY_MINUTES - 1)
         self.decided = complete
+        self.touched.update(self.owned)
         return found
 
     def _mark(self, project_id: str, minute: int) -> None:
+        self.touched.update(self.owned)  # the spans are in every owned partition's GateRecord
         # One span per minute, also for consecutive ones: a deadline postponed out of one minute
         # into the next anomalous one is postponed again by that minute, not by the whole run.
         span = (minute * MINUTE_S - _EDGE, (minute + 1) * MINUTE_S - _EDGE)
@@ -107,6 +190,10 @@ class VolumeGate:
             if counts and min(counts) < before:
                 for m in [m for m in counts if m < before]:
                     del counts[m]
+        for key in [k for k in self.hours if (k[2] + 1) * 60 <= before]:
+            del self.hours[key]
+            self.dirty.discard(key)
+            self.gone.add(key)
 
     def spans_of(self, project_id: str) -> tuple[tuple[float, float], ...]:
         return self.spans.get(project_id, ())

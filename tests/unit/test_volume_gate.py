@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from monitor import volume
+from monitor import store, volume
 from monitor.clock import StreamClock
 from monitor.plans import PlanBook
 from monitor.state import Monitor
 from runtime.eventlog.base import Record
+from runtime.eventlog.sqlite import SqliteEventLog
 from schemas.events import TOPIC_PINGS, CheckConfig, CheckUpserted, IngestAnomaly, PingEvent, Tick, Transition, encode
 
 PROJECT = "019ab7ef-0000-7000-8000-000000000001"
@@ -39,13 +40,16 @@ class Fleet:
         self.monitor = Monitor(plans, StreamClock([0], gap_threshold_s=1e9), self.gate)
         self.offset = 0
         self.out: list = []
+        self.state: list[tuple[bytes, bytes]] = []
 
     def feed(self, event, at: float) -> None:
         self.monitor.fold(Record(TOPIC_PINGS, 0, self.offset, None, encode(event), int(at * 1000)))
         self.offset += 1
         self.monitor.reconfigure()
         self.monitor.advance()
-        self.out += self.monitor.take()[0]
+        out, state = self.monitor.take()
+        self.out += out
+        self.state += state  # what the service writes to the compacted state topic
 
     def minute(self, m: int, quiet: set[str]) -> None:
         """Minute ``m`` (from T0): every check not in ``quiet`` pings once, ticks every 10 s."""
@@ -123,3 +127,60 @@ def test_the_gate_replays_to_the_same_events():
     _outage(a, 4)
     _outage(b, 4)
     assert a.out == b.out
+
+
+async def _restarted(fleet: Fleet, tmp_path) -> Monitor:
+    """A new monitor on the state the old one wrote (through a real log's state topic and ``store.load``)."""
+    log = SqliteEventLog(tmp_path / "log.sqlite3", default_partitions=1)
+    await log.start()
+    try:
+        for key, value in dict(fleet.state).items():  # as compaction leaves it: the last value per key
+            await log.produce(store.TOPIC_MONITOR_STATE, value, key=key, partition=0)
+        loaded = await store.load(log, {0})
+    finally:
+        await log.close()
+    restarted = Monitor(fleet.monitor.plans, StreamClock([0], gap_threshold_s=1e9), volume.VolumeGate())
+    restarted.restore(loaded.states, loaded.clocks, loaded.seen, (loaded.hours, loaded.gates))
+    return restarted
+
+
+async def test_a_restarted_gate_decides_as_the_one_never_stopped(tmp_path):
+    steady = Fleet(gate=True)
+    _outage(steady, 5)
+    fleet = Fleet(gate=True)
+    fleet.gate.owned = {0}  # as the service's assignment sets it
+    for m in range(3):
+        fleet.minute(m, set() if m < 2 else QUIET)  # the drop has begun
+    fleet.monitor = await _restarted(fleet, tmp_path)
+    fleet.offset -= N - len(QUIET) + 5  # the last minute's records are read again (offsets not committed):
+    fleet.minute(2, QUIET)  # counted once
+    for m in range(3, 7):
+        fleet.minute(m, QUIET)
+    for m in range(7, 15):
+        fleet.minute(m, set())
+    assert fleet.downs() == []
+    assert fleet.monitor.gate.counts[PROJECT] == steady.gate.counts[PROJECT]
+    anomalies = sorted((e.event_id, e.volume, e.unknown) for e in fleet.out if isinstance(e, IngestAnomaly))
+    assert anomalies == sorted((e.event_id, e.volume, e.unknown) for e in steady.out if isinstance(e, IngestAnomaly))
+    assert sum(n for _, _, n in anomalies) >= len(QUIET)
+
+
+async def test_a_fresh_gate_is_blind_and_forgotten_hours_are_deleted(tmp_path):
+    """What the persisted history prevents (a gate without it lets the quiet third go down), and the
+    hours older than the days compared leave the state topic."""
+    fleet = Fleet(gate=True)
+    fleet.gate.owned = {0}
+    old = T0 - (volume.DAYS + 1) * 86400
+    fleet.gate.count(PROJECT, old)  # a ping older than the days compared: forgotten at the next hour
+    fleet.minute(0, set())
+    blind = Fleet(gate=True)
+    blind.monitor = Monitor(blind.monitor.plans, StreamClock([0], gap_threshold_s=1e9), volume.VolumeGate())
+    _outage(blind, 5)
+    assert {t.check_id for t in blind.downs()} == QUIET
+    for m in range(1, 62):  # past the hour: counts older than the days compared are forgotten
+        fleet.minute(m, set())
+    loaded = await _restarted(fleet, tmp_path)
+    hours = {h for (_, _, h) in loaded.gate.hours}
+    assert hours and int(old // 3600) not in hours and min(hours) == int((T0 - 3 * 86400) // 3600) - 1
+    assert (store.volume_record((0, PROJECT, int(old // 3600)), None)) in fleet.state  # its tombstone
+    assert loaded.gate.counts[PROJECT] == fleet.gate.counts[PROJECT]
