@@ -174,3 +174,84 @@ async def test_a_poison_record_goes_to_the_dead_letter_topic_and_monitoring_goes
     letter = deadletter.decode(record.value)
     assert (letter.service, letter.topic, letter.partition, letter.offset) == ("monitor", TOPIC_PINGS, partition, offset)
     assert letter.value == b"\xff not an event" and letter.error
+
+
+async def test_a_restarted_monitor_s_volume_gate_still_holds_a_drop(tmp_path):
+    """The volume gate's history is in the state topic: a monitor restarted after three days of history
+    holds a partial outage's missed deadlines as unknown (an ingest_anomaly), no downs, as before the restart."""
+    from datetime import datetime, timedelta, timezone
+
+    from monitor import store
+    from schemas.events import IngestAnomaly
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(40)]
+    quiet = set(ids[:14])
+    log = SqliteEventLog(tmp_path / "log.sqlite3", default_partitions=1)
+    await log.start()
+    config = Config.from_env({"PINGSTREAM_VOLUME_GATE": "1"}, data_dir=tmp_path, min_timeout_s=1,
+                             tick_interval_s=0.1, partitions=1)
+    produced = {"last": -1}
+
+    async def minutes(day: int, first: int, last: int, silent: set[str] = frozenset()) -> None:
+        sends = []
+        for m in range(first, last):
+            start = t0 + timedelta(days=-day, minutes=m)
+            for i, check_id in enumerate(ids):
+                if check_id not in silent:
+                    ping = PingEvent(event_id=uuid7(), check_id=check_id, project_id=PROJECT, kind="success",
+                                     received_at=start + timedelta(seconds=0.1 * i))
+                    sends.append(log.produce(TOPIC_PINGS, encode(ping), key=check_id.encode()))
+            for s in range(10, 60, 10):
+                tick = Tick(event_id=uuid7(), at=start + timedelta(seconds=s), partition=0)
+                sends.append(log.produce(TOPIC_PINGS, encode(tick), partition=0))
+        for _, offset in await asyncio.gather(*sends):
+            produced["last"] = max(produced["last"], offset)
+
+    async def monitor_until_read():
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(config, log, stop, gap_threshold_s=1e9))
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 30
+
+        async def caught_up() -> bool:
+            gates = (await store.load(log, {0})).gates
+            return 0 in gates and gates[0].offset >= produced["last"] - 5  # (the ticks after the last ping)
+
+        return stop, task, caught_up, end
+
+    try:
+        for check_id in ids:
+            check = CheckConfig(id=check_id, project_id=PROJECT, timeout_s=60, grace_s=60,
+                                created=t0 - timedelta(days=10))
+            await log.produce(TOPIC_CHECKS, encode(CheckUpserted(event_id=uuid7(), check=check)),
+                              key=check_id.encode())
+        for day in (3, 2, 1):
+            await minutes(day, -3, 14)
+        await minutes(0, 0, 3)
+        stop, task, caught_up, end = await monitor_until_read()
+        while not await caught_up():
+            assert asyncio.get_running_loop().time() < end, "the monitor did not read the history"
+            await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.wait_for(task, 10)  # the restart: a new monitor, its gate only from the state topic
+
+        await minutes(0, 3, 8, quiet)  # a third of the fleet goes quiet for 5 minutes
+        await minutes(0, 8, 14)
+        stop, task, caught_up, end = await monitor_until_read()
+        while not await caught_up():
+            assert asyncio.get_running_loop().time() < end, "the monitor did not read the outage"
+            await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+        events = await read_all(log)
+        downs = [e for e in events if isinstance(e, Transition) and e.to_status == "down" and e.at >= t0]
+        anomalies = [e for e in events if isinstance(e, IngestAnomaly)]
+        assert downs == []
+        assert anomalies and all(a.project_id == PROJECT and a.baseline == len(ids) for a in anomalies)
+        assert sum(a.unknown for a in anomalies) >= len(quiet)
+        ups = {e.check_id for e in events if isinstance(e, Transition) and e.to_status == "up" and e.at >= t0}
+        assert ups == set(ids)  # back up on day 0 after the days' down, the quiet ones never down again
+    finally:
+        await log.close()
