@@ -180,7 +180,7 @@ def test_it_takes_no_status_from_a_transition_a_ping_caused():
     t = Transition(event_id="t1", check_id=CHECK, project_id=PROJECT, from_status="up", to_status="started",
                    at=at(1), reason="start ping", cause_event_id="e0-start-1", from_base="up", to_base="up")
     state, rows = run_mixed([ping("success", 0), t])
-    assert state.status == "up" and rows.transitions[0][-2:] == ("up", "up")
+    assert state.status == "up" and rows.transitions[0][-4:] == ("up", "up", "", "")
 
 
 def test_it_closes_a_run_on_a_success_without_rid():
