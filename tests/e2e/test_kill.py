@@ -260,3 +260,35 @@ async def test_up_children_kill_9(system):
             assert answer.status == 200, await answer.text()
     assert up.stop() == 0
     assert not _children(up.proc.pid)
+
+
+async def test_up_edges_are_not_ready_while_the_engine_is_away(system):
+    """An edge whose engine does not answer is alive but not ready (its reads would fail); pings are still
+    taken durably; it is ready again once the engine answers."""
+    up = system(PINGSTREAM_EDGE_PROCESSES="2")
+    engine = next(pid for pid, command in (await _wait_children(up, 3)).items() if command == "engine")
+    url = f"{up.url}/ping/{up.keys['ping_key']}/while-away?create=1"
+
+    async def until(http: aiohttp.ClientSession, status: int) -> str:
+        deadline = time.monotonic() + 20
+        while True:
+            async with http.get(f"{up.url}/readyz") as answer:
+                text = await answer.text()
+                if answer.status == status:
+                    return text
+            assert time.monotonic() < deadline, f"/readyz stayed at {answer.status}: {text}"
+            await asyncio.sleep(0.2)
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        await until(http, 200)
+        os.kill(engine, signal.SIGSTOP)  # away, not dead: the supervisor has nothing to restart
+        try:
+            text = await until(http, 503)
+            assert "read model" in text
+            async with http.get(f"{up.url}/healthz") as answer:
+                assert answer.status == 200  # alive: nothing to restart in the edge
+            async with http.get(url) as answer:
+                assert answer.status in (200, 201)  # the log takes pings without the engine
+        finally:
+            os.kill(engine, signal.SIGCONT)
+        await until(http, 200)
