@@ -136,7 +136,8 @@ class Supervisor:
                 child.restarts += 1
                 await self._spawn(child)
             except (ChildFailed, OSError) as exc:
-                log.error("restarting %s failed: %s", child.name, exc)
+                if not self._stopping:  # else it was stopped while starting
+                    log.error("restarting %s failed: %s", child.name, exc)
 
     async def stop(self) -> None:
         """Stop the children in reverse order of start: SIGTERM, then SIGKILL after their stop timeout."""

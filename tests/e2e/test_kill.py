@@ -292,3 +292,7 @@ async def test_up_edges_are_not_ready_while_the_engine_is_away(system):
         finally:
             os.kill(engine, signal.SIGCONT)
         await until(http, 200)
+    assert up.stop() == 0
+    stopping = [line for line in up.output if "runtime.supervisor: stopping " in line]
+    assert [line.split("stopping ")[1].split(" (")[0] for line in stopping] == ["edge 2", "edge 1", "engine"]
+    assert not _children(up.proc.pid)
