@@ -111,6 +111,8 @@ async def _run_services(config: Config, names: list[str]) -> None:
     clickhouse = None
     sql_server = None
     try:
+        if "engine" in names:
+            await _wait_for_engine_released(config, stop)
         if "projector" in names or ("ingest" in names and config.clickhouse != "off"):
             # Only the projector writes (and migrates the DDL); an edge reads, perhaps through a read-only endpoint.
             clickhouse = await _open_clickhouse(config, migrate="projector" in names)
@@ -176,6 +178,26 @@ async def _run_services(config: Config, names: list[str]) -> None:
         await event_log.close()  # bounded too (Kafka: a few seconds to flush, then it goes)
         if clickhouse is not None:
             await clickhouse.close()
+
+
+ENGINE_RELEASE_S = 60.0
+
+
+async def _wait_for_engine_released(config: Config, stop: asyncio.Event) -> None:
+    """An engine started while the one before still stops (``up`` killed with -9: its children got
+    SIGTERM and finish their last batch) waits for it to let the embedded engine go, within a bound."""
+    from runtime.clickhouse import held_by_another_process
+
+    deadline = asyncio.get_running_loop().time() + ENGINE_RELEASE_S
+    if held_by_another_process(config.clickhouse):
+        log.info("the embedded engine is still held by another process (one stopping?); waiting up to %g s",
+                 ENGINE_RELEASE_S)
+    while held_by_another_process(config.clickhouse) and asyncio.get_running_loop().time() < deadline:
+        try:
+            await asyncio.wait_for(stop.wait(), 0.2)
+            return
+        except asyncio.TimeoutError:
+            pass
 
 
 async def _notify_when(started: asyncio.Event, stop: asyncio.Event) -> None:
