@@ -263,11 +263,11 @@ async def test_up_children_kill_9(system):
 
 
 async def test_up_edges_are_not_ready_while_the_engine_is_away(system):
-    """An edge whose engine does not answer is alive but not ready (its reads would fail); pings are still
-    taken durably; it is ready again once the engine answers."""
+    """An edge whose engine does not answer is alive but not ready (its reads would fail), and ready again
+    once the engine answers. (Pings while the engine is away: test_up_children_kill_9. Not here: a
+    stopped process may be frozen holding the embedded log's write lock.)"""
     up = system(PINGSTREAM_EDGE_PROCESSES="2")
     engine = next(pid for pid, command in (await _wait_children(up, 3)).items() if command == "engine")
-    url = f"{up.url}/ping/{up.keys['ping_key']}/while-away?create=1"
 
     async def until(http: aiohttp.ClientSession, status: int) -> str:
         deadline = time.monotonic() + 20
@@ -287,8 +287,6 @@ async def test_up_edges_are_not_ready_while_the_engine_is_away(system):
             assert "read model" in text
             async with http.get(f"{up.url}/healthz") as answer:
                 assert answer.status == 200  # alive: nothing to restart in the edge
-            async with http.get(url) as answer:
-                assert answer.status in (200, 201)  # the log takes pings without the engine
         finally:
             os.kill(engine, signal.SIGCONT)
         await until(http, 200)
