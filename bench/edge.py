@@ -129,6 +129,8 @@ class UpServer:
         env = {"PINGSTREAM_DATA": data_dir, "PINGSTREAM_KAFKA": "", "PINGSTREAM_MAX_CONNECTIONS_PER_CLIENT": "0",
                "PINGSTREAM_LOG_LEVEL": "WARNING"}
         self.service = Service("up", env, self.port).start()
+        if (os.cpu_count() or 1) > 1:  # supervised: the port opens with the first edge; wait for them all
+            self.service.wait_output(r"up: \d+ edge process")
         self.proc = self.service.proc
         url = f"http://127.0.0.1:{self.port}/api/v3/checks/"
         request = urllib.request.Request(url, data=b'{"name": "bench"}', method="POST",

@@ -289,8 +289,8 @@ async def _supervise(config: Config) -> int:
                 break
             starting.result()
         else:
-            log.info("up: %d edge process(es) on http://%s:%d, one engine process", config.edge_processes,
-                     config.host, port)
+            print(f"up: {config.edge_processes} edge processes on http://{config.host}:{port} and one engine process",
+                  flush=True)
             await stop.wait()
     except ChildFailed as exc:
         print(f"pingstream: {exc}", file=sys.stderr, flush=True)
