@@ -128,15 +128,20 @@ class UpServer:
         self.port = kafkabroker.free_port()
         env = {"PINGSTREAM_DATA": data_dir, "PINGSTREAM_KAFKA": "", "PINGSTREAM_MAX_CONNECTIONS_PER_CLIENT": "0",
                "PINGSTREAM_LOG_LEVEL": "WARNING"}
-        self.service = Service("up", env, self.port).start()
-        if (os.cpu_count() or 1) > 1:  # supervised: the port opens with the first edge; wait for them all
-            self.service.wait_output(r"up: \d+ edge process")
+        self.service = Service("up", env, self.port)
+        try:
+            self.service.start()
+            if (os.cpu_count() or 1) > 1:  # supervised: the port opens with the first edge; wait for them all
+                self.service.wait_output(r"up: \d+ edge process")
+            url = f"http://127.0.0.1:{self.port}/api/v3/checks/"
+            request = urllib.request.Request(url, data=b'{"name": "bench"}', method="POST",
+                                             headers={"X-Api-Key": self.service.keys["api_key"]})
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                self.check_id = json.load(answer)["uuid"]
+        except BaseException:
+            self.service.stop()
+            raise
         self.proc = self.service.proc
-        url = f"http://127.0.0.1:{self.port}/api/v3/checks/"
-        request = urllib.request.Request(url, data=b'{"name": "bench"}', method="POST",
-                                         headers={"X-Api-Key": self.service.keys["api_key"]})
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            self.check_id = json.load(answer)["uuid"]
 
     def stop(self) -> None:
         self.service.stop()
