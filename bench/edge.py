@@ -1,16 +1,18 @@
 """Edge throughput and latency beside a bare aiohttp handler, in one run.
 
-    python bench/edge.py [--duration 10] [--connections 32,256] [--rate 2000] [--no-kafka]
+    python bench/edge.py [--duration 10] [--connections 32,256] [--rate 2000] [--no-kafka] [--no-up]
 
 Each server runs in its own process (uvloop, access log off), all of them up
 at once, the load generator in this one, all on 127.0.0.1. The servers:
 - ``bare``: an aiohttp handler that only answers ``OK``;
 - ``sqlite``: the pingstream edge, each ping durably committed to the embedded log;
 - ``kafka``: the pingstream edge producing with acks=all to a real broker
-  (PINGSTREAM_KAFKA, else one started from the project's cached jars).
+  (PINGSTREAM_KAFKA, else one started from the project's cached jars);
+- ``up``: the whole embedded system as users start it (``pingstream up``: its edge processes, one
+  per core by default, and the engine process projecting every ping into chdb meanwhile).
 Prints requests/s and p50/p99 for a closed loop at full speed with each number
-of connections given, the ratio to ``bare`` at the same number, the server's CPU
-time per request (all its threads), and p50/p99 for an open loop at a fixed rate.
+of connections given, the ratio to ``bare`` at the same number (and of ``up`` to the edge alone), the
+server's CPU time per request (all its threads, all its processes), and p50/p99 for an open loop at a fixed rate.
 A durable acknowledgement waits for a commit (an fsync, or the broker's acks), so
 a closed loop with few connections measures that wait as much as the edge's
 throughput: a commit can carry at most as many pings as there are connections.
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,6 +114,51 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
 
+    def cpu(self) -> float | None:
+        return cpu_seconds(self.proc.pid)
+
+
+class UpServer:
+    """``pingstream up`` (embedded) with one check, pinged by its uuid."""
+
+    def __init__(self, data_dir: str, env: dict) -> None:
+        from bench.procs import Service
+
+        self.mode = "up"
+        self.port = kafkabroker.free_port()
+        env = {"PINGSTREAM_DATA": data_dir, "PINGSTREAM_KAFKA": "", "PINGSTREAM_MAX_CONNECTIONS_PER_CLIENT": "0",
+               "PINGSTREAM_LOG_LEVEL": "WARNING"}
+        self.service = Service("up", env, self.port)
+        try:
+            self.service.start()
+            if (os.cpu_count() or 1) > 1:  # supervised: the port opens with the first edge; wait for them all
+                self.service.wait_output(r"up: \d+ edge process")
+            url = f"http://127.0.0.1:{self.port}/api/v3/checks/"
+            request = urllib.request.Request(url, data=b'{"name": "bench"}', method="POST",
+                                             headers={"X-Api-Key": self.service.keys["api_key"]})
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                self.check_id = json.load(answer)["uuid"]
+        except BaseException:
+            self.service.stop()
+            raise
+        self.proc = self.service.proc
+
+    def stop(self) -> None:
+        self.service.stop()
+
+    def cpu(self) -> float | None:
+        """All of up's processes: the supervisor, its engine and its edges."""
+        pids = [self.proc.pid, *_children(self.proc.pid)]
+        seconds = [cpu_seconds(pid) for pid in pids]
+        return None if None in seconds else sum(seconds)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
 
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU of a process, all threads (Linux /proc; None elsewhere)."""
@@ -123,9 +171,9 @@ def cpu_seconds(pid: int) -> float | None:
 
 async def closed(server: Server, connections: int, seconds: float) -> dict:
     path = f"/ping/{server.check_id}"
-    cpu_before = cpu_seconds(server.proc.pid)
+    cpu_before = server.cpu()
     full = await closed_loop(server.port, path, connections, seconds)
-    cpu_after = cpu_seconds(server.proc.pid)
+    cpu_after = server.cpu()
     # CPU per answered request: steadier than req/s on a shared machine whose speed drifts.
     full["server_cpu_us_per_request"] = (
         (cpu_after - cpu_before) / full["requests"] * 1e6 if cpu_before is not None and full["requests"] else None
@@ -152,6 +200,9 @@ async def measure(servers: dict[str, Server], args) -> dict:
                 **median, "ratio_to_bare": ratios[len(ratios) // 2], "ratio_range": [ratios[0], ratios[-1]],
                 "rounds": rounds[mode],
             }
+            if mode == "up":  # the goal: the whole system at least 0.8x the edge alone
+                to_edge = sorted(r["rps"] / e["rps"] for r, e in zip(rounds["up"], rounds["sqlite"]))
+                results[mode]["closed_loop"][str(connections)]["ratio_to_edge"] = to_edge[len(to_edge) // 2]
     for mode, server in servers.items():
         results[mode]["open_loop"] = await open_loop(server.port, f"/ping/{server.check_id}", args.rate, args.duration)
     return results
@@ -165,6 +216,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000.0)
     parser.add_argument("--rounds", type=int, default=5, help="turns each server takes per connection count")
     parser.add_argument("--no-kafka", action="store_true")
+    parser.add_argument("--no-up", action="store_true", help="leave out the row `up` (the whole system)")
     args = parser.parse_args()
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -182,6 +234,8 @@ def main() -> None:
     try:
         for mode in modes:
             servers[mode] = Server(mode, os.path.join(data.name, mode), env)
+        if not args.no_up:
+            servers["up"] = UpServer(os.path.join(data.name, "up"), env)
         results = asyncio.run(measure(servers, args))
     finally:
         for server in servers.values():
@@ -198,8 +252,10 @@ def main() -> None:
             c = r["closed_loop"][connections]
             cpu = c["server_cpu_us_per_request"]
             low, high = c["ratio_range"]
+            to_edge = f"  ({c['ratio_to_edge']:.2f}x the edge alone)" if "ratio_to_edge" in c else ""
             print(f"{mode:8} {connections:>5} {c['rps']:9.0f} {c['ratio_to_bare']:6.2f} {low:5.2f}-{high:<5.2f} "
-                  f"{c['p50_ms']:7.2f} {c['p99_ms']:7.2f} {cpu if cpu is None else round(cpu):>10}  {c['statuses']}")
+                  f"{c['p50_ms']:7.2f} {c['p99_ms']:7.2f} {cpu if cpu is None else round(cpu):>10}  {c['statuses']}"
+                  f"{to_edge}")
     print(f"\nopen loop at {args.rate:.0f} pings/s for {args.duration:g}s:")
     for mode, r in results.items():
         o = r["open_loop"]

@@ -37,14 +37,23 @@ def _short_error(exc: web.HTTPException) -> web.Response | None:
     return None
 
 
+# Pings catch up only on a miss (handle_ping); health and metrics never wait on the log.
+_NO_CATCH_UP = ("/ping/", "/healthz", "/readyz", "/metrics")
+
+
 @web.middleware
 async def finish(request: web.Request, handler):
     """One middleware (each costs a coroutine layer on every ping) that
+    - lets the registry catch up with the log before a request other than a ping reads it;
     - answers router and client errors with short plain-text 4xx bodies, never an HTML page or a traceback;
     - counts every answer in pingstream_http_responses{endpoint, code} (what an operator watches for
       4xx/5xx storms);
     - closes the connection after a ping whose body was cut without reading the rest."""
     try:
+        if not request.path.startswith(_NO_CATCH_UP):
+            # Read your writes across edges: what another edge process wrote to the registry (a check
+            # created, a key rotated) is applied here before this request reads the registry.
+            await request.app[REGISTRY].caught_up()
         response = await handler(request)
     except web.HTTPException as exc:
         response = _short_error(exc)

@@ -267,14 +267,19 @@ def match_ping(registry: Registry, tail: str) -> Target | Refused:
 
 
 async def handle_ping(request: web.Request) -> web.Response:
-    target = match_ping(request.app[REGISTRY], request.match_info["tail"])
+    registry = request.app[REGISTRY]
+    target = match_ping(registry, request.match_info["tail"])
+    if (isinstance(target, Refused) and target.status == 404) or (isinstance(target, Target) and target.check is None):
+        # Not known here (yet): a check or project just created through another edge on this port is
+        # in the log already; the registry catches up with it before the answer or the ?create=1.
+        await registry.caught_up()
+        target = match_ping(registry, request.match_info["tail"])
     if isinstance(target, Refused):
         return refusal(target.status, target.text) if target.never_cache else _text(target.text, target.status)
     check = target.check
     if check is None:
         if request.query.get("create") != "1":
             return _text("not found", 404)
-        registry = request.app[REGISTRY]
         # As upstream: a project at twice its check limit provisions no more (its answer: not found).
         if not may_create(registry.project_check_count(target.project_id), request.app[CONFIG].check_limit,
                           auto_provision=True):

@@ -14,7 +14,7 @@ import logging
 
 from aiohttp import web
 
-from runtime import logthrottle
+from runtime import health, logthrottle
 from runtime.clickhouse import ClickHouse
 from runtime.config import Config
 from runtime.eventlog.base import EventLog
@@ -72,7 +72,7 @@ async def serve(app: web.Application, config: Config, host: str, port: int) -> t
     runner = make_runner(app, config)
     await runner.setup()
     site = EdgeSite(runner, host, port, idle_timeout_s=config.idle_timeout_s,
-                    shutdown_timeout_s=SHUTDOWN_TIMEOUT_S, backlog=1024)
+                    shutdown_timeout_s=SHUTDOWN_TIMEOUT_S, backlog=1024, reuse_port=config.reuse_port or None)
     try:
         await site.start()
     except BaseException:
@@ -93,6 +93,13 @@ async def run(
     if registry is None:
         registry, follower = await start_registry(event_log, stop)
     ticker = asyncio.create_task(run_ticker(event_log, config.tick_interval_s, stop), name="ticker")
+    watcher = None
+    if clickhouse is not None and not clickhouse.embedded:
+        # A ClickHouse server (or the SQL endpoint of `up`'s engine process) may go away while the
+        # edge runs: pings still go to the log, but reads cannot be answered, and /readyz says so.
+        clickhouse.unreachable = "not asked yet"
+        health.check("read model", lambda: clickhouse.unreachable)
+        watcher = asyncio.create_task(clickhouse.watch(stop), name="read-model-watch")
     app = create_app(config, event_log, registry, clickhouse)
     tune_gc()
     runner, _ = await serve(app, config, config.host, config.port)
@@ -104,7 +111,7 @@ async def run(
     finally:
         # Stop accepting, let in-flight pings finish their durable produce, then stop the rest.
         await runner.cleanup()
-        tasks = [t for t in (ticker, follower) if t is not None]
+        tasks = [t for t in (ticker, follower, watcher) if t is not None]
         done, pending = await asyncio.wait(tasks, timeout=STOP_TASKS_S)
         for task in pending:
             log.warning("%s did not stop within %g s; cancelled", task.get_name(), STOP_TASKS_S)

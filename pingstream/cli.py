@@ -1,6 +1,9 @@
 """``pingstream`` command line: run the services, manage projects, follow transitions.
 
-    pingstream up                 edge + projector + monitor + notifier in one process (embedded default)
+    pingstream up                 the whole system (embedded default): PINGSTREAM_EDGE_PROCESSES edges sharing the
+                                  port and one engine process, supervised (1: everything in one process)
+    pingstream engine             projector + monitor + notifier + the SQL endpoint around the embedded engine
+                                  (what `up` runs beside its edges)
     pingstream ingest|projector|monitor|notify|webhooks   one service per process (against Kafka)
     pingstream project create NAME
     pingstream channel add|list|rm  a project's alert channels
@@ -17,12 +20,14 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
+from urllib.parse import quote
 
 from checks.spec import project_name_error
 from schemas.events import Project
 
-from runtime import adminkey, health
+from runtime import adminkey, health, supervisor
 from runtime.clickhouse import ClickHouse, Unavailable
 from runtime.config import Config, ConfigError
 from runtime.eventlog import open_eventlog
@@ -91,8 +96,12 @@ async def _start_sql_server(config: Config, clickhouse: ClickHouse):
 
 
 async def _run_services(config: Config, names: list[str]) -> None:
+    """The services ``names`` in this process. ``up``: the whole system in one process; ``engine``: the
+    projector, the monitor and the maintenance of the embedded log around the embedded engine, which it
+    serves to the edges over SQL (what supervised ``up`` runs beside its edges)."""
     from ingest import service as edge_service
 
+    whole = "up" in names or "engine" in names
     stop = asyncio.Event()
     _install_signals(stop)
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -102,6 +111,8 @@ async def _run_services(config: Config, names: list[str]) -> None:
     clickhouse = None
     sql_server = None
     try:
+        if "engine" in names:
+            await _wait_for_engine_released(config, stop)
         if "projector" in names or ("ingest" in names and config.clickhouse != "off"):
             # Only the projector writes (and migrates the DDL); an edge reads, perhaps through a read-only endpoint.
             clickhouse = await _open_clickhouse(config, migrate="projector" in names)
@@ -116,8 +127,10 @@ async def _run_services(config: Config, names: list[str]) -> None:
                 _print_project(config, project)
             elif "up" in names:
                 _print_project(config, next(iter(registry.projects.values())))
-            tasks.append(edge_service.run(config, event_log, clickhouse, stop, registry=registry))
+            serving = asyncio.Event()
+            tasks.append(edge_service.run(config, event_log, clickhouse, stop, registry=registry, started=serving))
             tasks.append(follower)
+            tasks.append(_notify_when(serving, stop))
         if "projector" in names:
             from projector import service as projector_service
 
@@ -126,15 +139,15 @@ async def _run_services(config: Config, names: list[str]) -> None:
             from monitor import service as monitor_service
 
             tasks.append(monitor_service.run(config, event_log, stop))
-        if "notify" in names or "up" in names:
+        if "notify" in names:
             from notify import service as notify_service
 
             tasks.append(notify_service.run(config, event_log, stop))
-        if "webhooks" in names or ("up" in names and config.webhooks):
+        if "webhooks" in names or (whole and config.webhooks):
             from notify.webhooks import run_webhooks
 
             tasks.append(run_webhooks(event_log, dict(config.webhooks).get, stop))
-        if "up" in names and config.kafka is None:
+        if whole and config.kafka is None:
             from runtime.eventlog import retention
 
             tasks.append(retention.maintain(event_log, retention.policy_for(config), stop, config.retention_interval_s))
@@ -143,6 +156,8 @@ async def _run_services(config: Config, names: list[str]) -> None:
 
             tasks.append(metrics.serve(config.host, config.metrics_port, stop))
         running = [asyncio.ensure_future(t) for t in tasks]
+        if "ingest" not in names:
+            supervisor.notify_ready()  # an edge says so once it serves (_notify_when)
         # One service failing stops the others: a half-running pipeline is worse than none. The
         # process then exits non-zero, for its supervisor to restart it.
         done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
@@ -163,6 +178,127 @@ async def _run_services(config: Config, names: list[str]) -> None:
         await event_log.close()  # bounded too (Kafka: a few seconds to flush, then it goes)
         if clickhouse is not None:
             await clickhouse.close()
+
+
+ENGINE_RELEASE_S = 60.0
+
+
+async def _wait_for_engine_released(config: Config, stop: asyncio.Event) -> None:
+    """An engine started while the one before still stops (``up`` killed with -9: its children got
+    SIGTERM and finish their last batch) waits for it to let the embedded engine go, within a bound."""
+    from runtime.clickhouse import held_by_another_process
+
+    deadline = asyncio.get_running_loop().time() + ENGINE_RELEASE_S
+    if held_by_another_process(config.clickhouse):
+        log.info("the embedded engine is still held by another process (one stopping?); waiting up to %g s",
+                 ENGINE_RELEASE_S)
+    while held_by_another_process(config.clickhouse) and asyncio.get_running_loop().time() < deadline:
+        try:
+            await asyncio.wait_for(stop.wait(), 0.2)
+            return
+        except asyncio.TimeoutError:
+            pass
+
+
+async def _notify_when(started: asyncio.Event, stop: asyncio.Event) -> None:
+    """Tell a supervisor this process is ready once ``started`` is set (or never, if stopped first)."""
+    waiting = asyncio.ensure_future(started.wait())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    stopping.cancel()
+    if started.is_set():
+        supervisor.notify_ready()
+
+
+async def _default_project(config: Config) -> None:
+    """Create the default project on the first start of ``up``; print its keys (every start)."""
+    from ingest import service as edge_service
+
+    stop = asyncio.Event()
+    async with open_eventlog(config) as event_log:
+        registry, follower = await edge_service.start_registry(event_log, stop)
+        try:
+            if not registry.projects:
+                project = await create_project(event_log, "default", registry)
+                print("created the default project:", flush=True)
+            else:
+                project = next(iter(registry.projects.values()))
+        finally:
+            stop.set()
+            await follower
+    _print_project(config, project)
+
+
+def _reserve_port(host: str, port: int) -> socket.socket:
+    """Bind (without listening) the edges' address with SO_REUSEPORT: a port in use fails here with one
+    line, port 0 becomes a port of our own, and it stays ours while the edges come and go."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _supervise(config: Config) -> int:
+    """``up`` on every core: one engine process (the embedded engine, the projector, the monitor, the SQL
+    endpoint), then ``edge_processes`` edges sharing the port, reading through the engine's SQL
+    endpoint; each restarted if it dies; on SIGINT/SIGTERM the edges stop first, then the engine."""
+    from runtime.kafkabroker import free_port
+    from runtime.supervisor import Child, ChildFailed, Supervisor
+
+    stop = asyncio.Event()
+    _install_signals(stop)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    reserved = _reserve_port(config.host, config.port)
+    port = reserved.getsockname()[1]
+    argv = [sys.executable, "-m", "pingstream.cli"]
+    env = {**os.environ, "PINGSTREAM_PORT": str(port), "PINGSTREAM_DATA": str(config.data_dir)}
+    engine_env = dict(env)
+    edge_env = {**env, "PINGSTREAM_REUSE_PORT": "1"}
+    if config.embedded_clickhouse:
+        key, created = adminkey.load_or_create(config.data_dir)
+        if created:
+            print(f"admin key: {key}  (the SQL endpoint's password; `pingstream admin-key` prints it again)", flush=True)
+        # The edges read through the engine's SQL endpoint: on a port fixed for the supervisor's life, so
+        # a restarted engine is found where the edges look. With the endpoint off, on loopback only.
+        sql_host = "127.0.0.1" if config.sql_port is None else config.sql_host
+        sql_port = config.sql_port or free_port()
+        engine_env.update(PINGSTREAM_SQL_HOST=sql_host, PINGSTREAM_SQL_PORT=str(sql_port))
+        reach = "127.0.0.1" if sql_host in ("0.0.0.0", "::", "") else sql_host
+        edge_env["PINGSTREAM_CLICKHOUSE"] = f"http://{adminkey.USER}:{quote(key, safe='')}@{reach}:{sql_port}"
+    await _default_project(config)
+    children = [Child("engine", [*argv, "engine"], engine_env, stop_timeout_s=STOP_S + 10)]
+    children += [Child(f"edge {n + 1}", [*argv, "ingest"], edge_env, stop_timeout_s=STOP_S)
+                 for n in range(config.edge_processes)]
+    processes = Supervisor()
+    try:
+        for child in children:
+            starting = asyncio.ensure_future(processes.start(child))
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not starting.done():
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+                break
+            starting.result()
+        else:
+            print(f"up: {config.edge_processes} edge processes on http://{config.host}:{port} and one engine process",
+                  flush=True)
+            await stop.wait()
+    except ChildFailed as exc:
+        print(f"pingstream: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        await processes.stop()
+        reserved.close()
+    return 0
 
 
 async def _project_create(config: Config, name: str) -> None:
@@ -259,7 +395,8 @@ def _use_uvloop() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pingstream", description="Heartbeat monitoring pipeline")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="run edge + projector + monitor in one process")
+    sub.add_parser("up", help="run the whole system: edges on every core and the engine, supervised")
+    sub.add_parser("engine", help="run the projector, the monitor and the SQL endpoint around the embedded engine")
     sub.add_parser("ingest", help="run the HTTP edge")
     sub.add_parser("projector", help="run the projector (log -> ClickHouse)")
     sub.add_parser("monitor", help="run the monitor (state machine -> transitions)")
@@ -303,9 +440,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pingstream: configuration error: {exc}", file=sys.stderr)
         return 2
-    if args.command in ("up", "projector") and config.clickhouse == "off":
+    if args.command in ("up", "engine", "projector") and config.clickhouse == "off":
         print("pingstream: the projector needs ClickHouse; PINGSTREAM_CLICKHOUSE=off is for edges only", file=sys.stderr)
         return 2
+    supervisor.die_with_supervisor()
     _use_uvloop()
     try:
         return _command(args, config)
@@ -317,8 +455,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _command(args, config: Config) -> int:
-    if args.command == "up":
+    if args.command == "up" and config.edge_processes > 1:
+        return asyncio.run(_supervise(config))
+    elif args.command == "up":
         asyncio.run(_run_services(config, ["up", "ingest", "projector", "monitor", "notify"]))
+    elif args.command == "engine":
+        asyncio.run(_run_services(config, ["engine", "projector", "monitor", "notify"]))
     elif args.command == "webhooks" and not config.webhooks:
         print("pingstream: set PINGSTREAM_WEBHOOKS=<project id>=<url>[,...]", file=sys.stderr)
         return 2

@@ -127,6 +127,7 @@ class ClickHouse:
         self.migrate = migrate
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="clickhouse")
         self.client = None
+        self.unreachable: str | None = None  # why the last probe (``watch``) failed; None: it answered
 
     @property
     def embedded(self) -> bool:
@@ -155,6 +156,33 @@ class ClickHouse:
             if self.embedded or self.migrate:
                 raise
             log.warning("%s is unreachable (%s); reads answer 503 until it answers", self.describe(), exc)
+
+    async def watch(self, stop: asyncio.Event, interval_s: float = 1.0) -> None:
+        """Until ``stop``: ask a server whether it answers (ClickHouse's ``GET /ping``) every ``interval_s``,
+        keeping ``unreachable`` true to it, for a reader's readiness (an edge whose read model is away is
+        not ready for reads). Over a connection of its own: the client's thread stays the queries'."""
+        import aiohttp
+
+        parts = urlsplit(self.dsn)
+        url = f"{parts.scheme}://{parts.hostname}:{parts.port or (8443 if parts.scheme == 'https' else 8123)}/ping"
+        first = True
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=max(interval_s, 2.0))) as http:
+            while not stop.is_set():
+                try:
+                    async with http.get(url) as answer:
+                        answered = answer.status == 200
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                    answered = False
+                if answered and self.unreachable is not None and not first:
+                    log.info("%s answers again", self.describe())
+                elif not answered and (self.unreachable is None or first):
+                    log.warning("%s does not answer; reads answer 503 until it does", self.describe())
+                first = False
+                self.unreachable = None if answered else f"{self.describe()} does not answer"
+                try:
+                    await asyncio.wait_for(stop.wait(), interval_s)
+                except asyncio.TimeoutError:
+                    pass
 
     async def run_raw(self, fn: Callable, *args) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)

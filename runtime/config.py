@@ -140,6 +140,9 @@ class Config:
     smtp: Smtp = Smtp()
     notify_timeout_s: float = 10.0  # one delivery attempt
     notify_retry_s: float = 600.0  # a delivery still failing this long after its first attempt is "failed"
+    # `pingstream up`: edge processes sharing the port (1 = everything in one process, as before).
+    edge_processes: int = 1
+    reuse_port: bool = False  # the edge binds with SO_REUSEPORT (several edges on one port)
 
     @property
     def sqlite_path(self) -> Path:
@@ -198,5 +201,7 @@ class Config:
             smtp=_smtp(env),
             notify_timeout_s=_float(env, "PINGSTREAM_NOTIFY_TIMEOUT_S", 10.0, 0.1, 300.0),
             notify_retry_s=_float(env, "PINGSTREAM_NOTIFY_RETRY_S", 600.0, 0.0, 7 * 86400.0),
+            edge_processes=_int(env, "PINGSTREAM_EDGE_PROCESSES", os.cpu_count() or 1, 1, 256),
+            reuse_port=_int(env, "PINGSTREAM_REUSE_PORT", 0, 0, 1) == 1,
         )
         return dataclasses.replace(config, **overrides) if overrides else config

@@ -79,6 +79,46 @@ class Registry:
         self._by_slug: dict[tuple[str, str], set[str]] = defaultdict(set)  # (project, slug) -> ids
         # project -> its check ids, in the order of self.checks (a dict as an ordered set)
         self._by_project: dict[str, dict[str, None]] = defaultdict(dict)
+        # Set by ``follow``: the log's end of the registry topic, what has been folded, who waits for it.
+        self._end_offsets = None
+        self._seen: dict = {}
+        self._waiting: list[tuple[dict, asyncio.Future]] = []
+
+    async def caught_up(self, timeout_s: float = 2.0) -> None:
+        """Wait (at most ``timeout_s``) until this registry holds every registry event in the log when
+        called: what another process (another edge behind the same port) wrote just before is seen
+        here too. At once when nothing new is in the log, or when no follower runs."""
+        if self._end_offsets is None:
+            return
+        try:
+            end = await self._end_offsets()
+        except Exception as exc:  # the log away: answer from what is known
+            log.debug("registry end offsets unavailable: %s", exc)
+            return
+        if self._reached(end):
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append((end, waiter))
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
+        except asyncio.TimeoutError:
+            pass
+
+    def _reached(self, end: dict) -> bool:
+        seen = self._seen
+        return all(seen.get(tuple(tp), 0) >= offset for tp, offset in end.items())
+
+    def _folded(self) -> None:
+        """``follow`` folded more: wake who waited for it."""
+        if self._waiting:
+            still = []
+            for end, waiter in self._waiting:
+                if self._reached(end):
+                    if not waiter.done():
+                        waiter.set_result(None)
+                else:
+                    still.append((end, waiter))
+            self._waiting = still
 
     # --- folding events ---
 
@@ -232,6 +272,10 @@ async def follow(
         await consumer.start()
         end = await consumer.end_offsets()
         seen: dict = {}
+        syncable = isinstance(registry, Registry)  # follow() folds other books too (the monitor's)
+        if syncable:
+            registry._seen = seen
+            registry._end_offsets = consumer.end_offsets
         caught_up = all(v == 0 for v in end.values())
         if caught_up:
             ready.set()
@@ -251,6 +295,8 @@ async def follow(
                     else:
                         registry.apply(event)
                 seen[(r.topic, r.partition)] = r.offset + 1
+            if syncable:
+                registry._folded()
             if not caught_up and all(seen.get(tuple(tp), 0) >= off for tp, off in end.items()):
                 caught_up = True
                 ready.set()
@@ -258,6 +304,12 @@ async def follow(
                 next_lag = time.monotonic() + LAG_EVERY_S
                 await _record_lag(name, consumer, seen)
     finally:
+        if isinstance(registry, Registry):
+            registry._end_offsets = None
+            for _, waiter in registry._waiting:
+                if not waiter.done():
+                    waiter.set_result(None)
+            registry._waiting = []
         health.forget(name)
         await consumer.close()
 

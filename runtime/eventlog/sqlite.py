@@ -29,7 +29,7 @@ from runtime import metrics
 from .base import EventLog, LogUnavailable, partition_for
 from .retention import VACUUM_PAGES, compact_sql
 from .sqlite_consumer import SqliteConsumer
-from .sqlite_db import ROWS_PER_INSERT, SCHEMA, connect, insert_records
+from .sqlite_db import ROWS_PER_INSERT, SCHEMA, WriteLock, connect, insert_records
 
 log = logging.getLogger(__name__)
 _LATENCY = metrics.PRODUCE_SECONDS.labels("sqlite")
@@ -55,6 +55,7 @@ class SqliteEventLog(EventLog):
         self._heads: dict[tuple[str, int], int] = {}  # next offset per partition, as this process last committed
         self._written = asyncio.Event()
         self._lock = threading.Lock()
+        self._write_lock: WriteLock | None = None  # across processes, on the writer thread
 
     # --- lifecycle ---
 
@@ -86,6 +87,7 @@ class SqliteEventLog(EventLog):
         self._fail_batch([*self._inflight, *(queued or ())], LogUnavailable(reason))
 
     def _open(self) -> sqlite3.Connection:
+        self._write_lock = WriteLock(self.path)
         conn = connect(self.path)
         # Pages freed by retention go back to the file system step by step (retention.py). Once a
         # file has a header (WAL mode writes one) the mode only changes with a VACUUM: instant on a
@@ -110,6 +112,8 @@ class SqliteEventLog(EventLog):
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await asyncio.get_running_loop().run_in_executor(self._writer, conn.close)
+        if self._write_lock is not None:
+            self._write_lock.close()
         self._writer.shutdown(wait=True)
 
     # --- topics ---
@@ -204,8 +208,9 @@ class SqliteEventLog(EventLog):
                 fut.set_exception(exc)
 
     def _write_batch(self, batch: list) -> list[tuple[int, int]]:
-        results = self._write_at_known_heads(batch)
-        return results if results is not None else self._write_locked(batch)
+        with self._write_lock:
+            results = self._write_at_known_heads(batch)
+            return results if results is not None else self._write_locked(batch)
 
     def _write_at_known_heads(self, batch: list) -> list[tuple[int, int]] | None:
         """The common case as one statement, its own transaction: the offsets follow the partition
@@ -288,7 +293,12 @@ class SqliteEventLog(EventLog):
         """Run ``fn(connection, *args)`` on the writer thread, between group commits."""
         if self._conn is None:
             raise LogUnavailable(self._failure)
-        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, self._conn, *args)
+
+        def locked():
+            with self._write_lock:
+                return fn(self._conn, *args)
+
+        return await asyncio.get_running_loop().run_in_executor(self._writer, locked)
 
     async def compact(self, topic: str) -> int:
         """Drop records superseded by a later record with the same key (Kafka's log compaction)."""

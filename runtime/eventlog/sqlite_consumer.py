@@ -13,7 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .base import Consumer, Record, TopicPartition, as_record
-from .sqlite_db import connect
+from .sqlite_db import WriteLock, connect
 
 _partition_of = operator.itemgetter(0, 1)
 _offset_of = operator.itemgetter(2)
@@ -30,6 +30,7 @@ class SqliteConsumer(Consumer):
         self._conn: sqlite3.Connection | None = None
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-log-reader")
         self._positions: dict[TopicPartition, int] = {}
+        self._write_lock: WriteLock | None = None  # taken around offset commits (sqlite_db.WriteLock)
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._reader, fn, *args)
@@ -88,7 +89,9 @@ class SqliteConsumer(Consumer):
         offsets = dict(self._positions if offsets is None else offsets)
 
         def run() -> None:
-            with self._conn:
+            if self._write_lock is None:
+                self._write_lock = WriteLock(self._log.path)
+            with self._write_lock, self._conn:
                 self._conn.executemany(
                     "INSERT INTO group_offsets(grp, topic, partition, offset) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT(grp, topic, partition) DO UPDATE SET offset=excluded.offset",
@@ -116,4 +119,6 @@ class SqliteConsumer(Consumer):
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await self._run(conn.close)
+        if self._write_lock is not None:
+            self._write_lock.close()
         self._reader.shutdown(wait=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 from pathlib import Path
 
@@ -44,3 +46,25 @@ def insert_records(conn: sqlite3.Connection, rows: list[tuple]) -> None:
         if sql is None:
             sql = _insert_sql[len(chunk)] = "INSERT INTO records VALUES " + ",".join(["(?,?,?,?,?,?)"] * len(chunk))
         conn.execute(sql, [field for row in chunk for field in row])
+
+
+class WriteLock:
+    """A lock file beside the log, taken around every write transaction by every process writing the
+    file (the edges of ``pingstream up`` and its engine). SQLite lets one writer in at a time and
+    has the others poll with growing sleeps (1, 2, 5, 10 ms...) until the lock is free; a blocking
+    ``flock`` wakes the next writer as soon as the lock is released. One per user (a connection's
+    thread): locks of one open file do not exclude each other."""
+
+    def __init__(self, log_path: Path) -> None:
+        self._fd = os.open(f"{log_path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+    def __enter__(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
