@@ -145,7 +145,6 @@ async def drain(kind: str, where: str, partitions: int, expected: int, tmp: Path
         "rows_in_pings": rows[0][0],
         "runs": runs[0][0],
         "batches": projector.counts["batches"],
-        "batches_folded_ahead": projector.counts.get("folded_ahead"),  # None: a projector without it
         "wall_s": round(wall_s, 3),
         "events_per_s": round(expected / wall_s),
         "cpu_s": round(cpu_s, 3),  # every thread of the process: Python's, the log's, chdb's

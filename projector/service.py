@@ -13,10 +13,10 @@ through, in this order:
    ``insert_deduplication_token`` derived from the batch's offsets;
 4. commit of the offsets (by the shell, once ``handle`` returned).
 
-Step 2 usually happens earlier: the shell reads the next batch while this one
-is inserted, and ``FoldAhead`` folds it right away (the ClickHouse thread leaves
-the interpreter lock while ClickHouse works), so decoding and folding overlap
-the inserts. Each batch's check_state rows are taken straight after its own fold.
+The shell reads the next batch from the log while this one is inserted
+(``read_ahead``); the batch is decoded and folded only when its turn comes.
+(Folding it ahead, during the insert before it, lost acknowledged pings across
+a broker restart in tests/e2e/test_broker_restart.py: it was taken out.)
 
 A crash anywhere before 4 means the batch is read again: the journal cuts it at
 the same offsets, so the same rows form the same blocks with the same tokens
@@ -69,26 +69,6 @@ class Prepared(NamedTuple):
     poison: list[tuple[Record, Exception]]
     registry: list[tuple[object, int, int]]  # registry records (event, offset, timestamp_ms) for ``checks``
     n_records: int
-    generation: int
-
-
-class FoldAhead:
-    """The shell's batch source: ``batches``, each batch folded as soon as it is read (``Projector.fold_ahead``).
-
-    The shell reads the next batch while it writes this one (``read_ahead``); each batch is folded after
-    the one handed out before it, so in the log's order."""
-
-    def __init__(self, batches: Batcher, projector: "Projector") -> None:
-        self.batches = batches
-        self.projector = projector
-        self.previous: list[Record] | None = None  # the last batch handed out
-
-    async def next(self, stop: asyncio.Event) -> Batch:
-        batch = await self.batches.next(stop)
-        if batch.records:
-            await self.projector.fold_ahead(batch.records, self.previous)
-            self.previous = batch.records
-        return batch
 
 
 class Projector:
@@ -101,11 +81,6 @@ class Projector:
         self.states: dict[str, CheckFold] = {}
         self.counts = defaultdict(int)
         self.timings = defaultdict(float)  # seconds spent in decode, load, fold, insert
-        self.generation = 0  # one more each time the states are forgotten
-        self._last_folded: list[Record] | None = None  # the batch folded last (None: the states hold written batches only)
-        self._last_written: list[Record] | None = None
-        self._changed = asyncio.Event()  # set (and replaced) when a batch was folded or the states forgotten
-        self._ahead: list[tuple[list[Record], Prepared]] = []  # batches read and folded, not yet written
         self.wire_types: dict[str, list] = {}  # per table: the Arrow (or Native) types its columns are sent as
 
     # --- state -----------------------------------------------------------------
@@ -150,15 +125,6 @@ class Projector:
         """Partitions moved (rebalance), or a write failed: the states are read again from ClickHouse
         (other projectors may have advanced those checks; check_state holds what was written)."""
         self.states.clear()
-        self.generation += 1
-        self._ahead.clear()
-        self._last_folded = None
-        self._notify_folded()
-
-    def _notify_folded(self) -> None:
-        """Wake a ``fold_ahead`` waiting for the batch before its own (or for a forget)."""
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
 
     async def known_checks(self, check_ids: set[str]) -> dict[str, tuple]:
         """The latest ``checks`` rows of these checks (a deletion repeats its check's last one)."""
@@ -197,50 +163,11 @@ class Projector:
     # --- one batch ---------------------------------------------------------------
 
     async def process(self, records: list[Record], token: str) -> None:
-        """Write what ``records`` make, folded ahead or, failing that, now."""
-        prepared = self._take_ahead(records)
-        self.counts["folded_ahead"] += prepared is not None
-        if prepared is None:
-            if self._last_folded is not None and self._last_folded is not self._last_written:
-                # The states hold batches folded ahead but not written (a stale fold): fold this one on
-                # what ClickHouse holds, which is every batch written before it.
-                self.forget()
-            prepared = await self.prepare(records)
-        await self.write(prepared, token)
-        self._last_written = records
+        """Fold ``records`` on the states and write what they make."""
+        await self.write(await self.prepare(records), token)
 
-    def _take_ahead(self, records: list[Record]) -> Prepared | None:
-        """This batch's fold from ``fold_ahead`` if it is still good (dropping those of earlier batches)."""
-        while self._ahead:
-            folded, prepared = self._ahead.pop(0)
-            if folded is records:
-                return prepared if prepared.generation == self.generation else None
-        return None
-
-    async def fold_ahead(self, records: list[Record], previous: list[Record] | None) -> None:
-        """Fold a batch as soon as it is read, once ``previous`` (the batch read before it, None for the
-        first) is folded: the shell reads the next batch while it writes this one, and the ClickHouse thread
-        leaves the interpreter lock while ClickHouse inserts, so the fold overlaps the insert. A failed write
-        or a rebalance forgets the states (``generation``): the folds ahead are stale, and ``process`` folds
-        those batches again."""
-        if not records:
-            return
-        generation = self.generation
-        while self._last_folded is not previous and self.generation == generation:
-            await self._changed.wait()
-        if self.generation != generation:
-            return
-        try:
-            prepared = await self.prepare(records, ahead=True)
-        except Exception as exc:  # loading states failed: process folds it, inside its retry
-            log.debug("projector: folding ahead failed (%s: %s); folding in turn", exc.__class__.__name__, exc)
-            return
-        if prepared is not None:
-            self._ahead.append((records, prepared))
-
-    async def prepare(self, records: list[Record], ahead: bool = False) -> Prepared | None:
-        """Decode, load the missing states, fold; None when the states were forgotten meanwhile (``ahead``)."""
-        generation = self.generation
+    async def prepare(self, records: list[Record]) -> Prepared:
+        """Decode, load the missing states, fold."""
         t0 = time.perf_counter()
         events, sources, poison, registry = [], [], [], []  # (event, offset) for the fold; the record each came from
         for r in records:
@@ -258,28 +185,20 @@ class Projector:
         check_ids = {getattr(e, "check_id", None) for e, _ in events}
         check_ids.discard(None)
         await self.load_states(check_ids)
-        if self.generation != generation:
-            if ahead:
-                return None
-            raise RuntimeError("projector states forgotten while a batch was folded")  # process is not concurrent
         t2 = time.perf_counter()
         rows = fold(self.states, events, on_error=lambda i, exc: poison.append((sources[i], exc)))
-        # Taken now: a batch folded ahead changes these states before this batch's rows are written.
         state_rows = rows.check_state_rows(utcnow())
-        self._last_folded = records
-        self._notify_folded()
         t3 = time.perf_counter()
         self.timings["decode"] += t1 - t0
         self.timings["load"] += t2 - t1
         self.timings["fold"] += t3 - t2
-        return Prepared(rows, state_rows, poison, registry, len(records), generation)
+        return Prepared(rows, state_rows, poison, registry, len(records))
 
     async def write(self, prepared: Prepared, token: str) -> None:
         started = time.perf_counter()
         rows = prepared.rows
         try:
-            # Made now, not when folded: a deletion repeats its check's last row, which the batch before
-            # (folded ahead of this one's write) may only just have written.
+            # A deletion repeats its check's last row, as the batches before this one wrote it.
             known = await self.known_checks(catalog.deleted_ids(prepared.registry))
             checks = catalog.check_rows(prepared.registry, known)
             for table, data in (
@@ -295,7 +214,7 @@ class Projector:
             for record, exc in prepared.poison:
                 await deadletter.send(self.log, "projector", record, exc)
         except BaseException:
-            # The fold already counted this batch (and maybe the next, folded ahead) in memory; the retry
+            # The fold already counted this batch in memory; the retry
             # must fold it again from what ClickHouse holds (check_state is written last, so it never runs
             # ahead of the other tables).
             self.forget()
@@ -388,7 +307,7 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
     async with event_log.consumer(TOPICS, group=GROUP) as consumer:
         shell = ConsumerShell(
             "projector", consumer, handle,
-            batches=FoldAhead(Batcher(consumer, await projector.journal_tail()), projector),
+            batches=Batcher(consumer, await projector.journal_tail()),
             group=GROUP, logger=log, on_assignment=assigned,
             read_ahead=True,  # the next batch is read while this one is inserted
             log_every_s=LOG_EVERY_S, progress=projector.describe,
