@@ -10,29 +10,8 @@ import json
 import time
 
 import aiohttp
-from aiohttp import web
 
-from tests.e2e.test_system import _create_check, _flips, _get_check, _wait_for
-
-FAST = {"PINGSTREAM_MIN_TIMEOUT_S": 1, "PINGSTREAM_TICK_INTERVAL_S": 0.2}
-
-
-async def _with_webhook(system, aiohttp_server):
-    received: list[dict] = []
-
-    async def hook(request):
-        received.append(await request.json())
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    receiver = await aiohttp_server(app)
-    s = system(**FAST)
-    project_id = s.keys["project_id"]
-    s.stop()
-    s.env["PINGSTREAM_WEBHOOKS"] = f"{project_id}=http://127.0.0.1:{receiver.port}/hook"
-    s.start()
-    return s, received
+from tests.e2e.test_system import FAST, _create_check, _flips, _get_check, _wait_for, _with_webhook
 
 
 async def _settled(session, s, check_id, n_pings: int) -> dict:

@@ -88,8 +88,11 @@ async def _flips(session, system, check_id) -> list[int]:
     return [f["up"] for f in (await r.json())["flips"]]
 
 
-async def test_transitions_over_http_and_webhooks(system, aiohttp_server):
-    """ping → log → monitor → transition → projector → API status and /flips/, and a webhook POST."""
+FAST = {"PINGSTREAM_MIN_TIMEOUT_S": 1, "PINGSTREAM_TICK_INTERVAL_S": 0.2}
+
+
+async def _with_webhook(system, aiohttp_server):
+    """A system (fast ticks) whose project's transitions go to a local receiver: (system, received)."""
     from aiohttp import web
 
     received: list[dict] = []
@@ -101,12 +104,17 @@ async def test_transitions_over_http_and_webhooks(system, aiohttp_server):
     app = web.Application()
     app.router.add_post("/hook", hook)
     receiver = await aiohttp_server(app)
-    fast = {"PINGSTREAM_MIN_TIMEOUT_S": 1, "PINGSTREAM_TICK_INTERVAL_S": 0.2}
-    s = system(**fast)
+    s = system(**FAST)
     project_id = s.keys["project_id"]
     s.stop()
     s.env["PINGSTREAM_WEBHOOKS"] = f"{project_id}=http://127.0.0.1:{receiver.port}/hook"
     s.start()
+    return s, received
+
+
+async def test_transitions_over_http_and_webhooks(system, aiohttp_server):
+    """ping → log → monitor → transition → projector → API status and /flips/, and a webhook POST."""
+    s, received = await _with_webhook(system, aiohttp_server)
     async with aiohttp.ClientSession() as session:
         check = await _create_check(session, s, name="fast", timeout=1, grace=1)
         assert (await session.get(f"{s.url}/ping/{check['uuid']}")).status == 200

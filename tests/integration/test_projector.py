@@ -78,6 +78,21 @@ async def count(ch, sql: str) -> int:
     return int((await ch.query(sql))[0][0])
 
 
+def _fail_once(projector: Projector, table: str) -> list[str]:
+    """Make the projector's first insert into ``table`` fail as a lost ClickHouse would; the list
+    returned holds the table once that happened."""
+    real_insert, failed = projector.insert, []
+
+    async def insert(name, data, token):
+        if name == table and not failed:
+            failed.append(name)
+            raise ConnectionError("ClickHouse went away")
+        await real_insert(name, data, token)
+
+    projector.insert = insert
+    return failed
+
+
 async def test_pings_runs_state_and_api_reads(log, clickhouse, tmp_path):
     projector = Running(log, clickhouse, tmp_path)
     t0 = utcnow()
@@ -201,15 +216,7 @@ async def test_a_failed_insert_is_retried_without_losing_rows(log, clickhouse):
     records = await consumer.getmany(timeout_ms=500)
     await consumer.close()
     projector = Projector(clickhouse, log)
-    real_insert, failed = projector.insert, []
-
-    async def insert(table, data, token):
-        if table == "runs" and not failed:
-            failed.append(table)
-            raise ConnectionError("ClickHouse went away")
-        await real_insert(table, data, token)
-
-    projector.insert = insert
+    failed = _fail_once(projector, "runs")
     token = batch_token(ranges_of(records))
     await retry("insert", lambda: projector.process(records, token), stop=asyncio.Event())
     assert failed
@@ -247,15 +254,7 @@ async def test_batches_after_a_failed_write_are_each_written_once_whole(log, cli
     B and C, read meanwhile, follow: A, B and C are each written once, whole."""
     a, b, c = await _batches(log, 3)
     projector = Projector(clickhouse, log)
-    real_insert, failed = projector.insert, []
-
-    async def insert(table, data, token):
-        if table == "runs" and not failed:
-            failed.append(table)
-            raise ConnectionError("ClickHouse went away")
-        await real_insert(table, data, token)
-
-    projector.insert = insert
+    failed = _fail_once(projector, "runs")
     with pytest.raises(ConnectionError):
         await projector.process(a, batch_token(ranges_of(a)))
     await projector.process(a, batch_token(ranges_of(a)))  # the retry
