@@ -89,13 +89,32 @@ def window_document(w: Window) -> dict:
 def inside(w: Window, t: float) -> bool:
     """Whether the moment ``t`` (POSIX seconds) is inside the window: [start, end), or
     [fire, fire + duration) for a fire of the cron expression."""
+    return end_of(w, t) is not None
+
+
+def end_of(w: Window, t: float) -> float | None:
+    """When the occurrence of ``w`` that covers the moment ``t`` ends; None: ``t`` is outside ``w``."""
     if w.cron is None:
-        return w.start.timestamp() <= t < w.end.timestamp()
+        return w.end.timestamp() if w.start.timestamp() <= t < w.end.timestamp() else None
     try:
         fire = compile_schedule("cron", w.cron, w.tz).next_after(t - w.duration_s)
     except ScheduleError:
-        return False
-    return fire <= t
+        return None
+    return fire + w.duration_s if fire <= t else None
+
+
+_CHAINED = 1000  # occurrences followed at most (back-to-back windows): beyond that, the hold is open-ended
+
+
+def hold_ends(windows, t: float) -> float | None:
+    """The first moment from ``t`` on that no window covers (overlapping and back-to-back windows
+    count as one hold); ``t`` itself when none covers it, None when they chain on too long."""
+    for _ in range(_CHAINED):
+        ends = [e for e in (end_of(w, t) for w in windows) if e is not None]
+        if not ends:
+            return t
+        t = max(ends)
+    return None
 
 
 def held_by(windows, t: float) -> str | None:

@@ -43,6 +43,8 @@ class PlanBook:
         self.check_windows: dict[str, tuple[Window, ...]] = {}
         self.project_windows: dict[str, tuple[Window, ...]] = {}
         self.parents: dict[str, tuple[str, ...]] = {}  # depends_on, for checks that have it
+        # Whose windows changed (checks, projects): a down held by a window may now end at another time.
+        self.windows_changed: set[str] = set()
 
     def apply(self, event) -> None:
         if isinstance(event, CheckUpserted):
@@ -53,6 +55,8 @@ class PlanBook:
                 self.plans[check_id] = plan
                 self.changed.add(check_id)
             self.deleted.discard(check_id)
+            if self.check_windows.get(check_id, ()) != event.check.windows:
+                self.windows_changed.add(check_id)
             if event.check.windows:
                 self.check_windows[check_id] = event.check.windows
             else:
@@ -62,6 +66,8 @@ class PlanBook:
             else:
                 self.parents.pop(check_id, None)
         elif isinstance(event, ProjectUpserted):
+            if self.project_windows.get(event.project.id, ()) != event.project.windows:
+                self.windows_changed.add(event.project.id)
             if event.project.windows:
                 self.project_windows[event.project.id] = event.project.windows
             else:
@@ -73,7 +79,8 @@ class PlanBook:
                 self.deleted.add(event.check_id)
             self.changed.discard(event.check_id)
         elif isinstance(event, ProjectDeleted):
-            self.project_windows.pop(event.project_id, None)
+            if self.project_windows.pop(event.project_id, None) is not None:
+                self.windows_changed.add(event.project_id)
             for check_id in [c for c, p in self.plans.items() if p.project_id == event.project_id]:
                 del self.plans[check_id]
                 self.deleted.add(check_id)

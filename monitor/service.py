@@ -95,6 +95,7 @@ async def _consume(event_log: EventLog, monitor: Monitor, stop: asyncio.Event, b
         monitor.states = {}
         monitor.down = {}
         monitor.heap = DeadlineHeap()
+        monitor.held_down, monitor.releases = set(), DeadlineHeap()
         monitor.recent = {}
         monitor.restore(states, clocks, seen, (hours, gates))
         log.info("monitor owns partitions %s: %d check states restored", sorted(owned), len(states))

@@ -8,13 +8,16 @@ import logging
 import math
 import sys
 
+import msgspec
+
 from checks.idempotency import RecentIds, is_derived
 from checks.schedule import to_datetime
+from checks.windows import hold_ends
 from schemas.events import IngestAnomaly, IngestGap, Paused, PingEvent, Resumed, Tick, decode, stable_id
 
 from . import store
 from .clock import DeadlineHeap, StreamClock
-from .holds import Down, hold, note_down
+from .holds import Down, hold, note_down, released, window_held_down
 from .plans import PlanBook
 from .transitions import CheckState, apply, expire, reconfigure
 from .volume import VolumeGate
@@ -50,6 +53,9 @@ class Monitor:
         self.counts = {"records": 0, "transitions": 0, "gaps": 0, "errors": 0, "anomalies": 0, "unknown": 0}
         self.down: Down = {}  # when each check last went down (and came back): parents for depends_on
         self._pending: list[tuple[str, str, list]] = []  # transitions of the current step, holds not yet decided
+        # Checks whose down a window held (CheckState.held_down), and when their windows end.
+        self.held_down: set[str] = set()
+        self.releases = DeadlineHeap()
         # Keyed pings (Idempotency-Key) applied per check, and the seen records of this batch.
         self.recent: dict[str, RecentIds] = {}
         self.seen_out: list[tuple[bytes, bytes]] = []
@@ -68,6 +74,8 @@ class Monitor:
             self.heap.push(state.deadline, check_id)
             if state.base == "down":
                 self.down[check_id] = (float("-inf"), None)
+                if state.held_down is not None:
+                    self._await_release(check_id, state)
         for p, c in clocks.items():
             self.clock.restore(p, c.watermark, c.gaps)
         for event_id, s in sorted((seen or {}).items(), key=lambda item: item[1].at):
@@ -116,6 +124,56 @@ class Monitor:
             if windows or parents:
                 transitions = [hold(t, windows, parents, self.down) for t in transitions]
             self.out += transitions
+            self._follow_hold(check_id, transitions)
+
+    # --- a down held by a window: announced when the window ends (monitor.holds.released) ---
+
+    def _follow_hold(self, check_id: str, transitions: list) -> None:
+        state = self.states.get(check_id)
+        if state is None:
+            return
+        mark = window_held_down(state.held_down, transitions)
+        if mark != state.held_down:
+            state = msgspec.structs.replace(state, held_down=mark)
+            self.states[check_id] = state
+            self.dirty.add(check_id)
+        if mark is None:
+            self.held_down.discard(check_id)
+        else:
+            self._await_release(check_id, state)
+
+    def _await_release(self, check_id: str, state: CheckState) -> None:
+        self.held_down.add(check_id)
+        plan = self.plans.get(check_id, "")
+        end = hold_ends(self.plans.windows(check_id, plan.project_id), state.down_since)
+        if end is not None:
+            self.releases.push(end, check_id)
+
+    def _release(self, check_id: str, now: float) -> None:
+        """Announce the check's held down if its windows have ended by ``now`` and it is still down."""
+        state = self.states.get(check_id)
+        if state is None or state.held_down is None or state.base != "down" or state.down_since is None:
+            self.held_down.discard(check_id)
+            return
+        plan = self.plans.get(check_id, "")
+        end = hold_ends(self.plans.windows(check_id, plan.project_id), state.down_since)
+        if end is None or end > now:
+            return  # still held (the windows were extended: their end is queued)
+        t = released(check_id, plan.project_id, state.status, state.down_since, end, state.held_down)
+        # A parent down, or the check flapping, still holds it (recorded, not notified).
+        parents = self.plans.parents.get(check_id, ())
+        t = hold(t, (), parents, self.down) if parents else t
+        if state.flapping and t.held is None:
+            t = msgspec.structs.replace(t, held="flapping")
+        self.out.append(t)
+        self.states[check_id] = msgspec.structs.replace(state, held_down=None)
+        self.dirty.add(check_id)
+        self.held_down.discard(check_id)
+
+    def _release_due(self, now: float) -> None:
+        for _, check_id in self.releases.pop_due(now):
+            if check_id in self.held_down:
+                self._release(check_id, now)
 
     def fold(self, record) -> None:
         try:
@@ -162,6 +220,9 @@ class Monitor:
         if self.gate is not None and isinstance(event, PingEvent):
             self.gate.count(event.project_id, at, record.partition, record.offset)
         old = self.states.get(check_id)
+        if old is not None and old.held_down is not None:
+            self._release(check_id, at)  # its window ended before this event: announced first
+            old = self.states.get(check_id)
         plan = self.plans.get(check_id, event.project_id)
         new, transitions = apply(
             old, event, at, plan, position=(record.partition, record.offset),
@@ -179,12 +240,21 @@ class Monitor:
         now = self.clock.now
         for check_id in self.plans.deleted:
             self.down.pop(check_id, None)
+            self.held_down.discard(check_id)
             if self.states.pop(check_id, None) is not None:
                 self.dirty.add(check_id)
             recent = self.recent.pop(check_id, None)
             if recent is not None:
                 self._forget_seen(list(recent.seen))
         self.plans.deleted.clear()
+        if self.plans.windows_changed:
+            # Windows added, moved or removed: a held down may be announced at another time.
+            changed, self.plans.windows_changed = self.plans.windows_changed, set()
+            for check_id in list(self.held_down):
+                state = self.states.get(check_id)
+                plan = self.plans.plans.get(check_id)
+                if state is not None and plan is not None and (check_id in changed or plan.project_id in changed):
+                    self._await_release(check_id, state)
         if now is None:
             return  # no stream time yet: keep the changes for later
         for check_id in self.plans.changed:
@@ -226,6 +296,7 @@ class Monitor:
             self._put(check_id, state, new)
             self._emit(check_id, plan.project_id, transitions)
         self._flush()
+        self._release_due(now)
         for project_id, minute, volume, baseline in anomalies:
             n = unknown.get((project_id, minute), 0)
             self.counts["anomalies"] += 1

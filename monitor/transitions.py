@@ -115,6 +115,8 @@ class CheckState(msgspec.Struct, frozen=True, gc=False, array_like=True):
     flapping: bool = False
     down_since: float | None = None  # base down since (broken_after_s)
     broken: bool = False  # reported broken in this time down
+    # Its down was held by a window of this kind: announced when the window ends (``monitor.state``).
+    held_down: str | None = None
 
 
 Gaps = Sequence[tuple[float, float]]

@@ -13,7 +13,9 @@ A transition is the events ``alert_events`` names (a channel is alerted when it 
   missed deadlines in that minute were judged unknown, not down; opt-in).
 
 The alert of a transition carries its ``rule`` (which of pingstream's rules fired, if one did) and
-``held`` (why its notification is held: such a delivery is recorded as held, not sent).
+``held`` (why its notification is held: such a delivery is recorded as held, not sent). A down a
+maintenance window or snooze held is announced when the window ends if the check is still down: a
+``down`` alert whose transition says ``released_from`` (the window's kind) and ``rule: window_end``.
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ def _failing(t: Transition) -> bool:
 def alert_events(t: Transition) -> tuple[str, ...]:
     """The alert events ``t`` is (empty: none a channel can choose)."""
     to, frm = t.to_status, t.from_status
+    if t.released_from:
+        return ("down",)  # a down a window held, announced at its end: the check is still down
     if to == "down" and frm != "down":
         return ("down", "failure") if _failing(t) else ("down",)
     if to == "up":
@@ -127,6 +131,8 @@ def document(alert: Alert) -> dict:
     else:
         doc["transition"] = {"from": t.from_status, "to": t.to_status, "reason": t.reason,
                          "cause_event_id": t.cause_event_id or None, "rule": t.rule, "held": t.held}
+        if t.released_from:
+            doc["transition"]["released_from"] = t.released_from  # held by that window until now
     check = alert.check
     subject_ = t if t is not None else n
     c: dict = {"uuid": subject_.check_id, "project": {"id": subject_.project_id, "name": alert.project_name}}

@@ -269,7 +269,8 @@ class Notifier:
                 continue
             project = h.projects.get(event.project_id)
             alert = alerts.Alert(
-                id=event.event_id, event=chosen, status=chosen if notice else event.to_status, at=event.at,
+                id=event.event_id, event=chosen, status=chosen if notice or event.released_from else event.to_status,
+                at=event.at,
                 transition=None if notice else event, notice=notice, check=check,
                 project_name=project.name if project else "",
                 last_ping=self.pings.at(event.check_id, event.at, getattr(event, "cause_event_id", "")),

@@ -226,6 +226,10 @@ class Transition(_Event, frozen=True, tag="transition"):
     # Which of pingstream's rules made this transition ("failure_threshold", "recovery_threshold",
     # "max_runtime", "min_runtime", ...); None: Healthchecks' own logic (a ping, grace, pause).
     rule: str | None = None
+    # Set on the announcement a window's end makes (``rule="window_end"``): the check went down inside a
+    # window of this kind ("maintenance", "snooze"), its down was held, and it is still down when the
+    # window ends. The status did not change (from == to); alerting consumers send it as a down.
+    released_from: str | None = None
 
 
 class Flapping(_Event, frozen=True, tag="flapping"):

@@ -124,3 +124,40 @@ async def test_through_a_channel_the_alert_names_its_rule_and_a_snoozed_one_is_r
     docs = [json.loads(g.body) for g in rx.at("/alerts")]
     assert [(d["check"]["name"], d["event"], d["transition"]["rule"]) for d in docs] == [
         ("flaky", "down", "failure_threshold")]  # the snoozed check's down was not sent
+
+
+async def test_a_check_still_down_when_its_snooze_ends_is_announced_as_a_down(system):
+    """`up` with the notifier: the down inside the snooze is recorded and held; when the snooze ends
+    with the check still down, the channel gets a normal down alert that says the snooze held it.
+    A check that came back up inside its snooze gets nothing."""
+    from tests.notify.receivers import http_receiver
+
+    s = system(PINGSTREAM_WEBHOOK_ALLOW_PRIVATE="1", **FAST)
+    headers = {"X-Api-Key": s.keys["api_key"]}
+    async with http_receiver() as rx, aiohttp.ClientSession() as session:
+        r = await session.post(f"{s.url}/api/v3/channels/", headers=headers,
+                               json={"name": "ops", "kind": "webhook", "url": rx.url + "/alerts"})
+        assert r.status == 201, await r.text()
+        down = await _create_check(session, s, name="still-down", timeout=1, grace=1, channels="*")
+        back = await _create_check(session, s, name="back-up", timeout=1, grace=1, channels="*")
+        for check in (down, back):
+            r = await session.post(f"{s.url}/api/v3/checks/{check['uuid']}/snooze", json={"duration": 5},
+                                   headers=headers)
+            assert r.status == 201
+        snoozed_at = time.monotonic()
+        for check in (down, back):
+            assert (await session.get(f"{s.url}/ping/{check['uuid']}")).status == 200
+        for check in (down, back):
+            doc = await _wait_for(lambda: _get_check(session, s, check["uuid"]), lambda d: d["status"] == "down", 8)
+            assert doc["status"] == "down"
+        assert time.monotonic() - snoozed_at < 5, "the machine was too slow to go down inside the snooze"
+        assert rx.at("/alerts") == []  # held
+        # The second one keeps pinging through the end of the snooze: it is up when the snooze ends.
+        while time.monotonic() - snoozed_at < 7:
+            assert (await session.get(f"{s.url}/ping/{back['uuid']}")).status == 200
+            await asyncio.sleep(0.5)
+        await rx.wait_for(lambda: rx.at("/alerts"), timeout_s=20)
+        await asyncio.sleep(1.0)  # nothing else is coming
+    docs = [json.loads(g.body) for g in rx.at("/alerts")]
+    assert [(d["check"]["name"], d["event"], d["status"], d["transition"]["rule"], d["transition"]["released_from"])
+            for d in docs] == [("still-down", "down", "down", "window_end", "snooze")]

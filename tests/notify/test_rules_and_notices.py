@@ -57,6 +57,22 @@ async def test_a_held_transition_is_recorded_held_and_not_sent(tmp_path):
         assert rx.received == []
 
 
+async def test_a_down_announced_at_its_windows_end_is_sent_as_a_down_saying_so(tmp_path):
+    async with rig(tmp_path) as r, http_receiver() as rx:
+        await r.channel(kind="webhook", url=rx.url + "/doc")
+        await r.channel(kind="webhook", url=rx.url + "/tpl", body="$EVENT|$STATUS|$RULE")
+        check = await r.check(name="nightly")
+        await r.start()
+        await r.transition(check, "up", "down", held="maintenance")
+        end = await r.transition(check, "down", "down", "still down when the maintenance window ended",
+                                 rule="window_end", released_from="maintenance")
+        await rx.wait_for(lambda: len(rx.at("/doc")) == 1 and len(rx.at("/tpl")) == 1)
+        (doc,) = (json.loads(g.body) for g in rx.at("/doc"))
+        assert (doc["id"], doc["event"], doc["status"]) == (end.event_id, "down", "down")
+        assert (doc["transition"]["released_from"], doc["transition"]["rule"]) == ("maintenance", "window_end")
+        assert [g.body.decode() for g in rx.at("/tpl")] == ["down|down|window_end"]
+
+
 async def test_flapping_broken_and_ingest_anomaly_reach_only_the_channels_that_chose_them(tmp_path):
     async with rig(tmp_path) as r, http_receiver() as rx:
         default = await r.channel(kind="webhook", url=rx.url + "/default")

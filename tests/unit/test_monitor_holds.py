@@ -8,12 +8,16 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from checks.windows import hold_ends
+from monitor import store
 from monitor.clock import StreamClock
 from monitor.plans import PlanBook
 from monitor.state import Monitor
+from monitor.transitions import CheckState
 from runtime.eventlog.base import Record
 from schemas.events import (
     TOPIC_PINGS, CheckConfig, CheckUpserted, Paused, PingEvent, Project, ProjectUpserted, Resumed, Tick, Transition,
@@ -67,13 +71,18 @@ def one_off(start: float, end: float, kind: str = "maintenance") -> Window:
 def test_a_transition_inside_a_window_is_recorded_and_held():
     m = _monitor(windows=[one_off(T0 + 5, T0 + 200)])
     out = _feed(m, [ping("success", T0, 0), ping("fail", T0 + 10, 1), ping("success", T0 + 300, 2)])
-    assert [(t.to_status, t.held) for t in out] == [("up", None), ("down", "maintenance"), ("up", None)]
+    assert [(t.to_status, t.held, t.rule) for t in out] == [
+        ("up", None, None), ("down", "maintenance", None),
+        ("down", None, "window_end"),  # still down when the window ended: announced then
+        ("up", None, None)]
 
 
 def test_a_missed_deadline_inside_a_project_window_is_held():
     m = _monitor(project_windows=[one_off(T0 + 50, T0 + 100)])
     out = _feed(m, [ping("success", T0, 0), tick(T0 + 95, 1), tick(T0 + 200, 2)])
-    assert [(t.to_status, t.held) for t in out] == [("up", None), ("grace", "maintenance"), ("down", "maintenance")]
+    assert [(t.to_status, t.held) for t in out] == [
+        ("up", None), ("grace", "maintenance"), ("down", "maintenance"), ("down", None)]
+    assert out[-1].at == _dt(T0 + 100) and out[-1].released_from == "maintenance"
 
 
 def test_a_snooze_holds_as_snooze_and_maintenance_wins():
@@ -89,10 +98,68 @@ def test_a_recurring_window_in_its_time_zone():
     w = Window(id="r", cron="50 11 * * *", duration_s=600, tz="Europe/Riga")
     m = _monitor(windows=[w], timeout_s=3600)
     out = _feed(m, [ping("success", T0 - 400, 0), ping("fail", T0, 1), ping("success", T0 + 600, 2)])
-    assert [(t.to_status, t.held) for t in out] == [("up", None), ("down", "maintenance"), ("up", None)]
+    assert [(t.to_status, t.held, t.rule) for t in out] == [
+        ("up", None, None), ("down", "maintenance", None), ("down", None, "window_end"), ("up", None, None)]
+    assert out[2].at == _dt(T0 + 400)  # 09:00 UTC, the window's end
     m = _monitor(windows=[Window(id="r", cron="50 11 * * *", duration_s=600, tz="UTC")], timeout_s=3600)
     out = _feed(m, [ping("success", T0 - 400, 0), ping("fail", T0, 1)])  # 11:50 UTC: not yet
     assert [t.held for t in out] == [None, None]
+
+
+# --- a down held by a window is announced when the window ends ---------------------
+
+
+def test_a_check_still_down_when_its_window_ends_is_announced_then():
+    m = _monitor(windows=[one_off(T0 + 5, T0 + 200)])
+    out = _feed(m, [ping("success", T0, 0), ping("fail", T0 + 10, 1), tick(T0 + 199, 2), tick(T0 + 201, 3)])
+    assert [(t.to_status, t.held, t.rule) for t in out] == [
+        ("up", None, None), ("down", "maintenance", None), ("down", None, "window_end")]
+    end = out[-1]
+    assert end.at == _dt(T0 + 200) and end.released_from == "maintenance"
+    assert (end.from_status, end.from_base, end.to_base, end.cause_event_id) == ("down", "down", "down", "")
+    assert "still down when the maintenance window ended" in end.reason
+
+
+def test_a_check_back_up_within_its_window_is_not_announced():
+    m = _monitor(windows=[one_off(T0 + 5, T0 + 200)], timeout_s=3600)
+    out = _feed(m, [ping("success", T0, 0), ping("fail", T0 + 10, 1), ping("success", T0 + 50, 2),
+                    tick(T0 + 1000, 3)])
+    assert [(t.to_status, t.held) for t in out] == [("up", None), ("down", "maintenance"), ("up", "maintenance")]
+
+
+def test_overlapping_windows_are_one_hold_and_a_snooze_says_so():
+    m = _monitor(windows=[one_off(T0 + 5, T0 + 100, "snooze"), one_off(T0 + 90, T0 + 300, "snooze")])
+    out = _feed(m, [ping("success", T0, 0), ping("fail", T0 + 10, 1), tick(T0 + 150, 2), tick(T0 + 400, 3)])
+    assert [(t.at, t.released_from) for t in out if t.rule == "window_end"] == [(_dt(T0 + 300), "snooze")]
+
+
+def test_a_window_extended_meanwhile_moves_the_announcement():
+    m = _monitor(windows=[one_off(T0 + 5, T0 + 200)])
+    out = _feed(m, [ping("success", T0, 0), ping("fail", T0 + 10, 1), tick(T0 + 100, 2)])
+    m.plans.apply(CheckUpserted(event_id="c2", check=CheckConfig(
+        id=CHECK, project_id=PROJECT, created=_dt(T0 - 10), timeout_s=60, grace_s=30,
+        windows=(one_off(T0 + 5, T0 + 500),))))
+    out += _feed(m, [tick(T0 + 300, 3), tick(T0 + 600, 4)])
+    assert [(t.at, t.rule) for t in out if t.rule == "window_end"] == [(_dt(T0 + 500), "window_end")]
+
+
+def test_the_announcement_survives_a_restart_with_the_same_id():
+    events = [ping("success", T0, 0), ping("fail", T0 + 10, 1), tick(T0 + 100, 2)]
+    later = [tick(T0 + 300, 3)]
+    whole = [t for t in _feed(_monitor(windows=[one_off(T0 + 5, T0 + 200)]), events + later) if t.rule]
+    m = _monitor(windows=[one_off(T0 + 5, T0 + 200)])
+    _feed(m, events)
+    # What the service wrote (monitor.store), read back into a fresh monitor.
+    state = msgspec.json.decode(store.encode_state(m.states[CHECK]), type=CheckState)
+    assert state.held_down == "maintenance"
+    fresh = _monitor(windows=[one_off(T0 + 5, T0 + 200)])
+    fresh.restore({CHECK: state}, {0: store.ClockRecord(T0 + 100)})
+    again = []
+    for offset, event in enumerate(later, start=len(events)):
+        fresh.fold(Record(TOPIC_PINGS, 0, offset, None, encode(event), 0))
+        fresh.advance()
+        again += [e for e in fresh.take()[0] if isinstance(e, Transition)]
+    assert [t.rule for t in whole] == ["window_end"] and again == whole
 
 
 # --- property: a window never loses a transition ----------------------------------
@@ -129,11 +196,32 @@ def test_a_window_never_loses_a_transition(raw, spans, threshold):
     events = _events(raw)
     ws = [one_off(T0 + a, T0 + a + length, kind) for a, length, kind in spans]
     plain = _feed(_monitor(failure_threshold=threshold), events)
-    held = _feed(_monitor(windows=ws, failure_threshold=threshold), events)
+    out = _feed(_monitor(windows=ws, failure_threshold=threshold), events)
+    held = [t for t in out if t.rule != "window_end"]
     assert [msgspec.structs.replace(t, held=None) for t in held] == plain
     for t in held:
         covering = [w for w in ws if w.start <= t.at < w.end]
         assert (t.held is not None) == bool(covering)
+    _assert_held_downs_are_announced(out, ws)
+
+
+def _assert_held_downs_are_announced(out: list[Transition], ws) -> None:
+    """Every down a window held is announced at its windows' end exactly when the check is still
+    down then (not when it came back up inside), once, with an id of the moment it went down."""
+    announced = [t for t in out if t.rule == "window_end"]
+    assert len({t.event_id for t in announced}) == len(announced)
+    expected = []
+    for i, t in enumerate(out):
+        if t.to_base == "down" and t.from_base != "down" and t.held in ("maintenance", "snooze"):
+            end = hold_ends(ws, t.at.timestamp())
+            back_up = next((u for u in out[i + 1:] if u.from_base == "down" and u.to_base != "down"), None)
+            if back_up is None or back_up.at.timestamp() >= end:
+                # (the property's feed always ends far past every window)
+                expected.append((end, t.held))
+    assert [t.released_from for t in announced] == [kind for _, kind in expected]
+    assert [t.at.timestamp() for t in announced] == pytest.approx([end for end, _ in expected], abs=1e-5)
+    for t in announced:
+        assert t.from_base == t.to_base == "down" and t.from_status == t.to_status and t.held is None
 
 
 # --- dependencies -------------------------------------------------------------------
