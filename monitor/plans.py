@@ -37,6 +37,7 @@ class PlanBook:
     def __init__(self) -> None:
         self.plans: dict[str, Plan] = {}
         self.changed: set[str] = set()  # plans that differ from before: the service reconfigures those checks
+        self.previous: dict[str, Plan] = {}  # of the changed ones, the plan before (the periods it counted)
         self.deleted: set[str] = set()
         self._interned: dict[Plan, Plan] = {}
         # Maintenance windows, kept apart from the plans: they hold notifications, they move no deadline.
@@ -52,6 +53,8 @@ class PlanBook:
             plan = self._interned.setdefault(plan, plan)
             check_id = sys.intern(event.check.id)
             if self.plans.get(check_id) != plan:
+                if check_id in self.plans and check_id not in self.changed:
+                    self.previous[check_id] = self.plans[check_id]
                 self.plans[check_id] = plan
                 self.changed.add(check_id)
             self.deleted.discard(check_id)
@@ -78,6 +81,7 @@ class PlanBook:
             if self.plans.pop(event.check_id, None) is not None:
                 self.deleted.add(event.check_id)
             self.changed.discard(event.check_id)
+            self.previous.pop(event.check_id, None)
         elif isinstance(event, ProjectDeleted):
             if self.project_windows.pop(event.project_id, None) is not None:
                 self.windows_changed.add(event.project_id)
@@ -85,6 +89,7 @@ class PlanBook:
                 del self.plans[check_id]
                 self.deleted.add(check_id)
                 self.changed.discard(check_id)
+                self.previous.pop(check_id, None)
 
     def windows(self, check_id: str, project_id: str) -> tuple[Window, ...]:
         """The windows that may hold the check's notifications: its own and its project's."""

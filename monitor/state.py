@@ -257,14 +257,25 @@ class Monitor:
                     self._await_release(check_id, state)
         if now is None:
             return  # no stream time yet: keep the changes for later
+        # Deadlines the clock passed before the change fire first, under the plan they were set by.
+        due_until = now if self.gate is None else math.nextafter(self.gate.complete_until(now), -math.inf)
         for check_id in self.plans.changed:
             old = self.states.get(check_id)
             if old is not None:
                 plan = self.plans.plans[check_id]
-                new, transitions = reconfigure(old, now, plan, check_id)
+                previous = self.plans.previous.get(check_id)
+                transitions = []
+                if old.deadline is not None and old.deadline <= due_until:
+                    before = previous or plan
+                    current, transitions = expire(old, due_until, before, check_id, self.clock.gaps_of(old.partition),
+                                                  self._unknown(before.project_id))
+                else:
+                    current = old
+                new, more = reconfigure(current, now, plan, check_id, previous)
                 self._put(check_id, old, new)
-                self._emit(check_id, plan.project_id, transitions)
+                self._emit(check_id, plan.project_id, transitions + more)
         self.plans.changed.clear()
+        self.plans.previous.clear()
         self._flush()
 
     def _unknown(self, project_id: str) -> tuple:

@@ -436,19 +436,39 @@ def apply(
     return _replace(new, partition=partition, offset=offset), out
 
 
-def reconfigure(state: CheckState, now: float, plan: Plan, check_id: str) -> tuple[CheckState, list[Transition]]:
-    """The check's schedule or grace changed: recompute its next expected time from its last ping.
+def reconfigure(
+    state: CheckState, now: float, plan: Plan, check_id: str, previous: Plan | None = None
+) -> tuple[CheckState, list[Transition]]:
+    """The check's configuration changed: recompute its next expected time from its last ping.
 
     Like Healthchecks after an API update. The id's cause is the stream time of
     the change; a deadline already passed under the new plan fires at the next
     ``expire``.
+
+    Periods already judged under the ``previous`` plan stay judged: a missed period counted
+    below ``failure_threshold`` (or one the volume gate judged unknown) moved the check on to
+    its next period, and recomputing from the last ping would count it once more. The new
+    plan's next expected time is taken from where the previous plan had got to.
     """
     new = state
     if state.base == "up" and state.last_ping is not None:
-        new = _replace(state, grace_start=plan.next_expected(state.last_ping))
+        grace_start = plan.next_expected(state.last_ping)
+        if previous is not None and state.grace_start is not None:
+            judged_until = state.grace_start  # periods before it were judged (counted or unknown)
+            if judged_until > previous.next_expected(state.last_ping):
+                for _ in range(_MAX_PERIODS_SKIPPED):
+                    if grace_start >= judged_until:
+                        break
+                    grace_start = plan.next_expected(grace_start)
+                else:
+                    grace_start = max(grace_start, judged_until)
+        new = _replace(state, grace_start=grace_start)
     new = _settle(new, now, plan)
     out = []
     if new.status != state.status:
         out.append(transition(check_id, plan, state.status, new.status, now, "schedule changed",
                               cause=f"config:{_us(now)}", from_base=state.base, to_base=new.base))
     return new, out
+
+
+_MAX_PERIODS_SKIPPED = 10_000  # a period much shorter than the one before: start from where it got to

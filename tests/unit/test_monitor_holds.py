@@ -45,9 +45,9 @@ def _monitor(windows=(), project_windows=(), **fields) -> Monitor:
     return Monitor(plans, StreamClock([0], gap_threshold_s=1e9))
 
 
-def _feed(monitor: Monitor, events) -> list[Transition]:
+def _feed(monitor: Monitor, events, start: int = 0) -> list[Transition]:
     out = []
-    for offset, event in enumerate(events):
+    for offset, event in enumerate(events, start=start):
         at = event.received_at if isinstance(event, PingEvent) else event.at
         monitor.fold(Record(TOPIC_PINGS, 0, offset, CHECK.encode(), encode(event), int(at.timestamp() * 1000)))
         monitor.reconfigure()

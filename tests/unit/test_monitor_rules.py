@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.transitions import Plan, apply, expire
+from monitor.transitions import Plan, apply, expire, reconfigure
 
 from .test_monitor_transitions import CHECK, T0, pause, ping, resume, run
 
@@ -348,3 +348,72 @@ def test_a_state_persisted_before_the_rules_still_loads():
     assert (state.base, state.fails, state.oks, state.runs, state.flapping, state.down_since) == (
         "up", 0, 0, None, False, None)
     assert store._state_decoder.decode(store.encode_state(state)) == state
+
+
+# --- a configuration change never counts a missed period twice -----------------------
+
+def _registry_monitor(**fields):
+    from tests.unit.test_monitor_holds import _monitor
+    return _monitor(**fields)
+
+
+def _reconfigured(monitor, **fields) -> None:
+    from tests.unit.test_monitor_holds import CHECK as ID, PROJECT, _dt
+    from schemas.events import CheckConfig, CheckUpserted
+
+    monitor.plans.apply(CheckUpserted(event_id="c2", check=CheckConfig(
+        **{"id": ID, "project_id": PROJECT, "created": _dt(T0 - 10), "timeout_s": 60, "grace_s": 30, **fields})))
+
+
+def test_a_rule_change_after_a_missed_period_does_not_count_it_again():
+    """failure_threshold 3, every 60 s + 30 s grace: the first period is missed at T0 + 90 (one
+    failure). Changing a rule field at T0 + 100 must not make that period count once more: the
+    third failure is the period due at T0 + 180 + 30, not earlier."""
+    from tests.unit.test_monitor_holds import _feed, ping as ping_of, tick
+
+    m = _registry_monitor(failure_threshold=3)
+    out = _feed(m, [ping_of("success", T0, 0), tick(T0 + 95, 1)])
+    assert m.states[CHECK].fails == 1
+    for n, fields in enumerate([{"failure_threshold": 3, "recovery_threshold": 2},
+                                {"failure_threshold": 3, "recovery_threshold": 2, "grace_s": 31}]):
+        _reconfigured(m, **fields)
+        out += _feed(m, [tick(T0 + 100 + n, 2 + n)])
+        assert m.states[CHECK].fails == 1, fields
+    out += _feed(m, [tick(T0 + 200, 4)])
+    assert m.states[CHECK].fails == 2 and m.states[CHECK].base == "up"
+    out += _feed(m, [tick(T0 + 300, 5)])
+    downs = [t for t in out if t.to_base == "down"]
+    assert [(t.at.timestamp(), t.rule) for t in downs] == [(T0 + 180 + 31, "failure_threshold")]
+
+
+def test_a_rule_change_does_not_count_a_period_the_volume_gate_judged_unknown():
+    p = plan(failure_threshold=1)
+    state, _ = run([(ping("success", T0), T0)], plan=p)
+    unknown = ((T0 + 60 - 1e-6, T0 + 120 - 1e-6),)  # the minute the period's grace ends in
+    state, out = expire(state, T0 + 95, p, CHECK, unknown=unknown)
+    assert state.base == "up" and state.grace_start == T0 + 120
+    state, out = reconfigure(state, T0 + 100, plan(failure_threshold=1, recovery_threshold=2), CHECK, previous=p)
+    state, out = expire(state, T0 + 110, p, CHECK)
+    assert state.base == "up" and out == []
+
+
+def _steps():
+    from tests.unit.test_monitor_holds import steps
+    return steps
+
+
+@settings(max_examples=150, deadline=None)
+@given(_steps(), st.integers(min_value=1, max_value=3), st.integers(min_value=0, max_value=25))
+def test_a_change_that_moves_no_timing_changes_no_transition(raw, threshold, at_step):
+    """A registry update of a field that plays no part here (flapping_threshold far above any count),
+    whenever it comes, leaves every transition as it was: nothing is counted again."""
+    from tests.unit.test_monitor_holds import _events, _feed
+
+    events = _events(raw)
+    plain = _feed(_registry_monitor(failure_threshold=threshold), events)
+    m = _registry_monitor(failure_threshold=threshold)
+    cut = min(at_step, len(events))
+    out = _feed(m, events[:cut])
+    _reconfigured(m, failure_threshold=threshold, flapping_threshold=10_000)
+    out += _feed(m, events[cut:], start=cut)
+    assert out == plain
