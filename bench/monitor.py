@@ -22,7 +22,11 @@ tick's deadlines is printed too, since it adds to real detection latency.
 same volume as history; a third of every project goes quiet for 10 minutes, then pings
 again. Prints the downs emitted (goal 0), the unknown outcomes, and how long after the
 path is back until every quiet check is up and has pinged again; ``--no-gate`` runs it
-without the gate.
+without the gate. ``--outage --networks``: every project's checks ping from three source
+networks (a third each), and the quiet third is one network; one check per project in each
+of the two other networks really stops with the outage. Prints the downs of the quiet
+network (goal 0), the real stops' downs and how late they came, and the resident memory
+(``--stops`` without ``--networks``: the same real stops, the gate per project only).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from datetime import datetime, timezone
 from monitor.clock import StreamClock
 from monitor.plans import PlanBook
 from monitor.state import Monitor
-from monitor.volume import DAY_MINUTES, VolumeGate
+from monitor.volume import DAY_MINUTES, VolumeGate, network_of, scope_of
 from runtime.eventlog.base import Record
 from schemas.events import (
     TOPIC_PINGS,
@@ -113,9 +117,12 @@ def main() -> None:
     ap.add_argument("--memory-only", action="store_true", help="stop after every check is up (memory, fold rate)")
     ap.add_argument("--outage", action="store_true", help="the partial-outage fleet (volume gate)")
     ap.add_argument("--no-gate", action="store_true", help="--outage without the volume gate")
+    ap.add_argument("--networks", action="store_true", help="--outage: three source networks, one goes quiet")
+    ap.add_argument("--stops", action="store_true", help="--outage: the checks that really stop, without --networks")
     args = ap.parse_args()
     if args.outage:
-        outage(args.checks if args.checks != 1_000_000 else 100_000, gate=not args.no_gate)
+        outage(args.checks if args.checks != 1_000_000 else 100_000, gate=not args.no_gate, networks=args.networks,
+               stops=args.stops)
         return
     n = args.checks
     gc.freeze()  # long-lived data: spare the collector from walking it (as a long-running service would)
@@ -204,9 +211,15 @@ def main() -> None:
     print(f"downs detected              {downs:,} of {n:,}")
 
 
-def outage(n: int, gate: bool, period_s: int = 600, quiet_from_min: int = 12, quiet_min: int = 10) -> None:
+def outage(n: int, gate: bool, period_s: int = 600, quiet_from_min: int = 12, quiet_min: int = 10,
+           networks: bool = False, stops: bool = False) -> None:
     """The partial-outage fleet: see the module's docstring."""
+    gc.freeze()
+    base_rss = rss_mb()
     projects = 100
+
+    def addr(i: int) -> str:  # the third of the project a check is in is its network
+        return f"10.{(i // projects) % 3}.{i % projects}.{(i // projects) % 250 + 1}" if networks else ""
     plans = PlanBook()
     created = datetime.fromtimestamp(T0 - 10 * 86400, timezone.utc)
     for i in range(n):
@@ -223,9 +236,23 @@ def outage(n: int, gate: bool, period_s: int = 600, quiet_from_min: int = 12, qu
             for day in (1, 2, 3):
                 for m in range(-30, 60):
                     volume.counts[project][int(T0 // 60) - day * DAY_MINUTES + m] = per_minute
+            for k in range(3 if networks else 0):  # each network a third of it
+                network = network_of(addr(k * projects + p))
+                scope = scope_of(project, network)
+                volume.networks.setdefault(project, set()).add(network)
+                volume.counts[scope] = {}
+                volume.first[scope] = volume.first[project]
+                for day in (1, 2, 3):
+                    for m in range(-30, 60):
+                        volume.counts[scope][int(T0 // 60) - day * DAY_MINUTES + m] = per_minute // 3
     monitor = Monitor(plans, StreamClock(list(range(PARTITIONS)), gap_threshold_s=5.0), volume)
     offsets = [0] * PARTITIONS
     quiet = {_id(i) for i in range(n) if (i // projects) % 3 == 0}  # a third of every project
+    # With networks: one check per project in each of the other two networks really stops with the outage.
+    dead = {_id(i) for i in range(projects, 3 * projects)} if networks or stops else set()
+    index = {_id(i): i for i in range(n)}
+    last_heard: dict[str, float] = {}
+    dead_downs: dict[str, float] = {}
     first_ping = {_id(i): (i * period_s) / n for i in range(n)}  # spread over the period
 
     def feed(event, partition: int) -> None:
@@ -249,11 +276,13 @@ def outage(n: int, gate: bool, period_s: int = 600, quiet_from_min: int = 12, qu
             lo, hi = (now - T0) % period_s, (now - T0) % period_s + 1
             for j in range(int(lo * n / period_s), int(hi * n / period_s)):
                 check_id = order[j]
-                if in_outage and check_id in quiet:
+                if (in_outage and check_id in quiet) or (m >= quiet_from_min and check_id in dead):
                     continue
                 at = now + (first_ping[check_id] % 1)
+                last_heard[check_id] = at
                 feed(PingEvent(event_id=f"p{pings}", check_id=check_id, project_id=plans.plans[check_id].project_id,
-                               kind="success", received_at=datetime.fromtimestamp(at, timezone.utc)),
+                               kind="success", received_at=datetime.fromtimestamp(at, timezone.utc),
+                               remote_addr=addr(index[check_id])),
                      j % PARTITIONS)
                 pings += 1
             stamp = datetime.fromtimestamp(now + 1, timezone.utc)
@@ -265,6 +294,10 @@ def outage(n: int, gate: bool, period_s: int = 600, quiet_from_min: int = 12, qu
                 if isinstance(e, Transition) and e.to_status == "down":
                     downs += 1
                     quiet_downs += e.check_id in quiet
+                    if e.check_id in dead and e.check_id not in dead_downs:
+                        # how late after it was due down (last ping + period + grace)
+                        # in stream time, when emitted (the clock is at now + 1 after this second's ticks)
+                        dead_downs[e.check_id] = now + 1 - (last_heard[e.check_id] + period_s + 60)
                 elif isinstance(e, IngestAnomaly):
                     anomalies += 1
                     unknown += e.unknown
@@ -285,6 +318,13 @@ def outage(n: int, gate: bool, period_s: int = 600, quiet_from_min: int = 12, qu
     heard = f"{heard_at - back_at:.0f}s" if heard_at else "not within the run"
     print(f"every quiet check pinged    {heard} after (their next run: up to one {period_s // 60}-min period)")
     print(f"run                         {pings:,} pings, {minutes} min of stream time in {wall:.1f}s wall")
+    if networks:
+        print(f"source networks             3 per project (/24), the quiet third one of them")
+    if dead:
+        late = sorted(dead_downs.values())
+        print(f"real stops (other networks) {len(dead_downs):,} of {len(dead):,} down, "
+              f"emitted late by p50 {pct(late, 0.5):.0f}s max {max(late) if late else float('nan'):.0f}s of stream time")
+    print(f"resident memory             {rss_mb() - base_rss:,.0f} MB over the start ({rss_mb():,.0f} MB in all)")
 
 
 if __name__ == "__main__":

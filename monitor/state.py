@@ -20,7 +20,7 @@ from .clock import DeadlineHeap, StreamClock
 from .holds import Down, hold, note_down, released, window_held_down
 from .plans import PlanBook
 from .transitions import CheckState, apply, expire, reconfigure
-from .volume import VolumeGate
+from .volume import VolumeGate, network_of, scope_of
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +217,10 @@ class Monitor:
             recent = self.recent.get(check_id)
             if recent is not None and recent.repeat(event.event_id, at):
                 return  # a retry of a ping already applied (Idempotency-Key): no second effect
+        network = None
         if self.gate is not None and isinstance(event, PingEvent):
-            self.gate.count(event.project_id, at, record.partition, record.offset)
+            network = network_of(event.remote_addr)
+            self.gate.count(event.project_id, at, record.partition, record.offset, network)
         old = self.states.get(check_id)
         if old is not None and old.held_down is not None:
             self._release(check_id, at)  # its window ended before this event: announced first
@@ -226,8 +228,11 @@ class Monitor:
         plan = self.plans.get(check_id, event.project_id)
         new, transitions = apply(
             old, event, at, plan, position=(record.partition, record.offset),
-            gaps=self.clock.gaps_of(record.partition), unknown=self._unknown(plan.project_id),
+            gaps=self.clock.gaps_of(record.partition),
+            unknown=self._unknown(plan.project_id, old.network if old is not None else None),
         )
+        if network is not None and new.network != network and new is not old:
+            new = msgspec.structs.replace(new, network=sys.intern(network))
         self._put(check_id, old, new)
         self._emit(check_id, plan.project_id, transitions)
         if keyed and new is not old:  # applied now, not skipped as already in the state
@@ -278,9 +283,10 @@ class Monitor:
         self.plans.previous.clear()
         self._flush()
 
-    def _unknown(self, project_id: str) -> tuple:
-        """The project's volume anomalies: deadlines in them have unknown outcomes."""
-        return self.gate.spans_of(project_id) if self.gate is not None else ()
+    def _unknown(self, project_id: str, network: str | None = None) -> tuple:
+        """The volume anomalies of the project, and of the network the check last pinged from:
+        deadlines in them have unknown outcomes."""
+        return self.gate.spans_of(project_id, network) if self.gate is not None else ()
 
     def advance(self) -> None:
         """Fire every deadline the global clock has passed, earliest first.
@@ -299,24 +305,26 @@ class Monitor:
             if state is None or state.deadline != due:
                 continue  # stale heap entry (rescheduled or deleted check)
             plan = self.plans.get(check_id, "")  # "" only for a check the registry never had
-            if anomalies and self.gate.covers(plan.project_id, due):
-                key = (plan.project_id, int(due // 60))
+            scope = self.gate.covers(plan.project_id, due, state.network) if anomalies else None
+            if scope is not None:
+                key = (scope, int(due // 60))
                 unknown[key] = unknown.get(key, 0) + 1  # a missed deadline: its outcome is unknown
             new, transitions = expire(state, now, plan, check_id, self.clock.gaps_of(state.partition),
-                                      self._unknown(plan.project_id))
+                                      self._unknown(plan.project_id, state.network))
             self._put(check_id, state, new)
             self._emit(check_id, plan.project_id, transitions)
         self._flush()
         self._release_due(now)
-        for project_id, minute, volume, baseline in anomalies:
-            n = unknown.get((project_id, minute), 0)
+        for project_id, network, minute, volume, baseline in anomalies:
+            n = unknown.get((scope_of(project_id, network), minute), 0)
             self.counts["anomalies"] += 1
             self.counts["unknown"] += n
             start = minute * 60.0
+            named = (project_id, str(minute)) if network is None else (project_id, network, str(minute))
             self.out.append(IngestAnomaly(
-                event_id=stable_id("ingest_anomaly", project_id, str(minute)), project_id=project_id,
+                event_id=stable_id("ingest_anomaly", *named), project_id=project_id,
                 start=to_datetime(start), end=to_datetime(start + 60.0), volume=volume, baseline=float(baseline),
-                unknown=n))
+                unknown=n, network=network))
         if len(self.heap) > 2 * len(self.states) + 10_000:
             self.heap.compact(lambda due, cid: (s := self.states.get(cid)) is not None and s.deadline == due)
 

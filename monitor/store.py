@@ -120,13 +120,16 @@ async def load(event_log: EventLog, partitions: set[int]) -> Loaded:
                         else:
                             pings_seen.pop(event_id, None)
                     elif key.startswith(_VOLUME):
-                        parts = key[len(_VOLUME):].decode().split(":")
-                        p = int(parts[0])
-                        if len(parts) == 1:
+                        # "<partition>" or "<partition>:<scope>:<hour>" (a network scope may hold ":")
+                        name = key[len(_VOLUME):].decode()
+                        head, _, rest = name.partition(":")
+                        p = int(head)
+                        if not rest:
                             if p in partitions and r.value:
                                 gates[p] = _gate_decoder.decode(r.value)
                         else:
-                            hour_key = (p, parts[1], int(parts[2]))
+                            scope, _, hour = rest.rpartition(":")
+                            hour_key = (p, scope, int(hour))
                             if p in partitions and r.value:
                                 hours[hour_key] = _hour_decoder.decode(r.value)
                             else:

@@ -117,6 +117,8 @@ class CheckState(msgspec.Struct, frozen=True, gc=False, array_like=True):
     broken: bool = False  # reported broken in this time down
     # Its down was held by a window of this kind: announced when the window ends (``monitor.state``).
     held_down: str | None = None
+    # The source network of its latest ping (with the volume gate: ``monitor.volume.network_of``).
+    network: str | None = None
 
 
 Gaps = Sequence[tuple[float, float]]

@@ -73,7 +73,8 @@ def reason(alert: Alert) -> str:
     if isinstance(n, Broken):
         return f"down since {_iso(n.down_since)}"
     if isinstance(n, IngestAnomaly):
-        return (f"{n.volume} pings in the minute from {_iso(n.start)}, against {n.baseline:g} usual: "
+        source = f" from {n.network}" if n.network else ""
+        return (f"{n.volume} pings{source} in the minute from {_iso(n.start)}, against {n.baseline:g} usual: "
                 f"{n.unknown} missed deadline(s) judged unknown, not down")
     return "ingest gap"
 
@@ -121,7 +122,8 @@ def document(alert: Alert) -> dict:
     n = alert.notice
     if isinstance(n, IngestAnomaly):
         doc.update(type="ingest_anomaly", project={"id": n.project_id, "name": alert.project_name},
-                   start=_iso(n.start), end=_iso(n.end), volume=n.volume, baseline=n.baseline, unknown=n.unknown)
+                   start=_iso(n.start), end=_iso(n.end), volume=n.volume, baseline=n.baseline, unknown=n.unknown,
+                   network=n.network)
         return doc
     t = alert.transition
     if isinstance(n, Flapping):

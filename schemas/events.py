@@ -260,8 +260,9 @@ class IngestGap(_Event, frozen=True, tag="ingest_gap"):
 
 
 class IngestAnomaly(_Event, frozen=True, tag="ingest_anomaly"):
-    """The volume gate: the project's pings in the minute ``start``..``end`` fell abnormally below the
-    same minute on earlier days (``baseline``, the median); its checks' deadlines in that minute
+    """The volume gate: the project's pings (or those from one of its source networks: ``network``) in
+    the minute ``start``..``end`` fell abnormally below the same minute on earlier days (``baseline``,
+    the median); its checks' deadlines in that minute
     (``unknown``: how many) did not fire: their outcome is unknown, the checks moved on to their next period."""
 
     project_id: str
@@ -270,6 +271,9 @@ class IngestAnomaly(_Event, frozen=True, tag="ingest_anomaly"):
     volume: int
     baseline: float
     unknown: int
+    # The source network that fell (``10.1.2.0/24``, ``2001:db8:1::/48``) while the project's others
+    # stayed: only checks whose latest ping came from it were judged unknown. None: the whole project.
+    network: str | None = None
 
 
 # --- pingstream.deliveries -------------------------------------------------

@@ -17,7 +17,7 @@ from schemas.events import TOPIC_PINGS, CheckConfig, CheckUpserted, IngestAnomal
 
 PROJECT = "019ab7ef-0000-7000-8000-000000000001"
 T0 = 1_767_225_600.0  # a midnight (UTC)
-N = 60
+N = 90  # three networks of 30 (the gate judges a scope from 30 pings a minute)
 IDS = [f"00000000-0000-4000-8000-{i:012d}" for i in range(N)]
 
 
@@ -25,8 +25,16 @@ def _dt(t: float) -> datetime:
     return datetime.fromtimestamp(t, timezone.utc)
 
 
+def _addr(i: int, family: int | None) -> str:
+    """Check i's source address: three networks, a third of the fleet each (None: unknown)."""
+    if family is None:
+        return ""
+    return f"10.0.{i % 3}.{i + 1}" if family == 4 else f"2001:db8:{i % 3}:{i}::1"
+
+
 class Fleet:
-    def __init__(self, gate: bool, days_of_history: int = 3) -> None:
+    def __init__(self, gate: bool, days_of_history: int = 3, family: int | None = None) -> None:
+        self.family = family
         plans = PlanBook()
         for check_id in IDS:
             plans.apply(CheckUpserted(event_id="c", check=CheckConfig(
@@ -35,8 +43,9 @@ class Fleet:
         if self.gate is not None:
             for day in range(1, days_of_history + 1):
                 for minute in range(-10, 120):
-                    for _ in range(N):  # every check once a minute
-                        self.gate.count(PROJECT, T0 - day * 86400 + minute * 60 + 1)
+                    for i in range(N):  # every check once a minute
+                        self.gate.count(PROJECT, T0 - day * 86400 + minute * 60 + 1,
+                                        network=volume.network_of(_addr(i, family)))
         self.monitor = Monitor(plans, StreamClock([0], gap_threshold_s=1e9), self.gate)
         self.offset = 0
         self.out: list = []
@@ -58,7 +67,7 @@ class Fleet:
             if check_id not in quiet:
                 at = start + 0.5 * i / N * 10
                 self.feed(PingEvent(event_id=f"p{m}-{i}", check_id=check_id, project_id=PROJECT, kind="success",
-                                    received_at=_dt(at)), at)
+                                    received_at=_dt(at), remote_addr=_addr(i, self.family)), at)
         for s in range(10, 60, 10):
             self.feed(Tick(event_id=f"t{m}-{s}", at=_dt(start + s), partition=0), start + s)
 
@@ -184,3 +193,93 @@ async def test_a_fresh_gate_is_blind_and_forgotten_hours_are_deleted(tmp_path):
     assert hours and int(old // 3600) not in hours and min(hours) == int((T0 - 3 * 86400) // 3600) - 1
     assert (store.volume_record((0, PROJECT, int(old // 3600)), None)) in fleet.state  # its tombstone
     assert loaded.gate.counts[PROJECT] == fleet.gate.counts[PROJECT]
+
+
+# --- per source network ----------------------------------------------------------------
+
+NET0 = {IDS[i] for i in range(N) if i % 3 == 0}  # the checks of the first network
+DEAD = IDS[1]  # of the second network: it really stops, with the outage
+
+
+def _network_outage(fleet: Fleet, quiet_minutes: int = 5, after: int = 8) -> None:
+    for m in range(2):
+        fleet.minute(m, set())
+    for m in range(2, 2 + quiet_minutes):
+        fleet.minute(m, NET0 | {DEAD})
+    for m in range(2 + quiet_minutes, 2 + quiet_minutes + after):
+        fleet.minute(m, {DEAD})
+
+
+def test_network_of_groups_ipv4_by_24_and_ipv6_by_48():
+    assert volume.network_of("10.1.2.3") == "10.1.2.0/24"
+    assert volume.network_of("::ffff:10.1.2.3") == "10.1.2.0/24"
+    assert volume.network_of("2001:db8:1:2::7") == "2001:db8:1::/48"
+    assert volume.network_of("[2001:db8:1:2::7]") == "2001:db8:1::/48"
+    assert volume.network_of("") is None and volume.network_of("not an address") is None
+
+
+def test_one_quiet_network_gives_unknowns_for_its_checks_and_the_others_alert_as_usual():
+    fleet = Fleet(gate=True, family=4)
+    _network_outage(fleet)
+    downs = fleet.downs()
+    assert [t.check_id for t in downs] == [DEAD]
+    assert downs[0].at.timestamp() <= T0 + 7 * 60  # on time, inside the outage
+    anomalies = [e for e in fleet.out if isinstance(e, IngestAnomaly)]
+    assert anomalies and {a.network for a in anomalies} == {"10.0.0.0/24"}  # the project was not held whole
+    assert all(a.volume == 0 and a.baseline == N // 3 for a in anomalies)
+    assert sum(a.unknown for a in anomalies) >= len(NET0)
+    assert all(fleet.monitor.states[c].base == "up" for c in NET0)
+
+
+def test_without_addresses_the_whole_project_is_held_and_a_real_stop_waits():
+    fleet = Fleet(gate=True)
+    _network_outage(fleet)
+    downs = fleet.downs()
+    assert [t.check_id for t in downs] == [DEAD] and downs[0].at.timestamp() > T0 + 7 * 60
+    assert {a.network for a in fleet.out if isinstance(a, IngestAnomaly)} == {None}
+
+
+def test_every_network_falling_holds_the_whole_project():
+    fleet = Fleet(gate=True, family=4)
+    for m in range(2):
+        fleet.minute(m, set())
+    everyone_but = set(IDS[3:])  # each network keeps one check: all three fall
+    for m in range(2, 6):
+        fleet.minute(m, everyone_but)
+    for m in range(6, 14):
+        fleet.minute(m, set())
+    assert fleet.downs() == []
+    assert None in {a.network for a in fleet.out if isinstance(a, IngestAnomaly)}
+
+
+def test_the_networks_kept_per_project_are_bounded_and_quiet_ones_forgotten():
+    gate = volume.VolumeGate()
+    for k in range(3 * volume.NETWORKS_KEPT):
+        gate.count(PROJECT, T0 + k, network=volume.network_of(f"10.{k}.0.1"))
+    assert len(gate.networks[PROJECT]) == volume.NETWORKS_KEPT
+    assert len([s for s in gate.counts if s != PROJECT]) == volume.NETWORKS_KEPT
+    gate.judge(T0)
+    gate.judge(T0 + (volume.DAYS + 1) * 86400)  # days later: every network's pings are older than compared
+    assert gate.networks[PROJECT] == set() and list(gate.counts) == [PROJECT]
+    gate.count(PROJECT, T0 + (volume.DAYS + 1) * 86400, network="10.99.0.0/24")
+    assert gate.networks[PROJECT] == {"10.99.0.0/24"}
+
+
+async def test_a_restarted_gate_keeps_its_networks_ipv6_too(tmp_path):
+    steady = Fleet(gate=True, family=6)
+    _network_outage(steady)
+    fleet = Fleet(gate=True, family=6)
+    fleet.gate.owned = {0}
+    for m in range(3):
+        fleet.minute(m, set() if m < 2 else NET0 | {DEAD})
+    fleet.monitor = await _restarted(fleet, tmp_path)
+    assert fleet.monitor.gate.networks == steady.gate.networks == {PROJECT: {
+        "2001:db8::/48", "2001:db8:1::/48", "2001:db8:2::/48"}}
+    assert fleet.monitor.states[IDS[0]].network == "2001:db8::/48"
+    for m in range(3, 7):
+        fleet.minute(m, NET0 | {DEAD})
+    for m in range(7, 15):
+        fleet.minute(m, {DEAD})
+    assert [t.check_id for t in fleet.downs()] == [DEAD]
+    anomalies = sorted((e.event_id, e.network, e.unknown) for e in fleet.out if isinstance(e, IngestAnomaly))
+    assert anomalies == sorted((e.event_id, e.network, e.unknown) for e in steady.out if isinstance(e, IngestAnomaly))
