@@ -44,6 +44,7 @@ class PlanBook:
         self.check_windows: dict[str, tuple[Window, ...]] = {}
         self.project_windows: dict[str, tuple[Window, ...]] = {}
         self.parents: dict[str, tuple[str, ...]] = {}  # depends_on, for checks that have it
+        self.parent_ids: dict[str, int] = {}  # every check some check depends on -> how many do
         # Whose windows changed (checks, projects): a down held by a window may now end at another time.
         self.windows_changed: set[str] = set()
 
@@ -64,10 +65,7 @@ class PlanBook:
                 self.check_windows[check_id] = event.check.windows
             else:
                 self.check_windows.pop(check_id, None)
-            if event.check.depends_on:
-                self.parents[check_id] = tuple(sys.intern(p) for p in event.check.depends_on)
-            else:
-                self.parents.pop(check_id, None)
+            self._set_parents(check_id, tuple(sys.intern(p) for p in event.check.depends_on))
         elif isinstance(event, ProjectUpserted):
             if self.project_windows.get(event.project.id, ()) != event.project.windows:
                 self.windows_changed.add(event.project.id)
@@ -77,7 +75,7 @@ class PlanBook:
                 self.project_windows.pop(event.project.id, None)
         elif isinstance(event, CheckDeleted):
             self.check_windows.pop(event.check_id, None)
-            self.parents.pop(event.check_id, None)
+            self._set_parents(event.check_id, ())
             if self.plans.pop(event.check_id, None) is not None:
                 self.deleted.add(event.check_id)
             self.changed.discard(event.check_id)
@@ -90,6 +88,18 @@ class PlanBook:
                 self.deleted.add(check_id)
                 self.changed.discard(check_id)
                 self.previous.pop(check_id, None)
+
+    def _set_parents(self, check_id: str, parents: tuple[str, ...]) -> None:
+        for p in self.parents.pop(check_id, ()):
+            n = self.parent_ids.get(p, 0) - 1
+            if n > 0:
+                self.parent_ids[p] = n
+            else:
+                self.parent_ids.pop(p, None)
+        if parents:
+            self.parents[check_id] = parents
+            for p in parents:
+                self.parent_ids[p] = self.parent_ids.get(p, 0) + 1
 
     def windows(self, check_id: str, project_id: str) -> tuple[Window, ...]:
         """The windows that may hold the check's notifications: its own and its project's."""

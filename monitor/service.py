@@ -7,6 +7,12 @@ Transitions / IngestGaps (keyed by check, awaiting the durable ack) → write
 the changed states → commit the offsets. A crash anywhere re-reads the batch;
 the same transitions come out again with the same ids (consumers dedupe), and
 nothing is lost.
+
+Dependencies across monitors: with several monitors (each a share of the pings partitions) a
+check's parent may live in partitions another monitor owns. Every monitor also reads the
+transitions topic, all of its partitions (``_follow_parents``), and folds the downs and ups of
+the checks some check depends on (``Monitor.follow_parent``): a child here is held while a
+parent there is down, by the parent's transition times.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from runtime.config import Config
 from runtime.consumer import Batch, Batches, ConsumerShell, retry
 from runtime.eventlog.base import EventLog, TopicPartition
 from runtime.registry import follow
-from schemas.events import TOPIC_PINGS, TOPIC_TRANSITIONS, Transition, encode
+from schemas.events import TOPIC_PINGS, TOPIC_TRANSITIONS, Transition, decode, encode
 
 from . import store
 from .clock import DeadlineHeap, StreamClock
@@ -70,12 +76,38 @@ async def run(
         if stop.is_set():
             return
         gate = VolumeGate() if config.volume_gate else None
-        await _consume(event_log, Monitor(plans, StreamClock([], gap_threshold_s or gap_threshold(config)), gate),
-                       stop, batch_max)
+        monitor = Monitor(plans, StreamClock([], gap_threshold_s or gap_threshold(config)), gate)
+        parents_task = asyncio.create_task(_follow_parents(event_log, monitor, stop), name="monitor-parents")
+        waiters.append(parents_task)
+        await _consume(event_log, monitor, stop, batch_max)
     finally:
         for task in (*waiters, registry_task):
             task.cancel()
         await asyncio.gather(*waiters, registry_task, return_exceptions=True)
+
+
+async def _follow_parents(event_log: EventLog, monitor: Monitor, stop: asyncio.Event) -> None:
+    """Read every partition of the transitions topic, from its beginning (a parent down for long is
+    known after a restart), and fold the transitions of checks some check depends on. Only their
+    records are decoded (the key is the check's uuid). Retried while the log is away."""
+    async def follow() -> None:
+        async with event_log.consumer([TOPIC_TRANSITIONS], group=None) as consumer:
+            while not stop.is_set():
+                for r in await consumer.getmany(max_records=10_000, timeout_ms=200):
+                    if r.key and monitor.plans.parent_ids and r.key.decode() in monitor.plans.parent_ids:
+                        try:
+                            monitor.follow_parent(decode(r.value))
+                        except Exception as exc:  # not ours to dead-letter: the notifier reads it too
+                            log.error("undecodable transition %s/%d@%d: %s", r.topic, r.partition, r.offset, exc)
+
+    while not stop.is_set():
+        try:
+            await follow()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("monitor: reading parents' transitions failed (%s); retrying", exc)
+            await asyncio.sleep(1.0)
 
 
 async def _consume(event_log: EventLog, monitor: Monitor, stop: asyncio.Event, batch_max: int) -> None:

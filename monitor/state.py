@@ -7,13 +7,14 @@ from __future__ import annotations
 import logging
 import math
 import sys
+from collections import ChainMap
 
 import msgspec
 
 from checks.idempotency import RecentIds, is_derived
 from checks.schedule import to_datetime
 from checks.windows import hold_ends
-from schemas.events import IngestAnomaly, IngestGap, Paused, PingEvent, Resumed, Tick, decode, stable_id
+from schemas.events import IngestAnomaly, IngestGap, Paused, PingEvent, Resumed, Tick, Transition, decode, stable_id
 
 from . import store
 from .clock import DeadlineHeap, StreamClock
@@ -52,6 +53,8 @@ class Monitor:
         self.poison: list = []  # (record, exception) of this batch, for the dead-letter topic
         self.counts = {"records": 0, "transitions": 0, "gaps": 0, "errors": 0, "anomalies": 0, "unknown": 0}
         self.down: Down = {}  # when each check last went down (and came back): parents for depends_on
+        # The same for parents as the transitions topic tells (``follow_parent``): those another monitor owns.
+        self.parents_down: Down = {}
         self._pending: list[tuple[str, str, list]] = []  # transitions of the current step, holds not yet decided
         # Checks whose down a window held (CheckState.held_down), and when their windows end.
         self.held_down: set[str] = set()
@@ -118,11 +121,12 @@ class Monitor:
         for _, _, transitions in pending:
             for t in transitions:
                 note_down(self.down, t)
+        down = self._parents_down()
         for check_id, project_id, transitions in pending:
             windows = self.plans.windows(check_id, project_id)
             parents = self.plans.parents.get(check_id, ())
             if windows or parents:
-                transitions = [hold(t, windows, parents, self.down) for t in transitions]
+                transitions = [hold(t, windows, parents, down) for t in transitions]
             self.out += transitions
             self._follow_hold(check_id, transitions)
 
@@ -162,7 +166,7 @@ class Monitor:
         t = released(check_id, plan.project_id, state.status, state.down_since, end, state.held_down)
         # A parent down, or the check flapping, still holds it (recorded, not notified).
         parents = self.plans.parents.get(check_id, ())
-        t = hold(t, (), parents, self.down) if parents else t
+        t = hold(t, (), parents, self._parents_down()) if parents else t
         if state.flapping and t.held is None:
             t = msgspec.structs.replace(t, held="flapping")
         self.out.append(t)
@@ -174,6 +178,17 @@ class Monitor:
         for _, check_id in self.releases.pop_due(now):
             if check_id in self.held_down:
                 self._release(check_id, now)
+
+    def _parents_down(self):
+        """Where parents were down: what this monitor folded itself first, then what the transitions
+        topic said (parents in partitions another monitor owns)."""
+        return ChainMap(self.down, self.parents_down) if self.parents_down else self.down
+
+    def follow_parent(self, event) -> None:
+        """Fold an event of the transitions topic (any partition, any monitor's): a parent's downs
+        and ups, so a child here sees a parent another monitor owns."""
+        if isinstance(event, Transition) and event.check_id in self.plans.parent_ids:
+            note_down(self.parents_down, event)
 
     def fold(self, record) -> None:
         try:
@@ -245,6 +260,7 @@ class Monitor:
         now = self.clock.now
         for check_id in self.plans.deleted:
             self.down.pop(check_id, None)
+            self.parents_down.pop(check_id, None)
             self.held_down.discard(check_id)
             if self.states.pop(check_id, None) is not None:
                 self.dirty.add(check_id)

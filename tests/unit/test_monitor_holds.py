@@ -325,3 +325,73 @@ def test_dependencies_never_hide_a_parents_own_alert(raw, threshold):
             continue  # at the very moment the parent changed, "was it down" is a matter of order
         down = any(a <= x.at and (b is None or x.at < b) for a, b in spans)
         assert (x.held == f"dependency:{PARENT}") == down
+
+
+# --- a parent another monitor owns -------------------------------------------------------
+
+
+def _step(monitor: Monitor, partition: int, offset: int, event) -> list:
+    at = event.received_at if isinstance(event, PingEvent) else event.at
+    key = getattr(event, "check_id", "").encode() or None
+    monitor.fold(Record(TOPIC_PINGS, partition, offset, key, encode(event), int(at.timestamp() * 1000)))
+    monitor.reconfigure()
+    monitor.advance()
+    return monitor.take()[0]
+
+
+def _two_monitors(events, fields=None) -> tuple[list[Transition], list[Transition]]:
+    """The parent's records in partition 0, owned by monitor A; the child's in partition 1, owned by B.
+    B reads what A emits as it would read the transitions topic (``follow_parent``). Each record's moment
+    reaches both (the edge ticks every partition): A's first, as when B's monitor lags a little."""
+    a, b = _family(fields, fields), _family(fields, fields)
+    a.clock, b.clock = StreamClock([0], gap_threshold_s=1e9), StreamClock([1], gap_threshold_s=1e9)
+    out_a, out_b = [], []
+    for offset, event in enumerate(events):
+        whose = getattr(event, "check_id", None)
+        emitted = _step(a, 0, offset, event if whose == PARENT else tick_at(event, 0, offset))
+        out_a += [e for e in emitted if isinstance(e, Transition)]
+        for e in emitted:
+            b.follow_parent(e)
+        emitted = _step(b, 1, offset, event if whose == CHECK else tick_at(event, 1, offset))
+        out_b += [e for e in emitted if isinstance(e, Transition)]
+    return out_a, out_b
+
+
+def tick_at(event, partition: int, n: int) -> Tick:
+    at = event.received_at if isinstance(event, PingEvent) else event.at
+    return Tick(event_id=f"t{n}", at=at, partition=partition)
+
+
+def test_a_child_is_held_while_a_parent_in_another_monitors_partitions_is_down():
+    events = [_of(PARENT, ping("success", T0, 0)), ping("success", T0 + 1, 1), _of(PARENT, ping("fail", T0 + 2, 2)),
+              ping("fail", T0 + 3, 3), _of(PARENT, ping("success", T0 + 4, 4)), ping("success", T0 + 5, 5),
+              ping("fail", T0 + 6, 6)]
+    parent, child = _two_monitors(events)
+    assert [(t.to_status, t.held) for t in parent] == [("up", None), ("down", None), ("up", None)]
+    assert [(t.to_status, t.held) for t in child] == [
+        ("up", None), ("down", f"dependency:{PARENT}"), ("up", None), ("down", None)]
+    # Without reading the parent's transitions the child's monitor would not know (it fails open).
+    b = _family()
+    b.clock = StreamClock([1], gap_threshold_s=1e9)
+    alone = [e for i, ev in enumerate(events) if ev.check_id == CHECK for e in _step(b, 1, i, ev)]
+    assert [t.held for t in alone if isinstance(t, Transition)] == [None, None, None, None]
+
+
+@settings(max_examples=150, deadline=None)
+@given(family_steps, st.integers(min_value=1, max_value=3))
+def test_two_monitors_hold_a_child_as_one_monitor_does(raw, threshold):
+    t, events = T0, []
+    for n, (whose, kind, dt) in enumerate(raw):
+        t += dt
+        if kind == "tick":
+            events.append(tick(t, n))
+        else:
+            e = ping(kind, t, n)
+            events.append(_of(PARENT, e) if whose == "parent" else e)
+    events.append(tick(t + 5000, len(raw)))
+    fields = {"failure_threshold": threshold}
+    one = _feed_records(_family(fields, fields), events)
+    parent, child = _two_monitors(events, fields)
+    assert parent == [x for x in one if x.check_id == PARENT]
+    edges = {x.at for x in parent if (x.to_base == "down") != (x.from_base == "down")}
+    assert [x for x in child if x.at not in edges] == [x for x in one if x.check_id == CHECK and x.at not in edges]
