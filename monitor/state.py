@@ -289,7 +289,7 @@ class Monitor:
                 if old.deadline is not None and old.deadline <= due_until:
                     before = previous or plan
                     current, transitions = expire(old, due_until, before, check_id, self.clock.gaps_of(old.partition),
-                                                  self._unknown(before.project_id))
+                                                  self._unknown(before.project_id, old.network))
                 else:
                     current = old
                 new, more = reconfigure(current, now, plan, check_id, previous)
