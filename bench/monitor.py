@@ -323,7 +323,7 @@ def outage(n: int, gate: bool, period_s: int = 600, quiet_from_min: int = 12, qu
     if dead:
         late = sorted(dead_downs.values())
         print(f"real stops (other networks) {len(dead_downs):,} of {len(dead):,} down, "
-              f"emitted late by p50 {pct(late, 0.5):.0f}s max {max(late) if late else float('nan'):.0f}s of stream time")
+              f"emitted late by p50 {pct(late, 0.5):.0f}s max {pct(late, 1.0):.0f}s of stream time")
     print(f"resident memory             {rss_mb() - base_rss:,.0f} MB over the start ({rss_mb():,.0f} MB in all)")
 
 

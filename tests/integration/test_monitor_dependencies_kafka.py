@@ -15,7 +15,9 @@ from monitor import service as monitor_service
 from runtime.config import Config
 from runtime.eventlog.kafka import KafkaEventLog
 from runtime.registry import create_project, save_check
-from schemas.events import TOPIC_PINGS, TOPIC_TRANSITIONS, CheckConfig, PingEvent, Tick, Transition, encode, utcnow, uuid7
+from schemas.events import (
+    TOPIC_PINGS, TOPIC_TRANSITIONS, CheckConfig, PingEvent, Tick, Transition, encode, utcnow, uuid7,
+)
 from tests.integration.test_idempotency_kafka import _events
 
 PARENT_PARTITION, CHILD_PARTITION = 0, 3  # apart under the range and the round-robin assignors alike
