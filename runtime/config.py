@@ -121,6 +121,7 @@ class Config:
     rate_limit_burst: float = 20.0
     kafka_prefix: str = ""  # namespaces topic names on a shared cluster
     kafka_ack_timeout_s: float = 10.0  # a produce not acknowledged by then answers 503
+    kafka_producers: int = 2  # producers per process, each with its share of the partitions (runtime/eventlog/kafka.py)
     webhooks: tuple[tuple[str, str], ...] = ()  # (project id, URL): where transitions are POSTed
     metrics_port: int = 0  # /metrics of a projector or monitor process (the edge serves it on its own port)
     idle_timeout_s: float = 15.0  # a connection with no complete request head by then is closed (slowloris)
@@ -143,6 +144,9 @@ class Config:
     # `pingstream up`: edge processes sharing the port (1 = everything in one process, as before).
     edge_processes: int = 1
     reuse_port: bool = False  # the edge binds with SO_REUSEPORT (several edges on one port)
+    # `pingstream ingest`: the same variable, but one process unless it is set (replicas of a distributed
+    # edge are usually counted by whatever runs them).
+    ingest_processes: int = 1
 
     @property
     def sqlite_path(self) -> Path:
@@ -182,6 +186,7 @@ class Config:
             rate_limit_client_per_s=_float(env, "PINGSTREAM_RATE_LIMIT_CLIENT", 0.0, 0.0, 1e6),
             rate_limit_burst=_float(env, "PINGSTREAM_RATE_LIMIT_BURST", 20.0, 1.0, 1e6),
             kafka_ack_timeout_s=_float(env, "PINGSTREAM_KAFKA_ACK_TIMEOUT_S", 10.0, 0.5, 300.0),
+            kafka_producers=_int(env, "PINGSTREAM_KAFKA_PRODUCERS", 2, 1, 64),
             webhooks=_webhooks(env.get("PINGSTREAM_WEBHOOKS") or ""),
             metrics_port=_int(env, "PINGSTREAM_METRICS_PORT", 0, 0, 65535),
             idle_timeout_s=_float(env, "PINGSTREAM_IDLE_TIMEOUT_S", 15.0, 0.5, 3600.0),
@@ -203,5 +208,6 @@ class Config:
             notify_retry_s=_float(env, "PINGSTREAM_NOTIFY_RETRY_S", 600.0, 0.0, 7 * 86400.0),
             edge_processes=_int(env, "PINGSTREAM_EDGE_PROCESSES", os.cpu_count() or 1, 1, 256),
             reuse_port=_int(env, "PINGSTREAM_REUSE_PORT", 0, 0, 1) == 1,
+            ingest_processes=_int(env, "PINGSTREAM_EDGE_PROCESSES", 1, 1, 256),
         )
         return dataclasses.replace(config, **overrides) if overrides else config

@@ -53,7 +53,8 @@ def kafka_prefix() -> str:
 
 @pytest.fixture
 async def kafka_log(kafka_bootstrap, kafka_prefix):
-    log = KafkaEventLog(kafka_bootstrap, default_partitions=4, prefix=kafka_prefix)
+    # Two producers (lanes, each with its half of the partitions), as a deployed edge has.
+    log = KafkaEventLog(kafka_bootstrap, default_partitions=4, prefix=kafka_prefix, producers=2)
     await log.start()
     try:
         yield log

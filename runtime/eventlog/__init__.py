@@ -15,6 +15,7 @@ def open_eventlog(config) -> EventLog:
             default_partitions=config.partitions,
             prefix=config.kafka_prefix,
             ack_timeout_s=config.kafka_ack_timeout_s,
+            producers=config.kafka_producers,
         )
     from .sqlite import SqliteEventLog
 

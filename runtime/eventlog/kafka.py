@@ -5,6 +5,13 @@
   crc32 mapping the embedded log uses, so a key lands on the same partition
   number on either backend (the monitor relies on pings and its state
   sharing partition numbers).
+- Several producers ("lanes", ``producers``), partition p always on lane
+  p % lanes, so each partition keeps one idempotent sequence. aiokafka keeps
+  one produce request in flight per producer and broker, and a broker that
+  fsyncs what it acknowledges appends a request's partitions one after the
+  other: lanes put requests for different partitions in flight side by side,
+  and the broker's fsyncs overlap (bench/e2e.py: the Kafka edge's throughput
+  is bounded by that round trip, not by its CPU).
 - Topics are created at start with the configured partition count;
   registry-like topics (latest value per key) are compacted.
 - Consumers never auto-commit: a service commits after its effects are done
@@ -86,6 +93,7 @@ class KafkaEventLog(EventLog):
         prefix: str = "",
         replication_factor: int = 1,
         ack_timeout_s: float = ACK_TIMEOUT_S,
+        producers: int = 1,
     ) -> None:
         self.bootstrap = bootstrap
         self.default_partitions = default_partitions
@@ -93,13 +101,15 @@ class KafkaEventLog(EventLog):
         self.replication_factor = replication_factor
         self.ack_timeout_s = ack_timeout_s
         self.stall_s = min(STALL_S, ack_timeout_s)
-        self._producer: AIOKafkaProducer | None = None  # None while the broker is away (and when closed)
+        self.lanes = max(1, producers)
+        self._producers: list[AIOKafkaProducer] = []  # one per lane; none while the broker is away (and closed)
         self._counts: dict[str, int] = {}
         self._ensured: set[str] = set()
-        self._queue: collections.deque = collections.deque()  # records given to send(), not yet to aiokafka
+        # Per lane: records given to send(), not yet to aiokafka, and the task handing them over.
+        self._queues = [collections.deque() for _ in range(self.lanes)]
+        self._wakes = [asyncio.Event() for _ in range(self.lanes)]
+        self._senders: list[asyncio.Task] = []
         self._inflight: collections.deque = collections.deque()  # (deadline, futures) of batches aiokafka holds
-        self._wake = asyncio.Event()
-        self._sender: asyncio.Task | None = None
         self._watch: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()  # producers being dropped
         self._last_ack = 0.0  # loop time of the last acknowledgement
@@ -107,6 +117,11 @@ class KafkaEventLog(EventLog):
         self._down_reason = ""
         self._refused = 0  # records refused at once during this outage
         self._closed = False
+
+    @property
+    def _producer(self) -> AIOKafkaProducer | None:
+        """The first lane's producer (metadata, records without a key); None while the broker is away."""
+        return self._producers[0] if self._producers else None
 
     def name(self, topic: str) -> str:
         return self.prefix + topic
@@ -124,11 +139,23 @@ class KafkaEventLog(EventLog):
 
     async def start(self) -> None:
         await self.ensure_topics(list(KNOWN_TOPICS))
-        self._producer = await self._new_producer()
+        self._producers = await self._new_producers()
         self._last_ack = asyncio.get_running_loop().time()
         _AVAILABLE.set(1)
-        self._sender = asyncio.create_task(self._send_loop(), name="kafka-send")
+        self._senders = [asyncio.create_task(self._send_loop(lane), name=f"kafka-send-{lane}")
+                         for lane in range(self.lanes)]
         self._watch = asyncio.create_task(self._watch_loop(), name="kafka-watch")
+
+    async def _new_producers(self) -> list[AIOKafkaProducer]:
+        """A producer per lane, all started, or none (LogUnavailable)."""
+        started = await asyncio.gather(*(self._new_producer() for _ in range(self.lanes)), return_exceptions=True)
+        failed = [r for r in started if isinstance(r, BaseException)]
+        if failed:
+            for producer in started:
+                if not isinstance(producer, BaseException):
+                    self._drop(producer)
+            raise failed[0]
+        return started
 
     async def _new_producer(self) -> AIOKafkaProducer:
         producer = AIOKafkaProducer(
@@ -182,7 +209,7 @@ class KafkaEventLog(EventLog):
         while not self._closed:
             now = loop.time()
             try:
-                if self._producer is not None:
+                if self._producers:
                     reason = self._fatal() or self._stalled(now)
                     if reason is None and now - self._last_ack > 1.0 and now >= next_probe:
                         # Idle or waiting: is the broker there at all? (A stopped broker refuses at once.)
@@ -196,12 +223,12 @@ class KafkaEventLog(EventLog):
                     next_probe = now + PROBE_S
                     if await self._reachable():
                         try:
-                            producer = await self._new_producer()
+                            producers = await self._new_producers()
                         except LogUnavailable as exc:
                             self._down_reason = str(exc)
                         else:
-                            self._come_back(producer)
-                    if self._producer is None and loop.time() >= next_summary:
+                            self._come_back(producers)
+                    if not self._producers and loop.time() >= next_summary:
                         next_summary = loop.time() + SUMMARY_S
                         log.warning("%s; %d records refused so far", self.unavailable, self._refused)
             except Exception:  # the watch must outlive any surprise
@@ -210,14 +237,17 @@ class KafkaEventLog(EventLog):
 
     def _fatal(self) -> str | None:
         """A producer aiokafka has given up on: its sender ended (OutOfOrderSequenceNumber,
-        ProducerFenced, ...) and every later send would fail with that error."""
-        producer = self._producer
-        task = producer._sender.sender_task if producer._sender is not None else None
-        if task is not None and task.done():
-            exc = None if task.cancelled() else task.exception()
-            return f"producer failed: {exc.__class__.__name__ if exc else 'sender cancelled'}"
-        exc = producer._message_accumulator._exception
-        return f"producer failed: {exc.__class__.__name__}" if exc is not None else None
+        ProducerFenced, ...) and every later send would fail with that error. One lane's is
+        enough: every lane is replaced."""
+        for producer in self._producers:
+            task = producer._sender.sender_task if producer._sender is not None else None
+            if task is not None and task.done():
+                exc = None if task.cancelled() else task.exception()
+                return f"producer failed: {exc.__class__.__name__ if exc else 'sender cancelled'}"
+            exc = producer._message_accumulator._exception
+            if exc is not None:
+                return f"producer failed: {exc.__class__.__name__}"
+        return None
 
     def _stalled(self, now: float) -> str | None:
         while self._inflight and all(f.done() for f in self._inflight[0][1]):
@@ -242,8 +272,8 @@ class KafkaEventLog(EventLog):
         return False
 
     def _go_down(self, reason: str) -> None:
-        """Fail what is held, drop the producer, refuse every record at once until the probe succeeds."""
-        producer, self._producer = self._producer, None
+        """Fail what is held, drop the producers, refuse every record at once until the probe succeeds."""
+        producers, self._producers = self._producers, []
         self._down_since, self._down_reason, self._refused = asyncio.get_running_loop().time(), reason, 0
         _AVAILABLE.set(0)
         log.error("Kafka unavailable (%s): records are refused at once; probing every %g s", reason, PROBE_S)
@@ -252,14 +282,14 @@ class KafkaEventLog(EventLog):
         for _, futures in inflight:
             for fut in futures:
                 self._reject(fut, LogUnavailable(f"Kafka unavailable: {reason}"))
-        if producer is not None:
+        for producer in producers:
             self._drop(producer)
 
-    def _come_back(self, producer: AIOKafkaProducer) -> None:
+    def _come_back(self, producers: list[AIOKafkaProducer]) -> None:
         loop = asyncio.get_running_loop()
-        log.warning("Kafka reachable again after %.1f s (a new producer took over); %d records were refused",
+        log.warning("Kafka reachable again after %.1f s (new producers took over); %d records were refused",
                     loop.time() - self._down_since, self._refused)
-        self._producer, self._down_since, self._down_reason = producer, None, ""
+        self._producers, self._down_since, self._down_reason = producers, None, ""
         self._last_ack = loop.time()
         _AVAILABLE.set(1)
 
@@ -276,23 +306,26 @@ class KafkaEventLog(EventLog):
             await asyncio.gather(watch, return_exceptions=True)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CLOSE_S
-        sender, self._sender = self._sender, None
-        if sender is not None:
-            self._wake.set()  # hands what is queued to aiokafka, then ends
+        senders, self._senders = self._senders, []
+        if senders:
+            for wake in self._wakes:
+                wake.set()  # hands what is queued to aiokafka, then ends
             try:
                 async with asyncio.timeout_at(deadline):
-                    await asyncio.gather(sender, return_exceptions=True)
+                    await asyncio.gather(*senders, return_exceptions=True)
             except TimeoutError:
-                sender.cancel()
-                await asyncio.gather(sender, return_exceptions=True)
-        producer, self._producer = self._producer, None
-        if producer is not None:
+                for sender in senders:
+                    sender.cancel()
+                await asyncio.gather(*senders, return_exceptions=True)
+        producers, self._producers = self._producers, []
+        if producers:
             try:
                 async with asyncio.timeout_at(deadline):
-                    await producer.flush()
+                    await asyncio.gather(*(producer.flush() for producer in producers))
             except TimeoutError:
                 log.warning("closing with records Kafka did not acknowledge within %g s", CLOSE_S)
-            self._drop(producer)
+            for producer in producers:
+                self._drop(producer)
         self._fail_queued("event log is closed")
         for _, futures in self._inflight:
             for fut in futures:
@@ -351,7 +384,7 @@ class KafkaEventLog(EventLog):
     ) -> tuple[int, int]:
         if self._closed:
             raise LogUnavailable("event log is closed")
-        if self._producer is None:
+        if not self._producers:
             self._refused += 1
             _ERRORS.inc()
             raise LogUnavailable(self.unavailable or "Kafka unavailable")
@@ -373,53 +406,54 @@ class KafkaEventLog(EventLog):
     def send(
         self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
     ) -> asyncio.Future:
-        """``produce`` without a task per record: records are queued for one sender task, which hands
-        what has gathered to aiokafka, per partition as one record batch (from _BATCH_FROM records;
-        each record's offset is the batch's base + its place) or else one by one, and resolves each
-        record's future from the delivery. A record whose
+        """``produce`` without a task per record: records are queued for their lane's sender task,
+        which hands what has gathered to aiokafka, per partition as one record batch (from _BATCH_FROM
+        records; each record's offset is the batch's base + its place) or else one by one, and
+        resolves each record's future from the delivery. A record whose
         partition is not known yet (the first of a topic, or no key) goes through ``produce``."""
         if partition is None:
             count = self._counts.get(topic)
-            if key is None or count is None or self._sender is None:
+            if key is None or count is None or not self._senders:
                 return super().send(topic, value, key, partition)
             partition = partition_for(key, count)
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        if self._sender is None:
+        if not self._senders:
             self._reject(fut, LogUnavailable("event log is closed"))
             return fut
-        if self._producer is None:  # the broker is away: no waiting for an acknowledgement that cannot come
+        if not self._producers:  # the broker is away: no waiting for an acknowledgement that cannot come
             self._refused += 1
             self._reject(fut, LogUnavailable(self.unavailable or "Kafka unavailable"))
             return fut
-        self._queue.append((self.name(topic), partition, key, value, fut, loop.time()))
-        self._wake.set()
+        lane = partition % self.lanes
+        self._queues[lane].append((self.name(topic), partition, key, value, fut, loop.time()))
+        self._wakes[lane].set()
         return fut
 
-    async def _send_loop(self) -> None:
-        queue = self._queue
+    async def _send_loop(self, lane: int) -> None:
+        queue, wake = self._queues[lane], self._wakes[lane]
         sweep_s = min(0.5, self.ack_timeout_s / 4)
         while True:
-            self._wake.clear()
+            wake.clear()
             while queue:
                 groups: dict[tuple[str, int], list] = {}
                 while queue:
                     name, partition, *record = queue.popleft()
                     groups.setdefault((name, partition), []).append(record)
                 for (name, partition), records in groups.items():
-                    if self._producer is None:  # went away meanwhile
+                    if not self._producers:  # went away meanwhile
                         for record in records:
                             self._reject(record[2], LogUnavailable(self.unavailable or "Kafka unavailable"))
                     elif len(records) < _BATCH_FROM:
-                        await self._send_each(self._producer, name, partition, records)
+                        await self._send_each(self._producers[lane], name, partition, records)
                     else:
-                        await self._send_batches(self._producer, name, partition, records)
+                        await self._send_batches(self._producers[lane], name, partition, records)
             self._expire()
-            if self._sender is None:  # closing: everything queued was handed over
+            if not self._senders:  # closing: everything queued was handed over
                 return
             try:
                 async with asyncio.timeout(sweep_s):
-                    await self._wake.wait()
+                    await wake.wait()
             except TimeoutError:
                 pass
 
@@ -499,8 +533,9 @@ class KafkaEventLog(EventLog):
         self._reject(fut, LogUnavailable(f"Kafka did not acknowledge: {exc.__class__.__name__}: {exc}"))
 
     def _fail_queued(self, reason: str) -> None:
-        while self._queue:
-            self._reject(self._queue.popleft()[4], LogUnavailable(reason))
+        for queue in self._queues:
+            while queue:
+                self._reject(queue.popleft()[4], LogUnavailable(reason))
 
     def consumer(self, topics: list[str], group: str | None, *, from_end: bool = False) -> KafkaConsumer:
         return KafkaConsumer(self, topics, group, from_end=from_end)

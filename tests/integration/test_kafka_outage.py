@@ -59,14 +59,15 @@ async def test_it_replaces_a_producer_aiokafka_gave_up_on(kafka_bootstrap, kafka
     batch expired without a leader leaves behind after an outage) and fails every later send."""
     from aiokafka.errors import OutOfOrderSequenceNumber
 
-    log = KafkaEventLog(kafka_bootstrap, default_partitions=2, prefix=kafka_prefix)
+    log = KafkaEventLog(kafka_bootstrap, default_partitions=2, prefix=kafka_prefix, producers=2)
     await log.start()
     try:
         assert await _send_ok(log, b"before")
-        broken = log._producer
+        lanes = list(log._producers)
+        broken = lanes[1]  # the lane of key b"k" (partition 1 of 2); the other lane is replaced too
         broken._message_accumulator.fail_all(OutOfOrderSequenceNumber())  # the state aiokafka ends in
         assert not await _send_ok(log, b"broken")
-        await _until(lambda: log._producer is not None and log._producer is not broken, timeout_s=10)
+        await _until(lambda: log._producers and not set(log._producers) & set(lanes), timeout_s=10)
         assert await _send_ok(log, b"after")
     finally:
         await log.close()
