@@ -4,7 +4,8 @@
                                   port and one engine process, supervised (1: everything in one process)
     pingstream engine             projector + monitor + notifier + the SQL endpoint around the embedded engine
                                   (what `up` runs beside its edges)
-    pingstream ingest|projector|monitor|notify|webhooks   one service per process (against Kafka)
+    pingstream ingest|projector|monitor|notify|webhooks   one service per process (against Kafka); ingest runs
+                                  PINGSTREAM_EDGE_PROCESSES edges sharing the port when that is set above 1
     pingstream project create NAME
     pingstream channel add|list|rm  a project's alert channels
     pingstream transitions tail
@@ -250,7 +251,7 @@ async def _supervise(config: Config) -> int:
     endpoint), then ``edge_processes`` edges sharing the port, reading through the engine's SQL
     endpoint; each restarted if it dies; on SIGINT/SIGTERM the edges stop first, then the engine."""
     from runtime.kafkabroker import free_port
-    from runtime.supervisor import Child, ChildFailed, Supervisor
+    from runtime.supervisor import Child
 
     stop = asyncio.Event()
     _install_signals(stop)
@@ -260,7 +261,7 @@ async def _supervise(config: Config) -> int:
     argv = [sys.executable, "-m", "pingstream.cli"]
     env = {**os.environ, "PINGSTREAM_PORT": str(port), "PINGSTREAM_DATA": str(config.data_dir)}
     engine_env = dict(env)
-    edge_env = {**env, "PINGSTREAM_REUSE_PORT": "1"}
+    edge_env = _edge_env(env)
     if config.embedded_clickhouse:
         key, created = adminkey.load_or_create(config.data_dir)
         if created:
@@ -276,6 +277,40 @@ async def _supervise(config: Config) -> int:
     children = [Child("engine", [*argv, "engine"], engine_env, stop_timeout_s=STOP_S + 10)]
     children += [Child(f"edge {n + 1}", [*argv, "ingest"], edge_env, stop_timeout_s=STOP_S)
                  for n in range(config.edge_processes)]
+    return await _run_children(children, stop, reserved,
+                               f"up: {config.edge_processes} edge processes on http://{config.host}:{port} "
+                               "and one engine process")
+
+
+def _edge_env(env: dict[str, str]) -> dict[str, str]:
+    """A supervised edge's environment: it binds the shared port with SO_REUSEPORT and is one process
+    (PINGSTREAM_EDGE_PROCESSES is the supervisor's, not for the child to supervise again)."""
+    return {**env, "PINGSTREAM_REUSE_PORT": "1", "PINGSTREAM_EDGE_PROCESSES": "1"}
+
+
+async def _supervise_edges(config: Config) -> int:
+    """``ingest`` with PINGSTREAM_EDGE_PROCESSES > 1: that many edge processes sharing the port
+    (SO_REUSEPORT), each restarted if it dies, as ``up`` runs its edges; the rest of the distributed
+    system (projector, monitor, notify) runs in processes of its own anyway."""
+    from runtime.supervisor import Child
+
+    stop = asyncio.Event()
+    _install_signals(stop)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    reserved = _reserve_port(config.host, config.port)
+    port = reserved.getsockname()[1]
+    env = _edge_env({**os.environ, "PINGSTREAM_PORT": str(port), "PINGSTREAM_DATA": str(config.data_dir)})
+    argv = [sys.executable, "-m", "pingstream.cli", "ingest"]
+    children = [Child(f"edge {n + 1}", argv, env, stop_timeout_s=STOP_S) for n in range(config.ingest_processes)]
+    return await _run_children(children, stop, reserved,
+                               f"ingest: {config.ingest_processes} edge processes on http://{config.host}:{port}")
+
+
+async def _run_children(children, stop: asyncio.Event, reserved: socket.socket, banner: str) -> int:
+    """Start ``children`` in order (each ready before the next), keep them running until ``stop``,
+    then stop them in reverse order; the reserved port is held until then."""
+    from runtime.supervisor import ChildFailed, Supervisor
+
     processes = Supervisor()
     try:
         for child in children:
@@ -289,8 +324,8 @@ async def _supervise(config: Config) -> int:
                 break
             starting.result()
         else:
-            print(f"up: {config.edge_processes} edge processes on http://{config.host}:{port} and one engine process",
-                  flush=True)
+            print(banner, flush=True)
+            supervisor.notify_ready()
             await stop.wait()
     except ChildFailed as exc:
         print(f"pingstream: {exc}", file=sys.stderr, flush=True)
@@ -457,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
 def _command(args, config: Config) -> int:
     if args.command == "up" and config.edge_processes > 1:
         return asyncio.run(_supervise(config))
+    elif args.command == "ingest" and config.ingest_processes > 1:
+        return asyncio.run(_supervise_edges(config))
     elif args.command == "up":
         asyncio.run(_run_services(config, ["up", "ingest", "projector", "monitor", "notify"]))
     elif args.command == "engine":
