@@ -238,6 +238,51 @@ async def test_it_reads_the_next_batch_while_handling_with_read_ahead():
     assert reads_while_handling[0] >= 2  # the second batch was read before the first was committed
 
 
+async def _batches_under_a_trickle(ready_records: int, per_ms: int, handle_s: float, max_wait_s: float):
+    """Batches a read-ahead shell cuts from records arriving ``per_ms`` a millisecond for 0.6 s,
+    with a handler busy ``handle_s`` per batch; the time each batch was handed over."""
+    consumer = FakeConsumer()
+    batches = Batches(consumer, max_records=1_000_000, max_wait_s=max_wait_s, poll_ms=50)
+    batches.ready_records = ready_records
+    seen: list[tuple[float, int]] = []
+
+    async def handle(batch: Batch):
+        if batch.records:
+            seen.append((time.monotonic(), len(batch.records)))
+            await asyncio.sleep(handle_s)
+
+    async def trickle():
+        for _ in range(300):
+            consumer.append(0, per_ms)
+            await asyncio.sleep(0.002)
+
+    shell = ConsumerShell("test", consumer, handle, batches=batches, read_ahead=True)
+    stop = asyncio.Event()
+    task = asyncio.create_task(shell.run(stop))
+    started = time.monotonic()
+    await trickle()
+    await asyncio.sleep(0.1)
+    stop.set()
+    await asyncio.wait_for(task, 5.0)
+    return started, seen
+
+
+async def test_under_load_a_read_ahead_batch_goes_when_the_handler_waits():
+    """Group commit: the next batch is what arrived while the last one was handled, not a wait
+    of max_wait_s (here longer than the whole trickle)."""
+    started, seen = await _batches_under_a_trickle(ready_records=20, per_ms=4, handle_s=0.05, max_wait_s=2.0)
+    assert len(seen) >= 5, seen
+    assert seen[0][0] - started < 0.2, "the first batch goes once it holds ready_records and the handler waits"
+    gaps = [b[0] - a[0] for a, b in zip(seen, seen[1:-1])]
+    assert max(gaps) < 0.2, gaps  # the handler's 50 ms and the loop's turns, never max_wait_s
+
+
+async def test_under_light_load_a_read_ahead_batch_still_waits_its_time():
+    started, seen = await _batches_under_a_trickle(ready_records=10_000, per_ms=1, handle_s=0.0, max_wait_s=0.25)
+    assert seen and seen[0][0] - started >= 0.25  # fewer than ready_records: the batch's time, as before
+    assert len(seen) <= 4, seen
+
+
 async def test_it_stops_promptly_when_idle():
     stop = asyncio.Event()
 
