@@ -459,9 +459,16 @@ class KafkaEventLog(EventLog):
 
     async def _send_each(self, producer: AIOKafkaProducer, name: str, partition: int, records: list) -> None:
         """A few records: each into aiokafka's open batch for the partition, which the next request
-        takes, however far the request before it has got (lowest latency when load is light)."""
-        for key, value, fut, queued in records:
-            await self._hand_over(producer.send(name, value, key=key, partition=partition), [fut], queued, 0)
+        takes, however far the request before it has got (lowest latency when load is light). One
+        timeout for them all, from the oldest: the rest fail once that one is ack_timeout_s old."""
+        i = 0
+        try:
+            async with asyncio.timeout_at(records[0][3] + self.ack_timeout_s):
+                for i, (key, value, fut, queued) in enumerate(records):
+                    self._track(await producer.send(name, value, key=key, partition=partition), [fut], queued, 0)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            for _, _, fut, _ in records[i:]:
+                self._failed(fut, exc)
 
     async def _send_batches(self, producer: AIOKafkaProducer, name: str, partition: int, records: list) -> None:
         """Records of one partition, in order, as few record batches as fit. aiokafka takes a batch
@@ -492,8 +499,12 @@ class KafkaEventLog(EventLog):
             for fut in futures:
                 self._failed(fut, exc)
             return
+        self._track(delivery, futures, queued, step)
+
+    def _track(self, delivery: asyncio.Future, futures: list, queued: float, step: int) -> None:
+        """Resolve ``futures`` from aiokafka's ``delivery``; watched until ack_timeout_s after ``queued``."""
         delivery.add_done_callback(lambda d: self._delivered(d, futures, queued, step))
-        self._inflight.append((deadline, futures))
+        self._inflight.append((queued + self.ack_timeout_s, futures))
 
     def _expire(self) -> None:
         """Records not acknowledged within ack_timeout_s fail (as ``produce`` times out): aiokafka
