@@ -2,11 +2,13 @@
 
     python bench/e2e.py [--rates 250,500,1000,2000,3000] [--duration 8] [--modes embedded,kafka]
 
-An open-loop generator (requests leave on schedule whatever the answers do)
+An open-loop generator (requests leave on schedule whatever the answers do; a
+new connection when every open one waits for an answer, as from a fleet)
 POSTs pings with a unique body to a system started fresh for every rate:
-- ``embedded``: ``pingstream up`` (SQLite log + chdb in one process);
-- ``kafka``: ``pingstream ingest`` + ``projector`` + ``monitor`` as three
-  processes on a real broker (PINGSTREAM_KAFKA, else one from the cached jars).
+- ``embedded``: ``pingstream up`` as users start it (SQLite log, edges and the process holding chdb);
+- ``kafka``: ``pingstream ingest`` (``--kafka-edges`` edge processes sharing
+  the port) + ``projector`` + ``monitor`` as their own processes on a real
+  broker (PINGSTREAM_KAFKA, else one from the cached jars).
 After the load and a drain period the system is stopped and every row's
 ``inserted_at`` (when ClickHouse made it visible) is compared with the ping's
 scheduled send time: that is the ping → queryable latency, per ping, with
@@ -29,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import uvloop
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -50,7 +54,7 @@ async def _create_checks(port: int, api_key: str) -> list[str]:
         return ids
 
 
-def _start(mode: str, data: Path, bootstrap: str | None) -> tuple[list[Service], Service, dict, dict]:
+def _start(mode: str, data: Path, bootstrap: str | None, args) -> tuple[list[Service], Service, dict, dict]:
     """The services, the edge among them, the projector's env (for queries) and the keys."""
     # --connections may exceed the per-address bound of the edge: the load comes from one address.
     base = {"PINGSTREAM_DATA": str(data), "PINGSTREAM_LOG_LEVEL": "WARNING", "PINGSTREAM_MAX_CONNECTIONS_PER_CLIENT": "0"}
@@ -62,24 +66,30 @@ def _start(mode: str, data: Path, bootstrap: str | None) -> tuple[list[Service],
     keys = parse_keys(run_cli("project", "create", "bench", env=common))
     projector = Service("projector", common).start()
     monitor = Service("monitor", {**common, "PINGSTREAM_DATA": str(data / "monitor")}).start()
-    edge = Service("ingest", {**common, "PINGSTREAM_DATA": str(data / "edge"), "PINGSTREAM_CLICKHOUSE": "off"},
-                   free_port()).start()
+    # The distributed edge as deployed on one machine: `pingstream ingest` supervising
+    # PINGSTREAM_EDGE_PROCESSES edges on one port (SO_REUSEPORT).
+    edge = Service("ingest", {**common, "PINGSTREAM_DATA": str(data / "edge"), "PINGSTREAM_CLICKHOUSE": "off",
+                              "PINGSTREAM_EDGE_PROCESSES": str(args.kafka_edges)}, free_port()).start()
     return [edge, projector, monitor], edge, projector.env, keys
 
 
 async def _wait_registry(port: int, check_id: str) -> None:
+    """Until the last check is known wherever a connection lands (several edges follow the registry)."""
     import aiohttp
 
-    async with aiohttp.ClientSession() as session:
-        for _ in range(100):
-            if (await session.head(f"http://127.0.0.1:{port}/ping/{check_id}")).status == 200:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        in_a_row = 0
+        for _ in range(400):
+            known = (await session.head(f"http://127.0.0.1:{port}/ping/{check_id}")).status == 200
+            in_a_row = in_a_row + 1 if known else 0
+            if in_a_row >= 20:
                 return
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.01 if in_a_row else 0.1)
 
 
 def run_rate(mode: str, rate: float, args, bootstrap: str | None) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"bench-e2e-{mode}-") as tmp:
-        procs, edge, query_env, keys = _start(mode, Path(tmp), bootstrap)
+        procs, edge, query_env, keys = _start(mode, Path(tmp), bootstrap, args)
         try:
             checks = asyncio.run(_create_checks(edge.port, keys["api_key"]))
             asyncio.run(_wait_registry(edge.port, checks[-1]))
@@ -89,7 +99,8 @@ def run_rate(mode: str, rate: float, args, bootstrap: str | None) -> dict:
             def request(i: int) -> bytes:
                 return post_bytes(paths[i % len(paths)], f"{tag}{i}".encode())
 
-            load = asyncio.run(open_loop(edge.port, request, rate, args.duration, connections=args.connections))
+            load = uvloop.run(open_loop(edge.port, request, rate, args.duration, connections=args.connections,
+                                        max_connections=args.max_connections))
             time.sleep(args.drain)
         finally:
             for p in procs:
@@ -107,7 +118,7 @@ def run_rate(mode: str, rate: float, args, bootstrap: str | None) -> dict:
     return {
         "mode": mode, "rate": rate, "sent": sent, "acked": load["statuses"].get(200, 0), "visible": visible,
         "statuses": load["statuses"], "ack_p50_ms": load["p50_ms"], "ack_p99_ms": load["p99_ms"],
-        "achieved_rps": load["rps"],
+        "achieved_rps": load["rps"], "connections": load["connections"],
         "visible_p50_s": percentile(latencies, 0.50), "visible_p99_s": percentile(latencies, 0.99),
     }
 
@@ -145,7 +156,11 @@ def main() -> None:
     parser.add_argument("--rates", default="250,500,1000,2000,3000")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of load per rate")
     parser.add_argument("--drain", type=float, default=4.0, help="seconds allowed to catch up before stopping")
-    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--connections", type=int, default=64,
+                        help="connections opened first; more are opened when all wait for an answer")
+    parser.add_argument("--max-connections", type=int, default=1024,
+                        help="at most this many connections; beyond, requests wait in the generator (counted)")
+    parser.add_argument("--kafka-edges", type=int, default=2, help="edge processes of `pingstream ingest` (kafka)")
     parser.add_argument("--modes", default="embedded,kafka")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
