@@ -30,17 +30,18 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import operator
 import time
 from collections import defaultdict
 from typing import NamedTuple
 
 from runtime import deadletter, metrics
-from runtime.clickhouse import ClickHouse, arrow_stream, arrow_type
+from runtime.clickhouse import ClickHouse, arrow_table, arrow_type
 from runtime.config import Config
 from runtime.consumer import Batch, ConsumerShell, retry
 from runtime.eventlog.base import EventLog, Record, TopicPartition
 from checks.idempotency import RecentIds
-from schemas.events import TOPIC_CHECKS, TOPIC_PINGS, TOPIC_TRANSITIONS, as_utc, decode, utcnow
+from schemas.events import TOPIC_CHECKS, TOPIC_PINGS, TOPIC_TRANSITIONS, as_utc, decode, decode_all, utcnow
 
 from . import catalog
 
@@ -58,7 +59,19 @@ TABLE_COLUMNS = {**COLUMNS, "checks": catalog.COLUMNS}
 # Inserts are Arrow streams, each column converted by Arrow in C (a fraction of the time clickhouse-connect's
 # Native encoder takes value by value). A table with a column type ``arrow_type`` does not map goes through
 # that encoder, its UUID and LowCardinality columns sent as strings (ClickHouse converts them on insert).
+_value_of = operator.itemgetter(4)  # a Record's value (by index: a NamedTuple's attributes cost more)
+_offset_of = operator.itemgetter(2)  # a Record's offset
+_event_of = operator.itemgetter(0)
+_check_id = operator.attrgetter("check_id")
+_REGISTRY_TYPES = frozenset(catalog.REGISTRY_TYPES)
 _WIRE = {"UUID": "String", "Nullable(UUID)": "Nullable(String)", "LowCardinality(String)": "String"}
+
+
+class Columns(NamedTuple):
+    """A table's rows as columns (a list per column, in its COLUMNS order), ``n`` rows long."""
+
+    columns: list[list]
+    n: int
 
 
 class Prepared(NamedTuple):
@@ -169,7 +182,37 @@ class Projector:
     async def prepare(self, records: list[Record]) -> Prepared:
         """Decode, load the missing states, fold."""
         t0 = time.perf_counter()
-        events, sources, poison, registry = [], [], [], []  # (event, offset) for the fold; the record each came from
+        events, sources, poison, registry = self._decode(records)
+        t1 = time.perf_counter()
+        try:
+            check_ids = set(map(_check_id, map(_event_of, events)))
+        except AttributeError:  # an event without a check (a Tick)
+            check_ids = {getattr(e, "check_id", None) for e, _ in events}
+            check_ids.discard(None)
+        await self.load_states(check_ids)
+        t2 = time.perf_counter()
+        rows = fold(self.states, events, on_error=lambda i, exc: poison.append((sources[i], exc)))
+        state_rows = rows.check_state_rows(utcnow())
+        t3 = time.perf_counter()
+        self.timings["decode"] += t1 - t0
+        self.timings["load"] += t2 - t1
+        self.timings["fold"] += t3 - t2
+        return Prepared(rows, state_rows, poison, registry, len(records))
+
+    @staticmethod
+    def _decode(records: list[Record]) -> tuple[list, list, list, list]:
+        """``(events, sources, poison, registry)``: (event, offset) pairs for the fold and the record each
+        came from, poison records with their error, registry records (event, offset, timestamp_ms).
+
+        A batch of known events only (the usual case) is decoded at once and paired with its offsets in C;
+        one with a poison record, a type this version does not know, or registry records record by record."""
+        try:
+            decoded = decode_all(list(map(_value_of, records)))
+        except Exception:  # noqa: BLE001 - poison or an unknown type: sorted out one record at a time below
+            decoded = None
+        if decoded is not None and not _REGISTRY_TYPES.intersection(map(type, decoded)):
+            return list(zip(decoded, map(_offset_of, records))), records, [], []
+        events, sources, poison, registry = [], [], [], []
         for r in records:
             try:
                 event = decode(r.value)
@@ -181,18 +224,7 @@ class Projector:
             elif event is not None:
                 events.append((event, r.offset))
                 sources.append(r)
-        t1 = time.perf_counter()
-        check_ids = {getattr(e, "check_id", None) for e, _ in events}
-        check_ids.discard(None)
-        await self.load_states(check_ids)
-        t2 = time.perf_counter()
-        rows = fold(self.states, events, on_error=lambda i, exc: poison.append((sources[i], exc)))
-        state_rows = rows.check_state_rows(utcnow())
-        t3 = time.perf_counter()
-        self.timings["decode"] += t1 - t0
-        self.timings["load"] += t2 - t1
-        self.timings["fold"] += t3 - t2
-        return Prepared(rows, state_rows, poison, registry, len(records))
+        return events, sources, poison, registry
 
     async def write(self, prepared: Prepared, token: str) -> None:
         started = time.perf_counter()
@@ -201,8 +233,9 @@ class Projector:
             # A deletion repeats its check's last row, as the batches before this one wrote it.
             known = await self.known_checks(catalog.deleted_ids(prepared.registry))
             checks = catalog.check_rows(prepared.registry, known)
+            pings = Columns(rows.ping_columns(), len(rows.ping_events)) if rows.ping_events else None
             for table, data in (
-                ("pings", rows.pings),
+                ("pings", pings),
                 ("runs", rows.runs),
                 ("transitions", rows.transitions),
                 ("ping_keys", rows.ping_keys),
@@ -221,7 +254,7 @@ class Projector:
             raise
         self.timings["insert"] += time.perf_counter() - started
         self.counts["records"] += prepared.n_records
-        self.counts["pings"] += len(rows.pings)
+        self.counts["pings"] += len(rows.ping_events)
         self.counts["runs"] += len(rows.runs)
         self.counts["transitions"] += len(rows.transitions)
         self.counts["poison"] += len(prepared.poison)
@@ -236,13 +269,15 @@ class Projector:
             f"insert {t['insert']:.1f}s; {len(self.states)} checks in memory"
         )
 
-    async def insert(self, table: str, data: list[tuple], token: str) -> None:
+    async def insert(self, table: str, data: list[tuple] | Columns, token: str) -> None:
         # The views feeding the rollups dedupe the block too (by default ClickHouse still pushes a block
         # the source table dropped as a duplicate into its views: a replayed batch counted runs twice).
         settings = {"insert_deduplication_token": token, "deduplicate_blocks_in_dependent_materialized_views": 1}
-        if table == "pings":
+        if table != "checks":
             # No replacing merge of the block on insert (half the insert's CPU): a batch folds each record once,
-            # so its event ids are distinct; a ping logged twice is merged later, and reads use FINAL.
+            # so its event ids (pings, runs, transitions, ping_keys) and its checks (check_state: one row per
+            # check) are distinct; a ping logged twice is merged later, and reads use FINAL. (A batch may hold
+            # several registry records of a check: ``checks`` keeps the merge.)
             settings["optimize_on_insert"] = 0
         started = time.perf_counter()
 
@@ -258,17 +293,16 @@ class Projector:
                 arrow = [arrow_type(declared[c]) for c in names]
                 plan = self.wire_types[table] = (
                     arrow if None not in arrow else [_WIRE.get(declared[c], declared[c]) for c in names])
-            columns = list(zip(*data))
+            columns = data.columns if isinstance(data, Columns) else list(zip(*data))
             if isinstance(plan[0], str):  # a type Arrow is not mapped for here: clickhouse-connect's Native encoder
                 client.insert(table, columns, column_names=names, column_type_names=plan,
                               column_oriented=True, settings=settings)
             else:
-                client.raw_insert(table, names, arrow_stream(names, plan, columns),
-                                  settings=settings, fmt="ArrowStream")
+                self.ch.insert_arrow(client, table, arrow_table(names, plan, columns), settings)
 
         await self.ch.run(insert)
         metrics.INSERT_SECONDS.labels(table).observe(time.perf_counter() - started)
-        metrics.INSERT_ROWS.labels(table).inc(len(data))
+        metrics.INSERT_ROWS.labels(table).inc(data.n if isinstance(data, Columns) else len(data))
 
 
 def _tune_gc() -> None:
