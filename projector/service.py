@@ -33,7 +33,7 @@ import logging
 import operator
 import time
 from collections import defaultdict
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from runtime import deadletter, metrics
 from runtime.clickhouse import ClickHouse, arrow_table, arrow_type
@@ -175,14 +175,15 @@ class Projector:
 
     # --- one batch ---------------------------------------------------------------
 
-    async def process(self, records: list[Record], token: str) -> None:
-        """Fold ``records`` on the states and write what they make."""
-        await self.write(await self.prepare(records), token)
+    async def process(self, records: list[Record], token: str, decoded: tuple | None = None) -> None:
+        """Fold ``records`` on the states and write what they make; ``decoded``: ``decode(records)``, if
+        it was done already."""
+        await self.write(await self.prepare(records, decoded), token)
 
-    async def prepare(self, records: list[Record]) -> Prepared:
-        """Decode, load the missing states, fold."""
+    async def prepare(self, records: list[Record], decoded: tuple | None = None) -> Prepared:
+        """Decode (unless done already), load the missing states, fold."""
         t0 = time.perf_counter()
-        events, sources, poison, registry = self._decode(records)
+        events, sources, poison, registry = decoded if decoded is not None else self.decode(records)
         t1 = time.perf_counter()
         try:
             check_ids = set(map(_check_id, map(_event_of, events)))
@@ -200,7 +201,7 @@ class Projector:
         return Prepared(rows, state_rows, poison, registry, len(records))
 
     @staticmethod
-    def _decode(records: list[Record]) -> tuple[list, list, list, list]:
+    def decode(records: list[Record]) -> tuple[list, list, list, list]:
         """``(events, sources, poison, registry)``: (event, offset) pairs for the fold and the record each
         came from, poison records with their error, registry records (event, offset, timestamp_ms).
 
@@ -305,6 +306,19 @@ class Projector:
         metrics.INSERT_ROWS.labels(table).inc(data.n if isinstance(data, Columns) else len(data))
 
 
+def _timed(projector: Projector, decode: Callable) -> Callable:
+    """``decode``, its time counted in the projector's ``decode`` timing."""
+
+    def timed(records: list[Record]):
+        started = time.perf_counter()
+        try:
+            return decode(records)
+        finally:
+            projector.timings["decode"] += time.perf_counter() - started
+
+    return timed
+
+
 def _tune_gc() -> None:
     """The fold allocates many short-lived objects and keeps few: with the default threshold the
     collector spends a large share of the fold walking the long-lived check states over and over."""
@@ -324,7 +338,8 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
         # Retried until they work: nothing is committed meanwhile, so the log keeps every record.
         if not batch.replayed:
             await retry("projector journal", lambda: projector.write_journal(ranges, token), stop=stop, logger=log)
-        await retry("projector insert", lambda: projector.process(batch.records, token), stop=stop, logger=log)
+        decoded = batches.decoded(batch.records)  # decoded when it was read (pure: nothing of the state)
+        await retry("projector insert", lambda: projector.process(batch.records, token, decoded), stop=stop, logger=log)
         if batch.replayed:
             log.info("replayed the journaled batch of %d records after a restart", len(batch.records))
 
@@ -339,9 +354,10 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
         log.info("projector assignment: %d partitions", len(partitions))
 
     async with event_log.consumer(TOPICS, group=GROUP) as consumer:
+        batches = Batcher(consumer, await projector.journal_tail(), decode=_timed(projector, Projector.decode))
         shell = ConsumerShell(
             "projector", consumer, handle,
-            batches=Batcher(consumer, await projector.journal_tail()),
+            batches=batches,
             group=GROUP, logger=log, on_assignment=assigned,
             read_ahead=True,  # the next batch is read while this one is inserted
             log_every_s=LOG_EVERY_S, progress=projector.describe,
