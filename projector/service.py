@@ -14,9 +14,10 @@ through, in this order:
 4. commit of the offsets (by the shell, once ``handle`` returned).
 
 The shell reads the next batch from the log while this one is inserted
-(``read_ahead``); the batch is decoded and folded only when its turn comes.
-(Folding it ahead, during the insert before it, lost acknowledged pings across
-a broker restart in tests/e2e/test_broker_restart.py: it was taken out.)
+(``read_ahead``), and the batcher decodes it as soon as it is read (decoding is
+pure); it is folded only when its turn comes. (Folding it ahead, during the
+insert before it, lost acknowledged pings across a broker restart in
+tests/e2e/test_broker_restart.py: it was taken out.)
 
 A crash anywhere before 4 means the batch is read again: the journal cuts it at
 the same offsets, so the same rows form the same blocks with the same tokens
@@ -56,8 +57,9 @@ TOPICS = [TOPIC_PINGS, TOPIC_TRANSITIONS, TOPIC_CHECKS]
 LOG_EVERY_S = 10.0
 _LOAD_CHUNK = 5_000
 TABLE_COLUMNS = {**COLUMNS, "checks": catalog.COLUMNS}
-# Inserts are Arrow streams, each column converted by Arrow in C (a fraction of the time clickhouse-connect's
-# Native encoder takes value by value). A table with a column type ``arrow_type`` does not map goes through
+# Inserts are Arrow tables (``ClickHouse.insert_arrow``: read in place by embedded chdb, an ArrowStream for a
+# server), each column converted by Arrow in C (a fraction of the time clickhouse-connect's Native encoder takes
+# value by value). A table with a column type ``arrow_type`` does not map goes through
 # that encoder, its UUID and LowCardinality columns sent as strings (ClickHouse converts them on insert).
 _value_of = operator.itemgetter(4)  # a Record's value (by index: a NamedTuple's attributes cost more)
 _offset_of = operator.itemgetter(2)  # a Record's offset
