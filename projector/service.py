@@ -37,7 +37,7 @@ from collections import defaultdict
 from typing import Callable, NamedTuple
 
 from runtime import deadletter, metrics
-from runtime.clickhouse import ClickHouse, arrow_table, arrow_type
+from runtime.clickhouse import ClickHouse, arrow_type
 from runtime.config import Config
 from runtime.consumer import Batch, ConsumerShell, retry
 from runtime.eventlog.base import EventLog, Record, TopicPartition
@@ -70,9 +70,10 @@ _WIRE = {"UUID": "String", "Nullable(UUID)": "Nullable(String)", "LowCardinality
 
 
 class Columns(NamedTuple):
-    """A table's rows as columns (a list per column, in its COLUMNS order), ``n`` rows long."""
+    """A table's rows as columns, ``n`` rows long: ``make()`` returns a list per column, in its COLUMNS order
+    (called where the insert runs, off the event loop)."""
 
-    columns: list[list]
+    make: Callable[[], list[list]]
     n: int
 
 
@@ -236,17 +237,20 @@ class Projector:
             # A deletion repeats its check's last row, as the batches before this one wrote it.
             known = await self.known_checks(catalog.deleted_ids(prepared.registry))
             checks = catalog.check_rows(prepared.registry, known)
-            pings = Columns(rows.ping_columns(), len(rows.ping_events)) if rows.ping_events else None
-            for table, data in (
-                ("pings", pings),
-                ("runs", rows.runs),
-                ("transitions", rows.transitions),
-                ("ping_keys", rows.ping_keys),
-                ("checks", checks),
-                ("check_state", prepared.state_rows),  # last: its offsets say the rest is in
-            ):
-                if data:
-                    await self.insert(table, data, f"{token}:{table}")
+            pings = Columns(rows.ping_columns, len(rows.ping_events)) if rows.ping_events else None
+            # The tables but check_state at once (their inserts overlap: see ClickHouse.insert_columns), each
+            # to its end whatever the others do, so no insert of this batch still runs when it is retried.
+            tables = [(table, data) for table, data in (
+                ("pings", pings), ("runs", rows.runs), ("transitions", rows.transitions),
+                ("ping_keys", rows.ping_keys), ("checks", checks),
+            ) if data]
+            done = await asyncio.gather(*(self.insert(table, data, f"{token}:{table}") for table, data in tables),
+                                        return_exceptions=True)
+            for outcome in done:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            if prepared.state_rows:  # last: its offsets say the rest is in
+                await self.insert("check_state", prepared.state_rows, f"{token}:check_state")
             for record, exc in prepared.poison:
                 await deadletter.send(self.log, "projector", record, exc)
         except BaseException:
@@ -286,24 +290,27 @@ class Projector:
 
         names = TABLE_COLUMNS[table]
 
-        def insert(client):
-            plan = self.wire_types.get(table)
-            if plan is None:
-                declared = dict(client.query(
+        plan = self.wire_types.get(table)
+        if plan is None:
+            def declared_types(client) -> dict:
+                return dict(client.query(
                     "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = {t:String}",
                     parameters={"t": table},
                 ).result_rows)
-                arrow = [arrow_type(declared[c]) for c in names]
-                plan = self.wire_types[table] = (
-                    arrow if None not in arrow else [_WIRE.get(declared[c], declared[c]) for c in names])
-            columns = data.columns if isinstance(data, Columns) else list(zip(*data))
-            if isinstance(plan[0], str):  # a type Arrow is not mapped for here: clickhouse-connect's Native encoder
-                client.insert(table, columns, column_names=names, column_type_names=plan,
-                              column_oriented=True, settings=settings)
-            else:
-                self.ch.insert_arrow(client, table, arrow_table(names, plan, columns), settings)
 
-        await self.ch.run(insert)
+            declared = await self.ch.run(declared_types)
+            arrow = [arrow_type(declared[c]) for c in names]
+            plan = self.wire_types[table] = (
+                arrow if None not in arrow else [_WIRE.get(declared[c], declared[c]) for c in names])
+
+        def columns() -> list:
+            return data.make() if isinstance(data, Columns) else list(zip(*data))
+
+        if isinstance(plan[0], str):  # a type Arrow is not mapped for here: clickhouse-connect's Native encoder
+            await self.ch.run(lambda client: client.insert(
+                table, columns(), column_names=names, column_type_names=plan, column_oriented=True, settings=settings))
+        else:
+            await self.ch.insert_columns(table, names, plan, columns, settings)
         metrics.INSERT_SECONDS.labels(table).observe(time.perf_counter() - started)
         metrics.INSERT_ROWS.labels(table).inc(data.n if isinstance(data, Columns) else len(data))
 
