@@ -143,3 +143,35 @@ async def test_a_batch_is_decoded_when_it_is_read(tmp_path):
             assert [o for _, o in batches.decoded(second.records)[0]] == [3, 4]
     finally:
         await log.close()
+
+
+async def test_a_failing_table_fails_the_batch_after_the_other_inserts_ended(clickhouse, monkeypatch):
+    """A batch's tables are inserted at once; one that fails fails the batch only once the others ended, so
+    its retry never runs beside its first attempt; check_state (the offsets) is not written."""
+    check = str(uuid7())
+    t0 = utcnow()
+    events = [_ping(check, "start", t0, rid=check), _ping(check, "success", t0 + timedelta(seconds=2), rid=check)]
+    await clickhouse.run(lambda c: c.command("ALTER TABLE runs ADD CONSTRAINT refuse_all CHECK duration_s < 0"))
+    projector = Projector(clickhouse, None)
+    ended = []
+    real = clickhouse.insert_columns
+
+    async def insert_columns(table, *a, **kw):
+        try:
+            await real(table, *a, **kw)
+        finally:
+            ended.append(table)
+
+    monkeypatch.setattr(clickhouse, "insert_columns", insert_columns)
+    records = _records([encode(e) for e in events])
+    with pytest.raises(Exception, match="runs"):
+        await projector.process(records, "token-1")
+    assert sorted(ended) == ["pings", "runs"]
+    assert await clickhouse.query("SELECT count() FROM pings") == [(2,)]
+    assert await clickhouse.query("SELECT count() FROM check_state") == [(0,)]
+
+    await clickhouse.run(lambda c: c.command("ALTER TABLE runs DROP CONSTRAINT refuse_all"))
+    await projector.process(records, "token-1")  # the retry: the pings block is dropped as a duplicate
+    assert await clickhouse.query("SELECT count() FROM pings") == [(2,)]
+    assert await clickhouse.query("SELECT count(), sum(duration_s) FROM runs") == [(1, 2.0)]
+    assert await clickhouse.query("SELECT n_pings FROM check_state FINAL") == [(2,)]
