@@ -24,8 +24,11 @@ COLUMNS = ["id", "project_id", "name", "slug", "tags", "description", "kind", "s
 _DELETED = COLUMNS.index("deleted")
 
 
+REGISTRY_TYPES = (CheckUpserted, CheckDeleted)
+
+
 def is_registry_event(event: object) -> bool:
-    return isinstance(event, (CheckUpserted, CheckDeleted))
+    return isinstance(event, REGISTRY_TYPES)
 
 
 def deleted_ids(events: list[tuple[object, int, int]]) -> set[str]:

@@ -78,13 +78,34 @@ class CheckFold(msgspec.Struct, kw_only=True):
 
 @dataclass
 class Rows:
-    """Rows for each table, as lists of tuples in the DDL's column order (see COLUMNS)."""
+    """Rows for each table in the DDL's column order (see COLUMNS): lists of tuples, but for ``pings``,
+    kept as columns (the events themselves, plus the two values the fold computes: ``n`` and the duration),
+    so a batch's ping columns are taken from the events in bulk (``ping_columns``) rather than built as a
+    tuple per ping and transposed."""
 
-    pings: list[tuple] = field(default_factory=list)
+    ping_events: list = field(default_factory=list)  # the PingEvents that make a pings row, in order
+    ping_n: list[int] = field(default_factory=list)
+    ping_durations: list[float | None] = field(default_factory=list)
     runs: list[tuple] = field(default_factory=list)
     transitions: list[tuple] = field(default_factory=list)
     ping_keys: list[tuple] = field(default_factory=list)
     touched: dict[str, CheckFold] = field(default_factory=dict)  # check_state rows, one per check
+
+    def ping_columns(self) -> list[list]:
+        """The pings rows as columns, in COLUMNS["pings"] order. (List comprehensions: CPython specialises
+        their attribute loads on the Struct's slots, faster than ``map(attrgetter(...))``.)"""
+        ev = self.ping_events
+        return [
+            [e.event_id for e in ev], [e.check_id for e in ev], [e.project_id for e in ev], self.ping_n,
+            [e.kind for e in ev], [e.exit_status for e in ev], [e.rid for e in ev], [e.received_at for e in ev],
+            [e.method for e in ev], [e.scheme for e in ev], [e.remote_addr for e in ev], [e.user_agent for e in ev],
+            [e.body for e in ev], [e.body_size for e in ev], [e.source for e in ev], self.ping_durations,
+        ]
+
+    @property
+    def pings(self) -> list[tuple]:
+        """The pings rows as tuples."""
+        return list(zip(*self.ping_columns())) if self.ping_events else []
 
     def check_state_rows(self, updated_at: datetime) -> list[tuple]:
         return [state_row(s, updated_at) for s in self.touched.values()]
@@ -161,63 +182,66 @@ def apply_ping(state: CheckFold, event: PingEvent, offset: int, rows: Rows) -> b
     if offset <= state.pings_offset:
         return False  # applied before a crash: its rows exist already
     state.pings_offset = offset
-    keyed = is_derived(event.event_id)
+    event_id = event.event_id
+    keyed = is_derived(event_id)
     if keyed:
         at = event.received_at.timestamp()
-        if state.recent is not None and state.recent.repeat(event.event_id, at):
+        if state.recent is not None and state.recent.repeat(event_id, at):
             return True  # a retry of a ping already applied (Idempotency-Key): no row, no count; the offset moved
-    state.n_pings += 1
+    n = state.n_pings = state.n_pings + 1
     duration = None
     kind = event.kind
     received_at = event.received_at
     if kind == "start":
         # Upstream pairs a completion with the newest same-rid ping only: an older start with this rid is dead.
         rid = event.rid
-        starts = [s for s in state.starts if s.rid != rid]
-        starts.append(OpenStart(rid, received_at, event.event_id))
-        if len(starts) > MAX_OPEN_STARTS:
-            del starts[0]
-        state.starts = starts
+        starts = state.starts
+        if starts:
+            starts = [s for s in starts if s.rid != rid]
+            starts.append(OpenStart(rid, received_at, event_id))
+            if len(starts) > MAX_OPEN_STARTS:
+                del starts[0]
+            state.starts = starts
+        else:
+            state.starts = [OpenStart(rid, received_at, event_id)]
         state.run_start, state.run_rid = received_at, rid
-    elif kind in COMPLETIONS:
+    elif kind == "success" or kind == "fail":
         # last_ping is the last success or fail, as upstream and the monitor have it (a start does not move it).
         last_ping = state.last_ping
         if last_ping is None or received_at > last_ping:
             state.last_ping = received_at
-        start = _pair(state, event) if state.starts else None
-        if start is not None:
-            duration = (received_at - start.at).total_seconds()
-            rows.runs.append((
-                event.event_id, start.event_id, event.check_id, event.project_id, event.rid, start.at,
-                received_at, duration, kind, event.exit_status,
-            ))
-        _end_run(state, event)
+        rid = event.rid
+        if state.starts:
+            start = _pair(state, event)
+            if start is not None:
+                duration = (received_at - start.at).total_seconds()
+                rows.runs.append((
+                    event_id, start.event_id, event.check_id, event.project_id, rid, start.at,
+                    received_at, duration, kind, event.exit_status,
+                ))
+        # Check.ping: the last duration, and whether the run in progress ends (see the module docstring).
+        run_start = state.run_start
+        if run_start is None:
+            state.last_duration_s = None
+        elif state.run_rid == rid:
+            state.last_duration_s = (received_at - run_start).total_seconds()
+            state.run_start = state.run_rid = None
+        else:
+            state.last_duration_s = None
+            if kind == "fail" or rid is None:
+                state.run_start = state.run_rid = None
+            # else: a success of another run leaves this one going
         state.status = "up" if kind == "success" else "down"
         state.status_at = received_at
-    rows.pings.append((
-        event.event_id, event.check_id, event.project_id, state.n_pings, kind, event.exit_status, event.rid,
-        received_at, event.method, event.scheme, event.remote_addr, event.user_agent, event.body,
-        event.body_size, event.source, duration,
-    ))
+    rows.ping_events.append(event)
+    rows.ping_n.append(n)
+    rows.ping_durations.append(duration)
     if keyed:
         if state.recent is None:
             state.recent = RecentIds()
-        state.recent.add(event.event_id, at)
-        rows.ping_keys.append((event.event_id, event.check_id, event.received_at, state.n_pings))
+        state.recent.add(event_id, at)
+        rows.ping_keys.append((event_id, event.check_id, received_at, n))
     return True
-
-
-def _end_run(state: CheckFold, event: PingEvent) -> None:
-    """``Check.ping`` on a success or fail: the last duration, and whether the run in progress ends."""
-    state.last_duration_s = None
-    if state.run_start is None:
-        return
-    if state.run_rid == event.rid:
-        state.last_duration_s = (event.received_at - state.run_start).total_seconds()
-        state.run_start = state.run_rid = None
-    elif event.kind == "fail" or event.rid is None:
-        state.run_start = state.run_rid = None
-    # else: a success of another run leaves this one going
 
 
 def apply_control(state: CheckFold, event: Paused | Resumed, offset: int, rows: Rows | None = None) -> bool:
@@ -275,9 +299,12 @@ def fold(
     """
     rows = Rows()
     touched = rows.touched
+    ping_events, ping_n, ping_durations = rows.ping_events, rows.ping_n, rows.ping_durations
+    runs, transitions, ping_keys = rows.runs, rows.transitions, rows.ping_keys
     astuple = msgspec.structs.astuple
+    appliers = _APPLY.get
     for i, (event, offset) in enumerate(events):
-        apply = _APPLY.get(type(event)) or _applier(event)
+        apply = appliers(type(event)) or _applier(event)
         if apply is None:
             continue
         check_id = event.check_id
@@ -286,7 +313,7 @@ def fold(
             state = states[check_id] = CheckFold(check_id=check_id, project_id=event.project_id)
         # The apply functions replace ``starts`` rather than change it, so this shallow copy undoes them.
         saved = astuple(state)
-        marks = (len(rows.pings), len(rows.runs), len(rows.transitions), len(rows.ping_keys))
+        marks = (len(ping_events), len(runs), len(transitions), len(ping_keys))
         try:
             applied = apply(state, event, offset, rows)
         except Exception as exc:
@@ -294,7 +321,9 @@ def fold(
                 raise
             for name, value in zip(_FIELDS, saved):  # undo the partial change
                 setattr(state, name, value)
-            del rows.pings[marks[0]:], rows.runs[marks[1]:], rows.transitions[marks[2]:], rows.ping_keys[marks[3]:]
+            m = marks[0]
+            del ping_events[m:], ping_n[m:], ping_durations[m:]
+            del runs[marks[1]:], transitions[marks[2]:], ping_keys[marks[3]:]
             on_error(i, exc)
             continue
         if applied and check_id not in touched:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from typing import Callable
 
 from runtime.consumer import Batch, Batches, last_offsets
 from runtime.eventlog.base import Record, TopicPartition
@@ -48,12 +49,33 @@ class Batcher(Batches):
         replay: dict[TopicPartition, tuple[int, int, str]],
         max_records: int = BATCH_MAX,
         max_wait_s: float = BATCH_WAIT_S,
+        decode: Callable[[list[Record]], object] | None = None,
     ) -> None:
         super().__init__(consumer, max_records, max_wait_s, poll_ms=200)
         self.replay = dict(replay)
+        # ``decode(records)`` (pure: no state) is run on each batch as soon as it is read, so with the shell's
+        # read-ahead a batch is decoded while the one before it is inserted (the engine runs without the GIL).
+        self.decode = decode
+        self._decoded: list[tuple[list[Record], object]] = []  # (a batch's records, what decode made of them)
+
+    def decoded(self, records: list[Record]) -> object | None:
+        """What ``decode`` made of this very batch (the same list), if it ran; None otherwise."""
+        for i, (held, result) in enumerate(self._decoded):
+            if held is records:
+                del self._decoded[i]
+                return result
+        return None
 
     async def next(self, stop: asyncio.Event) -> Batch:
         """The next batch; ``replayed`` when it is the journaled one, cut as before."""
+        batch = await self._next(stop)
+        if self.decode is not None and batch.records:
+            # At most the batch being handled and the one read ahead: a batch that was never asked for
+            # (the shell stopped) does not pin its records.
+            self._decoded = self._decoded[-1:] + [(batch.records, self.decode(batch.records))]
+        return batch
+
+    async def _next(self, stop: asyncio.Event) -> Batch:
         if not self.replay:
             return await super().next(stop)
         records, self.held = self.held, []

@@ -14,9 +14,10 @@ through, in this order:
 4. commit of the offsets (by the shell, once ``handle`` returned).
 
 The shell reads the next batch from the log while this one is inserted
-(``read_ahead``); the batch is decoded and folded only when its turn comes.
-(Folding it ahead, during the insert before it, lost acknowledged pings across
-a broker restart in tests/e2e/test_broker_restart.py: it was taken out.)
+(``read_ahead``), and the batcher decodes it as soon as it is read (decoding is
+pure); it is folded only when its turn comes. (Folding it ahead, during the
+insert before it, lost acknowledged pings across a broker restart in
+tests/e2e/test_broker_restart.py: it was taken out.)
 
 A crash anywhere before 4 means the batch is read again: the journal cuts it at
 the same offsets, so the same rows form the same blocks with the same tokens
@@ -30,17 +31,18 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import operator
 import time
 from collections import defaultdict
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from runtime import deadletter, metrics
-from runtime.clickhouse import ClickHouse, arrow_stream, arrow_type
+from runtime.clickhouse import ClickHouse, arrow_type
 from runtime.config import Config
 from runtime.consumer import Batch, ConsumerShell, retry
 from runtime.eventlog.base import EventLog, Record, TopicPartition
 from checks.idempotency import RecentIds
-from schemas.events import TOPIC_CHECKS, TOPIC_PINGS, TOPIC_TRANSITIONS, as_utc, decode, utcnow
+from schemas.events import TOPIC_CHECKS, TOPIC_PINGS, TOPIC_TRANSITIONS, as_utc, decode, decode_all, utcnow
 
 from . import catalog
 
@@ -55,10 +57,24 @@ TOPICS = [TOPIC_PINGS, TOPIC_TRANSITIONS, TOPIC_CHECKS]
 LOG_EVERY_S = 10.0
 _LOAD_CHUNK = 5_000
 TABLE_COLUMNS = {**COLUMNS, "checks": catalog.COLUMNS}
-# Inserts are Arrow streams, each column converted by Arrow in C (a fraction of the time clickhouse-connect's
-# Native encoder takes value by value). A table with a column type ``arrow_type`` does not map goes through
+# Inserts are Arrow tables (``ClickHouse.insert_arrow``: read in place by embedded chdb, an ArrowStream for a
+# server), each column converted by Arrow in C (a fraction of the time clickhouse-connect's Native encoder takes
+# value by value). A table with a column type ``arrow_type`` does not map goes through
 # that encoder, its UUID and LowCardinality columns sent as strings (ClickHouse converts them on insert).
+_value_of = operator.itemgetter(4)  # a Record's value (by index: a NamedTuple's attributes cost more)
+_offset_of = operator.itemgetter(2)  # a Record's offset
+_event_of = operator.itemgetter(0)
+_check_id = operator.attrgetter("check_id")
+_REGISTRY_TYPES = frozenset(catalog.REGISTRY_TYPES)
 _WIRE = {"UUID": "String", "Nullable(UUID)": "Nullable(String)", "LowCardinality(String)": "String"}
+
+
+class Columns(NamedTuple):
+    """A table's rows as columns, ``n`` rows long: ``make()`` returns a list per column, in its COLUMNS order
+    (called where the insert runs, off the event loop)."""
+
+    make: Callable[[], list[list]]
+    n: int
 
 
 class Prepared(NamedTuple):
@@ -162,14 +178,45 @@ class Projector:
 
     # --- one batch ---------------------------------------------------------------
 
-    async def process(self, records: list[Record], token: str) -> None:
-        """Fold ``records`` on the states and write what they make."""
-        await self.write(await self.prepare(records), token)
+    async def process(self, records: list[Record], token: str, decoded: tuple | None = None) -> None:
+        """Fold ``records`` on the states and write what they make; ``decoded``: ``decode(records)``, if
+        it was done already."""
+        await self.write(await self.prepare(records, decoded), token)
 
-    async def prepare(self, records: list[Record]) -> Prepared:
-        """Decode, load the missing states, fold."""
+    async def prepare(self, records: list[Record], decoded: tuple | None = None) -> Prepared:
+        """Decode (unless done already), load the missing states, fold."""
         t0 = time.perf_counter()
-        events, sources, poison, registry = [], [], [], []  # (event, offset) for the fold; the record each came from
+        events, sources, poison, registry = decoded if decoded is not None else self.decode(records)
+        t1 = time.perf_counter()
+        try:
+            check_ids = set(map(_check_id, map(_event_of, events)))
+        except AttributeError:  # an event without a check (a Tick)
+            check_ids = {getattr(e, "check_id", None) for e, _ in events}
+            check_ids.discard(None)
+        await self.load_states(check_ids)
+        t2 = time.perf_counter()
+        rows = fold(self.states, events, on_error=lambda i, exc: poison.append((sources[i], exc)))
+        state_rows = rows.check_state_rows(utcnow())
+        t3 = time.perf_counter()
+        self.timings["decode"] += t1 - t0
+        self.timings["load"] += t2 - t1
+        self.timings["fold"] += t3 - t2
+        return Prepared(rows, state_rows, poison, registry, len(records))
+
+    @staticmethod
+    def decode(records: list[Record]) -> tuple[list, list, list, list]:
+        """``(events, sources, poison, registry)``: (event, offset) pairs for the fold and the record each
+        came from, poison records with their error, registry records (event, offset, timestamp_ms).
+
+        A batch of known events only (the usual case) is decoded at once and paired with its offsets in C;
+        one with a poison record, a type this version does not know, or registry records record by record."""
+        try:
+            decoded = decode_all(list(map(_value_of, records)))
+        except Exception:  # noqa: BLE001 - poison or an unknown type: sorted out one record at a time below
+            decoded = None
+        if decoded is not None and not _REGISTRY_TYPES.intersection(map(type, decoded)):
+            return list(zip(decoded, map(_offset_of, records))), records, [], []
+        events, sources, poison, registry = [], [], [], []
         for r in records:
             try:
                 event = decode(r.value)
@@ -181,18 +228,7 @@ class Projector:
             elif event is not None:
                 events.append((event, r.offset))
                 sources.append(r)
-        t1 = time.perf_counter()
-        check_ids = {getattr(e, "check_id", None) for e, _ in events}
-        check_ids.discard(None)
-        await self.load_states(check_ids)
-        t2 = time.perf_counter()
-        rows = fold(self.states, events, on_error=lambda i, exc: poison.append((sources[i], exc)))
-        state_rows = rows.check_state_rows(utcnow())
-        t3 = time.perf_counter()
-        self.timings["decode"] += t1 - t0
-        self.timings["load"] += t2 - t1
-        self.timings["fold"] += t3 - t2
-        return Prepared(rows, state_rows, poison, registry, len(records))
+        return events, sources, poison, registry
 
     async def write(self, prepared: Prepared, token: str) -> None:
         started = time.perf_counter()
@@ -201,16 +237,20 @@ class Projector:
             # A deletion repeats its check's last row, as the batches before this one wrote it.
             known = await self.known_checks(catalog.deleted_ids(prepared.registry))
             checks = catalog.check_rows(prepared.registry, known)
-            for table, data in (
-                ("pings", rows.pings),
-                ("runs", rows.runs),
-                ("transitions", rows.transitions),
-                ("ping_keys", rows.ping_keys),
-                ("checks", checks),
-                ("check_state", prepared.state_rows),  # last: its offsets say the rest is in
-            ):
-                if data:
-                    await self.insert(table, data, f"{token}:{table}")
+            pings = Columns(rows.ping_columns, len(rows.ping_events)) if rows.ping_events else None
+            # The tables but check_state at once (their inserts overlap: see ClickHouse.insert_columns), each
+            # to its end whatever the others do, so no insert of this batch still runs when it is retried.
+            tables = [(table, data) for table, data in (
+                ("pings", pings), ("runs", rows.runs), ("transitions", rows.transitions),
+                ("ping_keys", rows.ping_keys), ("checks", checks),
+            ) if data]
+            done = await asyncio.gather(*(self.insert(table, data, f"{token}:{table}") for table, data in tables),
+                                        return_exceptions=True)
+            for outcome in done:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            if prepared.state_rows:  # last: its offsets say the rest is in
+                await self.insert("check_state", prepared.state_rows, f"{token}:check_state")
             for record, exc in prepared.poison:
                 await deadletter.send(self.log, "projector", record, exc)
         except BaseException:
@@ -221,7 +261,7 @@ class Projector:
             raise
         self.timings["insert"] += time.perf_counter() - started
         self.counts["records"] += prepared.n_records
-        self.counts["pings"] += len(rows.pings)
+        self.counts["pings"] += len(rows.ping_events)
         self.counts["runs"] += len(rows.runs)
         self.counts["transitions"] += len(rows.transitions)
         self.counts["poison"] += len(prepared.poison)
@@ -236,39 +276,56 @@ class Projector:
             f"insert {t['insert']:.1f}s; {len(self.states)} checks in memory"
         )
 
-    async def insert(self, table: str, data: list[tuple], token: str) -> None:
+    async def insert(self, table: str, data: list[tuple] | Columns, token: str) -> None:
         # The views feeding the rollups dedupe the block too (by default ClickHouse still pushes a block
         # the source table dropped as a duplicate into its views: a replayed batch counted runs twice).
         settings = {"insert_deduplication_token": token, "deduplicate_blocks_in_dependent_materialized_views": 1}
-        if table == "pings":
+        if table != "checks":
             # No replacing merge of the block on insert (half the insert's CPU): a batch folds each record once,
-            # so its event ids are distinct; a ping logged twice is merged later, and reads use FINAL.
+            # so its event ids (pings, runs, transitions, ping_keys) and its checks (check_state: one row per
+            # check) are distinct; a ping logged twice is merged later, and reads use FINAL. (A batch may hold
+            # several registry records of a check: ``checks`` keeps the merge.)
             settings["optimize_on_insert"] = 0
         started = time.perf_counter()
 
         names = TABLE_COLUMNS[table]
 
-        def insert(client):
-            plan = self.wire_types.get(table)
-            if plan is None:
-                declared = dict(client.query(
+        plan = self.wire_types.get(table)
+        if plan is None:
+            def declared_types(client) -> dict:
+                return dict(client.query(
                     "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = {t:String}",
                     parameters={"t": table},
                 ).result_rows)
-                arrow = [arrow_type(declared[c]) for c in names]
-                plan = self.wire_types[table] = (
-                    arrow if None not in arrow else [_WIRE.get(declared[c], declared[c]) for c in names])
-            columns = list(zip(*data))
-            if isinstance(plan[0], str):  # a type Arrow is not mapped for here: clickhouse-connect's Native encoder
-                client.insert(table, columns, column_names=names, column_type_names=plan,
-                              column_oriented=True, settings=settings)
-            else:
-                client.raw_insert(table, names, arrow_stream(names, plan, columns),
-                                  settings=settings, fmt="ArrowStream")
 
-        await self.ch.run(insert)
+            declared = await self.ch.run(declared_types)
+            arrow = [arrow_type(declared[c]) for c in names]
+            plan = self.wire_types[table] = (
+                arrow if None not in arrow else [_WIRE.get(declared[c], declared[c]) for c in names])
+
+        def columns() -> list:
+            return data.make() if isinstance(data, Columns) else list(zip(*data))
+
+        if isinstance(plan[0], str):  # a type Arrow is not mapped for here: clickhouse-connect's Native encoder
+            await self.ch.run(lambda client: client.insert(
+                table, columns(), column_names=names, column_type_names=plan, column_oriented=True, settings=settings))
+        else:
+            await self.ch.insert_columns(table, names, plan, columns, settings)
         metrics.INSERT_SECONDS.labels(table).observe(time.perf_counter() - started)
-        metrics.INSERT_ROWS.labels(table).inc(len(data))
+        metrics.INSERT_ROWS.labels(table).inc(data.n if isinstance(data, Columns) else len(data))
+
+
+def _timed(projector: Projector, decode: Callable) -> Callable:
+    """``decode``, its time counted in the projector's ``decode`` timing."""
+
+    def timed(records: list[Record]):
+        started = time.perf_counter()
+        try:
+            return decode(records)
+        finally:
+            projector.timings["decode"] += time.perf_counter() - started
+
+    return timed
 
 
 def _tune_gc() -> None:
@@ -290,7 +347,8 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
         # Retried until they work: nothing is committed meanwhile, so the log keeps every record.
         if not batch.replayed:
             await retry("projector journal", lambda: projector.write_journal(ranges, token), stop=stop, logger=log)
-        await retry("projector insert", lambda: projector.process(batch.records, token), stop=stop, logger=log)
+        decoded = batches.decoded(batch.records)  # decoded when it was read (pure: nothing of the state)
+        await retry("projector insert", lambda: projector.process(batch.records, token, decoded), stop=stop, logger=log)
         if batch.replayed:
             log.info("replayed the journaled batch of %d records after a restart", len(batch.records))
 
@@ -305,9 +363,10 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
         log.info("projector assignment: %d partitions", len(partitions))
 
     async with event_log.consumer(TOPICS, group=GROUP) as consumer:
+        batches = Batcher(consumer, await projector.journal_tail(), decode=_timed(projector, Projector.decode))
         shell = ConsumerShell(
             "projector", consumer, handle,
-            batches=Batcher(consumer, await projector.journal_tail()),
+            batches=batches,
             group=GROUP, logger=log, on_assignment=assigned,
             read_ahead=True,  # the next batch is read while this one is inserted
             log_every_s=LOG_EVERY_S, progress=projector.describe,
