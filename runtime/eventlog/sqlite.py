@@ -7,9 +7,10 @@ thousands of concurrent pings cost one fsync, not thousands.
 
 Offsets are assigned inside the write transaction (``BEGIN IMMEDIATE`` +
 ``MAX(offset)``), so several processes may produce into the same file safely;
-once a partition's head is known, a batch is one INSERT at the offsets after it,
-and a collision with another process's records (the primary key) sends the
-batch the locked way.
+once a partition's head is known, a batch is one INSERT at the offsets after it
+(the heads as the last writer left them, in the write lock's file: processes
+taking turns do not ask SQLite), and a collision with records the heads did not
+know of (the primary key) sends the batch the locked way.
 Reading is ``sqlite_consumer.py``; the file's schema and inserts are ``sqlite_db.py``.
 """
 
@@ -52,8 +53,8 @@ class SqliteEventLog(EventLog):
         self._inflight: list = []  # the batch being committed
         self._failure = "event log is not started"
         self._partitions: dict[str, int] = {}
-        self._heads: dict[tuple[str, int], int] = {}  # next offset per partition, as this process last committed
-        self._written = asyncio.Event()
+        self._heads: dict[tuple[str, int], int] = {}  # next offset per partition, as last committed (WriteLock)
+        self._waiting: dict[str, list[asyncio.Event]] = {}  # per topic, who waits for this process to write to it
         self._lock = threading.Lock()
         self._write_lock: WriteLock | None = None  # across processes, on the writer thread
 
@@ -197,8 +198,10 @@ class SqliteEventLog(EventLog):
             if not fut.done():
                 fut.set_result(result)
                 _LATENCY.observe(now - started)
-        self._written.set()
-        self._written = asyncio.Event()
+        if self._waiting:
+            for topic in {item[0] for item in batch}:
+                for woken in self._waiting.pop(topic, ()):
+                    woken.set()
 
     @staticmethod
     def _fail_batch(batch: list, exc: LogUnavailable) -> None:
@@ -208,18 +211,25 @@ class SqliteEventLog(EventLog):
                 fut.set_exception(exc)
 
     def _write_batch(self, batch: list) -> list[tuple[int, int]]:
-        with self._write_lock:
+        with self._write_lock as lock:
+            shared = lock.shared_heads()
+            if shared is not None:  # another process wrote since: count from where it stopped
+                self._heads = shared
             results = self._write_at_known_heads(batch)
-            return results if results is not None else self._write_locked(batch)
+            if results is None:
+                results = self._write_locked(batch)
+            lock.publish_heads(self._heads)
+            return results
 
     def _write_at_known_heads(self, batch: list) -> list[tuple[int, int]] | None:
         """The common case as one statement, its own transaction: the offsets follow the partition
-        heads this process last committed. Each statement the writer thread runs gives the GIL away
-        and waits to get it back from the busy event-loop thread, so one statement instead of four
-        (BEGIN, SELECT MAX, INSERT, COMMIT). Should another
-        process have written to one of these partitions meanwhile, an offset collides with its
-        records (the primary key), nothing is written, and None sends the batch the locked way. None
-        too when a head or partition count is not known yet, or for more rows than one statement takes."""
+        heads last committed (by this process, or by the one before it as the write lock tells).
+        Each statement the writer thread runs gives the GIL away and waits to get it back from the
+        busy event-loop thread, so one statement instead of four (BEGIN, SELECT MAX, INSERT, COMMIT).
+        Should the heads be behind the log (a writer killed before it published them), an offset
+        collides with its records (the primary key), nothing is written, and None sends the batch
+        the locked way. None too when a head or partition count is not known yet, or for more rows
+        than one statement takes."""
         if len(batch) > ROWS_PER_INSERT:
             return None
         heads, counts = self._heads, self._partitions
@@ -280,12 +290,22 @@ class SqliteEventLog(EventLog):
         self._heads.update(next_offset)
         return results
 
-    async def wait_written(self, timeout_s: float) -> None:
-        """Wake when this process commits records, or after ``timeout_s`` (other writers)."""
+    async def wait_written(self, timeout_s: float, topics: list[str]) -> None:
+        """Wake when this process commits records to one of ``topics``, or after ``timeout_s`` (other
+        writers). Commits to other topics do not wake: the edge's registry follower sleeps through
+        its pings."""
+        woken = asyncio.Event()
+        for topic in topics:
+            self._waiting.setdefault(topic, []).append(woken)
         try:
-            await asyncio.wait_for(self._written.wait(), timeout_s)
+            await asyncio.wait_for(woken.wait(), timeout_s)
         except asyncio.TimeoutError:
             pass
+        finally:
+            for topic in topics:
+                waiting = self._waiting.get(topic)
+                if waiting is not None and woken in waiting:
+                    waiting.remove(woken)
 
     # --- maintenance ---
 

@@ -81,7 +81,7 @@ class SqliteConsumer(Consumer):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            await self._log.wait_written(min(_POLL_S, remaining))
+            await self._log.wait_written(min(_POLL_S, remaining), self._topics)
 
     async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
         if self._group is None:

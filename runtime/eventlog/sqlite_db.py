@@ -5,7 +5,11 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import struct
+import zlib
 from pathlib import Path
+
+import msgspec
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -48,21 +52,61 @@ def insert_records(conn: sqlite3.Connection, rows: list[tuple]) -> None:
         conn.execute(sql, [field for row in chunk for field in row])
 
 
+_HEADS_HEADER = struct.Struct("<QQII")  # last writer's token, its publication number, payload length, crc32
+_HEADS_MAX = 1 << 20
+_encode_heads = msgspec.msgpack.Encoder().encode
+_decode_heads = msgspec.msgpack.Decoder(list[tuple[str, int, int]]).decode
+
+
 class WriteLock:
     """A lock file beside the log, taken around every write transaction by every process writing the
     file (the edges of ``pingstream up`` and its engine). SQLite lets one writer in at a time and
     has the others poll with growing sleeps (1, 2, 5, 10 ms...) until the lock is free; a blocking
     ``flock`` wakes the next writer as soon as the lock is released. One per user (a connection's
-    thread): locks of one open file do not exclude each other."""
+    thread): locks of one open file do not exclude each other.
+
+    The file also carries the partition heads (the next offset of each partition) as the last
+    writer left them, so that writers taking turns append where the one before stopped without
+    asking SQLite (``shared_heads``, ``publish_heads``). They are a hint: a writer killed between
+    its commit and its publication leaves heads behind the log, its successor's insert then
+    collides with records on the primary key and takes the locked way, which counts from the log.
+    A hint is never ahead of the log: it is written only after the commit it describes."""
 
     def __init__(self, log_path: Path) -> None:
         self._fd = os.open(f"{log_path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self._token = int.from_bytes(os.urandom(8), "little")  # this writer, in the file's header
+        self._published = 0  # number of this writer's last publication
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> "WriteLock":
         fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
 
     def __exit__(self, *exc) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def shared_heads(self) -> dict[tuple[str, int], int] | None:
+        """Under the lock: None when nobody wrote since this writer published its heads; else the
+        heads the last writer published (empty when there are none, or they cannot be read)."""
+        header = os.pread(self._fd, _HEADS_HEADER.size, 0)
+        if len(header) < _HEADS_HEADER.size:
+            return {}
+        token, number, length, crc = _HEADS_HEADER.unpack(header)
+        if token == self._token and number == self._published:
+            return None
+        payload = os.pread(self._fd, length, _HEADS_HEADER.size) if length <= _HEADS_MAX else b""
+        if len(payload) != length or zlib.crc32(payload) != crc:
+            return {}
+        try:
+            return {(topic, partition): offset for topic, partition, offset in _decode_heads(payload)}
+        except msgspec.DecodeError:
+            return {}
+
+    def publish_heads(self, heads: dict[tuple[str, int], int]) -> None:
+        """Under the lock, after a commit: where each partition's next record goes, for the next writer."""
+        payload = _encode_heads([(topic, partition, offset) for (topic, partition), offset in heads.items()])
+        self._published += 1
+        os.pwrite(self._fd, _HEADS_HEADER.pack(self._token, self._published, len(payload), zlib.crc32(payload))
+                  + payload, 0)
 
     def close(self) -> None:
         if self._fd >= 0:

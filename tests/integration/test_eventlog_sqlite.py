@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from runtime.eventlog import sqlite_consumer
 from runtime.eventlog.base import LogUnavailable
 from runtime.eventlog.sqlite import SqliteEventLog
 
@@ -100,34 +101,132 @@ async def test_close_during_a_commit_with_more_queued_still_writes_all_and_retur
     assert await queued == (0, 1)
 
 
-async def test_two_writers_on_one_file_never_share_an_offset(tmp_path, monkeypatch):
-    """Each log writes a batch as one INSERT after the partition head it last committed; when the
-    other log wrote there meanwhile the offsets collide, nothing is written, and the batch goes the
-    locked way. Both logs' records end up contiguous, each once, where produce said."""
+async def _produce_in_turns(a: SqliteEventLog, b: SqliteEventLog, rounds: int) -> dict:
+    """Both logs produce into one partition at once, round after round; where each record went."""
+    placed = {}
+    for rnd in range(rounds):
+        values = [f"{w}{rnd}:{i}".encode() for w in "ab" for i in range(8)]
+        logs = [a if v.startswith(b"a") else b for v in values]
+        results = await asyncio.gather(*(log.produce("t", v, key=b"k") for log, v in zip(logs, values)))
+        placed.update(zip(results, values))
+    return placed
+
+
+async def _all_records(log: SqliteEventLog) -> list:
+    consumer = log.consumer(["t"], group=None)
+    await consumer.start()
+    records = []
+    while batch := await consumer.getmany(timeout_ms=0):
+        records += batch
+    await consumer.close()
+    return records
+
+
+def _count_locked(monkeypatch) -> list[int]:
     locked = []
     original = SqliteEventLog._write_locked
     monkeypatch.setattr(SqliteEventLog, "_write_locked", lambda self, batch: locked.append(len(batch)) or original(self, batch))
+    return locked
+
+
+async def test_two_writers_taking_turns_append_where_the_other_stopped(tmp_path, monkeypatch):
+    """Each log writes a batch as one INSERT after the partition head the last writer published in
+    the write lock's file: logs taking turns never collide, and only each log's first batch (whose
+    partition count it does not know yet) goes the locked way. Both logs' records end up contiguous,
+    each once, where produce said."""
+    locked = _count_locked(monkeypatch)
     path = tmp_path / "log.sqlite3"
     a, b = SqliteEventLog(path), SqliteEventLog(path)
     await a.start()
     await b.start()
-    placed = {}
     try:
-        for rnd in range(30):
-            values = [f"{w}{rnd}:{i}".encode() for w in "ab" for i in range(8)]
-            logs = [a if v.startswith(b"a") else b for v in values]
-            results = await asyncio.gather(*(log.produce("t", v, key=b"k") for log, v in zip(logs, values)))
-            placed.update(zip(results, values))
-        consumer = a.consumer(["t"], group=None)
-        await consumer.start()
-        records = []
-        while batch := await consumer.getmany(timeout_ms=0):
-            records += batch
-        await consumer.close()
+        placed = await _produce_in_turns(a, b, 30)
+        records = await _all_records(a)
     finally:
         await a.close()
         await b.close()
     assert len(placed) == len(records) == 30 * 16
     assert sorted(r.offset for r in records) == list(range(30 * 16))
     assert {(r.partition, r.offset): r.value for r in records} == placed
-    assert len(locked) > 2  # collisions happened and were resolved under the lock
+    assert len(locked) <= 2
+
+
+async def test_a_writer_that_did_not_publish_its_heads_costs_a_collision_not_an_offset(tmp_path, monkeypatch):
+    """A writer killed between its commit and the publication of its heads leaves them behind the
+    log: the next writer's INSERT collides on the primary key, writes nothing, and the batch goes
+    the locked way, counting from the log."""
+    locked = _count_locked(monkeypatch)
+    path = tmp_path / "log.sqlite3"
+    a, b = SqliteEventLog(path), SqliteEventLog(path)
+    await a.start()
+    await b.start()
+    try:
+        await _produce_in_turns(a, b, 2)
+        before = len(locked)
+        monkeypatch.setattr(b._write_lock, "publish_heads", lambda heads: None)
+        placed = {await b.produce("t", f"b-unpublished-{i}".encode(), key=b"k"): f"b-unpublished-{i}" for i in range(3)}
+        placed[await a.produce("t", b"a-after", key=b"k")] = "a-after"
+        records = await _all_records(a)
+    finally:
+        await a.close()
+        await b.close()
+    assert len(locked) > before  # a's batch collided with b's records and was written the locked way
+    assert sorted(r.offset for r in records) == list(range(2 * 16 + 4))
+    assert {(r.partition, r.offset): r.value.decode() for r in records if r.offset >= 32} == placed
+
+
+async def test_unreadable_heads_in_the_lock_file_are_ignored(tmp_path):
+    """The heads are a hint: a lock file whose heads do not check out (torn, overwritten) is read as
+    no heads, and the log counts from its records."""
+    path = tmp_path / "log.sqlite3"
+    a, b = SqliteEventLog(path), SqliteEventLog(path)
+    await a.start()
+    await b.start()
+    try:
+        await _produce_in_turns(a, b, 2)
+        with open(f"{path}-writer.lock", "r+b") as lock_file:
+            lock_file.seek(30)
+            lock_file.write(b"garbage")
+        placed = {await b.produce("t", b"b-next", key=b"k"): "b-next", await a.produce("t", b"a-next", key=b"k"): "a-next"}
+        records = await _all_records(b)
+    finally:
+        await a.close()
+        await b.close()
+    assert sorted(r.offset for r in records) == list(range(2 * 16 + 2))
+    assert {(r.partition, r.offset): r.value.decode() for r in records if r.offset >= 32} == placed
+
+
+async def test_a_waiting_consumer_wakes_for_its_topics_only(tmp_path, monkeypatch):
+    """A consumer waiting for records wakes when this process commits to one of its topics, and
+    sleeps through commits to others (the edge's registry follower through its pings) until its
+    next poll for other processes' records."""
+    monkeypatch.setattr(sqlite_consumer, "_POLL_S", 1.0)
+    log = SqliteEventLog(tmp_path / "log.sqlite3")
+    await log.start()
+    try:
+        await log.produce("checks", b"c0", key=b"k")
+        await log.produce("pings", b"p0", key=b"k")
+        consumer = log.consumer(["checks"], group=None)
+        await consumer.start()
+        assert [r.value for r in await consumer.getmany(timeout_ms=0)] == [b"c0"]
+        reads = []
+        original = consumer._read
+        monkeypatch.setattr(consumer, "_read", lambda n: reads.append(n) or original(n))
+
+        async def pings() -> None:
+            for i in range(100):
+                await log.produce("pings", b"p%d" % i, key=b"k")  # one commit each
+
+        producing = asyncio.ensure_future(pings())
+        assert await consumer.getmany(timeout_ms=300) == []
+        await producing
+        assert len(reads) <= 2, reads  # the first look and the one at the timeout: none per commit to "pings"
+        waiting = asyncio.ensure_future(consumer.getmany(timeout_ms=5_000))
+        await asyncio.sleep(0.1)
+        started = asyncio.get_running_loop().time()
+        await log.produce("checks", b"c1", key=b"k")
+        assert [r.value for r in await waiting] == [b"c1"]
+        assert asyncio.get_running_loop().time() - started < 0.04  # woken by the commit, not the next poll
+        await consumer.close()
+    finally:
+        await log.close()
