@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 GROUP = "pingstream-monitor"
 _LOG_EVERY_S = 30.0
 _COMPACT_EVERY_S = 300.0
+# A batch gathers records for this long after its first: under load, a few batches a second instead
+# of one per read, each a state produce and an offset commit (on the embedded log, two writes the
+# edges wait behind); an idle ping is handled this much later.
+BATCH_WAIT_S = 0.1
 _LOAD_TIMEOUT_S = 60.0
 
 
@@ -164,7 +168,7 @@ async def _consume(event_log: EventLog, monitor: Monitor, stop: asyncio.Event, b
     async with event_log.consumer([TOPIC_PINGS], group=GROUP) as consumer:
         shell = ConsumerShell(
             "monitor", consumer, handle,
-            batches=Batches(consumer, max_records=batch_max, poll_ms=100),
+            batches=Batches(consumer, max_records=batch_max, max_wait_s=BATCH_WAIT_S, poll_ms=100),
             group=GROUP, logger=log, on_assignment=assigned,
             log_every_s=_LOG_EVERY_S, progress=_progress(monitor),
         )

@@ -66,6 +66,7 @@ WORKERS_PER_CHANNEL = 32  # concurrent requests to one channel
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 300.0
 COMMIT_EVERY_S = 0.5  # offsets are committed at most this often (a write to the log each)
+BATCH_WAIT_S = 0.1  # a batch gathers records this long after its first: under load, a few reads a second
 DRAIN_S = 5.0  # on a graceful stop, how long deliveries in flight may take to finish
 
 DELIVERIES = Counter("pingstream_notifications", "Finished alert deliveries, per channel kind and outcome",
@@ -405,7 +406,8 @@ class Notifier:
                     self.pending.assigned({tp: positions[tp] for tp in assigned if tp in positions})
 
                 shell = ConsumerShell("notify", consumer, self.handle, group=GROUP, logger=log, log_every_s=60.0,
-                                      batches=Batches(consumer, max_records=10_000, poll_ms=50),
+                                      batches=Batches(consumer, max_records=10_000, max_wait_s=BATCH_WAIT_S,
+                                                      poll_ms=50),
                                       on_assignment=on_assignment)
                 await shell.run(stop)
                 await self._drain(consumer)
