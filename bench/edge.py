@@ -9,7 +9,7 @@ at once, the load generator in this one, all on 127.0.0.1. The servers:
 - ``kafka``: the pingstream edge producing with acks=all to a real broker
   (PINGSTREAM_KAFKA, else one started from the project's cached jars);
 - ``up``: the whole embedded system as users start it (``pingstream up``: its edge processes, one
-  per core by default, and the engine process projecting every ping into chdb meanwhile).
+  per core but one by default, and the engine process projecting every ping into chdb meanwhile).
 Prints requests/s and p50/p99 for a closed loop at full speed with each number
 of connections given, the ratio to ``bare`` at the same number (and of ``up`` to the edge alone), the
 server's CPU time per request (all its threads, all its processes), and p50/p99 for an open loop at a fixed rate.

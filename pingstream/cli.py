@@ -1,7 +1,7 @@
 """``pingstream`` command line: run the services, manage projects, follow transitions.
 
     pingstream up                 the whole system (embedded default): PINGSTREAM_EDGE_PROCESSES edges sharing the
-                                  port and one engine process, supervised (1: everything in one process)
+                                  port and one engine process, supervised (0: everything in one process)
     pingstream engine             projector + monitor + notifier + the SQL endpoint around the embedded engine
                                   (what `up` runs beside its edges)
     pingstream ingest|projector|monitor|notify|webhooks   one service per process (against Kafka); ingest runs
@@ -277,9 +277,9 @@ async def _supervise(config: Config) -> int:
     children = [Child("engine", [*argv, "engine"], engine_env, stop_timeout_s=STOP_S + 10)]
     children += [Child(f"edge {n + 1}", [*argv, "ingest"], edge_env, stop_timeout_s=STOP_S)
                  for n in range(config.edge_processes)]
+    edges = "1 edge process" if config.edge_processes == 1 else f"{config.edge_processes} edge processes"
     return await _run_children(children, stop, reserved,
-                               f"up: {config.edge_processes} edge processes on http://{config.host}:{port} "
-                               "and one engine process")
+                               f"up: {edges} on http://{config.host}:{port} and one engine process")
 
 
 def _edge_env(env: dict[str, str]) -> dict[str, str]:
@@ -490,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _command(args, config: Config) -> int:
-    if args.command == "up" and config.edge_processes > 1:
+    if args.command == "up" and config.edge_processes > 0:
         return asyncio.run(_supervise(config))
     elif args.command == "ingest" and config.ingest_processes > 1:
         return asyncio.run(_supervise_edges(config))

@@ -46,6 +46,12 @@ def _float(env: dict, name: str, default: float, lo: float, hi: float) -> float:
     return _number(env, name, default, lo, hi, float, "a number")
 
 
+def default_edge_processes(cores: int | None = None) -> int:
+    """One edge per core but the one the engine needs (it projects every ping, and its work delays the
+    edges' commits when they share its core); on one core, everything in one process."""
+    return max((cores or os.cpu_count() or 1) - 1, 0)
+
+
 def _webhooks(value: str) -> tuple[tuple[str, str], ...]:
     """``<project id>=<url>[,<project id>=<url>...]``."""
     out = []
@@ -141,8 +147,8 @@ class Config:
     smtp: Smtp = Smtp()
     notify_timeout_s: float = 10.0  # one delivery attempt
     notify_retry_s: float = 600.0  # a delivery still failing this long after its first attempt is "failed"
-    # `pingstream up`: edge processes sharing the port (1 = everything in one process, as before).
-    edge_processes: int = 1
+    # `pingstream up`: edge processes sharing the port beside the engine process (0 = everything in one process).
+    edge_processes: int = 0
     reuse_port: bool = False  # the edge binds with SO_REUSEPORT (several edges on one port)
     # `pingstream ingest`: the same variable, but one process unless it is set (replicas of a distributed
     # edge are usually counted by whatever runs them).
@@ -206,8 +212,8 @@ class Config:
             smtp=_smtp(env),
             notify_timeout_s=_float(env, "PINGSTREAM_NOTIFY_TIMEOUT_S", 10.0, 0.1, 300.0),
             notify_retry_s=_float(env, "PINGSTREAM_NOTIFY_RETRY_S", 600.0, 0.0, 7 * 86400.0),
-            edge_processes=_int(env, "PINGSTREAM_EDGE_PROCESSES", os.cpu_count() or 1, 1, 256),
+            edge_processes=_int(env, "PINGSTREAM_EDGE_PROCESSES", default_edge_processes(), 0, 256),
             reuse_port=_int(env, "PINGSTREAM_REUSE_PORT", 0, 0, 1) == 1,
-            ingest_processes=_int(env, "PINGSTREAM_EDGE_PROCESSES", 1, 1, 256),
+            ingest_processes=max(_int(env, "PINGSTREAM_EDGE_PROCESSES", 1, 0, 256), 1),  # 0 (up's "one process"): 1
         )
         return dataclasses.replace(config, **overrides) if overrides else config

@@ -294,3 +294,24 @@ async def test_up_edges_are_not_ready_while_the_engine_is_away(system):
     stopping = [line for line in up.output if "runtime.supervisor: stopping " in line]
     assert [line.split("stopping ")[1].split(" (")[0] for line in stopping] == ["edge 2", "edge 1", "engine"]
     assert not _children(up.proc.pid)
+
+
+async def test_up_with_one_edge_runs_it_beside_the_engine(system):
+    """`PINGSTREAM_EDGE_PROCESSES=1` (the default on two cores): one edge process and the engine, supervised."""
+    up = system(PINGSTREAM_EDGE_PROCESSES="1")
+    assert sorted((await _wait_children(up, 2)).values()) == ["engine", "ingest"]
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
+        async with http.get(f"{up.url}/ping/{up.keys['ping_key']}/one-edge?create=1") as answer:
+            assert answer.status == 201
+    assert up.stop() == 0
+    assert not _children(up.proc.pid)
+
+
+async def test_up_with_no_edge_process_runs_everything_in_one(system):
+    """`PINGSTREAM_EDGE_PROCESSES=0` (the default on one core): no supervisor, no children."""
+    up = system(PINGSTREAM_EDGE_PROCESSES="0")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
+        async with http.get(f"{up.url}/ping/{up.keys['ping_key']}/one-process?create=1") as answer:
+            assert answer.status == 201
+    assert not _children(up.proc.pid)
+    assert up.stop() == 0
