@@ -14,7 +14,7 @@ import logging
 
 from aiohttp import web
 
-from runtime import health, logthrottle
+from runtime import health, logthrottle, metrics
 from runtime.clickhouse import ClickHouse
 from runtime.config import Config
 from runtime.eventlog.base import EventLog
@@ -102,6 +102,8 @@ async def run(
         watcher = asyncio.create_task(clickhouse.watch(stop), name="read-model-watch")
     app = create_app(config, event_log, registry, clickhouse)
     tune_gc()
+    if config.edge_metrics_dir is not None:  # one of several edges on the port: /metrics sums them all
+        await metrics.share_with_peers(config.edge_metrics_dir)
     runner, _ = await serve(app, config, config.host, config.port)
     log.info("edge serving on http://%s:%d", config.host, config.port)
     if started is not None:
@@ -111,6 +113,7 @@ async def run(
     finally:
         # Stop accepting, let in-flight pings finish their durable produce, then stop the rest.
         await runner.cleanup()
+        await metrics.stop_sharing()
         tasks = [t for t in (ticker, follower, watcher) if t is not None]
         done, pending = await asyncio.wait(tasks, timeout=STOP_TASKS_S)
         for task in pending:

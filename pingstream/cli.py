@@ -20,9 +20,11 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from urllib.parse import quote
 
 from checks.spec import project_name_error
@@ -261,7 +263,8 @@ async def _supervise(config: Config) -> int:
     argv = [sys.executable, "-m", "pingstream.cli"]
     env = {**os.environ, "PINGSTREAM_PORT": str(port), "PINGSTREAM_DATA": str(config.data_dir)}
     engine_env = dict(env)
-    edge_env = _edge_env(env)
+    metrics_dir = _edge_metrics_dir()
+    edge_env = _edge_env(env, metrics_dir)
     if config.embedded_clickhouse:
         key, created = adminkey.load_or_create(config.data_dir)
         if created:
@@ -279,13 +282,21 @@ async def _supervise(config: Config) -> int:
                  for n in range(config.edge_processes)]
     edges = "1 edge process" if config.edge_processes == 1 else f"{config.edge_processes} edge processes"
     return await _run_children(children, stop, reserved,
-                               f"up: {edges} on http://{config.host}:{port} and one engine process")
+                               f"up: {edges} on http://{config.host}:{port} and one engine process", metrics_dir)
 
 
-def _edge_env(env: dict[str, str]) -> dict[str, str]:
+def _edge_env(env: dict[str, str], metrics_dir: str) -> dict[str, str]:
     """A supervised edge's environment: it binds the shared port with SO_REUSEPORT and is one process
-    (PINGSTREAM_EDGE_PROCESSES is the supervisor's, not for the child to supervise again)."""
-    return {**env, "PINGSTREAM_REUSE_PORT": "1", "PINGSTREAM_EDGE_PROCESSES": "1"}
+    (PINGSTREAM_EDGE_PROCESSES is the supervisor's, not for the child to supervise again); its
+    ``/metrics`` answers for all the edges, through sockets in ``metrics_dir``."""
+    return {**env, "PINGSTREAM_REUSE_PORT": "1", "PINGSTREAM_EDGE_PROCESSES": "1",
+            "PINGSTREAM_EDGE_METRICS_DIR": metrics_dir}
+
+
+def _edge_metrics_dir() -> str:
+    """Where a supervisor's edges put their metrics sockets: in the temp dir (a socket's path is
+    limited to about 100 bytes; a data directory may be longer). Removed by ``_run_children``."""
+    return tempfile.mkdtemp(prefix="pingstream-edges-")
 
 
 async def _supervise_edges(config: Config) -> int:
@@ -299,16 +310,20 @@ async def _supervise_edges(config: Config) -> int:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     reserved = _reserve_port(config.host, config.port)
     port = reserved.getsockname()[1]
-    env = _edge_env({**os.environ, "PINGSTREAM_PORT": str(port), "PINGSTREAM_DATA": str(config.data_dir)})
+    metrics_dir = _edge_metrics_dir()
+    env = _edge_env({**os.environ, "PINGSTREAM_PORT": str(port), "PINGSTREAM_DATA": str(config.data_dir)},
+                    metrics_dir)
     argv = [sys.executable, "-m", "pingstream.cli", "ingest"]
     children = [Child(f"edge {n + 1}", argv, env, stop_timeout_s=STOP_S) for n in range(config.ingest_processes)]
-    return await _run_children(children, stop, reserved,
-                               f"ingest: {config.ingest_processes} edge processes on http://{config.host}:{port}")
+    banner = f"ingest: {config.ingest_processes} edge processes on http://{config.host}:{port}"
+    return await _run_children(children, stop, reserved, banner, metrics_dir)
 
 
-async def _run_children(children, stop: asyncio.Event, reserved: socket.socket, banner: str) -> int:
+async def _run_children(children, stop: asyncio.Event, reserved: socket.socket, banner: str,
+                        metrics_dir: str) -> int:
     """Start ``children`` in order (each ready before the next), keep them running until ``stop``,
-    then stop them in reverse order; the reserved port is held until then."""
+    then stop them in reverse order; the reserved port and the edges' metrics directory are held
+    until then."""
     from runtime.supervisor import ChildFailed, Supervisor
 
     processes = Supervisor()
@@ -333,6 +348,7 @@ async def _run_children(children, stop: asyncio.Event, reserved: socket.socket, 
     finally:
         await processes.stop()
         reserved.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

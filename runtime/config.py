@@ -153,6 +153,7 @@ class Config:
     # `pingstream ingest`: the same variable, but one process unless it is set (replicas of a distributed
     # edge are usually counted by whatever runs them).
     ingest_processes: int = 1
+    edge_metrics_dir: Path | None = None  # edges sharing a port share /metrics through sockets here
 
     @property
     def sqlite_path(self) -> Path:
@@ -215,5 +216,7 @@ class Config:
             edge_processes=_int(env, "PINGSTREAM_EDGE_PROCESSES", default_edge_processes(), 0, 256),
             reuse_port=_int(env, "PINGSTREAM_REUSE_PORT", 0, 0, 1) == 1,
             ingest_processes=max(_int(env, "PINGSTREAM_EDGE_PROCESSES", 1, 0, 256), 1),  # 0 (up's "one process"): 1
+            edge_metrics_dir=Path(env["PINGSTREAM_EDGE_METRICS_DIR"]) if env.get("PINGSTREAM_EDGE_METRICS_DIR")
+            else None,
         )
         return dataclasses.replace(config, **overrides) if overrides else config

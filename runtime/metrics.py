@@ -7,16 +7,27 @@ and a check's uuid is all a ping needs. A project's checks are in its own Promet
 The edge serves them on ``GET /metrics``; a projector, monitor or notifier running
 in a process of its own serves them on ``PINGSTREAM_METRICS_PORT`` (0 = off),
 beside ``/healthz`` and ``/readyz``.
+
+Edges sharing a port (``pingstream up``'s) share their series too (``share_with_peers``): each
+serves its own on a Unix socket in a directory they have in common, and whichever edge a
+``/metrics`` request lands on answers the sum over all of them: counters and histograms added up,
+a gauge at its lowest (``pingstream_log_available`` is 0 while one edge cannot reach the log).
+An edge that ended takes its counts with it: the sums drop, as a counter does when its process
+restarts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 
 from runtime import health, server_header
 
@@ -122,7 +133,124 @@ def exposition() -> bytes:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    return web.Response(body=exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    body = exposition() if _peers is None else merge([families(), *await _peers.gather()])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# --- several processes behind one port ---
+
+PEER_TIMEOUT_S = 1.0  # an edge that does not give its series within this is left out of the sum
+
+Families = list  # [(name, type, help, [(sample name, labels, value), ...]), ...]: one process's series
+
+
+def families(registry: CollectorRegistry = REGISTRY) -> Families:
+    """This process's series as plain data, for another process to merge."""
+    return [(m.name, m.type, m.documentation, [(x.name, x.labels, x.value) for x in m.samples])
+            for m in registry.collect()]
+
+
+def merge(processes: list[Families]) -> bytes:
+    """The exposition of several processes' series as one: each series' values added up, but a
+    gauge's (and a ``_created`` timestamp's) lowest."""
+    merged: dict[str, tuple[str, str, dict]] = {}
+    for process in processes:
+        for name, kind, doc, samples in process:
+            values = merged.setdefault(name, (kind, doc, {}))[2]
+            for sample, labels, value in samples:
+                key = (sample, tuple(labels.items()))
+                if key not in values:
+                    values[key] = value
+                elif kind == "gauge" or sample.endswith("_created"):
+                    values[key] = min(values[key], value)
+                else:
+                    values[key] += value
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Merged(merged))
+    return generate_latest(registry)
+
+
+class _Merged:
+    def __init__(self, merged: dict) -> None:
+        self._merged = merged
+
+    def collect(self):
+        for name, (kind, doc, values) in self._merged.items():
+            metric = Metric(name, doc, kind)
+            for (sample, labels), value in values.items():
+                metric.add_sample(sample, dict(labels), value)
+            yield metric
+
+
+class Peers:
+    """This process's series on a Unix socket in ``directory`` (named for its pid), and the other
+    processes' there gathered on demand."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / f"{os.getpid()}.sock"
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self._server = await asyncio.start_unix_server(self._answer, path=str(self.path))
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        self.path.unlink(missing_ok=True)
+
+    @staticmethod
+    async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(json.dumps(families()).encode())
+            await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def gather(self) -> list[Families]:
+        """The series of every other process with a socket in the directory that answers in time."""
+        others = [p for p in self.directory.glob("*.sock") if p != self.path]
+        answers = await asyncio.gather(*(self._ask(p) for p in others))
+        return [a for a in answers if a is not None]
+
+    @staticmethod
+    async def _ask(path: Path) -> Families | None:
+        try:
+            async with asyncio.timeout(PEER_TIMEOUT_S):
+                reader, writer = await asyncio.open_unix_connection(str(path))
+                try:
+                    return json.loads(await reader.read())
+                finally:
+                    writer.close()
+        except (ConnectionRefusedError, FileNotFoundError):
+            path.unlink(missing_ok=True)  # an edge that ended without removing it: nobody listens
+        except (OSError, TimeoutError, ValueError) as exc:
+            log.warning("metrics of the edge at %s not had: %s", path, exc)
+        return None
+
+
+_peers: Peers | None = None
+
+
+async def share_with_peers(directory: Path) -> Peers:
+    """From now on this process's ``/metrics`` answers for every process sharing ``directory``."""
+    global _peers
+    peers = Peers(directory)
+    await peers.start()
+    _peers = peers
+    return peers
+
+
+async def stop_sharing() -> None:
+    global _peers
+    peers, _peers = _peers, None
+    if peers is not None:
+        await peers.stop()
 
 
 async def serve(host: str, port: int, stop: asyncio.Event) -> None:
