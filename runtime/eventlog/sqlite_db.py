@@ -87,26 +87,29 @@ class WriteLock:
     def shared_heads(self) -> dict[tuple[str, int], int] | None:
         """Under the lock: None when nobody wrote since this writer published its heads; else the
         heads the last writer published (empty when there are none, or they cannot be read)."""
-        header = os.pread(self._fd, _HEADS_HEADER.size, 0)
-        if len(header) < _HEADS_HEADER.size:
-            return {}
-        token, number, length, crc = _HEADS_HEADER.unpack(header)
-        if token == self._token and number == self._published:
-            return None
-        payload = os.pread(self._fd, length, _HEADS_HEADER.size) if length <= _HEADS_MAX else b""
-        if len(payload) != length or zlib.crc32(payload) != crc:
-            return {}
         try:
+            header = os.pread(self._fd, _HEADS_HEADER.size, 0)
+            if len(header) < _HEADS_HEADER.size:
+                return {}
+            token, number, length, crc = _HEADS_HEADER.unpack(header)
+            if token == self._token and number == self._published:
+                return None
+            payload = os.pread(self._fd, length, _HEADS_HEADER.size) if length <= _HEADS_MAX else b""
+            if len(payload) != length or zlib.crc32(payload) != crc:
+                return {}
             return {(topic, partition): offset for topic, partition, offset in _decode_heads(payload)}
-        except msgspec.DecodeError:
+        except (OSError, msgspec.DecodeError):
             return {}
 
     def publish_heads(self, heads: dict[tuple[str, int], int]) -> None:
         """Under the lock, after a commit: where each partition's next record goes, for the next writer."""
         payload = _encode_heads([(topic, partition, offset) for (topic, partition), offset in heads.items()])
         self._published += 1
-        os.pwrite(self._fd, _HEADS_HEADER.pack(self._token, self._published, len(payload), zlib.crc32(payload))
-                  + payload, 0)
+        try:
+            os.pwrite(self._fd, _HEADS_HEADER.pack(self._token, self._published, len(payload), zlib.crc32(payload))
+                      + payload, 0)
+        except OSError:
+            pass  # a full disk: the commit stands, the heads in the file stay behind (a collision, then the log)
 
     def close(self) -> None:
         if self._fd >= 0:
