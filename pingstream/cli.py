@@ -263,8 +263,8 @@ async def _supervise(config: Config) -> int:
     argv = [sys.executable, "-m", "pingstream.cli"]
     env = {**os.environ, "PINGSTREAM_PORT": str(port), "PINGSTREAM_DATA": str(config.data_dir)}
     engine_env = dict(env)
-    metrics_dir = _edge_metrics_dir()
-    edge_env = _edge_env(env, metrics_dir)
+    metrics_dir = _edge_metrics_dir(config)
+    edge_env = _edge_env(env, metrics_dir[0])
     if config.embedded_clickhouse:
         key, created = adminkey.load_or_create(config.data_dir)
         if created:
@@ -293,10 +293,18 @@ def _edge_env(env: dict[str, str], metrics_dir: str) -> dict[str, str]:
             "PINGSTREAM_EDGE_METRICS_DIR": metrics_dir}
 
 
-def _edge_metrics_dir() -> str:
-    """Where a supervisor's edges put their metrics sockets: in the temp dir (a socket's path is
-    limited to about 100 bytes; a data directory may be longer). Removed by ``_run_children``."""
-    return tempfile.mkdtemp(prefix="pingstream-edges-")
+_SOCKET_PATH_MAX = 100  # bytes of a Unix socket's path (108 on Linux, 104 on BSDs), with room for "<pid>.sock"
+
+
+def _edge_metrics_dir(config: Config) -> tuple[str, bool]:
+    """Where a supervisor's edges put their metrics sockets, and whether it is to be removed at the end:
+    ``edges`` in the data directory (kept: stale sockets are dropped by the first edge that finds
+    nobody answering), or a temporary directory when that path is too long for a socket."""
+    edges = config.data_dir.resolve() / "edges"
+    if len(os.fsencode(edges)) + len("/4194304.sock") <= _SOCKET_PATH_MAX:
+        edges.mkdir(exist_ok=True)
+        return str(edges), False
+    return tempfile.mkdtemp(prefix="pingstream-edges-"), True
 
 
 async def _supervise_edges(config: Config) -> int:
@@ -310,9 +318,9 @@ async def _supervise_edges(config: Config) -> int:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     reserved = _reserve_port(config.host, config.port)
     port = reserved.getsockname()[1]
-    metrics_dir = _edge_metrics_dir()
+    metrics_dir = _edge_metrics_dir(config)
     env = _edge_env({**os.environ, "PINGSTREAM_PORT": str(port), "PINGSTREAM_DATA": str(config.data_dir)},
-                    metrics_dir)
+                    metrics_dir[0])
     argv = [sys.executable, "-m", "pingstream.cli", "ingest"]
     children = [Child(f"edge {n + 1}", argv, env, stop_timeout_s=STOP_S) for n in range(config.ingest_processes)]
     banner = f"ingest: {config.ingest_processes} edge processes on http://{config.host}:{port}"
@@ -320,10 +328,10 @@ async def _supervise_edges(config: Config) -> int:
 
 
 async def _run_children(children, stop: asyncio.Event, reserved: socket.socket, banner: str,
-                        metrics_dir: str) -> int:
+                        metrics_dir: tuple[str, bool]) -> int:
     """Start ``children`` in order (each ready before the next), keep them running until ``stop``,
-    then stop them in reverse order; the reserved port and the edges' metrics directory are held
-    until then."""
+    then stop them in reverse order; the reserved port is held until then, and the edges' metrics
+    directory, when temporary, removed then."""
     from runtime.supervisor import ChildFailed, Supervisor
 
     processes = Supervisor()
@@ -348,7 +356,8 @@ async def _run_children(children, stop: asyncio.Event, reserved: socket.socket, 
     finally:
         await processes.stop()
         reserved.close()
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        if metrics_dir[1]:
+            shutil.rmtree(metrics_dir[0], ignore_errors=True)
     return 0
 
 

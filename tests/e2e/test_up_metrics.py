@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 PINGS = 120
@@ -47,8 +48,10 @@ async def _own_count(socket: Path) -> float:
                for sample, _, value in samples if sample == "pingstream_pings_total")
 
 
-async def test_metrics_on_the_port_sum_every_edge(system):
-    up = system(PINGSTREAM_EDGE_PROCESSES="2")
+@pytest.mark.parametrize("data", ["data", "d" * 120], ids=["sockets-in-the-data-directory", "data-path-too-long"])
+async def test_metrics_on_the_port_sum_every_edge(system, tmp_path, data):
+    """With a data directory too long for a socket's path, the sockets go to a temporary directory."""
+    up = system(PINGSTREAM_EDGE_PROCESSES="2", PINGSTREAM_DATA=str(tmp_path / data))
     deadline = time.monotonic() + 60
     while len(edges := _edges(up.proc.pid)) < 2 or len(list(_metrics_dir(edges[0]).glob("*.sock"))) < 2:
         assert time.monotonic() < deadline, up.tail()
@@ -69,5 +72,8 @@ async def test_metrics_on_the_port_sum_every_edge(system):
             async with http.get(f"{up.url}/metrics") as answer:
                 assert answer.status == 200
                 assert _pings_counted(await answer.text()) == sum(own)
+    in_data_directory = sockets[0].parent == tmp_path / data / "edges"
+    assert in_data_directory == (data == "data")
     assert up.stop() == 0
-    assert not sockets[0].parent.exists()
+    assert not list(sockets[0].parent.glob("*.sock"))  # each edge removed its own
+    assert sockets[0].parent.exists() == in_data_directory  # a temporary one is removed
