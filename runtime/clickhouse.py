@@ -18,15 +18,17 @@ import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 from urllib.parse import urlsplit
 
 import clickhouse_connect
-import pyarrow as pa
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError, ProgrammingError
 
 from schemas import ddl
 from schemas.events import as_utc
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +86,14 @@ def held_by_another_process(dsn: str) -> bool:
         os.close(fd)
 
 
-_ARROW_PLAIN = {
-    "String": pa.binary(),  # bytes kept as received; str is sent as its UTF-8
-    "UUID": pa.string(),  # ClickHouse parses the text form on insert
-    "UInt8": pa.uint8(), "UInt16": pa.uint16(), "UInt32": pa.uint32(), "UInt64": pa.uint64(),
-    "Int8": pa.int8(), "Int16": pa.int16(), "Int32": pa.int32(), "Int64": pa.int64(),
-    "Float32": pa.float32(), "Float64": pa.float64(), "Bool": pa.bool_(),
+# pyarrow is imported by the writer only, when it first inserts: the edges and the supervisor, which
+# import this module to read, would each carry its library and its ~10 MB of start-up heap for nothing.
+_PLAIN_TYPES = {
+    "String": "binary",  # bytes kept as received; str is sent as its UTF-8
+    "UUID": "string",  # ClickHouse parses the text form on insert
+    "UInt8": "uint8", "UInt16": "uint16", "UInt32": "uint32", "UInt64": "uint64",
+    "Int8": "int8", "Int16": "int16", "Int32": "int32", "Int64": "int64",
+    "Float32": "float32", "Float64": "float64", "Bool": "bool_",
 }
 _DATETIME64 = re.compile(r"DateTime64\(([0369])(?:, *'([^']+)')?\)")
 _UNITS = {"0": "s", "3": "ms", "6": "us", "9": "ns"}
@@ -97,11 +101,13 @@ _UNITS = {"0": "s", "3": "ms", "6": "us", "9": "ns"}
 
 def arrow_type(declared: str) -> pa.DataType | None:
     """The Arrow type a column of ClickHouse type ``declared`` is sent as; None when there is none here."""
+    import pyarrow as pa
+
     for wrapper in ("Nullable(", "LowCardinality("):
         if declared.startswith(wrapper):
             declared = declared[len(wrapper):-1]
-    if declared in _ARROW_PLAIN:
-        return _ARROW_PLAIN[declared]
+    if declared in _PLAIN_TYPES:
+        return getattr(pa, _PLAIN_TYPES[declared])()
     if m := _DATETIME64.fullmatch(declared):
         return pa.timestamp(_UNITS[m.group(1)], tz=m.group(2) or "UTC")
     if declared.startswith("DateTime"):  # DateTime or DateTime('tz'): seconds
@@ -112,6 +118,8 @@ def arrow_type(declared: str) -> pa.DataType | None:
 def arrow_table(names: Sequence[str], types: Sequence[pa.DataType], columns: Sequence[Sequence]) -> pa.Table:
     """``columns`` (Python values or Arrow arrays, one per column) as an Arrow table; each column of
     Python values is converted by Arrow in C, not value by value in Python."""
+    import pyarrow as pa
+
     return pa.Table.from_arrays(
         [c if isinstance(c, (pa.Array, pa.ChunkedArray)) else pa.array(c, type=t) for c, t in zip(columns, types)],
         names=list(names))
@@ -123,6 +131,8 @@ def arrow_stream(names: Sequence[str], types: Sequence[pa.DataType], columns: Se
 
 
 def _ipc(table: pa.Table) -> bytes:
+    import pyarrow as pa
+
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
