@@ -8,7 +8,8 @@ children ``up`` starts are counted) from ``/proc/<pid>/smaps``: RSS and PSS (sha
 among the processes that map them, so the interpreter's and libraries' pages the processes share count
 once in the sum), each split into chdb's mapped library, other mapped files (the interpreter, other
 extension modules) and anonymous memory (the heaps: Python's objects and glibc's arenas; in the engine
-also chdb's allocations, whose own count, ``MemoryTracking``, is read through the SQL endpoint).
+also chdb's allocations, whose own count, ``MemoryTracking``, is read through the SQL endpoint with the
+size of chdb's global thread pool), and each process's thread count.
 Readings: idle (after start-up), at the end of ``--duration`` seconds of pings sent at ``--rate`` per
 second (open loop, bench/loadgen.py; the highest sum seen during the load is kept too), and ``--after``
 seconds after the load stopped. The issue's bounds: RSS summed idle under 600 MB, loaded under 800 MB,
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import tempfile
 import threading
 import time
@@ -102,7 +104,8 @@ def reading(root: int, sql=None) -> dict:
     processes = []
     for pid in descendants(root):
         try:
-            processes.append({"pid": pid, "role": role(pid), **split(pid)})
+            processes.append({"pid": pid, "role": role(pid), "threads": len(os.listdir(f"/proc/{pid}/task")),
+                              **split(pid)})
         except OSError:  # ended meanwhile
             continue
     processes.sort(key=lambda p: (p["role"] != "supervisor", p["role"] != "engine", p["pid"]))
@@ -110,7 +113,7 @@ def reading(root: int, sql=None) -> dict:
     for name in ("rss", "pss"):
         out[name] = {k: round(sum(p[name][k] for p in processes), 1) for k in (*PARTS, "total")}
     if sql is not None:
-        out["engine_memory_tracking_mb"] = sql()
+        out["engine"] = sql()
     out["per_process"] = processes
     return out
 
@@ -144,34 +147,46 @@ class Peak:
         self._thread.join()
 
 
-def engine_memory_tracking(sql_url: str, admin_key: str):
-    """A function reading chdb's own count of its allocations (``MemoryTracking``) through the SQL endpoint."""
+def engine_metrics(sql_url: str, admin_key: str):
+    """A function reading, through the SQL endpoint, chdb's own count of its allocations
+    (``MemoryTracking``, MB) and the threads of its global thread pool (``GlobalThread``, busy
+    ``GlobalThreadActive``): idle threads of that pool keep their stacks and allocator caches."""
     import urllib.request
 
-    def read() -> float | None:
-        query = b"SELECT value FROM system.metrics WHERE metric = 'MemoryTracking'"
+    wanted = ("MemoryTracking", "GlobalThread", "GlobalThreadActive")
+    query = ("SELECT metric, value FROM system.metrics WHERE metric IN ("
+             + ", ".join(f"'{m}'" for m in wanted) + ") FORMAT TabSeparated").encode()
+
+    def read() -> dict:
         request = urllib.request.Request(sql_url.rstrip("/") + "/", data=query,
                                          headers={"X-ClickHouse-User": "pingstream", "X-ClickHouse-Key": admin_key})
         try:
             with urllib.request.urlopen(request, timeout=10) as answer:
-                return round(int(answer.read().strip() or 0) / _MB, 1)
+                values = dict(line.split("\t") for line in answer.read().decode().splitlines() if line)
         except (OSError, ValueError):
-            return None
+            return {}
+        return {"memory_tracking_mb": round(int(values.get("MemoryTracking", 0)) / _MB, 1),
+                "global_threads": int(values.get("GlobalThread", 0)),
+                "global_threads_active": int(values.get("GlobalThreadActive", 0))}
 
     return read
 
 
 def table(readings: dict[str, dict]) -> str:
     """Per process and summed, RSS and PSS split by part, for each reading."""
-    lines = [f"{'':8} {'process':18} {'RSS':>7} {'PSS':>7}   {'PSS chdb lib':>12} {'other files':>11} {'anonymous':>9}"]
+    lines = [f"{'':8} {'process':18} {'RSS':>7} {'PSS':>7}   {'PSS chdb lib':>12} {'other files':>11} {'anonymous':>9} "
+             f"{'threads':>7}"]
     for when, r in readings.items():
         for p in r["per_process"]:
             lines.append(f"{when:8} {p['role'] + ' ' + str(p['pid']):18} {p['rss']['total']:7.1f} {p['pss']['total']:7.1f}"
-                         f"   {p['pss']['chdb_library']:12.1f} {p['pss']['other_files']:11.1f} {p['pss']['anonymous']:9.1f}")
-        tracked = r.get("engine_memory_tracking_mb")
+                         f"   {p['pss']['chdb_library']:12.1f} {p['pss']['other_files']:11.1f} {p['pss']['anonymous']:9.1f} "
+                         f"{p['threads']:7d}")
+        engine = r.get("engine") or {}
         lines.append(f"{when:8} {'SUM (' + str(r['processes']) + ' processes)':18} {r['rss']['total']:7.1f} "
                      f"{r['pss']['total']:7.1f}   {r['pss']['chdb_library']:12.1f} {r['pss']['other_files']:11.1f} "
-                     f"{r['pss']['anonymous']:9.1f}" + (f"   (chdb MemoryTracking {tracked} MB)" if tracked is not None else ""))
+                     f"{r['pss']['anonymous']:9.1f}" + (f"   (chdb: MemoryTracking {engine['memory_tracking_mb']} MB, global pool "
+                                                f"{engine['global_threads']} threads, {engine['global_threads_active']} busy)"
+                                                if engine else ""))
     return "\n".join(lines)
 
 
@@ -212,7 +227,7 @@ def main() -> None:
         try:
             check = asyncio.run(_create_check(up.port, up.keys["api_key"]))
             up.wait_output(r"SQL \(ClickHouse HTTP interface\)")
-            sql = engine_memory_tracking(up.keys["sql_url"], up.keys["admin_key"])
+            sql = engine_metrics(up.keys["sql_url"], up.keys["admin_key"])
             time.sleep(10)  # settled: the projector and the monitor caught up with start-up
             idle = reading(up.proc.pid, sql)
             _print_short("idle", idle)
@@ -238,8 +253,10 @@ def main() -> None:
     result = {
         "note": "pingstream up (embedded), one check, open-loop GET pings from this process (bench/loadgen.py); "
                 "RSS and PSS from /proc/<pid>/smaps of the supervisor and every process below it, split into "
-                "chdb's mapped library, other mapped files and anonymous memory; engine_memory_tracking_mb is "
-                "chdb's own count of its allocations. A shared machine (2 cores, other work beside), so the "
+                "chdb's mapped library, other mapped files and anonymous memory; engine: chdb's own count of its "
+                "allocations and its global thread pool, through the SQL endpoint. PSS divides a file's pages among "
+                "all processes on the machine that map it, other helpers' too (the chdb library's PSS halves when "
+                "another process maps the same file). A shared machine (2 cores, other work beside), so the "
                 "load's achieved rate may be below the asked one and figures are indicative",
         "when": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "args": vars(args),
