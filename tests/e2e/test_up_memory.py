@@ -20,7 +20,7 @@ def up(tmp_path_factory):
     service = Service("up", env, free_port())
     try:
         service.start()
-        service.wait_output(r"SQL \(ClickHouse HTTP interface\)")
+        service.wait_output(r"^up: \d+ edge processes")  # every child started
         yield service
     finally:
         service.stop()
