@@ -47,10 +47,46 @@ def describe(dsn: str) -> str:
     return f"ClickHouse at {parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
 
 
+# The embedded engine's MergeTree defaults. A table's outdated parts (merged away) are removed on up to
+# 128 threads at once when there are more than concurrent_part_removal_threshold (100) of them, as after
+# a minute of pings at 5,000/s; the threads come from ClickHouse's global pool, which keeps up to 1,000
+# idle threads, each with its stack and allocator caches, for the life of the process: the engine went
+# from 18 threads to 146 for one such removal, and stayed there. Removed one after another, local files
+# take milliseconds. chdb reads MergeTree defaults only from a configuration file (not from its
+# connection string), written beside the engine's data.
+EMBEDDED_CONFIG = """<clickhouse>
+  <merge_tree>
+    <concurrent_part_removal_threshold>1000000000</concurrent_part_removal_threshold>
+  </merge_tree>
+</clickhouse>
+"""
+
+
+def embedded_config_file(engine_path: str) -> str:
+    """The embedded engine's configuration file, (re)written when it differs from ``EMBEDDED_CONFIG``."""
+    path = os.path.realpath(engine_path)
+    os.makedirs(path, exist_ok=True)
+    config = os.path.join(path, "pingstream-engine.xml")
+    try:
+        with open(config) as f:
+            if f.read() == EMBEDDED_CONFIG:
+                return config
+    except FileNotFoundError:
+        pass
+    with open(config + ".tmp", "w") as f:
+        f.write(EMBEDDED_CONFIG)
+    os.replace(config + ".tmp", config)
+    return config
+
+
 def connect(dsn: str, database: str, migrate: bool = True):
     """A client bound to ``database``; with ``migrate`` (the writer) the database is created if missing and
     the DDL applied. A reader does not migrate: it may read through a read-only endpoint."""
-    client = clickhouse_connect.get_client(dsn=dsn)
+    if dsn.startswith("chdb:"):
+        config = embedded_config_file(urlsplit(dsn).path)
+        client = clickhouse_connect.get_client(dsn=dsn, chdb_options={"config-file": config})
+    else:
+        client = clickhouse_connect.get_client(dsn=dsn)
     if migrate:
         ddl.migrate(client, database)
     client.database = database

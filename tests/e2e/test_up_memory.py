@@ -1,15 +1,20 @@
-"""What each process of a supervised `pingstream up` maps: chdb's library (~200 MB resident) in the
-engine only, pyarrow's (only the writer encodes Arrow) in no reader. The figures themselves are
-bench/memory.py's, not a timed test."""
+"""The memory settings of a supervised `pingstream up` in force: chdb's library (~200 MB resident) mapped
+by the engine only, pyarrow's (only the writer encodes Arrow) by no reader, and the embedded engine's
+MergeTree defaults read back through its SQL endpoint. The figures themselves are bench/memory.py's,
+not a timed test."""
 
 from __future__ import annotations
 
+import base64
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from bench.memory import descendants, role
 from bench.procs import Service, free_port
+from runtime.clickhouse import EMBEDDED_CONFIG
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +29,14 @@ def up(tmp_path_factory):
         yield service
     finally:
         service.stop()
+
+
+def _sql(up, query: str) -> str:
+    auth = base64.b64encode(f"pingstream:{up.keys['admin_key']}".encode()).decode()
+    request = urllib.request.Request(up.keys["sql_url"] + "/?" + urllib.parse.urlencode({"query": query}),
+                                     headers={"Authorization": "Basic " + auth})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return answer.read().decode().strip()
 
 
 def _processes(up) -> dict[str, list[int]]:
@@ -45,3 +58,9 @@ def test_only_the_engine_maps_chdb_and_no_reader_maps_arrow(up):
     for pid in processes["supervisor"] + processes["edge"]:
         assert not _maps(pid, "chdb"), f"{role(pid)} {pid} maps chdb's library"
         assert not _maps(pid, "libarrow"), f"{role(pid)} {pid} maps pyarrow's library, which only the writer uses"
+
+
+def test_the_embedded_engine_removes_outdated_parts_on_one_thread(up):
+    threshold = "SELECT value, changed FROM system.merge_tree_settings WHERE name = 'concurrent_part_removal_threshold'"
+    assert "<concurrent_part_removal_threshold>1000000000<" in EMBEDDED_CONFIG
+    assert _sql(up, threshold) == "1000000000\t1"
