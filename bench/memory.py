@@ -232,8 +232,10 @@ def main() -> None:
             idle = reading(up.proc.pid, sql)
             _print_short("idle", idle)
             with Peak(up.proc.pid) as peak:
+                # A fixed pool of connections (requests wait in the generator when all are busy): all come
+                # from one address, and beyond PINGSTREAM_MAX_CONNECTIONS_PER_CLIENT an edge answers 429.
                 load = asyncio.run(open_loop(up.port, f"/ping/{check}", args.rate, args.duration,
-                                             connections=args.connections))
+                                             connections=args.connections, max_connections=args.connections))
                 loaded = reading(up.proc.pid, sql)
             # The sampler reads every 2 s; the reading at the end of the load counts too.
             loaded["peak_rss_mb"] = round(max(peak.rss_mb, loaded["rss"]["total"]), 1)
