@@ -18,15 +18,17 @@ import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 from urllib.parse import urlsplit
 
 import clickhouse_connect
-import pyarrow as pa
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError, ProgrammingError
 
 from schemas import ddl
 from schemas.events import as_utc
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +47,46 @@ def describe(dsn: str) -> str:
     return f"ClickHouse at {parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
 
 
+# The embedded engine's MergeTree defaults. A table's outdated parts (merged away) are removed on up to
+# 128 threads at once when there are more than concurrent_part_removal_threshold (100) of them, as after
+# a minute of pings at 5,000/s; the threads come from ClickHouse's global pool, which keeps up to 1,000
+# idle threads, each with its stack and allocator caches, for the life of the process: the engine went
+# from 18 threads to 146 for one such removal, and stayed there. Removed one after another, local files
+# take milliseconds. chdb reads MergeTree defaults only from a configuration file (not from its
+# connection string), written beside the engine's data.
+EMBEDDED_CONFIG = """<clickhouse>
+  <merge_tree>
+    <concurrent_part_removal_threshold>1000000000</concurrent_part_removal_threshold>
+  </merge_tree>
+</clickhouse>
+"""
+
+
+def embedded_config_file(engine_path: str) -> str:
+    """The embedded engine's configuration file, (re)written when it differs from ``EMBEDDED_CONFIG``."""
+    path = os.path.realpath(engine_path)
+    os.makedirs(path, exist_ok=True)
+    config = os.path.join(path, "pingstream-engine.xml")
+    try:
+        with open(config) as f:
+            if f.read() == EMBEDDED_CONFIG:
+                return config
+    except FileNotFoundError:
+        pass
+    with open(config + ".tmp", "w") as f:
+        f.write(EMBEDDED_CONFIG)
+    os.replace(config + ".tmp", config)
+    return config
+
+
 def connect(dsn: str, database: str, migrate: bool = True):
     """A client bound to ``database``; with ``migrate`` (the writer) the database is created if missing and
     the DDL applied. A reader does not migrate: it may read through a read-only endpoint."""
-    client = clickhouse_connect.get_client(dsn=dsn)
+    if dsn.startswith("chdb:"):
+        config = embedded_config_file(urlsplit(dsn).path)
+        client = clickhouse_connect.get_client(dsn=dsn, chdb_options={"config-file": config})
+    else:
+        client = clickhouse_connect.get_client(dsn=dsn)
     if migrate:
         ddl.migrate(client, database)
     client.database = database
@@ -84,12 +122,14 @@ def held_by_another_process(dsn: str) -> bool:
         os.close(fd)
 
 
-_ARROW_PLAIN = {
-    "String": pa.binary(),  # bytes kept as received; str is sent as its UTF-8
-    "UUID": pa.string(),  # ClickHouse parses the text form on insert
-    "UInt8": pa.uint8(), "UInt16": pa.uint16(), "UInt32": pa.uint32(), "UInt64": pa.uint64(),
-    "Int8": pa.int8(), "Int16": pa.int16(), "Int32": pa.int32(), "Int64": pa.int64(),
-    "Float32": pa.float32(), "Float64": pa.float64(), "Bool": pa.bool_(),
+# pyarrow is imported by the writer only, when it first inserts: the edges and the supervisor, which
+# import this module to read, would each carry its library and its ~10 MB of start-up heap for nothing.
+_PLAIN_TYPES = {
+    "String": "binary",  # bytes kept as received; str is sent as its UTF-8
+    "UUID": "string",  # ClickHouse parses the text form on insert
+    "UInt8": "uint8", "UInt16": "uint16", "UInt32": "uint32", "UInt64": "uint64",
+    "Int8": "int8", "Int16": "int16", "Int32": "int32", "Int64": "int64",
+    "Float32": "float32", "Float64": "float64", "Bool": "bool_",
 }
 _DATETIME64 = re.compile(r"DateTime64\(([0369])(?:, *'([^']+)')?\)")
 _UNITS = {"0": "s", "3": "ms", "6": "us", "9": "ns"}
@@ -97,11 +137,13 @@ _UNITS = {"0": "s", "3": "ms", "6": "us", "9": "ns"}
 
 def arrow_type(declared: str) -> pa.DataType | None:
     """The Arrow type a column of ClickHouse type ``declared`` is sent as; None when there is none here."""
+    import pyarrow as pa
+
     for wrapper in ("Nullable(", "LowCardinality("):
         if declared.startswith(wrapper):
             declared = declared[len(wrapper):-1]
-    if declared in _ARROW_PLAIN:
-        return _ARROW_PLAIN[declared]
+    if declared in _PLAIN_TYPES:
+        return getattr(pa, _PLAIN_TYPES[declared])()
     if m := _DATETIME64.fullmatch(declared):
         return pa.timestamp(_UNITS[m.group(1)], tz=m.group(2) or "UTC")
     if declared.startswith("DateTime"):  # DateTime or DateTime('tz'): seconds
@@ -112,6 +154,8 @@ def arrow_type(declared: str) -> pa.DataType | None:
 def arrow_table(names: Sequence[str], types: Sequence[pa.DataType], columns: Sequence[Sequence]) -> pa.Table:
     """``columns`` (Python values or Arrow arrays, one per column) as an Arrow table; each column of
     Python values is converted by Arrow in C, not value by value in Python."""
+    import pyarrow as pa
+
     return pa.Table.from_arrays(
         [c if isinstance(c, (pa.Array, pa.ChunkedArray)) else pa.array(c, type=t) for c, t in zip(columns, types)],
         names=list(names))
@@ -123,6 +167,8 @@ def arrow_stream(names: Sequence[str], types: Sequence[pa.DataType], columns: Se
 
 
 def _ipc(table: pa.Table) -> bytes:
+    import pyarrow as pa
+
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
