@@ -27,12 +27,16 @@ import tempfile
 import threading
 import time
 from datetime import datetime, timezone
+import sys
 from pathlib import Path
 
-from bench.loadgen import open_loop
-from bench.procs import Service, free_port
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script (python bench/memory.py), as the other benches are
 
-RESULTS = Path(__file__).resolve().parent / "results" / "memory.json"
+from bench.loadgen import open_loop  # noqa: E402
+from bench.procs import Service, free_port  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "memory.json"
 _MB = 1024 * 1024
 PARTS = ("chdb_library", "other_files", "anonymous")
 LIMITS_MB = {"idle": 600, "loaded": 800}
