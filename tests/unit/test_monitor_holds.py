@@ -285,12 +285,9 @@ family_steps = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
-@given(family_steps, st.integers(min_value=1, max_value=3))
-def test_dependencies_never_hide_a_parents_own_alert(raw, threshold):
-    """The parent's transitions are never held; the child's are held exactly while the parent
-    was down (by the parent's own transitions); and nothing is lost: the child's transitions are
-    the same as without the dependency."""
+def _family_events(raw) -> list:
+    """The records of a drawn family sequence: ticks, the parent's and the child's pings, then a
+    tick long after the last, so every deadline they set has passed."""
     t, events = T0, []
     for n, (whose, kind, dt) in enumerate(raw):
         t += dt
@@ -300,6 +297,16 @@ def test_dependencies_never_hide_a_parents_own_alert(raw, threshold):
             e = ping(kind, t, n)
             events.append(_of(PARENT, e) if whose == "parent" else e)
     events.append(tick(t + 5000, len(raw)))
+    return events
+
+
+@settings(max_examples=200, deadline=None)
+@given(family_steps, st.integers(min_value=1, max_value=3))
+def test_dependencies_never_hide_a_parents_own_alert(raw, threshold):
+    """The parent's transitions are never held; the child's are held exactly while the parent
+    was down (by the parent's own transitions); and nothing is lost: the child's transitions are
+    the same as without the dependency."""
+    events = _family_events(raw)
     fields = {"failure_threshold": threshold}
     out = _feed_records(_family(fields, fields), events)
     # the same records, the parent's pings as ticks (same offsets, same times): the child alone
@@ -380,15 +387,7 @@ def test_a_child_is_held_while_a_parent_in_another_monitors_partitions_is_down()
 @settings(max_examples=150, deadline=None)
 @given(family_steps, st.integers(min_value=1, max_value=3))
 def test_two_monitors_hold_a_child_as_one_monitor_does(raw, threshold):
-    t, events = T0, []
-    for n, (whose, kind, dt) in enumerate(raw):
-        t += dt
-        if kind == "tick":
-            events.append(tick(t, n))
-        else:
-            e = ping(kind, t, n)
-            events.append(_of(PARENT, e) if whose == "parent" else e)
-    events.append(tick(t + 5000, len(raw)))
+    events = _family_events(raw)
     fields = {"failure_threshold": threshold}
     one = _feed_records(_family(fields, fields), events)
     parent, child = _two_monitors(events, fields)
