@@ -89,6 +89,8 @@ class Batcher(Batches):
             if not got:  # drained: journaled partitions we have not seen were committed
                 seen = {(r.topic, r.partition) for r in records}
                 self.replay = {tp: v for tp, v in self.replay.items() if tp in seen}
+            else:
+                await self._drop_unreachable(records + got)
             records += got
         if stop.is_set():
             self.held = records
@@ -97,6 +99,27 @@ class Batcher(Batches):
             log.warning("projector: the journaled batch could not be cut again; reading on without it")
             self.replay = {}
         return Batch(self.split(records))
+
+    async def _drop_unreachable(self, records: list[Record]) -> None:
+        """Forget a journaled batch's part in a partition that has not shown up and never will: this
+        consumer starts past the batch's first record there (it was committed), or has read all there
+        is. Under load the other partitions never let a read come back empty, so without this the
+        batch would be waited for until stopped (a journaled transitions partition gets no new records
+        for minutes)."""
+        seen = {(r.topic, r.partition) for r in records}
+        unseen = [tp for tp in self.replay if tp not in seen]
+        if not unseen:
+            return
+        try:
+            positions, ends = await self.consumer.positions(), await self.consumer.end_offsets()
+        except Exception as exc:  # noqa: BLE001 - asked again on the next read
+            log.debug("projector: positions not known yet: %r", exc)
+            return
+        for tp in unseen:  # as a read that came back empty: those partitions' parts were committed
+            first = self.replay[tp][0]
+            position, end = positions.get(tp), ends.get(tp)
+            if position is not None and end is not None and (position > first or position >= end):
+                del self.replay[tp]
 
     def _cut(self, records: list[Record]) -> Batch | None:
         """The journaled batch once it has been read whole; None to read on."""

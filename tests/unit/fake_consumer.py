@@ -19,7 +19,7 @@ class FakeConsumer(Consumer):
     def __init__(self, partitions: int = 1, committed: dict[TopicPartition, int] | None = None) -> None:
         self.logs: dict[TopicPartition, list[Record]] = {TopicPartition(TOPIC, p): [] for p in range(partitions)}
         self.committed: dict[TopicPartition, int] = {tp: 0 for tp in self.logs} | dict(committed or {})
-        self.positions = dict(self.committed)
+        self.read_to = dict(self.committed)  # the next offset read, per partition
         self.assigned: set[TopicPartition] = set(self.logs)
         self.commits: list[dict[TopicPartition, int]] = []  # every commit, in order
         self.reads = 0
@@ -46,9 +46,9 @@ class FakeConsumer(Consumer):
     def _read(self, max_records: int) -> list[Record]:
         out: list[Record] = []
         for tp in sorted(self.assigned):
-            start = self.positions[tp]
+            start = self.read_to[tp]
             got = self.logs[tp][start : start + max_records - len(out)]
-            self.positions[tp] = start + len(got)
+            self.read_to[tp] = start + len(got)
             out += got
         return out
 
@@ -72,9 +72,12 @@ class FakeConsumer(Consumer):
         if self.refuse_next_commit:
             self.refuse_next_commit = False
             raise RuntimeError("partitions were reassigned")
-        offsets = dict(self.positions if offsets is None else offsets)
+        offsets = dict(self.read_to if offsets is None else offsets)
         self.commits.append(offsets)
         self.committed.update(offsets)
+
+    async def positions(self) -> dict[TopicPartition, int]:
+        return {tp: self.read_to[tp] for tp in self.assigned}
 
     async def end_offsets(self) -> dict[TopicPartition, int]:
         return {tp: len(self.logs[tp]) for tp in self.assigned}

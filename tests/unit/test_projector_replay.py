@@ -86,3 +86,28 @@ async def test_stopping_during_the_replay_keeps_what_was_read_for_the_next_batch
     consumer.append(1, 3)
     again = await batcher.next(asyncio.Event())
     assert again.replayed and ranges_of(again.records) == {P0: (0, 3), P1: (0, 3)}
+
+
+async def test_a_journaled_partition_that_never_shows_up_under_load_is_not_waited_for():
+    """p1's journaled part was committed (the group starts past it) and p1 gets nothing new, while
+    p0 never lets a read come back empty: p1's part is forgotten after one read, as an empty read
+    would have it, and p0's is cut again, instead of waiting for p1 until stopped (a journaled
+    transitions partition is quiet for minutes)."""
+    consumer = FakeConsumer(partitions=2, committed={P1: 4})
+    consumer.append(1, 4)
+    stop = asyncio.Event()
+
+    async def steady_load() -> None:
+        while not stop.is_set():
+            consumer.append(0, 3)
+            await asyncio.sleep(0)
+
+    load = asyncio.create_task(steady_load())
+    try:
+        batcher = Batcher(consumer, {P0: (0, 2, "t"), P1: (0, 3, "t")}, max_records=10_000)
+        batch = await asyncio.wait_for(batcher.next(stop), 5)
+    finally:
+        stop.set()
+        await load
+    assert batch.replayed and offsets(batch.records) == [(0, 0), (0, 1), (0, 2)]
+    assert consumer.reads <= 3
