@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 import pytest
@@ -129,6 +130,21 @@ def _count_locked(monkeypatch) -> list[int]:
     return locked
 
 
+@contextlib.asynccontextmanager
+async def _two_writers(path):
+    """Two logs on one file, as two processes writing it (the edges of `up`); both closed at the end."""
+    a, b = SqliteEventLog(path), SqliteEventLog(path)
+    await a.start()
+    try:
+        await b.start()
+        try:
+            yield a, b
+        finally:
+            await b.close()
+    finally:
+        await a.close()
+
+
 async def test_two_writers_taking_turns_append_where_the_other_stopped(tmp_path, monkeypatch):
     """Each log writes a batch as one INSERT after the partition head the last writer published in
     the write lock's file: logs taking turns never collide, and only each log's first batch (whose
@@ -136,15 +152,9 @@ async def test_two_writers_taking_turns_append_where_the_other_stopped(tmp_path,
     each once, where produce said."""
     locked = _count_locked(monkeypatch)
     path = tmp_path / "log.sqlite3"
-    a, b = SqliteEventLog(path), SqliteEventLog(path)
-    await a.start()
-    await b.start()
-    try:
+    async with _two_writers(path) as (a, b):
         placed = await _produce_in_turns(a, b, 30)
         records = await _all_records(a)
-    finally:
-        await a.close()
-        await b.close()
     assert len(placed) == len(records) == 30 * 16
     assert sorted(r.offset for r in records) == list(range(30 * 16))
     assert {(r.partition, r.offset): r.value for r in records} == placed
@@ -157,19 +167,13 @@ async def test_a_writer_that_did_not_publish_its_heads_costs_a_collision_not_an_
     the locked way, counting from the log."""
     locked = _count_locked(monkeypatch)
     path = tmp_path / "log.sqlite3"
-    a, b = SqliteEventLog(path), SqliteEventLog(path)
-    await a.start()
-    await b.start()
-    try:
+    async with _two_writers(path) as (a, b):
         await _produce_in_turns(a, b, 2)
         before = len(locked)
         monkeypatch.setattr(b._write_lock, "publish_heads", lambda heads: None)
         placed = {await b.produce("t", f"b-unpublished-{i}".encode(), key=b"k"): f"b-unpublished-{i}" for i in range(3)}
         placed[await a.produce("t", b"a-after", key=b"k")] = "a-after"
         records = await _all_records(a)
-    finally:
-        await a.close()
-        await b.close()
     assert len(locked) > before  # a's batch collided with b's records and was written the locked way
     assert sorted(r.offset for r in records) == list(range(2 * 16 + 4))
     assert {(r.partition, r.offset): r.value.decode() for r in records if r.offset >= 32} == placed
@@ -179,19 +183,13 @@ async def test_unreadable_heads_in_the_lock_file_are_ignored(tmp_path):
     """The heads are a hint: a lock file whose heads do not check out (torn, overwritten) is read as
     no heads, and the log counts from its records."""
     path = tmp_path / "log.sqlite3"
-    a, b = SqliteEventLog(path), SqliteEventLog(path)
-    await a.start()
-    await b.start()
-    try:
+    async with _two_writers(path) as (a, b):
         await _produce_in_turns(a, b, 2)
         with open(f"{path}-writer.lock", "r+b") as lock_file:
             lock_file.seek(30)
             lock_file.write(b"garbage")
         placed = {await b.produce("t", b"b-next", key=b"k"): "b-next", await a.produce("t", b"a-next", key=b"k"): "a-next"}
         records = await _all_records(b)
-    finally:
-        await a.close()
-        await b.close()
     assert sorted(r.offset for r in records) == list(range(2 * 16 + 2))
     assert {(r.partition, r.offset): r.value.decode() for r in records if r.offset >= 32} == placed
 
