@@ -81,9 +81,10 @@ class CheckFold(msgspec.Struct, kw_only=True):
 @dataclass
 class Rows:
     """Rows for each table in the DDL's column order (see COLUMNS): lists of tuples, but for ``pings``,
-    kept as columns (the events themselves, plus the two values the fold computes: ``n`` and the duration),
-    so a batch's ping columns are taken from the events in bulk (``ping_columns``) rather than built as a
-    tuple per ping and transposed."""
+    kept as columns: the events themselves (and their index among the folded events), plus what the fold
+    adds to each: ``n``, the duration, the event id of the start it ends. The projector sends ClickHouse
+    each ping's record with those values, and ClickHouse makes the pings and runs rows (projector/wire.py);
+    ``ping_columns``, ``pings`` and ``runs`` are the same rows made in Python (from full ``PingEvent``s)."""
 
     ping_events: list = field(default_factory=list)  # the PingEvents that make a pings row, in order
     ping_index: list[int] = field(default_factory=list)  # the index of each of them in the folded events
@@ -96,8 +97,7 @@ class Rows:
     touched: dict[str, CheckFold] = field(default_factory=dict)  # check_state rows, one per check
 
     def ping_columns(self) -> list[list]:
-        """The pings rows as columns, in COLUMNS["pings"] order. (List comprehensions: CPython specialises
-        their attribute loads on the Struct's slots, faster than ``map(attrgetter(...))``.)"""
+        """The pings rows as columns, in COLUMNS["pings"] order (the events must be full ``PingEvent``s)."""
         ev = self.ping_events
         return [
             [e.event_id for e in ev], [e.check_id for e in ev], [e.project_id for e in ev], self.ping_n,

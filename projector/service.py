@@ -5,11 +5,13 @@ Batches (up to ``BATCH_MAX`` records or ``BATCH_WAIT_S`` after the first, see
 through, in this order:
 
 1. journal: the offsets it covers, per partition, into ``projector_batches``;
-2. decode (poison records go to the dead-letter topic) and the pure fold, after
-   loading from ``check_state`` the state of checks not in memory (a restart
-   resumes from there; no history is replayed);
-3. inserts into pings, runs, transitions, ping_keys, checks (the registry's records, see
-   ``catalog``), then check_state, each with an
+2. decode (a ping as the fold reads it, ``wire.PingFacts``; poison records go to
+   the dead-letter topic) and the pure fold, after loading from ``check_state``
+   the state of checks not in memory (a restart resumes from there; no history
+   is replayed);
+3. inserts into pings, runs (both made by ClickHouse from the ping records and
+   the fold's values, see ``wire``), transitions, ping_keys, checks (the
+   registry's records, see ``catalog``), then check_state, each with an
    ``insert_deduplication_token`` derived from the batch's offsets;
 4. commit of the offsets (by the shell, once ``handle`` returned).
 
@@ -57,8 +59,8 @@ TOPICS = [TOPIC_PINGS, TOPIC_TRANSITIONS, TOPIC_CHECKS]
 LOG_EVERY_S = 10.0
 _LOAD_CHUNK = 5_000
 TABLE_COLUMNS = {**COLUMNS, "checks": catalog.COLUMNS}
-# Inserts are Arrow tables (``ClickHouse.insert_arrow``: read in place by embedded chdb, an ArrowStream for a
-# server), each column converted by Arrow in C (a fraction of the time clickhouse-connect's Native encoder takes
+# Inserts but pings' and runs' are Arrow tables (``ClickHouse.insert_arrow``: read in place by embedded chdb, an
+# ArrowStream for a server), each column converted by Arrow in C (a fraction of the time clickhouse-connect's Native encoder takes
 # value by value). A table with a column type ``arrow_type`` does not map goes through
 # that encoder, its UUID and LowCardinality columns sent as strings (ClickHouse converts them on insert).
 _value_of = operator.itemgetter(4)  # a Record's value (by index: a NamedTuple's attributes cost more)
