@@ -306,8 +306,8 @@ def fold(
     """
     rows = Rows()
     touched = rows.touched
-    ping_events, ping_n, ping_durations, ping_index = rows.ping_events, rows.ping_n, rows.ping_durations, rows.ping_index
-    ping_starts = rows.ping_starts
+    ping_events, ping_n, ping_durations = rows.ping_events, rows.ping_n, rows.ping_durations
+    ping_index, ping_starts = rows.ping_index, rows.ping_starts
     runs, transitions, ping_keys = rows.runs, rows.transitions, rows.ping_keys
     astuple = msgspec.structs.astuple
     appliers = _APPLY.get

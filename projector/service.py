@@ -60,8 +60,8 @@ LOG_EVERY_S = 10.0
 _LOAD_CHUNK = 5_000
 TABLE_COLUMNS = {**COLUMNS, "checks": catalog.COLUMNS}
 # Inserts but pings' and runs' are Arrow tables (``ClickHouse.insert_arrow``: read in place by embedded chdb, an
-# ArrowStream for a server), each column converted by Arrow in C (a fraction of the time clickhouse-connect's Native encoder takes
-# value by value). A table with a column type ``arrow_type`` does not map goes through
+# ArrowStream for a server), each column converted by Arrow in C (a fraction of the time clickhouse-connect's
+# Native encoder takes value by value). A table with a column type ``arrow_type`` does not map goes through
 # that encoder, its UUID and LowCardinality columns sent as strings (ClickHouse converts them on insert).
 _value_of = operator.itemgetter(4)  # a Record's value (by index: a NamedTuple's attributes cost more)
 _offset_of = operator.itemgetter(2)  # a Record's offset
@@ -241,7 +241,7 @@ class Projector:
             # A deletion repeats its check's last row, as the batches before this one wrote it.
             known = await self.known_checks(catalog.deleted_ids(prepared.registry))
             checks = catalog.check_rows(prepared.registry, known)
-            source = _ping_source(rows.ping_index, prepared.sources, rows)
+            source = ping_source(rows.ping_index, prepared.sources, rows)
             pings = Columns(source, len(rows.ping_index)) if rows.ping_index else None
             runs = Columns(source, len(rows.runs)) if rows.runs else None
             # The tables but check_state at once (their inserts overlap: see ClickHouse.insert_columns), each
@@ -329,20 +329,20 @@ class Projector:
         metrics.INSERT_ROWS.labels(table).inc(data.n if isinstance(data, Columns) else len(data))
 
 
-def _ping_source(index: list[int], sources: list[Record], rows: Rows) -> Callable[[], list[list]]:
+def ping_source(index: list[int], sources: list[Record], rows: Rows) -> Callable[[], list[list]]:
     """What the pings' and the runs' inserts send (``wire.PINGS_SOURCE``): each ping row's record, by its
     index among the folded events, and what the fold adds to it."""
 
-    made: list[list] = []
+    made: list[list[list]] = []
 
     def make() -> list[list]:
-        if not made:  # once for both inserts (were two threads to race here, both would make the same)
+        if not made:  # once for both inserts (two threads racing here would both make the same; the first is kept)
             if len(index) == len(sources):  # every folded event made a row: the records in order
                 records = list(map(_value_of, sources))
             else:
                 records = [sources[i][4] for i in index]
-            made[:] = [records, rows.ping_n, rows.ping_durations, rows.ping_starts]
-        return made
+            made.append([records, rows.ping_n, rows.ping_durations, rows.ping_starts])
+        return made[0]
 
     return make
 

@@ -349,7 +349,8 @@ class ClickHouse:
         arrow_types = [arrow_type(declared) for _, declared in source]
         if not self.embedded:
             structure = ", ".join(f"{_identifier(name)} {declared}" for name, declared in source)
-            sql = (f"INSERT INTO {_identifier(self.database)}.{_identifier(table)} ({', '.join(map(_identifier, names))}) "
+            into = f"{_identifier(self.database)}.{_identifier(table)} ({', '.join(map(_identifier, names))})"
+            sql = (f"INSERT INTO {into} "
                    + select.format(source=f"input({_setting(structure)})") + " FORMAT ArrowStream")
 
             def send(client) -> None:

@@ -15,7 +15,7 @@ from runtime.eventlog.sqlite import SqliteEventLog
 from reads import checks as queries
 from projector import service as projector_service
 from projector.replay import Batcher, batch_token, ranges_of
-from projector.service import Columns, Projector, _ping_source
+from projector.service import Columns, Projector, ping_source
 from runtime.consumer import retry
 from schemas.events import (
     TOPIC_DEAD_LETTER,
@@ -303,7 +303,7 @@ async def test_a_runs_block_inserted_twice_is_counted_once_in_the_rollups(log, c
     projector = Projector(clickhouse, log)
     prepared = await projector.prepare(records)
     rows = prepared.rows
-    runs = Columns(_ping_source(rows.ping_index, prepared.sources, rows), len(rows.runs))  # as ``write`` has them
+    runs = Columns(ping_source(rows.ping_index, prepared.sources, rows), len(rows.runs))  # as ``write`` has them
     for _ in range(2):  # a crash after this insert and before check_state: the replay sends it again
         await projector.insert("runs", runs, "token:runs")
     assert await count(clickhouse, "SELECT count() FROM runs") == 1

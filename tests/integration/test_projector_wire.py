@@ -10,7 +10,7 @@ import msgspec
 
 from projector import wire
 from projector.fold import COLUMNS, fold
-from projector.service import Columns, Projector, _ping_source
+from projector.service import Columns, Projector, ping_source
 from runtime.clickhouse import arrow_type
 from runtime.eventlog.base import Record
 from schemas.events import TOPIC_PINGS, PingEvent, decode, encode, uuid7
@@ -51,7 +51,8 @@ async def _reference(clickhouse, table: str, rows: list[tuple]) -> None:
     """``rows`` into ``<table>_reference``, a copy of ``table``, as Arrow columns of the declared types."""
     await clickhouse.run(lambda c: c.command(f"CREATE TABLE {table}_reference AS {table}"))
     declared = dict(await clickhouse.query(
-        "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = {t:String}", {"t": table}))
+        "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = {t:String}",
+        {"t": table}))
     names = COLUMNS[table]
     await clickhouse.insert_columns(f"{table}_reference", names, [arrow_type(declared[c]) for c in names],
                                     lambda: [list(col) for col in zip(*rows)])
@@ -115,7 +116,7 @@ async def test_a_pings_block_inserted_twice_under_its_token_is_stored_once(click
     projector = Projector(clickhouse, None)
     prepared = await projector.prepare(records)
     rows = prepared.rows
-    source = _ping_source(rows.ping_index, prepared.sources, rows)
+    source = ping_source(rows.ping_index, prepared.sources, rows)
     for _ in range(2):  # a crash after these inserts and before check_state: the replay sends them again
         await projector.insert("pings", Columns(source, len(rows.ping_index)), "token:pings")
         await projector.insert("runs", Columns(source, len(rows.runs)), "token:runs")
