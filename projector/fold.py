@@ -45,6 +45,8 @@ import msgspec
 from checks.idempotency import RecentIds, is_derived
 from schemas.events import Paused, PingEvent, Resumed, Transition, as_utc
 
+from .wire import PingFacts
+
 MAX_DURATION = timedelta(hours=72)
 MAX_OPEN_STARTS = 64  # per check: concurrent runs distinguished by rid; older ones fall off
 
@@ -79,21 +81,23 @@ class CheckFold(msgspec.Struct, kw_only=True):
 @dataclass
 class Rows:
     """Rows for each table in the DDL's column order (see COLUMNS): lists of tuples, but for ``pings``,
-    kept as columns (the events themselves, plus the two values the fold computes: ``n`` and the duration),
-    so a batch's ping columns are taken from the events in bulk (``ping_columns``) rather than built as a
-    tuple per ping and transposed."""
+    kept as columns: the events themselves (and their index among the folded events), plus what the fold
+    adds to each: ``n``, the duration, the event id of the start it ends. The projector sends ClickHouse
+    each ping's record with those values, and ClickHouse makes the pings and runs rows (projector/wire.py);
+    ``ping_columns``, ``pings`` and ``runs`` are the same rows made in Python (from full ``PingEvent``s)."""
 
     ping_events: list = field(default_factory=list)  # the PingEvents that make a pings row, in order
+    ping_index: list[int] = field(default_factory=list)  # the index of each of them in the folded events
     ping_n: list[int] = field(default_factory=list)
     ping_durations: list[float | None] = field(default_factory=list)
+    ping_starts: list[str | None] = field(default_factory=list)  # the event id of the start a ping ends (a run)
     runs: list[tuple] = field(default_factory=list)
     transitions: list[tuple] = field(default_factory=list)
     ping_keys: list[tuple] = field(default_factory=list)
     touched: dict[str, CheckFold] = field(default_factory=dict)  # check_state rows, one per check
 
     def ping_columns(self) -> list[list]:
-        """The pings rows as columns, in COLUMNS["pings"] order. (List comprehensions: CPython specialises
-        their attribute loads on the Struct's slots, faster than ``map(attrgetter(...))``.)"""
+        """The pings rows as columns, in COLUMNS["pings"] order (the events must be full ``PingEvent``s)."""
         ev = self.ping_events
         return [
             [e.event_id for e in ev], [e.check_id for e in ev], [e.project_id for e in ev], self.ping_n,
@@ -189,7 +193,7 @@ def apply_ping(state: CheckFold, event: PingEvent, offset: int, rows: Rows) -> b
         if state.recent is not None and state.recent.repeat(event_id, at):
             return True  # a retry of a ping already applied (Idempotency-Key): no row, no count; the offset moved
     n = state.n_pings = state.n_pings + 1
-    duration = None
+    duration = start_id = None
     kind = event.kind
     received_at = event.received_at
     if kind == "start":
@@ -215,6 +219,7 @@ def apply_ping(state: CheckFold, event: PingEvent, offset: int, rows: Rows) -> b
             start = _pair(state, event)
             if start is not None:
                 duration = (received_at - start.at).total_seconds()
+                start_id = start.event_id
                 rows.runs.append((
                     event_id, start.event_id, event.check_id, event.project_id, rid, start.at,
                     received_at, duration, kind, event.exit_status,
@@ -236,6 +241,7 @@ def apply_ping(state: CheckFold, event: PingEvent, offset: int, rows: Rows) -> b
     rows.ping_events.append(event)
     rows.ping_n.append(n)
     rows.ping_durations.append(duration)
+    rows.ping_starts.append(start_id)
     if keyed:
         if state.recent is None:
             state.recent = RecentIds()
@@ -273,7 +279,8 @@ def apply_transition(state: CheckFold, event: Transition, offset: int, rows: Row
 
 
 _APPLY: dict[type, Callable[[CheckFold, object, int, Rows], bool]] = {
-    PingEvent: apply_ping, Transition: apply_transition, Paused: apply_control, Resumed: apply_control,
+    PingEvent: apply_ping, PingFacts: apply_ping, Transition: apply_transition, Paused: apply_control,
+    Resumed: apply_control,
 }
 _FIELDS = tuple(f.name for f in msgspec.structs.fields(CheckFold))
 
@@ -300,6 +307,7 @@ def fold(
     rows = Rows()
     touched = rows.touched
     ping_events, ping_n, ping_durations = rows.ping_events, rows.ping_n, rows.ping_durations
+    ping_index, ping_starts = rows.ping_index, rows.ping_starts
     runs, transitions, ping_keys = rows.runs, rows.transitions, rows.ping_keys
     astuple = msgspec.structs.astuple
     appliers = _APPLY.get
@@ -322,10 +330,12 @@ def fold(
             for name, value in zip(_FIELDS, saved):  # undo the partial change
                 setattr(state, name, value)
             m = marks[0]
-            del ping_events[m:], ping_n[m:], ping_durations[m:]
+            del ping_events[m:], ping_n[m:], ping_durations[m:], ping_starts[m:]
             del runs[marks[1]:], transitions[marks[2]:], ping_keys[marks[3]:]
             on_error(i, exc)
             continue
+        if len(ping_events) != marks[0]:
+            ping_index.append(i)
         if applied and check_id not in touched:
             state.version += 1
             touched[check_id] = state

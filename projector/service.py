@@ -5,11 +5,13 @@ Batches (up to ``BATCH_MAX`` records or ``BATCH_WAIT_S`` after the first, see
 through, in this order:
 
 1. journal: the offsets it covers, per partition, into ``projector_batches``;
-2. decode (poison records go to the dead-letter topic) and the pure fold, after
-   loading from ``check_state`` the state of checks not in memory (a restart
-   resumes from there; no history is replayed);
-3. inserts into pings, runs, transitions, ping_keys, checks (the registry's records, see
-   ``catalog``), then check_state, each with an
+2. decode (a ping as the fold reads it, ``wire.PingFacts``; poison records go to
+   the dead-letter topic) and the pure fold, after loading from ``check_state``
+   the state of checks not in memory (a restart resumes from there; no history
+   is replayed);
+3. inserts into pings, runs (both made by ClickHouse from the ping records and
+   the fold's values, see ``wire``), transitions, ping_keys, checks (the
+   registry's records, see ``catalog``), then check_state, each with an
    ``insert_deduplication_token`` derived from the batch's offsets;
 4. commit of the offsets (by the shell, once ``handle`` returned).
 
@@ -42,11 +44,11 @@ from runtime.config import Config
 from runtime.consumer import Batch, ConsumerShell, retry
 from runtime.eventlog.base import EventLog, Record, TopicPartition
 from checks.idempotency import RecentIds
-from schemas.events import TOPIC_CHECKS, TOPIC_PINGS, TOPIC_TRANSITIONS, as_utc, decode, decode_all, utcnow
+from schemas.events import TOPIC_CHECKS, TOPIC_PINGS, TOPIC_TRANSITIONS, as_utc, utcnow
 
 from . import catalog
 
-from . import deliveries
+from . import deliveries, wire
 from .fold import COLUMNS, CheckFold, Rows, fold, state_from_row
 from .replay import Batcher, batch_token, ranges_of
 
@@ -57,15 +59,16 @@ TOPICS = [TOPIC_PINGS, TOPIC_TRANSITIONS, TOPIC_CHECKS]
 LOG_EVERY_S = 10.0
 _LOAD_CHUNK = 5_000
 TABLE_COLUMNS = {**COLUMNS, "checks": catalog.COLUMNS}
-# Inserts are Arrow tables (``ClickHouse.insert_arrow``: read in place by embedded chdb, an ArrowStream for a
-# server), each column converted by Arrow in C (a fraction of the time clickhouse-connect's Native encoder takes
-# value by value). A table with a column type ``arrow_type`` does not map goes through
+# Inserts but pings' and runs' are Arrow tables (``ClickHouse.insert_arrow``: read in place by embedded chdb, an
+# ArrowStream for a server), each column converted by Arrow in C (a fraction of the time clickhouse-connect's
+# Native encoder takes value by value). A table with a column type ``arrow_type`` does not map goes through
 # that encoder, its UUID and LowCardinality columns sent as strings (ClickHouse converts them on insert).
 _value_of = operator.itemgetter(4)  # a Record's value (by index: a NamedTuple's attributes cost more)
 _offset_of = operator.itemgetter(2)  # a Record's offset
 _event_of = operator.itemgetter(0)
 _check_id = operator.attrgetter("check_id")
 _REGISTRY_TYPES = frozenset(catalog.REGISTRY_TYPES)
+_FROM_RECORDS = {"pings": wire.PINGS_SELECT, "runs": wire.RUNS_SELECT}
 _WIRE = {"UUID": "String", "Nullable(UUID)": "Nullable(String)", "LowCardinality(String)": "String"}
 
 
@@ -85,6 +88,7 @@ class Prepared(NamedTuple):
     poison: list[tuple[Record, Exception]]
     registry: list[tuple[object, int, int]]  # registry records (event, offset, timestamp_ms) for ``checks``
     n_records: int
+    sources: list[Record]  # the record each folded event came from (``rows.ping_index`` points into it)
 
 
 class Projector:
@@ -201,7 +205,7 @@ class Projector:
         self.timings["decode"] += t1 - t0
         self.timings["load"] += t2 - t1
         self.timings["fold"] += t3 - t2
-        return Prepared(rows, state_rows, poison, registry, len(records))
+        return Prepared(rows, state_rows, poison, registry, len(records), sources)
 
     @staticmethod
     def decode(records: list[Record]) -> tuple[list, list, list, list]:
@@ -211,7 +215,7 @@ class Projector:
         A batch of known events only (the usual case) is decoded at once and paired with its offsets in C;
         one with a poison record, a type this version does not know, or registry records record by record."""
         try:
-            decoded = decode_all(list(map(_value_of, records)))
+            decoded = wire.decode_all(list(map(_value_of, records)))
         except Exception:  # noqa: BLE001 - poison or an unknown type: sorted out one record at a time below
             decoded = None
         if decoded is not None and not _REGISTRY_TYPES.intersection(map(type, decoded)):
@@ -219,7 +223,7 @@ class Projector:
         events, sources, poison, registry = [], [], [], []
         for r in records:
             try:
-                event = decode(r.value)
+                event = wire.decode(r.value)
             except Exception as exc:
                 poison.append((r, exc))
                 continue
@@ -237,11 +241,13 @@ class Projector:
             # A deletion repeats its check's last row, as the batches before this one wrote it.
             known = await self.known_checks(catalog.deleted_ids(prepared.registry))
             checks = catalog.check_rows(prepared.registry, known)
-            pings = Columns(rows.ping_columns, len(rows.ping_events)) if rows.ping_events else None
+            source = ping_source(rows.ping_index, prepared.sources, rows)
+            pings = Columns(source, len(rows.ping_index)) if rows.ping_index else None
+            runs = Columns(source, len(rows.runs)) if rows.runs else None
             # The tables but check_state at once (their inserts overlap: see ClickHouse.insert_columns), each
             # to its end whatever the others do, so no insert of this batch still runs when it is retried.
             tables = [(table, data) for table, data in (
-                ("pings", pings), ("runs", rows.runs), ("transitions", rows.transitions),
+                ("pings", pings), ("runs", runs), ("transitions", rows.transitions),
                 ("ping_keys", rows.ping_keys), ("checks", checks),
             ) if data]
             done = await asyncio.gather(*(self.insert(table, data, f"{token}:{table}") for table, data in tables),
@@ -289,6 +295,10 @@ class Projector:
         started = time.perf_counter()
 
         names = TABLE_COLUMNS[table]
+        if table in _FROM_RECORDS and isinstance(data, Columns):  # made by ClickHouse from the records (wire.py)
+            await self.ch.insert_select(table, names, _FROM_RECORDS[table], wire.PINGS_SOURCE, data.make, settings)
+            self._insert_observed(table, data, started)
+            return
 
         plan = self.wire_types.get(table)
         if plan is None:
@@ -311,8 +321,30 @@ class Projector:
                 table, columns(), column_names=names, column_type_names=plan, column_oriented=True, settings=settings))
         else:
             await self.ch.insert_columns(table, names, plan, columns, settings)
+        self._insert_observed(table, data, started)
+
+    @staticmethod
+    def _insert_observed(table: str, data: list[tuple] | Columns, started: float) -> None:
         metrics.INSERT_SECONDS.labels(table).observe(time.perf_counter() - started)
         metrics.INSERT_ROWS.labels(table).inc(data.n if isinstance(data, Columns) else len(data))
+
+
+def ping_source(index: list[int], sources: list[Record], rows: Rows) -> Callable[[], list[list]]:
+    """What the pings' and the runs' inserts send (``wire.PINGS_SOURCE``): each ping row's record, by its
+    index among the folded events, and what the fold adds to it."""
+
+    made: list[list[list]] = []
+
+    def make() -> list[list]:
+        if not made:  # once for both inserts (two threads racing here would both make the same; the first is kept)
+            if len(index) == len(sources):  # every folded event made a row: the records in order
+                records = list(map(_value_of, sources))
+            else:
+                records = [sources[i][4] for i in index]
+            made.append([records, rows.ping_n, rows.ping_durations, rows.ping_starts])
+        return made[0]
+
+    return make
 
 
 def _timed(projector: Projector, decode: Callable) -> Callable:

@@ -337,6 +337,37 @@ class ClickHouse:
 
         await asyncio.get_running_loop().run_in_executor(self._inserters, insert)
 
+    async def insert_select(self, table: str, names: Sequence[str], select: str, source: Sequence[tuple[str, str]],
+                            columns: Callable[[], Sequence[Sequence]], settings: dict[str, Any] | None = None) -> None:
+        """Insert into ``table`` (columns ``names``) the rows ``select`` makes of the columns ``columns()`` makes.
+
+        ``select`` is a SELECT whose ``{source}`` is a table of ``source`` ((name, ClickHouse type) pairs) holding
+        those columns: ClickHouse computes the rows (see ``insert_columns`` for the threads). Embedded, the source
+        is the Arrow table read in place (chdb's ``Python()``); a server gets the Arrow IPC stream as the body of
+        ``INSERT ... SELECT ... FROM input(...) FORMAT ArrowStream``. Either way one block, one token."""
+        arrow_names = [name for name, _ in source]
+        arrow_types = [arrow_type(declared) for _, declared in source]
+        if not self.embedded:
+            structure = ", ".join(f"{_identifier(name)} {declared}" for name, declared in source)
+            into = f"{_identifier(self.database)}.{_identifier(table)} ({', '.join(map(_identifier, names))})"
+            sql = (f"INSERT INTO {into} "
+                   + select.format(source=f"input({_setting(structure)})") + " FORMAT ArrowStream")
+
+            def send(client) -> None:
+                client.command(sql, data=arrow_stream(arrow_names, arrow_types, columns()), settings=settings)
+
+            await self.run(send)
+            return
+
+        def insert() -> None:
+            handle = getattr(self._local, "engine", None)
+            if handle is None:
+                handle = self._local.engine = self._open_handle()
+            self._chdb_insert(handle, table, arrow_table(arrow_names, arrow_types, columns()), settings,
+                              names=names, select=select)
+
+        await asyncio.get_running_loop().run_in_executor(self._inserters, insert)
+
     def _open_handle(self):
         import chdb
 
@@ -347,13 +378,14 @@ class ClickHouse:
             self._handles.append(handle)
         return handle
 
-    def _chdb_insert(self, handle, table: str, data: pa.Table, settings: dict[str, Any] | None) -> None:
-        columns = ", ".join(map(_identifier, data.column_names))
+    def _chdb_insert(self, handle, table: str, data: pa.Table, settings: dict[str, Any] | None,
+                     names: Sequence[str] | None = None, select: str = "SELECT * FROM {source}") -> None:
+        columns = ", ".join(map(_identifier, names or data.column_names))
         clause = ", ".join(f"{k} = {_setting(v)}" for k, v in (settings or {}).items())
         # max_insert_block_size: the table stays one block (one token) however large the batch is.
         clause = ", ".join(filter(None, [clause, f"max_insert_block_size = {max(data.num_rows, 1)}"]))
         sql = (f"INSERT INTO {_identifier(self.database)}.{_identifier(table)} ({columns}) SETTINGS {clause} "
-               "SELECT * FROM Python(data)")
+               + select.format(source="Python(data)"))
         try:
             handle.query(sql)
         except Exception as exc:

@@ -11,6 +11,7 @@ import asyncio
 import pyarrow as pa
 import pytest
 
+from projector import wire
 from projector.replay import Batcher
 from projector.service import Projector
 from runtime.eventlog.base import Record
@@ -101,7 +102,10 @@ def test_a_batch_of_known_events_is_decoded_at_once():
     records = _records(values)
     events, sources, poison, registry = Projector.decode(records)
     assert sources is records and poison == [] and registry == []
-    assert [(e, o) for e, o in events] == [(decode(v), i) for i, v in enumerate(values)]
+    assert [(e, o) for e, o in events] == [(wire.decode(v), i) for i, v in enumerate(values)]
+    full = decode(values[0])  # a ping as the fold reads it: the contract's values of those fields
+    assert type(events[0][0]) is wire.PingFacts
+    assert all(getattr(events[0][0], f) == getattr(full, f) for f in wire.PingFacts.__struct_fields__)
 
 
 def test_poison_unknown_types_and_registry_records_are_sorted_out_one_by_one():
@@ -154,15 +158,16 @@ async def test_a_failing_table_fails_the_batch_after_the_other_inserts_ended(cli
     await clickhouse.run(lambda c: c.command("ALTER TABLE runs ADD CONSTRAINT refuse_all CHECK duration_s < 0"))
     projector = Projector(clickhouse, None)
     ended = []
-    real = clickhouse.insert_columns
+    def watched(real):
+        async def insert(table, *a, **kw):
+            try:
+                await real(table, *a, **kw)
+            finally:
+                ended.append(table)
+        return insert
 
-    async def insert_columns(table, *a, **kw):
-        try:
-            await real(table, *a, **kw)
-        finally:
-            ended.append(table)
-
-    monkeypatch.setattr(clickhouse, "insert_columns", insert_columns)
+    monkeypatch.setattr(clickhouse, "insert_columns", watched(clickhouse.insert_columns))
+    monkeypatch.setattr(clickhouse, "insert_select", watched(clickhouse.insert_select))
     records = _records([encode(e) for e in events])
     with pytest.raises(Exception, match="runs"):
         await projector.process(records, "token-1")

@@ -280,6 +280,23 @@ def test_a_failing_event_is_reported_and_undone():
     assert states[CHECK].n_pings == 2
 
 
+def test_each_ping_row_names_its_event_and_the_start_it_ends():
+    """What the service sends ClickHouse beside each ping's record (projector/wire.py): its index among the
+    folded events, and the start's event id when it ends a run; a failed or skipped event has no row."""
+    bad = PingEvent(event_id="bad", check_id=CHECK, project_id=PROJECT, kind="success",
+                    received_at=datetime(2026, 1, 1))  # naive: cannot be compared with the others
+    tick = Transition(event_id="t", check_id=CHECK, project_id=PROJECT, from_status="new", to_status="up", at=T0,
+                      reason="", cause_event_id="x")
+    start, end = ping("start", 0, RID_A), ping("success", 2, RID_A)
+    errors = []
+    rows = fold({}, [(start, 0), (tick, 1), (ping("log", 1), 2), (end, 3), (bad, 4)],
+                on_error=lambda i, exc: errors.append(i))
+    assert errors == [4]
+    assert rows.ping_index == [0, 2, 3]
+    assert rows.ping_starts == [None, None, start.event_id]
+    assert [r[1] for r in rows.runs] == [start.event_id]
+
+
 def test_state_survives_a_round_trip_through_its_row():
     states, _ = run([ping("start", 0, RID_A), ping("success", 1)])
     row = state_row(states[CHECK], T0)

@@ -1,0 +1,103 @@
+"""The projector's reading of the log: pings decoded to what the fold reads, their rows made by ClickHouse.
+
+A ``PingEvent`` record is read twice, by two parsers of the same bytes:
+
+- ``decode``/``decode_all`` turn it into a ``PingFacts``: the fields the fold reads (ids, kind,
+  rid, time, exit status), with the types and tag the contract (``schemas.events``) gives them.
+  msgspec skips the rest (body, user agent, address...) without making a Python object of it.
+  Every other event type decodes as ``schemas.events`` decodes it.
+- ``PINGS_SELECT`` makes the ``pings`` row in ClickHouse from the record itself (``JSONExtract``
+  into a named tuple, parsed once), beside the values the fold adds (``n``, ``duration_s``);
+  ``RUNS_SELECT`` the ``runs`` row of a ping that ends a run, from the same record and the
+  start's event id.
+
+Both read the record as the contract encodes it (msgspec JSON: bytes as base64, datetimes as RFC 3339,
+UTC). A field the record leaves out takes the contract's default. The body is decoded leniently
+(``tryBase64Decode``): bytes a producer got wrong make an empty body, not an insert that fails for
+ever.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Union
+
+import msgspec
+
+from schemas.events import KNOWN_TYPES, Event, PingEvent, PingKind
+
+
+class PingFacts(msgspec.Struct, frozen=True, tag_field="type", tag="ping", kw_only=True):
+    """A ``PingEvent`` as the fold reads it (the other fields stay in the record's bytes)."""
+
+    event_id: str
+    check_id: str
+    project_id: str
+    kind: PingKind
+    received_at: datetime
+    exit_status: int | None = None
+    rid: str | None = None
+
+
+_decoder = msgspec.json.Decoder(Union[(PingFacts, *(t for t in Event.__args__ if t is not PingEvent))])
+
+
+class _Envelope(msgspec.Struct):
+    type: str
+
+
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+
+
+def decode(data: bytes):
+    """One record as ``schemas.events.decode`` has it, but a ping as ``PingFacts``: ``None`` for an event
+    type this version does not know; raises for bytes that are no event."""
+    try:
+        return _decoder.decode(data)
+    except msgspec.ValidationError:
+        if _envelope_decoder.decode(data).type not in KNOWN_TYPES:
+            return None
+        raise
+
+
+def decode_all(values: list[bytes]) -> list:
+    """A batch at once, in C; raises on the first record ``decode`` would not take as is."""
+    return list(map(_decoder.decode, values))
+
+
+# --- the pings rows, made by ClickHouse from the records --------------------------------------
+
+# What the pings and runs inserts send: each ping's record and what the fold adds to it (its ``n``, and for a
+# ping that ends a run, the duration and the start's event id).
+PINGS_SOURCE = (("record", "String"), ("n", "UInt64"), ("duration_s", "Nullable(Float64)"),
+                ("start_event_id", "Nullable(String)"))
+
+# The record's fields, by name, as JSONExtract finds them (a field left out is NULL here: see PINGS_SELECT).
+_RECORD = ", ".join((
+    "event_id String", "check_id String", "project_id String", "kind String", "exit_status Nullable(UInt8)",
+    "rid Nullable(String)", "received_at String", "method Nullable(String)", "scheme Nullable(String)",
+    "remote_addr Nullable(String)", "user_agent Nullable(String)", "body Nullable(String)",
+    "body_size Nullable(UInt64)", "source Nullable(String)",
+))
+
+# The pings columns (projector.fold.COLUMNS["pings"] order) from ``{source}``, a table of PINGS_SOURCE;
+# the defaults are PingEvent's.
+PINGS_SELECT = (
+    "SELECT toUUID(p.event_id), toUUID(p.check_id), toUUID(p.project_id), n, p.kind, p.exit_status, "
+    "CAST(p.rid, 'Nullable(UUID)'), parseDateTime64BestEffort(p.received_at, 6, 'UTC'), ifNull(p.method, 'GET'), "
+    "ifNull(p.scheme, 'http'), ifNull(p.remote_addr, ''), ifNull(p.user_agent, ''), "
+    "tryBase64Decode(ifNull(p.body, '')), ifNull(p.body_size, 0), ifNull(p.source, 'ping'), duration_s "
+    f"FROM (SELECT JSONExtract(record, 'Tuple({_RECORD})') AS p, n, duration_s FROM {{source}})"
+)
+
+# The runs columns (projector.fold.COLUMNS["runs"] order) from the pings that end a run: the start's time is
+# the end's less the duration, exact (the duration is a whole number of microseconds under 72 hours).
+RUNS_SELECT = (
+    "SELECT toUUID(p.event_id), toUUID(start_event_id), toUUID(p.check_id), toUUID(p.project_id), "
+    "CAST(p.rid, 'Nullable(UUID)'), subtractMicroseconds(finished_at, toInt64(round(duration_s * 1000000))), "
+    "finished_at, assumeNotNull(duration_s), p.kind, p.exit_status "
+    "FROM (SELECT JSONExtract(record, 'Tuple(event_id String, check_id String, project_id String, kind String, "
+    "exit_status Nullable(UInt8), rid Nullable(String), received_at String)') AS p, "
+    "parseDateTime64BestEffort(p.received_at, 6, 'UTC') AS finished_at, duration_s, start_event_id "
+    "FROM {source} WHERE start_event_id IS NOT NULL)"
+)
