@@ -1,7 +1,9 @@
 """Reading the embedded log: a consumer over the SQLite file, with group offsets kept in it.
 
 A consumer group here owns every partition of its topics: the embedded mode runs
-one process per service; scale-out is what the Kafka backend is for.
+one process per service; scale-out is what the Kafka backend is for. The consumers of one log
+object share their reads of the file (``sqlite_reads.py``): one SELECT serves all those close behind
+each other, each keeping its own position and group.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from .base import Consumer, Record, TopicPartition, as_record
+from .base import Consumer, Record, TopicPartition
 from .sqlite_db import WriteLock, connect
 
 _partition_of = operator.itemgetter(0, 1)
@@ -52,21 +54,18 @@ class SqliteConsumer(Consumer):
                 tp = TopicPartition(topic, partition)
                 if tp in self._positions:
                     self._positions[tp] = offset
+        self._log.shared_reads.join(self, self._positions)
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._positions)
 
     def _read(self, max_records: int) -> list[Record]:
         out: list[Record] = []
+        reads = self._log.shared_reads
         for tp, position in self._positions.items():
             if len(out) >= max_records:
                 break
-            rows = self._conn.execute(
-                "SELECT ?, ?, offset, key, value, ts FROM records WHERE topic=? AND partition=? AND offset>=? "
-                "ORDER BY offset LIMIT ?",
-                (tp.topic, tp.partition, tp.topic, tp.partition, position, max_records - len(out)),
-            ).fetchall()
-            out += map(as_record, rows)  # rows are in Record's field order
+            out += reads.read(self._conn, self, tp, position, max_records - len(out))
         return out
 
     async def getmany(self, max_records: int = 10_000, timeout_ms: int = 200) -> list[Record]:
@@ -116,6 +115,7 @@ class SqliteConsumer(Consumer):
         return await self._run(run)
 
     async def close(self) -> None:
+        self._log.shared_reads.leave(self)
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await self._run(conn.close)
