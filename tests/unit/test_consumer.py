@@ -54,6 +54,38 @@ async def test_it_cuts_a_batch_when_its_time_is_up():
     assert [o for _, o in offsets(batch.records)] == list(range(len(batch.records)))
 
 
+async def test_after_a_busy_batch_the_next_gathers_for_the_busy_wait():
+    """A batch of busy_records or more makes the next one gather for busy_wait_s; a small batch
+    brings max_wait_s back."""
+    consumer = FakeConsumer()
+    batches = Batches(consumer, max_records=100_000, max_wait_s=0.05, poll_ms=1000, busy_records=100, busy_wait_s=0.3)
+    stop = asyncio.Event()
+
+    async def timed_batch(per_tick: int) -> tuple[float, int]:
+        async def trickle():
+            while True:
+                consumer.append(0, per_tick)
+                await asyncio.sleep(0.005)
+
+        writer = asyncio.create_task(trickle())
+        try:
+            started = time.monotonic()
+            batch = await batches.next(stop)
+            return time.monotonic() - started, len(batch.records)
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+    elapsed, size = await timed_batch(50)  # not busy yet: max_wait_s
+    assert elapsed < 0.25 and size >= 100
+    elapsed, size = await timed_batch(50)  # after a busy batch: busy_wait_s
+    assert 0.3 <= elapsed < 1.0
+    elapsed, size = await timed_batch(1)  # still after a busy one, itself small
+    assert 0.3 <= elapsed < 1.0 and size < 100
+    elapsed, size = await timed_batch(1)  # the last batch was small: max_wait_s again
+    assert elapsed < 0.25 and size < 100
+
+
 async def test_it_reads_once_without_a_wait():
     consumer = FakeConsumer()
     consumer.append(0, 3)
