@@ -20,6 +20,8 @@ from .sqlite_db import WriteLock, connect
 _partition_of = operator.itemgetter(0, 1)
 _offset_of = operator.itemgetter(2)
 
+_COMMIT_SQL = ("INSERT INTO group_offsets(grp, topic, partition, offset) VALUES {} "
+               "ON CONFLICT(grp, topic, partition) DO UPDATE SET offset=excluded.offset")
 _POLL_S = 0.05  # how often an idle consumer looks for records written by other processes
 
 
@@ -86,16 +88,19 @@ class SqliteConsumer(Consumer):
         if self._group is None:
             return
         offsets = dict(self._positions if offsets is None else offsets)
+        if not offsets:
+            return
+
+        # One statement, so one transaction and one fsync for all the partitions (the connection is in
+        # autocommit: executemany would commit, and fsync, row by row, the write lock held throughout).
+        params = [field for tp, off in offsets.items() for field in (self._group, tp.topic, tp.partition, off)]
+        sql = _COMMIT_SQL.format(",".join(["(?,?,?,?)"] * len(offsets)))
 
         def run() -> None:
             if self._write_lock is None:
                 self._write_lock = WriteLock(self._log.path)
-            with self._write_lock, self._conn:
-                self._conn.executemany(
-                    "INSERT INTO group_offsets(grp, topic, partition, offset) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(grp, topic, partition) DO UPDATE SET offset=excluded.offset",
-                    [(self._group, tp.topic, tp.partition, off) for tp, off in offsets.items()],
-                )
+            with self._write_lock:
+                self._conn.execute(sql, params)
 
         await self._run(run)
 

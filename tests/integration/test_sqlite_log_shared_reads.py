@@ -177,3 +177,28 @@ async def test_a_group_starting_at_the_end_shares_the_reads_of_one_catching_up(t
         await fresh.close()
     assert [r.value for r in new] == [b"v%d" % i for i in range(500, 525)]
     assert [r.value for r in old] == [b"v%d" % i for i in range(525)]
+
+
+async def test_a_commit_of_every_partition_is_one_statement_and_survives_a_restart(tmp_path):
+    """The offsets of all a consumer's partitions go in one statement: one transaction and one fsync
+    with the write lock held, not one per partition (the connection is in autocommit)."""
+    log = SqliteEventLog(tmp_path / "log.sqlite3", default_partitions=PARTITIONS)
+    topics = [TOPIC, "transitions", "checks"]
+    async with log:
+        for topic in topics:
+            await log.produce(topic, b"x", key=b"k")
+        consumer = log.consumer(topics, group="g")
+        await consumer.start()
+        await consumer.getmany(timeout_ms=0)
+        statements = []
+        consumer._conn.set_trace_callback(statements.append)
+        offsets = {tp: 7 + n for n, tp in enumerate(sorted(consumer.assignment()))}
+        await consumer.commit(offsets)
+        consumer._conn.set_trace_callback(None)
+        await consumer.close()
+        assert len(offsets) == 3 * PARTITIONS
+        assert [s.split()[0] for s in statements] == ["INSERT"]
+        again = log.consumer(topics, group="g")
+        await again.start()
+        assert await again.positions() == offsets
+        await again.close()
