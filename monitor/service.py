@@ -41,8 +41,12 @@ _LOG_EVERY_S = 30.0
 _COMPACT_EVERY_S = 300.0
 # A batch gathers records for this long after its first: under load, a few batches a second instead
 # of one per read, each a state produce and an offset commit (on the embedded log, two writes the
-# edges wait behind); an idle ping is handled this much later.
+# edges wait behind); an idle ping is handled this much later. After a batch of BUSY_RECORDS or
+# more (5,000 pings/s and up), the next gathers for BUSY_WAIT_S: two or three batches a second, whose
+# fixed cost (the state produce, the commit, the clock's turn) leaves the cores to the edges.
 BATCH_WAIT_S = 0.1
+BUSY_RECORDS = 500
+BUSY_WAIT_S = 0.4
 _LOAD_TIMEOUT_S = 60.0
 
 
@@ -168,7 +172,8 @@ async def _consume(event_log: EventLog, monitor: Monitor, stop: asyncio.Event, b
     async with event_log.consumer([TOPIC_PINGS], group=GROUP) as consumer:
         shell = ConsumerShell(
             "monitor", consumer, handle,
-            batches=Batches(consumer, max_records=batch_max, max_wait_s=BATCH_WAIT_S, poll_ms=100),
+            batches=Batches(consumer, max_records=batch_max, max_wait_s=BATCH_WAIT_S, poll_ms=100,
+                            busy_records=BUSY_RECORDS, busy_wait_s=BUSY_WAIT_S),
             group=GROUP, logger=log, on_assignment=assigned,
             log_every_s=_LOG_EVERY_S, progress=_progress(monitor),
         )

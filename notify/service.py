@@ -67,6 +67,7 @@ FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 300.0
 COMMIT_EVERY_S = 0.5  # offsets are committed at most this often (a write to the log each)
 BATCH_WAIT_S = 0.1  # a batch gathers records this long after its first: under load, a few reads a second
+BUSY_RECORDS, BUSY_WAIT_S = 500, 0.4  # after a batch this big, the next gathers this long (fewer turns under load)
 DRAIN_S = 5.0  # on a graceful stop, how long deliveries in flight may take to finish
 
 DELIVERIES = Counter("pingstream_notifications", "Finished alert deliveries, per channel kind and outcome",
@@ -407,7 +408,8 @@ class Notifier:
 
                 shell = ConsumerShell("notify", consumer, self.handle, group=GROUP, logger=log, log_every_s=60.0,
                                       batches=Batches(consumer, max_records=10_000, max_wait_s=BATCH_WAIT_S,
-                                                      poll_ms=50),
+                                                      poll_ms=50, busy_records=BUSY_RECORDS,
+                                                      busy_wait_s=BUSY_WAIT_S),
                                       on_assignment=on_assignment)
                 await shell.run(stop)
                 await self._drain(consumer)

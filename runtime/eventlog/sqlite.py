@@ -31,6 +31,7 @@ from .base import EventLog, LogUnavailable, partition_for
 from .retention import VACUUM_PAGES, compact_sql
 from .sqlite_consumer import SqliteConsumer
 from .sqlite_db import ROWS_PER_INSERT, SCHEMA, WriteLock, connect, insert_records
+from .sqlite_reads import SharedReads
 
 log = logging.getLogger(__name__)
 _LATENCY = metrics.PRODUCE_SECONDS.labels("sqlite")
@@ -57,6 +58,7 @@ class SqliteEventLog(EventLog):
         self._waiting: dict[str, list[asyncio.Event]] = {}  # per topic, who waits for this process to write to it
         self._lock = threading.Lock()
         self._write_lock: WriteLock | None = None  # across processes, on the writer thread
+        self.shared_reads = SharedReads()  # its consumers' reads of the file (sqlite_reads.py)
 
     # --- lifecycle ---
 

@@ -1,7 +1,9 @@
 """Reading the embedded log: a consumer over the SQLite file, with group offsets kept in it.
 
 A consumer group here owns every partition of its topics: the embedded mode runs
-one process per service; scale-out is what the Kafka backend is for.
+one process per service; scale-out is what the Kafka backend is for. The consumers of one log
+object share their reads of the file (``sqlite_reads.py``): one SELECT serves all those close behind
+each other, each keeping its own position and group.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from .base import Consumer, Record, TopicPartition, as_record
+from .base import Consumer, Record, TopicPartition
 from .sqlite_db import WriteLock, connect
 
 _partition_of = operator.itemgetter(0, 1)
 _offset_of = operator.itemgetter(2)
 
+_COMMIT_SQL = ("INSERT INTO group_offsets(grp, topic, partition, offset) VALUES {} "
+               "ON CONFLICT(grp, topic, partition) DO UPDATE SET offset=excluded.offset")
 _POLL_S = 0.05  # how often an idle consumer looks for records written by other processes
 
 
@@ -52,21 +56,18 @@ class SqliteConsumer(Consumer):
                 tp = TopicPartition(topic, partition)
                 if tp in self._positions:
                     self._positions[tp] = offset
+        self._log.shared_reads.join(self, self._positions)
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._positions)
 
     def _read(self, max_records: int) -> list[Record]:
         out: list[Record] = []
+        reads = self._log.shared_reads
         for tp, position in self._positions.items():
             if len(out) >= max_records:
                 break
-            rows = self._conn.execute(
-                "SELECT ?, ?, offset, key, value, ts FROM records WHERE topic=? AND partition=? AND offset>=? "
-                "ORDER BY offset LIMIT ?",
-                (tp.topic, tp.partition, tp.topic, tp.partition, position, max_records - len(out)),
-            ).fetchall()
-            out += map(as_record, rows)  # rows are in Record's field order
+            out += reads.read(self._conn, self, tp, position, max_records - len(out))
         return out
 
     async def getmany(self, max_records: int = 10_000, timeout_ms: int = 200) -> list[Record]:
@@ -87,16 +88,19 @@ class SqliteConsumer(Consumer):
         if self._group is None:
             return
         offsets = dict(self._positions if offsets is None else offsets)
+        if not offsets:
+            return
+
+        # One statement, so one transaction and one fsync for all the partitions (the connection is in
+        # autocommit: executemany would commit, and fsync, row by row, the write lock held throughout).
+        params = [field for tp, off in offsets.items() for field in (self._group, tp.topic, tp.partition, off)]
+        sql = _COMMIT_SQL.format(",".join(["(?,?,?,?)"] * len(offsets)))
 
         def run() -> None:
             if self._write_lock is None:
                 self._write_lock = WriteLock(self._log.path)
-            with self._write_lock, self._conn:
-                self._conn.executemany(
-                    "INSERT INTO group_offsets(grp, topic, partition, offset) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(grp, topic, partition) DO UPDATE SET offset=excluded.offset",
-                    [(self._group, tp.topic, tp.partition, off) for tp, off in offsets.items()],
-                )
+            with self._write_lock:
+                self._conn.execute(sql, params)
 
         await self._run(run)
 
@@ -116,6 +120,7 @@ class SqliteConsumer(Consumer):
         return await self._run(run)
 
     async def close(self) -> None:
+        self._log.shared_reads.leave(self)
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await self._run(conn.close)

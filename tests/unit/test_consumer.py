@@ -54,6 +54,38 @@ async def test_it_cuts_a_batch_when_its_time_is_up():
     assert [o for _, o in offsets(batch.records)] == list(range(len(batch.records)))
 
 
+async def test_after_a_busy_batch_the_next_gathers_for_the_busy_wait():
+    """A batch of busy_records or more makes the next one gather for busy_wait_s; a small batch
+    brings max_wait_s back."""
+    consumer = FakeConsumer()
+    batches = Batches(consumer, max_records=100_000, max_wait_s=0.05, poll_ms=1000, busy_records=100, busy_wait_s=0.3)
+    stop = asyncio.Event()
+
+    async def timed_batch(per_tick: int) -> tuple[float, int]:
+        async def trickle():
+            while True:
+                consumer.append(0, per_tick)
+                await asyncio.sleep(0.005)
+
+        writer = asyncio.create_task(trickle())
+        try:
+            started = time.monotonic()
+            batch = await batches.next(stop)
+            return time.monotonic() - started, len(batch.records)
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+    elapsed, size = await timed_batch(50)  # not busy yet: max_wait_s
+    assert elapsed < 0.25 and size >= 100
+    elapsed, size = await timed_batch(50)  # after a busy batch: busy_wait_s
+    assert 0.3 <= elapsed < 1.0
+    elapsed, size = await timed_batch(1)  # still after a busy one, itself small
+    assert 0.3 <= elapsed < 1.0 and size < 100
+    elapsed, size = await timed_batch(1)  # the last batch was small: max_wait_s again
+    assert elapsed < 0.25 and size < 100
+
+
 async def test_it_reads_once_without_a_wait():
     consumer = FakeConsumer()
     consumer.append(0, 3)
@@ -238,11 +270,11 @@ async def test_it_reads_the_next_batch_while_handling_with_read_ahead():
     assert reads_while_handling[0] >= 2  # the second batch was read before the first was committed
 
 
-async def _batches_under_a_trickle(ready_records: int, per_ms: int, handle_s: float, max_wait_s: float):
+async def _batches_under_a_trickle(ready_records: int, per_ms: int, handle_s: float, max_wait_s: float, **busy):
     """Batches a read-ahead shell cuts from records arriving ``per_ms`` a millisecond for 0.6 s,
     with a handler busy ``handle_s`` per batch; the time each batch was handed over."""
     consumer = FakeConsumer()
-    batches = Batches(consumer, max_records=1_000_000, max_wait_s=max_wait_s, poll_ms=50)
+    batches = Batches(consumer, max_records=1_000_000, max_wait_s=max_wait_s, poll_ms=50, **busy)
     batches.ready_records = ready_records
     seen: list[tuple[float, int]] = []
 
@@ -275,6 +307,16 @@ async def test_under_load_a_read_ahead_batch_goes_when_the_handler_waits():
     assert seen[0][0] - started < 0.2, "the first batch goes once it holds ready_records and the handler waits"
     gaps = [b[0] - a[0] for a, b in zip(seen, seen[1:-1])]
     assert max(gaps) < 0.2, gaps  # the handler's 50 ms and the loop's turns, never max_wait_s
+
+
+async def test_busy_a_read_ahead_batch_gathers_for_the_busy_wait():
+    """After a batch of busy_records, the next read-ahead batch does not go as soon as the handler
+    waits: it gathers for busy_wait_s (fewer, bigger batches under load)."""
+    started, seen = await _batches_under_a_trickle(ready_records=20, per_ms=4, handle_s=0.02, max_wait_s=2.0,
+                                                   busy_records=20, busy_wait_s=0.25)
+    assert len(seen) >= 2, seen
+    gaps = [b[0] - a[0] for a, b in zip(seen, seen[1:-1])]
+    assert all(gap >= 0.25 for gap in gaps), gaps
 
 
 async def test_under_light_load_a_read_ahead_batch_still_waits_its_time():
