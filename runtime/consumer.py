@@ -136,7 +136,7 @@ class Batches:
     bench/e2e.py measures the projector's share of ping → queryable with it."""
 
     ready_records = 500
-    busy_poll_ms = 10  # while the handler is busy and records are held: how often to look at it
+    busy_poll_ms = 10  # while the handler is busy and records are held: read what gathered this often
 
     def __init__(self, consumer: Consumer, max_records: int, max_wait_s: float = 0.0, poll_ms: int = 200,
                  busy_records: int | None = None, busy_wait_s: float | None = None) -> None:
@@ -187,7 +187,9 @@ class Batches:
             elif idle:
                 wait_ms = max(0, int((due - time.monotonic()) * 1000))
             else:
-                wait_ms = self.busy_poll_ms
+                # The handler is busy: let records gather a moment, then take them all in one read.
+                await asyncio.sleep(self.busy_poll_ms / 1000)
+                wait_ms = 0
             got = await self._read(self.max_records - len(records), wait_ms)
             if got and not records:
                 due = time.monotonic() + self.max_wait_s
