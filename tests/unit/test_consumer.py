@@ -356,20 +356,21 @@ async def _batches_behind_a_busy_handler(handle_s: float, max_wait_s: float) -> 
 async def test_behind_a_busy_handler_a_batch_goes_as_soon_as_the_handler_waits():
     """A backlog (records older than the window when the handler frees) goes at once, however few
     (ready_records is 500 here, far more than arrive)."""
-    seen = await _batches_behind_a_busy_handler(handle_s=0.15, max_wait_s=0.05)
+    seen = await _batches_behind_a_busy_handler(handle_s=0.25, max_wait_s=0.15)
     later = seen[1:-1]
-    assert len(later) >= 2, seen
+    assert len(later) >= 1, seen
     for got_at, previous_ended, _ in later:
-        assert got_at - previous_ended < 0.04, (got_at - previous_ended)  # a loop turn or two, never a window
+        assert got_at - previous_ended < 0.12, (got_at - previous_ended)  # a loop turn or two, never a window
 
 
 async def test_a_batch_read_ahead_is_not_cut_while_the_handler_is_busy():
     """The window ends during the handling, yet the batch keeps reading: it holds what arrived until
     the handler waited for it, not only the first max_wait_s of it (which would then wait, stale)."""
-    seen = await _batches_behind_a_busy_handler(handle_s=0.2, max_wait_s=0.02)
+    seen = await _batches_behind_a_busy_handler(handle_s=0.25, max_wait_s=0.02)
+    assert len(seen) >= 3, seen
     for got_at, previous_ended, arrivals in seen[1:-1]:
-        assert previous_ended - arrivals[-1] < 0.03, "records that came while the handler was busy are in"
-        assert arrivals[-1] - arrivals[0] > 0.1, "longer than the window: the batch was not cut at its end"
+        assert previous_ended - arrivals[-1] < 0.1, "records that came while the handler was busy are in"
+        assert arrivals[-1] - arrivals[0] > 0.15, "far longer than the window: the batch was not cut at its end"
 
 
 async def test_when_idle_a_batch_waits_its_window_after_its_first_record():
