@@ -20,8 +20,9 @@ edge's accept queue) and after it (ack, log, projector, insert). ``cpu_cores`` i
 tree's CPU over the load, in cores (the broker's and the generator's too): who holds the
 machine; ``runqueue_threads`` how many of its threads waited for a core, on average.
 ``--batches`` logs the projector's batches (``batches.projector`` at DEBUG) and summarises them
-as the pings see them: records per batch, how old its oldest record was when it was cut and
-when it was committed, how long the projector took to handle and to commit it.
+as the pings see them: records per batch, how old its oldest record was when it was read (the
+log's share), cut (the batch window's) and committed, how long the projector took to handle and
+to commit it.
 
 Prints a table, writes bench/results/e2e.json and bench/results/e2e.png
 (latency p50/p99 against rate). Loopback only; bounded in time and count.
@@ -114,8 +115,8 @@ def _cpu(trees: dict[str, int]) -> dict[str, tuple[float, float]]:
     return out
 
 
-_BATCH_LINE = re.compile(r"batch: (\d+) records, oldest (\S+) ms old when cut, (\S+) ms when committed; "
-                         r"waited (\S+) ms for the handler, handled in (\S+) ms, committed in (\S+) ms")
+_BATCH_LINE = re.compile(r"batch: (\d+) records, oldest (\S+) ms old when read, (\S+) ms when cut, (\S+) ms when "
+                         r"committed; waited (\S+) ms for the handler, handled in (\S+) ms, committed in (\S+) ms")
 
 
 def _batches(output: list[str]) -> dict | None:
@@ -125,7 +126,7 @@ def _batches(output: list[str]) -> dict | None:
     rows = [tuple(float(x) for x in m.groups()) for line in output if (m := _BATCH_LINE.search(line))]
     if not rows:
         return None
-    names = ("records", "age_cut_ms", "age_committed_ms", "waited_ms", "handled_ms", "commit_ms")
+    names = ("records", "age_read_ms", "age_cut_ms", "age_committed_ms", "waited_ms", "handled_ms", "commit_ms")
     out = {"batches": len(rows)}
     for i, name in enumerate(names):
         weighted = sorted((r[i], r[0]) for r in rows if not math.isnan(r[i]))

@@ -21,8 +21,8 @@ the rest the same way for all of them:
   ends without committing the batch;
 - a progress line (records/s, batches, and whatever the service adds) every
   ``log_every_s``; the lag gauges every ``LAG_EVERY_S``; a line per batch at DEBUG on the logger
-  ``batches.<name>`` (how old its oldest record was when it was cut and when it was committed, how
-  long it waited for the handler, its handling and its commit: where a record's latency goes);
+  ``batches.<name>`` (how old its oldest record was when it was read, cut and committed, how long
+  it waited for the handler, its handling and its commit: where a record's latency goes);
 - a watchdog: the loop beats on every turn (and on every attempt of ``retry``);
   a loop that has not turned for ``watchdog_s`` is hung on some await, and
   the shell ends with ``Stalled`` (the process exits non-zero for its supervisor
@@ -64,6 +64,7 @@ _beat: contextvars.ContextVar[health.Loop | None] = contextvars.ContextVar("cons
 class Batch(NamedTuple):
     records: list[Record]
     replayed: bool = False  # cut again as it was before a restart: its effects may be in place already
+    read_at: float = 0.0  # monotonic time its first records were read (0: not known), for the batch log line
 
 
 class Stopped(Exception):
@@ -158,24 +159,23 @@ class Batches:
         if self.waiting is not None:
             return await self._next_read_ahead(stop)
         records, self.held = self.held, []
-        deadline = None
+        deadline = read_at = None
         while len(records) < self.max_records and not stop.is_set():
             wait_ms = self.poll_ms if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
             records += await self._read(self.max_records - len(records), wait_ms)
             if records and deadline is None:
-                deadline = time.monotonic() + (self.busy_wait_s if self._busy else self.max_wait_s)
+                read_at = time.monotonic()
+                deadline = read_at + self.max_wait_s
             if deadline is None or time.monotonic() >= deadline:
                 break  # idle (let the caller look at stop), or the batch's time is up
-        batch = Batch(self.split(records))
-        if self.busy_records is not None and self.busy_wait_s is not None:
-            self._busy = len(batch.records) >= self.busy_records
-        return batch
+        return Batch(self.split(records), read_at=read_at or 0.0)
 
     async def _next_read_ahead(self, stop: asyncio.Event) -> Batch:
         records, self.held = self.held, []
         waiting = self.waiting
         # Records held over from the last batch (it was full) are a backlog: due at once.
         due = time.monotonic() if records else None
+        read_at = 0.0
         while len(records) < self.max_records and not stop.is_set():
             idle = waiting.is_set()
             if idle and records and (len(records) >= self.ready_records or time.monotonic() >= due):
@@ -192,11 +192,12 @@ class Batches:
                 wait_ms = 0
             got = await self._read(self.max_records - len(records), wait_ms)
             if got and not records:
-                due = time.monotonic() + self.max_wait_s
+                read_at = time.monotonic()
+                due = read_at + self.max_wait_s
             records += got
             if not records:
                 break  # idle: let the caller look at stop
-        return Batch(self.split(records))
+        return Batch(self.split(records), read_at=read_at)
 
     def split(self, records: list[Record]) -> list[Record]:
         """At most ``max_records`` of ``records``; the rest is held for the next batch. A prefix of
@@ -370,11 +371,13 @@ class ConsumerShell:
     def _log_batch(self, batch: Batch, cut_at: float, started: float, handled: float) -> None:
         now = time.monotonic()
         # Record timestamps are wall-clock milliseconds (the producer's); the rest is monotonic.
-        oldest_ms = time.time() * 1000 - min(map(_timestamp_of, batch.records))
+        committed_ms = time.time() * 1000 - min(map(_timestamp_of, batch.records))
+        cut_ms = committed_ms - (now - cut_at) * 1000 if cut_at else float("nan")
+        read_ms = cut_ms - (cut_at - batch.read_at) * 1000 if batch.read_at else float("nan")
         self.batch_log.debug(
-            "%s batch: %d records, oldest %.0f ms old when cut, %.0f ms when committed; waited %.0f ms for "
-            "the handler, handled in %.0f ms, committed in %.0f ms", self.name, len(batch.records),
-            oldest_ms - (now - cut_at) * 1000 if cut_at else float("nan"), oldest_ms,
+            "%s batch: %d records, oldest %.0f ms old when read, %.0f ms when cut, %.0f ms when committed; "
+            "waited %.0f ms for the handler, handled in %.0f ms, committed in %.0f ms", self.name,
+            len(batch.records), read_ms, cut_ms, committed_ms,
             (started - cut_at) * 1000 if cut_at else float("nan"), (handled - started) * 1000, (now - handled) * 1000)
 
     def _log_progress(self, before: dict, elapsed_s: float) -> None:
