@@ -140,6 +140,20 @@ def _batches(output: list[str]) -> dict | None:
     return out
 
 
+async def _wait_registry(port: int, check_id: str) -> None:
+    """Until the last check is known wherever a connection lands (several edges follow the registry)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        in_a_row = 0
+        for _ in range(400):
+            known = (await session.head(f"http://127.0.0.1:{port}/ping/{check_id}")).status == 200
+            in_a_row = in_a_row + 1 if known else 0
+            if in_a_row >= 20:
+                return
+            await asyncio.sleep(0.01 if in_a_row else 0.1)
+
+
 def run_rate(mode: str, rate: float, args, bootstrap: str | None, broker_pid: int | None) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"bench-e2e-{mode}-") as tmp:
         procs, edge, query_env, keys = _start(mode, Path(tmp), bootstrap, args)
