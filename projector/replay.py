@@ -113,6 +113,7 @@ class Batcher(Batches):
     async def _next(self, stop: asyncio.Event) -> Batch:
         if not self.replay:
             return await super().next(stop)
+        self.read_at = 0.0
         records, self.held = self.held, []
         while not stop.is_set():
             cut = self._cut(records)

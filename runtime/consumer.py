@@ -64,7 +64,6 @@ _beat: contextvars.ContextVar[health.Loop | None] = contextvars.ContextVar("cons
 class Batch(NamedTuple):
     records: list[Record]
     replayed: bool = False  # cut again as it was before a restart: its effects may be in place already
-    read_at: float = 0.0  # monotonic time its first records were read (0: not known), for the batch log line
 
 
 class Stopped(Exception):
@@ -149,7 +148,7 @@ class Batches:
         self.busy_wait_s = busy_wait_s
         self.held: list[Record] = []  # read already, beyond the last batch: the start of the next one
         self.waiting: asyncio.Event | None = None  # set by a read-ahead shell while its handler is idle
-        self._busy = False  # the last batch held busy_records or more
+        self.read_at = 0.0  # monotonic time the last batch's first records were read (0: not known)
 
     async def _read(self, max_records: int, timeout_ms: int) -> list[Record]:
         """One read of the consumer (a subclass may look at each read's records as they come)."""
@@ -159,23 +158,24 @@ class Batches:
         if self.waiting is not None:
             return await self._next_read_ahead(stop)
         records, self.held = self.held, []
-        deadline = read_at = None
+        deadline = None
+        self.read_at = 0.0
         while len(records) < self.max_records and not stop.is_set():
             wait_ms = self.poll_ms if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
             records += await self._read(self.max_records - len(records), wait_ms)
             if records and deadline is None:
-                read_at = time.monotonic()
-                deadline = read_at + self.max_wait_s
+                self.read_at = time.monotonic()
+                deadline = self.read_at + self.max_wait_s
             if deadline is None or time.monotonic() >= deadline:
                 break  # idle (let the caller look at stop), or the batch's time is up
-        return Batch(self.split(records), read_at=read_at or 0.0)
+        return Batch(self.split(records))
 
     async def _next_read_ahead(self, stop: asyncio.Event) -> Batch:
         records, self.held = self.held, []
         waiting = self.waiting
         # Records held over from the last batch (it was full) are a backlog: due at once.
         due = time.monotonic() if records else None
-        read_at = 0.0
+        self.read_at = 0.0
         while len(records) < self.max_records and not stop.is_set():
             idle = waiting.is_set()
             if idle and records and (len(records) >= self.ready_records or time.monotonic() >= due):
@@ -192,12 +192,12 @@ class Batches:
                 wait_ms = 0
             got = await self._read(self.max_records - len(records), wait_ms)
             if got and not records:
-                read_at = time.monotonic()
-                due = read_at + self.max_wait_s
+                self.read_at = time.monotonic()
+                due = self.read_at + self.max_wait_s
             records += got
             if not records:
                 break  # idle: let the caller look at stop
-        return Batch(self.split(records), read_at=read_at)
+        return Batch(self.split(records))
 
     def split(self, records: list[Record]) -> list[Record]:
         """At most ``max_records`` of ``records``; the rest is held for the next batch. A prefix of
@@ -299,11 +299,14 @@ class ConsumerShell:
 
     async def _run(self, stop: asyncio.Event, beat: health.Loop) -> None:
         waiting = self.batches.waiting = asyncio.Event() if self.read_ahead else None
-        cut_at = [0.0]  # when the batch read ahead was cut (its task's end)
+        cut = [0.0, 0.0]  # when the batch read ahead was cut (its task's end) and first read
+
+        def stamp(_=None) -> None:
+            cut[:] = time.monotonic(), self.batches.read_at
 
         def read_ahead() -> asyncio.Future:
             future = asyncio.ensure_future(self.batches.next(stop))
-            future.add_done_callback(lambda _: cut_at.__setitem__(0, time.monotonic()))
+            future.add_done_callback(stamp)
             return future
 
         upcoming = read_ahead() if self.read_ahead else None
@@ -313,14 +316,14 @@ class ConsumerShell:
                 beat.beat()
                 if upcoming is None:
                     batch = await self.batches.next(stop)
-                    cut_at[0] = time.monotonic()
+                    stamp()
                 else:
                     waiting.set()
                     batch = await upcoming
                     waiting.clear()
                     upcoming = read_ahead()
                 try:
-                    committed = await self._step(batch, cut_at[0])
+                    committed = await self._step(batch, *cut)
                 except Stopped as exc:
                     self.log.warning("%s: stopping with a batch not committed (it will be read again): %s",
                                      self.name, exc)
@@ -336,8 +339,9 @@ class ConsumerShell:
                 upcoming.cancel()
                 await asyncio.gather(upcoming, return_exceptions=True)
 
-    async def _step(self, batch: Batch, cut_at: float = 0.0) -> bool:
-        """Handle one batch and commit it; False when the commit was refused. ``cut_at``: when it was cut."""
+    async def _step(self, batch: Batch, cut_at: float = 0.0, read_at: float = 0.0) -> bool:
+        """Handle one batch and commit it; False when the commit was refused. ``cut_at``, ``read_at``:
+        when it was cut, and when its first records were read (for the batch log line)."""
         started = time.monotonic()
         assigned = self.consumer.assignment()
         if assigned != self._assignment:
@@ -365,15 +369,15 @@ class ConsumerShell:
         if batch.records:
             metrics.BATCH_RECORDS.labels(self.name).observe(len(batch.records))
             if self.batch_log.isEnabledFor(logging.DEBUG):
-                self._log_batch(batch, cut_at, started, handled)
+                self._log_batch(batch, cut_at, read_at, started, handled)
         return True
 
-    def _log_batch(self, batch: Batch, cut_at: float, started: float, handled: float) -> None:
+    def _log_batch(self, batch: Batch, cut_at: float, read_at: float, started: float, handled: float) -> None:
         now = time.monotonic()
         # Record timestamps are wall-clock milliseconds (the producer's); the rest is monotonic.
         committed_ms = time.time() * 1000 - min(map(_timestamp_of, batch.records))
         cut_ms = committed_ms - (now - cut_at) * 1000 if cut_at else float("nan")
-        read_ms = cut_ms - (cut_at - batch.read_at) * 1000 if batch.read_at else float("nan")
+        read_ms = cut_ms - (cut_at - read_at) * 1000 if read_at and cut_at else float("nan")
         self.batch_log.debug(
             "%s batch: %d records, oldest %.0f ms old when read, %.0f ms when cut, %.0f ms when committed; "
             "waited %.0f ms for the handler, handled in %.0f ms, committed in %.0f ms", self.name,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 
 import pytest
@@ -422,3 +423,25 @@ async def test_it_logs_progress_with_counts_and_rates(caplog):
     await run_until(shell, lambda: consumer.commits)
     lines = [r.getMessage() for r in caplog.records if "records/s" in r.getMessage()]
     assert lines and lines[-1].startswith("test: ") and "(7 in 1 batches), 12 widgets" in lines[-1]
+
+
+async def test_it_logs_each_batch_at_debug_with_where_its_records_time_went(caplog):
+    caplog.set_level(logging.DEBUG, logger="batches.test")
+    consumer = FakeConsumer()
+    consumer.append(0, 5)
+    written_ms = int(time.time() * 1000) - 300  # the records were produced 300 ms ago
+    consumer.logs[P0][:] = [r._replace(timestamp_ms=written_ms) for r in consumer.logs[P0]]
+
+    async def handle(batch: Batch):
+        await asyncio.sleep(0.05)
+
+    shell = shell_for(consumer, handle, read_ahead=True)
+    await run_until(shell, lambda: consumer.commits)
+    lines = [r.getMessage() for r in caplog.records if r.name == "batches.test"]
+    assert lines, "one line per batch"
+    m = re.search(r"test batch: 5 records, oldest (\d+) ms old when read, (\d+) ms when cut, (\d+) ms when committed; "
+                  r"waited (\d+) ms for the handler, handled in (\d+) ms, committed in (\d+) ms", lines[0])
+    assert m, lines[0]
+    read, cut, committed, _, handled, _ = map(int, m.groups())
+    assert 300 <= read <= cut <= committed
+    assert handled >= 49 and committed - cut >= handled - 2  # figures rounded to the millisecond
