@@ -491,10 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     transitions.add_argument("action", choices=["tail"])
     args = parser.parse_args(argv)
 
-    logging.basicConfig(
-        level=os.environ.get("PINGSTREAM_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _configure_logging(os.environ.get("PINGSTREAM_LOG_LEVEL", "INFO"))
     try:
         config = Config.from_env()
     except ConfigError as exc:
@@ -512,6 +509,15 @@ def main(argv: list[str] | None = None) -> int:
         # engine another process holds: one line.
         print(f"pingstream: {exc}", file=sys.stderr)
         return 1
+
+
+def _configure_logging(spec: str) -> None:
+    """``PINGSTREAM_LOG_LEVEL``: a level, then optionally ``,logger=level`` pairs (``WARNING,batches=DEBUG``)."""
+    level, *pairs = (part.strip() for part in spec.split(","))
+    logging.basicConfig(level=level.upper() or "INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for pair in filter(None, pairs):
+        name, _, value = pair.partition("=")
+        logging.getLogger(name.strip()).setLevel(value.strip().upper() or "DEBUG")
 
 
 def _command(args, config: Config) -> int:

@@ -19,7 +19,7 @@ from runtime.eventlog.base import Record, TopicPartition
 log = logging.getLogger(__name__)
 
 BATCH_MAX = 50_000
-BATCH_WAIT_S = 0.2
+BATCH_WAIT_S = 0.1  # the idle window (runtime.consumer.Batches): under load a batch goes when the handler waits
 _REPLAY_READ_MAX = 4  # batches' worth of records read at most while looking for the journaled batch
 
 
@@ -53,9 +53,12 @@ class Batcher(Batches):
     ) -> None:
         super().__init__(consumer, max_records, max_wait_s, poll_ms=200)
         self.replay = dict(replay)
-        # ``decode(records)`` (pure: no state) is run on each batch as soon as it is read, so with the shell's
-        # read-ahead a batch is decoded while the one before it is inserted (the engine runs without the GIL).
+        # ``decode(records)`` (pure: record by record, no state) is run on each read's records as soon as they
+        # come, so with the shell's read-ahead a batch is decoded while the one before it is inserted (the
+        # engine runs without the GIL). It returns a tuple of lists, and the decoding of a batch is the
+        # decodings of its reads, list by list, end to end.
         self.decode = decode
+        self._reads: list[tuple[list[Record], tuple]] = []  # decoded reads not yet in a batch, in read order
         self._decoded: list[tuple[list[Record], object]] = []  # (a batch's records, what decode made of them)
 
     def decoded(self, records: list[Record]) -> object | None:
@@ -66,18 +69,51 @@ class Batcher(Batches):
                 return result
         return None
 
+    async def _read(self, max_records: int, timeout_ms: int) -> list[Record]:
+        got = await super()._read(max_records, timeout_ms)
+        if got and self.decode is not None:
+            self._reads.append((got, self.decode(got)))
+        return got
+
     async def next(self, stop: asyncio.Event) -> Batch:
         """The next batch; ``replayed`` when it is the journaled one, cut as before."""
         batch = await self._next(stop)
         if self.decode is not None and batch.records:
             # At most the batch being handled and the one read ahead: a batch that was never asked for
             # (the shell stopped) does not pin its records.
-            self._decoded = self._decoded[-1:] + [(batch.records, self.decode(batch.records))]
+            self._decoded = self._decoded[-1:] + [(batch.records, self._decode_batch(batch.records))]
         return batch
+
+    def _decode_batch(self, records: list[Record]) -> tuple:
+        """``decode(records)`` from the decoded reads the batch is made of; reads of records the batch
+        does not start with (read outside ``_read``, as the replay does) are decoded again, whole."""
+        parts, at, n = [], 0, len(records)
+        while self._reads and at < n:
+            read, result = self._reads[0]
+            if read[0] is not records[at]:
+                break
+            if at + len(read) <= n:
+                if read[-1] is not records[at + len(read) - 1]:
+                    break
+                parts.append(result)
+                at += len(read)
+                self._reads.pop(0)
+            else:  # the batch ends within this read (it was full): the rest starts the next batch
+                k = n - at
+                parts.append(self.decode(read[:k]))
+                self._reads[0] = (read[k:], self.decode(read[k:]))
+                at = n
+        if at != n:
+            self._reads.clear()
+            return self.decode(records)
+        if len(parts) == 1:
+            return parts[0]
+        return tuple([item for part in parts for item in part[i]] for i in range(len(parts[0])))
 
     async def _next(self, stop: asyncio.Event) -> Batch:
         if not self.replay:
             return await super().next(stop)
+        self.read_at = 0.0
         records, self.held = self.held, []
         while not stop.is_set():
             cut = self._cut(records)

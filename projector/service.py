@@ -1,8 +1,8 @@
 """The projector service: pings and transitions from the log into ClickHouse, exactly once in effect.
 
-Batches (up to ``BATCH_MAX`` records or ``BATCH_WAIT_S`` after the first, see
-``replay``) come from the consumer shell (``runtime.consumer``); each goes
-through, in this order:
+Batches (up to ``BATCH_MAX`` records; under load what came during the last one's
+handling, else ``BATCH_WAIT_S`` after the first, see ``replay``) come from the
+consumer shell (``runtime.consumer``); each goes through, in this order:
 
 1. journal: the offsets it covers, per partition, into ``projector_batches``;
 2. decode (a ping as the fold reads it, ``wire.PingFacts``; poison records go to
@@ -16,8 +16,8 @@ through, in this order:
 4. commit of the offsets (by the shell, once ``handle`` returned).
 
 The shell reads the next batch from the log while this one is inserted
-(``read_ahead``), and the batcher decodes it as soon as it is read (decoding is
-pure); it is folded only when its turn comes. (Folding it ahead, during the
+(``read_ahead``), and the batcher decodes its records as soon as they are read
+(decoding is pure); it is folded only when its turn comes. (Folding it ahead, during the
 insert before it, lost acknowledged pings across a broker restart in
 tests/e2e/test_broker_restart.py: it was taken out.)
 

@@ -5,9 +5,9 @@ the rest the same way for all of them:
 
 - a batch policy cuts the log into batches (``Batches``: at most
   ``max_records``, read for at most ``max_wait_s`` after the first record
-  arrived, or, read ahead, as soon as the handler waits for it and it holds
-  ``ready_records``; a service may plug in its own, as the projector does to
-  re-cut a journaled batch after a restart);
+  arrived; read ahead, an adaptive window: at once when the handler waits and
+  records came while it was busy; a service may plug in its own, as the
+  projector does to re-cut a journaled batch after a restart);
 - ``handle(batch)`` makes the batch's effects durable (flush, produce) and
   may name the offsets to commit (default: each partition's next offset
   after the batch);
@@ -20,7 +20,9 @@ the rest the same way for all of them:
   it works, or gives up with ``Stopped`` once ``stop`` is set: the shell then
   ends without committing the batch;
 - a progress line (records/s, batches, and whatever the service adds) every
-  ``log_every_s``; the lag gauges every ``LAG_EVERY_S``;
+  ``log_every_s``; the lag gauges every ``LAG_EVERY_S``; a line per batch at DEBUG on the logger
+  ``batches.<name>`` (how old its oldest record was when it was read, cut and committed, how long
+  it waited for the handler, its handling and its commit: where a record's latency goes);
 - a watchdog: the loop beats on every turn (and on every attempt of ``retry``);
   a loop that has not turned for ``watchdog_s`` is hung on some await, and
   the shell ends with ``Stalled`` (the process exits non-zero for its supervisor
@@ -101,6 +103,7 @@ async def retry(
 
 _partition_of = operator.itemgetter(0, 1)  # a Record's (topic, partition)
 _offset_of = operator.itemgetter(2)
+_timestamp_of = operator.itemgetter(5)  # a Record's timestamp_ms
 
 
 def last_offsets(records: list[Record]) -> dict[TopicPartition, int]:
@@ -118,18 +121,28 @@ class Batches:
     """Batches bounded by count and time. An idle read returns an empty batch after ``poll_ms``,
     so the shell looks at ``stop`` (and services with periodic work get their turn).
 
-    Read ahead (``waiting`` is then the shell's event, set while the handler has nothing to do), a
-    batch is also cut once the handler waits and it holds ``ready_records``: under load the batch is
-    what arrived during the last one's handling, as a group commit, instead of waiting out
-    ``max_wait_s`` (bench/e2e.py: the projector's share of ping → queryable). Under light load it
-    changes nothing: a few records wait for ``max_wait_s`` and go as one batch.
+    Without read-ahead, a batch is what arrives within ``max_wait_s`` of its first record (or
+    ``max_records``). Read ahead (``waiting`` is then the shell's event, set while the handler has
+    nothing to do), the batch goes when the handler waits for it:
+
+    - while the handler is busy the batch keeps reading (up to ``max_records``), whatever its age:
+      a batch cut then would only wait for the handler while newer records pile up outside it;
+    - once the handler waits, a batch whose first record is ``max_wait_s`` old (under load: it
+      came during the last one's handling), or that holds ``ready_records``, goes at once with
+      whatever is buffered, a group commit;
+    - otherwise it waits until one of them holds: under light load at most one batch every
+      ``max_wait_s``, a few records each, rather than a batch (and its inserts) per record.
+
+    bench/e2e.py measures the projector's share of ping → queryable with it.
 
     Busy (``busy_wait_s``): after a batch of at least ``busy_records``, the next one gathers for
-    ``busy_wait_s`` instead of ``max_wait_s``, read ahead or not. A service whose every batch costs a
-    fixed price (log writes, a commit, an insert) then pays it a few times a second under load, not
-    ten or twenty, and leaves the cores to the edges; under light load nothing changes."""
+    ``busy_wait_s`` instead of ``max_wait_s`` (read ahead: its first record is that old, however
+    many it holds, before it goes). A service whose every batch costs a fixed price (log writes, a
+    commit, an insert) then pays it a few times a second under load, not ten or twenty, and leaves
+    the cores to the edges; under light load nothing changes."""
 
     ready_records = 500
+    busy_poll_ms = 10  # while the handler is busy and records are held: read what gathered this often
 
     def __init__(self, consumer: Consumer, max_records: int, max_wait_s: float = 0.0, poll_ms: int = 200,
                  busy_records: int | None = None, busy_wait_s: float | None = None) -> None:
@@ -141,31 +154,67 @@ class Batches:
         self.busy_wait_s = busy_wait_s
         self.held: list[Record] = []  # read already, beyond the last batch: the start of the next one
         self.waiting: asyncio.Event | None = None  # set by a read-ahead shell while its handler is idle
+        self.read_at = 0.0  # monotonic time the last batch's first records were read (0: not known)
         self._busy = False  # the last batch held busy_records or more
 
+    async def _read(self, max_records: int, timeout_ms: int) -> list[Record]:
+        """One read of the consumer (a subclass may look at each read's records as they come)."""
+        return await self.consumer.getmany(max_records=max_records, timeout_ms=timeout_ms)
+
     async def next(self, stop: asyncio.Event) -> Batch:
+        if self.waiting is not None:
+            return await self._next_read_ahead(stop)
         records, self.held = self.held, []
         deadline = None
+        self.read_at = 0.0
         while len(records) < self.max_records and not stop.is_set():
-            if self._wanted(records):
-                # The handler waits: what is buffered already joins the batch, then it goes.
-                records += await self.consumer.getmany(max_records=self.max_records - len(records), timeout_ms=0)
-                break
             wait_ms = self.poll_ms if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
-            records += await self.consumer.getmany(max_records=self.max_records - len(records), timeout_ms=wait_ms)
+            records += await self._read(self.max_records - len(records), wait_ms)
             if records and deadline is None:
-                deadline = time.monotonic() + (self.busy_wait_s if self._busy else self.max_wait_s)
+                self.read_at = time.monotonic()
+                deadline = self.read_at + self._window()
             if deadline is None or time.monotonic() >= deadline:
                 break  # idle (let the caller look at stop), or the batch's time is up
+        return self._cut(records)
+
+    def _window(self) -> float:
+        return self.busy_wait_s if self._busy else self.max_wait_s
+
+    def _cut(self, records: list[Record]) -> Batch:
         batch = Batch(self.split(records))
         if self.busy_records is not None and self.busy_wait_s is not None:
             self._busy = len(batch.records) >= self.busy_records
         return batch
 
-    def _wanted(self, records: list[Record]) -> bool:
-        # Busy, a read-ahead batch gathers for busy_wait_s too: under load, fewer and bigger batches.
-        return (self.waiting is not None and self.waiting.is_set() and len(records) >= self.ready_records
-                and not self._busy)
+    async def _next_read_ahead(self, stop: asyncio.Event) -> Batch:
+        records, self.held = self.held, []
+        waiting = self.waiting
+        # Records held over from the last batch (it was full) are a backlog: due at once.
+        due = time.monotonic() if records else None
+        self.read_at = 0.0
+        ready_records = self.max_records if self._busy else self.ready_records  # busy: the window only
+        while len(records) < self.max_records and not stop.is_set():
+            idle = waiting.is_set()
+            if idle and records and (len(records) >= ready_records or time.monotonic() >= due):
+                # The handler waits: what is buffered already joins the batch, then it goes.
+                records += await self._read(self.max_records - len(records), 0)
+                break
+            if not records:
+                wait_ms = self.poll_ms
+            elif idle:
+                wait_ms = max(0, int((due - time.monotonic()) * 1000))
+            else:
+                # The handler is busy: let records gather a moment, then take them all in one read.
+                await asyncio.sleep(self.busy_poll_ms / 1000)
+                wait_ms = 0
+            got = await self._read(self.max_records - len(records), wait_ms)
+            if got and not records:
+                self.read_at = time.monotonic()
+                due = self.read_at + self._window()
+            records += got
+            if not records:
+                break  # idle: let the caller look at stop
+        return self._cut(records)
 
     def split(self, records: list[Record]) -> list[Record]:
         """At most ``max_records`` of ``records``; the rest is held for the next batch. A prefix of
@@ -217,6 +266,7 @@ class ConsumerShell:
         self.lag: int | None = None  # records behind, as last measured
         self._lag_at = time.monotonic()  # when it was last measured (or the shell started)
         self._stalled: str | None = None
+        self.batch_log = logging.getLogger(f"batches.{name}")
 
     async def run(self, stop: asyncio.Event) -> None:
         beat = health.loop(self.name, self.watchdog_s)
@@ -266,20 +316,31 @@ class ConsumerShell:
 
     async def _run(self, stop: asyncio.Event, beat: health.Loop) -> None:
         waiting = self.batches.waiting = asyncio.Event() if self.read_ahead else None
-        upcoming = asyncio.ensure_future(self.batches.next(stop)) if self.read_ahead else None
+        cut = [0.0, 0.0]  # when the batch read ahead was cut (its task's end) and first read
+
+        def stamp(_=None) -> None:
+            cut[:] = time.monotonic(), self.batches.read_at
+
+        def read_ahead() -> asyncio.Future:
+            future = asyncio.ensure_future(self.batches.next(stop))
+            future.add_done_callback(stamp)
+            return future
+
+        upcoming = read_ahead() if self.read_ahead else None
         last_log, logged = time.monotonic(), dict(self.counts)
         try:
             while not stop.is_set():
                 beat.beat()
                 if upcoming is None:
                     batch = await self.batches.next(stop)
+                    stamp()
                 else:
                     waiting.set()
                     batch = await upcoming
                     waiting.clear()
-                    upcoming = asyncio.ensure_future(self.batches.next(stop))
+                    upcoming = read_ahead()
                 try:
-                    committed = await self._step(batch)
+                    committed = await self._step(batch, *cut)
                 except Stopped as exc:
                     self.log.warning("%s: stopping with a batch not committed (it will be read again): %s",
                                      self.name, exc)
@@ -295,14 +356,17 @@ class ConsumerShell:
                 upcoming.cancel()
                 await asyncio.gather(upcoming, return_exceptions=True)
 
-    async def _step(self, batch: Batch) -> bool:
-        """Handle one batch and commit it; False when the commit was refused."""
+    async def _step(self, batch: Batch, cut_at: float = 0.0, read_at: float = 0.0) -> bool:
+        """Handle one batch and commit it; False when the commit was refused. ``cut_at``, ``read_at``:
+        when it was cut, and when its first records were read (for the batch log line)."""
+        started = time.monotonic()
         assigned = self.consumer.assignment()
         if assigned != self._assignment:
             self._assignment = assigned
             if self.on_assignment is not None:
                 await self.on_assignment(assigned)
         offsets = await self.handle(batch)
+        handled = time.monotonic()
         if batch.records:
             self.counts["records"] += len(batch.records)
             self.counts["batches"] += 1
@@ -321,7 +385,21 @@ class ConsumerShell:
             self.positions.update(offsets)
         if batch.records:
             metrics.BATCH_RECORDS.labels(self.name).observe(len(batch.records))
+            if self.batch_log.isEnabledFor(logging.DEBUG):
+                self._log_batch(batch, cut_at, read_at, started, handled)
         return True
+
+    def _log_batch(self, batch: Batch, cut_at: float, read_at: float, started: float, handled: float) -> None:
+        now = time.monotonic()
+        # Record timestamps are wall-clock milliseconds (the producer's); the rest is monotonic.
+        committed_ms = time.time() * 1000 - min(map(_timestamp_of, batch.records))
+        cut_ms = committed_ms - (now - cut_at) * 1000 if cut_at else float("nan")
+        read_ms = cut_ms - (cut_at - read_at) * 1000 if read_at and cut_at else float("nan")
+        self.batch_log.debug(
+            "%s batch: %d records, oldest %.0f ms old when read, %.0f ms when cut, %.0f ms when committed; "
+            "waited %.0f ms for the handler, handled in %.0f ms, committed in %.0f ms", self.name,
+            len(batch.records), read_ms, cut_ms, committed_ms,
+            (started - cut_at) * 1000 if cut_at else float("nan"), (handled - started) * 1000, (now - handled) * 1000)
 
     def _log_progress(self, before: dict, elapsed_s: float) -> None:
         c = self.counts

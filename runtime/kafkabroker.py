@@ -236,7 +236,12 @@ class Broker:
         log4j.write_text(_LOG4J.format(path=self.workdir / "broker.log"))
         return [
             shutil.which("java") or "java",
-            "-Xms256m", "-Xmx768m", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
+            "-Xms256m", "-Xmx768m", "-XX:+UseSerialGC",
+            # The client compiler only: a broker of tests and benches lives for seconds to minutes, in which
+            # the server compiler's threads take as much CPU as serving does, from the services sharing the
+            # cores; C1's code serves at no more CPU. (Durability is untouched: see log.flush below.)
+            "-XX:TieredStopAtLevel=1",
+            "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={log4j}",
             "-cp", str(self.libs / "*"), main, *args,
         ]

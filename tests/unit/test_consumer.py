@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 
 import pytest
@@ -322,7 +323,80 @@ async def test_busy_a_read_ahead_batch_gathers_for_the_busy_wait():
 async def test_under_light_load_a_read_ahead_batch_still_waits_its_time():
     started, seen = await _batches_under_a_trickle(ready_records=10_000, per_ms=1, handle_s=0.0, max_wait_s=0.25)
     assert seen and seen[0][0] - started >= 0.25  # fewer than ready_records: the batch's time, as before
-    assert len(seen) <= 4, seen
+    gaps = [b[0] - a[0] for a, b in zip(seen, seen[1:])]
+    assert min(gaps, default=1.0) >= 0.2, gaps  # at most one batch per window, however long the trickle took
+
+
+async def _batches_behind_a_busy_handler(handle_s: float, max_wait_s: float) -> list[tuple[float, float, list]]:
+    """Records arrive every 5 ms for 0.6 s; the handler is busy ``handle_s`` per batch. Per batch: when the
+    handler got it, when the handler before it ended, and its records' arrival times."""
+    consumer = FakeConsumer()
+    batches = Batches(consumer, max_records=1_000_000, max_wait_s=max_wait_s, poll_ms=50)
+    arrived: dict[int, float] = {}
+    seen: list[tuple[float, float, list]] = []
+    ended = [0.0]
+
+    async def handle(batch: Batch):
+        if batch.records:
+            seen.append((time.monotonic(), ended[0], [arrived[r.offset] for r in batch.records]))
+            await asyncio.sleep(handle_s)
+            ended[0] = time.monotonic()
+
+    shell = ConsumerShell("test", consumer, handle, batches=batches, read_ahead=True)
+    stop = asyncio.Event()
+    task = asyncio.create_task(shell.run(stop))
+    for _ in range(120):
+        for record in consumer.append(0):
+            arrived[record.offset] = time.monotonic()
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.3)
+    stop.set()
+    await asyncio.wait_for(task, 5.0)
+    return seen
+
+
+async def test_behind_a_busy_handler_a_batch_goes_as_soon_as_the_handler_waits():
+    """A backlog (records older than the window when the handler frees) goes at once, however few
+    (ready_records is 500 here, far more than arrive)."""
+    seen = await _batches_behind_a_busy_handler(handle_s=0.25, max_wait_s=0.15)
+    later = seen[1:-1]
+    assert len(later) >= 1, seen
+    for got_at, previous_ended, _ in later:
+        assert got_at - previous_ended < 0.12, (got_at - previous_ended)  # a loop turn or two, never a window
+
+
+async def test_a_batch_read_ahead_is_not_cut_while_the_handler_is_busy():
+    """The window ends during the handling, yet the batch keeps reading: it holds what arrived until
+    the handler waited for it, not only the first max_wait_s of it (which would then wait, stale)."""
+    seen = await _batches_behind_a_busy_handler(handle_s=0.25, max_wait_s=0.02)
+    assert len(seen) >= 3, seen
+    for got_at, previous_ended, arrivals in seen[1:-1]:
+        assert previous_ended - arrivals[-1] < 0.1, "records that came while the handler was busy are in"
+        assert arrivals[-1] - arrivals[0] > 0.15, "far longer than the window: the batch was not cut at its end"
+
+
+async def test_when_idle_a_batch_waits_its_window_after_its_first_record():
+    consumer = FakeConsumer()
+    batches = Batches(consumer, max_records=1_000, max_wait_s=0.2, poll_ms=50)
+    seen: list[tuple[float, int]] = []
+
+    async def handle(batch: Batch):
+        if batch.records:
+            seen.append((time.monotonic(), len(batch.records)))
+
+    shell = ConsumerShell("test", consumer, handle, batches=batches, read_ahead=True)
+    stop = asyncio.Event()
+    task = asyncio.create_task(shell.run(stop))
+    await asyncio.sleep(0.1)  # the handler waits
+    first = time.monotonic()
+    consumer.append(0)
+    await asyncio.sleep(0.05)
+    consumer.append(0, 2)
+    await asyncio.sleep(0.4)
+    stop.set()
+    await asyncio.wait_for(task, 5.0)
+    assert [n for _, n in seen] == [3], seen  # one batch of the three records, not one per record
+    assert seen[0][0] - first >= 0.2
 
 
 async def test_it_stops_promptly_when_idle():
@@ -349,3 +423,25 @@ async def test_it_logs_progress_with_counts_and_rates(caplog):
     await run_until(shell, lambda: consumer.commits)
     lines = [r.getMessage() for r in caplog.records if "records/s" in r.getMessage()]
     assert lines and lines[-1].startswith("test: ") and "(7 in 1 batches), 12 widgets" in lines[-1]
+
+
+async def test_it_logs_each_batch_at_debug_with_where_its_records_time_went(caplog):
+    caplog.set_level(logging.DEBUG, logger="batches.test")
+    consumer = FakeConsumer()
+    consumer.append(0, 5)
+    written_ms = int(time.time() * 1000) - 300  # the records were produced 300 ms ago
+    consumer.logs[P0][:] = [r._replace(timestamp_ms=written_ms) for r in consumer.logs[P0]]
+
+    async def handle(batch: Batch):
+        await asyncio.sleep(0.05)
+
+    shell = shell_for(consumer, handle, read_ahead=True)
+    await run_until(shell, lambda: consumer.commits)
+    lines = [r.getMessage() for r in caplog.records if r.name == "batches.test"]
+    assert lines, "one line per batch"
+    m = re.search(r"test batch: 5 records, oldest (\d+) ms old when read, (\d+) ms when cut, (\d+) ms when committed; "
+                  r"waited (\d+) ms for the handler, handled in (\d+) ms, committed in (\d+) ms", lines[0])
+    assert m, lines[0]
+    read, cut, committed, _, handled, _ = map(int, m.groups())
+    assert 300 <= read <= cut <= committed
+    assert handled >= 49 and committed - cut >= handled - 2  # figures rounded to the millisecond

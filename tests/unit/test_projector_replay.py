@@ -111,3 +111,62 @@ async def test_a_journaled_partition_that_never_shows_up_under_load_is_not_waite
         await load
     assert batch.replayed and offsets(batch.records) == [(0, 0), (0, 1), (0, 2)]
     assert consumer.reads <= 3
+
+
+def _decode(records):
+    """A decode as the projector's: a tuple of lists, record by record (here: offsets, and the odd ones)."""
+    return [r.offset for r in records], [r.offset for r in records if r.offset % 2]
+
+
+class _Greedy(FakeConsumer):
+    """A consumer whose reads may hold more than asked for (the batch then ends within a read)."""
+
+    async def getmany(self, max_records: int = 10_000, timeout_ms: int = 200):
+        return await super().getmany(max_records=10_000, timeout_ms=timeout_ms)
+
+
+async def test_each_read_is_decoded_as_it_comes_and_a_batch_gets_the_decoding_of_its_records():
+    consumer = _Greedy()
+    decoded_sizes = []
+
+    def decode(records):
+        decoded_sizes.append(len(records))
+        return _decode(records)
+
+    batcher = Batcher(consumer, {}, max_records=10, max_wait_s=0.0, decode=decode)
+    consumer.append(0, 4)
+    first = await batcher.next(asyncio.Event())
+    assert batcher.decoded(first.records) == _decode(first.records)
+    consumer.append(0, 14)  # one read of 14: the next batch ends within it
+    second = await batcher.next(asyncio.Event())
+    assert batcher.decoded(second.records) == _decode(second.records)
+    third = await batcher.next(asyncio.Event())
+    assert batcher.decoded(third.records) == _decode(third.records)
+    assert offsets(second.records) == [(0, o) for o in range(4, 14)]
+    assert offsets(third.records) == [(0, o) for o in range(14, 18)]
+    assert decoded_sizes[:2] == [4, 14], "each read decoded when it was read, not when its batch was cut"
+
+
+async def test_a_batch_made_of_several_reads_gets_their_decodings_end_to_end():
+    consumer = FakeConsumer()
+    batcher = Batcher(consumer, {}, max_records=100, max_wait_s=0.3, decode=_decode)
+
+    async def trickle():
+        for _ in range(5):
+            consumer.append(0, 3)
+            await asyncio.sleep(0.02)
+
+    batch, _ = await asyncio.gather(batcher.next(asyncio.Event()), trickle())
+    assert len(batch.records) == 15
+    assert batcher.decoded(batch.records) == _decode(batch.records)
+
+
+async def test_a_replayed_batch_read_outside_the_decoding_reads_is_decoded_whole():
+    consumer = FakeConsumer()
+    consumer.append(0, 20)
+    batcher = Batcher(consumer, {P0: (0, 5, "t")}, max_records=50, max_wait_s=0.0, decode=_decode)
+    first = await batcher.next(asyncio.Event())
+    assert first.replayed
+    assert batcher.decoded(first.records) == _decode(first.records)
+    second = await batcher.next(asyncio.Event())
+    assert batcher.decoded(second.records) == _decode(second.records)
