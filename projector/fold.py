@@ -43,9 +43,7 @@ from typing import Callable
 import msgspec
 
 from checks.idempotency import RecentIds, is_derived
-from schemas.events import Paused, PingEvent, Resumed, Transition, as_utc
-
-from .wire import PingFacts
+from schemas.events import Paused, PingEvent, PingFacts, Resumed, Transition, as_utc
 
 MAX_DURATION = timedelta(hours=72)
 MAX_OPEN_STARTS = 64  # per check: concurrent runs distinguished by rid; older ones fall off

@@ -19,50 +19,12 @@ ever.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Union
 
-import msgspec
+from schemas.events import Event, PingEvent, PingFacts, decoders
 
-from schemas.events import KNOWN_TYPES, Event, PingEvent, PingKind
-
-
-class PingFacts(msgspec.Struct, frozen=True, tag_field="type", tag="ping", kw_only=True):
-    """A ``PingEvent`` as the fold reads it (the other fields stay in the record's bytes)."""
-
-    event_id: str
-    check_id: str
-    project_id: str
-    kind: PingKind
-    received_at: datetime
-    exit_status: int | None = None
-    rid: str | None = None
-
-
-_decoder = msgspec.json.Decoder(Union[(PingFacts, *(t for t in Event.__args__ if t is not PingEvent))])
-
-
-class _Envelope(msgspec.Struct):
-    type: str
-
-
-_envelope_decoder = msgspec.json.Decoder(_Envelope)
-
-
-def decode(data: bytes):
-    """One record as ``schemas.events.decode`` has it, but a ping as ``PingFacts``: ``None`` for an event
-    type this version does not know; raises for bytes that are no event."""
-    try:
-        return _decoder.decode(data)
-    except msgspec.ValidationError:
-        if _envelope_decoder.decode(data).type not in KNOWN_TYPES:
-            return None
-        raise
-
-
-def decode_all(values: list[bytes]) -> list:
-    """A batch at once, in C; raises on the first record ``decode`` would not take as is."""
-    return list(map(_decoder.decode, values))
+# A ping as ``PingFacts`` (msgspec skips the rest of its record), every other event as ``schemas.events`` has it.
+decode, decode_all = decoders(Union[(PingFacts, *(t for t in Event.__args__ if t is not PingEvent))])
 
 
 # --- the pings rows, made by ClickHouse from the records --------------------------------------

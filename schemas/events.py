@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Literal, Union
+from typing import Any, Callable, Literal, Union
 
 import msgspec
 
@@ -46,13 +46,19 @@ class _Event(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
 # --- pingstream.pings -------------------------------------------------------
 
 
-class PingEvent(_Event, frozen=True, tag="ping"):
+class PingFacts(_Event, frozen=True, tag="ping"):
+    """A ping's leading fields, what the projector's fold reads: a reader may decode a ping as this alone
+    (``decoders``), leaving the rest in the record's bytes. On the wire it is a ``PingEvent``."""
+
     check_id: str
     project_id: str
     kind: PingKind
     received_at: datetime
     exit_status: int | None = None
     rid: str | None = None
+
+
+class PingEvent(PingFacts, frozen=True, tag="ping"):
     method: str = "GET"
     scheme: str = "http"
     remote_addr: str = ""
@@ -324,7 +330,6 @@ class _Envelope(msgspec.Struct):
 
 
 _encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(Event)
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
 
 
@@ -332,26 +337,32 @@ def encode(event: Event) -> bytes:
     return _encoder.encode(event)
 
 
-def decode(data: bytes) -> Event | None:
-    """Decode one event; ``None`` for a well-formed event of a type we do not know.
+def decoders(union) -> tuple[Callable[[bytes], Any], Callable[[list[bytes]], list]]:
+    """``(decode, decode_all)`` for a tagged union of event Structs (``Event``, or a reader's lighter view of it).
 
-    Raises ``msgspec.DecodeError`` / ``msgspec.ValidationError`` for bytes that are
-    not an event at all (a poison record: callers dead-letter it).
-    """
-    try:
-        return _decoder.decode(data)
-    except msgspec.ValidationError:
-        envelope = _envelope_decoder.decode(data)
-        if envelope.type not in KNOWN_TYPES:
-            return None
-        raise
+    ``decode`` decodes one record; ``None`` for a well-formed event of a type we do not know. It raises
+    ``msgspec.DecodeError`` / ``msgspec.ValidationError`` for bytes that are not an event at all (a poison
+    record: callers dead-letter it).
+    ``decode_all`` decodes a batch of records at once, in C (no Python call per record). It raises on the
+    first record that is not an event this version knows (poison, or a newer type): callers then take that
+    batch one record at a time with ``decode``."""
+    decoder = msgspec.json.Decoder(union)
+
+    def decode(data: bytes):
+        try:
+            return decoder.decode(data)
+        except msgspec.ValidationError:
+            if _envelope_decoder.decode(data).type not in KNOWN_TYPES:
+                return None
+            raise
+
+    def decode_all(values: list[bytes]) -> list:
+        return list(map(decoder.decode, values))
+
+    return decode, decode_all
 
 
-def decode_all(values: list[bytes]) -> list[Event]:
-    """Decode a batch of records at once, in C (no Python call per record). Raises on the first
-    record that is not an event this version knows (poison, or a newer type): callers then take
-    that batch one record at a time with ``decode``."""
-    return list(map(_decoder.decode, values))
+decode, decode_all = decoders(Event)
 
 
 # --- ids and time -----------------------------------------------------------
