@@ -116,7 +116,7 @@ class Batcher(Batches):
         self.read_at = 0.0
         records, self.held = self.held, []
         while not stop.is_set():
-            cut = self._cut(records)
+            cut = self._cut_replayed(records)
             if cut is not None:
                 return cut
             if len(records) >= _REPLAY_READ_MAX * self.max_records:
@@ -157,7 +157,7 @@ class Batcher(Batches):
             if position is not None and end is not None and (position > first or position >= end):
                 del self.replay[tp]
 
-    def _cut(self, records: list[Record]) -> Batch | None:
+    def _cut_replayed(self, records: list[Record]) -> Batch | None:
         """The journaled batch once it has been read whole; None to read on."""
         firsts: dict[TopicPartition, int] = {}
         lasts: dict[TopicPartition, int] = {}

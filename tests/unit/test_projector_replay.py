@@ -170,3 +170,32 @@ async def test_a_replayed_batch_read_outside_the_decoding_reads_is_decoded_whole
     assert batcher.decoded(first.records) == _decode(first.records)
     second = await batcher.next(asyncio.Event())
     assert batcher.decoded(second.records) == _decode(second.records)
+
+
+async def test_after_a_busy_batch_the_next_gathers_for_the_busy_wait():
+    """The projector's batches keep the shell's busy window (``up``: fewer, bigger inserts under load):
+    after a batch of busy_records, the next one gathers for busy_wait_s, journaled batch or not."""
+    consumer = FakeConsumer()
+    consumer.append(0, 20)
+    batcher = Batcher(consumer, {P0: (0, 9, "t")}, max_records=1_000, max_wait_s=0.02)
+    batcher.busy_records, batcher.busy_wait_s = 5, 0.3
+    stop = asyncio.Event()
+    replayed = await batcher.next(stop)
+    assert replayed.replayed and len(replayed.records) == 10
+    first = await batcher.next(stop)  # the rest of the backlog, read at once
+    assert len(first.records) == 10
+
+    async def trickle():
+        while True:
+            consumer.append(0)
+            await asyncio.sleep(0.005)
+
+    writer = asyncio.create_task(trickle())
+    try:
+        started = asyncio.get_running_loop().time()
+        busy = await batcher.next(stop)
+        elapsed = asyncio.get_running_loop().time() - started
+    finally:
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+    assert busy.records and 0.3 <= elapsed < 1.0, elapsed  # not max_wait_s: the last batch was busy
