@@ -5,14 +5,19 @@ Why the notifier folds these itself instead of the transition carrying them: the
 compacted and small, every service folds it already, and the pings it needs (the last one before
 a transition, its first KB) are in the log it reads anyway; the transition stays the monitor's
 small, stable contract. The cost, stated: the last pings are kept in memory (``MAX_CHECKS``
-checks, ``PINGS_KEPT`` pings each, ``BODY_HEAD`` bytes of body) and, after a restart, are known
-again from where the notifier resumes reading (its committed offsets are held back so that every
-transition still to be delivered finds its causing ping again).
+checks, ``PINGS_KEPT`` pings each, ``BODY_HEAD`` bytes of body), and written to the compacted topic
+``pingstream.notifier-pings`` (key: the check's uuid; value: its kept pings; empty: forgotten)
+before the pings' offsets are committed: a restarted notifier reads them back first, so a check
+that went down long after its last ping still has that ping in its alert ($BODY, "Last ping")
+however often the notifier restarted in between. Its committed offsets are held back too, so that
+every transition still to be delivered finds its causing ping again.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+
+import msgspec
 
 from runtime.registry import Registry
 from schemas.events import CheckConfig, CheckDeleted, CheckUpserted, PingEvent
@@ -56,24 +61,61 @@ class History(Registry):
         return found
 
 
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(list[LastPing]).decode
+
+
 class LastPings:
-    """Each check's last ``PINGS_KEPT`` pings (first ``BODY_HEAD`` bytes of their bodies)."""
+    """Each check's last ``PINGS_KEPT`` pings (first ``BODY_HEAD`` bytes of their bodies); ``changes`` and
+    ``restore`` carry them across restarts (the records of ``pingstream.notifier-pings``)."""
 
     def __init__(self, max_checks: int = MAX_CHECKS) -> None:
         self.max_checks = max_checks
         self._by_check: OrderedDict[str, deque[LastPing]] = OrderedDict()
+        self.changed: set[str] = set()  # checks whose kept pings changed (or were dropped) since ``changes``
 
     def add(self, ping: PingEvent) -> None:
         kept = self._by_check.pop(ping.check_id, None)
         if kept is None:
             kept = deque(maxlen=PINGS_KEPT)
-            if len(self._by_check) >= self.max_checks:
-                self._by_check.popitem(last=False)
+            self._make_room()
         elif any(p.event_id == ping.event_id for p in kept):  # read again after a restart
             self._by_check[ping.check_id] = kept
             return
         kept.append(LastPing(ping.event_id, ping.received_at, ping.kind, ping.exit_status, ping.body[:BODY_HEAD]))
         self._by_check[ping.check_id] = kept
+        self.changed.add(ping.check_id)
+
+    def _make_room(self) -> None:
+        if len(self._by_check) >= self.max_checks:
+            dropped, _ = self._by_check.popitem(last=False)
+            self.changed.add(dropped)
+
+    def changes(self) -> list[tuple[bytes, bytes]]:
+        """(key, value) records of the checks changed since the last call: their kept pings, or an empty
+        value for a check no longer kept. The caller writes them before committing the pings they come from
+        (and gives them back with ``unsent`` if that write failed)."""
+        changed, self.changed = self.changed, set()
+        out = []
+        for check_id in changed:
+            kept = self._by_check.get(check_id)
+            out.append((check_id.encode(), _encode(list(kept)) if kept else b""))
+        return out
+
+    def __len__(self) -> int:
+        return len(self._by_check)
+
+    def unsent(self, records: list[tuple[bytes, bytes]]) -> None:
+        self.changed.update(key.decode() for key, _ in records)
+
+    def restore(self, key: bytes, value: bytes) -> None:
+        """One record of ``pingstream.notifier-pings``, read back at start (a later one of a check replaces it)."""
+        check_id = key.decode()
+        self._by_check.pop(check_id, None)
+        if value:
+            self._make_room()
+            self.changed.discard(check_id)
+            self._by_check[check_id] = deque(_decode(value), maxlen=PINGS_KEPT)
 
     def seen(self, check_id: str, event_id: str) -> bool:
         return any(p.event_id == event_id for p in self._by_check.get(check_id, ()))

@@ -18,6 +18,9 @@
   transition had read (its causing ping is read again after a restart). So a kill -9 loses no
   alert; what was sent and not yet committed is sent again, with the same idempotency key
   (the transition's id: ``Idempotency-Key`` and Standard Webhooks' ``webhook-id``).
+- The last pings it keeps per check (for an alert's "last ping" and $BODY) are written to the
+  compacted ``pingstream.notifier-pings`` before the pings' offsets are committed, and read back
+  before it consumes again (``history.LastPings``).
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ from prometheus_client import Counter, Histogram
 
 from runtime import metrics
 from runtime.config import Config
-from runtime.consumer import Batch, Batches, ConsumerShell, retry
+from runtime.consumer import Batch, Batches, ConsumerShell, Stopped, retry
 from runtime.eventlog.base import EventLog, TopicPartition
 from runtime.registry import follow
 from schemas.events import (
     TOPIC_DELIVERIES,
+    TOPIC_NOTIFIER_PINGS,
     TOPIC_PINGS,
     TOPIC_TRANSITIONS,
     Broken,
@@ -69,6 +73,7 @@ COMMIT_EVERY_S = 0.5  # offsets are committed at most this often (a write to the
 BATCH_WAIT_S = 0.1  # a batch gathers records this long after its first: under load, a few reads a second
 BUSY_RECORDS, BUSY_WAIT_S = 500, 0.4  # after a batch this big, the next gathers this long (fewer turns under load)
 DRAIN_S = 5.0  # on a graceful stop, how long deliveries in flight may take to finish
+RESTORE_TIMEOUT_S = 60.0  # longest one reading of pingstream.notifier-pings may take at start (then retried)
 
 DELIVERIES = Counter("pingstream_notifications", "Finished alert deliveries, per channel kind and outcome",
                      ["kind", "status"], registry=metrics.REGISTRY)
@@ -207,9 +212,45 @@ class Notifier:
         point = self.pending.commit_point()
         moved = {tp: o for tp, o in point.items() if self._committed.get(tp) != o}
         if moved:
+            if not await self._save_pings():
+                return {}  # the pings read stay uncommitted: read again after a restart, they are kept again
             self._committed_at = now
             self._committed.update(moved)
         return moved
+
+    async def _save_pings(self) -> bool:
+        """Write the last pings changed since the last commit (before the commit that moves past their
+        records); False if the log refused them (they are written with the next commit)."""
+        records = self.pings.changes()
+        if not records:
+            return True
+        try:
+            await asyncio.gather(*(self.event_log.produce(TOPIC_NOTIFIER_PINGS, value, key=key)
+                                   for key, value in records))
+        except Exception as exc:  # noqa: BLE001 - the log is away: nothing is committed meanwhile
+            self.pings.unsent(records)
+            log.warning("notify: the last pings could not be written (%s: %s); not committing yet",
+                        exc.__class__.__name__, exc)
+            return False
+        return True
+
+    async def _restore_pings(self) -> int:
+        """Read ``pingstream.notifier-pings`` to its end into ``self.pings``; the number of records read."""
+        consumer = self.event_log.consumer([TOPIC_NOTIFIER_PINGS], group=None)
+        read = 0
+        async with consumer:
+            end = await consumer.end_offsets()
+            seen = {tp: 0 for tp in end}
+            while any(seen[tp] < offset for tp, offset in end.items()):
+                for r in await consumer.getmany(max_records=10_000, timeout_ms=200):
+                    seen[TopicPartition(r.topic, r.partition)] = r.offset + 1
+                    read += 1
+                    if r.key:
+                        try:
+                            self.pings.restore(r.key, r.value)
+                        except Exception as exc:  # noqa: BLE001 - one check's last pings unknown, not a stop
+                            log.error("undecodable record %s/%d@%d: %s", r.topic, r.partition, r.offset, exc)
+        return read
 
     def _ready(self, w: _Waiting, now: float) -> bool:
         if now >= w.deadline:
@@ -378,6 +419,8 @@ class Notifier:
         while (self.waiting or any(self.pending.open.values())) and time.monotonic() < deadline:
             self._plan_ready()
             await asyncio.sleep(0.05)
+        if not await self._save_pings():
+            return  # not committed: the next notifier reads those pings again
         try:
             await consumer.commit(self.pending.commit_point())
         except Exception as exc:  # the log went away: the next notifier reads those records again
@@ -398,6 +441,14 @@ class Notifier:
                     await asyncio.wait_for(ready.wait(), 0.5)
                 except TimeoutError:
                     pass
+            try:
+                restored = await retry(
+                    "notify last pings", lambda: asyncio.wait_for(self._restore_pings(), RESTORE_TIMEOUT_S),
+                    stop=stop, logger=log)
+            except Stopped:
+                return
+            if restored:
+                log.info("notify: the last pings of %d checks read back (%d records)", len(self.pings), restored)
             consumer = self.event_log.consumer([TOPIC_PINGS, TOPIC_TRANSITIONS], group=GROUP, from_end=True)
             async with consumer:
                 self.consuming.set()

@@ -33,6 +33,7 @@ TOPIC_TRANSITIONS = "pingstream.transitions"
 TOPIC_DEAD_LETTER = "pingstream.dead-letter"
 TOPIC_MONITOR_STATE = "pingstream.monitor-state"  # compacted: the monitor's per-check state
 TOPIC_DELIVERIES = "pingstream.deliveries"  # the notifier's outcome of each alert to each channel
+TOPIC_NOTIFIER_PINGS = "pingstream.notifier-pings"  # compacted: the last pings the notifier keeps per check
 
 PingKind = Literal["success", "start", "fail", "log", "ign"]
 Status = Literal["new", "up", "grace", "down", "started", "paused"]

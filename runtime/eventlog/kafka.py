@@ -52,6 +52,7 @@ from schemas.events import (
     TOPIC_DEAD_LETTER,
     TOPIC_DELIVERIES,
     TOPIC_MONITOR_STATE,
+    TOPIC_NOTIFIER_PINGS,
     TOPIC_PINGS,
     TOPIC_TRANSITIONS,
 )
@@ -67,9 +68,10 @@ _AVAILABLE = metrics.LOG_AVAILABLE.labels("kafka")
 logthrottle.throttle("aiokafka", prefix=True)
 
 # Topics whose records are "the latest value for this key": Kafka keeps the last one per key.
-COMPACTED = frozenset({TOPIC_CHECKS, TOPIC_MONITOR_STATE})
+COMPACTED = frozenset({TOPIC_CHECKS, TOPIC_MONITOR_STATE, TOPIC_NOTIFIER_PINGS})
 # Created at start so consumers can subscribe before anything was produced.
-KNOWN_TOPICS = (TOPIC_PINGS, TOPIC_CHECKS, TOPIC_TRANSITIONS, TOPIC_DEAD_LETTER, TOPIC_MONITOR_STATE, TOPIC_DELIVERIES)
+KNOWN_TOPICS = (TOPIC_PINGS, TOPIC_CHECKS, TOPIC_TRANSITIONS, TOPIC_DEAD_LETTER, TOPIC_MONITOR_STATE, TOPIC_DELIVERIES,
+                TOPIC_NOTIFIER_PINGS)
 
 ACK_TIMEOUT_S = 10.0  # longest a produce waits for acks before the caller hears LogUnavailable
 STALL_S = 3.0  # records waiting this long with no acknowledgement at all: the broker is away

@@ -29,6 +29,7 @@ from schemas.events import (
     TOPIC_DEAD_LETTER,
     TOPIC_DELIVERIES,
     TOPIC_MONITOR_STATE,
+    TOPIC_NOTIFIER_PINGS,
     TOPIC_PINGS,
     TOPIC_TRANSITIONS,
 )
@@ -49,12 +50,12 @@ class RetentionPolicy:
 
 def policy_for(config) -> RetentionPolicy:
     """The embedded log's policy from the configuration: event topics by time and size, the
-    registry and the monitor's state compacted (as their Kafka topics are)."""
+    registry, the monitor's state and the notifier's last pings compacted (as their Kafka topics are)."""
     return RetentionPolicy(
         retention_ms=config.retention_ms,
         retention_bytes=config.retention_bytes,
         retained=frozenset({TOPIC_PINGS, TOPIC_TRANSITIONS, TOPIC_DEAD_LETTER, TOPIC_DELIVERIES}),
-        compacted=frozenset({TOPIC_CHECKS, TOPIC_MONITOR_STATE}),
+        compacted=frozenset({TOPIC_CHECKS, TOPIC_MONITOR_STATE, TOPIC_NOTIFIER_PINGS}),
     )
 
 

@@ -235,3 +235,26 @@ async def test_urls_and_secrets_never_reach_the_logs(tmp_path, caplog):
         assert "failed after" in caplog.text  # the failures are logged, by channel id
         for secret in ("tok-3f9a", "tok-77e1", hook.secret, rx.url):
             assert secret not in text
+
+
+async def test_a_restarted_notifier_still_knows_the_last_ping_before_the_restart(tmp_path):
+    """The check pinged, the notifier restarted (its offsets committed past that ping), then the check
+    went down: the alert still carries that ping ("Last ping", $BODY), as Healthchecks' would."""
+    async with rig(tmp_path) as r, http_receiver() as rx:
+        await r.channel(kind="webhook", url=rx.url + "/t", body="$STATUS|$EXITSTATUS|$BODY")
+        await r.channel(kind="webhook", url=rx.url + "/json")
+        check = await r.check(name="nightly")
+        notifier = await r.start()
+        ping = await r.ping(check, "fail", exit_status=4, body=b"out of memory")
+        for _ in range(200):  # read (the graceful stop below commits its offset)
+            if notifier.pings.seen(check.id, ping.event_id):
+                break
+            await asyncio.sleep(0.05)
+        await r.halt()  # a graceful stop commits what was read
+        await r.start()  # a new process: nothing in memory
+        await r.transition(check, "up", "down")  # a missed deadline: no causing ping
+        await rx.wait_for(lambda: rx.at("/t") and rx.at("/json"))
+        (got,) = rx.at("/t")
+        assert got.body.decode() == "down|4|out of memory"
+        last = json.loads(rx.at("/json")[0].body)["check"]["last_ping"]
+        assert (last["kind"], last["exit_status"], last["body"]) == ("fail", 4, "out of memory")
