@@ -17,26 +17,18 @@ import argparse
 import asyncio
 import json
 import os
-import sqlite3
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from bench.procs import Service
-from checks.channels import channel_from_spec
 from runtime.eventlog.sqlite import SqliteEventLog
-from runtime.registry import Registry, add_channel, create_project, save_check
 from schemas.events import TOPIC_TRANSITIONS, CheckConfig, Transition, encode, utcnow, uuid7
+from tests.notify.fleet import notifier_started, seed_fleet
 from tests.notify.receivers import http_receiver
 
 RESULTS = Path(__file__).resolve().parent / "results" / "notify.json"
-
-
-def _started(path: Path) -> bool:
-    with sqlite3.connect(path) as conn:
-        (n,) = conn.execute("SELECT COUNT(*) FROM group_offsets WHERE grp='pingstream-notify'").fetchone()
-    return n > 0
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -51,22 +43,11 @@ async def main(args) -> dict:
     log = SqliteEventLog(data / "eventlog.sqlite3", default_partitions=4)
     await log.start()
     async with http_receiver() as rx:
-        registry = Registry()
-        project = await create_project(log, "bench", registry)
-        for i in range(args.channels):
-            spec = {"kind": "webhook", "url": f"{rx.url}/c{i}"}
-            await add_channel(log, registry, channel_from_spec(spec, id=str(uuid7()), project_id=project.id,
-                                                                created=utcnow(), allow_private=True))
-        channels = tuple(sorted(registry.channels))
-        checks = []
-        for i in range(args.checks):
-            check = CheckConfig(id=str(uuid7()), project_id=project.id, name=f"job-{i}", channels=channels,
-                                created=utcnow())
-            await save_check(log, registry, check)
-            checks.append(check)
+        project, checks = await seed_fleet(log, [f"{rx.url}/c{i}" for i in range(args.channels)], args.checks,
+                                           "bench")
         notifier = Service("notify", env).start()
         try:
-            while not _started(data / "eventlog.sqlite3"):
+            while not notifier_started(data / "eventlog.sqlite3"):
                 if notifier.proc.poll() is not None:
                     raise RuntimeError(notifier.tail())
                 await asyncio.sleep(0.1)

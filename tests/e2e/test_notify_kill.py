@@ -11,27 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sqlite3
 import time
 from collections import Counter
 
 import pytest
 
 from bench.procs import Service
-from checks.channels import channel_from_spec
 from runtime.eventlog.sqlite import SqliteEventLog
-from runtime.registry import Registry, add_channel, create_project, save_check
-from schemas.events import TOPIC_TRANSITIONS, CheckConfig, Transition, encode, utcnow, uuid7
+from schemas.events import TOPIC_TRANSITIONS, Transition, encode, utcnow, uuid7
+from tests.notify.fleet import notifier_started, seed_fleet
 from tests.notify.receivers import http_receiver
 
 KILLS = 10
 pytestmark = pytest.mark.slow
-
-
-def _group_started(path) -> bool:
-    with sqlite3.connect(path) as conn:
-        (n,) = conn.execute("SELECT COUNT(*) FROM group_offsets WHERE grp='pingstream-notify'").fetchone()
-    return n > 0
 
 
 async def test_notifier_kill_9_ten_times_loses_nothing(tmp_path):
@@ -42,23 +34,11 @@ async def test_notifier_kill_9_ten_times_loses_nothing(tmp_path):
     await log.start()
     async with http_receiver() as rx:
         rx.delay_s = lambda: rng.uniform(0, 0.05)  # requests in flight when the kill comes
-        registry = Registry()
-        project = await create_project(log, "acme", registry)
-        for path in ("/a", "/b"):
-            spec = {"kind": "webhook", "url": rx.url + path}
-            await add_channel(log, registry, channel_from_spec(spec, id=str(uuid7()), project_id=project.id,
-                                                                created=utcnow(), allow_private=True))
-        channels = tuple(sorted(registry.channels))
-        checks = []
-        for i in range(40):
-            check = CheckConfig(id=str(uuid7()), project_id=project.id, name=f"job-{i}", channels=channels,
-                                created=utcnow())
-            await save_check(log, registry, check)
-            checks.append(check)
+        project, checks = await seed_fleet(log, [rx.url + "/a", rx.url + "/b"], 40)
         notifier = Service("notify", env).start()
         try:
             deadline = time.monotonic() + 30
-            while not _group_started(tmp_path / "eventlog.sqlite3"):
+            while not notifier_started(tmp_path / "eventlog.sqlite3"):
                 assert time.monotonic() < deadline and notifier.proc.poll() is None, notifier.tail()
                 await asyncio.sleep(0.1)
             produced: list[str] = []
