@@ -98,53 +98,48 @@ async def load(event_log: EventLog, partitions: set[int]) -> Loaded:
     pings_seen: dict[str, SeenRecord] = {}
     hours: dict[tuple[int, str, int], HourRecord] = {}
     gates: dict[int, GateRecord] = {}
-    consumer = event_log.consumer([TOPIC_MONITOR_STATE], group=None)
-    await consumer.start()
-    try:
-        end = await consumer.end_offsets()
-        seen = {tp: 0 for tp in end}
-        while any(seen[tp] < off for tp, off in end.items()):
-            for r in await consumer.getmany(max_records=50_000, timeout_ms=200):
-                seen[(r.topic, r.partition)] = r.offset + 1
-                key = r.key or b""
-                try:
-                    if key.startswith(_CLOCK):
-                        p = int(key[len(_CLOCK):])
-                        if p in partitions:
-                            clocks[p] = _clock_decoder.decode(r.value)
-                    elif key.startswith(_SEEN):
-                        event_id = key[len(_SEEN):].decode()
-                        record = _seen_decoder.decode(r.value) if r.value else None
-                        if record is not None and record.partition in partitions:
-                            pings_seen[event_id] = record
-                        else:
-                            pings_seen.pop(event_id, None)
-                    elif key.startswith(_VOLUME):
-                        # "<partition>" or "<partition>:<scope>:<hour>" (a network scope may hold ":")
-                        name = key[len(_VOLUME):].decode()
-                        head, _, rest = name.partition(":")
-                        p = int(head)
-                        if not rest:
-                            if p in partitions and r.value:
-                                gates[p] = _gate_decoder.decode(r.value)
-                        else:
-                            scope, _, hour = rest.rpartition(":")
-                            hour_key = (p, scope, int(hour))
-                            if p in partitions and r.value:
-                                hours[hour_key] = _hour_decoder.decode(r.value)
-                            else:
-                                hours.pop(hour_key, None)
-                    elif not r.value:
-                        states.pop(key.decode(), None)
+
+    def apply(records) -> None:
+        for r in records:
+            key = r.key or b""
+            try:
+                if key.startswith(_CLOCK):
+                    p = int(key[len(_CLOCK):])
+                    if p in partitions:
+                        clocks[p] = _clock_decoder.decode(r.value)
+                elif key.startswith(_SEEN):
+                    event_id = key[len(_SEEN):].decode()
+                    record = _seen_decoder.decode(r.value) if r.value else None
+                    if record is not None and record.partition in partitions:
+                        pings_seen[event_id] = record
                     else:
-                        state = _state_decoder.decode(r.value)
-                        check_id = key.decode()
-                        if state.partition in partitions:
-                            states[check_id] = state
+                        pings_seen.pop(event_id, None)
+                elif key.startswith(_VOLUME):
+                    # "<partition>" or "<partition>:<scope>:<hour>" (a network scope may hold ":")
+                    name = key[len(_VOLUME):].decode()
+                    head, _, rest = name.partition(":")
+                    p = int(head)
+                    if not rest:
+                        if p in partitions and r.value:
+                            gates[p] = _gate_decoder.decode(r.value)
+                    else:
+                        scope, _, hour = rest.rpartition(":")
+                        hour_key = (p, scope, int(hour))
+                        if p in partitions and r.value:
+                            hours[hour_key] = _hour_decoder.decode(r.value)
                         else:
-                            states.pop(check_id, None)
-                except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-                    log.error("bad monitor state record %s/%d@%d: %s", r.topic, r.partition, r.offset, exc)
-    finally:
-        await consumer.close()
+                            hours.pop(hour_key, None)
+                elif not r.value:
+                    states.pop(key.decode(), None)
+                else:
+                    state = _state_decoder.decode(r.value)
+                    check_id = key.decode()
+                    if state.partition in partitions:
+                        states[check_id] = state
+                    else:
+                        states.pop(check_id, None)
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+                log.error("bad monitor state record %s/%d@%d: %s", r.topic, r.partition, r.offset, exc)
+
+    await event_log.read_to_end(TOPIC_MONITOR_STATE, apply)
     return Loaded(states, clocks, pings_seen, hours, gates)

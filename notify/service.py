@@ -236,21 +236,15 @@ class Notifier:
 
     async def _restore_pings(self) -> int:
         """Read ``pingstream.notifier-pings`` to its end into ``self.pings``; the number of records read."""
-        consumer = self.event_log.consumer([TOPIC_NOTIFIER_PINGS], group=None)
-        read = 0
-        async with consumer:
-            end = await consumer.end_offsets()
-            seen = {tp: 0 for tp in end}
-            while any(seen[tp] < offset for tp, offset in end.items()):
-                for r in await consumer.getmany(max_records=10_000, timeout_ms=200):
-                    seen[TopicPartition(r.topic, r.partition)] = r.offset + 1
-                    read += 1
-                    if r.key:
-                        try:
-                            self.pings.restore(r.key, r.value)
-                        except Exception as exc:  # noqa: BLE001 - one check's last pings unknown, not a stop
-                            log.error("undecodable record %s/%d@%d: %s", r.topic, r.partition, r.offset, exc)
-        return read
+        def apply(records) -> None:
+            for r in records:
+                if r.key:
+                    try:
+                        self.pings.restore(r.key, r.value)
+                    except Exception as exc:  # noqa: BLE001 - one check's last pings unknown, not a stop
+                        log.error("undecodable record %s/%d@%d: %s", r.topic, r.partition, r.offset, exc)
+
+        return await self.event_log.read_to_end(TOPIC_NOTIFIER_PINGS, apply)
 
     def _ready(self, w: _Waiting, now: float) -> bool:
         if now >= w.deadline:

@@ -19,7 +19,7 @@ import abc
 import asyncio
 import functools
 import zlib
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 
 class LogUnavailable(Exception):
@@ -117,6 +117,22 @@ class EventLog(abc.ABC):
     def consumer(self, topics: list[str], group: str | None, *, from_end: bool = False) -> Consumer:
         """``from_end``: where there is no committed offset (a new group; with ``group=None``,
         everywhere) start at the end of the partition instead of its beginning."""
+
+    async def read_to_end(self, topic: str, apply: Callable[[list[Record]], None], max_records: int = 50_000) -> int:
+        """Every record of ``topic``, from its beginning to its end as of the call, read by a consumer of no
+        group (a compacted topic read back at start): ``apply`` gets the records of each read, in order per
+        partition. Returns how many were read."""
+        read = 0
+        async with self.consumer([topic], group=None) as consumer:
+            end = await consumer.end_offsets()
+            seen = {tp: 0 for tp in end}
+            while any(seen[tp] < offset for tp, offset in end.items()):
+                records = await consumer.getmany(max_records=max_records, timeout_ms=200)
+                for r in records:
+                    seen[TopicPartition(r.topic, r.partition)] = r.offset + 1
+                apply(records)
+                read += len(records)
+        return read
 
     async def __aenter__(self) -> "EventLog":
         await self.start()
