@@ -196,6 +196,7 @@ class Projector:
         """Decode (unless done already), load the missing states, fold."""
         t0 = time.perf_counter()
         events, sources, poison, registry = decoded if decoded is not None else self.decode(records)
+        poison = list(poison)  # the fold adds to it: a retry of the batch starts again from what decoding found
         t1 = time.perf_counter()
         try:
             check_ids = set(map(_check_id, map(_event_of, events)))

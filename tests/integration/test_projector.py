@@ -22,6 +22,7 @@ from schemas.events import (
     TOPIC_PINGS,
     TOPIC_TRANSITIONS,
     PingEvent,
+    PingFacts,
     Transition,
     encode,
     utcnow,
@@ -221,6 +222,40 @@ async def test_a_failed_insert_is_retried_without_losing_rows(log, clickhouse):
     assert await count(clickhouse, "SELECT count() FROM pings") == 2
     assert await count(clickhouse, "SELECT count() FROM runs FINAL") == 1
     assert (await queries.check_states(clickhouse, [CHECK]))[CHECK]["n_pings"] == 2
+
+
+async def test_an_event_the_fold_refuses_is_dead_lettered_once_when_the_batch_is_retried(log, clickhouse,
+                                                                                        monkeypatch):
+    """An event whose fold raises goes to the dead-letter topic with the batch's other poison; the batch's
+    write fails and is retried (folded again): still one dead letter, not one per attempt."""
+    from projector import fold as fold_module
+
+    real_apply = fold_module._APPLY[PingFacts]
+
+    def apply(state, event, offset, rows):
+        if event.kind == "log":
+            raise ValueError("refused")
+        return real_apply(state, event, offset, rows)
+
+    monkeypatch.setitem(fold_module._APPLY, PingFacts, apply)
+    await ping(log, "success")
+    refused = await ping(log, "log")
+    consumer = log.consumer([TOPIC_PINGS], group=None)
+    await consumer.start()
+    records = await consumer.getmany(timeout_ms=500)
+    await consumer.close()
+    projector = Projector(clickhouse, log)
+    failed = _fail_once(projector, "pings")
+    decoded = Projector.decode(records)  # as the shell hands it over: decoded once, for every attempt
+    token = batch_token(ranges_of(records))
+    await retry("insert", lambda: projector.process(records, token, decoded), stop=asyncio.Event())
+    assert failed
+    assert await count(clickhouse, "SELECT count() FROM pings FINAL") == 1
+    consumer = log.consumer([TOPIC_DEAD_LETTER], group=None)
+    await consumer.start()
+    letters = await consumer.getmany(timeout_ms=500)
+    await consumer.close()
+    assert [deadletter.decode(r.value).value for r in letters] == [encode(refused)]
 
 
 async def _batches(log, n: int) -> list[list]:
