@@ -30,7 +30,7 @@ from runtime import metrics
 from .base import EventLog, LogUnavailable, partition_for
 from .retention import VACUUM_PAGES, compact_sql
 from .sqlite_consumer import SqliteConsumer
-from .sqlite_db import ROWS_PER_INSERT, SCHEMA, WriteLock, connect, insert_records
+from .sqlite_db import ROWS_PER_INSERT, SCHEMA, PublishedHeads, WriteLock, connect, insert_records
 from .sqlite_reads import SharedReads
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class SqliteEventLog(EventLog):
         self._lock = threading.Lock()
         self._write_lock: WriteLock | None = None  # across processes, on the writer thread
         self.shared_reads = SharedReads()  # its consumers' reads of the file (sqlite_reads.py)
+        self.published_heads = PublishedHeads(self.path)  # which partitions have records past a position
 
     # --- lifecycle ---
 
@@ -117,6 +118,7 @@ class SqliteEventLog(EventLog):
             await asyncio.get_running_loop().run_in_executor(self._writer, conn.close)
         if self._write_lock is not None:
             self._write_lock.close()
+        self.published_heads.close()
         self._writer.shutdown(wait=True)
 
     # --- topics ---

@@ -23,6 +23,7 @@ _offset_of = operator.itemgetter(2)
 _COMMIT_SQL = ("INSERT INTO group_offsets(grp, topic, partition, offset) VALUES {} "
                "ON CONFLICT(grp, topic, partition) DO UPDATE SET offset=excluded.offset")
 _POLL_S = 0.05  # how often an idle consumer looks for records written by other processes
+FULL_READ_S = 1.0  # a consumer asks SQLite for every partition at least this often, whatever the heads say
 
 
 class SqliteConsumer(Consumer):
@@ -35,6 +36,7 @@ class SqliteConsumer(Consumer):
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-log-reader")
         self._positions: dict[TopicPartition, int] = {}
         self._write_lock: WriteLock | None = None  # taken around offset commits (sqlite_db.WriteLock)
+        self._full_read_at = 0.0  # when every partition is read next (see _wanted)
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._reader, fn, *args)
@@ -61,10 +63,22 @@ class SqliteConsumer(Consumer):
     def assignment(self) -> set[TopicPartition]:
         return set(self._positions)
 
-    def _read(self, max_records: int) -> list[Record]:
+    def _wanted(self) -> list[tuple[TopicPartition, int]]:
+        """The partitions to read, at their positions: those whose published head (``PublishedHeads``) is
+        past this consumer's position; every partition once every ``FULL_READ_S``, and whenever no heads
+        were published. A partition the heads leave out has had no record since they were first published
+        (a writer adds each partition it writes to them)."""
+        now = time.monotonic()
+        heads = self._log.published_heads.get()
+        if not heads or now >= self._full_read_at:
+            self._full_read_at = now + FULL_READ_S
+            return list(self._positions.items())
+        return [(tp, position) for tp, position in self._positions.items() if heads.get(tp, 0) > position]
+
+    def _read(self, wanted: list[tuple[TopicPartition, int]], max_records: int) -> list[Record]:
         out: list[Record] = []
         reads = self._log.shared_reads
-        for tp, position in self._positions.items():
+        for tp, position in wanted:
             if len(out) >= max_records:
                 break
             out += reads.read(self._conn, self, tp, position, max_records - len(out))
@@ -73,7 +87,8 @@ class SqliteConsumer(Consumer):
     async def getmany(self, max_records: int = 10_000, timeout_ms: int = 200) -> list[Record]:
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
-            records = await self._run(self._read, max_records)
+            wanted = self._wanted()
+            records = await self._run(self._read, wanted, max_records) if wanted else []
             if records:
                 last = dict(zip(map(_partition_of, records), map(_offset_of, records)))
                 for (topic, partition), offset in last.items():

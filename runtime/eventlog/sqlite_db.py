@@ -6,6 +6,7 @@ import fcntl
 import os
 import sqlite3
 import struct
+import threading
 import zlib
 from pathlib import Path
 
@@ -58,6 +59,68 @@ _encode_heads = msgspec.msgpack.Encoder().encode
 _decode_heads = msgspec.msgpack.Decoder(list[tuple[str, int, int]]).decode
 
 
+def _read_header(fd: int) -> tuple[int, int, int, int] | None:
+    """The heads' header (writer token, publication number, payload length, crc32); None if unreadable."""
+    try:
+        header = os.pread(fd, _HEADS_HEADER.size, 0)
+    except OSError:
+        return None
+    return _HEADS_HEADER.unpack(header) if len(header) == _HEADS_HEADER.size else None
+
+
+def _read_heads(fd: int, header: tuple[int, int, int, int]) -> dict[tuple[str, int], int]:
+    """The heads ``header`` describes; empty when they cannot be read whole (a write under way: the crc)."""
+    _, _, length, crc = header
+    try:
+        payload = os.pread(fd, length, _HEADS_HEADER.size) if length <= _HEADS_MAX else b""
+        if len(payload) != length or zlib.crc32(payload) != crc:
+            return {}
+        return {(topic, partition): offset for topic, partition, offset in _decode_heads(payload)}
+    except (OSError, msgspec.DecodeError):
+        return {}
+
+
+class PublishedHeads:
+    """The partition heads the writers last published (``WriteLock``), as consumers read them.
+
+    A partition whose published head is at or below a consumer's position has nothing new for it:
+    the consumer does not ask SQLite (a SELECT per partition per poll made hundreds of empty
+    SELECTs a second in an idle ``pingstream up``). The heads are a hint that may lag the log
+    for a moment (published after the commit) or, after a writer was killed between the two,
+    until the next write: consumers still ask for every partition now and then (``FULL_READ_S``).
+    Thread-safe; empty when nothing was published or it cannot be read."""
+
+    def __init__(self, log_path: Path) -> None:
+        self._path = f"{log_path}-writer.lock"
+        self._fd = -1
+        self._lock = threading.Lock()
+        self._header: tuple | None = None
+        self._heads: dict[tuple[str, int], int] = {}
+
+    def get(self) -> dict[tuple[str, int], int]:
+        with self._lock:
+            if self._fd < 0:
+                try:
+                    self._fd = os.open(self._path, os.O_RDONLY)
+                except OSError:
+                    return {}
+            header = _read_header(self._fd)
+            if header is None:
+                return {}
+            if header != self._header:
+                heads = _read_heads(self._fd, header)
+                if not heads:
+                    return {}
+                self._header, self._heads = header, heads
+            return self._heads
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
 class WriteLock:
     """A lock file beside the log, taken around every write transaction by every process writing the
     file (the edges of ``pingstream up`` and its engine). SQLite lets one writer in at a time and
@@ -87,19 +150,13 @@ class WriteLock:
     def shared_heads(self) -> dict[tuple[str, int], int] | None:
         """Under the lock: None when nobody wrote since this writer published its heads; else the
         heads the last writer published (empty when there are none, or they cannot be read)."""
-        try:
-            header = os.pread(self._fd, _HEADS_HEADER.size, 0)
-            if len(header) < _HEADS_HEADER.size:
-                return {}
-            token, number, length, crc = _HEADS_HEADER.unpack(header)
-            if token == self._token and number == self._published:
-                return None
-            payload = os.pread(self._fd, length, _HEADS_HEADER.size) if length <= _HEADS_MAX else b""
-            if len(payload) != length or zlib.crc32(payload) != crc:
-                return {}
-            return {(topic, partition): offset for topic, partition, offset in _decode_heads(payload)}
-        except (OSError, msgspec.DecodeError):
+        header = _read_header(self._fd)
+        if header is None:
             return {}
+        token, number, _, _ = header
+        if token == self._token and number == self._published:
+            return None
+        return _read_heads(self._fd, header)
 
     def publish_heads(self, heads: dict[tuple[str, int], int]) -> None:
         """Under the lock, after a commit: where each partition's next record goes, for the next writer."""

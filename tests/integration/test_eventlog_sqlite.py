@@ -209,7 +209,7 @@ async def test_a_waiting_consumer_wakes_for_its_topics_only(tmp_path, monkeypatc
         assert [r.value for r in await consumer.getmany(timeout_ms=0)] == [b"c0"]
         reads = []
         original = consumer._read
-        monkeypatch.setattr(consumer, "_read", lambda n: reads.append(n) or original(n))
+        monkeypatch.setattr(consumer, "_read", lambda wanted, n: reads.append(n) or original(wanted, n))
 
         async def pings() -> None:
             for i in range(100):
@@ -228,3 +228,52 @@ async def test_a_waiting_consumer_wakes_for_its_topics_only(tmp_path, monkeypatc
         await consumer.close()
     finally:
         await log.close()
+
+
+async def test_a_consumer_asks_only_for_partitions_the_published_heads_say_have_records_for_it(tmp_path,
+                                                                                              monkeypatch):
+    """Between its reads of every partition (``FULL_READ_S``), a consumer asks SQLite only for the partitions
+    whose published head is past its position: pings to one partition of four cost reads of that one (an
+    idle ``up`` made hundreds of empty SELECTs a second), and partitions nobody wrote to are not asked."""
+    monkeypatch.setattr(sqlite_consumer, "FULL_READ_S", 3600.0)
+    log = SqliteEventLog(tmp_path / "log.sqlite3", default_partitions=4)
+    await log.start()
+    try:
+        await log.produce("pings", b"p0", partition=2)
+        consumer = log.consumer(["pings", "checks"], group=None)
+        await consumer.start()
+        assert [r.value for r in await consumer.getmany(timeout_ms=0)] == [b"p0"]  # the first read: every partition
+        asked = []
+        original = log.shared_reads.read
+        monkeypatch.setattr(log.shared_reads, "read",
+                            lambda conn, reader, tp, position, limit: asked.append(tp) or original(
+                                conn, reader, tp, position, limit))
+        assert await consumer.getmany(timeout_ms=0) == [] and asked == []
+        await log.produce("pings", b"p1", partition=2)
+        await log.produce("pings", b"p2", partition=2)
+        assert [r.value for r in await consumer.getmany(timeout_ms=0)] == [b"p1", b"p2"]
+        assert asked == [("pings", 2)]
+        await log.produce("checks", b"c0", partition=1)
+        assert [r.value for r in await consumer.getmany(timeout_ms=200)] == [b"c0"]
+        assert asked == [("pings", 2), ("checks", 1)]
+        await consumer.close()
+    finally:
+        await log.close()
+
+
+async def test_records_the_heads_do_not_show_are_read_within_a_full_read(tmp_path, monkeypatch):
+    """A writer killed between its commit and the publication of its heads leaves records the heads do not
+    show: the consumer still reads them at its next read of every partition."""
+    monkeypatch.setattr(sqlite_consumer, "FULL_READ_S", 0.3)
+    path = tmp_path / "log.sqlite3"
+    async with _two_writers(path) as (a, b):
+        await a.produce("t", b"a0", partition=0)
+        consumer = a.consumer(["t"], group=None)
+        await consumer.start()
+        assert [r.value for r in await consumer.getmany(timeout_ms=0)] == [b"a0"]
+        monkeypatch.setattr(b._write_lock, "publish_heads", lambda heads: None)
+        await b.produce("t", b"b-unpublished", partition=0)
+        got = await consumer.getmany(timeout_ms=0)
+        got += await consumer.getmany(timeout_ms=2_000)
+        assert [r.value for r in got] == [b"b-unpublished"]
+        await consumer.close()
