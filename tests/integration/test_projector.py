@@ -77,6 +77,15 @@ async def count(ch, sql: str) -> int:
     return int((await ch.query(sql))[0][0])
 
 
+async def _pings_read(log) -> list:
+    """Every record of the pings topic, as one batch."""
+    consumer = log.consumer([TOPIC_PINGS], group=None)
+    await consumer.start()
+    records = await consumer.getmany(timeout_ms=500)
+    await consumer.close()
+    return records
+
+
 def _fail_once(projector: Projector, table: str) -> list[str]:
     """Make the projector's first insert into ``table`` fail as a lost ClickHouse would; the list
     returned holds the table once that happened."""
@@ -122,10 +131,7 @@ async def test_reinserting_a_batch_adds_nothing(log, clickhouse):
     """Same token: ClickHouse drops the block (and the rollup views do not see it); other token: FINAL dedupes."""
     t0 = utcnow()
     events = [await ping(log, "start", t0), await ping(log, "success", t0 + timedelta(seconds=3))]
-    consumer = log.consumer([TOPIC_PINGS], group=None)
-    await consumer.start()
-    records = await consumer.getmany(timeout_ms=500)
-    await consumer.close()
+    records = await _pings_read(log)
     assert len(records) == len(events)
     token = batch_token(ranges_of(records))
     for _ in range(3):
@@ -210,10 +216,7 @@ async def test_a_failed_insert_is_retried_without_losing_rows(log, clickhouse):
     t0 = utcnow()
     await ping(log, "start", t0, rid=RID)
     await ping(log, "success", t0 + timedelta(seconds=3), rid=RID)
-    consumer = log.consumer([TOPIC_PINGS], group=None)
-    await consumer.start()
-    records = await consumer.getmany(timeout_ms=500)
-    await consumer.close()
+    records = await _pings_read(log)
     projector = Projector(clickhouse, log)
     failed = _fail_once(projector, "runs")
     token = batch_token(ranges_of(records))
@@ -240,10 +243,7 @@ async def test_an_event_the_fold_refuses_is_dead_lettered_once_when_the_batch_is
     monkeypatch.setitem(fold_module._APPLY, PingFacts, apply)
     await ping(log, "success")
     refused = await ping(log, "log")
-    consumer = log.consumer([TOPIC_PINGS], group=None)
-    await consumer.start()
-    records = await consumer.getmany(timeout_ms=500)
-    await consumer.close()
+    records = await _pings_read(log)
     projector = Projector(clickhouse, log)
     failed = _fail_once(projector, "pings")
     decoded = Projector.decode(records)  # as the shell hands it over: decoded once, for every attempt
@@ -264,10 +264,7 @@ async def _batches(log, n: int) -> list[list]:
     for i in range(n):
         await ping(log, "start", t0 + timedelta(seconds=10 * i), rid=RID)
         await ping(log, "success", t0 + timedelta(seconds=10 * i + 3), rid=RID)
-    consumer = log.consumer([TOPIC_PINGS], group=None)
-    await consumer.start()
-    records = await consumer.getmany(timeout_ms=500)
-    await consumer.close()
+    records = await _pings_read(log)
     assert len(records) == 2 * n
     return [records[i:i + 2] for i in range(0, 2 * n, 2)]
 
@@ -331,10 +328,7 @@ async def test_a_runs_block_inserted_twice_is_counted_once_in_the_rollups(log, c
     t0 = utcnow()
     await ping(log, "start", t0)
     await ping(log, "success", t0 + timedelta(seconds=3))
-    consumer = log.consumer([TOPIC_PINGS], group=None)
-    await consumer.start()
-    records = await consumer.getmany(timeout_ms=500)
-    await consumer.close()
+    records = await _pings_read(log)
     projector = Projector(clickhouse, log)
     prepared = await projector.prepare(records)
     rows = prepared.rows
