@@ -59,6 +59,11 @@ _encode_heads = msgspec.msgpack.Encoder().encode
 _decode_heads = msgspec.msgpack.Decoder(list[tuple[str, int, int]]).decode
 
 
+def lock_file(log_path: Path) -> str:
+    """The write lock's file beside the log (``WriteLock``), which also carries the published heads."""
+    return f"{log_path}-writer.lock"
+
+
 def _read_header(fd: int) -> tuple[int, int, int, int] | None:
     """The heads' header (writer token, publication number, payload length, crc32); None if unreadable."""
     try:
@@ -91,7 +96,7 @@ class PublishedHeads:
     Thread-safe; empty when nothing was published or it cannot be read."""
 
     def __init__(self, log_path: Path) -> None:
-        self._path = f"{log_path}-writer.lock"
+        self._path = lock_file(log_path)
         self._fd = -1
         self._lock = threading.Lock()
         self._header: tuple | None = None
@@ -136,7 +141,7 @@ class WriteLock:
     A hint is never ahead of the log: it is written only after the commit it describes."""
 
     def __init__(self, log_path: Path) -> None:
-        self._fd = os.open(f"{log_path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self._fd = os.open(lock_file(log_path), os.O_RDWR | os.O_CREAT, 0o600)
         self._token = int.from_bytes(os.urandom(8), "little")  # this writer, in the file's header
         self._published = 0  # number of this writer's last publication
 

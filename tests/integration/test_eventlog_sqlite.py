@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from runtime.eventlog import sqlite_consumer
+from runtime.eventlog import sqlite_consumer, sqlite_db
 from runtime.eventlog.base import LogUnavailable
 from runtime.eventlog.sqlite import SqliteEventLog
 
@@ -185,7 +185,7 @@ async def test_unreadable_heads_in_the_lock_file_are_ignored(tmp_path):
     path = tmp_path / "log.sqlite3"
     async with _two_writers(path) as (a, b):
         await _produce_in_turns(a, b, 2)
-        with open(f"{path}-writer.lock", "r+b") as lock_file:
+        with open(sqlite_db.lock_file(path), "r+b") as lock_file:
             lock_file.seek(30)
             lock_file.write(b"garbage")
         placed = {await b.produce("t", b"b-next", key=b"k"): "b-next", await a.produce("t", b"a-next", key=b"k"): "a-next"}
