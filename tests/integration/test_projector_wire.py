@@ -7,8 +7,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import msgspec
+import pytest
 
-from projector import wire
+from projector import service, wire
 from projector.fold import COLUMNS, fold
 from projector.service import Columns, Projector, ping_source
 from runtime.clickhouse import arrow_type
@@ -66,10 +67,28 @@ async def _same(clickhouse, table: str, order: str) -> list[tuple]:
     return got
 
 
-async def test_it_stores_every_column_as_the_python_reference_does(clickhouse):
+@pytest.fixture(params=["select", "values"])
+def path(request, monkeypatch) -> str:
+    """How the projector sends a batch's pings and runs: the records, whose rows ClickHouse makes
+    (``wire.PINGS_SELECT``), or, for a batch of a few pings, rows made in Python as a VALUES clause."""
+    if request.param == "select":
+        monkeypatch.setattr(service, "SMALL_INSERT_ROWS", 0)
+    return request.param
+
+
+async def test_it_stores_every_column_as_the_python_reference_does(clickhouse, path, monkeypatch):
     events = _tricky()
     records = _records([encode(e) for e in events])
+    selected = []
+    insert_select = clickhouse.insert_select
+
+    async def spied(table, *args, **kwargs):
+        selected.append(table)
+        return await insert_select(table, *args, **kwargs)
+
+    monkeypatch.setattr(clickhouse, "insert_select", spied)
     await Projector(clickhouse, None).process(records, "token-1")
+    assert sorted(selected) == ([] if path == "values" else ["pings", "runs"])
 
     reference = fold({}, [(decode(r.value), r.offset) for r in records])  # the full events, in Python
     await _reference(clickhouse, "pings", reference.pings)
@@ -86,7 +105,7 @@ async def test_it_stores_every_column_as_the_python_reference_does(clickhouse):
          round(e.received_at.timestamp() * 1_000_000), e.exit_status, e.kind, e.source) for e in events)
 
 
-async def test_a_ping_record_without_its_optional_fields_takes_the_contracts_defaults(clickhouse):
+async def test_a_ping_record_without_its_optional_fields_takes_the_contracts_defaults(clickhouse, path):
     check = str(uuid7())
     bare = {"type": "ping", "event_id": uuid7(), "check_id": check, "project_id": PROJECT, "kind": "success",
             "received_at": "2026-03-01T12:00:00.5+00:00"}
@@ -100,7 +119,7 @@ async def test_a_ping_record_without_its_optional_fields_takes_the_contracts_def
                    full.source, None, None, 1772366400_500000)
 
 
-async def test_a_body_that_is_not_base64_is_stored_empty_rather_than_stopping_the_projector(clickhouse):
+async def test_a_body_that_is_not_base64_is_stored_empty_rather_than_stopping_the_projector(clickhouse, path):
     check = str(uuid7())
     value = encode(PingEvent(event_id=uuid7(), check_id=check, project_id=PROJECT, kind="success",
                              received_at=datetime(2026, 3, 1, tzinfo=timezone.utc)))
