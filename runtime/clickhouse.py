@@ -59,7 +59,6 @@ def describe(dsn: str) -> str:
 EMBEDDED_CONFIG = """<clickhouse>
   <merge_tree>
     <concurrent_part_removal_threshold>1000000000</concurrent_part_removal_threshold>
-    <merge_selector_base>5</merge_selector_base>
   </merge_tree>
 </clickhouse>
 """
