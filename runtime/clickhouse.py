@@ -19,7 +19,7 @@ import re
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 from urllib.parse import urlsplit
 
@@ -192,39 +192,50 @@ def _setting(value: Any) -> str:
 SMALL_INSERT_ROWS = 200
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0"})
+# Bytes as latin-1 text, every byte but printable ASCII (quote and backslash too) as \xHH: ClickHouse stores the bytes.
+_BYTE_ESCAPES = {b: f"\\x{b:02x}" for b in range(256) if not 32 <= b < 127 or b in (39, 92)}
+_UNSAFE_BYTE = re.compile(rb"[^\x20-\x26\x28-\x5b\x5d-\x7e]")  # what _BYTE_ESCAPES escapes
+
+
+def _float(value: float) -> str:
+    return repr(value) if math.isfinite(value) else ("nan" if value != value else ("inf" if value > 0 else "-inf"))
+
+
+def _datetime(value: datetime) -> str:
+    # ISO 8601 with its offset when aware, read as such (VALUES_SETTINGS) whatever the column's time zone.
+    return "'" + value.isoformat(" ") + "'"
+
+
+_LITERALS: dict[type, Callable[[Any], str]] = {
+    type(None): lambda _: "NULL",
+    bool: lambda v: "1" if v else "0",
+    int: str,
+    float: _float,
+    str: lambda v: "'" + (v if v.isprintable() and "'" not in v and "\\" not in v else v.translate(_ESCAPES)) + "'",
+    bytes: lambda v: "'" + (v.decode("latin-1").translate(_BYTE_ESCAPES) if _UNSAFE_BYTE.search(v) else v.decode()) + "'",
+    datetime: _datetime,
+    uuid.UUID: lambda v: f"'{v}'",
+    list: lambda v: "[" + ",".join(map(sql_literal, v)) + "]",
+    tuple: lambda v: "(" + ",".join(map(sql_literal, v)) + ")",
+}
 
 
 def sql_literal(value: Any) -> str:
     """``value`` as a ClickHouse literal of the VALUES format: None, bool, int, float, str, bytes, UUID,
-    datetime (with its microseconds; an aware one as UTC, for a column of any time zone) and lists or tuples of
-    those (Array, Tuple). The insert reads it with ``VALUES_SETTINGS``."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else ("nan" if value != value else ("inf" if value > 0 else "-inf"))
-    if isinstance(value, str):
-        return "'" + value.translate(_ESCAPES) + "'"
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return "'" + "".join(chr(b) if 32 <= b < 127 and b not in (39, 92) else f"\\x{b:02x}" for b in bytes(value)) + "'"
-    if isinstance(value, datetime):  # an aware one marked UTC ('Z': read with date_time_input_format best_effort)
-        zone = "Z" if value.tzinfo is not None else ""
-        if zone:
-            value = value.astimezone(timezone.utc)
-        return "'" + value.strftime("%Y-%m-%d %H:%M:%S.%f" if value.microsecond else "%Y-%m-%d %H:%M:%S") + zone + "'"
-    if isinstance(value, uuid.UUID):
-        return f"'{value}'"
-    if isinstance(value, list):
-        return "[" + ",".join(map(sql_literal, value)) + "]"
-    if isinstance(value, tuple):
-        return "(" + ",".join(map(sql_literal, value)) + ")"
-    raise TypeError(f"no VALUES literal for {type(value).__name__}")
+    datetime (with its microseconds and, when aware, its offset: right for a column of any time zone) and
+    lists or tuples of those (Array, Tuple). The insert reads it with ``VALUES_SETTINGS``."""
+    literal = _LITERALS.get(type(value))
+    if literal is None:  # a subclass (an IntEnum, a NamedTuple...), or a bytearray
+        kind = next((t for t in _LITERALS if isinstance(value, t)), None)
+        if kind is None and isinstance(value, (bytearray, memoryview)):
+            return _LITERALS[bytes](bytes(value))
+        if kind is None:
+            raise TypeError(f"no VALUES literal for {type(value).__name__}")
+        literal = _LITERALS[kind]
+    return literal(value)
 
 
-# Datetimes marked 'Z' are read as UTC whatever the column's time zone (the basic parser reads them in it).
+# Datetimes with an offset are read at it whatever the column's time zone (the basic parser reads them in it).
 VALUES_SETTINGS = {"date_time_input_format": "best_effort"}
 
 

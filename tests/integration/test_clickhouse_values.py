@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from http import HTTPStatus
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -82,10 +83,12 @@ def test_literals():
     assert sql_literal(True) == "1"
     assert sql_literal("a'b\\c\nd") == "'a\\'b\\\\c\\nd'"
     assert sql_literal(b"a'\xff") == "'a\\x27\\xff'"
-    assert sql_literal(datetime(2026, 1, 1, 2, 0, tzinfo=timezone(timedelta(hours=2)))) == "'2026-01-01 00:00:00Z'"
+    assert sql_literal(datetime(2026, 1, 1, 2, 0, tzinfo=timezone(timedelta(hours=2)))) == "'2026-01-01 02:00:00+02:00'"
     assert sql_literal(datetime(2026, 1, 1, 2, 0, 0, 7)) == "'2026-01-01 02:00:00.000007'"
     assert sql_literal(uuid.UUID(int=5)) == f"'{uuid.UUID(int=5)}'"
     assert sql_literal([1, "x", (2.5, None)]) == "[1,'x',(2.5,NULL)]"
     assert sql_literal(float("nan")) == "nan"
+    assert sql_literal(bytearray(b"\n")) == "'\\x0a'"
+    assert sql_literal(HTTPStatus.OK) == "200"
     with pytest.raises(TypeError):
         sql_literal(object())
