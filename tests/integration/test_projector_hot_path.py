@@ -168,6 +168,7 @@ async def test_a_failing_table_fails_the_batch_after_the_other_inserts_ended(cli
 
     monkeypatch.setattr(clickhouse, "insert_columns", watched(clickhouse.insert_columns))
     monkeypatch.setattr(clickhouse, "insert_select", watched(clickhouse.insert_select))
+    monkeypatch.setattr(clickhouse, "insert_values", watched(clickhouse.insert_values))
     records = _records([encode(e) for e in events])
     with pytest.raises(Exception, match="runs"):
         await projector.process(records, "token-1")
