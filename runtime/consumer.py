@@ -121,8 +121,8 @@ class Batches:
     """Batches bounded by count and time. An idle read returns an empty batch after ``poll_ms``,
     so the shell looks at ``stop`` (and services with periodic work get their turn).
 
-    Without read-ahead, a batch is what arrives within ``max_wait_s`` of its first record (or
-    ``max_records``). Read ahead (``waiting`` is then the shell's event, set while the handler has
+    Without read-ahead, a batch is what arrives within ``max_wait_s`` of its first record, taken in one
+    read when that window ends (at most ``max_records``; the rest opens the next batch). Read ahead (``waiting`` is then the shell's event, set while the handler has
     nothing to do), the batch goes when the handler waits for it:
 
     - while the handler is busy the batch keeps reading (up to ``max_records``), whatever its age:
@@ -165,16 +165,19 @@ class Batches:
         if self.waiting is not None:
             return await self._next_read_ahead(stop)
         records, self.held = self.held, []
-        deadline = None
         self.read_at = 0.0
-        while len(records) < self.max_records and not stop.is_set():
-            wait_ms = self.poll_ms if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
-            records += await self._read(self.max_records - len(records), wait_ms)
-            if records and deadline is None:
-                self.read_at = time.monotonic()
-                deadline = self.read_at + self._window()
-            if deadline is None or time.monotonic() >= deadline:
-                break  # idle (let the caller look at stop), or the batch's time is up
+        if not records and not stop.is_set():
+            records = await self._read(self.max_records, self.poll_ms)
+        if records:
+            self.read_at = time.monotonic()
+            remaining = self._window()
+            # The window is open: the records that come in it are taken in one read at its end, not read as
+            # they come (a read per few records, back to back under load, cost more than the batch's work).
+            if remaining > 0 and len(records) < self.max_records and not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), remaining)
+                except asyncio.TimeoutError:
+                    records += await self._read(self.max_records - len(records), 0)
         return self._cut(records)
 
     def _window(self) -> float:

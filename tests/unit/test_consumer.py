@@ -55,6 +55,37 @@ async def test_it_cuts_a_batch_when_its_time_is_up():
     assert [o for _, o in offsets(batch.records)] == list(range(len(batch.records)))
 
 
+async def test_what_comes_in_a_batchs_window_is_taken_in_one_read_at_its_end():
+    """Not a read per few records as they come (under load, reads back to back for the whole window)."""
+    consumer = FakeConsumer()
+
+    async def trickle():
+        while True:
+            consumer.append(0)
+            await asyncio.sleep(0.005)
+
+    writer = asyncio.create_task(trickle())
+    try:
+        batch = await Batches(consumer, max_records=10_000, max_wait_s=0.2, poll_ms=1000).next(asyncio.Event())
+    finally:
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+    assert consumer.reads == 2  # the first records, then the window's
+    assert len(batch.records) >= 10
+    assert [o for _, o in offsets(batch.records)] == list(range(len(batch.records)))
+
+
+async def test_stopping_during_a_batchs_window_returns_what_it_holds_at_once():
+    consumer = FakeConsumer()
+    consumer.append(0, 3)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.05, stop.set)
+    started = time.monotonic()
+    batch = await Batches(consumer, max_records=100, max_wait_s=5.0).next(stop)
+    assert time.monotonic() - started < 1.0
+    assert len(batch.records) == 3
+
+
 async def test_after_a_busy_batch_the_next_gathers_for_the_busy_wait():
     """A batch of busy_records or more makes the next one gather for busy_wait_s; a small batch
     brings max_wait_s back."""
