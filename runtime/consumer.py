@@ -167,7 +167,7 @@ class Batches:
         records, self.held = self.held, []
         self.read_at = 0.0
         if not records and not stop.is_set():
-            records = await self._read(self.max_records, self.poll_ms)
+            records += await self._read(self.max_records, self.poll_ms)  # into a list of its own: a subclass keeps the read's
         if records:
             self.read_at = time.monotonic()
             remaining = self._window()

@@ -9,6 +9,8 @@ tests use the real SQLite log and a real Kafka broker instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import AsyncIterator
 
 from runtime.eventlog.base import Consumer, Record, TopicPartition
 
@@ -33,6 +35,22 @@ class FakeConsumer(Consumer):
         records += new
         self._arrived.set()
         return new
+
+    @contextlib.asynccontextmanager
+    async def trickling(self, per_tick: int = 1, every_s: float = 0.005, partition: int = 0) -> AsyncIterator[None]:
+        """Within the block, ``per_tick`` records are written every ``every_s`` (a steady stream of pings)."""
+
+        async def trickle() -> None:
+            while True:
+                self.append(partition, per_tick)
+                await asyncio.sleep(every_s)
+
+        writer = asyncio.create_task(trickle())
+        try:
+            yield
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
 
     async def start(self) -> None:
         pass

@@ -58,18 +58,8 @@ async def test_it_cuts_a_batch_when_its_time_is_up():
 async def test_what_comes_in_a_batchs_window_is_taken_in_one_read_at_its_end():
     """Not a read per few records as they come (under load, reads back to back for the whole window)."""
     consumer = FakeConsumer()
-
-    async def trickle():
-        while True:
-            consumer.append(0)
-            await asyncio.sleep(0.005)
-
-    writer = asyncio.create_task(trickle())
-    try:
+    async with consumer.trickling():
         batch = await Batches(consumer, max_records=10_000, max_wait_s=0.2, poll_ms=1000).next(asyncio.Event())
-    finally:
-        writer.cancel()
-        await asyncio.gather(writer, return_exceptions=True)
     assert consumer.reads == 2  # the first records, then the window's
     assert len(batch.records) >= 10
     assert [o for _, o in offsets(batch.records)] == list(range(len(batch.records)))
@@ -94,19 +84,10 @@ async def test_after_a_busy_batch_the_next_gathers_for_the_busy_wait():
     stop = asyncio.Event()
 
     async def timed_batch(per_tick: int) -> tuple[float, int]:
-        async def trickle():
-            while True:
-                consumer.append(0, per_tick)
-                await asyncio.sleep(0.005)
-
-        writer = asyncio.create_task(trickle())
-        try:
+        async with consumer.trickling(per_tick):
             started = time.monotonic()
             batch = await batches.next(stop)
             return time.monotonic() - started, len(batch.records)
-        finally:
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
 
     elapsed, size = await timed_batch(50)  # not busy yet: max_wait_s
     assert elapsed < 0.25 and size >= 100

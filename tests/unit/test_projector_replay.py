@@ -185,17 +185,8 @@ async def test_after_a_busy_batch_the_next_gathers_for_the_busy_wait():
     first = await batcher.next(stop)  # the rest of the backlog, read at once
     assert len(first.records) == 10
 
-    async def trickle():
-        while True:
-            consumer.append(0)
-            await asyncio.sleep(0.005)
-
-    writer = asyncio.create_task(trickle())
-    try:
+    async with consumer.trickling():
         started = asyncio.get_running_loop().time()
         busy = await batcher.next(stop)
         elapsed = asyncio.get_running_loop().time() - started
-    finally:
-        writer.cancel()
-        await asyncio.gather(writer, return_exceptions=True)
     assert busy.records and 0.3 <= elapsed < 1.0, elapsed  # not max_wait_s: the last batch was busy
