@@ -319,7 +319,7 @@ def outage(n: int, gate: bool, period_s: int = 600, quiet_from_min: int = 12, qu
     print(f"every quiet check pinged    {heard} after (their next run: up to one {period_s // 60}-min period)")
     print(f"run                         {pings:,} pings, {minutes} min of stream time in {wall:.1f}s wall")
     if networks:
-        print(f"source networks             3 per project (/24), the quiet third one of them")
+        print("source networks             3 per project (/24), the quiet third one of them")
     if dead:
         late = sorted(dead_downs.values())
         print(f"real stops (other networks) {len(dead_downs):,} of {len(dead):,} down, "

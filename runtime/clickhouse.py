@@ -212,7 +212,8 @@ _LITERALS: dict[type, Callable[[Any], str]] = {
     int: str,
     float: _float,
     str: lambda v: "'" + (v if v.isprintable() and "'" not in v and "\\" not in v else v.translate(_ESCAPES)) + "'",
-    bytes: lambda v: "'" + (v.decode("latin-1").translate(_BYTE_ESCAPES) if _UNSAFE_BYTE.search(v) else v.decode()) + "'",
+    bytes: lambda v: "'" + (v.decode("latin-1").translate(_BYTE_ESCAPES) if _UNSAFE_BYTE.search(v)
+                            else v.decode()) + "'",
     datetime: _datetime,
     uuid.UUID: lambda v: f"'{v}'",
     list: lambda v: "[" + ",".join(map(sql_literal, v)) + "]",

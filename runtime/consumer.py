@@ -122,8 +122,9 @@ class Batches:
     so the shell looks at ``stop`` (and services with periodic work get their turn).
 
     Without read-ahead, a batch is what arrives within ``max_wait_s`` of its first record, taken in one
-    read when that window ends (at most ``max_records``; the rest opens the next batch). Read ahead (``waiting`` is then the shell's event, set while the handler has
-    nothing to do), the batch goes when the handler waits for it:
+    read when that window ends (at most ``max_records``; the rest opens the next batch). Read ahead
+    (``waiting`` is then the shell's event, set while the handler has nothing to do), the batch goes
+    when the handler waits for it:
 
     - while the handler is busy the batch keeps reading (up to ``max_records``), whatever its age:
       a batch cut then would only wait for the handler while newer records pile up outside it;
@@ -167,7 +168,8 @@ class Batches:
         records, self.held = self.held, []
         self.read_at = 0.0
         if not records and not stop.is_set():
-            records += await self._read(self.max_records, self.poll_ms)  # into a list of its own: a subclass keeps the read's
+            # Into the batch's own list: the read's may be kept as it is (the projector's Batcher decodes each).
+            records += await self._read(self.max_records, self.poll_ms)
         if records:
             self.read_at = time.monotonic()
             remaining = self._window()
