@@ -41,11 +41,12 @@ _LOG_EVERY_S = 30.0
 _COMPACT_EVERY_S = 300.0
 # A batch gathers records for this long after its first: under load, a few batches a second instead
 # of one per read, each a state produce and an offset commit (on the embedded log, two writes the
-# edges wait behind); an idle ping is handled this much later. After a batch of BUSY_RECORDS or
-# more (5,000 pings/s and up), the next gathers for BUSY_WAIT_S: two or three batches a second, whose
-# fixed cost (the state produce, the commit, the clock's turn) leaves the cores to the edges.
+# edges wait behind); an idle ping is handled this much later. Once pings come at BUSY_RECORDS per
+# BATCH_WAIT_S or faster (2,500 a second; runtime.consumer.Batches), a batch gathers for BUSY_WAIT_S: two
+# or three batches a second, whose fixed cost (the state produce, the commit, the clock's turn) leaves
+# the cores to the edges.
 BATCH_WAIT_S = 0.1
-BUSY_RECORDS = 500
+BUSY_RECORDS = 250
 BUSY_WAIT_S = 0.4
 _LOAD_TIMEOUT_S = 60.0
 

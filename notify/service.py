@@ -71,7 +71,7 @@ FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 300.0
 COMMIT_EVERY_S = 0.5  # offsets are committed at most this often (a write to the log each)
 BATCH_WAIT_S = 0.1  # a batch gathers records this long after its first: under load, a few reads a second
-BUSY_RECORDS, BUSY_WAIT_S = 500, 0.4  # after a batch this big, the next gathers this long (fewer turns under load)
+BUSY_RECORDS, BUSY_WAIT_S = 250, 0.4  # at this many records per BATCH_WAIT_S, a batch gathers this long (fewer turns)
 DRAIN_S = 5.0  # on a graceful stop, how long deliveries in flight may take to finish
 RESTORE_TIMEOUT_S = 60.0  # longest one reading of pingstream.notifier-pings may take at start (then retried)
 

@@ -99,6 +99,26 @@ async def test_after_a_busy_batch_the_next_gathers_for_the_busy_wait():
     assert elapsed < 0.25 and size < 100
 
 
+async def test_busy_is_a_rate_the_longer_window_does_not_hold_on_to():
+    """Busy is entered at busy_records per max_wait_s and left below half that rate. Counted per batch, a
+    batch of the longer window holds four times the records at the same rate: 600 records a second kept a
+    service busy that 600 a second could never have made busy."""
+    consumer = FakeConsumer()
+    batches = Batches(consumer, max_records=100_000, max_wait_s=0.05, poll_ms=1000, busy_records=100, busy_wait_s=0.3)
+    stop = asyncio.Event()
+
+    async def timed_batch(per_tick: int) -> float:
+        async with consumer.trickling(per_tick):
+            started = time.monotonic()
+            await batches.next(stop)
+            return time.monotonic() - started
+
+    assert await timed_batch(3) < 0.25  # 600/s: not busy (busy is 2,000/s)
+    await timed_batch(50)  # 10,000/s: busy from here
+    assert await timed_batch(3) >= 0.3  # the busy window; 600/s in it (180 records) is below half of 2,000/s
+    assert await timed_batch(3) < 0.25  # so busy is left
+
+
 async def test_it_reads_once_without_a_wait():
     consumer = FakeConsumer()
     consumer.append(0, 3)
