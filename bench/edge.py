@@ -121,14 +121,14 @@ class Server:
 class UpServer:
     """``pingstream up`` (embedded) with one check, pinged by its uuid."""
 
-    def __init__(self, data_dir: str, env: dict) -> None:
+    def __init__(self, data_dir: str, env: dict, root: Path = ROOT) -> None:
         from bench.procs import Service
 
         self.mode = "up"
         self.port = kafkabroker.free_port()
         env = {"PINGSTREAM_DATA": data_dir, "PINGSTREAM_KAFKA": "", "PINGSTREAM_MAX_CONNECTIONS_PER_CLIENT": "0",
                "PINGSTREAM_LOG_LEVEL": "WARNING"}
-        self.service = Service("up", env, self.port)
+        self.service = Service("up", env, self.port, root=root)
         try:
             self.service.start()
             if (os.cpu_count() or 1) > 1:  # supervised: the port opens with the first edge; wait for them all

@@ -37,8 +37,10 @@ def parse_keys(text: str) -> dict[str, str]:
 class Service:
     """One ``pingstream <command>`` process; start / stop (SIGTERM) / kill (-9), keeping its data."""
 
-    def __init__(self, command: str, env: dict[str, str], port: int | None = None) -> None:
+    def __init__(self, command: str, env: dict[str, str], port: int | None = None, root: Path = ROOT) -> None:
+        """``root``: the checkout whose code runs (another one's, for a benchmark's baseline)."""
         self.command = command
+        self.root = root
         self.env = env
         self.port = port
         self.url = f"http://127.0.0.1:{port}" if port else None
@@ -53,7 +55,7 @@ class Service:
         if self.port:
             env["PINGSTREAM_PORT"] = str(self.port)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pingstream.cli", *self.command.split()], cwd=ROOT, env=env,
+            [sys.executable, "-m", "pingstream.cli", *self.command.split()], cwd=self.root, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
