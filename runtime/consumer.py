@@ -176,12 +176,12 @@ class Batches:
             records += await self._read(self.max_records, self.poll_ms)
         if records:
             self.read_at = time.monotonic()
-            remaining = self._window()
+            window = self._window()
             # The window is open: the records that come in it are taken in one read at its end, not read as
             # they come (a read per few records, back to back under load, cost more than the batch's work).
-            if remaining > 0 and len(records) < self.max_records and not stop.is_set():
+            if window > 0 and len(records) < self.max_records and not stop.is_set():
                 try:
-                    await asyncio.wait_for(stop.wait(), remaining)
+                    await asyncio.wait_for(stop.wait(), window)
                 except asyncio.TimeoutError:
                     records += await self._read(self.max_records - len(records), 0)
         return self._cut(records)
