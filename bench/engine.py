@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -38,6 +37,7 @@ import uvloop  # noqa: E402
 
 from bench.edge import UpServer, _children, cpu_seconds  # noqa: E402
 from bench.loadgen import open_loop  # noqa: E402
+from bench.procs import Sampling  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "engine.json"
 
@@ -50,14 +50,14 @@ def _role(pid: int) -> str:
     return "engine" if "engine" in command else "edges"
 
 
-class Sampler:
+class Sampler(Sampling):
     """Each second, the CPU each role of `up` (supervisor, engine, edges) used in it, in cores."""
 
     def __init__(self, supervisor: int) -> None:
+        super().__init__(1.0)
         self.roles = {supervisor: "supervisor", **{pid: _role(pid) for pid in _children(supervisor)}}
         self.seconds: list[dict[str, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._last, self._at = self._cpu(), time.monotonic()
 
     def _cpu(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -65,20 +65,10 @@ class Sampler:
             out[role] = out.get(role, 0.0) + (cpu_seconds(pid) or 0.0)
         return out
 
-    def _run(self) -> None:
-        last, at = self._cpu(), time.monotonic()
-        while not self._stop.wait(1.0):
-            now, cpu = time.monotonic(), self._cpu()
-            self.seconds.append({role: (cpu[role] - last.get(role, 0.0)) / (now - at) for role in cpu})
-            last, at = cpu, now
-
-    def __enter__(self) -> "Sampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        now, cpu = time.monotonic(), self._cpu()
+        self.seconds.append({role: (cpu[role] - self._last.get(role, 0.0)) / (now - self._at) for role in cpu})
+        self._last, self._at = cpu, now
 
 
 def measure(root: Path, rates: list[float], duration_s: float, settle_s: float) -> list[dict]:

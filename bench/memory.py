@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import tempfile
-import threading
 import time
 from datetime import datetime, timezone
 import sys
@@ -34,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script (python bench/memory.py), as the other benches are
 
 from bench.loadgen import open_loop  # noqa: E402
-from bench.procs import Service, free_port  # noqa: E402
+from bench.procs import Sampling, Service, free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "memory.json"
 _MB = 1024 * 1024
@@ -122,33 +121,23 @@ def reading(root: int, sql=None) -> dict:
     return out
 
 
-class Peak:
+class Peak(Sampling):
     """The highest RSS and PSS summed over the tree, sampled every ``interval_s`` on a thread."""
 
     def __init__(self, root: int, interval_s: float = 2.0) -> None:
-        self.root, self.interval_s = root, interval_s
+        super().__init__(interval_s)
+        self.root = root
         self.rss_mb = self.pss_mb = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            rss = pss = 0.0
-            for pid in descendants(self.root):
-                try:
-                    r = rollup_mb(pid)
-                except OSError:
-                    continue
-                rss, pss = rss + r["rss"], pss + r["pss"]
-            self.rss_mb, self.pss_mb = max(self.rss_mb, rss), max(self.pss_mb, pss)
-
-    def __enter__(self) -> "Peak":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        rss = pss = 0.0
+        for pid in descendants(self.root):
+            try:
+                r = rollup_mb(pid)
+            except OSError:
+                continue
+            rss, pss = rss + r["rss"], pss + r["pss"]
+        self.rss_mb, self.pss_mb = max(self.rss_mb, rss), max(self.pss_mb, pss)
 
 
 def engine_metrics(sql_url: str, admin_key: str):

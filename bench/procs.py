@@ -34,6 +34,31 @@ def parse_keys(text: str) -> dict[str, str]:
     return keys
 
 
+class Sampling:
+    """Calls ``sample()`` on a thread every ``interval_s`` while its ``with`` block runs (a benchmark's
+    reading of /proc beside the load it generates)."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 class Service:
     """One ``pingstream <command>`` process; start / stop (SIGTERM) / kill (-9), keeping its data."""
 
