@@ -397,6 +397,15 @@ def apply(
         state = CheckState(partition=partition)
     elif offset >= 0 and partition == state.partition and offset <= state.offset:
         return state, []  # already in the state (restart between state write and offset commit)
+    elif (state.status == "up" and state.base == "up" and state.last_start is None and state.deadline is not None
+          and now < state.deadline and state.down_since is None and not state.broken and type(event) is PingEvent
+          and event.kind == "success"):
+        # Most pings: a success of a check that is up, no run going on, its deadline ahead. What the general
+        # path below comes to for it, in one step: the check stays up, its next period starts now.
+        grace_start = plan.next_expected(now)
+        if now < grace_start:
+            return _replace(state, last_ping=now, grace_start=grace_start, deadline=grace_start, fails=0,
+                            oks=state.oks + 1, partition=partition, offset=offset), []
     check_id = event.check_id
     # Deadlines that passed before this event happened come first: a ping after
     # grace + timeout means the check was down in between (as Healthchecks' sendalerts would have said).

@@ -35,6 +35,16 @@ class History(Registry):
     def __init__(self) -> None:
         super().__init__()
         self.versions: dict[str, deque[tuple[int, CheckConfig | None]]] = {}
+        self.heard: set[bytes] = set()  # the pings' record keys (check ids) of the checks that have channels
+
+    def _put_check(self, check: CheckConfig) -> None:
+        super()._put_check(check)
+        if check.channels:
+            self.heard.add(check.id.encode())
+
+    def _drop_check(self, check_id: str) -> None:
+        super()._drop_check(check_id)
+        self.heard.discard(check_id.encode())
 
     def apply(self, event, timestamp_ms: int | None = None) -> None:
         super().apply(event)
