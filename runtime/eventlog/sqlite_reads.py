@@ -29,14 +29,16 @@ WINDOW_MAX = 20_000  # records held per partition for the consumers behind the o
 
 _offset_of = operator.itemgetter(2)
 
-_SELECT = ("SELECT ?, ?, offset, key, value, ts FROM records WHERE topic=? AND partition=? AND offset>=? "
-           "ORDER BY offset LIMIT ?")
+# The topic and partition are the Record's own, not selected: the sqlite3 module makes a new str (and int)
+# of a selected value for every row, a third of a read's CPU for these two.
+_SELECT = "SELECT offset, key, value, ts FROM records WHERE topic=? AND partition=? AND offset>=? ORDER BY offset LIMIT ?"
 
 
 def select(conn: sqlite3.Connection, tp: TopicPartition, position: int, limit: int) -> list[Record]:
     """Up to ``limit`` records of ``tp`` from offset ``position`` on, straight from the file."""
-    rows = conn.execute(_SELECT, (tp.topic, tp.partition, tp.topic, tp.partition, position, limit)).fetchall()
-    return list(map(as_record, rows))  # rows are in Record's field order
+    rows = conn.execute(_SELECT, (tp.topic, tp.partition, position, limit)).fetchall()
+    head = (tp.topic, tp.partition)
+    return [as_record(head + row) for row in rows]  # rows follow the Record's fields after these two
 
 
 class _Window:
