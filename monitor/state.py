@@ -20,7 +20,7 @@ from . import store
 from .clock import DeadlineHeap, StreamClock
 from .holds import Down, hold, note_down, released, window_held_down
 from .plans import PlanBook
-from .transitions import CheckState, apply, expire, reconfigure
+from .transitions import CheckState, apply, expire, reconfigure, stays_up
 from .volume import VolumeGate, network_of, scope_of
 
 log = logging.getLogger(__name__)
@@ -196,12 +196,13 @@ class Monitor:
         except Exception as exc:  # a poison record must not stop monitoring: dead-letter it and go on
             self.counts["errors"] += 1
             self.poison.append((record, exc))
-        self._flush()
+        if self._pending:
+            self._flush()
 
     def _fold(self, record) -> None:
         event = decode(record.value)
         self.counts["records"] += 1
-        at = _event_time(event)
+        at = event.received_at.timestamp() if type(event) is PingEvent else _event_time(event)
         if at is None:
             return  # a type this version does not know, or not ours
         gap = self.clock.observe(record.partition, at)
@@ -226,8 +227,17 @@ class Monitor:
         earliest = self.heap.earliest()
         if earliest is not None and earliest <= at:
             self.advance()
-        check_id = sys.intern(event.check_id)
+        check_id = event.check_id
         keyed = isinstance(event, PingEvent) and is_derived(event.event_id)
+        if not keyed and self.gate is None:
+            old = self.states.get(check_id)
+            if old is not None and old.held_down is None:
+                new = stays_up(old, event, at, self.plans.get(check_id, event.project_id), record.partition,
+                               record.offset)
+                if new is not None:  # most pings: no transition, no gap or anomaly to look at (as ``apply``)
+                    self._put(check_id, old, new)
+                    return
+        check_id = sys.intern(check_id)
         if keyed:
             recent = self.recent.get(check_id)
             if recent is not None and recent.repeat(event.event_id, at):

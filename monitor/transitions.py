@@ -381,6 +381,20 @@ def _completion(state: CheckState, event: PingEvent, now: float, plan: Plan) -> 
     return new, rule, _counted(reason, new, plan)
 
 
+def stays_up(state: CheckState, event, now: float, plan: Plan, partition: int, offset: int) -> CheckState | None:
+    """Most pings, in one step: a success of a check that is up, no run going on, its deadline ahead, read
+    after what ``state`` holds. The check stays up and its next period starts now: what ``apply`` comes to
+    for it (tests/unit/test_monitor_fast_path.py holds them equal). None for any other ping or state."""
+    if (state.status == "up" and state.base == "up" and state.last_start is None and state.deadline is not None
+            and now < state.deadline and state.down_since is None and not state.broken and type(event) is PingEvent
+            and event.kind == "success" and (offset < 0 or partition != state.partition or offset > state.offset)):
+        grace_start = plan.next_expected(now)
+        if now < grace_start:
+            return _replace(state, last_ping=now, grace_start=grace_start, deadline=grace_start, fails=0,
+                            oks=state.oks + 1, partition=partition, offset=offset)
+    return None
+
+
 def apply(
     state: CheckState | None,
     event: PingEvent | Paused | Resumed,
@@ -397,15 +411,10 @@ def apply(
         state = CheckState(partition=partition)
     elif offset >= 0 and partition == state.partition and offset <= state.offset:
         return state, []  # already in the state (restart between state write and offset commit)
-    elif (state.status == "up" and state.base == "up" and state.last_start is None and state.deadline is not None
-          and now < state.deadline and state.down_since is None and not state.broken and type(event) is PingEvent
-          and event.kind == "success"):
-        # Most pings: a success of a check that is up, no run going on, its deadline ahead. What the general
-        # path below comes to for it, in one step: the check stays up, its next period starts now.
-        grace_start = plan.next_expected(now)
-        if now < grace_start:
-            return _replace(state, last_ping=now, grace_start=grace_start, deadline=grace_start, fails=0,
-                            oks=state.oks + 1, partition=partition, offset=offset), []
+    else:
+        new = stays_up(state, event, now, plan, partition, offset)
+        if new is not None:
+            return new, []
     check_id = event.check_id
     # Deadlines that passed before this event happened come first: a ping after
     # grace + timeout means the check was down in between (as Healthchecks' sendalerts would have said).
