@@ -407,9 +407,9 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
     _tune_gc()
     projector = Projector(clickhouse, event_log)
 
-    async def handle(batch: Batch) -> None:
+    async def handle(batch: Batch) -> dict[TopicPartition, int] | None:
         if not batch.records:
-            return
+            return None
         ranges = ranges_of(batch.records)
         token = batch_token(ranges)
         # Retried until they work: nothing is committed meanwhile, so the log keeps every record.
@@ -419,6 +419,7 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
         await retry("projector insert", lambda: projector.process(batch.records, token, decoded), stop=stop, logger=log)
         if batch.replayed:
             log.info("replayed the journaled batch of %d records after a restart", len(batch.records))
+        return {tp: last + 1 for tp, (_, last) in ranges.items()}  # what the shell commits
 
     reported: list[set] = []
 

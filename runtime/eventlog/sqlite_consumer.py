@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from .base import Consumer, Record, TopicPartition
 from .sqlite_db import WriteLock, connect
 
-_partition_of = operator.itemgetter(0, 1)
 _offset_of = operator.itemgetter(2)
 
 _COMMIT_SQL = ("INSERT INTO group_offsets(grp, topic, partition, offset) VALUES {} "
@@ -75,24 +74,30 @@ class SqliteConsumer(Consumer):
             return list(self._positions.items())
         return [(tp, position) for tp, position in self._positions.items() if heads.get(tp, 0) > position]
 
-    def _read(self, wanted: list[tuple[TopicPartition, int]], max_records: int) -> list[Record]:
-        out: list[Record] = []
+    def _read(self, wanted: list[tuple[TopicPartition, int]], max_records: int) -> list[tuple[TopicPartition, list]]:
+        """The records read, per partition."""
+        out: list[tuple[TopicPartition, list[Record]]] = []
         reads = self._log.shared_reads
+        n = 0
         for tp, position in wanted:
-            if len(out) >= max_records:
+            if n >= max_records:
                 break
-            out += reads.read(self._conn, self, tp, position, max_records - len(out))
+            got = reads.read(self._conn, self, tp, position, max_records - n)
+            if got:
+                out.append((tp, got))
+                n += len(got)
         return out
 
     async def getmany(self, max_records: int = 10_000, timeout_ms: int = 200) -> list[Record]:
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
             wanted = self._wanted()
-            records = await self._run(self._read, wanted, max_records) if wanted else []
-            if records:
-                last = dict(zip(map(_partition_of, records), map(_offset_of, records)))
-                for (topic, partition), offset in last.items():
-                    self._positions[TopicPartition(topic, partition)] = offset + 1
+            read = await self._run(self._read, wanted, max_records) if wanted else []
+            if read:
+                records: list[Record] = []
+                for tp, got in read:  # the positions per partition read, not per record
+                    self._positions[tp] = _offset_of(got[-1]) + 1
+                    records += got
                 return records
             remaining = deadline - time.monotonic()
             if remaining <= 0:
