@@ -40,6 +40,12 @@ _ERRORS = metrics.PRODUCE_ERRORS.labels("sqlite")
 MAX_GROUP = 20_000  # records per group commit
 DRAIN_S = 0.1  # longest the writer thread commits back to back before other work on it gets a turn
 
+
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class SqliteEventLog(EventLog):
     def __init__(self, path: str | Path, default_partitions: int = 1, clock=time.time) -> None:
         self.path = Path(path)
@@ -55,7 +61,7 @@ class SqliteEventLog(EventLog):
         self._failure = "event log is not started"
         self._partitions: dict[str, int] = {}
         self._heads: dict[tuple[str, int], int] = {}  # next offset per partition, as last committed (WriteLock)
-        self._waiting: dict[str, list[asyncio.Event]] = {}  # per topic, who waits for this process to write to it
+        self._waiting: dict[str, list[asyncio.Future]] = {}  # per topic, who waits for this process to write to it
         self._lock = threading.Lock()
         self._write_lock: WriteLock | None = None  # across processes, on the writer thread
         self.shared_reads = SharedReads()  # its consumers' reads of the file (sqlite_reads.py)
@@ -205,7 +211,7 @@ class SqliteEventLog(EventLog):
         if self._waiting:
             for topic in {item[0] for item in batch}:
                 for woken in self._waiting.pop(topic, ()):
-                    woken.set()
+                    _wake(woken)
 
     @staticmethod
     def _fail_batch(batch: list, exc: LogUnavailable) -> None:
@@ -298,14 +304,17 @@ class SqliteEventLog(EventLog):
         """Wake when this process commits records to one of ``topics``, or after ``timeout_s`` (other
         writers). Commits to other topics do not wake: the edge's registry follower sleeps through
         its pings."""
-        woken = asyncio.Event()
+        # A future woken by the write or by a timer: an idle consumer polls here every few tens of ms, and
+        # ``asyncio.wait_for`` made a task and a timeout for each wait.
+        loop = asyncio.get_running_loop()
+        woken = loop.create_future()
         for topic in topics:
             self._waiting.setdefault(topic, []).append(woken)
+        timer = loop.call_later(timeout_s, _wake, woken)
         try:
-            await asyncio.wait_for(woken.wait(), timeout_s)
-        except asyncio.TimeoutError:
-            pass
+            await woken
         finally:
+            timer.cancel()
             for topic in topics:
                 waiting = self._waiting.get(topic)
                 if waiting is not None and woken in waiting:
