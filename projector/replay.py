@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from itertools import chain
 from typing import Callable
 
 from runtime.consumer import Batch, Batches, last_offsets
@@ -108,7 +109,7 @@ class Batcher(Batches):
             return self.decode(records)
         if len(parts) == 1:
             return parts[0]
-        return tuple([item for part in parts for item in part[i]] for i in range(len(parts[0])))
+        return tuple(list(chain.from_iterable(part[i] for part in parts)) for i in range(len(parts[0])))
 
     async def _next(self, stop: asyncio.Event) -> Batch:
         if not self.replay:
