@@ -117,6 +117,16 @@ def next_offsets(records: list[Record]) -> Offsets:
     return {tp: offset + 1 for tp, offset in last_offsets(records).items()}
 
 
+async def _first(stop: asyncio.Event, event: asyncio.Event | None, timeout_s: float | None) -> None:
+    """Wait until ``stop`` or ``event`` is set, or ``timeout_s`` has passed."""
+    waits = [asyncio.ensure_future(e.wait()) for e in (stop, event) if e is not None]
+    try:
+        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
 class Batches:
     """Batches bounded by count and time. An idle read returns an empty batch after ``poll_ms``,
     so the shell looks at ``stop`` (and services with periodic work get their turn).
@@ -138,8 +148,8 @@ class Batches:
 
     Busy (``busy_wait_s``): once records come at ``busy_records`` per ``max_wait_s`` or faster (counted
     from one batch's cut to the next's), a batch gathers for ``busy_wait_s`` instead of ``max_wait_s``
-    (read ahead: its first record is that old, however many it holds, before it goes), until they come at
-    half that rate. A service whose every batch costs a fixed price (log writes, a commit, an insert)
+    (read ahead: its first record is that old, however many it holds, before it goes; what comes meanwhile
+    is taken in one read at that end, not read as it comes), until they come at half that rate. A service whose every batch costs a fixed price (log writes, a commit, an insert)
     then pays it a few times a second under load, not ten or twenty, and leaves the cores to the edges;
     under light load nothing changes. (Counted per batch instead, the rate that keeps a batch of the
     longer window busy is a quarter of the one that makes it so: at a rate between them a service stayed
@@ -215,6 +225,16 @@ class Batches:
                 break
             if not records:
                 wait_ms = self.poll_ms
+            elif self._busy:
+                # Busy: the batch goes at its window's end, whatever it holds then. What comes meanwhile is
+                # taken in one read at that end (or, the handler still busy then, once it waits), not read
+                # as it comes: each read costs the event loop's thread a hand-over to the reader and back.
+                now = time.monotonic()
+                if now < due:
+                    await _first(stop, None, due - now)
+                elif not idle:
+                    await _first(stop, waiting, None)
+                wait_ms = 0
             elif idle:
                 wait_ms = max(0, int((due - time.monotonic()) * 1000))
             else:
