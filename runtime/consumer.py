@@ -149,9 +149,10 @@ class Batches:
     Busy (``busy_wait_s``): once records come at ``busy_records`` per ``max_wait_s`` or faster (counted
     from one batch's cut to the next's), a batch gathers for ``busy_wait_s`` instead of ``max_wait_s``
     (read ahead: its first record is that old, however many it holds, before it goes; what comes meanwhile
-    is taken in one read at that end, not read as it comes), until they come at half that rate. A service whose every batch costs a fixed price (log writes, a commit, an insert)
-    then pays it a few times a second under load, not ten or twenty, and leaves the cores to the edges;
-    under light load nothing changes. (Counted per batch instead, the rate that keeps a batch of the
+    is taken in one read at that end, not read as it comes), until they come at half that rate. A service
+    whose every batch costs a fixed price (log writes, a commit, an insert) then pays it a few times a
+    second under load, not ten or twenty, and leaves the cores to the edges; under light load nothing
+    changes. (Counted per batch instead, the rate that keeps a batch of the
     longer window busy is a quarter of the one that makes it so: at a rate between them a service stayed
     in whichever mode its past left it, its CPU twice as high in one as in the other.)"""
 
@@ -190,9 +191,8 @@ class Batches:
             # The window is open: the records that come in it are taken in one read at its end, not read as
             # they come (a read per few records, back to back under load, cost more than the batch's work).
             if window > 0 and len(records) < self.max_records and not stop.is_set():
-                try:
-                    await asyncio.wait_for(stop.wait(), window)
-                except asyncio.TimeoutError:
+                await _first(stop, None, window)
+                if not stop.is_set():
                     records += await self._read(self.max_records - len(records), 0)
         return self._cut(records)
 

@@ -31,7 +31,8 @@ _offset_of = operator.itemgetter(2)
 
 # The topic and partition are the Record's own, not selected: the sqlite3 module makes a new str (and int)
 # of a selected value for every row, a third of a read's CPU for these two.
-_SELECT = "SELECT offset, key, value, ts FROM records WHERE topic=? AND partition=? AND offset>=? ORDER BY offset LIMIT ?"
+_SELECT = ("SELECT offset, key, value, ts FROM records WHERE topic=? AND partition=? AND offset>=? "
+           "ORDER BY offset LIMIT ?")
 
 
 def select(conn: sqlite3.Connection, tp: TopicPartition, position: int, limit: int) -> list[Record]:
