@@ -9,10 +9,9 @@ consumer shell (``runtime.consumer``); each goes through, in this order:
    the dead-letter topic) and the pure fold, after loading from ``check_state``
    the state of checks not in memory (a restart resumes from there; no history
    is replayed);
-3. inserts into pings (made by ClickHouse from the ping records and the fold's
-   values, see ``wire``; the runs and their rollups follow from them in
-   ClickHouse's views), transitions, ping_keys, checks (the registry's records,
-   see ``catalog``), then check_state, each with an
+3. inserts into pings, runs (both made by ClickHouse from the ping records and
+   the fold's values, see ``wire``), transitions, ping_keys, checks (the
+   registry's records, see ``catalog``), then check_state, each with an
    ``insert_deduplication_token`` derived from the batch's offsets;
 4. commit of the offsets (by the shell, once ``handle`` returned).
 
@@ -68,7 +67,7 @@ BUSY_RECORDS = 250
 BUSY_WAIT_S = 0.4
 _LOAD_CHUNK = 5_000
 TABLE_COLUMNS = {**COLUMNS, "checks": catalog.COLUMNS}
-# Inserts but pings' are Arrow tables (``ClickHouse.insert_arrow``: read in place by embedded chdb, an
+# Inserts but pings' and runs' are Arrow tables (``ClickHouse.insert_arrow``: read in place by embedded chdb, an
 # ArrowStream for a server), each column converted by Arrow in C (a fraction of the time clickhouse-connect's
 # Native encoder takes value by value); up to SMALL_INSERT_ROWS rows, a literal VALUES clause (half the fixed
 # cost). A table with a column type ``arrow_type`` does not map goes through that encoder, its UUID and
@@ -78,6 +77,7 @@ _offset_of = operator.itemgetter(2)  # a Record's offset
 _event_of = operator.itemgetter(0)
 _check_id = operator.attrgetter("check_id")
 _REGISTRY_TYPES = frozenset(catalog.REGISTRY_TYPES)
+_FROM_RECORDS = {"pings": wire.PINGS_SELECT, "runs": wire.RUNS_SELECT}
 _WIRE = {"UUID": "String", "Nullable(UUID)": "Nullable(String)", "LowCardinality(String)": "String"}
 
 
@@ -250,15 +250,19 @@ class Projector:
             # A deletion repeats its check's last row, as the batches before this one wrote it.
             known = await self.known_checks(catalog.deleted_ids(prepared.registry))
             checks = catalog.check_rows(prepared.registry, known)
-            pings = None
-            if rows.ping_index:  # a few pings go as VALUES (see SMALL_INSERT_ROWS); the runs follow in ClickHouse
+            pings = runs = None
+            if rows.ping_index:
                 pings = small_ping_rows(rows, prepared.sources)
-                if pings is None:
-                    pings = Columns(ping_source(rows.ping_index, prepared.sources, rows), len(rows.ping_index))
+                if pings is not None:  # a few pings: their rows and the runs' go as VALUES (see SMALL_INSERT_ROWS)
+                    runs = rows.runs
+                else:
+                    source = ping_source(rows.ping_index, prepared.sources, rows)
+                    pings = Columns(source, len(rows.ping_index))
+                    runs = Columns(source, len(rows.runs)) if rows.runs else None
             # The tables but check_state at once (their inserts overlap: see ClickHouse.insert_columns), each
             # to its end whatever the others do, so no insert of this batch still runs when it is retried.
             tables = [(table, data) for table, data in (
-                ("pings", pings), ("transitions", rows.transitions),
+                ("pings", pings), ("runs", runs), ("transitions", rows.transitions),
                 ("ping_keys", rows.ping_keys), ("checks", checks),
             ) if data]
             done = await asyncio.gather(*(self.insert(table, data, f"{token}:{table}") for table, data in tables),
@@ -306,8 +310,8 @@ class Projector:
         started = time.perf_counter()
 
         names = TABLE_COLUMNS[table]
-        if table == "pings" and isinstance(data, Columns):  # made by ClickHouse from the records (wire.py)
-            await self.ch.insert_select(table, names, wire.PINGS_SELECT, wire.PINGS_SOURCE, data.make, settings)
+        if table in _FROM_RECORDS and isinstance(data, Columns):  # made by ClickHouse from the records (wire.py)
+            await self.ch.insert_select(table, names, _FROM_RECORDS[table], wire.PINGS_SOURCE, data.make, settings)
             self._insert_observed(table, data, started)
             return
         if table != "checks" and not isinstance(data, Columns) and len(data) <= SMALL_INSERT_ROWS:
@@ -358,18 +362,17 @@ def small_ping_rows(rows: Rows, sources: list[Record]) -> list[tuple] | None:
         events = [decode_event(sources[i][4]) for i in index]
     except ValueError:  # msgspec's DecodeError and ValidationError
         return None
-    return Rows(ping_events=events, ping_n=rows.ping_n, ping_durations=rows.ping_durations,
-                ping_starts=rows.ping_starts).pings
+    return Rows(ping_events=events, ping_n=rows.ping_n, ping_durations=rows.ping_durations).pings
 
 
 def ping_source(index: list[int], sources: list[Record], rows: Rows) -> Callable[[], list[list]]:
-    """What the pings insert sends (``wire.PINGS_SOURCE``): each ping row's record, by its index among the
-    folded events, and what the fold adds to it."""
+    """What the pings' and the runs' inserts send (``wire.PINGS_SOURCE``): each ping row's record, by its
+    index among the folded events, and what the fold adds to it."""
 
     made: list[list[list]] = []
 
     def make() -> list[list]:
-        if not made:  # once, whatever retries of the insert follow
+        if not made:  # once for both inserts (two threads racing here would both make the same; the first is kept)
             if len(index) == len(sources):  # every folded event made a row: the records in order
                 records = list(map(_value_of, sources))
             else:

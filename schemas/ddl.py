@@ -226,21 +226,11 @@ STATEMENTS: list[str] = [
     ORDER BY (check_id, at, alert_id, channel_id)
     {_DEDUP}
     """,
-    # The runs are made by ClickHouse from the pings that end one (issue #17): a pings row carries the event
-    # id of the start it ends, and this view writes the run (and through the runs table, its rollups) from
-    # the same block, with the block's deduplication (the projector inserts pings with
-    # deduplicate_blocks_in_dependent_materialized_views). The start's time is the end's less the duration,
-    # exact: the duration is a whole number of microseconds under 72 hours. (No alias may take a column's
-    # name here: ClickHouse would read the alias in WHERE. start_event_id and duration_s, Nullable in pings,
-    # are never NULL in the rows that pass.)
-    "ALTER TABLE {db}.pings ADD COLUMN IF NOT EXISTS start_event_id Nullable(UUID)",
-    """
-    CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.runs_mv TO {db}.runs AS
-    SELECT event_id, start_event_id, check_id, project_id, rid,
-           subtractMicroseconds(received_at, toInt64(round(duration_s * 1000000))) AS started_at,
-           received_at AS finished_at, duration_s, kind AS outcome, exit_status
-    FROM {db}.pings WHERE start_event_id IS NOT NULL
-    """,
+    # For an hour of 2026-12-01 the runs were made by a view on pings (runs_mv, from a pings.start_event_id):
+    # cheaper for large batches, but every pings insert then ran the view and the rollups behind it, which
+    # cost small batches (light load) a third more engine CPU. A database made then loses the view here; the
+    # column, NULL in every row since, stays.
+    "DROP VIEW IF EXISTS {db}.runs_mv",
 ]
 
 

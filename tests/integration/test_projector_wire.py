@@ -1,4 +1,4 @@
-"""The pings rows made by ClickHouse from the records (projector/wire.py), and the runs from them, on real chdb: every column
+"""The pings and runs rows made by ClickHouse from the records (projector/wire.py) on real chdb: every column
 as the events have it, the same as the rows built in Python from fully decoded events and sent as Arrow
 columns (the reference), on tricky pings."""
 
@@ -88,7 +88,7 @@ async def test_it_stores_every_column_as_the_python_reference_does(clickhouse, p
 
     monkeypatch.setattr(clickhouse, "insert_select", spied)
     await Projector(clickhouse, None).process(records, "token-1")
-    assert sorted(selected) == ([] if path == "values" else ["pings"])
+    assert sorted(selected) == ([] if path == "values" else ["pings", "runs"])
 
     reference = fold({}, [(decode(r.value), r.offset) for r in records])  # the full events, in Python
     await _reference(clickhouse, "pings", reference.pings)
@@ -129,7 +129,7 @@ async def test_a_body_that_is_not_base64_is_stored_empty_rather_than_stopping_th
     assert await clickhouse.query("SELECT body, n FROM pings") == [("", 1)]
 
 
-async def test_a_pings_block_inserted_twice_under_its_token_is_stored_once_with_its_runs(clickhouse):
+async def test_a_pings_block_inserted_twice_under_its_token_is_stored_once(clickhouse):
     events = _tricky()
     records = _records([encode(e) for e in events])
     projector = Projector(clickhouse, None)
@@ -138,6 +138,7 @@ async def test_a_pings_block_inserted_twice_under_its_token_is_stored_once_with_
     source = ping_source(rows.ping_index, prepared.sources, rows)
     for _ in range(2):  # a crash after these inserts and before check_state: the replay sends them again
         await projector.insert("pings", Columns(source, len(rows.ping_index)), "token:pings")
+        await projector.insert("runs", Columns(source, len(rows.runs)), "token:runs")
     assert await clickhouse.query("SELECT count() FROM pings") == [(len(events),)]
     assert await clickhouse.query("SELECT count() FROM runs") == [(3,)]
 
