@@ -226,11 +226,6 @@ STATEMENTS: list[str] = [
     ORDER BY (check_id, at, alert_id, channel_id)
     {_DEDUP}
     """,
-    # For an hour of 2026-12-01 the runs were made by a view on pings (runs_mv, from a pings.start_event_id):
-    # cheaper for large batches, but every pings insert then ran the view and the rollups behind it, which
-    # cost small batches (light load) a third more engine CPU. A database made then loses the view here; the
-    # column, NULL in every row since, stays.
-    "DROP VIEW IF EXISTS {db}.runs_mv",
 ]
 
 

@@ -423,22 +423,3 @@ async def test_the_migration_adds_the_state_columns_to_an_existing_database(clic
     cols = await clickhouse.run(check)
     assert {("transitions", "from_base"), ("transitions", "to_base"), ("check_state", "status_at"),
             ("transitions", "held"), ("transitions", "rule")} <= cols
-
-
-async def test_the_migration_drops_the_runs_view_of_a_database_made_while_it_existed(clickhouse):
-    """A database made by the code that made the runs with a view on pings: the migration drops the view, so
-    each run is written once (by the projector's runs insert), not also by the view."""
-    from schemas import ddl
-
-    db = clickhouse.database
-
-    def made_then(client):
-        client.command(f"ALTER TABLE {db}.pings ADD COLUMN IF NOT EXISTS start_event_id Nullable(UUID)")
-        client.command(f"CREATE MATERIALIZED VIEW {db}.runs_mv TO {db}.runs AS SELECT event_id, start_event_id, "
-                       f"check_id, project_id, rid, received_at AS started_at, received_at AS finished_at, "
-                       f"duration_s, kind AS outcome, exit_status FROM {db}.pings WHERE start_event_id IS NOT NULL")
-        ddl.migrate(client, db)
-        return client.query(f"SELECT count() FROM system.tables WHERE database = '{db}' AND name = 'runs_mv'"
-                            ).result_rows[0][0]
-
-    assert await clickhouse.run(made_then) == 0
