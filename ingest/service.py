@@ -14,7 +14,7 @@ import logging
 
 from aiohttp import web
 
-from runtime import health, logthrottle, metrics
+from runtime import health, logthrottle, memory, metrics
 from runtime.clickhouse import ClickHouse
 from runtime.config import Config
 from runtime.eventlog.base import EventLog
@@ -93,6 +93,9 @@ async def run(
     if registry is None:
         registry, follower = await start_registry(event_log, stop)
     ticker = asyncio.create_task(run_ticker(event_log, config.tick_interval_s, stop), name="ticker")
+    # After a load, what the edge's allocators kept of it goes back (runtime.memory).
+    trimmer = asyncio.create_task(memory.release_when_idle(lambda: metrics.total(metrics.PINGS), stop, name="edge"),
+                                  name="memory-release")
     watcher = None
     if clickhouse is not None and not clickhouse.embedded:
         # A ClickHouse server (or the SQL endpoint of `up`'s engine process) may go away while the
@@ -114,7 +117,7 @@ async def run(
         # Stop accepting, let in-flight pings finish their durable produce, then stop the rest.
         await runner.cleanup()
         await metrics.stop_sharing()
-        tasks = [t for t in (ticker, follower, watcher) if t is not None]
+        tasks = [t for t in (ticker, follower, watcher, trimmer) if t is not None]
         done, pending = await asyncio.wait(tasks, timeout=STOP_TASKS_S)
         for task in pending:
             log.warning("%s did not stop within %g s; cancelled", task.get_name(), STOP_TASKS_S)

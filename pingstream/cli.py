@@ -30,7 +30,7 @@ from urllib.parse import quote
 from checks.spec import project_name_error
 from schemas.events import Project
 
-from runtime import adminkey, health, supervisor
+from runtime import adminkey, health, memory, supervisor
 from runtime.clickhouse import ClickHouse, Unavailable
 from runtime.config import Config, ConfigError
 from runtime.eventlog import open_eventlog
@@ -138,6 +138,8 @@ async def _run_services(config: Config, names: list[str]) -> None:
             from projector import service as projector_service
 
             tasks.append(projector_service.run(config, event_log, clickhouse, stop))
+            tasks.append(memory.release_when_idle(
+                lambda: clickhouse.bulk_inserts, stop, lambda: clickhouse.run(clickhouse.release_memory), name="engine"))
         if "monitor" in names:
             from monitor import service as monitor_service
 

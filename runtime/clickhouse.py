@@ -23,9 +23,16 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 from urllib.parse import urlsplit
 
-import clickhouse_connect
+# Arrow's buffers (the inserts' tables) from Arrow's jemalloc pool, whose freed pages ``release_memory`` purges:
+# its default pool (mimalloc) kept about 9 MB after a minute of 5,000 pings/s, and its ``release_unused`` gave
+# none of it back (bench/memory.py); the drain is as fast (bench/projector.py). Arrow reads this once, when its
+# default pool is first used (a build without jemalloc keeps its default); a user's setting stands.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+
+import clickhouse_connect  # noqa: E402
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError, ProgrammingError
 
+from runtime.memory import trim_heap
 from schemas import ddl
 from schemas.events import as_utc
 
@@ -257,6 +264,7 @@ class ClickHouse:
         self._local = threading.local()
         self._handles: list = []
         self._handles_lock = threading.Lock()
+        self.bulk_inserts = 0  # Arrow inserts begun: the engine's work, for ``runtime.memory.release_when_idle``
 
     @property
     def embedded(self) -> bool:
@@ -378,6 +386,7 @@ class ClickHouse:
         loop) as Arrow arrays of ``types``. Embedded, on one of two inserting threads with a chdb handle each:
         chdb leaves the GIL while it executes, so the inserts of one batch's tables overlap (one is executed
         while the next one's Arrow arrays are built). A server: on the ClickHouse thread, as every use."""
+        self.bulk_inserts += 1
         if not self.embedded:
             await self.run(lambda c: self.insert_arrow(c, table, arrow_table(names, types, columns()), settings))
             return
@@ -395,6 +404,7 @@ class ClickHouse:
         those columns: ClickHouse computes the rows (see ``insert_columns`` for the threads). Embedded, the source
         is the Arrow table read in place (chdb's ``Python()``); a server gets the Arrow IPC stream as the body of
         ``INSERT ... SELECT ... FROM input(...) FORMAT ArrowStream``. Either way one block, one token."""
+        self.bulk_inserts += 1
         arrow_names = [name for name, _ in source]
         arrow_types = [arrow_type(declared) for _, declared in source]
         if not self.embedded:
@@ -467,6 +477,17 @@ class ClickHouse:
         if handle is None:
             handle = self._local.engine = self._open_handle()
         return handle
+
+    def release_memory(self, client) -> None:
+        """On the ClickHouse thread, once a load has ended (``runtime.memory``): the allocators give back the
+        pages of what the load freed: embedded, chdb's (its jemalloc), then Arrow's pool (the inserts' tables)
+        and the C heap."""
+        import pyarrow as pa
+
+        if self.embedded:
+            client.command("SYSTEM JEMALLOC PURGE")
+        pa.default_memory_pool().release_unused()
+        trim_heap()
 
     async def close(self) -> None:
         self._inserters.shutdown(wait=True)  # inserts under way end first

@@ -84,6 +84,11 @@ DEAD_LETTERS = Counter(
 _children: dict = {}
 
 
+def total(counter: Counter) -> float:
+    """A counter's count summed over its labels (in this process)."""
+    return sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
+
+
 def child(metric, *labels: str):
     """``metric.labels(*labels)``, cached: the edge counts every answer, and prometheus_client's
     ``labels()`` takes a lock and builds a key each time. For series that are never removed."""

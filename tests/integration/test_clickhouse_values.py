@@ -92,3 +92,20 @@ def test_literals():
     assert sql_literal(HTTPStatus.OK) == "200"
     with pytest.raises(TypeError):
         sql_literal(object())
+
+
+async def test_bulk_inserts_are_counted_and_memory_is_released_between_them(clickhouse):
+    import pyarrow as pa
+
+    await _table(clickhouse, "t")
+    rows = _rows()
+    types = [arrow_type(t) for _, t in COLUMNS]
+    before = clickhouse.bulk_inserts
+    await clickhouse.insert_values("t", NAMES, rows)  # a few rows: not a bulk insert
+    await clickhouse.insert_columns("t", NAMES, types, lambda: [list(c) for c in zip(*rows)])
+    assert clickhouse.bulk_inserts == before + 1
+    pa.jemalloc_memory_pool()  # this pyarrow has jemalloc, so runtime.clickhouse made it Arrow's default pool:
+    assert pa.default_memory_pool().backend_name == "jemalloc"  # its freed pages can be purged
+    await clickhouse.run(clickhouse.release_memory)  # embedded: chdb's jemalloc purged; the C heap trimmed
+    await clickhouse.insert_columns("t", NAMES, types, lambda: [list(c) for c in zip(*rows)])
+    assert await clickhouse.query("SELECT count() FROM t") == [(3 * len(rows),)]
