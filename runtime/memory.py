@@ -7,8 +7,8 @@ after it, an idle process would go on holding them (``bench/memory.py``: ``pings
 more a minute after a minute of 5,000 pings/s than before it; the issue's bound is 10%).
 
 ``release_when_idle`` watches a count of the process's work (the edge's pings, the engine's bulk
-inserts) and, the first time it stays still for ``IDLE_S`` after it moved, collects Python's garbage and
-lets the allocators go (``release``; by default the C heap's trim). Once per load: an idle process, or one
+inserts) and, the first time it stays still for ``IDLE_S`` after it moved, collects Python's young garbage
+and lets the allocators go (``release``; by default the C heap's trim). Once per load: an idle process, or one
 under steady load, is not disturbed.
 """
 
@@ -57,7 +57,7 @@ async def release_when_idle(
     name: str = "process",
 ) -> None:
     """Until ``stop``: each time ``activity()`` (a count that grows with the work) stops moving for
-    ``idle_s`` after it moved, collect Python's garbage, then ``release()``."""
+    ``idle_s`` after it moved, collect Python's young garbage, then ``release()``."""
     released = activity()
     while not stop.is_set():
         seen = activity()
@@ -69,6 +69,6 @@ async def release_when_idle(
         if activity() == seen != released:
             released = seen
             started = time.perf_counter()
-            gc.collect()
+            gc.collect(1)  # the load's garbage cycles; not the oldest generation (a million checks' states: seconds)
             await release()
             log.debug("%s idle: memory released in %.1f ms", name, (time.perf_counter() - started) * 1e3)
