@@ -69,6 +69,6 @@ async def release_when_idle(
         if activity() == seen != released:
             released = seen
             started = time.perf_counter()
-            gc.collect(1)  # the load's garbage cycles; not the oldest generation (a million checks' states: seconds)
+            gc.collect(1)  # the load's garbage cycles; not the oldest generation, which holds every check's state
             await release()
             log.debug("%s idle: memory released in %.1f ms", name, (time.perf_counter() - started) * 1e3)
