@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 # default pool is first used (a build without jemalloc keeps its default); a user's setting stands.
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
 
-import clickhouse_connect  # noqa: E402
+import clickhouse_connect
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError, ProgrammingError
 
 from runtime.memory import trim_heap

@@ -20,7 +20,7 @@ import ctypes.util
 import gc
 import logging
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,9 @@ def trim_heap() -> None:
 
 
 async def _trim() -> None:
-    trim_heap()  # a small heap's trim takes well under a millisecond: no thread of its own for it
+    # On the event loop, once per load: a few milliseconds (7.6 ms for a fragmented 74 MB heap). A thread for
+    # it (asyncio.to_thread) would stay in the edge, with its stack and its own heap arena (8 threads became 9).
+    trim_heap()
 
 
 async def release_when_idle(
@@ -64,7 +66,7 @@ async def release_when_idle(
         try:
             await asyncio.wait_for(stop.wait(), idle_s)
             return
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         if activity() == seen != released:
             released = seen
