@@ -8,7 +8,9 @@ ping, small bodies) over ``--checks`` checks and writes them to a log once per l
 Each pass then drains that log from its start (SQLite: a copy of the file; Kafka: the
 topics, in a consumer group of its own) with ``projector.service.run`` into a fresh
 embedded chdb, in a process of its own, and reports events/s and where the time went (decode,
-state load, fold, ClickHouse inserts, and the rest: reading the log, journal, commit).
+state load, fold, ClickHouse inserts, and the rest: reading the log, journal, commit), and the CPU
+each of its threads used per event after the first batch (``/proc/self/task``): the event loop's,
+the inserting threads', the log reader's, chdb's own.
 
 ``--baseline DIR`` names another checkout of pingstream (for instance
 ``git worktree add --detach ../base main``): its passes run that checkout's projector,
@@ -123,13 +125,16 @@ async def drain(kind: str, where: str, partitions: int, expected: int, tmp: Path
     started, cpu_started = time.perf_counter(), time.process_time()
     task = asyncio.create_task(service.run(config, log, clickhouse, stop))
     first = None  # (time, records) when the first batch was done: start-up (group join) is before it
+    threads_first = {}
     while not projectors or projectors[0].counts["records"] < expected:
         if task.done():
             task.result()
         if first is None and projectors and projectors[0].counts["records"]:
             first = (time.perf_counter(), projectors[0].counts["records"])
+            threads_first = thread_cpu()
         await asyncio.sleep(0.005)
     ended, cpu_s = time.perf_counter(), time.process_time() - cpu_started
+    threads_last = thread_cpu()
     wall_s = ended - started
     steady = (expected - first[1]) / (ended - first[0]) if first and ended > first[0] else None
     stop.set()
@@ -150,11 +155,42 @@ async def drain(kind: str, where: str, partitions: int, expected: int, tmp: Path
         "cpu_s": round(cpu_s, 3),  # every thread of the process: Python's, the log's, chdb's
         "events_per_cpu_s": round(expected / cpu_s),
         "events_per_s_after_first_batch": round(steady) if steady else None,
+        # CPU per event after the first batch, by thread (the drain's threads all live to its end)
+        "cpu_us_per_event_by_thread": per_event_by_thread(threads_first, threads_last, expected - first[1])
+        if first and expected > first[1] else {},
         "seconds": {**{k: round(v, 3) for k, v in t.items()}, "other": round(wall_s - accounted, 3)},
         "share": {**{k: round(v / wall_s, 3) for k, v in t.items()}, "other": round(1 - accounted / wall_s, 3)},
     }
     assert result["rows_in_pings"] == expected, result
     return result
+
+
+def thread_cpu() -> dict[int, tuple[str, float]]:
+    """Each thread of this process: its name and the CPU seconds it used so far (``/proc/self/task``).
+    Python's threads by their Python name (the event loop's is ``main``; a pool's without its number),
+    chdb's by the name ClickHouse gives them."""
+    import threading
+
+    tick = os.sysconf("SC_CLK_TCK")
+    named = {t.native_id: t.name.rsplit("_", 1)[0] for t in threading.enumerate() if t.native_id is not None}
+    named[threading.main_thread().native_id] = "main (event loop)"
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            comm = Path(f"/proc/self/task/{tid}/comm").read_text().strip()
+            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        out[int(tid)] = (named.get(int(tid), f"chdb {comm}"), (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def per_event_by_thread(before: dict, after: dict, events: int) -> dict[str, float]:
+    """Microseconds of CPU per event, summed by thread name, between two ``thread_cpu`` readings."""
+    sums: dict[str, float] = {}
+    for tid, (name, cpu) in after.items():
+        sums[name] = sums.get(name, 0.0) + cpu - before.get(tid, (name, 0.0))[1]
+    return {name: round(s / events * 1e6, 2) for name, s in sorted(sums.items(), key=lambda x: -x[1]) if s > 0}
 
 
 def run_pass(code: Path, kind: str, where: str, args, tmp: Path) -> dict:
@@ -218,6 +254,9 @@ def compare(args, kind: str, bootstrap: str | None) -> dict:
                   f"({r['events_per_s_after_first_batch']}/s after the first batch, {r['wall_s']:.2f}s), "
                   f"{r['events_per_cpu_s']} events per CPU-second; time: "
                   + ", ".join(f"{k} {v:.0%}" for k, v in r["share"].items()), flush=True)
+            if r.get("cpu_us_per_event_by_thread"):
+                print("    CPU per event after the first batch, by thread (us): "
+                      + ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_us_per_event_by_thread"].items()), flush=True)
     summary = {
         "note": f"{kind} log -> embedded chdb, one projector process per pass; passes interleaved on one log; "
                 "pandas import (once per process) done before timing",
