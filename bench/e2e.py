@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 from bench.loadgen import open_loop, percentile, post_bytes  # noqa: E402
 from bench.edge import cpu_seconds  # noqa: E402
 from bench.memory import descendants  # noqa: E402
-from bench.procs import Service, free_port, parse_keys, run_cli, sql  # noqa: E402
+from bench.procs import Service, free_port, parse_keys, run_cli, scratch_broker, sql  # noqa: E402
 
 N_CHECKS = 64
 
@@ -279,9 +279,7 @@ def main() -> None:
 
     broker, bootstrap = None, os.environ.get("PINGSTREAM_KAFKA")
     if "kafka" in modes and not bootstrap:
-        from runtime import kafkabroker
-
-        broker = kafkabroker.start_broker(tempfile.mkdtemp(prefix="bench-kafka-"), partitions=8)
+        broker = scratch_broker(partitions=8)
         bootstrap = broker.bootstrap
     rounds: dict[tuple[str, float], list[dict]] = {}
     try:

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import closed_loop, open_loop  # noqa: E402
+from bench.procs import scratch_broker  # noqa: E402
 from runtime import kafkabroker  # noqa: E402
 
 SERVER = r"""
@@ -225,7 +226,7 @@ def main() -> None:
     if not args.no_kafka:
         bootstrap = os.environ.get("PINGSTREAM_KAFKA")
         if not bootstrap:
-            broker = kafkabroker.start_broker(tempfile.mkdtemp(prefix="bench-kafka-"))
+            broker = scratch_broker()
             bootstrap = broker.bootstrap
         env["BENCH_KAFKA"] = bootstrap
         modes.append("kafka")

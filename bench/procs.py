@@ -5,16 +5,41 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
+from runtime import kafkabroker
 from runtime.kafkabroker import _port_open, free_port  # noqa: F401 (free_port: for bench/e2e.py)
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def scratch_broker(partitions: int = 4) -> kafkabroker.Broker:
+    """A broker from the cached jars on a temporary directory of its own, for one benchmark: its ``stop()``
+    also removes the directory (a run's topics take about 100 MB there)."""
+    workdir = tempfile.mkdtemp(prefix="bench-kafka-")
+    try:
+        broker = kafkabroker.start_broker(workdir, partitions=partitions)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    stop = broker.stop
+
+    def stop_and_remove(*args, **kwargs):
+        try:
+            return stop(*args, **kwargs)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    broker.stop = stop_and_remove
+    return broker
+
 
 _KEY_PATTERNS = (
     ("ping_key", r"ping key:\s+(\S+)"),

@@ -307,9 +307,11 @@ def main() -> None:
     broker, bootstrap = None, os.environ.get("PINGSTREAM_KAFKA")
     kinds = args.logs.split(",")
     if "kafka" in kinds and not bootstrap:
-        from runtime import kafkabroker
+        if str(ROOT) not in sys.path:  # run as a script: bench/ is on the path, not the checkout holding it
+            sys.path.append(str(ROOT))
+        from bench.procs import scratch_broker
 
-        broker = kafkabroker.start_broker(tempfile.mkdtemp(prefix="bench-kafka-"), partitions=args.partitions)
+        broker = scratch_broker(partitions=args.partitions)
         bootstrap = broker.bootstrap
     try:
         results = {kind: compare(args, kind, bootstrap) for kind in kinds}
