@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import open_loop, percentile, post_bytes  # noqa: E402
-from bench.edge import cpu_seconds  # noqa: E402
+from bench.cpu import cpu_seconds  # noqa: E402
 from bench.memory import descendants  # noqa: E402
 from bench.procs import Service, free_port, parse_keys, run_cli, scratch_broker, sql  # noqa: E402
 

@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.cpu import cpu_seconds  # noqa: E402
 from bench.loadgen import closed_loop, open_loop  # noqa: E402
 from bench.procs import scratch_broker  # noqa: E402
 from runtime import kafkabroker  # noqa: E402
@@ -159,15 +160,6 @@ def _children(pid: int) -> list[int]:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         return []
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU of a process, all threads (Linux /proc; None elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def closed(server: Server, connections: int, seconds: float) -> dict:

@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 import uvloop  # noqa: E402
 
-from bench.edge import UpServer, _children, cpu_seconds  # noqa: E402
+from bench.cpu import cpu_seconds  # noqa: E402
+from bench.edge import UpServer, _children  # noqa: E402
 from bench.loadgen import open_loop  # noqa: E402
 from bench.procs import Sampling  # noqa: E402
 

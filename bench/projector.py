@@ -38,6 +38,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: bench/ is on the path, not the checkout holding it
+    sys.path.append(str(ROOT))  # appended: a pass's checkout (--code) still comes first
+
+from bench.cpu import cpu_seconds  # noqa: E402 (the standard library only: see bench/cpu.py)
+
 RESULTS = ROOT / "bench" / "results" / "projector.json"
 _KAFKA_FILL_CHUNK = 5000
 
@@ -171,17 +176,17 @@ def thread_cpu() -> dict[int, tuple[str, float]]:
     chdb's by the name ClickHouse gives them."""
     import threading
 
-    tick = os.sysconf("SC_CLK_TCK")
     named = {t.native_id: t.name.rsplit("_", 1)[0] for t in threading.enumerate() if t.native_id is not None}
     named[threading.main_thread().native_id] = "main (event loop)"
     out = {}
     for tid in os.listdir("/proc/self/task"):
         try:
             comm = Path(f"/proc/self/task/{tid}/comm").read_text().strip()
-            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:  # ended meanwhile
             continue
-        out[int(tid)] = (named.get(int(tid), f"chdb {comm}"), (int(fields[11]) + int(fields[12])) / tick)
+        cpu = cpu_seconds("self", tid)
+        if cpu is not None:
+            out[int(tid)] = (named.get(int(tid), f"chdb {comm}"), cpu)
     return out
 
 
@@ -307,8 +312,6 @@ def main() -> None:
     broker, bootstrap = None, os.environ.get("PINGSTREAM_KAFKA")
     kinds = args.logs.split(",")
     if "kafka" in kinds and not bootstrap:
-        if str(ROOT) not in sys.path:  # run as a script: bench/ is on the path, not the checkout holding it
-            sys.path.append(str(ROOT))
         from bench.procs import scratch_broker
 
         broker = scratch_broker(partitions=args.partitions)
