@@ -62,6 +62,9 @@ def pytest_collection_modifyitems(config, items):
         for name, needs in _BACKENDS.items():
             if fixtures & needs or name in params:
                 item.add_marker(name)
+    # Tests marked ``last`` wait for work their fixture does in the background meanwhile (the compat
+    # replay's scenarios that wait on the clock): the rest of the suite runs first.
+    items[:] = [i for i in items if not i.get_closest_marker("last")] + [i for i in items if i.get_closest_marker("last")]
 
 
 def pytest_runtest_logreport(report):

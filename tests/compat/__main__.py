@@ -75,12 +75,12 @@ def record(args) -> int:
     return 0
 
 
-def replay_scenarios(target: Target, scenarios: list[dict]) -> dict[str, list[dict]]:
+def replay_scenarios(target: Target, scenarios: list[dict], progress: bool = True) -> dict[str, list[dict]]:
     """Runs recorded scenarios against a target; {scenario id: remaining differences}."""
     allow = core.load_allowlist()
     expected = {s["id"]: s["responses"] for s in scenarios}
     defs = [core.strip_responses(s) for s in scenarios]
-    results = asyncio.run(Runner(target).run_all(defs, expected, progress=_progress(len(defs))))
+    results = asyncio.run(Runner(target).run_all(defs, expected, progress=_progress(len(defs)) if progress else None))
     return {s["id"]: core.evaluate(s, r, allow) for s, r in zip(scenarios, results)}
 
 

@@ -52,7 +52,7 @@ def grafana_to_sql(query: str, start: datetime, end: datetime) -> str:
 @pytest.fixture
 async def populated(tmp_path, clickhouse):
     """Three checks through the real projector: 'nightly-backup' (simple, hourly, runs 10 and 2 days ago,
-    slower lately, late now), 'report' (cron, a failed run today), 'flappy' (up and down all day)."""
+    slower lately, late now), 'report' (cron, a failed run today), 'flappy' (up and down six times yesterday)."""
     log = SqliteEventLog(tmp_path / "log.sqlite3", default_partitions=2)
     await log.start()
     now = datetime.now(timezone.utc)
@@ -89,9 +89,11 @@ async def populated(tmp_path, clickhouse):
                                                 from_base=base_from, to_base=base_to, **extra), check_id)
 
     await transition(BACKUP, now - timedelta(days=1), "up", "grace", "up", "up", "ping overdue, grace period started")
+    # Six flips within one UTC day (the doc counts them per day): yesterday from noon, whatever the time now.
+    flips_from = (now - timedelta(days=1)).replace(hour=12, minute=0, second=0, microsecond=0)
     for i in range(6):
         up = i % 2 == 0
-        await transition(FLAPPY, now - timedelta(minutes=60 - 5 * i), "down" if up else "up", "up" if up else "down",
+        await transition(FLAPPY, flips_from + timedelta(minutes=5 * i), "down" if up else "up", "up" if up else "down",
                          "down" if up else "up", "up" if up else "down", "success ping" if up else "fail ping")
 
     await transition(REPORT, now - timedelta(hours=2), "started", "down", "up", "down", "run did not finish within 60 s",
