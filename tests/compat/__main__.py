@@ -75,12 +75,17 @@ def record(args) -> int:
     return 0
 
 
-def replay_scenarios(target: Target, scenarios: list[dict], progress: bool = True) -> dict[str, list[dict]]:
+def replay_scenarios(target: Target, scenarios: list[dict]) -> dict[str, list[dict]]:
     """Runs recorded scenarios against a target; {scenario id: remaining differences}."""
+    return asyncio.run(replay_scenarios_async(target, scenarios))
+
+
+async def replay_scenarios_async(target: Target, scenarios: list[dict], progress: bool = True) -> dict[str, list[dict]]:
+    """``replay_scenarios`` on the running loop; ``progress``: a line on stderr every 50 scenarios."""
     allow = core.load_allowlist()
     expected = {s["id"]: s["responses"] for s in scenarios}
     defs = [core.strip_responses(s) for s in scenarios]
-    results = asyncio.run(Runner(target).run_all(defs, expected, progress=_progress(len(defs)) if progress else None))
+    results = await Runner(target).run_all(defs, expected, progress=_progress(len(defs)) if progress else None)
     return {s["id"]: core.evaluate(s, r, allow) for s, r in zip(scenarios, results)}
 
 

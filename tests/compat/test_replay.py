@@ -11,12 +11,14 @@ rule that no longer differs ("remove it from the list"), so the list stays the w
 from __future__ import annotations
 
 
-from concurrent.futures import ThreadPoolExecutor
+import asyncio
+import threading
+from concurrent.futures import Future
 
 import pytest
 
 from . import core
-from .__main__ import replay_scenarios
+from .__main__ import replay_scenarios, replay_scenarios_async
 
 _META, _RECORDED = core.load_recordings()
 _FAST = [s for s in _RECORDED if not s.get("slow")]
@@ -42,8 +44,26 @@ def slow_replay(request, pingstream_target):
     if not any(item.originalname == "test_replay_slow" for item in request.session.items):
         yield None
         return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="slow-replay") as pool:
-        yield pool.submit(replay_scenarios, pingstream_target, _SLOW, False)  # the pool's exit waits for it
+    results: Future = Future()
+    loop = asyncio.new_event_loop()
+    replay = loop.create_task(replay_scenarios_async(pingstream_target, _SLOW, progress=False))
+
+    def run() -> None:
+        try:
+            results.set_result(loop.run_until_complete(replay))
+        except BaseException as exc:  # noqa: BLE001 - the tests' fixture raises it (or nobody waits: cancelled)
+            results.set_exception(exc)
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=run, name="slow-replay", daemon=True)
+    thread.start()
+    try:
+        yield results
+    finally:
+        if not results.done():  # a session cut short does not wait out the scenarios' clocks
+            loop.call_soon_threadsafe(replay.cancel)
+        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="session")
