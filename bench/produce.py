@@ -8,8 +8,8 @@ what it acknowledges). ``--chunk`` records go out per turn of the event loop, ``
 an edge's connections bring them. Two clients take turns, each in a process of its own, on the same broker:
 
 - ``aiokafka``: ``runtime.eventlog.kafka.KafkaEventLog.send``, the edge's own path (two producer lanes);
-- ``librdkafka``: confluent-kafka's ``Producer.produce`` with a delivery callback resolving an asyncio future,
-  its delivery reports served by ``poll(0)`` on each turn (its C threads batch, encode and send).
+- ``librdkafka``: ``runtime.eventlog.rdkafka.RdKafkaEventLog.send`` (``PINGSTREAM_KAFKA_CLIENT=librdkafka``):
+  one confluent-kafka producer whose C threads batch, encode and send, its delivery reports served on the loop.
 
 Prints each round's CPU per record (all threads of the process, from ``os.times``), the rate achieved and the
 acknowledgement's p50/p99, then the medians and the ratio librdkafka / aiokafka of the CPU per record. The broker
@@ -48,7 +48,7 @@ def _cpu() -> float:
     return t.user + t.system
 
 
-async def _paced(send, flush_turn, records: list, rate: float, chunk: int) -> tuple[float, float, list[float]]:
+async def _paced(send, records: list, rate: float, chunk: int) -> tuple[float, float, list[float]]:
     """Send ``records`` ``chunk`` per loop turn at ``rate``; wait for every acknowledgement. Returns the CPU
     seconds, the wall seconds and each record's acknowledgement latency."""
     latencies: list[float] = []
@@ -60,76 +60,34 @@ async def _paced(send, flush_turn, records: list, rate: float, chunk: int) -> tu
             fut = send(key, value)
             fut.add_done_callback(lambda _f, sent=sent: latencies.append(time.monotonic() - sent))
             futures.append(fut)
-        flush_turn()
         await asyncio.sleep(max(0.0, t0 + (i + chunk) / rate - time.monotonic()))
-    while not all(f.done() for f in futures):
-        flush_turn()
-        await asyncio.sleep(0.001)
-    for fut in futures:
-        fut.result()  # a failed delivery fails the run
+    await asyncio.gather(*futures)  # a failed delivery fails the run
     return _cpu() - cpu0, time.monotonic() - t0, latencies
 
 
-async def _aiokafka(bootstrap: str, topic: str, records: list, rate: float, chunk: int):
+async def _run(client: str, bootstrap: str, topic: str, records: list, rate: float, chunk: int):
     from runtime.eventlog.kafka import KafkaEventLog
+    from runtime.eventlog.rdkafka import RdKafkaEventLog
 
-    log = KafkaEventLog(bootstrap, default_partitions=8, producers=2)
+    log = (RdKafkaEventLog(bootstrap, default_partitions=8) if client == "librdkafka"
+           else KafkaEventLog(bootstrap, default_partitions=8, producers=2))
     await log.start()
     try:
         await log.ensure_topics([topic])
         await asyncio.gather(*(log.send(topic, v, key=k) for k, v in records[:WARM_UP]))
-        return await _paced(lambda k, v: log.send(topic, v, key=k), lambda: None, records[WARM_UP:], rate, chunk)
+        return await _paced(lambda k, v: log.send(topic, v, key=k), records[WARM_UP:], rate, chunk)
     finally:
         await log.close()
-
-
-async def _librdkafka(bootstrap: str, topic: str, records: list, rate: float, chunk: int):
-    from confluent_kafka import Producer
-
-    loop = asyncio.get_running_loop()
-    # murmur2: the partition of a key as the Java client (and pingstream's partition_for) chooses it.
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
-                         "linger.ms": 0, "partitioner": "murmur2_random"})
-
-    def send(key: bytes, value: bytes) -> asyncio.Future:
-        fut = loop.create_future()
-
-        def delivered(err, msg) -> None:
-            if err is not None:
-                fut.set_exception(RuntimeError(str(err)))
-            else:
-                fut.set_result((msg.partition(), msg.offset()))
-
-        producer.produce(topic, value, key=key, on_delivery=delivered)
-        return fut
-
-    warm = [send(k, v) for k, v in records[:WARM_UP]]
-    while not all(f.done() for f in warm):
-        producer.poll(0.01)
-        await asyncio.sleep(0)
-    try:
-        return await _paced(send, lambda: producer.poll(0), records[WARM_UP:], rate, chunk)
-    finally:
-        producer.flush(5)
 
 
 def _child(client: str, bootstrap: str, topic: str, n: int, rate: float, chunk: int) -> None:
     import uvloop
 
-    run = _aiokafka if client == "aiokafka" else _librdkafka
-    cpu, wall, latencies = uvloop.run(run(bootstrap, topic, _records(n + WARM_UP), rate, chunk))
+    cpu, wall, latencies = uvloop.run(_run(client, bootstrap, topic, _records(n + WARM_UP), rate, chunk))
     latencies.sort()
     print(json.dumps({"client": client, "records": n, "cpu_us_per_record": cpu / n * 1e6, "records_per_s": n / wall,
                       "ack_p50_ms": latencies[len(latencies) // 2] * 1e3,
                       "ack_p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3}))
-
-
-def _has_librdkafka() -> bool:
-    try:
-        import confluent_kafka  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def main() -> None:
@@ -145,9 +103,7 @@ def main() -> None:
         _child(*args.child, args.records, args.rate, args.chunk)
         return
 
-    clients = [c for c in CLIENTS if c != "librdkafka" or _has_librdkafka()]
-    if len(clients) < len(CLIENTS):
-        print("confluent-kafka is not installed (pip install -e '.[bench]'): aiokafka only", file=sys.stderr)
+    clients = list(CLIENTS)
     from bench.procs import scratch_broker
 
     bootstrap, broker = os.environ.get("PINGSTREAM_KAFKA"), None

@@ -63,6 +63,17 @@ def _webhooks(value: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+KAFKA_CLIENTS = ("aiokafka", "librdkafka")
+
+
+def _kafka_client(env: dict) -> str:
+    """``PINGSTREAM_KAFKA_CLIENT``: what sends records to Kafka (runtime/eventlog/kafka.py, rdkafka.py)."""
+    raw = (env.get("PINGSTREAM_KAFKA_CLIENT") or KAFKA_CLIENTS[0]).strip().lower()
+    if raw not in KAFKA_CLIENTS:
+        raise ConfigError(f"PINGSTREAM_KAFKA_CLIENT={raw!r}: expected one of {', '.join(KAFKA_CLIENTS)}")
+    return raw
+
+
 def _sql_port(env: dict) -> int | None:
     """``PINGSTREAM_SQL_PORT``: a port (0 = any free one), or ``off``."""
     raw = (env.get("PINGSTREAM_SQL_PORT") or "").strip()
@@ -128,6 +139,7 @@ class Config:
     kafka_prefix: str = ""  # namespaces topic names on a shared cluster
     kafka_ack_timeout_s: float = 10.0  # a produce not acknowledged by then answers 503
     kafka_producers: int = 2  # producers per process, each with its share of the partitions (runtime/eventlog/kafka.py)
+    kafka_client: str = "aiokafka"  # or librdkafka: what sends the records (runtime/eventlog/rdkafka.py)
     webhooks: tuple[tuple[str, str], ...] = ()  # (project id, URL): where transitions are POSTed
     metrics_port: int = 0  # /metrics of a projector or monitor process (the edge serves it on its own port)
     idle_timeout_s: float = 15.0  # a connection with no complete request head by then is closed (slowloris)
@@ -194,6 +206,7 @@ class Config:
             rate_limit_burst=_float(env, "PINGSTREAM_RATE_LIMIT_BURST", 20.0, 1.0, 1e6),
             kafka_ack_timeout_s=_float(env, "PINGSTREAM_KAFKA_ACK_TIMEOUT_S", 10.0, 0.5, 300.0),
             kafka_producers=_int(env, "PINGSTREAM_KAFKA_PRODUCERS", 2, 1, 64),
+            kafka_client=_kafka_client(env),
             webhooks=_webhooks(env.get("PINGSTREAM_WEBHOOKS") or ""),
             metrics_port=_int(env, "PINGSTREAM_METRICS_PORT", 0, 0, 65535),
             idle_timeout_s=_float(env, "PINGSTREAM_IDLE_TIMEOUT_S", 15.0, 0.5, 3600.0),

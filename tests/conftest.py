@@ -60,7 +60,7 @@ def pytest_collection_modifyitems(config, items):
         fixtures = set(getattr(item, "fixturenames", ()))
         params = set(map(str, getattr(getattr(item, "callspec", None), "params", {}).values()))
         for name, needs in _BACKENDS.items():
-            if fixtures & needs or name in params:
+            if fixtures & needs or any(name in p for p in params):  # "librdkafka" is a Kafka backend too
                 item.add_marker(name)
     # Tests marked ``last`` wait for work their fixture does in the background meanwhile (the compat
     # replay's scenarios that wait on the clock): the rest of the suite runs first.

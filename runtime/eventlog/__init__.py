@@ -8,7 +8,10 @@ from .base import Consumer, EventLog, LogUnavailable, Record, TopicPartition
 def open_eventlog(config) -> EventLog:
     """The log the configuration names: Kafka when PINGSTREAM_KAFKA is set, else SQLite."""
     if config.kafka:
-        from .kafka import KafkaEventLog
+        if config.kafka_client == "librdkafka":
+            from .rdkafka import RdKafkaEventLog as KafkaEventLog
+        else:
+            from .kafka import KafkaEventLog
 
         return KafkaEventLog(
             config.kafka,

@@ -19,6 +19,10 @@ def open_log(backend: str, where: str, prefix: str) -> EventLog:
         from runtime.eventlog.kafka import KafkaEventLog
 
         return KafkaEventLog(where, default_partitions=4, prefix=prefix)
+    if backend == "librdkafka":  # Kafka, records sent through librdkafka (PINGSTREAM_KAFKA_CLIENT=librdkafka)
+        from runtime.eventlog.rdkafka import RdKafkaEventLog
+
+        return RdKafkaEventLog(where, default_partitions=4, prefix=prefix)
     from runtime.eventlog.sqlite import SqliteEventLog
 
     return SqliteEventLog(where, default_partitions=4)

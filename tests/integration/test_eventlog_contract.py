@@ -18,15 +18,15 @@ from runtime.eventlog.base import EventLog, LogUnavailable, TopicPartition
 from tests.integration.logproc import open_log
 
 ROOT = Path(__file__).resolve().parents[2]
-BACKENDS = ["sqlite", "kafka"]
+BACKENDS = ["sqlite", "kafka", "librdkafka"]  # librdkafka: Kafka, records sent through librdkafka (rdkafka.py)
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request, tmp_path):
     """(name, where, prefix): enough for this process or a child to open the same log."""
-    if request.param == "kafka":
+    if request.param in ("kafka", "librdkafka"):
         bootstrap = request.getfixturevalue("kafka_bootstrap")
-        return "kafka", bootstrap, f"c{uuid.uuid4().hex[:10]}."
+        return request.param, bootstrap, f"c{uuid.uuid4().hex[:10]}."
     return "sqlite", str(tmp_path / "log.sqlite3"), ""
 
 
@@ -240,11 +240,14 @@ async def test_a_killed_consumer_leaves_the_uncommitted_to_the_next_one(backend)
     assert not committed & after, "committed records were delivered again"
 
 
-async def test_kafka_down_means_log_unavailable_then_it_reconnects(own_kafka_broker):
+@pytest.mark.parametrize("client", ["aiokafka", "librdkafka"])
+async def test_kafka_down_means_log_unavailable_then_it_reconnects(own_kafka_broker, client):
     """Broker stopped: produce raises LogUnavailable (never a false ack); back up: produce works again."""
     from runtime.eventlog.kafka import KafkaEventLog
+    from runtime.eventlog.rdkafka import RdKafkaEventLog
 
-    log = KafkaEventLog(own_kafka_broker.bootstrap, prefix="down.", ack_timeout_s=3)
+    log = (RdKafkaEventLog if client == "librdkafka" else KafkaEventLog)(
+        own_kafka_broker.bootstrap, prefix="down.", ack_timeout_s=3)
     await log.start()
     try:
         await log.produce("contract.down", b"before", key=b"k")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from runtime.eventlog.base import LogUnavailable
 from runtime.eventlog.kafka import KafkaEventLog
 from runtime.kafkabroker import Broker
@@ -73,10 +75,34 @@ async def test_it_replaces_a_producer_aiokafka_gave_up_on(kafka_bootstrap, kafka
         await log.close()
 
 
-async def test_close_is_bounded_while_the_broker_is_away(tmp_path):
+async def test_it_replaces_a_producer_librdkafka_reports_fatal(kafka_bootstrap, kafka_prefix):
+    """librdkafka reports a fatal error (a fenced or out-of-sequence idempotent producer) to ``error_cb``, and
+    every later record of that producer fails: the watch takes it down and a new one takes over."""
+    from confluent_kafka import KafkaError
+
+    from runtime.eventlog.rdkafka import RdKafkaEventLog
+
+    log = RdKafkaEventLog(kafka_bootstrap, default_partitions=2, prefix=kafka_prefix)
+    await log.start()
+    try:
+        assert await _send_ok(log, b"before")
+        [lane] = log._producers
+        lane._error(KafkaError(KafkaError._FENCED, "fenced (injected)", fatal=True))  # what error_cb receives
+        await _until(lambda: not log._producers, timeout_s=5)
+        assert not await _send_ok(log, b"while replaced")
+        await _until(lambda: log._producers and log._producers[0] is not lane, timeout_s=10)
+        assert await _send_ok(log, b"after")
+    finally:
+        await log.close()
+
+
+@pytest.mark.parametrize("client", ["aiokafka", "librdkafka"])
+async def test_close_is_bounded_while_the_broker_is_away(tmp_path, client):
+    from runtime.eventlog.rdkafka import RdKafkaEventLog
+
     broker = Broker(tmp_path / "kafka", partitions=2).start()
     try:
-        log = KafkaEventLog(broker.bootstrap, default_partitions=2)
+        log = (RdKafkaEventLog if client == "librdkafka" else KafkaEventLog)(broker.bootstrap, default_partitions=2)
         await log.start()
         assert await _send_ok(log, b"before")
         broker.kill()
