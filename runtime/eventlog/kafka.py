@@ -374,9 +374,14 @@ class KafkaEventLog(EventLog):
             await self.ensure_topics([topic])
             count = self._counts.get(topic)
             if count is None:
-                parts = await self._producer.partitions_for(self.name(topic))
-                count = self._counts[topic] = len(parts)
+                if not self._producers:
+                    raise LogUnavailable(self.unavailable or "Kafka unavailable")
+                count = self._counts[topic] = await self._metadata_partitions(self.name(topic))
         return count
+
+    async def _metadata_partitions(self, name: str) -> int:
+        """The partition count of topic ``name`` as the producer's metadata has it."""
+        return len(await self._producer.partitions_for(name))
 
     async def partitions(self, topic: str) -> list[int]:
         return list(range(await self._partition_count(topic)))
@@ -393,17 +398,22 @@ class KafkaEventLog(EventLog):
         try:
             if partition is None and key is not None:
                 partition = partition_for(key, await self._partition_count(topic))
-            if partition is None:  # no key: aiokafka picks the partition
+            if partition is None:  # no key: the client picks the partition
                 started = time.perf_counter()
                 async with asyncio.timeout(self.ack_timeout_s):
-                    meta = await self._producer.send_and_wait(self.name(topic), value, key=key)
+                    placed = await self._send_unkeyed(topic, value)
                 _LATENCY.observe(time.perf_counter() - started)
-                return meta.partition, meta.offset
+                return placed
         except (KafkaError, TimeoutError, OSError, AttributeError) as exc:  # AttributeError: the producer went
             _ERRORS.inc()
             raise LogUnavailable(f"Kafka did not acknowledge: {exc.__class__.__name__}: {exc}") from exc
         # Keyed records share the sender with the edge's pings, so the watch sees them waiting.
         return await self.send(topic, value, key, partition)
+
+    async def _send_unkeyed(self, topic: str, value: bytes) -> tuple[int, int]:
+        """A record without a key, on the partition the client picks: (partition, offset) once acknowledged."""
+        meta = await self._producer.send_and_wait(self.name(topic), value)
+        return meta.partition, meta.offset
 
     def send(
         self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
@@ -427,10 +437,14 @@ class KafkaEventLog(EventLog):
             self._refused += 1
             self._reject(fut, LogUnavailable(self.unavailable or "Kafka unavailable"))
             return fut
-        lane = partition % self.lanes
-        self._queues[lane].append((self.name(topic), partition, key, value, fut, loop.time()))
-        self._wakes[lane].set()
+        self._enqueue(topic, value, key, partition, fut)
         return fut
+
+    def _enqueue(self, topic: str, value: bytes, key: bytes | None, partition: int, fut: asyncio.Future) -> None:
+        """Queue the record for its lane's sender task."""
+        lane = partition % self.lanes
+        self._queues[lane].append((self.name(topic), partition, key, value, fut, fut.get_loop().time()))
+        self._wakes[lane].set()
 
     async def _send_loop(self, lane: int) -> None:
         queue, wake = self._queues[lane], self._wakes[lane]

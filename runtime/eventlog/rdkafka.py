@@ -23,12 +23,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 
 from runtime import logthrottle
 
-from .base import LogUnavailable, partition_for
-from .kafka import _ERRORS, _LATENCY, START_TIMEOUT_S, KafkaEventLog
+from .base import LogUnavailable
+from .kafka import _LATENCY, START_TIMEOUT_S, KafkaEventLog
 
 log = logging.getLogger(__name__)
 _LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
@@ -141,23 +140,8 @@ class RdKafkaEventLog(KafkaEventLog):
 
     # --- records ------------------------------------------------------------------------------------------
 
-    def send(self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None) -> asyncio.Future:
-        if partition is None:
-            count = self._counts.get(topic)
-            if key is None or count is None or not self._senders:
-                return super().send(topic, value, key, partition)  # a task of ``produce``
-            partition = partition_for(key, count)
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        if not self._senders:
-            self._reject(fut, LogUnavailable("event log is closed"))
-            return fut
-        if not self._producers:
-            self._refused += 1
-            self._reject(fut, LogUnavailable(self.unavailable or "Kafka unavailable"))
-            return fut
+    def _enqueue(self, topic: str, value: bytes, key: bytes | None, partition: int, fut: asyncio.Future) -> None:
         self._hand(self._producers[partition % len(self._producers)], topic, value, key, partition, fut)
-        return fut
 
     def _hand(self, lane: _Lane, topic: str, value: bytes, key: bytes | None, partition: int | None,
               fut: asyncio.Future) -> None:
@@ -189,43 +173,14 @@ class RdKafkaEventLog(KafkaEventLog):
         _LATENCY.observe(now - queued)
         fut.set_result((msg.partition(), msg.offset()))
 
-    async def produce(self, topic: str, value: bytes, key: bytes | None = None,
-                      partition: int | None = None) -> tuple[int, int]:
-        if partition is not None or key is not None:
-            return await super().produce(topic, value, key, partition)
-        if self._closed:
-            raise LogUnavailable("event log is closed")
-        if not self._producers:
-            self._refused += 1
-            _ERRORS.inc()
-            raise LogUnavailable(self.unavailable or "Kafka unavailable")
-        # No key: librdkafka's partitioner picks the partition.
+    async def _send_unkeyed(self, topic: str, value: bytes) -> tuple[int, int]:
         fut = asyncio.get_running_loop().create_future()
-        started = time.perf_counter()
         self._hand(self._producers[0], topic, value, None, None, fut)
-        try:
-            async with asyncio.timeout(self.ack_timeout_s):
-                result = await fut
-        except TimeoutError as exc:
-            _ERRORS.inc()
-            raise LogUnavailable("Kafka did not acknowledge in time") from exc
-        _LATENCY.observe(time.perf_counter() - started)
-        return result
-
-    async def _partition_count(self, topic: str) -> int:
-        count = self._counts.get(topic)
-        if count is None:
-            await self.ensure_topics([topic])
-            count = self._counts.get(topic)
-            if count is None:
-                if not self._producers:
-                    raise LogUnavailable(self.unavailable or "Kafka unavailable")
-                count = self._counts[topic] = await self._metadata_partitions(self.name(topic))
-        return count
+        return await fut
 
     async def _metadata_partitions(self, name: str) -> int:
-        """The partition count of topic ``name`` in the broker's metadata; a topic just created has none for a
-        moment (its leaders are being elected), so it is asked again until it has, within START_TIMEOUT_S."""
+        """A topic just created has no partitions in the metadata for a moment (its leaders are being elected):
+        asked again until it has, within START_TIMEOUT_S."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_TIMEOUT_S
         while True:
