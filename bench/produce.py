@@ -66,11 +66,9 @@ async def _paced(send, records: list, rate: float, chunk: int) -> tuple[float, f
 
 
 async def _run(client: str, bootstrap: str, topic: str, records: list, rate: float, chunk: int):
-    from runtime.eventlog.kafka import KafkaEventLog
-    from runtime.eventlog.rdkafka import RdKafkaEventLog
+    from runtime.eventlog import kafka_log_class
 
-    log = (RdKafkaEventLog(bootstrap, default_partitions=8) if client == "librdkafka"
-           else KafkaEventLog(bootstrap, default_partitions=8, producers=2))
+    log = kafka_log_class(client)(bootstrap, default_partitions=8, producers=2)  # librdkafka's takes one
     await log.start()
     try:
         await log.ensure_topics([topic])

@@ -8,12 +8,7 @@ from .base import Consumer, EventLog, LogUnavailable, Record, TopicPartition
 def open_eventlog(config) -> EventLog:
     """The log the configuration names: Kafka when PINGSTREAM_KAFKA is set, else SQLite."""
     if config.kafka:
-        if config.kafka_client == "librdkafka":
-            from .rdkafka import RdKafkaEventLog as KafkaEventLog
-        else:
-            from .kafka import KafkaEventLog
-
-        return KafkaEventLog(
+        return kafka_log_class(config.kafka_client)(
             config.kafka,
             default_partitions=config.partitions,
             prefix=config.kafka_prefix,
@@ -25,4 +20,17 @@ def open_eventlog(config) -> EventLog:
     return SqliteEventLog(config.sqlite_path, default_partitions=config.partitions)
 
 
-__all__ = ["Consumer", "EventLog", "LogUnavailable", "Record", "TopicPartition", "open_eventlog"]
+def kafka_log_class(client: str) -> type:
+    """The Kafka log whose records ``client`` sends (``PINGSTREAM_KAFKA_CLIENT``): aiokafka's or librdkafka's."""
+    if client == "librdkafka":
+        from .rdkafka import RdKafkaEventLog
+
+        return RdKafkaEventLog
+    if client != "aiokafka":
+        raise ValueError(f"no Kafka client {client!r}")
+    from .kafka import KafkaEventLog
+
+    return KafkaEventLog
+
+
+__all__ = ["Consumer", "EventLog", "LogUnavailable", "Record", "TopicPartition", "kafka_log_class", "open_eventlog"]

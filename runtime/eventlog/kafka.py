@@ -103,6 +103,7 @@ class KafkaEventLog(EventLog):
         self.replication_factor = replication_factor
         self.ack_timeout_s = ack_timeout_s
         self.stall_s = min(STALL_S, ack_timeout_s)
+        self.sweep_s = min(0.5, ack_timeout_s / 4)  # how often records past their acknowledgement timeout fail
         self.lanes = max(1, producers)
         self._producers: list[AIOKafkaProducer] = []  # one per lane; none while the broker is away (and closed)
         self._counts: dict[str, int] = {}
@@ -448,7 +449,6 @@ class KafkaEventLog(EventLog):
 
     async def _send_loop(self, lane: int) -> None:
         queue, wake = self._queues[lane], self._wakes[lane]
-        sweep_s = min(0.5, self.ack_timeout_s / 4)
         while True:
             wake.clear()
             while queue:
@@ -468,7 +468,7 @@ class KafkaEventLog(EventLog):
             if not self._senders:  # closing: everything queued was handed over
                 return
             try:
-                async with asyncio.timeout(sweep_s):
+                async with asyncio.timeout(self.sweep_s):
                     await wake.wait()
             except TimeoutError:
                 pass

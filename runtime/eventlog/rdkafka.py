@@ -133,10 +133,9 @@ class RdKafkaEventLog(KafkaEventLog):
     async def _send_loop(self, lane: int) -> None:
         """No queue to hand over (records go to librdkafka in ``send``): records past their acknowledgement
         timeout fail, a few times a second, until the log closes."""
-        sweep_s = min(0.5, self.ack_timeout_s / 4)
         while self._senders:
             self._expire()
-            await asyncio.sleep(sweep_s)
+            await asyncio.sleep(self.sweep_s)
 
     # --- records ------------------------------------------------------------------------------------------
 
@@ -147,12 +146,9 @@ class RdKafkaEventLog(KafkaEventLog):
               fut: asyncio.Future) -> None:
         queued = fut.get_loop().time()
         try:
-            if partition is None:
-                lane.producer.produce(self.name(topic), value, key=key,
-                                      on_delivery=functools.partial(lane.delivery, fut, queued))
-            else:
-                lane.producer.produce(self.name(topic), value, key=key, partition=partition,
-                                      on_delivery=functools.partial(lane.delivery, fut, queued))
+            # Partition -1 (librdkafka's RD_KAFKA_PARTITION_UA): its partitioner picks one.
+            lane.producer.produce(self.name(topic), value, key=key, partition=-1 if partition is None else partition,
+                                  on_delivery=functools.partial(lane.delivery, fut, queued))
         except BufferError:
             self._failed(fut, LogUnavailable("Kafka producer queue full"))
             return

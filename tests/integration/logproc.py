@@ -11,18 +11,14 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from runtime.eventlog import kafka_log_class
 from runtime.eventlog.base import EventLog
 
 
 def open_log(backend: str, where: str, prefix: str) -> EventLog:
-    if backend == "kafka":
-        from runtime.eventlog.kafka import KafkaEventLog
-
-        return KafkaEventLog(where, default_partitions=4, prefix=prefix)
-    if backend == "librdkafka":  # Kafka, records sent through librdkafka (PINGSTREAM_KAFKA_CLIENT=librdkafka)
-        from runtime.eventlog.rdkafka import RdKafkaEventLog
-
-        return RdKafkaEventLog(where, default_partitions=4, prefix=prefix)
+    if backend in ("kafka", "librdkafka"):  # librdkafka: Kafka, records sent through librdkafka
+        return kafka_log_class("librdkafka" if backend == "librdkafka" else "aiokafka")(
+            where, default_partitions=4, prefix=prefix)
     from runtime.eventlog.sqlite import SqliteEventLog
 
     return SqliteEventLog(where, default_partitions=4)

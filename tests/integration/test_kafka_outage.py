@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from runtime.eventlog import kafka_log_class
 from runtime.eventlog.base import LogUnavailable
 from runtime.eventlog.kafka import KafkaEventLog
 from runtime.kafkabroker import Broker
@@ -98,11 +99,9 @@ async def test_it_replaces_a_producer_librdkafka_reports_fatal(kafka_bootstrap, 
 
 @pytest.mark.parametrize("client", ["aiokafka", "librdkafka"])
 async def test_close_is_bounded_while_the_broker_is_away(tmp_path, client):
-    from runtime.eventlog.rdkafka import RdKafkaEventLog
-
     broker = Broker(tmp_path / "kafka", partitions=2).start()
     try:
-        log = (RdKafkaEventLog if client == "librdkafka" else KafkaEventLog)(broker.bootstrap, default_partitions=2)
+        log = kafka_log_class(client)(broker.bootstrap, default_partitions=2)
         await log.start()
         assert await _send_ok(log, b"before")
         broker.kill()
