@@ -149,7 +149,8 @@ class Batches:
     Busy (``busy_wait_s``): once records come at ``busy_records`` per ``max_wait_s`` or faster (counted
     from one batch's cut to the next's), a batch gathers for ``busy_wait_s`` instead of ``max_wait_s``
     (read ahead: its first record is that old, however many it holds, before it goes; what comes meanwhile
-    is taken in one read at that end, not read as it comes), until they come at half that rate. A service
+    is taken in one read at that end, not read as it comes, unless ``busy_read_ms`` is set: a Kafka consumer's),
+    until they come at half that rate. A service
     whose every batch costs a fixed price (log writes, a commit, an insert) then pays it a few times a
     second under load, not ten or twenty, and leaves the cores to the edges; under light load nothing
     changes. (Counted per batch instead, the rate that keeps a batch of the
@@ -160,13 +161,19 @@ class Batches:
     busy_poll_ms = 10  # while the handler is busy and records are held: read what gathered this often
 
     def __init__(self, consumer: Consumer, max_records: int, max_wait_s: float = 0.0, poll_ms: int = 200,
-                 busy_records: int | None = None, busy_wait_s: float | None = None) -> None:
+                 busy_records: int | None = None, busy_wait_s: float | None = None,
+                 busy_read_ms: int | None = None) -> None:
         self.consumer = consumer
         self.max_records = max_records
         self.max_wait_s = max_wait_s
         self.poll_ms = poll_ms
         self.busy_records = busy_records
         self.busy_wait_s = busy_wait_s
+        # Read ahead and busy: read what came this often while the batch gathers, instead of once at its end.
+        # A Kafka consumer fetches again only for partitions whose fetched records were taken: left untaken
+        # for a whole window, the next fetch asks for the other partitions alone and waits out their
+        # ``fetch_max_wait_ms``, and the records that came meanwhile stay on the broker.
+        self.busy_read_ms = busy_read_ms
         self.held: list[Record] = []  # read already, beyond the last batch: the start of the next one
         self.waiting: asyncio.Event | None = None  # set by a read-ahead shell while its handler is idle
         self.read_at = 0.0  # monotonic time the last batch's first records were read (0: not known)
@@ -229,11 +236,13 @@ class Batches:
                 # Busy: the batch goes at its window's end, whatever it holds then. What comes meanwhile is
                 # taken in one read at that end (or, the handler still busy then, once it waits), not read
                 # as it comes: each read costs the event loop's thread a hand-over to the reader and back.
+                # With ``busy_read_ms`` it is read that often instead (see __init__).
                 now = time.monotonic()
+                step = None if self.busy_read_ms is None else self.busy_read_ms / 1000
                 if now < due:
-                    await _first(stop, None, due - now)
+                    await _first(stop, None, due - now if step is None else min(due - now, step))
                 elif not idle:
-                    await _first(stop, waiting, None)
+                    await _first(stop, waiting, step)
                 wait_ms = 0
             elif idle:
                 wait_ms = max(0, int((due - time.monotonic()) * 1000))

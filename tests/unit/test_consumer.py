@@ -303,10 +303,11 @@ async def test_it_reads_the_next_batch_while_handling_with_read_ahead():
     assert reads_while_handling[0] >= 2  # the second batch was read before the first was committed
 
 
-async def _batches_under_a_trickle(ready_records: int, per_ms: int, handle_s: float, max_wait_s: float, **busy):
+async def _batches_under_a_trickle(ready_records: int, per_ms: int, handle_s: float, max_wait_s: float,
+                                   consumer: FakeConsumer | None = None, **busy):
     """Batches a read-ahead shell cuts from records arriving ``per_ms`` a millisecond for 0.6 s,
     with a handler busy ``handle_s`` per batch; the time each batch was handed over."""
-    consumer = FakeConsumer()
+    consumer = consumer or FakeConsumer()
     batches = Batches(consumer, max_records=1_000_000, max_wait_s=max_wait_s, poll_ms=50, **busy)
     batches.ready_records = ready_records
     seen: list[tuple[float, int]] = []
@@ -350,6 +351,22 @@ async def test_busy_a_read_ahead_batch_gathers_for_the_busy_wait():
     assert len(seen) >= 2, seen
     gaps = [b[0] - a[0] for a, b in zip(seen, seen[1:-1])]
     assert all(gap >= 0.25 for gap in gaps), gaps
+
+
+async def test_busy_with_busy_read_ms_the_batch_still_gathers_but_is_read_as_it_comes():
+    """A Kafka consumer fetches again only for partitions whose fetched records were taken: with
+    ``busy_read_ms`` the busy window is read that often, and the batches are as long as without it."""
+    once, often = FakeConsumer(), FakeConsumer()
+    _, seen_once = await _batches_under_a_trickle(ready_records=20, per_ms=4, handle_s=0.02, max_wait_s=2.0,
+                                                  consumer=once, busy_records=20, busy_wait_s=0.25)
+    _, seen = await _batches_under_a_trickle(ready_records=20, per_ms=4, handle_s=0.02, max_wait_s=2.0,
+                                             consumer=often, busy_records=20, busy_wait_s=0.25, busy_read_ms=20)
+    assert len(seen) >= 2, seen
+    gaps = [b[0] - a[0] for a, b in zip(seen, seen[1:-1])]
+    assert all(gap >= 0.25 for gap in gaps), gaps
+    # About one read per 20 ms of the 0.6 s trickle, against one per window.
+    assert often.reads >= once.reads + 10, (once.reads, often.reads)
+    assert sum(n for _, n in seen) == sum(n for _, n in seen_once) == 1200
 
 
 async def test_under_light_load_a_read_ahead_batch_still_waits_its_time():
