@@ -423,3 +423,18 @@ async def test_the_migration_adds_the_state_columns_to_an_existing_database(clic
     cols = await clickhouse.run(check)
     assert {("transitions", "from_base"), ("transitions", "to_base"), ("check_state", "status_at"),
             ("transitions", "held"), ("transitions", "rule")} <= cols
+
+
+async def test_the_tables_written_each_batch_merge_with_a_wider_selector(clickhouse):
+    """ddl.MERGE_SETTINGS on every table the projector writes once a batch, on every start."""
+    from schemas import ddl
+
+    def settings(client) -> dict[str, str]:
+        return dict(client.query(
+            "SELECT name, create_table_query FROM system.tables WHERE database = currentDatabase() "
+            "AND name IN {names:Array(String)}", parameters={"names": list(ddl.BATCH_TABLES)}).result_rows)
+
+    tables = await clickhouse.run(settings)
+    assert set(tables) == set(ddl.BATCH_TABLES)
+    for name, create in tables.items():
+        assert "merge_selector_base = 10" in create, (name, create)
