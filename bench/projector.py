@@ -304,7 +304,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.drain:
         sys.path.insert(0, args.code)  # that checkout's projector, runtime and schemas
-        result = asyncio.run(drain(args.drain, args.where, args.partitions, args.pings, Path(args.tmp)))
+        # On uvloop where it is installed, as `pingstream projector` runs (pingstream.cli).
+        try:
+            from uvloop import run as run_loop
+        except ImportError:
+            run_loop = asyncio.run
+        result = run_loop(drain(args.drain, args.where, args.partitions, args.pings, Path(args.tmp)))
         print(json.dumps(result))
         return
     if args.quick:
