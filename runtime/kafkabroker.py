@@ -165,6 +165,14 @@ def stop_process(process: subprocess.Popen | None, timeout_s: float) -> None:
         process.wait()
 
 
+def _cores() -> int:
+    """The cores this process may run on (at least 2)."""
+    try:
+        return max(2, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(2, os.cpu_count() or 2)
+
+
 class Broker:
     """One broker+controller process. ``stop()`` then ``start()`` restarts it on the same ports and data."""
 
@@ -226,6 +234,12 @@ class Broker:
                 "auto.create.topics.enable=true",
                 "log.flush.interval.messages=1",  # a single node has no replica to lose: fsync what it acks
                 "log.cleaner.backoff.ms=1000",
+                # Threads for this machine, not a server's: Kafka's 8 request handlers and 3 network threads,
+                # on 2 cores shared with the services, kept about two broker threads waiting for a core on
+                # average at 10,000 pings/s (bench/results/e2e.md, 2026-12-02: with 2 and 2, p99 under 1 s
+                # in 6 rounds of 6 against 4 of 6).
+                f"num.io.threads={min(8, _cores())}",
+                f"num.network.threads={min(3, max(2, _cores() // 2))}",
                 "",
             ])
         )

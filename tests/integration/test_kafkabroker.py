@@ -43,3 +43,20 @@ def test_cluster_ids_never_look_like_an_option_and_the_storage_tool_takes_one():
     ids = [new_cluster_id() for _ in range(5000)]
     assert not any(i.startswith("-") for i in ids)
     assert all(len(i) == 22 and len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
+
+
+def test_the_broker_has_threads_for_this_machine_not_a_servers(tmp_path, monkeypatch):
+    """Request handler and network threads follow the cores (Kafka's 8 and 3 are for a server), and the
+    durability setting stays: the single node fsyncs what it acknowledges."""
+
+    def properties(cores: int) -> dict[str, str]:
+        monkeypatch.setattr(kafkabroker, "_cores", lambda: cores)
+        broker = kafkabroker.Broker(tmp_path / f"cores{cores}")
+        broker.workdir.mkdir(parents=True)
+        text = broker._properties().read_text()
+        return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+    two, sixteen = properties(2), properties(16)
+    assert (two["num.io.threads"], two["num.network.threads"]) == ("2", "2")
+    assert (sixteen["num.io.threads"], sixteen["num.network.threads"]) == ("8", "3")
+    assert two["log.flush.interval.messages"] == sixteen["log.flush.interval.messages"] == "1"
