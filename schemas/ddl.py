@@ -246,7 +246,14 @@ def migrate(client, database: str) -> None:
     known = {row[0] for row in client.query(
         "SELECT name FROM system.merge_tree_settings WHERE name IN {names:Array(String)}",
         parameters={"names": list(MERGE_SETTINGS)}).result_rows}
-    settings = ", ".join(f"{name} = {value}" for name, value in MERGE_SETTINGS.items() if name in known)
-    if settings:
-        for table in BATCH_TABLES:
-            client.command(f"ALTER TABLE {database}.{table} MODIFY SETTING {settings}")
+    wanted = [f"{name} = {value}" for name, value in MERGE_SETTINGS.items() if name in known]
+    if not wanted:
+        return
+    # Only where a table does not have them yet: an ALTER rewrites the table's metadata, at every service's start.
+    has = {name: set(engine.partition(" SETTINGS ")[2].split(", ")) for name, engine in client.query(
+        "SELECT name, engine_full FROM system.tables WHERE database = {db:String} AND name IN {names:Array(String)}",
+        parameters={"db": database, "names": list(BATCH_TABLES)}).result_rows}
+    for table in BATCH_TABLES:
+        missing = [setting for setting in wanted if setting not in has.get(table, ())]
+        if missing:
+            client.command(f"ALTER TABLE {database}.{table} MODIFY SETTING {', '.join(missing)}")

@@ -438,3 +438,18 @@ async def test_the_tables_written_each_batch_merge_with_a_wider_selector(clickho
     assert set(tables) == set(ddl.BATCH_TABLES)
     for name, create in tables.items():
         assert "merge_selector_base = 10" in create, (name, create)
+
+    def migrate_again(client) -> list[str]:
+        """Another start: the tables that have the setting are left alone, one set otherwise is mended."""
+        client.command(f"ALTER TABLE {clickhouse.database}.runs MODIFY SETTING merge_selector_base = 5")
+        sent, command = [], client.command
+        client.command = lambda sql, *a, **kw: (sent.append(sql), command(sql, *a, **kw))[1]
+        try:
+            ddl.migrate(client, clickhouse.database)
+        finally:
+            client.command = command
+        return [sql for sql in sent if "MODIFY SETTING merge_selector_base" in sql]
+
+    assert await clickhouse.run(migrate_again) == [
+        f"ALTER TABLE {clickhouse.database}.runs MODIFY SETTING merge_selector_base = 10"]
+    assert "merge_selector_base = 10" in (await clickhouse.run(settings))["runs"]
