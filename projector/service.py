@@ -439,11 +439,13 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
 
     async with event_log.consumer(TOPICS, group=GROUP) as consumer:
         batches = Batcher(consumer, await projector.journal_tail(), decode=_timed(projector, Projector.decode))
-        if config.kafka is None:  # `up`: under load, fewer and bigger inserts leave the cores to the edges
-            batches.busy_records, batches.busy_wait_s = BUSY_RECORDS, BUSY_WAIT_S
-        else:  # Kafka: the same, with a shorter window read as it goes (see KAFKA_BUSY_WAIT_S)
-            batches.busy_records, batches.busy_wait_s = BUSY_RECORDS, KAFKA_BUSY_WAIT_S
-            batches.busy_read_ms = KAFKA_BUSY_READ_MS
+        # Under load, fewer and bigger inserts leave the cores to the edges; on Kafka a shorter window, read as it
+        # goes (see KAFKA_BUSY_WAIT_S).
+        batches.busy_records = BUSY_RECORDS
+        if config.kafka is None:
+            batches.busy_wait_s = BUSY_WAIT_S
+        else:
+            batches.busy_wait_s, batches.busy_read_ms = KAFKA_BUSY_WAIT_S, KAFKA_BUSY_READ_MS
         shell = ConsumerShell(
             "projector", consumer, handle,
             batches=batches,
