@@ -212,6 +212,7 @@ class Broker:
 
     def _properties(self) -> Path:
         path = self.workdir / "server.properties"
+        cores = _cores()
         path.write_text(
             "\n".join([
                 "process.roles=broker,controller",
@@ -238,8 +239,8 @@ class Broker:
                 # on 2 cores shared with the services, kept about two broker threads waiting for a core on
                 # average at 10,000 pings/s (bench/results/e2e.md, 2026-12-02: with 2 and 2, p99 under 1 s
                 # in 6 rounds of 6 against 4 of 6).
-                f"num.io.threads={min(8, _cores())}",
-                f"num.network.threads={min(3, max(2, _cores() // 2))}",
+                f"num.io.threads={min(8, cores)}",
+                f"num.network.threads={min(3, max(2, cores // 2))}",
                 "",
             ])
         )
