@@ -33,8 +33,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.cpu import cpu_seconds  # noqa: E402 (after the checkout is on the path)
+from runtime.config import KAFKA_CLIENTS  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results" / "produce.json"
-CLIENTS = ("aiokafka", "librdkafka")
 WARM_UP = 200  # records sent and acknowledged before the measured ones (connections, metadata, producer ids)
 
 
@@ -43,17 +45,12 @@ def _records(n: int) -> list[tuple[bytes, bytes]]:
     return [(b"check-%05d" % (i % 2000), body + b"%08d" % i) for i in range(n)]
 
 
-def _cpu() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
 async def _paced(send, records: list, rate: float, chunk: int) -> tuple[float, float, list[float]]:
     """Send ``records`` ``chunk`` per loop turn at ``rate``; wait for every acknowledgement. Returns the CPU
     seconds, the wall seconds and each record's acknowledgement latency."""
     latencies: list[float] = []
     futures = []
-    cpu0, t0 = _cpu(), time.monotonic()
+    cpu0, t0 = cpu_seconds(), time.monotonic()
     for i in range(0, len(records), chunk):
         sent = time.monotonic()
         for key, value in records[i:i + chunk]:
@@ -62,7 +59,7 @@ async def _paced(send, records: list, rate: float, chunk: int) -> tuple[float, f
             futures.append(fut)
         await asyncio.sleep(max(0.0, t0 + (i + chunk) / rate - time.monotonic()))
     await asyncio.gather(*futures)  # a failed delivery fails the run
-    return _cpu() - cpu0, time.monotonic() - t0, latencies
+    return cpu_seconds() - cpu0, time.monotonic() - t0, latencies
 
 
 async def _run(client: str, bootstrap: str, topic: str, records: list, rate: float, chunk: int):
@@ -101,7 +98,7 @@ def main() -> None:
         _child(*args.child, args.records, args.rate, args.chunk)
         return
 
-    clients = list(CLIENTS)
+    clients = list(KAFKA_CLIENTS)
     from bench.procs import scratch_broker
 
     bootstrap, broker = os.environ.get("PINGSTREAM_KAFKA"), None
