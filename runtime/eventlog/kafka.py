@@ -528,8 +528,11 @@ class KafkaEventLog(EventLog):
         inflight, now = self._inflight, asyncio.get_running_loop().time()
         while inflight and (inflight[0][0] <= now or all(f.done() for f in inflight[0][1])):
             _, futures = inflight.popleft()
-            for fut in futures:
-                self._failed(fut, TimeoutError(f"no acknowledgement within {self.ack_timeout_s:g}s"))
+            pending = [fut for fut in futures if not fut.done()]  # usually none: acknowledged meanwhile
+            if pending:
+                exc = TimeoutError(f"no acknowledgement within {self.ack_timeout_s:g}s")
+                for fut in pending:
+                    self._failed(fut, exc)
 
     def _delivered(self, delivery: asyncio.Future, futures: list, queued: float, step: int) -> None:
         """``futures`` of one batch (step 1: offsets base, base + 1, ...) or one record (step 0)."""
