@@ -17,7 +17,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from . import core
+from . import core, normalise
 from .__main__ import replay_scenarios, replay_scenarios_async
 
 _META, _RECORDED = core.load_recordings()
@@ -139,7 +139,8 @@ def test_replay_slow(sid, slow_results):
 
 
 def test_known_rules_still_needed(request):
-    """Runs last in this module: every rule of known_differences.json must still match a difference."""
+    """Runs last in this module: every rule of known_differences.json must still match a difference, and
+    timestamps that matched only as a whole second against microseconds were no more than chance makes."""
     if not _checked["fast"] or request.config.getoption("-k", default=None):
         pytest.skip("needs the whole replay in this session")
     rules, listed = _known()
@@ -147,3 +148,8 @@ def test_known_rules_still_needed(request):
     assert not unused, f"these rules of known_differences.json match no difference any more, remove them: {unused}"
     unknown = sorted(set(listed) - {s["id"] for s in _RECORDED})
     assert not unknown, f"known_differences.json lists scenarios that are not recorded: {unknown}"
+    whole = normalise.WHOLE_SECONDS
+    assert len(whole) <= normalise.WHOLE_SECONDS_BY_CHANCE, (
+        f"{len(whole)} timestamps had microseconds on one side and none on the other, more than chance gives "
+        f"(a time lands on a whole second once in a million): one side drops the fraction. "
+        f"{sorted(set(whole.values()))[:5]}")

@@ -1,0 +1,48 @@
+"""The comparison's own rules (tests/compat/normalise.py), on answers made up here."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from . import normalise
+
+
+def _answer(doc: dict, t_req: float) -> dict:
+    return normalise.Normaliser("http://127.0.0.1:1", "tok", {}).response(
+        200, {"content-type": "application/json"}, json.dumps(doc).encode(), t_req)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_count(monkeypatch):
+    monkeypatch.setattr(normalise, "WHOLE_SECONDS", {})
+
+
+def _iso(t: float, micro: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + (f".{micro:06d}" if micro else "") + "+00:00"
+
+
+def test_a_time_on_a_whole_second_matches_one_with_microseconds_and_is_counted():
+    now = time.time()
+    hc = _answer({"pings": [{"date": _iso(now, 123456)}]}, now)
+    ps = _answer({"pings": [{"date": _iso(now, 0)}]}, now)
+    assert hc["json"]["pings"][0]["date"] != ps["json"]["pings"][0]["date"]  # <ts[us]:now> against <ts[s]:now>
+    assert normalise.compare(hc, ps) == []
+    assert normalise.compare(hc, ps) == []  # the same answer compared again (a repeated read) counts once
+    assert list(normalise.WHOLE_SECONDS.values()) == [
+        "body.pings[0].date: healthchecks <ts[us]:now>, pingstream <ts[s]:now>"]
+
+
+@pytest.mark.parametrize("other", [
+    lambda now: _iso(now + 3600, 0),  # another time
+    lambda now: _iso(now, 0).replace("+00:00", "Z"),  # another suffix
+    lambda now: "not a time",
+])
+def test_anything_else_about_a_timestamp_is_still_a_difference(other):
+    now = time.time()
+    hc = _answer({"last_ping": _iso(now, 123456)}, now)
+    ps = _answer({"last_ping": other(now)}, now)
+    assert [d["where"] for d in normalise.compare(hc, ps)] == ["body.last_ping"]
+    assert normalise.WHOLE_SECONDS == {}
