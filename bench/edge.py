@@ -39,6 +39,7 @@ from bench.cpu import cpu_seconds  # noqa: E402
 from bench.loadgen import closed_loop, open_loop  # noqa: E402
 from bench.procs import scratch_broker  # noqa: E402
 from runtime import kafkabroker  # noqa: E402
+from runtime.config import default_edge_processes  # noqa: E402
 
 SERVER = r"""
 import asyncio, os, sys
@@ -133,7 +134,7 @@ class UpServer:
         self.service = Service("up", env, self.port, root=root)
         try:
             self.service.start()
-            if (os.cpu_count() or 1) > 1:  # supervised: the port opens with the first edge; wait for them all
+            if default_edge_processes() > 0:  # supervised: the port opens with the first edge; wait for them all
                 self.service.wait_output(r"up: \d+ edge process")
             url = f"http://127.0.0.1:{self.port}/api/v3/checks/"
             request = urllib.request.Request(url, data=b'{"name": "bench"}', method="POST",

@@ -46,10 +46,19 @@ def _float(env: dict, name: str, default: float, lo: float, hi: float) -> float:
     return _number(env, name, default, lo, hi, float, "a number")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (``taskset``, a container's cpuset), not the
+    machine's count."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
 def default_edge_processes(cores: int | None = None) -> int:
     """One edge per core but the one the engine needs (it projects every ping, and its work delays the
     edges' commits when they share its core); on one core, everything in one process."""
-    return max((cores or os.cpu_count() or 1) - 1, 0)
+    return max((cores or usable_cores()) - 1, 0)
 
 
 def _webhooks(value: str) -> tuple[tuple[str, str], ...]:

@@ -35,6 +35,8 @@ import time
 import uuid
 from pathlib import Path
 
+from runtime.config import usable_cores
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,10 +169,7 @@ def stop_process(process: subprocess.Popen | None, timeout_s: float) -> None:
 
 def _cores() -> int:
     """The cores this process may run on (at least 2)."""
-    try:
-        return max(2, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(2, os.cpu_count() or 2)
+    return max(2, usable_cores())
 
 
 class Broker:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from runtime import config
 from runtime.config import Config, ConfigError, default_edge_processes
 
 
@@ -14,6 +17,18 @@ def test_it_keeps_a_core_for_the_engine_by_default():
 
 def test_it_runs_everything_in_one_process_on_one_core_by_default():
     assert default_edge_processes(1) == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity on this platform")
+def test_it_counts_the_cores_this_process_may_run_on(monkeypatch):
+    # Under `taskset -c 0` (or a container's cpuset of one core) the machine's count is not what the processes get.
+    monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: {0})
+    monkeypatch.setattr(config.os, "cpu_count", lambda: 8)
+    assert config.usable_cores() == 1
+    assert default_edge_processes() == 0
+    assert Config.from_env({}).edge_processes == 0
+    monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    assert default_edge_processes() == 2
 
 
 def test_it_takes_the_number_given():
