@@ -18,6 +18,13 @@ PINGSTREAM_FUZZ_CASES sets the number of generated requests (default 10,000), an
 PINGSTREAM_FUZZ_CH_CASES that of a second run on an edge reading state from ClickHouse
 (default 1,000); PINGSTREAM_FUZZ_SEED replays a run. Hypothesis runs in a worker thread and hands
 each request to the test's event loop, where the in-process edge serves it.
+
+The 10,000 are shared between PINGSTREAM_FUZZ_SHARDS processes (by default one per core this process
+may run on, at most 2): this test fuzzes its share, and each other share runs in a pytest of its own
+(this same test, with its own edge, one shard and the seed after the one before), at the same time.
+Each process serves and generates on one core, so two of them take about half the time. A shard's
+failure prints its output with its seed: ``PINGSTREAM_FUZZ_SHARDS=1 PINGSTREAM_FUZZ_CASES=<its share>
+PINGSTREAM_FUZZ_SEED=<its seed>`` runs it alone again.
 """
 
 from __future__ import annotations
@@ -28,10 +35,13 @@ import json
 import logging
 import os
 import random
+import re
+import sys
 import time
 import uuid
 import zlib
 from collections import Counter
+from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
@@ -42,6 +52,7 @@ from aiohttp.web import RequestPayloadError
 from yarl import URL
 
 from ingest.app import create_app
+from runtime.config import usable_cores
 from checks.spec import unique_key
 from schemas.events import CheckConfig, CheckUpserted, PingEvent, uuid7
 from tests.edge.server import EdgeTestServer
@@ -49,6 +60,9 @@ from tests.edge.server import EdgeTestServer
 CASES = int(os.environ.get("PINGSTREAM_FUZZ_CASES", "10000"))
 CH_CASES = int(os.environ.get("PINGSTREAM_FUZZ_CH_CASES", "1000"))  # on top, against ClickHouse-backed reads
 SEED = int(os.environ.get("PINGSTREAM_FUZZ_SEED", str(random.randrange(1 << 32))))
+SHARDS = max(int(os.environ.get("PINGSTREAM_FUZZ_SHARDS", str(min(2, usable_cores())))), 1)
+SHARD_TIMEOUT_S = 1800
+ROOT = Path(__file__).resolve().parents[2]
 MAX_ERROR_BODY = 300
 
 SPEC_FIELDS = [
@@ -278,8 +292,50 @@ async def _fuzz_fixture(edge) -> list[CheckConfig]:
     ]
 
 
-async def test_generated_requests_never_get_a_5xx_or_a_traceback(edge):
-    await _fuzz(edge, edge.client, CASES)
+async def test_generated_requests_never_get_a_5xx_or_a_traceback(edge, request, tmp_path):
+    shares = [CASES // SHARDS + (1 if i < CASES % SHARDS else 0) for i in range(SHARDS)]
+    others = [await _start_shard(request.node.nodeid, shares[i], (SEED + i) % (1 << 32), tmp_path / f"shard-{i}.log")
+              for i in range(1, SHARDS)]
+    try:
+        await _fuzz(edge, edge.client, shares[0])
+    except BaseException:
+        for other in others:
+            await _shard_outcome(*other, stop=True)
+        raise
+    outcomes = [await _shard_outcome(*other) for other in others]
+    for i, (returncode, output, seed_used) in enumerate(outcomes, start=1):
+        summary = next((line for line in output.splitlines() if line.startswith("fuzz: ")), "no summary")
+        print(f"shard {i}: {summary}")
+        assert returncode == 0 and re.search(r"^1 passed\b", output, re.MULTILINE), (
+            f"fuzz shard {i} (PINGSTREAM_FUZZ_SHARDS=1 PINGSTREAM_FUZZ_CASES={shares[i]} "
+            f"PINGSTREAM_FUZZ_SEED={seed_used}) exited {returncode}:\n{output[-6000:]}")
+
+
+async def _start_shard(nodeid: str, cases: int, seed_value: int, output: Path) -> tuple:
+    """Another share of the fuzz: this test in a pytest of its own, with one shard, ``cases`` and ``seed_value``."""
+    env = dict(os.environ, PINGSTREAM_FUZZ_SHARDS="1", PINGSTREAM_FUZZ_CASES=str(cases),
+               PINGSTREAM_FUZZ_SEED=str(seed_value))
+    sink = output.open("wb")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", nodeid,
+        cwd=ROOT, env=env, stdout=sink, stderr=asyncio.subprocess.STDOUT)
+    sink.close()
+    return process, output, seed_value
+
+
+async def _shard_outcome(process, output: Path, seed_value: int, stop: bool = False) -> tuple[int, str, int]:
+    """Wait for a shard; it is stopped at once with ``stop`` (this share failed), after SHARD_TIMEOUT_S, or if
+    the wait is cancelled."""
+    try:
+        if not stop:
+            await asyncio.wait_for(process.wait(), SHARD_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        pass  # stopped below: its output says how far it got
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return process.returncode, output.read_text(errors="replace"), seed_value
 
 
 async def test_generated_requests_with_clickhouse_reads(edge, clickhouse, aiohttp_client):
