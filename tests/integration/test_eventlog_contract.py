@@ -52,25 +52,56 @@ async def drain(log: EventLog, topic: str, group: str | None, expect: int, timeo
 
 
 async def test_order_is_kept_per_key(backend):
+    acknowledged: dict[str, tuple[int, int]] = {}  # value -> (partition, offset) its produce answered
     async with new_log(backend) as log:
         keys = [f"check-{i}".encode() for i in range(5)]
 
         async def writer(key: bytes) -> None:
             for seq in range(60):
-                await log.produce("contract.order", f"{key.decode()}:{seq}".encode(), key=key)
+                value = f"{key.decode()}:{seq}"
+                acknowledged[value] = await log.produce("contract.order", value.encode(), key=key)
 
         await asyncio.gather(*(writer(k) for k in keys))
         records = await drain(log, "contract.order", None, expect=300)
+        again = None
+        if len(records) != 300:  # lost, or missed by this reading? A second consumer reads the topic again.
+            again = await drain(log, "contract.order", None, expect=300, timeout_s=10)
     seen = defaultdict(list)
     partitions = defaultdict(set)
     for r in records:
         key, seq = r.value.decode().split(":")
         seen[key].append(int(seq))
         partitions[key].add(r.partition)
+    read = {r.value.decode(): (r.partition, r.offset) for r in records}
+    missing = {value: at for value, at in acknowledged.items() if value not in read}
+    at_place = {(r.partition, r.offset): r.value.decode() for r in records}
+    assert not missing, (
+        f"{len(records)} records read back, {len(missing)} acknowledged ones missing: "
+        + ", ".join(f"{value} acknowledged at {at}, where was read {at_place.get(at)!r}" for value, at in missing.items())
+        + f"; per partition, offsets read: {_offset_ranges(records)}; a second reading found "
+        + (f"{len(again)} records, the missing ones {'all' if all(v in {r.value.decode() for r in again} for v in missing) else 'not all'} "
+           f"among them: {_offset_ranges(again)}" if again is not None else "nothing (not run)"))
     assert len(records) == 300, f"{len(records)} records read back: per key {({k: len(v) for k, v in seen.items()})}"
     broken = {k: seqs for k, seqs in seen.items() if seqs != list(range(60))}
-    assert not broken, f"per-key order broken: {({k: seqs[:80] for k, seqs in broken.items()})}"
+    assert not broken, f"per-key order broken: {broken}"
     assert all(len(p) == 1 for p in partitions.values()), f"a key spread over partitions: {dict(partitions)}"
+
+
+def _offset_ranges(records: list) -> dict[int, str]:
+    """Per partition, the offsets read, as runs (``0-57, 59-60``)."""
+    by_partition = defaultdict(list)
+    for r in records:
+        by_partition[r.partition].append(r.offset)
+    out = {}
+    for partition, offsets in sorted(by_partition.items()):
+        offsets.sort()
+        runs, start = [], offsets[0]
+        for previous, offset in zip(offsets, offsets[1:] + [None]):
+            if offset != previous + 1:
+                runs.append(f"{start}-{previous}" if start != previous else str(start))
+                start = offset
+        out[partition] = ", ".join(runs)
+    return out
 
 
 async def test_a_record_without_a_key_goes_where_the_log_puts_it(backend):
