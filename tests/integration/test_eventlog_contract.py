@@ -59,7 +59,14 @@ async def test_order_is_kept_per_key(backend):
         async def writer(key: bytes) -> None:
             for seq in range(60):
                 value = f"{key.decode()}:{seq}"
-                acknowledged[value] = await log.produce("contract.order", value.encode(), key=key)
+                for attempt in range(5):  # a refused record is sent again, as a pinging client does after a 503
+                    try:
+                        acknowledged[value] = await log.produce("contract.order", value.encode(), key=key)
+                        break
+                    except LogUnavailable:
+                        if attempt == 4:
+                            raise
+                        await asyncio.sleep(0.2)
 
         await asyncio.gather(*(writer(k) for k in keys))
         records = await drain(log, "contract.order", None, expect=300)
