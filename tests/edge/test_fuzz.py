@@ -294,48 +294,51 @@ async def _fuzz_fixture(edge) -> list[CheckConfig]:
 
 async def test_generated_requests_never_get_a_5xx_or_a_traceback(edge, request, tmp_path):
     shares = [CASES // SHARDS + (1 if i < CASES % SHARDS else 0) for i in range(SHARDS)]
-    others = [await _start_shard(request.node.nodeid, shares[i], (SEED + i) % (1 << 32), tmp_path / f"shard-{i}.log")
-              for i in range(1, SHARDS)]
+    seeds = [(SEED + i) % (1 << 32) for i in range(SHARDS)]
+    outputs = [tmp_path / f"shard-{i}.log" for i in range(SHARDS)]
+    others = []  # the processes of shards 1, 2, ...
     try:
+        for i in range(1, SHARDS):
+            others.append(await _start_shard(request.node.nodeid, shares[i], seeds[i], outputs[i]))
         await _fuzz(edge, edge.client, shares[0])
     except BaseException:
-        for other in others:
-            await _shard_outcome(*other, stop=True)
+        for process in others:
+            await _finish_shard(process, stop=True)
         raise
-    outcomes = [await _shard_outcome(*other) for other in others]
-    for i, (returncode, output, seed_used) in enumerate(outcomes, start=1):
+    for i, process in enumerate(others, start=1):
+        returncode = await _finish_shard(process)
+        output = outputs[i].read_text(errors="replace")
         summary = next((line for line in output.splitlines() if line.startswith("fuzz: ")), "no summary")
         print(f"shard {i}: {summary}")
         assert returncode == 0 and re.search(r"^1 passed\b", output, re.MULTILINE), (
             f"fuzz shard {i} (PINGSTREAM_FUZZ_SHARDS=1 PINGSTREAM_FUZZ_CASES={shares[i]} "
-            f"PINGSTREAM_FUZZ_SEED={seed_used}) exited {returncode}:\n{output[-6000:]}")
+            f"PINGSTREAM_FUZZ_SEED={seeds[i]}) exited {returncode}:\n{output[-6000:]}")
 
 
-async def _start_shard(nodeid: str, cases: int, seed_value: int, output: Path) -> tuple:
-    """Another share of the fuzz: this test in a pytest of its own, with one shard, ``cases`` and ``seed_value``."""
+async def _start_shard(nodeid: str, cases: int, seed_value: int, output: Path) -> asyncio.subprocess.Process:
+    """Another share of the fuzz: this test in a pytest of its own, with one shard, ``cases`` and ``seed_value``,
+    writing to ``output``."""
     env = dict(os.environ, PINGSTREAM_FUZZ_SHARDS="1", PINGSTREAM_FUZZ_CASES=str(cases),
                PINGSTREAM_FUZZ_SEED=str(seed_value))
-    sink = output.open("wb")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", nodeid,
-        cwd=ROOT, env=env, stdout=sink, stderr=asyncio.subprocess.STDOUT)
-    sink.close()
-    return process, output, seed_value
+    with output.open("wb") as sink:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", nodeid,
+            cwd=ROOT, env=env, stdout=sink, stderr=asyncio.subprocess.STDOUT)
 
 
-async def _shard_outcome(process, output: Path, seed_value: int, stop: bool = False) -> tuple[int, str, int]:
-    """Wait for a shard; it is stopped at once with ``stop`` (this share failed), after SHARD_TIMEOUT_S, or if
-    the wait is cancelled."""
+async def _finish_shard(process: asyncio.subprocess.Process, stop: bool = False) -> int:
+    """A shard's exit status, once it ends; it is killed at once with ``stop`` (this share failed), after
+    SHARD_TIMEOUT_S, or if the wait is cancelled."""
     try:
         if not stop:
             await asyncio.wait_for(process.wait(), SHARD_TIMEOUT_S)
     except asyncio.TimeoutError:
-        pass  # stopped below: its output says how far it got
+        pass  # killed below: its output says how far it got
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
-    return process.returncode, output.read_text(errors="replace"), seed_value
+    return process.returncode
 
 
 async def test_generated_requests_with_clickhouse_reads(edge, clickhouse, aiohttp_client):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from runtime.config import Config, ConfigError
 from runtime.eventlog import open_eventlog
+from runtime.eventlog.base import LogUnavailable
 from runtime.eventlog.kafka import KafkaEventLog
 from runtime.eventlog.rdkafka import RdKafkaEventLog
 
@@ -44,10 +47,6 @@ async def test_a_librdkafka_report_of_success_without_an_offset_is_no_acknowledg
     """It happened once in about 300 runs of the order contract (the first record of a topic just made): the
     report said delivered, with no offset, and no reading of the partition had the record. Such a record fails
     (a ping is answered 503, and its sender tries again), where one with an offset is acknowledged."""
-    import asyncio
-
-    from runtime.eventlog.base import LogUnavailable
-
     log = open_eventlog(Config.from_env({**KAFKA, "PINGSTREAM_KAFKA_CLIENT": "librdkafka"}))
     loop = asyncio.get_running_loop()
     acknowledged, uncertain = loop.create_future(), loop.create_future()
