@@ -167,7 +167,7 @@ class RdKafkaEventLog(KafkaEventLog):
             return
         offset = msg.offset()
         if offset is None or offset < 0:
-            # A report of success without an offset is no acknowledgement: one such record (the first of a topic
+            # A report of success without an offset is no acknowledgement: one such record (among the first of a topic
             # just made, idempotent, acks=all) was in no reading of its partition afterwards
             # (tests/integration/test_eventlog_contract.py). It fails, so the ping is answered 503, not 200.
             self._failed(fut, LogUnavailable("Kafka gave the record no offset: its delivery is not certain"))

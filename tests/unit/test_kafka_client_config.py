@@ -44,7 +44,7 @@ class _Delivered:
 
 
 async def test_a_librdkafka_report_of_success_without_an_offset_is_no_acknowledgement():
-    """It happened once in about 300 runs of the order contract (the first record of a topic just made): the
+    """It happened once in about 300 runs of the order contract (among the first records of a topic just made): the
     report said delivered, with no offset, and no reading of the partition had the record. Such a record fails
     (a ping is answered 503, and its sender tries again), where one with an offset is acknowledged."""
     log = open_eventlog(Config.from_env({**KAFKA, "PINGSTREAM_KAFKA_CLIENT": "librdkafka"}))
