@@ -169,7 +169,9 @@ class RdKafkaEventLog(KafkaEventLog):
         if offset is None or offset < 0:
             # A report of success without an offset is no acknowledgement: one such record (among the first of a topic
             # just made, idempotent, acks=all) was in no reading of its partition afterwards
-            # (tests/integration/test_eventlog_contract.py). It fails, so the ping is answered 503, not 200.
+            # (tests/integration/test_eventlog_contract.py). It fails, so the ping is answered 503, not 200. librdkafka
+            # reports this when the broker answers a batch with DUPLICATE_SEQUENCE_NUMBER: it takes the batch as
+            # written by an earlier send whose answer it missed, and has no offset to give.
             self._failed(fut, LogUnavailable("Kafka gave the record no offset: its delivery is not certain"))
             return
         now = self._last_ack = fut.get_loop().time()

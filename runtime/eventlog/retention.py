@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 DELETE_CHUNK = 20_000  # records deleted per statement: the writer thread serves produces between chunks
 VACUUM_PAGES = 2_000  # pages given back per incremental-vacuum step
+SCAN_CHUNK = 50_000  # records read per call when looking for what is past retention
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,10 +69,20 @@ class PassResult:
 
 
 def _partitions(conn: sqlite3.Connection, topic: str) -> list[tuple[int, int]]:
-    """(partition, last offset) of the topic's non-empty partitions."""
-    return conn.execute(
-        "SELECT partition, MAX(offset) FROM records WHERE topic = ? GROUP BY partition", (topic,)
-    ).fetchall()
+    """(partition, last offset) of the topic's non-empty partitions: two seeks in the primary key per
+    partition, where a GROUP BY would read every record of the topic (a week of pings) on each pass."""
+    found = []
+    partition = -1
+    while True:
+        (partition,) = conn.execute(
+            "SELECT MIN(partition) FROM records WHERE topic = ? AND partition > ?", (topic, partition)
+        ).fetchone()
+        if partition is None:
+            return found
+        (last,) = conn.execute(
+            "SELECT MAX(offset) FROM records WHERE topic = ? AND partition = ?", (topic, partition)
+        ).fetchone()
+        found.append((partition, last))
 
 
 def _group_floors(conn: sqlite3.Connection, topic: str, partition: int) -> dict[str, int]:
@@ -85,28 +96,62 @@ def _group_floors(conn: sqlite3.Connection, topic: str, partition: int) -> dict[
     return floors
 
 
-def _past_retention(conn: sqlite3.Connection, policy: RetentionPolicy, topic: str, partition: int,
-                    now_ms: int) -> int:
-    """The first offset retention keeps (everything below it is past retention)."""
-    keep_from = 0
+def _first_young(conn: sqlite3.Connection, topic: str, partition: int, lo: int, hi: int, cutoff_ms: int) -> int | None:
+    """The first offset in [lo, hi) whose record is not older than ``cutoff_ms``, if any."""
+    row = conn.execute(
+        """SELECT offset FROM records WHERE topic = ? AND partition = ? AND offset >= ? AND offset < ? AND ts >= ?
+           ORDER BY offset LIMIT 1""",
+        (topic, partition, lo, hi, cutoff_ms),
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def _sizes(conn: sqlite3.Connection, topic: str, partition: int, lo: int, hi: int) -> list[tuple[int, int]]:
+    """(offset, bytes of key and value) of the records in [lo, hi), newest first."""
+    return conn.execute(
+        """SELECT offset, LENGTH(value) + COALESCE(LENGTH(key), 0) FROM records
+           WHERE topic = ? AND partition = ? AND offset >= ? AND offset < ? ORDER BY offset DESC""",
+        (topic, partition, lo, hi),
+    ).fetchall()
+
+
+def _first_offset(conn: sqlite3.Connection, topic: str, partition: int) -> int:
+    (first,) = conn.execute(
+        "SELECT MIN(offset) FROM records WHERE topic = ? AND partition = ?", (topic, partition)
+    ).fetchone()
+    return first
+
+
+async def _past_retention(event_log, policy: RetentionPolicy, topic: str, partition: int, last: int,
+                          now_ms: int) -> int:
+    """The first offset retention keeps (everything below it is past retention).
+
+    Both limits are found by reading ``SCAN_CHUNK`` records per call on the writer thread, so a pass never
+    holds SQLite's write lock (every process's pings) for long:
+    - by time, the partition's first record younger than retention, read from the start: a pass reads what
+      it is about to delete (and what a consumer group holds back), not the week it keeps. As Kafka
+      deletes whole segments from the start of the log, a record is never deleted while a younger one sits
+      below it (clocks do not always move forward);
+    - by size, the newest records whose bytes add up to ``retention_bytes``, read from the end."""
+    first = await event_log.on_writer(_first_offset, topic, partition)
+    if first is None:  # emptied meanwhile
+        return 0
+    keep_from = first
     if policy.retention_ms is not None:
-        (newest_old,) = conn.execute(
-            "SELECT MAX(offset) FROM records WHERE topic = ? AND partition = ? AND ts < ?",
-            (topic, partition, now_ms - policy.retention_ms),
-        ).fetchone()
-        if newest_old is not None:
-            keep_from = max(keep_from, newest_old + 1)
+        keep_from = last + 1
+        for lo in range(first, last + 1, SCAN_CHUNK):
+            found = await event_log.on_writer(_first_young, topic, partition, lo, lo + SCAN_CHUNK,
+                                              now_ms - policy.retention_ms)
+            if found is not None:
+                keep_from = found
+                break
     if policy.retention_bytes is not None:
-        row = conn.execute(
-            """SELECT offset FROM (
-                   SELECT offset, SUM(LENGTH(value) + COALESCE(LENGTH(key), 0))
-                          OVER (ORDER BY offset DESC) AS newer_bytes
-                   FROM records WHERE topic = ? AND partition = ?)
-               WHERE newer_bytes > ? ORDER BY offset DESC LIMIT 1""",
-            (topic, partition, policy.retention_bytes),
-        ).fetchone()
-        if row is not None:
-            keep_from = max(keep_from, row[0] + 1)
+        newer_bytes = 0
+        for hi in range(last + 1, first, -SCAN_CHUNK):
+            for offset, size in await event_log.on_writer(_sizes, topic, partition, max(first, hi - SCAN_CHUNK), hi):
+                newer_bytes += size
+                if newer_bytes > policy.retention_bytes:
+                    return max(keep_from, offset + 1)
     return keep_from
 
 
@@ -124,26 +169,37 @@ def _delete_below(conn: sqlite3.Connection, topic: str, partition: int, below: i
 TOMBSTONE_RETENTION_MS = 24 * 3600 * 1000
 
 
-def compact_sql(conn: sqlite3.Connection, topic: str, now_ms: int | None = None) -> int:
-    """Drop records superseded by a later record with the same key (Kafka's log compaction), and
-    tombstones older than ``TOMBSTONE_RETENTION_MS`` (as Kafka's cleaner does; a reader from the
-    start then sees neither the key nor its tombstone). A partition's last record stays: offsets
-    count on from it."""
+def compact_sql(conn: sqlite3.Connection, topic: str, partition: int, now_ms: int) -> int:
+    """In one partition, drop records superseded by a later record with the same key (Kafka's log
+    compaction), and tombstones older than ``TOMBSTONE_RETENTION_MS`` (as Kafka's cleaner does; a
+    reader from the start then sees neither the key nor its tombstone). The partition's last record
+    stays: offsets count on from it.
+
+    The newest offset of every key is found once, by one grouping of the partition (n log n). Looked up
+    record by record (no index has the key), it was n squared: 20,000 checks took seconds, with
+    SQLite's write lock held and every process's pings waiting for it."""
+    removed = conn.execute(
+        """DELETE FROM records WHERE topic = ?1 AND partition = ?2 AND key IS NOT NULL AND offset NOT IN (
+               SELECT MAX(offset) FROM records WHERE topic = ?1 AND partition = ?2 AND key IS NOT NULL
+               GROUP BY key)""",
+        (topic, partition),
+    ).rowcount
+    removed += conn.execute(
+        """DELETE FROM records WHERE topic = ?1 AND partition = ?2 AND key IS NOT NULL AND LENGTH(value) = 0
+               AND ts < ?3 AND offset < (SELECT MAX(offset) FROM records WHERE topic = ?1 AND partition = ?2)""",
+        (topic, partition, now_ms - TOMBSTONE_RETENTION_MS),
+    ).rowcount
+    return removed
+
+
+async def compact_topic(event_log, topic: str, now_ms: int | None = None) -> int:
+    """Compact every partition of ``topic`` (``compact_sql``), one writer call each, so the group commits
+    of pings run between partitions."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    cur = conn.execute(
-        """DELETE FROM records WHERE topic = ?1 AND key IS NOT NULL AND offset < (
-               SELECT MAX(r.offset) FROM records r
-               WHERE r.topic = ?1 AND r.partition = records.partition AND r.key = records.key)""",
-        (topic,),
-    )
-    removed = cur.rowcount
-    cur = conn.execute(
-        """DELETE FROM records WHERE topic = ?1 AND key IS NOT NULL AND LENGTH(value) = 0 AND ts < ?2
-               AND offset < (SELECT MAX(r.offset) FROM records r
-                             WHERE r.topic = ?1 AND r.partition = records.partition)""",
-        (topic, now_ms - TOMBSTONE_RETENTION_MS),
-    )
-    return removed + cur.rowcount
+    removed = 0
+    for partition, _ in await event_log.on_writer(_partitions, topic):
+        removed += await event_log.on_writer(compact_sql, topic, partition, now_ms)
+    return removed
 
 
 async def enforce(event_log, policy: RetentionPolicy, now_ms: int | None = None) -> PassResult:
@@ -152,7 +208,7 @@ async def enforce(event_log, policy: RetentionPolicy, now_ms: int | None = None)
     result = PassResult()
     for topic in sorted(policy.retained):
         for partition, last in await event_log.on_writer(_partitions, topic):
-            keep_from = await event_log.on_writer(_past_retention, policy, topic, partition, now_ms)
+            keep_from = await _past_retention(event_log, policy, topic, partition, last, now_ms)
             floors = await event_log.on_writer(_group_floors, topic, partition)
             for group, committed in floors.items():
                 metrics.CONSUMER_LAG.labels(group, topic, str(partition)).set(last + 1 - committed)
@@ -173,7 +229,7 @@ async def enforce(event_log, policy: RetentionPolicy, now_ms: int | None = None)
                 if n < DELETE_CHUNK:
                     break
     for topic in sorted(policy.compacted):
-        result.compacted += await event_log.on_writer(compact_sql, topic, now_ms)
+        result.compacted += await compact_topic(event_log, topic, now_ms)
     if result.deleted or result.compacted:
         while (freed := await event_log.vacuum_step()) > 0:
             result.pages_freed += freed

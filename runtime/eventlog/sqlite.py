@@ -28,7 +28,7 @@ from pathlib import Path
 from runtime import metrics
 
 from .base import EventLog, LogUnavailable, partition_for
-from .retention import VACUUM_PAGES, compact_sql
+from .retention import VACUUM_PAGES, compact_topic
 from .sqlite_consumer import SqliteConsumer
 from .sqlite_db import ROWS_PER_INSERT, SCHEMA, PublishedHeads, WriteLock, connect, insert_records
 from .sqlite_reads import SharedReads
@@ -335,7 +335,7 @@ class SqliteEventLog(EventLog):
 
     async def compact(self, topic: str) -> int:
         """Drop records superseded by a later record with the same key (Kafka's log compaction)."""
-        return await self.on_writer(compact_sql, topic)
+        return await compact_topic(self, topic)
 
     async def vacuum_step(self, pages: int = VACUUM_PAGES) -> int:
         """Give up to ``pages`` free pages back to the file system; returns how many were freed."""

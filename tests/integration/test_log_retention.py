@@ -180,3 +180,84 @@ async def test_it_drops_tombstones_a_day_after_they_were_written_as_kafka_does(c
     assert sorted(_rows(log, "SELECT key, value FROM records WHERE topic = 'state'")) == [
         (b"kept", b"v"), (b"last", b""), (b"young", b"")
     ]
+
+
+async def test_a_record_younger_than_retention_is_never_deleted_even_below_an_older_one(clocked_log):
+    # The clock went back ten days between two records: the older stamp sits above the younger one.
+    log, clock = clocked_log
+    await log.produce("pings", b"young", key=b"a", partition=0)
+    clock.now -= 10 * DAY
+    await log.produce("pings", b"stamped old", key=b"a", partition=0)
+    await log.produce("pings", b"stamped old", key=b"a", partition=0)
+    clock.now += 10 * DAY + HOUR
+    result = await enforce(log, POLICY, clock.ms)
+    assert result.deleted == 0
+    assert [v for (v,) in _rows(log, "SELECT value FROM records WHERE topic = 'pings' ORDER BY offset")] == [
+        b"young", b"stamped old", b"stamped old"
+    ]
+    # A week later the young one is past retention too, and all but the partition's last record go.
+    clock.now += 8 * DAY
+    assert (await enforce(log, POLICY, clock.ms)).deleted == 2
+
+
+async def test_compaction_keeps_exactly_the_newest_record_of_each_key_in_each_partition(tmp_path):
+    # Many keys, several versions each, spread over partitions, with tombstones younger than a day:
+    # what stays is the newest record of every (partition, key), and the records without a key.
+    import random
+
+    rng = random.Random(7)
+    log = SqliteEventLog(tmp_path / "log.sqlite3", default_partitions=4)
+    await log.start()
+    try:
+        newest: dict[tuple[int, bytes], bytes] = {}
+        unkeyed = 0
+        for i in range(3_000):
+            partition = rng.randrange(4)
+            if rng.random() < 0.05:
+                await log.produce("state", b"unkeyed", partition=partition)
+                unkeyed += 1
+                continue
+            key = f"check-{rng.randrange(800)}".encode()
+            value = b"" if rng.random() < 0.1 else f"v{i}".encode()
+            await log.produce("state", value, key=key, partition=partition)
+            newest[(partition, key)] = value
+        removed = await log.compact("state")
+        rows = _rows(log, "SELECT partition, key, value FROM records WHERE topic = 'state' AND key IS NOT NULL")
+        assert sorted(rows) == sorted((p, k, v) for (p, k), v in newest.items())
+        assert _rows(log, "SELECT COUNT(*) FROM records WHERE topic = 'state' AND key IS NULL") == [(unkeyed,)]
+        assert removed == 3_000 - unkeyed - len(newest)
+        assert await log.compact("state") == 0
+    finally:
+        await log.close()
+
+
+@pytest.mark.parametrize("policy", [
+    RetentionPolicy(retention_ms=50 * HOUR * 1000, retained=frozenset({"pings"})),
+    RetentionPolicy(retention_ms=None, retention_bytes=3_000, retained=frozenset({"pings"})),
+], ids=["time", "size"])
+async def test_retention_read_in_chunks_finds_the_same_limit_as_one_reading(clocked_log, monkeypatch, policy):
+    # A pass reads SCAN_CHUNK records per call on the writer thread: with chunks of 7 records, the limits
+    # fall inside chunks and on their edges, and must be those of the whole partition read at once.
+    from runtime.eventlog import retention
+
+    monkeypatch.setattr(retention, "SCAN_CHUNK", 7)
+    log, clock = clocked_log
+    sizes = [(i * 37) % 200 + 10 for i in range(100)]
+    stamps = []
+    for size in sizes:
+        await log.produce("pings", b"z" * size, key=b"k", partition=0)
+        stamps.append(clock.ms)
+        clock.now += HOUR
+    if policy.retention_ms is not None:
+        expected = next(i for i, ts in enumerate(stamps) if ts >= clock.ms - policy.retention_ms)
+    else:
+        newer, expected = 0, 0
+        for offset in range(99, -1, -1):
+            newer += sizes[offset] + 1
+            if newer > policy.retention_bytes:
+                expected = offset + 1
+                break
+    result = await enforce(log, policy, clock.ms)
+    assert 0 < expected < 99
+    assert result.deleted == expected
+    assert _rows(log, "SELECT MIN(offset) FROM records WHERE topic = 'pings'") == [(expected,)]
