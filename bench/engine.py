@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import uvloop  # noqa: E402
 
+from bench.checkout import describe  # noqa: E402
 from bench.cpu import cpu_seconds  # noqa: E402
 from bench.edge import UpServer, _children  # noqa: E402
 from bench.loadgen import open_loop  # noqa: E402
@@ -101,11 +102,6 @@ def measure(root: Path, rates: list[float], duration_s: float, settle_s: float) 
     return out
 
 
-def _describe(checkout: Path) -> str:
-    out = subprocess.run(["git", "-C", str(checkout), "log", "-1", "--format=%h %s"], capture_output=True, text=True)
-    return out.stdout.strip()[:100] or str(checkout.name)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default="1000,6000", help="pings per second, comma-separated")
@@ -120,7 +116,7 @@ def main() -> None:
     runs: dict[str, list[list[dict]]] = {name: [] for name, _ in variants}
     print(f"`pingstream up` at {', '.join(f'{r:.0f}' for r in rates)} pings/s, {args.duration:.0f} s each "
           f"(the first {args.settle:.0f} s left out), {args.rounds} round(s)"
-          + (f"; baseline: {_describe(variants[0][1])}" if args.baseline else ""), flush=True)
+          + (f"; baseline: {describe(variants[0][1])}" if args.baseline else ""), flush=True)
     for _ in range(args.rounds):
         for name, root in variants:
             runs[name].append(measure(root, rates, args.duration, args.settle))
@@ -137,8 +133,8 @@ def main() -> None:
         print(f"engine at {rate:.0f} pings/s (median of {args.rounds}): {text}")
     if not args.no_save:
         RESULTS.write_text(json.dumps({
-            "args": {**vars(args), "baseline": _describe(Path(args.baseline)) if args.baseline else None},
-            "this": _describe(ROOT), "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+            "args": {**vars(args), "baseline": describe(Path(args.baseline)) if args.baseline else None},
+            "this": describe(ROOT), "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
             "runs": runs, "summary": summary,
         }, indent=1) + "\n")
         print(f"results: {RESULTS.relative_to(ROOT)}")

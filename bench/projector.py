@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: bench/ is on the path, not the checkout holding it
     sys.path.append(str(ROOT))  # appended: a pass's checkout (--code) still comes first
 
+from bench.checkout import describe  # noqa: E402 (the standard library only, as bench/cpu.py)
 from bench.cpu import cpu_seconds  # noqa: E402 (the standard library only: see bench/cpu.py)
 
 RESULTS = ROOT / "bench" / "results" / "projector.json"
@@ -224,14 +225,6 @@ async def prepare(kind: str, records: list[tuple[bytes, bytes]], tmp: Path, part
     return where
 
 
-def _describe(checkout: str | None) -> str | None:
-    """A checkout as its commit (the results never hold a path of this machine)."""
-    if checkout is None:
-        return None
-    out = subprocess.run(["git", "-C", checkout, "log", "-1", "--format=%h %s"], capture_output=True, text=True)
-    return out.stdout.strip()[:100] or "another checkout"
-
-
 def compare(args, kind: str, bootstrap: str | None) -> dict:
     from schemas.events import encode
 
@@ -267,7 +260,7 @@ def compare(args, kind: str, bootstrap: str | None) -> dict:
                 "pandas import (once per process) done before timing",
         "log": kind,
         "when": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "args": {**vars(args), "baseline": _describe(args.baseline)},
+        "args": {**vars(args), "baseline": describe(args.baseline)},
         "passes": results,
         "events_per_s": {name: round(statistics.median(r["events_per_s"] for r in rs)) for name, rs in results.items()},
         "events_per_cpu_s": {name: round(statistics.median(r["events_per_cpu_s"] for r in rs))

@@ -29,6 +29,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: bench/ is on the path, not the checkout holding it
+    sys.path.append(str(ROOT))
+
+from bench.checkout import describe  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results" / "retention.json"
 
 # One pass, in the checkout given as the working directory (its own runtime package).
@@ -120,11 +125,6 @@ def one_pass(checkout: Path, filled: Path, work: Path, partitions: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _describe(checkout: Path) -> str:
-    out = subprocess.run(["git", "-C", str(checkout), "log", "-1", "--format=%h %s"], capture_output=True, text=True)
-    return out.stdout.strip()[:100] or "another checkout"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pings", type=int, default=2_000_000)
@@ -162,8 +162,8 @@ def main() -> None:
     if not args.no_save:
         RESULTS.write_text(json.dumps({
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "args": {**vars(args), "baseline": _describe(variants[0][1]) if args.baseline else None},
-            "this": _describe(ROOT), "runs": runs, "medians": summary,
+            "args": {**vars(args), "baseline": describe(variants[0][1]) if args.baseline else None},
+            "this": describe(ROOT), "runs": runs, "medians": summary,
         }, indent=2) + "\n")
         print(f"saved {RESULTS.relative_to(ROOT)}")
 
