@@ -39,7 +39,7 @@ from collections import defaultdict
 from typing import Callable, NamedTuple
 
 from runtime import deadletter, metrics
-from runtime.clickhouse import SMALL_INSERT_ROWS, ClickHouse, arrow_type
+from runtime.clickhouse import SMALL_INSERT_ROWS, ClickHouse, arrow_type, id_chunks
 from runtime.config import Config
 from runtime.consumer import Batch, ConsumerShell, retry
 from runtime.eventlog.base import EventLog, Record, TopicPartition
@@ -71,7 +71,6 @@ BUSY_WAIT_S = 0.4
 # pings/s (bench/e2e.py) the projector took 0.28-0.37 cores against 0.44-0.48 with a batch per insert.
 KAFKA_BUSY_WAIT_S = 0.3
 KAFKA_BUSY_READ_MS = 20
-_LOAD_CHUNK = 5_000
 TABLE_COLUMNS = {**COLUMNS, "checks": catalog.COLUMNS}
 # Inserts but pings' and runs' are Arrow tables (``ClickHouse.insert_arrow``: read in place by embedded chdb, an
 # ArrowStream for a server), each column converted by Arrow in C (a fraction of the time clickhouse-connect's
@@ -121,9 +120,7 @@ class Projector:
     # --- state -----------------------------------------------------------------
 
     async def load_states(self, check_ids: set[str]) -> None:
-        missing = [c for c in check_ids if c not in self.states]
-        for i in range(0, len(missing), _LOAD_CHUNK):
-            chunk = missing[i:i + _LOAD_CHUNK]
+        for chunk in id_chunks(c for c in check_ids if c not in self.states):
 
             def query(client, chunk=chunk):
                 return list(client.query(
@@ -142,12 +139,12 @@ class Projector:
         is within the state's ``n_pings`` (rows of a batch whose check_state write did not happen
         are not: that batch is folded again)."""
 
-        def query(client, ids=list(states)):
-            return client.query(
+        def query(client):
+            return [row for ids in id_chunks(states) for row in client.query(
                 "SELECT toString(check_id), toString(event_id), received_at, n FROM ping_keys "
                 "WHERE check_id IN {ids:Array(UUID)} ORDER BY check_id, received_at, n",
                 parameters={"ids": ids},
-            ).result_rows
+            ).result_rows]
 
         for check_id, event_id, received_at, n in await self.ch.run(query):
             state = states[check_id]
@@ -167,10 +164,10 @@ class Projector:
             return {}
 
         def query(client):
-            return client.query(
+            return [row for ids in id_chunks(check_ids) for row in client.query(
                 f"SELECT {', '.join(catalog.COLUMNS)} FROM checks FINAL WHERE id IN {{ids:Array(UUID)}}",
-                parameters={"ids": list(check_ids)},
-            ).result_rows
+                parameters={"ids": ids},
+            ).result_rows]
 
         return {str(row[0]): (str(row[0]), str(row[1]), *row[2:]) for row in await self.ch.run(query)}
 

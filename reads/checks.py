@@ -15,20 +15,20 @@ _BUCKET = {"up": "up", "grace": "up", "started": "up", "down": "down", "new": "n
 
 
 async def check_states(ch: ClickHouse, check_ids: list[str]) -> dict[str, dict]:
-    rows = await ch.rows(
+    rows = await ch.rows_by_ids(
         "SELECT check_id, status, status_at, last_ping, last_start, last_duration_s, n_pings, started "
         "FROM check_state FINAL WHERE check_id IN {ids:Array(UUID)}",
-        {"ids": list(check_ids)},
+        check_ids,
     )
     return {str(r["check_id"]): r for r in rows}
 
 
 async def monitor_statuses(ch: ClickHouse, check_ids: list[str]) -> dict[str, dict]:
     """The monitor's latest word on each check: ``{to_status, to_base, at}`` of its newest transition."""
-    rows = await ch.rows(
+    rows = await ch.rows_by_ids(
         "SELECT check_id, argMax(t.to_status, t.at) AS status, argMax(t.to_base, t.at) AS base, max(t.at) AS newest "
         "FROM transitions AS t WHERE t.check_id IN {ids:Array(UUID)} GROUP BY check_id",
-        {"ids": list(check_ids)},
+        check_ids,
     )
     return {str(r["check_id"]): {"to_status": r["status"], "to_base": r["base"], "at": r["newest"]} for r in rows}
 

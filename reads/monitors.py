@@ -15,9 +15,9 @@ async def last_completion_failed(ch: ClickHouse, check_ids: list[str]) -> set[st
     missed its deadline: after a failure no deadline runs until the next success."""
     if not check_ids:
         return set()
-    rows = await ch.rows(
+    rows = await ch.rows_by_ids(
         "SELECT check_id, argMax(kind, (received_at, n)) AS last_kind FROM pings FINAL "
         "WHERE check_id IN {ids:Array(UUID)} AND kind IN ('success', 'fail') GROUP BY check_id",
-        {"ids": list(check_ids)},
+        check_ids,
     )
     return {str(r["check_id"]) for r in rows if r["last_kind"] == "fail"}

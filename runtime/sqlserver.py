@@ -5,7 +5,8 @@ other process can open the engine. This server lets them, and any ClickHouse cli
 (clickhouse-connect, ``curl``, Grafana, DBeaver), read it over ClickHouse's own protocol:
 
 - ``GET|POST /?query=...`` (a POST body is the query, after the ``query`` parameter if both are
-  given), ``default_format`` / ``X-ClickHouse-Format``, ``database`` / ``X-ClickHouse-Database``,
+  given; a ``multipart/form-data`` POST's fields are parameters as the URL's are, its ``query`` field the
+  query: clickhouse-connect sends bound parameters longer than 4 KB so), ``default_format`` / ``X-ClickHouse-Format``, ``database`` / ``X-ClickHouse-Database``,
   ``param_<name>`` bound parameters, settings as URL parameters; ``GET /ping`` answers ``Ok.``;
 - user ``pingstream`` and the installation's admin key (runtime/adminkey.py) as HTTP basic auth, as
   ``X-ClickHouse-User`` / ``X-ClickHouse-Key`` headers, or as ``user`` / ``password`` parameters;
@@ -37,7 +38,8 @@ import re
 import uuid
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
+from multidict import MultiDict, MultiDictProxy
 
 from . import adminkey
 from .clickhouse import ClickHouse
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 DISPLAY_NAME = "pingstream"
 MAX_RESULT_BYTES = 256 * 1024 * 1024
 MAX_QUERY_BYTES = 1024 * 1024
+MAX_FORM_BYTES = 16 * 1024 * 1024  # a multipart/form-data request's fields together
 
 # URL parameters that are the protocol's own, not settings for the engine. The compression ones are
 # accepted and ignored: answers are never compressed (no Content-Encoding), which every client reads.
@@ -66,6 +69,7 @@ _HTTP_STATUS = {
     194: 401,  # REQUIRED_PASSWORD
     164: 403, 497: 403,  # READONLY, ACCESS_DENIED
     62: 400, 27: 400, 26: 400, 36: 400, 43: 400, 42: 400, 115: 400, 456: 400, 457: 400,  # syntax, bad arguments
+    393: 400, 48: 400,  # QUERY_IS_TOO_LARGE, NOT_IMPLEMENTED (here: external data): what this request asks
     47: 404, 46: 404, 60: 404, 81: 404, 50: 404, 73: 404,  # unknown identifier/function/table/database/type/format
     159: 408,  # TIMEOUT_EXCEEDED
     396: 500,  # TOO_MANY_ROWS_OR_BYTES
@@ -189,11 +193,10 @@ class SqlServer:
         return web.Response(status=_HTTP_STATUS.get(exc.code, 500), text=text, headers=headers)
 
     async def _handle(self, request: web.Request) -> web.Response:
-        params = request.query
-        headers = self._headers(params.get("query_id") or str(uuid.uuid4()))
+        headers = self._headers(request.query.get("query_id") or str(uuid.uuid4()))
         try:
             self._authenticate(request)
-            query = await self._query_text(request)
+            params, query = await self._params_and_query(request)
             if not query.strip():
                 return web.Response(text="Ok.\n", headers=headers)
             database = params.get("database") or request.headers.get("X-ClickHouse-Database") or self.database
@@ -221,6 +224,44 @@ class SqlServer:
             raise ClickHouseError(516, "AUTHENTICATION_FAILED", f"{user}: Authentication failed: password is "
                                   "incorrect, or there is no user with such name")
 
+    async def _params_and_query(self, request: web.Request) -> tuple[MultiDictProxy | MultiDict, str]:
+        """The request's parameters and its query, from the URL and the body; for a multipart/form-data POST,
+        from the URL and the form's fields, as ClickHouse reads them."""
+        if request.method == "POST" and request.content_type == "multipart/form-data":
+            params = MultiDict(request.query)
+            params.extend(await self._form_fields(request))
+            query = params.getone("query", "")
+        else:
+            params, query = request.query, await self._query_text(request)
+        if len(query.encode()) > MAX_QUERY_BYTES:
+            raise ClickHouseError(393, "QUERY_IS_TOO_LARGE", "Query is too large")
+        return params, query
+
+    async def _form_fields(self, request: web.Request) -> list[tuple[str, str]]:
+        """The (name, value) fields of a multipart/form-data body. A file in it would be an external table,
+        which this server does not take; the fields together may hold ``MAX_FORM_BYTES``."""
+        fields, size = [], 0
+        try:
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader) or part.filename is not None or not part.name:
+                    raise ClickHouseError(48, "NOT_IMPLEMENTED",
+                                          "External data (a file or a nested form in multipart/form-data) is not supported")
+                size += len(part.name) + 64  # the part's boundary and headers: no flood of empty fields
+                chunks = []
+                while chunk := await part.read_chunk():
+                    size += len(chunk)
+                    if size > MAX_FORM_BYTES:
+                        raise ClickHouseError(393, "QUERY_IS_TOO_LARGE",
+                                              f"multipart/form-data fields over {MAX_FORM_BYTES} bytes")
+                    chunks.append(chunk)
+                fields.append((part.name, part.decode(b"".join(chunks)).decode()))
+        except UnicodeDecodeError:
+            raise ClickHouseError(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", "a form field is not UTF-8") from None
+        except (ValueError, AssertionError) as exc:  # aiohttp's word on a malformed form (no boundary, bad part)
+            raise ClickHouseError(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", f"malformed multipart/form-data: {exc}") from None
+        return fields
+
     async def _query_text(self, request: web.Request) -> str:
         query = request.query.get("query", "")
         if request.method == "POST":
@@ -231,8 +272,6 @@ class SqlServer:
                 except UnicodeDecodeError:
                     raise ClickHouseError(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", "query is not UTF-8") from None
                 query = f"{query}\n{text}" if query else text
-        if len(query.encode()) > MAX_QUERY_BYTES:
-            raise ClickHouseError(393, "QUERY_IS_TOO_LARGE", "Query is too large")
         return query
 
     def _execute(self, query: str, database: str, fmt: str, settings: dict[str, str],

@@ -192,6 +192,81 @@ def test_it_answers_curl_style_requests_with_clickhouse_headers(up):
     assert _http(up, "SELECT currentDatabase()")[2] == b"pingstream\n"
 
 
+def test_it_takes_bound_parameters_sent_as_a_form_as_clickhouse_connect_sends_long_ones(up, client):
+    # clickhouse-connect moves bound parameters longer than 4 KB from the URL into a multipart/form-data body
+    # (the query goes in its "query" field): 3,000 check ids are, and the edges list a big project's checks so.
+    from clickhouse_connect.driver.binding import use_form_encoding
+
+    check_id = _api(up, "POST", "/api/v3/checks/", {"name": "form"})["uuid"]
+    _ping(up, check_id)
+    _wait_for_ping(client, check_id, 10)
+    sql = "SELECT count() FROM pings WHERE check_id IN {ids:Array(UUID)} AND {tag:String} = 'form'"
+    ids = [str(uuid.uuid4()) for _ in range(2_999)] + [check_id]
+    assert use_form_encoding(sql, {"param_ids": str(ids)})
+    assert client.query(sql, parameters={"ids": ids, "tag": "form"}).result_rows == [(1,)]
+    assert client.query(sql, parameters={"ids": ids[:10], "tag": "form"}).result_rows == [(0,)]  # in the URL
+
+
+def test_a_project_of_2500_checks_is_listed_whole_through_the_endpoint(up, client):
+    # The edges read the engine through its SQL endpoint: the list binds every check id of the project,
+    # past the 4 KB clickhouse-connect sends as a form from about 100 checks, and past IDS_PER_QUERY.
+    from concurrent.futures import ThreadPoolExecutor
+
+    ping_key = up.keys["ping_key"]
+
+    def create(i: int) -> None:
+        with urllib.request.urlopen(f"{up.url}/ping/{ping_key}/fleet-{i}?create=1", timeout=30) as r:
+            assert r.status in (200, 201)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(create, range(2_500)))
+    deadline = time.monotonic() + 30
+    while True:
+        checks = _api(up, "GET", "/api/v3/checks/")["checks"]
+        fleet = [c for c in checks if c["slug"].startswith("fleet-")]
+        if len(fleet) == 2_500 and all(c["n_pings"] == 1 for c in fleet) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(fleet) == 2_500
+    assert sorted(c["n_pings"] for c in fleet) == [1] * 2_500
+
+
+def _multipart(fields: list[tuple[str, str, str | None]], boundary: str = "b0undary") -> bytes:
+    """A multipart/form-data body of (name, value, filename or None)."""
+    out = b""
+    for name, value, filename in fields:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        out += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n{value}\r\n".encode()
+    return out + f"--{boundary}--\r\n".encode()
+
+
+def _post_form(up, body: bytes, content_type: str = "multipart/form-data; boundary=b0undary", **params):
+    auth = "Basic " + base64.b64encode(f"pingstream:{up.keys['admin_key']}".encode()).decode()
+    request = urllib.request.Request(up.keys["sql_url"] + "/?" + urllib.parse.urlencode(params), data=body,
+                                     headers={"Authorization": auth, "Content-Type": content_type}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def test_a_form_s_fields_are_parameters_and_what_it_cannot_take_is_a_clear_400(up):
+    body = _multipart([("query", "SELECT {x:UInt8} * 2 AS y", None), ("param_x", "21", None)])
+    assert _post_form(up, body, default_format="JSONEachRow")[::2] == (200, b'{"y":42}\n')
+    # A file in the form is an external table: ClickHouse takes it, this endpoint says it does not.
+    status, headers, text = _post_form(up, _multipart([("query", "SELECT 1", None), ("t", "1\n2", "t.tsv")]))
+    assert status == 400 and headers["X-ClickHouse-Exception-Code"] == "48" and b"External data" in text
+    # A body that is no form at all, and one that is not UTF-8.
+    status, headers, text = _post_form(up, b"no boundary here", content_type="multipart/form-data")
+    assert status == 400 and headers["X-ClickHouse-Exception-Code"] == "27", text
+    status, headers, _ = _post_form(up, _multipart([("query", "SELECT 1", None)]).replace(b"SELECT 1", b"SELECT \xff"))
+    assert status == 400 and headers["X-ClickHouse-Exception-Code"] == "27"
+    # Fields past MAX_FORM_BYTES together.
+    status, headers, _ = _post_form(up, _multipart([("query", "SELECT 1", None), ("param_x", "x" * (17 << 20), None)]))
+    assert status == 400 and headers["X-ClickHouse-Exception-Code"] == "393"
+
+
 def test_pingstream_sql_and_admin_key_work_while_up_holds_the_engine(up):
     env = {"PINGSTREAM_DATA": str(up.data), "PINGSTREAM_KAFKA": ""}
     assert run_cli("admin-key", env=env).strip() == up.keys["admin_key"]

@@ -109,3 +109,19 @@ async def test_bulk_inserts_are_counted_and_memory_is_released_between_them(clic
     await clickhouse.run(clickhouse.release_memory)  # embedded: chdb's jemalloc purged; the C heap trimmed
     await clickhouse.insert_columns("t", NAMES, types, lambda: [list(c) for c in zip(*rows)])
     assert await clickhouse.query("SELECT count() FROM t") == [(3 * len(rows),)]
+
+
+async def test_ids_are_bound_a_chunk_at_a_time_and_the_rows_of_every_chunk_come_back(clickhouse, monkeypatch):
+    # ClickHouse caps one parameter's value (http_max_field_value_size, 128 KiB): 10,000 check ids, the
+    # most one project has, would pass it; rows_by_ids binds IDS_PER_QUERY of them per query.
+    from runtime import clickhouse as module
+
+    assert module.id_chunks(range(5)) == [[0, 1, 2, 3, 4]] and module.id_chunks([]) == []
+    assert len(str([str(uuid.uuid4()) for _ in range(module.IDS_PER_QUERY)]).encode()) < 128 * 1024
+    monkeypatch.setattr(module, "IDS_PER_QUERY", 3)
+    ids = [str(uuid.UUID(int=i)) for i in range(10)]
+    rows = await clickhouse.rows_by_ids(
+        "SELECT toString(id) AS id, {tag:String} AS tag FROM (SELECT arrayJoin({ids:Array(UUID)}) AS id)",
+        ids + ids[:2], {"tag": "t"})
+    assert sorted(r["id"] for r in rows) == sorted(ids + ids[:2]) and {r["tag"] for r in rows} == {"t"}
+    assert await clickhouse.rows_by_ids("SELECT 1 AS one WHERE 0 IN {ids:Array(UInt8)}", []) == []
