@@ -1,8 +1,9 @@
 """A big project through `pingstream up`: its checks created by pings, then every read that spans all of them.
 
-    .venv/bin/python -m bench.fleet [--checks 10000] [--rounds 3] [--no-save]
+    .venv/bin/python -m bench.fleet [--checks 10000] [--rounds 3] [--kafka] [--no-save]
 
-Starts `pingstream up` (embedded) on a fresh data directory and creates ``--checks`` checks in its default
+Starts `pingstream up` (embedded; with ``--kafka``, its log on a scratch broker from the project's cached
+jars, or on ``PINGSTREAM_KAFKA``) on a fresh data directory and creates ``--checks`` checks in its default
 project with one ``?create=1`` ping each (16 at a time), waits until the Management API lists every one
 of them with its ping, then times each read that covers the whole project ``--rounds`` times: the v3 list,
 the Prometheus metrics, the project's badge, Overwatch's monitor list and an analytics ranking. Then
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -34,7 +36,7 @@ if str(ROOT) not in sys.path:  # run as a script: bench/ is on the path, not the
 import aiohttp  # noqa: E402
 
 from bench.checkout import describe  # noqa: E402
-from bench.procs import Service, free_port  # noqa: E402
+from bench.procs import Service, free_port, scratch_broker  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "fleet.json"
 
@@ -122,10 +124,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checks", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--kafka", action="store_true", help="the log on Kafka (PINGSTREAM_KAFKA, else a scratch broker)")
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
-    env = {"PINGSTREAM_DATA": str(work / "data"), "PINGSTREAM_KAFKA": "", "PINGSTREAM_CHECK_LIMIT": str(args.checks + 1)}
+    broker = scratch_broker() if args.kafka and not os.environ.get("PINGSTREAM_KAFKA") else None
+    bootstrap = (broker.bootstrap if broker else os.environ["PINGSTREAM_KAFKA"]) if args.kafka else ""
+    env = {"PINGSTREAM_DATA": str(work / "data"), "PINGSTREAM_KAFKA": bootstrap,
+           "PINGSTREAM_KAFKA_PREFIX": f"fleet{os.getpid()}." if args.kafka else "",
+           "PINGSTREAM_CHECK_LIMIT": str(args.checks + 1)}
     up = Service("up", env, free_port())
     try:
         started = time.monotonic()
@@ -142,11 +149,14 @@ def main() -> None:
               f"{result['v3 list after restart_s'] * 1e3:.0f} ms", flush=True)
     finally:
         up.stop()
+        if broker is not None:
+            broker.stop()
         shutil.rmtree(work, ignore_errors=True)
     if not args.no_save:
-        RESULTS.write_text(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "args": vars(args),
+        results = RESULTS.with_name("fleet-kafka.json") if args.kafka else RESULTS
+        results.write_text(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "args": vars(args),
                                        "this": describe(ROOT), "result": result}, indent=2) + "\n")
-        print(f"saved {RESULTS.relative_to(ROOT)}")
+        print(f"saved {results.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
