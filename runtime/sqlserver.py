@@ -63,16 +63,21 @@ _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TRAILING_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNORECASE)
 _ERROR_CODE = re.compile(r"Code: (\d+)\.")
 
-# ClickHouse's mapping of error codes to HTTP statuses, for the codes an analyst meets.
+# Error codes to HTTP statuses as ClickHouse maps them (src/Server/HTTP/exceptionCodeToHTTPStatus.cpp), and a
+# few more of a bad request that it leaves at 500: READONLY is 403 here, a wrong argument or parameter 400.
 _HTTP_STATUS = {
-    516: 403, 192: 403, 193: 403,  # AUTHENTICATION_FAILED, UNKNOWN_USER, WRONG_PASSWORD
     194: 401,  # REQUIRED_PASSWORD
-    164: 403, 497: 403,  # READONLY, ACCESS_DENIED
-    62: 400, 27: 400, 26: 400, 36: 400, 43: 400, 42: 400, 115: 400, 456: 400, 457: 400,  # syntax, bad arguments
-    393: 400, 48: 400,  # QUERY_IS_TOO_LARGE, NOT_IMPLEMENTED (here: external data): what this request asks
-    47: 404, 46: 404, 60: 404, 81: 404, 50: 404, 73: 404,  # unknown identifier/function/table/database/type/format
-    159: 408,  # TIMEOUT_EXCEEDED
-    396: 500,  # TOO_MANY_ROWS_OR_BYTES
+    192: 403, 193: 403, 516: 403, 512: 403, 497: 403,  # UNKNOWN_USER, WRONG_PASSWORD, AUTHENTICATION_FAILED, ...
+    **dict.fromkeys((  # BAD_ARGUMENTS, the CANNOT_PARSE_* family, SYNTAX_ERROR, TYPE_MISMATCH, ILLEGAL_COLUMN, ...
+        36, 427, 6, 25, 26, 38, 41, 72, 441, 675, 676, 27, 376, 15, 44, 37, 123, 8, 167, 168, 223, 62, 117, 53, 321,
+    ), 400),
+    **dict.fromkeys((60, 46, 47, 50, 56, 81, 115, 152, 63, 73, 336, 78, 511), 404),  # UNKNOWN_TABLE, _FUNCTION, ...
+    229: 413,  # QUERY_IS_TOO_LARGE
+    48: 501,  # NOT_IMPLEMENTED
+    209: 503, 76: 503, 439: 503,  # SOCKET_TIMEOUT, CANNOT_OPEN_FILE, CANNOT_SCHEDULE_TASK
+    381: 411, 159: 408, 779: 415,  # HTTP_LENGTH_REQUIRED, TIMEOUT_EXCEEDED, UNSUPPORTED_MEDIA_TYPE
+    164: 403,  # READONLY (ClickHouse: 500)
+    43: 400, 42: 400, 456: 400, 457: 400,  # ILLEGAL_TYPE_OF_ARGUMENT, NUMBER_OF_ARGUMENTS_..., (UNKNOWN|BAD)_QUERY_PARAMETER
 }
 _CONTENT_TYPES = {
     "TabSeparated": "text/tab-separated-values; charset=UTF-8", "TSV": "text/tab-separated-values; charset=UTF-8",
@@ -234,7 +239,7 @@ class SqlServer:
         else:
             params, query = request.query, await self._query_text(request)
         if len(query.encode()) > MAX_QUERY_BYTES:
-            raise ClickHouseError(393, "QUERY_IS_TOO_LARGE", "Query is too large")
+            raise ClickHouseError(229, "QUERY_IS_TOO_LARGE", "Query is too large")
         return params, query
 
     async def _form_fields(self, request: web.Request) -> list[tuple[str, str]]:
@@ -245,14 +250,14 @@ class SqlServer:
             reader = await request.multipart()
             while (part := await reader.next()) is not None:
                 if not isinstance(part, BodyPartReader) or part.filename is not None or not part.name:
-                    raise ClickHouseError(48, "NOT_IMPLEMENTED",
-                                          "External data (a file or a nested form in multipart/form-data) is not supported")
+                    raise ClickHouseError(36, "BAD_ARGUMENTS",
+                                          "External data (a file or a nested form in multipart/form-data) is not supported here")
                 size += len(part.name) + 64  # the part's boundary and headers: no flood of empty fields
                 chunks = []
                 while chunk := await part.read_chunk():
                     size += len(chunk)
                     if size > MAX_FORM_BYTES:
-                        raise ClickHouseError(393, "QUERY_IS_TOO_LARGE",
+                        raise ClickHouseError(229, "QUERY_IS_TOO_LARGE",
                                               f"multipart/form-data fields over {MAX_FORM_BYTES} bytes")
                     chunks.append(chunk)
                 fields.append((part.name, part.decode(b"".join(chunks)).decode()))
@@ -265,7 +270,10 @@ class SqlServer:
     async def _query_text(self, request: web.Request) -> str:
         query = request.query.get("query", "")
         if request.method == "POST":
-            body = await request.read()
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:  # past client_max_size (MAX_QUERY_BYTES)
+                raise ClickHouseError(229, "QUERY_IS_TOO_LARGE", "Query is too large") from None
             if body:
                 try:
                     text = body.decode()

@@ -256,7 +256,7 @@ def test_a_form_s_fields_are_parameters_and_what_it_cannot_take_is_a_clear_400(u
     assert _post_form(up, body, default_format="JSONEachRow")[::2] == (200, b'{"y":42}\n')
     # A file in the form is an external table: ClickHouse takes it, this endpoint says it does not.
     status, headers, text = _post_form(up, _multipart([("query", "SELECT 1", None), ("t", "1\n2", "t.tsv")]))
-    assert status == 400 and headers["X-ClickHouse-Exception-Code"] == "48" and b"External data" in text
+    assert status == 400 and headers["X-ClickHouse-Exception-Code"] == "36" and b"External data" in text
     # A body that is no form at all, and one that is not UTF-8.
     status, headers, text = _post_form(up, b"no boundary here", content_type="multipart/form-data")
     assert status == 400 and headers["X-ClickHouse-Exception-Code"] == "27", text
@@ -264,7 +264,12 @@ def test_a_form_s_fields_are_parameters_and_what_it_cannot_take_is_a_clear_400(u
     assert status == 400 and headers["X-ClickHouse-Exception-Code"] == "27"
     # Fields past MAX_FORM_BYTES together.
     status, headers, _ = _post_form(up, _multipart([("query", "SELECT 1", None), ("param_x", "x" * (17 << 20), None)]))
-    assert status == 400 and headers["X-ClickHouse-Exception-Code"] == "393"
+    assert status == 413 and headers["X-ClickHouse-Exception-Code"] == "229"
+    # A query past MAX_QUERY_BYTES, in a body or a form field.
+    status, headers, _ = _http(up, body=b"SELECT 1 -- " + b"x" * (1 << 20))
+    assert status == 413 and headers["X-ClickHouse-Exception-Code"] == "229"
+    status, headers, _ = _post_form(up, _multipart([("query", "SELECT 1 -- " + "x" * (1 << 20), None)]))
+    assert status == 413 and headers["X-ClickHouse-Exception-Code"] == "229"
 
 
 def test_pingstream_sql_and_admin_key_work_while_up_holds_the_engine(up):
