@@ -58,30 +58,32 @@ def libs_dir() -> Path:
     return cache_dir() / "kafka" / kafka_version() / "libs"
 
 
-def _fetched(libs: Path) -> bool:
-    return libs.is_dir() and any(libs.glob("kafka_2.13-*.jar"))
-
-
 def fetch() -> Path:
     """Resolve the broker and its dependencies into the cache (once); returns the libs directory."""
-    libs = libs_dir()
-    if _fetched(libs):
+    return fetch_jars(POM, libs_dir(), "kafka_2.13-*.jar", f"Apache Kafka {kafka_version()} broker jars",
+                      "install it or set PINGSTREAM_KAFKA")
+
+
+def fetch_jars(pom: Path, libs: Path, marker: str, what: str, instead: str = "install it") -> Path:
+    """``pom``'s runtime dependencies copied from Maven Central into ``libs`` once (a jar named like ``marker``
+    shows they are there); returns ``libs``."""
+    if libs.is_dir() and any(libs.glob(marker)):
         return libs
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise RuntimeError("Maven (mvn) is needed to fetch the Kafka broker jars; install it or set PINGSTREAM_KAFKA")
+        raise RuntimeError(f"Maven (mvn) is needed to fetch the {what}; {instead}")
     libs.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="libs-", dir=libs.parent))
     started = time.monotonic()
-    print(f"fetching Apache Kafka {kafka_version()} broker jars from Maven Central ...", file=sys.stderr, flush=True)
+    print(f"fetching the {what} from Maven Central ...", file=sys.stderr, flush=True)
     try:
         subprocess.run(
-            [mvn, "--batch-mode", "--no-transfer-progress", "-q", "-f", str(POM),
+            [mvn, "--batch-mode", "--no-transfer-progress", "-q", "-f", str(pom),
              "dependency:copy-dependencies", f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
             check=True,
         )
-        if not _fetched(staging):
-            raise RuntimeError("Maven finished but no kafka_2.13 jar was copied")
+        if not any(staging.glob(marker)):
+            raise RuntimeError(f"Maven finished but no {marker} was copied")
         staging.rename(libs)  # atomic: a half-fetched cache is never taken for a whole one
     finally:
         shutil.rmtree(staging, ignore_errors=True)

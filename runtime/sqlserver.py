@@ -41,7 +41,7 @@ from pathlib import Path
 from aiohttp import BodyPartReader, web
 from multidict import MultiDict, MultiDictProxy
 
-from . import adminkey
+from . import adminkey, chcompress
 from .clickhouse import ClickHouse
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,8 @@ MAX_RESULT_BYTES = 256 * 1024 * 1024
 MAX_QUERY_BYTES = 1024 * 1024
 MAX_FORM_BYTES = 16 * 1024 * 1024  # a multipart/form-data request's fields together
 
-# URL parameters that are the protocol's own, not settings for the engine. The compression ones are
-# accepted and ignored: answers are never compressed (no Content-Encoding), which every client reads.
+# URL parameters that are the protocol's own, not settings for the engine. ``compress`` / ``decompress``: ClickHouse's
+# compressed blocks (runtime/chcompress.py); HTTP compression (Accept-Encoding) is not used, which every client reads.
 _TRANSPORT = frozenset({
     "query", "database", "default_format", "user", "password", "query_id", "session_id", "session_timeout",
     "session_check", "compress", "decompress", "enable_http_compression", "http_zlib_compression_level",
@@ -77,6 +77,7 @@ _HTTP_STATUS = {
     209: 503, 76: 503, 439: 503,  # SOCKET_TIMEOUT, CANNOT_OPEN_FILE, CANNOT_SCHEDULE_TASK
     381: 411, 159: 408, 779: 415,  # HTTP_LENGTH_REQUIRED, TIMEOUT_EXCEEDED, UNSUPPORTED_MEDIA_TYPE
     164: 403,  # READONLY (ClickHouse: 500)
+    40: 400, 89: 400, 271: 400,  # CHECKSUM_DOESNT_MATCH, UNKNOWN_COMPRESSION_METHOD, CANNOT_DECOMPRESS (a decompress=1 body)
     43: 400, 42: 400, 456: 400, 457: 400,  # ILLEGAL_TYPE_OF_ARGUMENT, NUMBER_OF_ARGUMENTS_..., (UNKNOWN|BAD)_QUERY_PARAMETER
 }
 _CONTENT_TYPES = {
@@ -221,6 +222,8 @@ class SqlServer:
         headers["X-ClickHouse-Format"] = fmt
         headers["X-ClickHouse-Summary"] = json.dumps(summary, separators=(",", ":"))
         content_type = _CONTENT_TYPES.get(fmt, "application/octet-stream" if fmt != "Pretty" else "text/plain; charset=UTF-8")
+        if params.get("compress") == "1":  # ClickHouse's own compressed blocks (the Java client's default)
+            body = await asyncio.to_thread(chcompress.compress, body)
         return web.Response(body=body, headers={**headers, "Content-Type": content_type})
 
     def _authenticate(self, request: web.Request) -> None:
@@ -274,6 +277,11 @@ class SqlServer:
                 body = await request.read()
             except web.HTTPRequestEntityTooLarge:  # past client_max_size (MAX_QUERY_BYTES)
                 raise ClickHouseError(229, "QUERY_IS_TOO_LARGE", "Query is too large") from None
+            if body and request.query.get("decompress") == "1":
+                try:
+                    body = chcompress.decompress(body, MAX_QUERY_BYTES)
+                except chcompress.BadBlock as exc:
+                    raise ClickHouseError(exc.code, exc.name, str(exc)) from None
             if body:
                 try:
                     text = body.decode()

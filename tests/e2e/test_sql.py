@@ -272,6 +272,20 @@ def test_a_form_s_fields_are_parameters_and_what_it_cannot_take_is_a_clear_400(u
     assert status == 413 and headers["X-ClickHouse-Exception-Code"] == "229"
 
 
+def test_it_speaks_clickhouse_s_compressed_blocks_both_ways(up):
+    # compress=1: the answer in ClickHouse's compressed blocks; decompress=1: the body sent in them.
+    from runtime import chcompress
+
+    status, _, body = _http(up, "SELECT 40 + 2", compress="1")
+    assert status == 200 and chcompress.decompress(body, 100) == b"42\n"
+    status, _, body = _http(up, body=chcompress.compress(b"SELECT 6 * 7"), decompress="1", compress="1")
+    assert status == 200 and chcompress.decompress(body, 100) == b"42\n"
+    corrupt = bytearray(chcompress.compress(b"SELECT 1"))
+    corrupt[0] ^= 1
+    status, headers, text = _http(up, body=bytes(corrupt), decompress="1")
+    assert status == 400 and headers["X-ClickHouse-Exception-Code"] == "40" and b"CHECKSUM_DOESNT_MATCH" in text
+
+
 def test_pingstream_sql_and_admin_key_work_while_up_holds_the_engine(up):
     env = {"PINGSTREAM_DATA": str(up.data), "PINGSTREAM_KAFKA": ""}
     assert run_cli("admin-key", env=env).strip() == up.keys["admin_key"]
