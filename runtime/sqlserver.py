@@ -41,7 +41,7 @@ from pathlib import Path
 from aiohttp import BodyPartReader, web
 from multidict import MultiDict, MultiDictProxy
 
-from . import adminkey, chcompress
+from . import adminkey, chcompress, native
 from .clickhouse import ClickHouse
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ _TRANSPORT = frozenset({
     "session_check", "compress", "decompress", "enable_http_compression", "http_zlib_compression_level",
     "wait_end_of_query", "buffer_size", "client_protocol_version", "send_progress_in_http_headers",
     "http_headers_progress_interval_ms", "quota_key", "role", "http_response_buffer_size",
+    "network_compression_method", "network_zstd_compression_level",  # compress=1 answers in LZ4 blocks whatever these say
 })
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TRAILING_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNORECASE)
@@ -213,6 +214,7 @@ class SqlServer:
             for name in settings:
                 if not _SETTING_NAME.match(name):
                     raise ClickHouseError(115, "UNKNOWN_SETTING", f"Setting {name} is neither a builtin setting nor started with a prefix")
+            settings = self._asked(settings)
             bound = {k[len("param_"):]: v for k, v in params.items() if k.startswith("param_")}
             body, summary = await self.clickhouse.run_raw(self._execute, query, database, default_format, settings, bound)
         except ClickHouseError as exc:
@@ -222,9 +224,32 @@ class SqlServer:
         headers["X-ClickHouse-Format"] = fmt
         headers["X-ClickHouse-Summary"] = json.dumps(summary, separators=(",", ":"))
         content_type = _CONTENT_TYPES.get(fmt, "application/octet-stream" if fmt != "Pretty" else "text/plain; charset=UTF-8")
+        if fmt == "Native" and params.get("client_protocol_version", "0") != "0":
+            try:
+                body = await asyncio.to_thread(native.for_revision, body, int(params["client_protocol_version"]))
+            except native.Unsupported as exc:
+                return self._error(ClickHouseError(36, "BAD_ARGUMENTS", f"Native for client_protocol_version: {exc} is "
+                                                   "not sent by this endpoint (CAST it, or ask for another format)"), headers)
+            except ValueError as exc:
+                return self._error(ClickHouseError(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
+                                                   f"client_protocol_version: {exc}"), headers)
         if params.get("compress") == "1":  # ClickHouse's own compressed blocks (the Java client's default)
             body = await asyncio.to_thread(chcompress.compress, body)
         return web.Response(body=body, headers={**headers, "Content-Type": content_type})
+
+    def _asked(self, settings: dict[str, str]) -> dict[str, str]:
+        """The settings of a request less the limits it asks for that the endpoint's own already keep, which
+        the read-only session would refuse to change. clickhouse-go (Grafana's ClickHouse data source) sends
+        ``max_execution_time`` = its deadline + 5 s with every query: the endpoint's time limit cuts a query
+        sooner or the client's deadline does. A result limit at or above the endpoint's (or 0, none) is kept
+        by the endpoint's; a stricter one is passed on and refused, as it cannot be applied."""
+        asked = {}
+        for name, value in settings.items():
+            if name == "max_execution_time" or (name in ("max_result_rows", "max_result_bytes")
+                                                and _not_stricter(value, self.settings[name])):
+                continue
+            asked[name] = value
+        return asked
 
     def _authenticate(self, request: web.Request) -> None:
         user, password = _credentials(request)
@@ -310,6 +335,15 @@ class SqlServer:
                    "written_rows": "0", "written_bytes": "0", "result_bytes": str(len(body)),
                    "elapsed_ns": str(int(result.elapsed() * 1e9))}
         return body, summary
+
+
+def _not_stricter(value: str, ours: str) -> bool:
+    """A numeric limit ``value`` that allows at least what ``ours`` does (0: no limit)."""
+    try:
+        number = float(value)
+    except ValueError:
+        return False
+    return number == 0 or number >= float(ours)
 
 
 def _from_engine(message: str) -> ClickHouseError:

@@ -1,0 +1,83 @@
+// A clickhouse-go client of the SQL endpoint over HTTP, as Grafana's ClickHouse data source uses it: prints one
+// line per compression setting, which tests/e2e/test_sql_go.py compares. Arguments: host:port, the admin key.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+)
+
+func main() {
+	methods := []struct {
+		name        string
+		compression *clickhouse.Compression
+	}{
+		{"none", nil},
+		{"lz4", &clickhouse.Compression{Method: clickhouse.CompressionLZ4}},
+		{"zstd", &clickhouse.Compression{Method: clickhouse.CompressionZSTD}},
+		{"gzip", &clickhouse.Compression{Method: clickhouse.CompressionGZIP}},
+	}
+	for _, m := range methods {
+		fmt.Println(m.name, probe(m.compression))
+	}
+}
+
+func probe(compression *clickhouse.Compression) string {
+	conn, err := clickhouse.Open(&clickhouse.Options{
+		Addr:        []string{os.Args[1]},
+		Protocol:    clickhouse.HTTP,
+		Auth:        clickhouse.Auth{Database: "pingstream", Username: "pingstream", Password: os.Args[2]},
+		Compression: compression,
+	})
+	if err != nil {
+		return "open: " + err.Error()
+	}
+	defer conn.Close()
+	// A deadline, as Grafana's queries have: the client then asks for max_execution_time.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := conn.Ping(ctx); err != nil {
+		return "ping: " + err.Error()
+	}
+	var rows uint64
+	var sum string
+	if err := conn.QueryRow(ctx, "SELECT count(), toString(sum(number)) FROM numbers(300000)").Scan(&rows, &sum); err != nil {
+		return "aggregate: " + err.Error()
+	}
+	var kinds uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM pings WHERE kind = {k:String}", clickhouse.Named("k", "success")).Scan(&kinds); err != nil {
+		return "parameter: " + err.Error()
+	}
+	result, err := conn.Query(ctx, "SELECT number, toString(number), toLowCardinality(toString(number % 7)), "+
+		"[number], if(number % 2 = 0, NULL, number), toDateTime64('2026-12-02 10:00:00', 6, 'UTC') FROM numbers(200000)")
+	if err != nil {
+		return "rows: " + err.Error()
+	}
+	count := 0
+	for result.Next() {
+		var (
+			n     uint64
+			s, lc string
+			arr   []uint64
+			maybe *uint64
+			at    time.Time
+		)
+		if err := result.Scan(&n, &s, &lc, &arr, &maybe, &at); err != nil {
+			return "scan: " + err.Error()
+		}
+		if s != fmt.Sprint(n) || len(arr) != 1 || arr[0] != n || (maybe == nil) != (n%2 == 0) || at.Unix() != 1796205600 {
+			return fmt.Sprintf("row %d read wrong", n)
+		}
+		count++
+	}
+	if err := result.Err(); err != nil {
+		return "rows: " + err.Error()
+	}
+	var missing string
+	err = conn.QueryRow(ctx, "SELECT * FROM nowhere").Scan(&missing)
+	return fmt.Sprintf("ok %d %s %d %d error=%v", rows, sum, kinds, count, err != nil)
+}

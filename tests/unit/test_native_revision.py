@@ -1,0 +1,49 @@
+"""Native blocks laid out for a client's protocol revision (runtime/native.py). The readers that are not ours
+are clickhouse-go (tests/e2e/test_sql_go.py, revision 54460-ish) and clickhouse-connect (revision 54405, the
+tests that read the SQL endpoint)."""
+
+from __future__ import annotations
+
+import chdb
+import pytest
+
+from runtime import native
+
+TYPES = """SELECT number AS n, toString(number) AS s, repeat('é', number % 200) AS long,
+    toUUID('00000000-0000-0000-0000-000000000001') AS u, [number, number + 1] AS arr,
+    if(number % 2 = 0, NULL, number) AS nul, toLowCardinality(toString(number % 3)) AS lc,
+    toLowCardinality(if(number % 2 = 0, NULL, toString(number))) AS lcn, tuple(number, 'x') AS t,
+    map('a', number) AS m, toDateTime64('2026-12-02 10:00:00', 6, 'UTC') AS dt, toDecimal64(number, 3) AS d,
+    CAST('a' AS Enum8('a' = 1, 'b' = 2)) AS e, toFixedString('ab', 2) AS fs, [[1, 2], [3]] AS nested,
+    NULL AS nothing, toIPv6('::1') AS ip6, CAST((1, 'a') AS Tuple(a UInt8, b String)) AS named,
+    toDate('2026-12-02') AS day, 1.5::Float32 AS f
+    FROM numbers({rows})"""
+
+
+def _blocks(data: bytes) -> int:
+    return native.for_revision(data, 1).count(native.BLOCK_INFO)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 5, 200_000])
+def test_each_block_gets_its_info_and_each_column_its_serialization_byte(rows):
+    data = chdb.query(TYPES.format(rows=rows), "Native").bytes()
+    columns = 20
+    blocks = _blocks(data)  # the engine writes no block for no rows
+    assert (blocks == 0) == (rows == 0)
+    assert native.for_revision(data, 0) == data
+    assert len(native.for_revision(data, 54405)) == len(data) + 8 * blocks  # BlockInfo only
+    assert len(native.for_revision(data, 54460)) == len(data) + (8 + columns) * blocks
+    assert rows < 100_000 or blocks > 1
+
+
+def test_the_type_names_parse_and_others_are_named_as_unsupported():
+    assert native.parse_type("Map(String, Array(Nullable(UInt8)))") == (
+        "Map", [("String", []), ("Array", [("Nullable", [("UInt8", [])])])])
+    assert native.parse_type("Tuple(a UInt8, `b c` String)") == ("Tuple", [("UInt8", []), ("String", [])])
+    assert native.parse_type("SimpleAggregateFunction(sum, UInt64)") == ("SimpleAggregateFunction", [("UInt64", [])])
+    assert native.parse_type("Enum8('a)' = 1, 'b\\\\'' = 2)") == ("Enum8", ["'a)' = 1, 'b\\\\'' = 2"])
+    data = chdb.query("SELECT 1::Variant(String, UInt64) AS v", "Native").bytes()
+    with pytest.raises(native.Unsupported, match="Variant"):
+        native.for_revision(data, 54460)
+    with pytest.raises(ValueError, match="cut short"):
+        native.for_revision(chdb.query("SELECT 'abc' AS s", "Native").bytes()[:-1], 54460)
