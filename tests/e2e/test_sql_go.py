@@ -9,15 +9,9 @@ query that has a deadline, and ``network_compression_method`` with compressed bl
 from __future__ import annotations
 
 import subprocess
-import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
-import clickhouse_connect
 import pytest
-
-from bench.procs import Service, free_port
 
 GOCLIENT = Path(__file__).parent / "goclient"
 
@@ -29,24 +23,10 @@ def goclient(tmp_path_factory) -> Path:
     return binary
 
 
-def test_clickhouse_go_reads_the_endpoint_with_every_compression(goclient, tmp_path):
-    up = Service("up", {"PINGSTREAM_DATA": str(tmp_path / "data"), "PINGSTREAM_KAFKA": ""}, free_port())
-    try:
-        up.start()
-        with urllib.request.urlopen(f"{up.url}/ping/{up.keys['ping_key']}/go?create=1", timeout=10) as r:
-            assert r.status == 201
-        sql_url = urllib.parse.urlsplit(up.keys["sql_url"])
-        client = clickhouse_connect.get_client(host=sql_url.hostname, port=sql_url.port, username="pingstream",
-                                               password=up.keys["admin_key"])
-        deadline = time.monotonic() + 30
-        while client.query("SELECT count() FROM pings").result_rows != [(1,)]:
-            assert time.monotonic() < deadline, "the ping was not queryable within 30 s"
-            time.sleep(0.1)
-        client.close()
-        out = subprocess.run([str(goclient), f"{sql_url.hostname}:{sql_url.port}", up.keys["admin_key"]],
-                             capture_output=True, text=True, timeout=300)
-        assert out.returncode == 0, out.stdout + out.stderr[-4000:]
-        expected = f"ok 300000 {sum(range(300_000))} 1 200000 error=true"
-        assert out.stdout.splitlines() == [f"{name} {expected}" for name in ("none", "lz4", "zstd", "gzip")], out.stdout
-    finally:
-        up.stop()
+def test_clickhouse_go_reads_the_endpoint_with_every_compression(goclient, sql_endpoint):
+    up, host, port, _ = sql_endpoint
+    out = subprocess.run([str(goclient), f"{host}:{port}", up.keys["admin_key"]], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr[-4000:]
+    expected = f"ok 300000 {sum(range(300_000))} 1 200000 error=true"
+    assert out.stdout.splitlines() == [f"{name} {expected}" for name in ("none", "lz4", "zstd", "gzip")], out.stdout

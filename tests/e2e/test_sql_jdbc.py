@@ -11,15 +11,10 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
-import clickhouse_connect
 import pytest
 
-from bench.procs import Service, free_port
 from runtime import kafkabroker
 
 JDBC = Path(__file__).parent / "jdbc"
@@ -36,33 +31,16 @@ def probe(tmp_path_factory) -> str:
     return f"{libs}{os.sep}*{os.pathsep}{classes}"
 
 
-def test_clickhouse_s_jdbc_driver_reads_the_endpoint(probe, tmp_path):
-    up = Service("up", {"PINGSTREAM_DATA": str(tmp_path / "data"), "PINGSTREAM_KAFKA": ""}, free_port())
-    try:
-        up.start()
-        with urllib.request.urlopen(f"{up.url}/ping/{up.keys['ping_key']}/jdbc?create=1", timeout=10) as r:
-            assert r.status == 201
-        sql_url = urllib.parse.urlsplit(up.keys["sql_url"])
-        client = clickhouse_connect.get_client(host=sql_url.hostname, port=sql_url.port, username="pingstream",
-                                               password=up.keys["admin_key"])
-        deadline = time.monotonic() + 30
-        while not (rows := client.query("SELECT toString(check_id) FROM pings").result_rows):
-            assert time.monotonic() < deadline, "the ping was not queryable within 30 s"
-            time.sleep(0.1)
-        client.close()
-        out = subprocess.run(
-            ["java", "-cp", probe, "Probe", f"jdbc:clickhouse://{sql_url.hostname}:{sql_url.port}/pingstream",
-             up.keys["admin_key"], rows[0][0]],
-            capture_output=True, text=True, timeout=120,
-        )
-        assert out.returncode == 0, out.stdout + out.stderr[-4000:]
-        assert out.stdout.splitlines() == [
-            "product ClickHouse",
-            "row 1 x 2026-12-02T10:00:00Z",
-            "pings 1",
-            f"numbers 500000 {2 * sum(range(500_000))}",
-            "table pings",
-            "error 60",  # UNKNOWN_TABLE, from the exception's code
-        ]
-    finally:
-        up.stop()
+def test_clickhouse_s_jdbc_driver_reads_the_endpoint(probe, sql_endpoint):
+    up, host, port, check_id = sql_endpoint
+    out = subprocess.run(["java", "-cp", probe, "Probe", f"jdbc:clickhouse://{host}:{port}/pingstream",
+                          up.keys["admin_key"], check_id], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr[-4000:]
+    assert out.stdout.splitlines() == [
+        "product ClickHouse",
+        "row 1 x 2026-12-02T10:00:00Z",
+        "pings 1",
+        f"numbers 500000 {2 * sum(range(500_000))}",
+        "table pings",
+        "error 60",  # UNKNOWN_TABLE, from the exception's code
+    ]
