@@ -184,23 +184,23 @@ def for_revision(data: bytes, revision: int) -> bytes:
     """Revision-0 Native ``data`` laid out for a client of ``revision``."""
     if revision <= 0:
         return data
-    reader, out = _Reader(data), []
+    reader, out, view = _Reader(data), [], memoryview(data)  # slices of the view: no copy of the data before the join
     try:
         while reader.at < len(data):
             out.append(BLOCK_INFO)
             start = reader.at
             columns, rows = reader.varint(), reader.varint()
-            out.append(data[start:reader.at])
+            out.append(view[start:reader.at])
             for _ in range(columns):
                 start = reader.at
                 reader.string()
                 kind = parse_type(reader.string())
-                out.append(data[start:reader.at])
+                out.append(view[start:reader.at])
                 if revision >= CUSTOM_SERIALIZATION:
                     out.append(b"\x00")
                 start = reader.at
                 _skip(reader, kind, rows)
-                out.append(data[start:reader.at])
+                out.append(view[start:reader.at])
     except IndexError:
         raise ValueError("a Native block is cut short") from None
     return b"".join(out)

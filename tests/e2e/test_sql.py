@@ -280,6 +280,8 @@ def test_it_speaks_clickhouse_s_compressed_blocks_both_ways(up):
     assert status == 200 and chcompress.decompress(body, 100) == b"42\n"
     status, _, body = _http(up, body=chcompress.compress(b"SELECT 6 * 7"), decompress="1", compress="1")
     assert status == 200 and chcompress.decompress(body, 100) == b"42\n"
+    status, headers, _ = _http(up, "SELECT 1", default_format="Native", client_protocol_version="new")
+    assert status == 400 and headers["X-ClickHouse-Exception-Code"] == "27"
     corrupt = bytearray(chcompress.compress(b"SELECT 1"))
     corrupt[0] ^= 1
     status, headers, text = _http(up, body=bytes(corrupt), decompress="1")
