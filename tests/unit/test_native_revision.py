@@ -4,7 +4,6 @@ tests that read the SQL endpoint)."""
 
 from __future__ import annotations
 
-import chdb
 import pytest
 
 from runtime import native
@@ -20,13 +19,18 @@ TYPES = """SELECT number AS n, toString(number) AS s, repeat('é', number % 200)
     FROM numbers({rows})"""
 
 
+async def _native(clickhouse, sql: str) -> bytes:
+    """The engine's Native answer (revision 0), on the suite's engine: chdb takes one data path a process."""
+    return bytes(await clickhouse.run(lambda client: client.raw_query(sql, fmt="Native")))
+
+
 def _blocks(data: bytes) -> int:
     return native.for_revision(data, 1).count(native.BLOCK_INFO)
 
 
 @pytest.mark.parametrize("rows", [0, 1, 5, 200_000])
-def test_each_block_gets_its_info_and_each_column_its_serialization_byte(rows):
-    data = chdb.query(TYPES.format(rows=rows), "Native").bytes()
+async def test_each_block_gets_its_info_and_each_column_its_serialization_byte(clickhouse, rows):
+    data = await _native(clickhouse, TYPES.format(rows=rows))
     columns = 20
     blocks = _blocks(data)  # the engine writes no block for no rows
     assert (blocks == 0) == (rows == 0)
@@ -36,14 +40,14 @@ def test_each_block_gets_its_info_and_each_column_its_serialization_byte(rows):
     assert rows < 100_000 or blocks > 1
 
 
-def test_the_type_names_parse_and_others_are_named_as_unsupported():
+async def test_the_type_names_parse_and_others_are_named_as_unsupported(clickhouse):
     assert native.parse_type("Map(String, Array(Nullable(UInt8)))") == (
         "Map", [("String", []), ("Array", [("Nullable", [("UInt8", [])])])])
     assert native.parse_type("Tuple(a UInt8, `b c` String)") == ("Tuple", [("UInt8", []), ("String", [])])
     assert native.parse_type("SimpleAggregateFunction(sum, UInt64)") == ("SimpleAggregateFunction", [("UInt64", [])])
     assert native.parse_type("Enum8('a)' = 1, 'b\\\\'' = 2)") == ("Enum8", ["'a)' = 1, 'b\\\\'' = 2"])
-    data = chdb.query("SELECT 1::Variant(String, UInt64) AS v", "Native").bytes()
+    data = await _native(clickhouse, "SELECT 1::Variant(String, UInt64) AS v")
     with pytest.raises(native.Unsupported, match="Variant"):
         native.for_revision(data, 54460)
     with pytest.raises(ValueError, match="cut short"):
-        native.for_revision(chdb.query("SELECT 'abc' AS s", "Native").bytes()[:-1], 54460)
+        native.for_revision((await _native(clickhouse, "SELECT 'abc' AS s"))[:-1], 54460)
