@@ -6,7 +6,8 @@ other process can open the engine. This server lets them, and any ClickHouse cli
 
 - ``GET|POST /?query=...`` (a POST body is the query, after the ``query`` parameter if both are
   given; a ``multipart/form-data`` POST's fields are parameters as the URL's are, its ``query`` field the
-  query: clickhouse-connect sends bound parameters longer than 4 KB so), ``default_format`` / ``X-ClickHouse-Format``, ``database`` / ``X-ClickHouse-Database``,
+  query: clickhouse-connect sends bound parameters longer than 4 KB so), ``add_http_cors_header=1`` and
+  ``OPTIONS /`` (a browser's preflight) for browser clients, ``default_format`` / ``X-ClickHouse-Format``, ``database`` / ``X-ClickHouse-Database``,
   ``param_<name>`` bound parameters, settings as URL parameters; ``GET /ping`` answers ``Ok.``;
 - user ``pingstream`` and the installation's admin key (runtime/adminkey.py) as HTTP basic auth, as
   ``X-ClickHouse-User`` / ``X-ClickHouse-Key`` headers, or as ``user`` / ``password`` parameters;
@@ -59,7 +60,16 @@ _TRANSPORT = frozenset({
     "wait_end_of_query", "buffer_size", "client_protocol_version", "send_progress_in_http_headers",
     "http_headers_progress_interval_ms", "quota_key", "role", "http_response_buffer_size",
     "network_compression_method", "network_zstd_compression_level",  # compress=1 answers in LZ4 blocks whatever these say
+    "add_http_cors_header",  # browser clients (Tabix, ch-ui): the answer may be read by any origin
 })
+# ClickHouse's answer to a browser's preflight (its http_options_response example): the admin key still decides.
+_PREFLIGHT = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Headers": "origin, x-requested-with, x-clickhouse-format, x-clickhouse-user, "
+                                    "x-clickhouse-key, Authorization",
+    "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
+    "Access-Control-Max-Age": "86400",
+}
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TRAILING_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNORECASE)
 _ERROR_CODE = re.compile(r"Code: (\d+)\.")
@@ -152,6 +162,7 @@ class SqlServer:
         app.router.add_route("HEAD", "/ping", self._ping)
         app.router.add_route("GET", "/", self._handle)
         app.router.add_route("POST", "/", self._handle)
+        app.router.add_route("OPTIONS", "/", self._preflight)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -199,7 +210,16 @@ class SqlServer:
         headers = {**headers, "X-ClickHouse-Exception-Code": str(exc.code)}
         return web.Response(status=_HTTP_STATUS.get(exc.code, 500), text=text, headers=headers)
 
+    async def _preflight(self, request: web.Request) -> web.Response:
+        return web.Response(status=204, headers=_PREFLIGHT)
+
     async def _handle(self, request: web.Request) -> web.Response:
+        response = await self._answer(request)
+        if request.query.get("add_http_cors_header") == "1":
+            response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
+
+    async def _answer(self, request: web.Request) -> web.Response:
         headers = self._headers(request.query.get("query_id") or str(uuid.uuid4()))
         try:
             self._authenticate(request)

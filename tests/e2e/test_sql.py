@@ -288,6 +288,20 @@ def test_it_speaks_clickhouse_s_compressed_blocks_both_ways(up):
     assert status == 400 and headers["X-ClickHouse-Exception-Code"] == "40" and b"CHECKSUM_DOESNT_MATCH" in text
 
 
+def test_browser_clients_get_clickhouse_s_cors_headers(up):
+    # Tabix and other browser clients ask for add_http_cors_header=1; a browser first sends a preflight.
+    request = urllib.request.Request(up.keys["sql_url"] + "/", method="OPTIONS",
+                                     headers={"Origin": "http://example.test", "Access-Control-Request-Method": "POST"})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        assert r.status == 204 and r.headers["Access-Control-Allow-Origin"] == "*"
+        assert "x-clickhouse-key" in r.headers["Access-Control-Allow-Headers"]
+    status, headers, body = _http(up, "SELECT 1", add_http_cors_header="1")
+    assert (status, body, headers["Access-Control-Allow-Origin"]) == (200, b"1\n", "*")
+    status, headers, _ = _http(up, "SELECT 1", key="wrong", add_http_cors_header="1")
+    assert (status, headers["Access-Control-Allow-Origin"]) == (403, "*")  # the key still decides
+    assert "Access-Control-Allow-Origin" not in _http(up, "SELECT 1")[1]
+
+
 def test_pingstream_sql_and_admin_key_work_while_up_holds_the_engine(up):
     env = {"PINGSTREAM_DATA": str(up.data), "PINGSTREAM_KAFKA": ""}
     assert run_cli("admin-key", env=env).strip() == up.keys["admin_key"]
