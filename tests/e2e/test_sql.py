@@ -65,10 +65,10 @@ def _ping(up, check_id: str) -> None:
 
 
 def _http(up, query: str | None = None, *, auth: str = "basic", key: str | None = None, body: bytes | None = None,
-          **params) -> tuple[int, dict, bytes]:
+          content_type: str | None = None, **params) -> tuple[int, dict, bytes]:
     """A request as curl sends it; (status, headers, body)."""
     key = up.keys["admin_key"] if key is None else key
-    headers = {}
+    headers = {"Content-Type": content_type} if content_type else {}
     if auth == "basic":
         headers["Authorization"] = "Basic " + base64.b64encode(f"pingstream:{key}".encode()).decode()
     elif auth == "headers":
@@ -241,14 +241,7 @@ def _multipart(fields: list[tuple[str, str, str | None]], boundary: str = "b0und
 
 
 def _post_form(up, body: bytes, content_type: str = "multipart/form-data; boundary=b0undary", **params):
-    auth = "Basic " + base64.b64encode(f"pingstream:{up.keys['admin_key']}".encode()).decode()
-    request = urllib.request.Request(up.keys["sql_url"] + "/?" + urllib.parse.urlencode(params), data=body,
-                                     headers={"Authorization": auth, "Content-Type": content_type}, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
+    return _http(up, body=body, content_type=content_type, **params)
 
 
 def test_a_form_s_fields_are_parameters_and_what_it_cannot_take_is_a_clear_400(up):
