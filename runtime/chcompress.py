@@ -2,11 +2,12 @@
 and reads a request body sent with ``decompress=1`` (the Java client and JDBC driver, so DBeaver, ask for it
 by default).
 
-A block is 16 bytes of checksum, then a 9-byte header (the method: 0x82 for LZ4, 0x02 for none; the block's
+A block is 16 bytes of checksum, then a 9-byte header (the method: 0x82 for LZ4, 0x90 for ZSTD, 0x02 for none; the block's
 size with this header, and the data's size uncompressed, both UInt32 little-endian), then the data. The
 checksum is CityHash128, version 1.0.2 as ClickHouse keeps it, of the header and the data, written as its
 low then its high 64 bits, little-endian. Answers are cut in blocks of at most 1 MiB of data, as
-ClickHouse's ``max_compress_block_size``.
+ClickHouse's ``max_compress_block_size``, and sent in LZ4, as ClickHouse's HTTP interface sends them; a body is
+read in LZ4, ZSTD (a zstd frame) or uncompressed blocks.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ import struct
 import lz4.block
 from clickhouse_cityhash.cityhash import CityHash128
 
+try:
+    from compression import zstd  # Python 3.14
+except ImportError:
+    from backports import zstd
+
 LZ4 = 0x82
+ZSTD = 0x90
 NONE = 0x02
 HEADER = struct.Struct("<BII")
 BLOCK_BYTES = 1 << 20
@@ -47,7 +54,7 @@ def compress(data: bytes) -> bytes:
 
 
 def decompress(data: bytes, limit: int) -> bytes:
-    """The data of LZ4 or uncompressed blocks; ``BadBlock`` for a truncated block, a wrong checksum, another
+    """The data of LZ4, ZSTD or uncompressed blocks; ``BadBlock`` for a truncated block, a wrong checksum, another
     method, data that does not decompress to its stated size, or more than ``limit`` bytes in all."""
     view, out, at, total = memoryview(data), [], 0, 0
     while at < len(view):
@@ -68,8 +75,13 @@ def decompress(data: bytes, limit: int) -> bytes:
                 payload = lz4.block.decompress(payload, uncompressed_size=raw)
             except lz4.block.LZ4BlockError as exc:
                 raise BadBlock(271, "CANNOT_DECOMPRESS", f"LZ4 block: {exc}") from None
+        elif method == ZSTD:
+            try:
+                payload = zstd.ZstdDecompressor().decompress(payload, max_length=raw + 1)
+            except zstd.ZstdError as exc:
+                raise BadBlock(271, "CANNOT_DECOMPRESS", f"ZSTD block: {exc}") from None
         elif method != NONE:
-            raise BadBlock(89, "UNKNOWN_COMPRESSION_METHOD", f"Unknown compression method: {method:#x} (LZ4 and none are read)")
+            raise BadBlock(89, "UNKNOWN_COMPRESSION_METHOD", f"Unknown compression method: {method:#x} (LZ4, ZSTD and none are read)")
         if len(payload) != raw:
             raise BadBlock(271, "CANNOT_DECOMPRESS", "a block's data is not of its stated size")
         out.append(bytes(payload))

@@ -8,7 +8,9 @@ other process can open the engine. This server lets them, and any ClickHouse cli
   given; a ``multipart/form-data`` POST's fields are parameters as the URL's are, its ``query`` field the
   query: clickhouse-connect sends bound parameters longer than 4 KB so), ``add_http_cors_header=1`` and
   ``OPTIONS /`` (a browser's preflight) for browser clients, ``default_format`` / ``X-ClickHouse-Format``, ``database`` / ``X-ClickHouse-Database``,
-  ``param_<name>`` bound parameters, settings as URL parameters; ``GET /ping`` answers ``Ok.``;
+  ``param_<name>`` bound parameters, settings as URL parameters; ``GET /ping`` answers ``Ok.``; ClickHouse's
+  compressed blocks (``compress`` / ``decompress``, runtime/chcompress.py) and HTTP compression
+  (``enable_http_compression`` with ``Accept-Encoding``, and ``Content-Encoding``: runtime/httpcompress.py);
 - user ``pingstream`` and the installation's admin key (runtime/adminkey.py) as HTTP basic auth, as
   ``X-ClickHouse-User`` / ``X-ClickHouse-Key`` headers, or as ``user`` / ``password`` parameters;
 - answers carry ``X-ClickHouse-Query-Id``, ``-Format``, ``-Summary``, ``-Timezone`` and
@@ -42,7 +44,7 @@ from pathlib import Path
 from aiohttp import BodyPartReader, web
 from multidict import MultiDict, MultiDictProxy
 
-from . import adminkey, chcompress, native
+from . import adminkey, chcompress, httpcompress, native
 from .clickhouse import ClickHouse
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,8 @@ MAX_QUERY_BYTES = 1024 * 1024
 MAX_FORM_BYTES = 16 * 1024 * 1024  # a multipart/form-data request's fields together
 
 # URL parameters that are the protocol's own, not settings for the engine. ``compress`` / ``decompress``: ClickHouse's
-# compressed blocks (runtime/chcompress.py); HTTP compression (Accept-Encoding) is not used, which every client reads.
+# compressed blocks (runtime/chcompress.py); ``enable_http_compression`` / ``http_zlib_compression_level``: HTTP
+# compression of the answer (runtime/httpcompress.py), which ClickHouse's readonly=1 would refuse to turn on.
 _TRANSPORT = frozenset({
     "query", "database", "default_format", "user", "password", "query_id", "session_id", "session_timeout",
     "session_check", "compress", "decompress", "enable_http_compression", "http_zlib_compression_level",
@@ -90,6 +93,7 @@ _HTTP_STATUS = {
     164: 403,  # READONLY (ClickHouse: 500)
     40: 400, 89: 400, 271: 400,  # CHECKSUM_DOESNT_MATCH, UNKNOWN_COMPRESSION_METHOD, CANNOT_DECOMPRESS (a decompress=1 body)
     43: 400, 42: 400, 456: 400, 457: 400,  # ILLEGAL_TYPE_OF_ARGUMENT, NUMBER_OF_ARGUMENTS_..., (UNKNOWN|BAD)_QUERY_PARAMETER
+    467: 400,  # CANNOT_PARSE_BOOL (a flag such as compress=yes)
 }
 _CONTENT_TYPES = {
     "TabSeparated": "text/tab-separated-values; charset=UTF-8", "TSV": "text/tab-separated-values; charset=UTF-8",
@@ -101,9 +105,10 @@ _CONTENT_TYPES = {
 class ClickHouseError(Exception):
     """An error answered as ClickHouse answers it."""
 
-    def __init__(self, code: int, name: str, message: str) -> None:
+    def __init__(self, code: int, name: str, message: str, status: int | None = None) -> None:
         super().__init__(f"Code: {code}. DB::Exception: {message}. ({name})")
         self.code = code
+        self.status = status  # the HTTP status, where it is not the code's (_HTTP_STATUS)
 
 
 def _quote(value: str) -> str:
@@ -208,7 +213,7 @@ class SqlServer:
     def _error(self, exc: ClickHouseError, headers: dict[str, str]) -> web.Response:
         text = f"{exc} (version {self._version})\n"
         headers = {**headers, "X-ClickHouse-Exception-Code": str(exc.code)}
-        return web.Response(status=_HTTP_STATUS.get(exc.code, 500), text=text, headers=headers)
+        return web.Response(status=exc.status or _HTTP_STATUS.get(exc.code, 500), text=text, headers=headers)
 
     async def _preflight(self, request: web.Request) -> web.Response:
         return web.Response(status=204, headers=_PREFLIGHT)
@@ -235,6 +240,8 @@ class SqlServer:
                 if not _SETTING_NAME.match(name):
                     raise ClickHouseError(115, "UNKNOWN_SETTING", f"Setting {name} is neither a builtin setting nor started with a prefix")
             settings = self._asked(settings)
+            blocks = _flag(params, "compress")
+            encoding = _http_encoding(request, params)
             bound = {k[len("param_"):]: v for k, v in params.items() if k.startswith("param_")}
             body, summary = await self.clickhouse.run_raw(self._execute, query, database, default_format, settings, bound)
         except ClickHouseError as exc:
@@ -253,8 +260,12 @@ class SqlServer:
             except ValueError as exc:
                 return self._error(ClickHouseError(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
                                                    f"client_protocol_version: {exc}"), headers)
-        if params.get("compress") == "1":  # ClickHouse's own compressed blocks (the Java client's default)
+        if blocks:  # ClickHouse's own compressed blocks (the Java client's default)
             body = await asyncio.to_thread(chcompress.compress, body)
+        if encoding is not None:  # then HTTP's compression around them, as ClickHouse layers the two
+            method, at = encoding
+            body = await asyncio.to_thread(httpcompress.encode, method, body, at)
+            headers["Content-Encoding"] = method
         return web.Response(body=body, headers={**headers, "Content-Type": content_type})
 
     def _asked(self, settings: dict[str, str]) -> dict[str, str]:
@@ -322,7 +333,12 @@ class SqlServer:
                 body = await request.read()
             except web.HTTPRequestEntityTooLarge:  # past client_max_size (MAX_QUERY_BYTES)
                 raise ClickHouseError(229, "QUERY_IS_TOO_LARGE", "Query is too large") from None
-            if body and request.query.get("decompress") == "1":
+            if body and (encoding := request.headers.get("Content-Encoding")):
+                try:
+                    body = httpcompress.decode(encoding, body, MAX_QUERY_BYTES)
+                except httpcompress.Refused as exc:
+                    raise ClickHouseError(exc.code, exc.name, str(exc), 415 if exc.code == 48 else None) from None
+            if body and _flag(request.query, "decompress"):
                 try:
                     body = chcompress.decompress(body, MAX_QUERY_BYTES)
                 except chcompress.BadBlock as exc:
@@ -355,6 +371,30 @@ class SqlServer:
                    "written_rows": "0", "written_bytes": "0", "result_bytes": str(len(body)),
                    "elapsed_ns": str(int(result.elapsed() * 1e9))}
         return body, summary
+
+
+def _flag(params, name: str) -> bool:
+    """A boolean parameter as ClickHouse parses one: 1 or true, 0 or false (or absent)."""
+    value = params.get(name, "0").strip().lower()
+    if value in ("1", "true"):
+        return True
+    if value in ("0", "false", ""):
+        return False
+    raise ClickHouseError(467, "CANNOT_PARSE_BOOL", f"Cannot parse boolean value here: {name}={value!r}")
+
+
+def _http_encoding(request: web.Request, params) -> tuple[str, int] | None:
+    """The HTTP compression an answer is sent in, and its level: with ``enable_http_compression``, the method
+    ``Accept-Encoding`` names first in ClickHouse's order (runtime/httpcompress.py)."""
+    if not _flag(params, "enable_http_compression"):
+        return None
+    method = httpcompress.choose(request.headers.get("Accept-Encoding", ""))
+    if method is None:
+        return None
+    try:
+        return method, httpcompress.level(method, params.get("http_zlib_compression_level"))
+    except httpcompress.Refused as exc:
+        raise ClickHouseError(exc.code, exc.name, str(exc)) from None
 
 
 def _not_stricter(value: str, ours: str) -> bool:

@@ -65,10 +65,12 @@ def _ping(up, check_id: str) -> None:
 
 
 def _http(up, query: str | None = None, *, auth: str = "basic", key: str | None = None, body: bytes | None = None,
-          content_type: str | None = None, **params) -> tuple[int, dict, bytes]:
-    """A request as curl sends it; (status, headers, body)."""
+          content_type: str | None = None, headers: dict | None = None, **params) -> tuple[int, dict, bytes]:
+    """A request as curl sends it, with ``headers`` added; (status, headers, body)."""
     key = up.keys["admin_key"] if key is None else key
-    headers = {"Content-Type": content_type} if content_type else {}
+    headers = dict(headers or {})
+    if content_type:
+        headers["Content-Type"] = content_type
     if auth == "basic":
         headers["Authorization"] = "Basic " + base64.b64encode(f"pingstream:{key}".encode()).decode()
     elif auth == "headers":
@@ -279,6 +281,84 @@ def test_it_speaks_clickhouse_s_compressed_blocks_both_ways(up):
     corrupt[0] ^= 1
     status, headers, text = _http(up, body=bytes(corrupt), decompress="1")
     assert status == 400 and headers["X-ClickHouse-Exception-Code"] == "40" and b"CHECKSUM_DOESNT_MATCH" in text
+
+
+def _codecs() -> tuple[dict, dict]:
+    """Each HTTP content coding's (compress, decompress), from its own library (not runtime/httpcompress.py)."""
+    import bz2
+    import gzip
+    import lzma
+    import zlib
+
+    import brotli
+    import lz4.frame
+
+    try:
+        from compression import zstd
+    except ImportError:
+        from backports import zstd
+    pairs = {"gzip": gzip, "deflate": zlib, "br": brotli, "zstd": zstd, "lz4": lz4.frame, "xz": lzma, "bz2": bz2}
+    return ({name: lib.compress for name, lib in pairs.items()}, {name: lib.decompress for name, lib in pairs.items()})
+
+
+def test_answers_are_compressed_as_clickhouse_compresses_them_over_http(up):
+    # enable_http_compression=1 and Accept-Encoding: the first of ClickHouse's order that the header names.
+    decoders = _codecs()[1]
+    expected = "".join(f"check-{n % 10}\t{n}\n" for n in range(5_000)).encode()
+    for method, decode in decoders.items():
+        status, headers, body = _http(up, "SELECT concat('check-', toString(number % 10)), number FROM numbers(5000)",
+                                      enable_http_compression="1",
+                                      headers={"Accept-Encoding": method})
+        assert (status, headers.get("Content-Encoding")) == (200, method), (method, body[:200])
+        assert len(body) < len(expected) / 2 and decode(body) == expected, method
+    for accept, chosen in [("gzip, deflate, br, zstd", "zstd"), ("gzip, deflate, br", "br"), ("deflate, gzip", "gzip"),
+                           ("identity", None), ("snappy", None)]:
+        _, headers, body = _http(up, "SELECT 42", enable_http_compression="true", headers={"Accept-Encoding": accept})
+        assert headers.get("Content-Encoding") == chosen, accept
+        assert (decoders[chosen](body) if chosen else body) == b"42\n"
+    _, headers, body = _http(up, "SELECT 42", headers={"Accept-Encoding": "gzip"})  # the setting is off by default
+    assert ("Content-Encoding" not in headers, body) == (True, b"42\n")
+    # A level is applied (gzip's stream at 1 and at 9 as zlib makes them); out of a method's range, or a flag that
+    # is no flag, it is a clear 400.
+    import zlib
+
+    for at in (1, 9):
+        body = _http(up, "SELECT number FROM numbers(5000)", enable_http_compression="1",
+                     http_zlib_compression_level=str(at), headers={"Accept-Encoding": "gzip"})[2]
+        packer = zlib.compressobj(at, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        numbers = "".join(f"{n}\n" for n in range(5_000)).encode()
+        assert len(body) == len(packer.compress(numbers) + packer.flush()), at
+    status, headers, _ = _http(up, "SELECT 1", enable_http_compression="1", http_zlib_compression_level="10",
+                               headers={"Accept-Encoding": "gzip"})
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (400, "36")
+    status, headers, _ = _http(up, "SELECT 1", enable_http_compression="maybe", headers={"Accept-Encoding": "gzip"})
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (400, "467")
+    # With compress=1 the blocks are made first, and HTTP's compression wraps them, as ClickHouse layers them.
+    from runtime import chcompress
+
+    _, headers, body = _http(up, "SELECT 40 + 2", compress="1", enable_http_compression="1",
+                             headers={"Accept-Encoding": "gzip"})
+    assert headers["Content-Encoding"] == "gzip" and chcompress.decompress(decoders["gzip"](body), 100) == b"42\n"
+
+
+def test_request_bodies_are_read_in_every_content_encoding_clickhouse_reads_but_snappy(up):
+    import lz4.frame
+
+    query = b"SELECT 6 * 7"
+    encoders = _codecs()[0]
+    encoders.update(zst=encoders["zstd"], lzma=encoders["xz"], none=bytes)  # ClickHouse's other names
+    for name, encode in encoders.items():
+        status, _, body = _http(up, body=encode(query), headers={"Content-Encoding": name})
+        assert (status, body) == (200, b"42\n"), (name, body)
+    for name in ("snappy", "compress"):
+        status, headers, text = _http(up, body=query, headers={"Content-Encoding": name})
+        assert (status, headers["X-ClickHouse-Exception-Code"]) == (415, "48") and b"NOT_IMPLEMENTED" in text, name
+    status, headers, _ = _http(up, body=lz4.frame.compress(query)[:-6], headers={"Content-Encoding": "lz4"})
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (400, "271")
+    for name in ("xz", "gzip"):  # decoded here, and by aiohttp: a few KB that would be 4 MB of query
+        bomb = encoders[name](b"-" * (4 * 1024 * 1024))
+        status, headers, _ = _http(up, body=bomb, headers={"Content-Encoding": name})
+        assert (status, headers["X-ClickHouse-Exception-Code"]) == (413, "229"), name
 
 
 def test_browser_clients_get_clickhouse_s_cors_headers(up):

@@ -1,7 +1,9 @@
 """The SQL endpoint read by clickhouse-go over HTTP, the client Grafana's ClickHouse data source is built on.
 
 tests/e2e/goclient (clickhouse-go v2, its modules pinned by go.sum) is built with the Go toolchain and run
-against a `pingstream up`, once per compression setting (none, LZ4 and ZSTD blocks, gzip). The client asks
+against a `pingstream up`, once per compression setting (none, LZ4 and ZSTD blocks, gzip, and gzip, deflate and br
+with ``enable_http_compression``, the answers then compressed over HTTP), and a query sent in compressed blocks as
+ch-go (its protocol library) makes them, LZ4, ZSTD or none, with ``decompress=1``. The client asks
 for Native laid out for its protocol revision (runtime/native.py), sends ``max_execution_time`` with every
 query that has a deadline, and ``network_compression_method`` with compressed blocks.
 """
@@ -29,4 +31,6 @@ def test_clickhouse_go_reads_the_endpoint_with_every_compression(goclient, sql_e
                          timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr[-4000:]
     expected = f"ok 300000 {sum(range(300_000))} 1 200000 error=true"
-    assert out.stdout.splitlines() == [f"{name} {expected}" for name in ("none", "lz4", "zstd", "gzip")], out.stdout
+    names = ("none", "lz4", "zstd", "gzip", "gzip-http", "deflate-http", "br-http")
+    bodies = [f'body {method} 200 "42\\n"' for method in ("LZ4", "ZSTD", "NONE")]  # ch-go's blocks, decompress=1
+    assert out.stdout.splitlines() == [f"{name} {expected}" for name in names] + bodies, out.stdout

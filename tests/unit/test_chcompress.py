@@ -34,13 +34,15 @@ def _block(method: int, payload: bytes, raw: int | None = None) -> bytes:
     return chcompress._checksum(block + payload) + block + payload
 
 
-def test_it_reads_uncompressed_blocks_and_refuses_what_it_cannot_read():
-    assert chcompress.decompress(_block(chcompress.NONE, b"SELECT 1") + chcompress.compress(b" + 1"), 100) == b"SELECT 1 + 1"
+def test_it_reads_uncompressed_and_zstd_blocks_and_refuses_what_it_cannot_read():
+    zstd_block = _block(chcompress.ZSTD, chcompress.zstd.compress(b" + 2", level=1), raw=4)  # clickhouse-go's ZSTD
+    assert chcompress.decompress(_block(chcompress.NONE, b"SELECT 1") + chcompress.compress(b" + 1") + zstd_block,
+                                 100) == b"SELECT 1 + 1 + 2"
     packed = bytearray(chcompress.compress(b"SELECT 1"))
     packed[-1] ^= 1
     cases = {
         40: bytes(packed),  # CHECKSUM_DOESNT_MATCH
-        89: _block(0x90, b"zstd"),  # UNKNOWN_COMPRESSION_METHOD
+        89: _block(0x91, b"multiple"),  # UNKNOWN_COMPRESSION_METHOD (ClickHouse's codec chains)
         271: chcompress.compress(b"SELECT 1")[:-2],  # CANNOT_DECOMPRESS: cut short
         229: chcompress.compress(b"x" * 101),  # QUERY_IS_TOO_LARGE: past the limit
     }
@@ -48,6 +50,8 @@ def test_it_reads_uncompressed_blocks_and_refuses_what_it_cannot_read():
         with pytest.raises(chcompress.BadBlock) as caught:
             chcompress.decompress(body, limit=100)
         assert caught.value.code == code
-    with pytest.raises(chcompress.BadBlock) as caught:
-        chcompress.decompress(_block(chcompress.NONE, b"abc", raw=4), limit=100)
-    assert caught.value.code == 271
+    for wrong_size in (_block(chcompress.NONE, b"abc", raw=4), _block(chcompress.ZSTD, chcompress.zstd.compress(b"abcd"), raw=3),
+                       _block(chcompress.ZSTD, b"not a zstd frame", raw=4)):
+        with pytest.raises(chcompress.BadBlock) as caught:
+            chcompress.decompress(wrong_size, limit=100)
+        assert caught.value.code == 271
