@@ -94,6 +94,7 @@ _HTTP_STATUS = {
     40: 400, 89: 400, 271: 400,  # CHECKSUM_DOESNT_MATCH, UNKNOWN_COMPRESSION_METHOD, CANNOT_DECOMPRESS (a decompress=1 body)
     43: 400, 42: 400, 456: 400, 457: 400,  # ILLEGAL_TYPE_OF_ARGUMENT, NUMBER_OF_ARGUMENTS_..., (UNKNOWN|BAD)_QUERY_PARAMETER
     467: 400,  # CANNOT_PARSE_BOOL (a flag such as compress=yes)
+    396: 400, 158: 400, 307: 400,  # TOO_MANY_ROWS_OR_BYTES, TOO_MANY_ROWS, TOO_MANY_BYTES: past the endpoint's limits (ClickHouse: 500)
 }
 _CONTENT_TYPES = {
     "TabSeparated": "text/tab-separated-values; charset=UTF-8", "TSV": "text/tab-separated-values; charset=UTF-8",

@@ -165,6 +165,8 @@ def test_it_limits_result_rows(up, client):
     with pytest.raises(DatabaseError) as caught:
         client.query(f"SELECT number FROM numbers({MAX_ROWS + 1})")
     assert caught.value.code == 396
+    status, headers, text = _http(up, f"SELECT number FROM numbers({MAX_ROWS + 1})")  # a clear 400, not a 500
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (400, "396") and b"TOO_MANY_ROWS_OR_BYTES" in text
 
 
 def test_it_answers_curl_style_requests_with_clickhouse_headers(up):
