@@ -78,7 +78,9 @@ _TRAILING_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNOREC
 _ERROR_CODE = re.compile(r"Code: (\d+)\.")
 
 # Error codes to HTTP statuses as ClickHouse maps them (src/Server/HTTP/exceptionCodeToHTTPStatus.cpp), and a
-# few more of a bad request that it leaves at 500: READONLY is 403 here, a wrong argument or parameter 400.
+# few more of a bad request that it leaves at 500: READONLY is 403 here, and a code in neither this table nor
+# ``_SERVER_FAULTS`` is a 400 (``_status``): the query is the request, and an error of the engine running it (a
+# wrong argument or parameter, throwIf, a string too long to make, a result past the limits) is the request's.
 _HTTP_STATUS = {
     194: 401,  # REQUIRED_PASSWORD
     192: 403, 193: 403, 516: 403, 512: 403, 497: 403,  # UNKNOWN_USER, WRONG_PASSWORD, AUTHENTICATION_FAILED, ...
@@ -91,11 +93,11 @@ _HTTP_STATUS = {
     209: 503, 76: 503, 439: 503,  # SOCKET_TIMEOUT, CANNOT_OPEN_FILE, CANNOT_SCHEDULE_TASK
     381: 411, 159: 408, 779: 415,  # HTTP_LENGTH_REQUIRED, TIMEOUT_EXCEEDED, UNSUPPORTED_MEDIA_TYPE
     164: 403,  # READONLY (ClickHouse: 500)
-    40: 400, 89: 400, 271: 400,  # CHECKSUM_DOESNT_MATCH, UNKNOWN_COMPRESSION_METHOD, CANNOT_DECOMPRESS (a decompress=1 body)
-    43: 400, 42: 400, 456: 400, 457: 400,  # ILLEGAL_TYPE_OF_ARGUMENT, NUMBER_OF_ARGUMENTS_..., (UNKNOWN|BAD)_QUERY_PARAMETER
-    467: 400,  # CANNOT_PARSE_BOOL (a flag such as compress=yes)
-    396: 400, 158: 400, 307: 400,  # TOO_MANY_ROWS_OR_BYTES, TOO_MANY_ROWS, TOO_MANY_BYTES: past the endpoint's limits (ClickHouse: 500)
 }
+_SERVER_FAULTS = frozenset({  # what stays a 500: the server's own trouble, not the query's
+    49, 173, 210, 236, 241, 394,  # LOGICAL_ERROR, CANNOT_ALLOCATE_MEMORY, NETWORK_ERROR, ABORTED, MEMORY_LIMIT_EXCEEDED, QUERY_WAS_CANCELLED
+    1000, 1001, 1002,  # POCO_EXCEPTION, STD_EXCEPTION, UNKNOWN_EXCEPTION (and an engine message without a code)
+})
 _CONTENT_TYPES = {
     "TabSeparated": "text/tab-separated-values; charset=UTF-8", "TSV": "text/tab-separated-values; charset=UTF-8",
     "CSV": "text/csv; charset=UTF-8", "JSON": "application/json; charset=UTF-8",
@@ -214,7 +216,7 @@ class SqlServer:
     def _error(self, exc: ClickHouseError, headers: dict[str, str]) -> web.Response:
         text = f"{exc} (version {self._version})\n"
         headers = {**headers, "X-ClickHouse-Exception-Code": str(exc.code)}
-        return web.Response(status=exc.status or _HTTP_STATUS.get(exc.code, 500), text=text, headers=headers)
+        return web.Response(status=exc.status or _status(exc.code), text=text, headers=headers)
 
     async def _preflight(self, request: web.Request) -> web.Response:
         return web.Response(status=204, headers=_PREFLIGHT)
@@ -323,6 +325,8 @@ class SqlServer:
                 fields.append((part.name, part.decode(b"".join(chunks)).decode()))
         except UnicodeDecodeError:
             raise ClickHouseError(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", "a form field is not UTF-8") from None
+        except web.RequestPayloadError as exc:
+            raise _undecodable(exc) from None
         except (ValueError, AssertionError) as exc:  # aiohttp's word on a malformed form (no boundary, bad part)
             raise ClickHouseError(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", f"malformed multipart/form-data: {exc}") from None
         return fields
@@ -334,6 +338,8 @@ class SqlServer:
                 body = await request.read()
             except web.HTTPRequestEntityTooLarge:  # past client_max_size (MAX_QUERY_BYTES)
                 raise ClickHouseError(229, "QUERY_IS_TOO_LARGE", "Query is too large") from None
+            except web.RequestPayloadError as exc:  # a gzip, deflate, br or zstd body aiohttp could not decode
+                raise _undecodable(exc) from None
             if body and (encoding := request.headers.get("Content-Encoding")):
                 try:
                     body = httpcompress.decode(encoding, body, MAX_QUERY_BYTES)
@@ -372,6 +378,18 @@ class SqlServer:
                    "written_rows": "0", "written_bytes": "0", "result_bytes": str(len(body)),
                    "elapsed_ns": str(int(result.elapsed() * 1e9))}
         return body, summary
+
+
+def _status(code: int) -> int:
+    """The HTTP status of an error ``code`` (see ``_HTTP_STATUS``)."""
+    return _HTTP_STATUS.get(code) or (500 if code in _SERVER_FAULTS else 400)
+
+
+def _undecodable(exc: web.RequestPayloadError) -> ClickHouseError:
+    """aiohttp's word on a body it could not read (a Content-Encoding that does not decode, a body cut short)."""
+    cause = exc.__cause__
+    message = getattr(cause, "message", None) or str(cause or exc)
+    return ClickHouseError(271, "CANNOT_DECOMPRESS", f"the body cannot be read: {' '.join(message.split())}")
 
 
 def _flag(params, name: str) -> bool:
