@@ -39,15 +39,38 @@ import json
 import logging
 import re
 import uuid
+import warnings
 from pathlib import Path
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import BadContentDispositionHeader
 from multidict import MultiDict, MultiDictProxy
 
-from . import adminkey, chcompress, httpcompress, native
+from . import adminkey, chcompress, httpcompress, logthrottle, native, server_header
 from .clickhouse import ClickHouse
 
 log = logging.getLogger(__name__)
+logthrottle.throttle(__name__)
+# A form part whose Content-Disposition aiohttp cannot parse has no name, and is refused as such (_form_fields):
+# no warning printed per request.
+warnings.filterwarnings("ignore", category=BadContentDispositionHeader)
+
+
+class _ClientErrors(logging.Filter):
+    """On aiohttp's server logger: a request aiohttp could not parse, or a body it could not read while draining it
+    after the answer, is the client's error. It was answered 400 (or the connection closed); it is one short,
+    throttled line here instead of an ERROR with a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, (HttpProcessingError, web.RequestPayloadError)):
+            log.info("bad request to the SQL endpoint: %s", type(exc).__name__)
+            return False
+        return True
+
+
+_CLIENT_ERRORS = _ClientErrors()
 
 DISPLAY_NAME = "pingstream"
 MAX_RESULT_BYTES = 256 * 1024 * 1024
@@ -166,6 +189,9 @@ class SqlServer:
     async def start(self) -> None:
         self._session = await self.clickhouse.run(self._open_session)
         app = web.Application(client_max_size=MAX_QUERY_BYTES)
+        server_header.install(app)  # "Server: pingstream", as the edge's answers
+        if _CLIENT_ERRORS not in logging.getLogger("aiohttp.server").filters:
+            logging.getLogger("aiohttp.server").addFilter(_CLIENT_ERRORS)
         app.router.add_route("GET", "/ping", self._ping)
         app.router.add_route("HEAD", "/ping", self._ping)
         app.router.add_route("GET", "/", self._handle)
@@ -225,11 +251,18 @@ class SqlServer:
         response = await self._answer(request)
         if request.query.get("add_http_cors_header") == "1":
             response.headers["Access-Control-Allow-Origin"] = "*"
+        if request.body_exists and not request.content.is_eof():
+            # A body not read to its end (refused before it was read, or unreadable as sent): what is left of it
+            # on the socket is no next request, so the connection closes after the answer.
+            response.force_close()
         return response
 
     async def _answer(self, request: web.Request) -> web.Response:
-        headers = self._headers(request.query.get("query_id") or str(uuid.uuid4()))
+        query_id = request.query.get("query_id") or ""
+        headers = self._headers(query_id if query_id and query_id.isprintable() else str(uuid.uuid4()))
         try:
+            if not query_id.isprintable():  # it is sent back in a header
+                raise ClickHouseError(36, "BAD_ARGUMENTS", "query_id has characters that are not printable")
             self._authenticate(request)
             params, query = await self._params_and_query(request)
             if not query.strip():
@@ -327,8 +360,9 @@ class SqlServer:
             raise ClickHouseError(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", "a form field is not UTF-8") from None
         except web.RequestPayloadError as exc:
             raise _undecodable(exc) from None
-        except (ValueError, AssertionError) as exc:  # aiohttp's word on a malformed form (no boundary, bad part)
-            raise ClickHouseError(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", f"malformed multipart/form-data: {exc}") from None
+        except (ValueError, AssertionError, HttpProcessingError) as exc:  # aiohttp's word on a malformed form
+            message = " ".join(str(getattr(exc, "message", exc)).split())
+            raise ClickHouseError(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", f"malformed multipart/form-data: {message}") from None
         return fields
 
     async def _query_text(self, request: web.Request) -> str:

@@ -185,6 +185,8 @@ def test_it_answers_curl_style_requests_with_clickhouse_headers(up):
     status, headers, body = _http(up, "SELECT number AS n FROM numbers(2) FORMAT JSON", query_id="q-1")
     assert headers["X-ClickHouse-Format"] == "JSON" and headers["X-ClickHouse-Query-Id"] == "q-1"
     assert json.loads(body)["data"] == [{"n": "0"}, {"n": "1"}] or json.loads(body)["data"] == [{"n": 0}, {"n": 1}]
+    status, headers, _ = _http(up, "SELECT 1", query_id="q\r\n-2")  # it would be sent back in a header
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (400, "36")
     status, headers, body = _http(up, "SELECT {x:UInt8} + 1 AS y", default_format="JSONEachRow", param_x="4")
     assert (status, body, headers["X-ClickHouse-Format"]) == (200, b'{"y":5}\n', "JSONEachRow")
     status, _, body = _http(up, body=b"SELECT name FROM system.tables WHERE database = currentDatabase() AND name = 'runs'")
