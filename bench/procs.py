@@ -48,6 +48,7 @@ _KEY_PATTERNS = (
     ("project_id", r"^project '.*' \((\S+)\)"),
     ("admin_key", r"^admin key:\s+(\S+)"),
     ("sql_url", r"^SQL \(ClickHouse HTTP interface\):\s+(\S+)"),
+    ("sql_native", r"^SQL \(ClickHouse native protocol\):\s+(\S+)"),
 )
 
 
@@ -101,7 +102,8 @@ class Service:
     def start(self, timeout_s: float = 90) -> "Service":
         # The SQL endpoint of a process holding chdb on any free port (not the default 8124), so that
         # several systems can run side by side; `pingstream sql` finds it in the data directory.
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PINGSTREAM_HOST": "127.0.0.1", "PINGSTREAM_SQL_PORT": "0", **self.env}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PINGSTREAM_HOST": "127.0.0.1", "PINGSTREAM_SQL_PORT": "0",
+               "PINGSTREAM_SQL_NATIVE_PORT": "0", **self.env}
         if self.port:
             env["PINGSTREAM_PORT"] = str(self.port)
         self.proc = subprocess.Popen(

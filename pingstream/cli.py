@@ -95,6 +95,17 @@ async def _start_sql_server(config: Config, clickhouse: ClickHouse):
     if created:
         print(f"admin key: {key}  (the SQL endpoint's password; `pingstream admin-key` prints it again)", flush=True)
     print(f"SQL (ClickHouse HTTP interface): {server.url}  user {adminkey.USER}, password: the admin key", flush=True)
+    if config.sql_native_port is not None:
+        from runtime.nativeserver import NativeServer
+
+        native = NativeServer(server, config.sql_host, config.sql_native_port)
+        try:
+            await native.start()
+        except BaseException:
+            await server.stop()
+            raise
+        server.on_stop(native.stop)
+        print(f"SQL (ClickHouse native protocol): {native.address}  the same user and password", flush=True)
     return server
 
 

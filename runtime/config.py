@@ -18,6 +18,7 @@ class ConfigError(ValueError):
 # The ClickHouse HTTP interface of the process holding embedded chdb: one above ClickHouse's own 8123,
 # so a ClickHouse server on the same machine does not collide with it.
 DEFAULT_SQL_PORT = 8124
+DEFAULT_SQL_NATIVE_PORT = 9001  # ClickHouse's native protocol is on 9000, as its HTTP interface is on 8123
 
 
 def _number(env: dict, name: str, default, lo, hi, parse, what: str):
@@ -83,12 +84,12 @@ def _kafka_client(env: dict) -> str:
     return raw
 
 
-def _sql_port(env: dict) -> int | None:
-    """``PINGSTREAM_SQL_PORT``: a port (0 = any free one), or ``off``."""
-    raw = (env.get("PINGSTREAM_SQL_PORT") or "").strip()
+def _sql_port(env: dict, name: str = "PINGSTREAM_SQL_PORT", default: int = DEFAULT_SQL_PORT) -> int | None:
+    """``PINGSTREAM_SQL_PORT`` (or ``PINGSTREAM_SQL_NATIVE_PORT``): a port (0 = any free one), or ``off``."""
+    raw = (env.get(name) or "").strip()
     if raw.lower() == "off":
         return None
-    return _int(env, "PINGSTREAM_SQL_PORT", DEFAULT_SQL_PORT, 0, 65535)
+    return _int(env, name, default, 0, 65535)
 
 
 def _flag(env: dict, name: str) -> bool:
@@ -162,6 +163,7 @@ class Config:
     # The ClickHouse HTTP interface served by the process holding embedded chdb (runtime/sqlserver.py).
     sql_host: str = "127.0.0.1"
     sql_port: int | None = DEFAULT_SQL_PORT  # None = off; 0 = any free port
+    sql_native_port: int | None = DEFAULT_SQL_NATIVE_PORT  # ClickHouse's native protocol (runtime/nativeserver.py)
     sql_max_execution_time_s: float = 10.0  # a query running longer is cut (it holds the engine's thread)
     sql_max_result_rows: int = 1_000_000
     webhook_allow_private: bool = False  # alerts may go to loopback, link-local and private addresses
@@ -228,6 +230,7 @@ class Config:
             volume_gate=_int(env, "PINGSTREAM_VOLUME_GATE", 0, 0, 1) == 1,
             sql_host=env.get("PINGSTREAM_SQL_HOST") or "127.0.0.1",
             sql_port=_sql_port(env),
+            sql_native_port=_sql_port(env, "PINGSTREAM_SQL_NATIVE_PORT", DEFAULT_SQL_NATIVE_PORT),
             sql_max_execution_time_s=_float(env, "PINGSTREAM_SQL_MAX_EXECUTION_TIME_S", 10.0, 0.1, 3600.0),
             # Not below 10,000: clients read system.settings (~1,900 rows) when they connect.
             sql_max_result_rows=_int(env, "PINGSTREAM_SQL_MAX_RESULT_ROWS", 1_000_000, 10_000, 10**12),

@@ -181,6 +181,7 @@ class SqlServer:
         self._timezone = "UTC"
         self._version = ""
         self._runner: web.AppRunner | None = None
+        self._on_stop: list = []
 
     @property
     def url(self) -> str:
@@ -210,7 +211,13 @@ class SqlServer:
             self.port_file.write_text(f"{self.port}\n")
         log.info("SQL (ClickHouse HTTP interface) on %s, user %s", self.url, adminkey.USER)
 
+    def on_stop(self, callback) -> None:
+        """``await callback()`` first when the server stops (a server that shares its session: nativeserver)."""
+        self._on_stop.append(callback)
+
     async def stop(self) -> None:
+        while self._on_stop:
+            await self._on_stop.pop()()
         if self.port_file is not None:
             self.port_file.unlink(missing_ok=True)
         if self._runner is not None:
@@ -271,15 +278,11 @@ class SqlServer:
             if database not in (self.database, "system"):
                 raise ClickHouseError(81, "UNKNOWN_DATABASE", f"Database {database} does not exist")
             default_format = params.get("default_format") or request.headers.get("X-ClickHouse-Format") or "TabSeparated"
-            settings = {k: v for k, v in params.items() if k not in _TRANSPORT and not k.startswith("param_")}
-            for name in settings:
-                if not _SETTING_NAME.match(name):
-                    raise ClickHouseError(115, "UNKNOWN_SETTING", f"Setting {name} is neither a builtin setting nor started with a prefix")
-            settings = self._asked(settings)
+            settings = self.asked({k: v for k, v in params.items() if k not in _TRANSPORT and not k.startswith("param_")})
             blocks = _flag(params, "compress")
             encoding = _http_encoding(request, params)
             bound = {k[len("param_"):]: v for k, v in params.items() if k.startswith("param_")}
-            body, summary = await self.clickhouse.run_raw(self._execute, query, database, default_format, settings, bound)
+            body, summary = await self.clickhouse.run_raw(self.execute, query, database, default_format, settings, bound)
         except ClickHouseError as exc:
             return self._error(exc, headers)
         match = _TRAILING_FORMAT.search(query)
@@ -304,7 +307,17 @@ class SqlServer:
             headers["Content-Encoding"] = method
         return web.Response(body=body, headers={**headers, "Content-Type": content_type})
 
-    def _asked(self, settings: dict[str, str]) -> dict[str, str]:
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @property
+    def timezone(self) -> str:
+        return self._timezone
+
+    display_name = DISPLAY_NAME
+
+    def asked(self, settings: dict[str, str]) -> dict[str, str]:
         """The settings of a request less the limits it asks for that the endpoint's own already keep, which
         the read-only session would refuse to change. clickhouse-go (Grafana's ClickHouse data source) sends
         ``max_execution_time`` = its deadline + 5 s with every query: the endpoint's time limit cuts a query
@@ -312,6 +325,8 @@ class SqlServer:
         by the endpoint's; a stricter one is passed on and refused, as it cannot be applied."""
         asked = {}
         for name, value in settings.items():
+            if not _SETTING_NAME.match(name):  # a name goes into a SET statement
+                raise ClickHouseError(115, "UNKNOWN_SETTING", f"Setting {name} is neither a builtin setting nor started with a prefix")
             if name == "max_execution_time" or (name in ("max_result_rows", "max_result_bytes")
                                                 and _not_stricter(value, self.settings[name])):
                 continue
@@ -392,7 +407,20 @@ class SqlServer:
                 query = f"{query}\n{text}" if query else text
         return query
 
-    def _execute(self, query: str, database: str, fmt: str, settings: dict[str, str],
+    def describe(self, query: str, database: str, bound: dict[str, str]) -> list[tuple[str, str]] | None:
+        """On the ClickHouse thread: the (name, type) of each column ``query`` gives, or None when that cannot
+        be told (it is no SELECT): what a native client is sent as the header of a result with no rows."""
+        session = self._session
+        if session is None:
+            return None
+        try:
+            session.query(f"USE `{database}`")
+            result = session.query(f"DESCRIBE TABLE ({query.strip().rstrip(';')})", "TabSeparated", params=bound or None)
+        except RuntimeError:
+            return None
+        return [tuple(line.split("\t")[:2]) for line in bytes(result.bytes() or b"").decode().splitlines()]
+
+    def execute(self, query: str, database: str, fmt: str, settings: dict[str, str],
                  bound: dict[str, str]) -> tuple[bytes, dict]:
         """On the ClickHouse thread: the query's output in ``fmt`` (unless it names its own) and its summary."""
         session = self._session
@@ -448,6 +476,17 @@ def _http_encoding(request: web.Request, params) -> tuple[str, int] | None:
         return method, httpcompress.level(method, params.get("http_zlib_compression_level"))
     except httpcompress.Refused as exc:
         raise ClickHouseError(exc.code, exc.name, str(exc)) from None
+
+
+_FIELD_ESCAPES = {"0": "\0", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def unquote_field(value: str) -> str:
+    """A query parameter as a native client sends it, a quoted string (``'it\\'s'``), as the text it quotes;
+    a value that is not quoted is taken as it is."""
+    if len(value) < 2 or value[0] != "'" or value[-1] != "'":
+        return value
+    return re.sub(r"\\(.)", lambda m: _FIELD_ESCAPES.get(m.group(1), m.group(1)), value[1:-1])
 
 
 def _not_stricter(value: str, ours: str) -> bool:

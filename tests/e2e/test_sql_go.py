@@ -27,10 +27,11 @@ def goclient(tmp_path_factory) -> Path:
 
 def test_clickhouse_go_reads_the_endpoint_with_every_compression(goclient, sql_endpoint):
     up, host, port, _ = sql_endpoint
-    out = subprocess.run([str(goclient), f"{host}:{port}", up.keys["admin_key"]], capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run([str(goclient), f"{host}:{port}", up.keys["admin_key"], up.keys["sql_native"]],
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr[-4000:]
     expected = f"ok 300000 {sum(range(300_000))} 1 200000 error=true"
     names = ("none", "lz4", "zstd", "gzip", "gzip-http", "deflate-http", "br-http")
     bodies = [f'body {method} 200 "42\\n"' for method in ("LZ4", "ZSTD", "NONE")]  # ch-go's blocks, decompress=1
-    assert out.stdout.splitlines() == [f"{name} {expected}" for name in names] + bodies, out.stdout
+    natives = [f"native-{name} {expected}" for name in ("none", "lz4", "zstd")]
+    assert out.stdout.splitlines() == [f"{name} {expected}" for name in names] + natives + bodies, out.stdout

@@ -51,3 +51,22 @@ async def test_the_type_names_parse_and_others_are_named_as_unsupported(clickhou
         native.for_revision(data, 54460)
     with pytest.raises(ValueError, match="cut short"):
         native.for_revision((await _native(clickhouse, "SELECT 'abc' AS s"))[:-1], 54460)
+
+
+async def test_blocks_are_cut_one_per_data_packet_and_name_their_columns(clickhouse):
+    # What the native protocol sends (runtime/nativeserver.py): a block per Data packet, and a header of the columns.
+    data = await _native(clickhouse, TYPES.format(rows=200_000))
+    blocks = native.blocks_for_revision(data, 54460)
+    assert len(blocks) > 1 and b"".join(blocks) == native.for_revision(data, 54460)
+    assert all(block.startswith(native.BLOCK_INFO) for block in blocks)
+    for revision in (54405, 54460):
+        columns = native.columns_of(native.blocks_for_revision(data, revision)[-1], revision)
+        assert len(columns) == 20 and columns[0] == ("n", "UInt64") and columns[6] == ("lc", "LowCardinality(String)")
+
+
+def test_a_native_client_s_quoted_parameter_is_the_text_it_quotes():
+    from runtime.sqlserver import unquote_field
+
+    assert unquote_field("'it\\'s\\tme\\\\'") == "it's\tme\\"
+    assert unquote_field("'\\0\\n'") == "\0\n"
+    assert unquote_field("42") == "42" and unquote_field("'") == "'"

@@ -1,5 +1,6 @@
-// A clickhouse-go client of the SQL endpoint over HTTP, as Grafana's ClickHouse data source uses it: prints one
-// line per compression setting, which tests/e2e/test_sql_go.py compares. Arguments: host:port, the admin key.
+// A clickhouse-go client of the SQL endpoint over HTTP and over the native protocol, as Grafana's ClickHouse data
+// source uses them: prints one line per protocol and compression setting, which tests/e2e/test_sql_go.py
+// compares. Arguments: the HTTP interface's host:port, the admin key, the native protocol's host:port.
 package main
 
 import (
@@ -34,7 +35,11 @@ func main() {
 		{"br-http", &clickhouse.Compression{Method: clickhouse.CompressionBrotli}, httpCompression},
 	}
 	for _, m := range methods {
-		fmt.Println(m.name, probe(m.compression, m.settings))
+		fmt.Println(m.name, probe(clickhouse.HTTP, os.Args[1], m.compression, m.settings))
+	}
+	// The native protocol (Grafana's default), at the address given third.
+	for _, m := range methods[:3] {
+		fmt.Println("native-"+m.name, probe(clickhouse.Native, os.Args[3], m.compression, m.settings))
 	}
 	for _, method := range []compress.Method{compress.LZ4, compress.ZSTD, compress.None} {
 		fmt.Println("body", method, compressedBody(method))
@@ -58,10 +63,10 @@ func compressedBody(method compress.Method) string {
 	return fmt.Sprintf("%d %q", res.StatusCode, answer)
 }
 
-func probe(compression *clickhouse.Compression, settings clickhouse.Settings) string {
+func probe(protocol clickhouse.Protocol, addr string, compression *clickhouse.Compression, settings clickhouse.Settings) string {
 	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr:        []string{os.Args[1]},
-		Protocol:    clickhouse.HTTP,
+		Addr:        []string{addr},
+		Protocol:    protocol,
 		Auth:        clickhouse.Auth{Database: "pingstream", Username: "pingstream", Password: os.Args[2]},
 		Compression: compression,
 		Settings:    settings,
