@@ -295,6 +295,33 @@ async def _send(port: int, raw: bytes, method: str) -> tuple[list[int], bytes]:
         writer.close()
 
 
+async def fire(port: int, requests: list[tuple[bytes, str]], concurrency: int) -> tuple[Counter, list[str], float]:
+    """Send raw ``(request, method)`` pairs to ``port``, ``concurrency`` at a time: the count of each status (and of
+    connections closed without one, or not answered in 20 s), the 5xx and timeouts, and the seconds it took."""
+    statuses: Counter = Counter()
+    failures: list[str] = []
+    todo = iter(requests)
+
+    async def worker() -> None:
+        for raw, method in todo:
+            try:
+                answers, data = await _send(port, raw, method)
+            except TimeoutError:
+                statuses["no answer in 20 s"] += 1
+                failures.append(f"timeout: {raw[:300]!r}")
+                continue
+            if not answers:
+                statuses["closed without an answer"] += 1
+            for status in answers:
+                statuses[status] += 1
+                if status >= 500:
+                    failures.append(f"{status}: {raw[:400]!r} -> {data[:300]!r}")
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return statuses, failures, time.monotonic() - started
+
+
 async def test_a_fuzz_run_against_pingstream_up_gets_no_5xx_no_traceback_and_a_bounded_log(system):
     s = system(PINGSTREAM_IDLE_TIMEOUT_S="2")  # heads the grammar broke off are closed soon
     async with aiohttp.ClientSession() as session:
@@ -306,28 +333,7 @@ async def test_a_fuzz_run_against_pingstream_up_gets_no_5xx_no_traceback_and_a_b
     wire = WireGrammar(rng, grammar, check["uuid"], keys["ping_key"])
     requests = [wire.request() for _ in range(FUZZ_CASES)]
     log_before = sum(map(len, s.output))
-    statuses: Counter = Counter()
-    failures: list[str] = []
-    todo = iter(requests)
-
-    async def worker() -> None:
-        for raw, method in todo:
-            try:
-                answers, data = await _send(s.port, raw, method)
-            except TimeoutError:
-                statuses["no answer in 20 s"] += 1
-                failures.append(f"timeout: {raw[:300]!r}")
-                continue
-            if not answers:
-                statuses["closed without an answer"] += 1
-            for status in answers:
-                statuses[status] += 1
-                if status >= 500:
-                    failures.append(f"{status}: {raw[:300]!r} -> {data[:300]!r}")
-
-    started = time.monotonic()
-    await asyncio.gather(*(worker() for _ in range(FUZZ_CONCURRENCY)))
-    elapsed = time.monotonic() - started
+    statuses, failures, elapsed = await fire(s.port, requests, FUZZ_CONCURRENCY)
     async with aiohttp.ClientSession() as session:
         metrics = await (await session.get(f"{s.url}/metrics")).text()
         ping = await session.get(f"{s.url}/ping/{check['uuid']}")

@@ -13,16 +13,14 @@ import gzip
 import lzma
 import os
 import random
-import time
 import urllib.parse
 import zlib
-from collections import Counter
 
 import brotli
 import lz4.frame
 
 from runtime import chcompress
-from tests.e2e.test_hostile import _send, _statuses  # noqa: F401 (_statuses: what _send reads)
+from tests.e2e.test_hostile import _send, fire
 
 CASES = int(os.environ.get("PINGSTREAM_SQL_FUZZ_CASES", "4000"))
 SEED = int(os.environ.get("PINGSTREAM_FUZZ_SEED", str(random.randrange(1 << 30))))
@@ -150,27 +148,7 @@ async def test_a_fuzz_run_against_the_sql_endpoint_gets_no_5xx_and_no_traceback(
     port = urllib.parse.urlsplit(s.keys["sql_url"]).port
     grammar = SqlGrammar(random.Random(SEED), s.keys["admin_key"])
     requests = [grammar.request() for _ in range(CASES)]
-    statuses: Counter = Counter()
-    failures: list[str] = []
-    todo = iter(requests)
-
-    async def worker() -> None:
-        for raw, method in todo:
-            try:
-                answers, data = await _send(port, raw, method)
-            except TimeoutError:
-                failures.append(f"no answer in 20 s: {raw[:300]!r}")
-                continue
-            if not answers:
-                statuses["closed without an answer"] += 1
-            for status in answers:
-                statuses[status] += 1
-                if status >= 500:
-                    failures.append(f"{status}: {raw[:400]!r} -> {data[:300]!r}")
-
-    started = time.monotonic()
-    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-    elapsed = time.monotonic() - started
+    statuses, failures, elapsed = await fire(port, requests, CONCURRENCY)
     answers, data = await _send(port, grammar_check(s.keys["admin_key"]), "GET")
     await asyncio.sleep(0.5)
     output = "".join(s.output)
