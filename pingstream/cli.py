@@ -101,11 +101,12 @@ async def _start_sql_server(config: Config, clickhouse: ClickHouse):
         native = NativeServer(server, config.sql_host, config.sql_native_port)
         try:
             await native.start()
-        except BaseException:
-            await server.stop()
-            raise
-        server.on_stop(native.stop)
-        print(f"SQL (ClickHouse native protocol): {native.address}  the same user and password", flush=True)
+        except OSError as exc:  # the port taken: the system runs, without the native protocol
+            print(f"SQL (ClickHouse native protocol): not served: {config.sql_host}:{config.sql_native_port}: "
+                  f"{exc.strerror} (PINGSTREAM_SQL_NATIVE_PORT)", flush=True)
+        else:
+            server.on_stop(native.stop)
+            print(f"SQL (ClickHouse native protocol): {native.address}  the same user and password", flush=True)
     return server
 
 

@@ -12,9 +12,10 @@ from runtime.clickhouse import ClickHouse
 
 pytest_plugins = ["tests.kafka_fixture"]
 
-# Every `pingstream up` / projector a test starts serves live SQL on a free port, never the fixed
-# default (8124), so test processes never collide with each other or with a running system.
+# Every `pingstream up` / projector a test starts serves live SQL on free ports, never the fixed
+# defaults (8124, 9001), so test processes never collide with each other or with a running system.
 os.environ.setdefault("PINGSTREAM_SQL_PORT", "0")
+os.environ.setdefault("PINGSTREAM_SQL_NATIVE_PORT", "0")
 
 
 @pytest.fixture(scope="session")

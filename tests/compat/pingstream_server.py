@@ -56,7 +56,8 @@ def pingstream(data_dir: str | None = None, min_timeout_s: int = 60):
     data_dir = data_dir or tempfile.mkdtemp(prefix="pingstream-compat-")
     port = free_port()
     env = dict(os.environ, PINGSTREAM_DATA=data_dir, PINGSTREAM_PORT=str(port), PINGSTREAM_HOST="127.0.0.1",
-               PINGSTREAM_MIN_TIMEOUT_S=str(min_timeout_s), PINGSTREAM_LOG_LEVEL="WARNING", PINGSTREAM_SQL_PORT=os.environ.get("COMPAT_SQL_PORT", "0"))
+               PINGSTREAM_MIN_TIMEOUT_S=str(min_timeout_s), PINGSTREAM_LOG_LEVEL="WARNING", PINGSTREAM_SQL_PORT=os.environ.get("COMPAT_SQL_PORT", "0"),
+               PINGSTREAM_SQL_NATIVE_PORT="0")
     for var in ("PINGSTREAM_KAFKA", "PINGSTREAM_CLICKHOUSE", "PINGSTREAM_PUBLIC_URL", "PINGSTREAM_WEBHOOKS",
                 "PINGSTREAM_RATE_LIMIT_CHECK", "PINGSTREAM_RATE_LIMIT_CLIENT", "PINGSTREAM_PING_BODY_LIMIT"):
         env.pop(var, None)

@@ -105,3 +105,14 @@ def test_broken_native_clients_are_cut_off_quietly_and_the_server_goes_on(sql_en
     assert _client(up).execute("SELECT 1") == [(1,)]
     output = "".join(up.output)
     assert "Traceback" not in output, output[output.index("Traceback") - 300:][:3000]
+
+
+def test_up_runs_without_the_native_protocol_when_its_port_is_taken(system):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        up = system(PINGSTREAM_SQL_NATIVE_PORT=str(port))
+        output = "".join(up.output)
+        assert f"SQL (ClickHouse native protocol): not served: 127.0.0.1:{port}: " in output, output[-2000:]
+        assert "sql_url" in up.keys  # the rest runs: pings, the API, SQL over HTTP
