@@ -9,7 +9,8 @@ The protocol, as this server speaks it (revision ``REVISION``, 54460, or the cli
 of a newer revision is left out, as ClickHouse leaves it out for an older client):
 
 - the client's Hello (name, version, revision, database, user, password), the server's Hello (name, version,
-  revision, time zone, display name, patch), then the client's addendum (its quota key);
+  revision, time zone, display name, patch), then the client's addendum (its quota key). The connection is a
+  session, as ClickHouse's: a ``USE`` that succeeds (of pingstream's database or ``system``) lasts for it;
 - then packets, each opening with a varint type. Query: the query id, the client's info, settings (name,
   flags, value as text) and parameters (name, flags, a quoted value), the stage, whether blocks are
   compressed, the query text; then Data packets, the external tables, of which only the empty one that ends
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import struct
 
 from . import adminkey, chcompress, logthrottle, native
@@ -245,6 +247,8 @@ class _Connection:
         try:
             bound = {name: unquote_field(value) for name, value in parameters.items()}
             blocks, header, summary = await self._run(query, settings, bound)
+            if used := _USE.match(query):  # a connection is a session: its database stays until the next USE
+                self.database = used.group(1) or used.group(2)
         except ClickHouseError as exc:
             await self._send(_exception(exc))
             return True
@@ -314,6 +318,9 @@ class _Connection:
             return await asyncio.to_thread(_blocks, body, columns, self.revision) + (summary,)
         except native.Unsupported as exc:
             raise ClickHouseError(36, "BAD_ARGUMENTS", f"{exc} is not sent by this endpoint (CAST it)") from None
+
+
+_USE = re.compile(r"^\s*USE\s+(?:`([^`]+)`|([A-Za-z_][A-Za-z0-9_]*))\s*;?\s*$", re.IGNORECASE)
 
 
 def _empty_block(block: bytes) -> bool:

@@ -48,6 +48,10 @@ def test_clickhouse_driver_reads_the_endpoint_over_the_native_protocol(sql_endpo
                 client.execute(statement)
             assert caught.value.code == 164, statement  # READONLY
         assert client.execute("SELECT 42") == [(42,)]  # the connection goes on after errors
+        client.execute("USE system")  # the connection is a session: its database stays
+        assert client.execute("SELECT currentDatabase()") == [("system",)] == client.execute("SELECT currentDatabase()")
+        client.execute("use `pingstream`;")
+        assert client.execute("SELECT currentDatabase()") == [("pingstream",)]
     finally:
         client.disconnect()
 
