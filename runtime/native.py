@@ -150,8 +150,9 @@ def _skip(reader: _Reader, node: tuple[str, list], rows: int) -> None:
         _skip(reader, args[0], rows)
     elif name in ("Array", "Map"):
         total = 0
-        for _ in range(rows):
-            total = reader.uint64()  # offsets: the last is the count of nested values
+        if rows:  # offsets, one UInt64 a row: the last is the count of nested values
+            reader.skip((rows - 1) * 8)
+            total = reader.uint64()
         for element in (args if name == "Map" else args[:1]):
             _skip(reader, element, total)
     elif name == "Tuple":
