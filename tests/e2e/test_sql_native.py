@@ -120,3 +120,22 @@ def test_up_runs_without_the_native_protocol_when_its_port_is_taken(system):
         output = "".join(up.output)
         assert f"SQL (ClickHouse native protocol): not served: 127.0.0.1:{port}: " in output, output[-2000:]
         assert "sql_url" in up.keys  # the rest runs: pings, the API, SQL over HTTP
+
+
+def test_every_panel_of_the_grafana_dashboard_runs_over_the_native_protocol(sql_endpoint):
+    # deploy/grafana/pingstream.json as Grafana's data source sends it with its default protocol: each query, its
+    # macros expanded, on one connection. The rows themselves are checked on populated data in
+    # tests/integration/test_analytics_docs.py; here, that every query runs and names its columns.
+    from datetime import datetime, timedelta, timezone
+
+    from tests.integration.test_analytics_docs import dashboard_queries, grafana_to_sql
+
+    up, _, _, _ = sql_endpoint
+    client = _client(up, database="pingstream", compression="lz4")
+    now = datetime.now(timezone.utc)
+    try:
+        for title, query in dashboard_queries():
+            _, columns = client.execute(grafana_to_sql(query, now - timedelta(days=14), now), with_column_types=True)
+            assert columns, title
+    finally:
+        client.disconnect()
