@@ -30,7 +30,7 @@ import re
 import struct
 
 from . import adminkey, chcompress, logthrottle, native
-from .sqlserver import MAX_QUERY_BYTES, ClickHouseError, SqlServer, unquote_field
+from .sqlserver import MAX_QUERY_BYTES, TRAILING_FORMAT, ClickHouseError, SqlServer, unquote_field
 
 log = logging.getLogger(__name__)
 logthrottle.throttle(__name__)
@@ -311,6 +311,10 @@ class _Connection:
 
     async def _run(self, query: str, settings: dict, bound: dict) -> tuple[list[bytes], bytes, dict]:
         sql = self.sql
+        if _INSERT.match(query):  # refused before its data, which the client would send once told the table's columns
+            raise ClickHouseError(164, "READONLY", "pingstream: Cannot execute query in readonly mode")
+        # Over this protocol the server sends blocks, whatever the query's FORMAT: the client formats them.
+        query = TRAILING_FORMAT.sub("", query)
         body, summary = await sql.clickhouse.run_raw(sql.execute, query, self.database, "Native",
                                                      sql.asked(settings), bound)
         columns = None if body else await sql.clickhouse.run_raw(sql.describe, query, self.database, bound)
@@ -320,6 +324,7 @@ class _Connection:
             raise ClickHouseError(36, "BAD_ARGUMENTS", f"{exc} is not sent by this endpoint (CAST it)") from None
 
 
+_INSERT = re.compile(r"^\s*INSERT\b", re.IGNORECASE)
 _USE = re.compile(r"^\s*USE\s+(?:`([^`]+)`|([A-Za-z_][A-Za-z0-9_]*))\s*;?\s*$", re.IGNORECASE)
 
 

@@ -97,7 +97,7 @@ _PREFLIGHT = {
     "Access-Control-Max-Age": "86400",
 }
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_TRAILING_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNORECASE)
+TRAILING_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNORECASE)
 _ERROR_CODE = re.compile(r"Code: (\d+)\.")
 
 # Error codes to HTTP statuses as ClickHouse maps them (src/Server/HTTP/exceptionCodeToHTTPStatus.cpp), and a
@@ -285,7 +285,7 @@ class SqlServer:
             body, summary = await self.clickhouse.run_raw(self.execute, query, database, default_format, settings, bound)
         except ClickHouseError as exc:
             return self._error(exc, headers)
-        match = _TRAILING_FORMAT.search(query)
+        match = TRAILING_FORMAT.search(query)
         fmt = match.group(1) if match else default_format
         headers["X-ClickHouse-Format"] = fmt
         headers["X-ClickHouse-Summary"] = json.dumps(summary, separators=(",", ":"))
@@ -504,6 +504,9 @@ def _from_engine(message: str) -> ClickHouseError:
     exc = ClickHouseError(int(match.group(1)) if match else 1001, "", "")
     text = message[match.start():] if match else f"Code: 1001. DB::Exception: {message}"
     text = re.sub(r"\s*\(version [^)]*\)", "", text.strip())
+    # An error the engine rethrew says its code and name once per throw: once is what ClickHouse's server says.
+    text = re.sub(r"^(Code: (\d+)\. DB::Exception: )(?:Code: \2\. DB::Exception: )+", r"\1", text)
+    text = re.sub(r"( \((\w+)\))(?:\. \(\2\))+$", r"\1", text)
     exc.args = (text.removesuffix("."),)
     return exc
 

@@ -191,6 +191,8 @@ def test_it_answers_curl_style_requests_with_clickhouse_headers(up):
     assert (status, body, headers["X-ClickHouse-Format"]) == (200, b'{"y":5}\n', "JSONEachRow")
     status, _, body = _http(up, body=b"SELECT name FROM system.tables WHERE database = currentDatabase() AND name = 'runs'")
     assert (status, body) == (200, b"runs\n")
+    status, headers, body = _http(up, "SELECT 1 FORMAT Nope")  # an error the engine rethrew: said once, as ClickHouse
+    assert status == 404 and body.count(b"Code: 73.") == 1 and body.count(b"(UNKNOWN_FORMAT)") == 1, body
     status, headers, body = _http(up, "SELECT * FROM nowhere")
     assert status == 404 and headers["X-ClickHouse-Exception-Code"] == "60" and b"UNKNOWN_TABLE" in body
     status, headers, _ = _http(up, "SELECT 1", database="default")

@@ -47,6 +47,10 @@ def test_clickhouse_driver_reads_the_endpoint_over_the_native_protocol(sql_endpo
             with pytest.raises(ServerException) as caught:
                 client.execute(statement)
             assert caught.value.code == 164, statement  # READONLY
+        with pytest.raises(ServerException) as caught:  # a client's INSERT: refused before it sends data
+            client.execute("INSERT INTO pings (kind) VALUES", [("x",)])
+        assert caught.value.code == 164
+        assert client.execute("SELECT 41 + 1 FORMAT JSON") == [(42,)]  # blocks, whatever the FORMAT: the client formats
         assert client.execute("SELECT 42") == [(42,)]  # the connection goes on after errors
         client.execute("USE system")  # the connection is a session: its database stays
         assert client.execute("SELECT currentDatabase()") == [("system",)] == client.execute("SELECT currentDatabase()")
