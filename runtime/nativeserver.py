@@ -39,6 +39,7 @@ REVISION = 54460  # DBMS_MIN_PROTOCOL_VERSION_WITH_SERVER_QUERY_TIME_IN_PROGRESS
 SERVER_NAME = "ClickHouse"  # the engine is ClickHouse's; clients check features by its version
 MAX_STRING = MAX_QUERY_BYTES  # a query, a setting, a name: as long as the HTTP interface takes a query
 HANDSHAKE_TIMEOUT_S = 10.0
+MAX_CONNECTIONS = 256  # more at once are closed unanswered: the engine's process keeps its file descriptors
 IDLE_TIMEOUT_S = 3600.0  # a pooled connection of Grafana's waits between queries
 
 # Packet types
@@ -143,6 +144,10 @@ class NativeServer:
             self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= MAX_CONNECTIONS:
+            log.warning("native protocol: %d connections open already, one more closed", MAX_CONNECTIONS)
+            writer.close()
+            return
         task = asyncio.current_task()
         self._connections.add(task)
         try:

@@ -8,6 +8,7 @@ after an error.
 from __future__ import annotations
 
 import socket
+import time
 import uuid
 from datetime import datetime
 
@@ -143,3 +144,27 @@ def test_every_panel_of_the_grafana_dashboard_runs_over_the_native_protocol(sql_
             assert columns, title
     finally:
         client.disconnect()
+
+
+def test_connections_past_the_bound_are_closed_and_the_rest_go_on(sql_endpoint):
+    from runtime.nativeserver import MAX_CONNECTIONS
+
+    up, _, _, _ = sql_endpoint
+    host, port = up.keys["sql_native"].rsplit(":", 1)
+    held = [socket.create_connection((host, int(port)), timeout=10) for _ in range(MAX_CONNECTIONS)]
+    try:
+        with socket.create_connection((host, int(port)), timeout=10) as extra:
+            assert extra.recv(10) == b""  # closed at once
+    finally:
+        for sock in held:
+            sock.close()
+    client = _client(up)
+    deadline = time.monotonic() + 10
+    while True:  # the held ones are gone once the server has seen them close
+        try:
+            assert client.execute("SELECT 1") == [(1,)]
+            break
+        except Exception:
+            assert time.monotonic() < deadline
+            client.disconnect()
+            time.sleep(0.1)
