@@ -76,6 +76,7 @@ DISPLAY_NAME = "pingstream"
 MAX_RESULT_BYTES = 256 * 1024 * 1024
 MAX_QUERY_BYTES = 1024 * 1024
 MAX_FORM_BYTES = 16 * 1024 * 1024  # a multipart/form-data request's fields together
+MAX_CONNECTIONS = 512  # more at once are closed unanswered: the engine's process keeps its file descriptors
 
 # URL parameters that are the protocol's own, not settings for the engine. ``compress`` / ``decompress``: ClickHouse's
 # compressed blocks (runtime/chcompress.py); ``enable_http_compression`` / ``http_zlib_compression_level``: HTTP
@@ -126,6 +127,38 @@ _CONTENT_TYPES = {
     "CSV": "text/csv; charset=UTF-8", "JSON": "application/json; charset=UTF-8",
     "JSONCompact": "application/json; charset=UTF-8", "JSONEachRow": "application/x-ndjson; charset=UTF-8",
 }
+
+
+class _Closing(asyncio.Protocol):
+    """A connection past ``MAX_CONNECTIONS``: closed as soon as it is made."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
+class _BoundedSite(web.BaseSite):
+    """aiohttp's TCP site with at most ``limit`` connections open at once."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, limit: int) -> None:
+        super().__init__(runner, shutdown_timeout=2.0)
+        self._host, self._port, self._limit = host, port, limit
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+
+        def connection():
+            if len(server.connections) >= self._limit:
+                log.warning("SQL endpoint: %d connections open already, one more closed", self._limit)
+                return _Closing()
+            return server()
+
+        self._server = await asyncio.get_running_loop().create_server(connection, self._host, self._port,
+                                                                      backlog=self._backlog)
 
 
 class ClickHouseError(Exception):
@@ -198,9 +231,10 @@ class SqlServer:
         app.router.add_route("GET", "/", self._handle)
         app.router.add_route("POST", "/", self._handle)
         app.router.add_route("OPTIONS", "/", self._preflight)
+        # aiohttp's keep-alive timeout (75 s) closes a connection idle between requests, or before its first.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = _BoundedSite(self._runner, self.host, self.port, MAX_CONNECTIONS)
         try:
             await site.start()
         except BaseException:

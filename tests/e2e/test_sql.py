@@ -389,3 +389,31 @@ def test_pingstream_sql_and_admin_key_work_while_up_holds_the_engine(up):
     assert run_cli("admin-key", env=env).strip() == up.keys["admin_key"]
     assert stat.S_IMODE(os.stat(Path(up.data) / "admin-key").st_mode) == 0o600
     assert sql(env, "SELECT 7 AS seven") == [{"seven": 7}]
+
+
+def test_http_connections_past_the_bound_are_closed_and_the_rest_go_on(up):
+    import socket
+
+    from runtime.sqlserver import MAX_CONNECTIONS
+
+    url = urllib.parse.urlsplit(up.keys["sql_url"])
+    held = [socket.create_connection((url.hostname, url.port), timeout=10) for _ in range(MAX_CONNECTIONS)]
+    try:
+        time.sleep(0.5)  # each is taken in by the server
+        with socket.create_connection((url.hostname, url.port), timeout=10) as extra:
+            try:
+                extra.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert extra.recv(100) == b""  # closed unanswered
+            except ConnectionResetError:
+                pass  # closed unanswered, the request unread
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while True:  # the held ones are gone once the server sees them close
+        try:
+            assert _http(up, "SELECT 1")[2] == b"1\n"
+            break
+        except (urllib.error.URLError, ConnectionError) as exc:
+            assert time.monotonic() < deadline, exc
+            time.sleep(0.1)
