@@ -168,6 +168,10 @@ async def _run_services(config: Config, names: list[str]) -> None:
             from runtime.eventlog import retention
 
             tasks.append(retention.maintain(event_log, retention.policy_for(config), stop, config.retention_interval_s))
+        if "ingest" not in names and config.edge_metrics_dir is not None:  # `up`'s engine: in the edges' /metrics
+            from runtime import metrics
+
+            await metrics.share_with_peers(config.edge_metrics_dir)
         if "ingest" not in names and config.metrics_port:
             from runtime import metrics
 
@@ -190,6 +194,10 @@ async def _run_services(config: Config, names: list[str]) -> None:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()
     finally:
+        if "ingest" not in names and config.edge_metrics_dir is not None:
+            from runtime import metrics
+
+            await metrics.stop_sharing()
         if sql_server is not None:
             await sql_server.stop()
         await event_log.close()  # bounded too (Kafka: a few seconds to flush, then it goes)
@@ -279,6 +287,9 @@ async def _supervise(config: Config) -> int:
     engine_env = dict(env)
     metrics_dir = _edge_metrics_dir(config)
     edge_env = _edge_env(env, metrics_dir[0])
+    # The engine offers its series there too (the projector's, the monitor's, the consumer lag, the log's
+    # retention), so /metrics on the port answers for the whole system.
+    engine_env["PINGSTREAM_EDGE_METRICS_DIR"] = metrics_dir[0]
     if config.embedded_clickhouse:
         key, created = adminkey.load_or_create(config.data_dir)
         if created:

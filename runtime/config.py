@@ -176,7 +176,7 @@ class Config:
     # `pingstream ingest`: the same variable, but one process unless it is set (replicas of a distributed
     # edge are usually counted by whatever runs them).
     ingest_processes: int = 1
-    edge_metrics_dir: Path | None = None  # edges sharing a port share /metrics through sockets here
+    edge_metrics_dir: Path | None = None  # `up`'s edges (and its engine) share /metrics through sockets here
 
     @property
     def sqlite_path(self) -> Path:

@@ -9,11 +9,12 @@ in a process of its own serves them on ``PINGSTREAM_METRICS_PORT`` (0 = off),
 beside ``/healthz`` and ``/readyz``.
 
 Edges sharing a port (``pingstream up``'s) share their series too (``share_with_peers``): each
-serves its own on a Unix socket in a directory they have in common, and whichever edge a
-``/metrics`` request lands on answers the sum over all of them: counters and histograms added up,
-a gauge at its lowest (``pingstream_log_available`` is 0 while one edge cannot reach the log).
-An edge that ended takes its counts with it: the sums drop, as a counter does when its process
-restarts.
+serves its own on a Unix socket in a directory they have in common, and so does ``up``'s engine
+process (the projector's, the monitor's and the notifier's series, the consumer lag, the embedded
+log's retention). Whichever edge a ``/metrics`` request lands on answers the sum over all of them:
+counters and histograms added up, a gauge at its lowest (``pingstream_log_available`` is 0 while one
+process cannot reach the log). A process that ended takes its counts with it: the sums drop, as a
+counter does when its process restarts.
 """
 
 from __future__ import annotations
@@ -235,7 +236,7 @@ class Peers:
         except (ConnectionRefusedError, FileNotFoundError):
             path.unlink(missing_ok=True)  # an edge that ended without removing it: nobody listens
         except (OSError, TimeoutError, ValueError) as exc:
-            log.warning("metrics of the edge at %s not had: %s", path, exc)
+            log.warning("metrics of the process at %s not had: %s", path, exc)
         return None
 
 
