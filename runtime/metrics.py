@@ -81,6 +81,14 @@ TRANSITIONS = Counter(
 DEAD_LETTERS = Counter(
     "pingstream_dead_letters", "Records sent to the dead-letter topic", ["service"], registry=REGISTRY
 )
+SQL_QUERIES = Counter(
+    "pingstream_sql_queries", "Queries the SQL endpoint ran on the engine, by protocol and outcome (ok, error)",
+    ["protocol", "outcome"], registry=REGISTRY,
+)
+SQL_SECONDS = Histogram(
+    "pingstream_sql_query_seconds", "Time a query of the SQL endpoint held the engine's thread (the projector's too)",
+    ["protocol"], buckets=_FAST, registry=REGISTRY,
+)
 
 _children: dict = {}
 

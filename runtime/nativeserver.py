@@ -321,7 +321,7 @@ class _Connection:
         # Over this protocol the server sends blocks, whatever the query's FORMAT: the client formats them.
         query = TRAILING_FORMAT.sub("", query)
         body, summary = await sql.clickhouse.run_raw(sql.execute, query, self.database, "Native",
-                                                     sql.asked(settings), bound)
+                                                     sql.asked(settings), bound, "native")
         columns = None if body else await sql.clickhouse.run_raw(sql.describe, query, self.database, bound)
         try:
             return await asyncio.to_thread(_blocks, body, columns, self.revision) + (summary,)

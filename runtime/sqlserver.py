@@ -47,7 +47,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BadContentDispositionHeader
 from multidict import MultiDict, MultiDictProxy
 
-from . import adminkey, chcompress, httpcompress, logthrottle, native, server_header
+from . import adminkey, chcompress, httpcompress, logthrottle, metrics, native, server_header
 from .clickhouse import ClickHouse
 
 log = logging.getLogger(__name__)
@@ -455,11 +455,24 @@ class SqlServer:
         return [tuple(line.split("\t")[:2]) for line in bytes(result.bytes() or b"").decode().splitlines()]
 
     def execute(self, query: str, database: str, fmt: str, settings: dict[str, str],
-                 bound: dict[str, str]) -> tuple[bytes, dict]:
-        """On the ClickHouse thread: the query's output in ``fmt`` (unless it names its own) and its summary."""
+                 bound: dict[str, str], protocol: str = "http") -> tuple[bytes, dict]:
+        """On the ClickHouse thread: the query's output in ``fmt`` (unless it names its own) and its summary,
+        counted and timed in ``pingstream_sql_queries`` / ``pingstream_sql_query_seconds`` by ``protocol``."""
         session = self._session
         if session is None:
             raise ClickHouseError(210, "NETWORK_ERROR", "the SQL endpoint is stopping")
+        outcome = "error"
+        try:
+            with metrics.Timer(metrics.child(metrics.SQL_SECONDS, protocol)):
+                body, summary = self._execute(session, query, database, fmt, settings, bound)
+            outcome = "ok"
+            return body, summary
+        finally:
+            metrics.child(metrics.SQL_QUERIES, protocol, outcome).inc()
+
+    @staticmethod
+    def _execute(session, query: str, database: str, fmt: str, settings: dict[str, str],
+                 bound: dict[str, str]) -> tuple[bytes, dict]:
         try:
             # Every time: a query may have said USE, and the session outlives the request.
             session.query(f"USE `{database}`")

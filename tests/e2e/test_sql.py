@@ -417,3 +417,20 @@ def test_http_connections_past_the_bound_are_closed_and_the_rest_go_on(up):
         except (urllib.error.URLError, ConnectionError) as exc:
             assert time.monotonic() < deadline, exc
             time.sleep(0.1)
+
+
+def test_up_s_metrics_count_and_time_the_endpoint_s_queries(up):
+    # The engine's series are on up's /metrics: an operator sees what analysts' queries take from the engine's thread.
+    assert _http(up, "SELECT 1")[0] == 200 and _http(up, "SELECT * FROM nowhere")[0] == 404
+
+    def value(text: str, sample: str, **labels) -> float:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                   if s.name == sample and labels.items() <= s.labels.items())
+
+    with urllib.request.urlopen(f"{up.url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    assert value(text, "pingstream_sql_queries_total", protocol="http", outcome="ok") >= 1
+    assert value(text, "pingstream_sql_queries_total", protocol="http", outcome="error") >= 1
+    assert value(text, "pingstream_sql_query_seconds_count", protocol="http") >= 2
