@@ -60,14 +60,18 @@ class History(Registry):
         kept.append((timestamp_ms or 0, check))
 
     def check_at(self, check_id: str, timestamp_ms: int) -> CheckConfig | None:
-        """The check's configuration as of ``timestamp_ms`` (None: it did not exist or was deleted).
-        When every kept version is later (compaction removed older ones), the oldest kept one."""
+        """The check's configuration as of ``timestamp_ms`` (None: it did not exist or was deleted): the last
+        version published before that millisecond. One published in the same millisecond is taken as after it:
+        records of two topics cannot be ordered within a millisecond, and an edit made as the transition was
+        published did not make it (a check renamed and stripped of its channels right after going down still
+        alerts, under its old name). When every kept version is that late (compaction removed older ones, or
+        the check is that new), the oldest kept one."""
         kept = self.versions.get(check_id)
         if not kept:
             return self.checks.get(check_id)
         found = kept[0][1]
         for ts, check in kept:
-            if ts > timestamp_ms:
+            if ts >= timestamp_ms:
                 break
             found = check
         return found

@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 
 GROUP = "pingstream-notify"
 CAUSE_WAIT_S = 1.0  # a transition waits this long at most for its causing ping to be read
-REGISTRY_SLACK_S = 0.2  # and this long after it was published, for the registry follower to see edits
+REGISTRY_WAIT_S = 5.0  # and at most this long for the registry follower to read what was in the log before it
 WORKERS_PER_CHANNEL = 32  # concurrent requests to one channel
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 300.0
@@ -192,6 +192,7 @@ class Notifier:
         heard = self.history.heard
         kept = [i for i, r in enumerate(records) if r.topic != TOPIC_PINGS or r.key in heard]
         passed = 0
+        waiting = len(self.waiting)
         for i in kept:
             if i > passed:
                 self.pending.read_through(records[passed:i])
@@ -211,6 +212,11 @@ class Notifier:
                 self.waiting.append(_Waiting(event, tp, r.offset, r.timestamp_ms, time.monotonic() + CAUSE_WAIT_S))
         if passed < len(records):
             self.pending.read_through(records[passed:])
+        if len(self.waiting) > waiting:
+            # An alert is built from the check as it was when its transition was published: the registry
+            # follower must first read every check edit in the log now, which includes those published before
+            # the transition (at once when it has; however loaded the process is, rather than after a slack).
+            await self.history.caught_up(REGISTRY_WAIT_S)
         self._plan_ready()
         # Called for empty batches too: deliveries finished meanwhile move the commit point. Only
         # partitions whose point moved are committed, at most every COMMIT_EVERY_S: a commit is a write
@@ -259,8 +265,6 @@ class Notifier:
     def _ready(self, w: _Waiting, now: float) -> bool:
         if now >= w.deadline:
             return True
-        if time.time() * 1000 < w.published_ms + REGISTRY_SLACK_S * 1000:
-            return False
         t = w.event
         if isinstance(t, Transition) and t.cause_event_id and t.reason not in ("paused", "resumed"):
             return self.pings.seen(t.check_id, t.cause_event_id)
