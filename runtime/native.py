@@ -185,45 +185,31 @@ def for_revision(data: bytes, revision: int) -> bytes:
     """Revision-0 Native ``data`` laid out for a client of ``revision``."""
     if revision <= 0:
         return data
-    return b"".join(blocks_for_revision(data, revision))
+    return b"".join(blocks_for_revision(data, revision)[0])
 
 
-def blocks_for_revision(data: bytes, revision: int) -> list[bytes]:
+def blocks_for_revision(data: bytes, revision: int) -> tuple[list[bytes], list[tuple[str, str]]]:
     """Revision-0 Native ``data`` as its blocks, each laid out for a client of ``revision`` (above 0), as the
-    native protocol sends them one per Data packet."""
-    reader, blocks, view = _Reader(data), [], memoryview(data)  # slices of the view: no copy of the data before the join
+    native protocol sends them one per Data packet; and the (name, type) of each column, read on the way."""
+    reader, blocks, columns, view = _Reader(data), [], [], memoryview(data)  # slices of the view: no copy before the join
     try:
         while reader.at < len(data):
             out = [BLOCK_INFO]
             start = reader.at
-            columns, rows = reader.varint(), reader.varint()
+            count, rows = reader.varint(), reader.varint()
             out.append(view[start:reader.at])
-            for _ in range(columns):
+            for _ in range(count):
                 start = reader.at
-                reader.string()
-                kind = parse_type(reader.string())
+                name, kind = reader.string(), reader.string()
+                if not blocks:
+                    columns.append((name, kind))
                 out.append(view[start:reader.at])
                 if revision >= CUSTOM_SERIALIZATION:
                     out.append(b"\x00")
                 start = reader.at
-                _skip(reader, kind, rows)
+                _skip(reader, parse_type(kind), rows)
                 out.append(view[start:reader.at])
             blocks.append(b"".join(out))
     except IndexError:
         raise ValueError("a Native block is cut short") from None
-    return blocks
-
-
-def columns_of(block: bytes, revision: int) -> list[tuple[str, str]]:
-    """The (name, type) of each column of a ``block`` laid out for ``revision`` (above 0)."""
-    reader = _Reader(block)
-    reader.skip(len(BLOCK_INFO))
-    columns, rows = reader.varint(), reader.varint()
-    out = []
-    for _ in range(columns):
-        name, kind = reader.string(), reader.string()
-        out.append((name, kind))
-        if revision >= CUSTOM_SERIALIZATION:
-            reader.skip(1)
-        _skip(reader, parse_type(kind), rows)
-    return out
+    return blocks, columns

@@ -350,9 +350,9 @@ def _bad_field(field: int) -> int:
 
 def _blocks(body: bytes, columns: list[tuple[str, str]] | None, revision: int) -> tuple[list[bytes], bytes]:
     """The result's blocks laid out for ``revision``, and its header: its columns with no rows."""
-    blocks = native.blocks_for_revision(body, revision)
+    blocks, named = native.blocks_for_revision(body, revision)
     if columns is None:
-        columns = native.columns_of(blocks[0], revision) if blocks else []
+        columns = named
     custom = b"\x00" if revision >= native.CUSTOM_SERIALIZATION else b""
     header = native.BLOCK_INFO + _varint(len(columns)) + _varint(0)
     header += b"".join(_string(name) + _string(kind) + custom for name, kind in columns)

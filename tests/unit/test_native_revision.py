@@ -56,11 +56,11 @@ async def test_the_type_names_parse_and_others_are_named_as_unsupported(clickhou
 async def test_blocks_are_cut_one_per_data_packet_and_name_their_columns(clickhouse):
     # What the native protocol sends (runtime/nativeserver.py): a block per Data packet, and a header of the columns.
     data = await _native(clickhouse, TYPES.format(rows=200_000))
-    blocks = native.blocks_for_revision(data, 54460)
+    blocks, _ = native.blocks_for_revision(data, 54460)
     assert len(blocks) > 1 and b"".join(blocks) == native.for_revision(data, 54460)
     assert all(block.startswith(native.BLOCK_INFO) for block in blocks)
     for revision in (54405, 54460):
-        columns = native.columns_of(native.blocks_for_revision(data, revision)[-1], revision)
+        _, columns = native.blocks_for_revision(data, revision)
         assert len(columns) == 20 and columns[0] == ("n", "UInt64") and columns[6] == ("lc", "LowCardinality(String)")
 
 
