@@ -30,7 +30,7 @@ from urllib.parse import quote
 from checks.spec import project_name_error
 from schemas.events import Project
 
-from runtime import adminkey, health, memory, supervisor
+from runtime import adminkey, health, memory, metrics, supervisor
 from runtime.clickhouse import ClickHouse, Unavailable
 from runtime.config import Config, ConfigError
 from runtime.eventlog import open_eventlog
@@ -117,6 +117,8 @@ async def _run_services(config: Config, names: list[str]) -> None:
     from ingest import service as edge_service
 
     whole = "up" in names or "engine" in names
+    # `up`'s engine: its series are in the edges' /metrics, through a socket beside theirs.
+    shares_metrics = "ingest" not in names and config.edge_metrics_dir is not None
     stop = asyncio.Event()
     _install_signals(stop)
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -168,13 +170,9 @@ async def _run_services(config: Config, names: list[str]) -> None:
             from runtime.eventlog import retention
 
             tasks.append(retention.maintain(event_log, retention.policy_for(config), stop, config.retention_interval_s))
-        if "ingest" not in names and config.edge_metrics_dir is not None:  # `up`'s engine: in the edges' /metrics
-            from runtime import metrics
-
+        if shares_metrics:
             await metrics.share_with_peers(config.edge_metrics_dir)
         if "ingest" not in names and config.metrics_port:
-            from runtime import metrics
-
             tasks.append(metrics.serve(config.host, config.metrics_port, stop))
         running = [asyncio.ensure_future(t) for t in tasks]
         if "ingest" not in names:
@@ -194,9 +192,7 @@ async def _run_services(config: Config, names: list[str]) -> None:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()
     finally:
-        if "ingest" not in names and config.edge_metrics_dir is not None:
-            from runtime import metrics
-
+        if shares_metrics:
             await metrics.stop_sharing()
         if sql_server is not None:
             await sql_server.stop()
