@@ -20,10 +20,7 @@ import zlib
 import brotli
 import lz4.frame
 
-try:
-    from compression import zstd  # Python 3.14
-except ImportError:
-    from backports import zstd
+from .chcompress import zstd  # compression.zstd, or its backport before Python 3.14
 
 DEFAULT_LEVEL = 3
 ORDER = ("zstd", "br", "lz4", "gzip", "deflate", "xz", "bz2")  # ClickHouse's chooseHTTPCompressionMethod, less snappy
