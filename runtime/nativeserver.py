@@ -202,9 +202,10 @@ class _Connection:
         await self.wire.varint(), await self.wire.varint()  # its version
         self.revision = min(await self.wire.varint(), REVISION)
         database, user, password = await self.wire.string(), await self.wire.string(), await self.wire.string()
-        if user != adminkey.USER or not adminkey.matches(self.sql.admin_key, password):
-            await self._send(_exception(ClickHouseError(516, "AUTHENTICATION_FAILED", f"{user}: Authentication failed: "
-                                                        "password is incorrect, or there is no user with such name")))
+        try:
+            self.sql.authenticate(user, password)
+        except ClickHouseError as exc:
+            await self._send(_exception(exc))
             return False
         if self.revision < MIN_REVISION:
             await self._send(_exception(ClickHouseError(36, "BAD_ARGUMENTS", f"protocol revision {self.revision} is "

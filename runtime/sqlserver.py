@@ -368,7 +368,10 @@ class SqlServer:
         return asked
 
     def _authenticate(self, request: web.Request) -> None:
-        user, password = _credentials(request)
+        self.authenticate(*_credentials(request))
+
+    def authenticate(self, user: str | None, password: str | None) -> None:
+        """``ClickHouseError`` AUTHENTICATION_FAILED unless ``user`` is pingstream's and ``password`` the admin key."""
         if user != adminkey.USER or not adminkey.matches(self.admin_key, password):
             raise ClickHouseError(516, "AUTHENTICATION_FAILED", f"{user}: Authentication failed: password is "
                                   "incorrect, or there is no user with such name")
