@@ -46,3 +46,12 @@ def test_anything_else_about_a_timestamp_is_still_a_difference(other):
     ps = _answer({"last_ping": other(now)}, now)
     assert [d["where"] for d in normalise.compare(hc, ps)] == ["body.last_ping"]
     assert normalise.WHOLE_SECONDS == {}
+
+
+@pytest.mark.parametrize("late_s, same", [(20, True), (-25, True), (40, False), (-70, False)])
+def test_now_and_under_half_a_minute_from_it_are_the_same(late_s, same):
+    """``<ts:now>`` (15 s) against ``<ts:now+0m>`` (30 s): a read slowed by a loaded machine, not another time."""
+    now = time.time()
+    hc = _answer({"pings": [{"date": _iso(now - 2, 123456)}]}, now)
+    ps = _answer({"pings": [{"date": _iso(now + late_s, 123456)}]}, now)
+    assert (normalise.compare(hc, ps) == []) is same
