@@ -16,6 +16,7 @@ Random ids never repeat, so only derived ids (version 5) are remembered.
 from __future__ import annotations
 
 import re
+from array import array
 from itertools import islice
 
 from schemas.events import stable_id
@@ -69,38 +70,134 @@ class RecentIds:
     to rebuild it after a restart. Entries past the window are dropped in bulk,
     at most once per ``_PRUNE_EVERY_S`` of the check's time, or when the check
     holds more than ``MAX_KEYS_PER_CHECK`` (then its oldest tenth goes).
+
+    Packed, because a fleet may key every ping: each id is its 16 bytes in one ``bytearray``, its time
+    8 bytes and 4 bytes of its hash in ``array``s, in the order applied, found through an open-addressed
+    table of 4-byte positions (linear probing, at most two thirds full): 45 to 55 bytes an id, where a dict
+    of the ids' strings held 120 (``bench/keys.py``). An entry dropped, or whose id was applied again (a key
+    reused after the window: it is newest again), is only marked dead (a NaN time); the arrays and the
+    table are made again without the dead once they are as many as the living.
     """
 
-    __slots__ = ("seen", "pruned_at")
+    __slots__ = ("_ids", "_at", "_hashes", "_index", "_mask", "_live", "pruned_at")
 
     def __init__(self) -> None:
-        self.seen: dict[str, float] = {}  # insertion order = order applied
+        self._ids = bytearray()  # 16 bytes per entry, in the order applied
+        self._at = array("d")  # each entry's time; NaN for a dead entry
+        self._hashes = array("I")  # each entry's hash (its low 32 bits): the table is made again without the ids
+        self._index = array("i", _EMPTY_INDEX)  # a position in _at, or -1 for a free slot
+        self._mask = len(_EMPTY_INDEX) - 1
+        self._live = 0
         self.pruned_at = 0.0
 
     def __len__(self) -> int:
-        return len(self.seen)
+        return self._live
+
+    def _slot(self, event_id: str, h: int) -> int:
+        """The slot of ``event_id`` (whose hash is ``h``) in the table: where it is, or the free slot where it
+        would go. Its bytes are made only when an entry has its hash (an id not there, the usual case, is
+        found missing from the hashes alone)."""
+        index, hashes, mask = self._index, self._hashes, self._mask
+        slot = h & mask
+        key = None
+        while True:
+            pos = index[slot]
+            if pos < 0:
+                return slot
+            if hashes[pos] == h:
+                if key is None:
+                    key = _packed(event_id)
+                if self._ids[pos * 16:pos * 16 + 16] == key:
+                    return slot
+            slot = (slot + 1) & mask
 
     def repeat(self, event_id: str, at: float) -> bool:
-        """Whether ``event_id`` at ``at`` repeats one applied within the window (either side: edges' clocks differ)."""
-        first = self.seen.get(event_id)
-        return first is not None and abs(at - first) <= WINDOW_S
+        """Whether ``event_id`` at ``at`` repeats one applied within the window (either side: edges' clocks differ).
+        (A dead entry's NaN time compares false.)"""
+        if not self._live:
+            return False
+        pos = self._index[self._slot(event_id, hash(event_id) & 0xFFFFFFFF)]
+        return pos >= 0 and abs(at - self._at[pos]) <= WINDOW_S
 
     def add(self, event_id: str, at: float) -> list[str]:
         """Remember ``event_id`` applied at ``at``; returns the ids forgotten to make room or past the window."""
-        seen = self.seen
-        seen.pop(event_id, None)  # a key reused after the window: newest again
-        seen[event_id] = at
-        dropped: list[str] = []
+        h = hash(event_id) & 0xFFFFFFFF  # siphash, seeded per process: ids chosen to collide cannot be found
+        slot = self._slot(event_id, h)
+        times = self._at
+        pos = self._index[slot]
+        if pos >= 0 and times[pos] == times[pos]:
+            times[pos] = _DEAD  # applied again: newest again
+        else:
+            self._live += 1
+        self._index[slot] = len(times)
+        self._ids += _packed(event_id)
+        times.append(at)
+        self._hashes.append(h)
+        if at - self.pruned_at < _PRUNE_EVERY_S and self._live <= MAX_KEYS_PER_CHECK:
+            if len(times) * 3 > self._mask * 2:
+                self._rebuild()
+            return []
+        return self._drop(at)
+
+    def _drop(self, at: float) -> list[str]:
+        """Forget what is past the window (at most once per ``_PRUNE_EVERY_S``) and over the bound."""
+        times = self._at
+        dropped: list[int] = []
         if at - self.pruned_at >= _PRUNE_EVERY_S:
             self.pruned_at = at
             horizon = at - WINDOW_S
-            dropped = [i for i, t in seen.items() if t < horizon]
-        if len(seen) - len(dropped) > MAX_KEYS_PER_CHECK:
+            dropped = [i for i, t in enumerate(times) if t < horizon]
+        excess = self._live - len(dropped) - MAX_KEYS_PER_CHECK
+        if excess > 0:
+            excess += MAX_KEYS_PER_CHECK // 10
             gone = set(dropped)
-            excess = len(seen) - len(gone) - MAX_KEYS_PER_CHECK + MAX_KEYS_PER_CHECK // 10
-            dropped += list(islice((i for i in seen if i not in gone), excess))
-        if dropped:
-            for i in dropped:
-                del seen[i]
-            self.seen = dict(seen)  # a fresh table: deleted slots are not carried along
-        return dropped
+            dropped += islice((i for i, t in enumerate(times) if t == t and i not in gone), excess)
+        ids = self._ids
+        forgotten = [_text(ids[i * 16:i * 16 + 16]) for i in sorted(dropped)]
+        for i in dropped:
+            times[i] = _DEAD
+        self._live -= len(dropped)
+        total = len(times)
+        if total * 3 > self._mask * 2 or total - self._live > max(self._live, 64):
+            self._rebuild()
+        return forgotten
+
+    def ids(self) -> list[str]:
+        """The ids remembered, oldest first."""
+        ids = self._ids
+        return [_text(ids[i * 16:i * 16 + 16]) for i, t in enumerate(self._at) if t == t]
+
+    def _rebuild(self) -> None:
+        """The arrays without the dead entries, and a table at most half full for them."""
+        old_at = self._at
+        if self._live < len(old_at):  # drop the dead
+            old_ids, old_hashes = self._ids, self._hashes
+            keep = [i for i, t in enumerate(old_at) if t == t]
+            self._ids = bytearray().join([old_ids[i * 16:i * 16 + 16] for i in keep])
+            self._at = array("d", [old_at[i] for i in keep])
+            self._hashes = array("I", [old_hashes[i] for i in keep])
+        size = len(_EMPTY_INDEX)
+        while size < 2 * self._live:
+            size *= 2
+        index = self._index = array("i", [-1]) * size
+        mask = self._mask = size - 1
+        for pos, h in enumerate(self._hashes):
+            slot = h & mask
+            while index[slot] >= 0:
+                slot = (slot + 1) & mask
+            index[slot] = pos
+
+
+_EMPTY_INDEX = array("i", [-1]) * 8
+_DEAD = float("nan")
+
+
+def _packed(event_id: str) -> bytes:
+    """A UUID's text as its 16 bytes."""
+    return bytes.fromhex(event_id.replace("-", ""))
+
+
+def _text(key: bytes | bytearray) -> str:
+    """The inverse of ``_packed``: the UUID's canonical (lowercase) text."""
+    h = key.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -276,7 +276,7 @@ class Monitor:
                 self.dirty.add(check_id)
             recent = self.recent.pop(check_id, None)
             if recent is not None:
-                self._forget_seen(list(recent.seen))
+                self._forget_seen(recent.ids())
         self.plans.deleted.clear()
         if self.plans.windows_changed:
             # Windows added, moved or removed: a held down may be announced at another time.

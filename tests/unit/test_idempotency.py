@@ -59,18 +59,72 @@ def test_the_event_id_is_derived_from_check_and_key_only():
     assert not is_derived(uuid7())
 
 
+def key_id(name: str) -> str:
+    return ping_event_id(CHECK, name)
+
+
 def test_recent_ids_hold_a_day_and_a_bounded_number(monkeypatch):
+    a, b = key_id("a"), key_id("b")
     recent = RecentIds()
-    recent.add("a", 0.0)
-    assert recent.repeat("a", DAY_S) and recent.repeat("a", -60.0)  # either side: edges' clocks differ
-    assert not recent.repeat("a", DAY_S + 1) and not recent.repeat("b", 1.0)
-    assert recent.add("b", 2 * DAY_S) == ["a"]  # past the window: forgotten
+    recent.add(a, 0.0)
+    assert recent.repeat(a, DAY_S) and recent.repeat(a, -60.0)  # either side: edges' clocks differ
+    assert not recent.repeat(a, DAY_S + 1) and not recent.repeat(b, 1.0)
+    assert recent.add(b, 2 * DAY_S) == [a]  # past the window: forgotten
     monkeypatch.setattr(idempotency, "MAX_KEYS_PER_CHECK", 100)
     dropped = []
     for i in range(101):
-        dropped += recent.add(f"k{i}", 2 * DAY_S + i)
-    assert dropped == ["b"] + [f"k{i}" for i in range(10)]  # over the bound: the oldest tenth goes
-    assert len(recent) == 91 and recent.repeat("k100", 2 * DAY_S + 100)
+        dropped += recent.add(key_id(f"k{i}"), 2 * DAY_S + i)
+    assert dropped == [b] + [key_id(f"k{i}") for i in range(10)]  # over the bound: the oldest tenth goes
+    assert len(recent) == 91 and recent.repeat(key_id("k100"), 2 * DAY_S + 100)
+    assert recent.ids() == [key_id(f"k{i}") for i in range(10, 101)]
+
+
+def test_a_key_applied_again_is_newest_again():
+    recent = RecentIds()
+    recent.add(key_id("k0"), 0.0)
+    for i in range(1, 5):
+        recent.add(key_id(f"k{i}"), DAY_S + i)
+    recent.add(key_id("k0"), DAY_S + 10.0)  # reused after the window
+    assert len(recent) == 5 and recent.ids() == [key_id(f"k{i}") for i in (1, 2, 3, 4, 0)]
+    assert recent.repeat(key_id("k0"), DAY_S + 20.0)
+    assert recent.add(key_id("k5"), 2 * DAY_S + 5) == [key_id(f"k{i}") for i in (1, 2, 3, 4)]
+    assert recent.ids() == [key_id("k0"), key_id("k5")]
+
+
+def test_recent_ids_agree_with_a_dict_of_them(monkeypatch):
+    """Random adds and lookups over a small id space, checked against the plain dict the class once was."""
+    import random
+
+    monkeypatch.setattr(idempotency, "MAX_KEYS_PER_CHECK", 300)
+    rng = random.Random(5)
+    recent, model, at = RecentIds(), {}, 0.0
+    pool = [key_id(f"p{i}") for i in range(600)]
+    for _ in range(20_000):
+        at += rng.choice((1.0, 30.0, 600.0, 3600.0))
+        event_id = rng.choice(pool)
+        first = model.get(event_id)
+        assert recent.repeat(event_id, at) == (first is not None and abs(at - first) <= DAY_S)
+        if rng.random() < 0.5:
+            dropped = recent.add(event_id, at)
+            model.pop(event_id, None)
+            model[event_id] = at
+            for gone in dropped:
+                del model[gone]
+            assert recent.ids() == list(model) and len(recent) == len(model) <= 300
+
+
+def test_recent_ids_take_under_48_bytes_an_id():
+    import tracemalloc
+
+    ids = [key_id(f"m{i}") for i in range(10_000)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    recent = RecentIds()
+    for i, event_id in enumerate(ids):
+        recent.add(event_id, float(i))
+    size = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert len(recent) == 10_000 and size / 10_000 < 48, size / 10_000
 
 
 # --- the projector's fold -----------------------------------------------------------------
