@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import random
 import statistics
 import sys
@@ -32,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-from bench.checkout import describe  # noqa: E402
+from bench.checkout import save  # noqa: E402
 from checks import idempotency  # noqa: E402
 from checks.idempotency import RecentIds, ping_event_id  # noqa: E402
 
@@ -155,9 +154,7 @@ def main() -> None:
     }
     print(f"median packed/dict: memory {summary['memory_ratio']:.2f}x, time {summary['time_ratio']:.2f}x")
     if not args.no_save:
-        RESULTS.write_text(json.dumps({"checkout": describe(ROOT), "args": vars(args), "rounds": rounds,
-                                       "summary": summary}, indent=2) + "\n")
-        print(f"saved {RESULTS.relative_to(ROOT)}")
+        save(RESULTS, ROOT, args, rounds, summary)
 
 
 if __name__ == "__main__":

@@ -43,8 +43,9 @@ from runtime.clickhouse import SMALL_INSERT_ROWS, ClickHouse, arrow_type, id_chu
 from runtime.config import Config
 from runtime.consumer import Batch, ConsumerShell, retry
 from runtime.eventlog.base import EventLog, Record, TopicPartition
+from checks import idempotency
 from checks.idempotency import RecentIds
-from schemas.events import TOPIC_CHECKS, TOPIC_PINGS, TOPIC_TRANSITIONS, as_utc, utcnow
+from schemas.events import TOPIC_CHECKS, TOPIC_PINGS, TOPIC_TRANSITIONS, utcnow
 from schemas.events import decode as decode_event  # the contract's full decoder (wire.decode is the fold's)
 
 from . import catalog
@@ -83,6 +84,16 @@ _event_of = operator.itemgetter(0)
 _check_id = operator.attrgetter("check_id")
 _REGISTRY_TYPES = frozenset(catalog.REGISTRY_TYPES)
 _FROM_RECORDS = {"pings": wire.PINGS_SELECT, "runs": wire.RUNS_SELECT}
+# The keyed pings a restarted projector reads back (``Projector._load_keys``): per check, those of the window
+# before its newest, the newest ``most`` of them, oldest first (as they were applied).
+_KEYS_SQL = (
+    "SELECT c, e, at, n FROM (SELECT c, e, at, n FROM ("
+    "SELECT toString(check_id) AS c, toString(event_id) AS e, toFloat64(received_at) AS at, n, "
+    "max(toFloat64(received_at)) OVER (PARTITION BY check_id) AS newest "
+    "FROM ping_keys WHERE check_id IN {ids:Array(UUID)}"
+    ") WHERE at >= newest - {window:Float64} ORDER BY c, at DESC, n DESC LIMIT {most:UInt32} BY c"
+    ") ORDER BY c, at, n"
+)
 _WIRE = {"UUID": "String", "Nullable(UUID)": "Nullable(String)", "LowCardinality(String)": "String"}
 
 
@@ -135,23 +146,30 @@ class Projector:
                 await self._load_keys(loaded)
 
     async def _load_keys(self, states: dict[str, CheckFold]) -> None:
-        """The keyed pings (Idempotency-Key) each state has counted: rows of ``ping_keys`` whose ``n``
-        is within the state's ``n_pings`` (rows of a batch whose check_state write did not happen
-        are not: that batch is folded again)."""
+        """The keyed pings (Idempotency-Key) each state has counted and may still see retried: rows of
+        ``ping_keys`` whose ``n`` is within the state's ``n_pings`` (rows of a batch whose check_state write did
+        not happen are not: that batch is folded again), of the window before the check's newest key (the table
+        keeps a week; an hour more for edges' clocks), the newest ``MAX_KEYS_PER_CHECK`` of them. Streamed
+        and packed block by block on the ClickHouse thread: a fleet that keys every ping has millions."""
+        counted = {check_id: state.n_pings for check_id, state in states.items()}
 
-        def query(client):
-            return [row for ids in id_chunks(states) for row in client.query(
-                "SELECT toString(check_id), toString(event_id), received_at, n FROM ping_keys "
-                "WHERE check_id IN {ids:Array(UUID)} ORDER BY check_id, received_at, n",
-                parameters={"ids": ids},
-            ).result_rows]
+        def query(client) -> dict[str, RecentIds]:
+            remembered: dict[str, RecentIds] = {}
+            for ids in id_chunks(counted):
+                parameters = {"ids": ids, "window": idempotency.WINDOW_S + 3600.0,
+                              "most": idempotency.MAX_KEYS_PER_CHECK}
+                with client.query_row_block_stream(_KEYS_SQL, parameters=parameters) as blocks:
+                    for block in blocks:
+                        for check_id, event_id, at, n in block:
+                            if n <= counted[check_id]:
+                                recent = remembered.get(check_id)
+                                if recent is None:
+                                    recent = remembered[check_id] = RecentIds()
+                                recent.add(event_id, at)
+            return remembered
 
-        for check_id, event_id, received_at, n in await self.ch.run(query):
-            state = states[check_id]
-            if n <= state.n_pings:
-                if state.recent is None:
-                    state.recent = RecentIds()
-                state.recent.add(event_id, as_utc(received_at).timestamp())
+        for check_id, recent in (await self.ch.run(query)).items():
+            states[check_id].recent = recent
 
     def forget(self) -> None:
         """Partitions moved (rebalance), or a write failed: the states are read again from ClickHouse
