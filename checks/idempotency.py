@@ -134,8 +134,7 @@ class RecentIds:
         times.append(at)
         self._hashes.append(h)
         if at - self.pruned_at < _PRUNE_EVERY_S and self._live <= MAX_KEYS_PER_CHECK:
-            if len(times) * 3 > self._mask * 2:
-                self._rebuild()
+            self._tidy()
             return []
         return self._drop(at)
 
@@ -157,10 +156,14 @@ class RecentIds:
         for i in dropped:
             times[i] = _DEAD
         self._live -= len(dropped)
-        total = len(times)
+        self._tidy()
+        return forgotten
+
+    def _tidy(self) -> None:
+        """Made again once the table is two thirds full, or the dead are as many as the living."""
+        total = len(self._at)
         if total * 3 > self._mask * 2 or total - self._live > max(self._live, 64):
             self._rebuild()
-        return forgotten
 
     def ids(self) -> list[str]:
         """The ids remembered, oldest first."""
