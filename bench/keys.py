@@ -25,6 +25,7 @@ import statistics
 import sys
 import time
 import tracemalloc
+from itertools import islice
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,13 +40,16 @@ RESULTS = ROOT / "bench" / "results" / "keys.json"
 
 
 class DictIds:
-    """The reference: the ids' strings in a dict, pruned as RecentIds prunes (the window, then the bound)."""
+    """The reference: ``RecentIds`` as it was, the ids' strings in a dict (the same window, prune and bound)."""
 
     __slots__ = ("seen", "pruned_at")
 
     def __init__(self) -> None:
-        self.seen: dict[str, float] = {}
+        self.seen: dict[str, float] = {}  # insertion order = order applied
         self.pruned_at = 0.0
+
+    def __len__(self) -> int:
+        return len(self.seen)
 
     def repeat(self, event_id: str, at: float) -> bool:
         first = self.seen.get(event_id)
@@ -53,20 +57,23 @@ class DictIds:
 
     def add(self, event_id: str, at: float) -> list[str]:
         seen = self.seen
-        seen.pop(event_id, None)
+        seen.pop(event_id, None)  # a key reused after the window: newest again
         seen[event_id] = at
-        if at - self.pruned_at < 3600.0 and len(seen) <= idempotency.MAX_KEYS_PER_CHECK:
-            return []
-        self.pruned_at = at
-        horizon = at - idempotency.WINDOW_S
-        dropped = [i for i, t in seen.items() if t < horizon]
-        for i in dropped:
-            del seen[i]
-        self.seen = dict(seen)
+        dropped: list[str] = []
+        if at - self.pruned_at >= 3600.0:
+            self.pruned_at = at
+            horizon = at - idempotency.WINDOW_S
+            dropped = [i for i, t in seen.items() if t < horizon]
+        bound = idempotency.MAX_KEYS_PER_CHECK
+        if len(seen) - len(dropped) > bound:
+            gone = set(dropped)
+            excess = len(seen) - len(gone) - bound + bound // 10
+            dropped += list(islice((i for i in seen if i not in gone), excess))
+        if dropped:
+            for i in dropped:
+                del seen[i]
+            self.seen = dict(seen)  # a fresh table: deleted slots are not carried along
         return dropped
-
-    def __len__(self) -> int:
-        return len(self.seen)
 
 
 def pings(checks: int, days: float, every_s: float, seed: int) -> list[tuple[int, str, float]]:
