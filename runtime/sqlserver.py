@@ -98,6 +98,7 @@ _PREFLIGHT = {
     "Access-Control-Max-Age": "86400",
 }
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+FORMAT_NAME = re.compile(r"[A-Za-z0-9_]+")
 TRAILING_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNORECASE)
 _ERROR_CODE = re.compile(r"Code: (\d+)\.")
 
@@ -312,6 +313,8 @@ class SqlServer:
             if database not in (self.database, "system"):
                 raise ClickHouseError(81, "UNKNOWN_DATABASE", f"Database {database} does not exist")
             default_format = params.get("default_format") or request.headers.get("X-ClickHouse-Format") or "TabSeparated"
+            if not FORMAT_NAME.fullmatch(default_format):  # no format is named so, and it is sent back in a header
+                raise ClickHouseError(73, "UNKNOWN_FORMAT", f"Unknown format {default_format!r}")
             settings = self.asked({k: v for k, v in params.items() if k not in _TRANSPORT and not k.startswith("param_")})
             blocks = _flag(params, "compress")
             encoding = _http_encoding(request, params)

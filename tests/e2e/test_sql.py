@@ -187,6 +187,10 @@ def test_it_answers_curl_style_requests_with_clickhouse_headers(up):
     assert json.loads(body)["data"] == [{"n": "0"}, {"n": "1"}] or json.loads(body)["data"] == [{"n": 0}, {"n": 1}]
     status, headers, _ = _http(up, "SELECT 1", query_id="q\r\n-2")  # it would be sent back in a header
     assert (status, headers["X-ClickHouse-Exception-Code"]) == (400, "36")
+    for fmt in ("JSON\x00", "T\x7fSV"):  # a format's name is sent back in a header too, even for a query without output
+        for query in ("SELECT 1", "USE system"):
+            status, headers, body = _http(up, query, default_format=fmt)
+            assert (status, headers["X-ClickHouse-Exception-Code"]) == (404, "73") and b"UNKNOWN_FORMAT" in body, query
     status, headers, body = _http(up, "SELECT {x:UInt8} + 1 AS y", default_format="JSONEachRow", param_x="4")
     assert (status, body, headers["X-ClickHouse-Format"]) == (200, b'{"y":5}\n', "JSONEachRow")
     status, _, body = _http(up, body=b"SELECT name FROM system.tables WHERE database = currentDatabase() AND name = 'runs'")
