@@ -64,7 +64,8 @@ def pytest_collection_modifyitems(config, items):
             if fixtures & needs or any(name in p for p in params):  # "librdkafka" is a Kafka backend too
                 item.add_marker(name)
     # Tests marked ``last`` wait for work their fixture does in the background meanwhile (the compat
-    # replay's scenarios that wait on the clock): the rest of the suite runs first.
+    # replay's scenarios that wait on the clock): the rest of the suite runs first (with make test's
+    # workers, the rest of their file; the other worker goes on with other files).
     items[:] = [i for i in items if not i.get_closest_marker("last")] + [i for i in items if i.get_closest_marker("last")]
 
 
