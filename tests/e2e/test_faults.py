@@ -62,16 +62,51 @@ class Pinger:
         return asyncio.create_task(self.run_for(seconds))
 
 
-def assert_exactly_once(env: dict, acked: set[str], prefix: str = "f") -> dict:
+def assert_exactly_once(env: dict, acked: set[str], prefix: str = "f", output: str = "") -> dict:
     rows = sql(env, f"SELECT body, count() AS n FROM pings FINAL WHERE startsWith(body, '{prefix}') GROUP BY body")
     stored = {r["body"]: int(r["n"]) for r in rows}
     lost = acked - stored.keys()
     duplicated = [b for b, n in stored.items() if n > 1]
     [raw] = sql(env, f"SELECT count() AS n, uniqExact(event_id) AS ids FROM pings WHERE startsWith(body, '{prefix}')")
-    assert not lost, f"{len(lost)} acknowledged pings lost"
+    assert not lost, f"{len(lost)} acknowledged pings lost\n{_where_lost(env, lost, output)}"
     assert not duplicated, f"{len(duplicated)} pings stored twice"
     return {"acked": len(acked), "stored": len(stored), "lost": len(lost), "duplicated": len(duplicated),
             "raw_rows": int(raw["n"]), "event_ids": int(raw["ids"])}
+
+
+def _where_lost(env: dict, lost: set[str], output: str) -> str:
+    """Where acknowledged pings missing from ``pings FINAL`` are: in the embedded log or not, in ``pings``
+    without FINAL, and what check_state counted; then the tail of the system's output."""
+    some = sorted(lost, key=lambda b: (len(b), b))
+    quoted = ",".join(f"'{b}'" for b in some[:500])
+    lines = [f"lost: {some[:3]} .. {some[-3:]}"]
+    try:
+        [row] = sql(env, f"SELECT count() AS n, groupUniqArray(3)(toString(event_id)) AS ids FROM pings WHERE body IN ({quoted})")
+        lines.append(f"of the first 500 lost: {row['n']} rows in pings without FINAL, event ids {row['ids']}")
+        lines.append(f"check_state: {sql(env, 'SELECT check_id, n_pings, pings_offset FROM check_state FINAL')}")
+        lines.append(f"pings: {sql(env, 'SELECT count() AS n, uniqExact(event_id) AS ids FROM pings')}")
+    except Exception as exc:  # noqa: BLE001 - a diagnosis, not the assertion
+        lines.append(f"ClickHouse not read: {exc!r}")
+    data = env.get("PINGSTREAM_DATA")
+    if data and not env.get("PINGSTREAM_KAFKA"):
+        import sqlite3
+        from pathlib import Path
+
+        from schemas.events import PingEvent, decode
+
+        conn = sqlite3.connect(Path(data) / "eventlog.sqlite3")
+        try:
+            found = {}
+            for partition, offset, value in conn.execute(
+                    "SELECT partition, offset, value FROM records WHERE topic LIKE '%pings'"):
+                event = decode(value)
+                if isinstance(event, PingEvent) and event.body.decode(errors="replace") in lost:
+                    found[event.body.decode()] = (partition, offset, event.event_id)
+            lines.append(f"in the log: {len(found)} of {len(lost)} lost; first: {sorted(found.items())[:3]}")
+            lines.append(f"group offsets: {conn.execute('SELECT * FROM group_offsets').fetchall()}")
+        finally:
+            conn.close()
+    return "\n".join(lines) + "\n--- output ---\n" + output[-6000:]
 
 
 async def _create_check(url: str, api_key: str) -> str:
@@ -114,7 +149,7 @@ async def test_kill_9_of_the_edge_loses_no_acknowledged_ping(system):
 
     assert await _wait_stable(n_pings) >= len(pinger.acked)
     s.stop()
-    figures = assert_exactly_once(s.env, pinger.acked)
+    figures = assert_exactly_once(s.env, pinger.acked, output="".join(s.output))
     FIGURES["edge kill -9"] = {"kills": kills, **figures, "statuses": dict(pinger.statuses)}
     print("edge kill -9:", FIGURES["edge kill -9"])
 
