@@ -106,6 +106,9 @@ class Service:
                "PINGSTREAM_SQL_NATIVE_PORT": "0", **self.env}
         if self.port:
             env["PINGSTREAM_PORT"] = str(self.port)
+        # A restart is ready when this process has said its keys, not when the last one had: something else may
+        # listen on the port meanwhile (it was left free while the system was down).
+        self.keys = {}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pingstream.cli", *self.command.split()], cwd=self.root, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

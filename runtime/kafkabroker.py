@@ -23,6 +23,7 @@ import base64
 import ctypes
 import logging
 import os
+import random
 import re
 import shutil
 import signal
@@ -92,8 +93,28 @@ def fetch_jars(pom: Path, libs: Path, marker: str, what: str, instead: str = "in
     return libs
 
 
+FREE_PORTS = "PINGSTREAM_FREE_PORTS"
+
+
 def free_port(avoid: int | None = None) -> int:
-    """A loopback port nothing listens on now (another than ``avoid``)."""
+    """A loopback port nothing listens on now (another than ``avoid``): one the system picks, or with
+    ``PINGSTREAM_FREE_PORTS=<low>-<high>`` one of that range. The tests' workers each get a range of their
+    own, below the system's ephemeral ports: a port a test picked, then left free while it restarts what
+    listens there, is then neither picked by the other worker nor taken by a client's connection."""
+    bounds = os.environ.get(FREE_PORTS)
+    if bounds:
+        low, high = (int(b) for b in bounds.split("-"))
+        for _ in range(1000):
+            port = random.randint(low, high)
+            if port == avoid:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+        raise RuntimeError(f"no free loopback port in {FREE_PORTS}={bounds}")
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

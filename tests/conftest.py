@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from runtime.clickhouse import ClickHouse
+from runtime.kafkabroker import FREE_PORTS
 
 pytest_plugins = ["tests.kafka_fixture"]
 
@@ -54,6 +55,15 @@ _BACKENDS = {
 }
 _ran: dict[str, int] = {name: 0 for name in _BACKENDS}
 _skipped: dict[str, list[str]] = {name: [] for name in _BACKENDS}
+
+
+def pytest_configure(config):
+    """Under make test's workers (pytest-xdist), each worker's tests take their loopback ports from a range of
+    their own (``runtime.kafkabroker.free_port``), below the system's ephemeral ports."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit():
+        n = int(worker[2:]) % 9
+        os.environ.setdefault(FREE_PORTS, f"{10_000 + 2_500 * n}-{10_000 + 2_500 * n + 2_499}")
 
 
 def pytest_collection_modifyitems(config, items):

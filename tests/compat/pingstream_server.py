@@ -11,13 +11,14 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from runtime.kafkabroker import free_port
 
 from .harness import Target
 
@@ -26,12 +27,6 @@ _KEY_LINES = {
     "API key": "API_KEY",
     "read-only API key": "RO_KEY",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cli() -> list[str]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from aiohttp import web
+
+from runtime.kafkabroker import free_port
 
 
 @dataclass
@@ -71,12 +72,6 @@ async def http_receiver():
         yield receiver
     finally:
         await runner.cleanup()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
