@@ -81,7 +81,10 @@ class Monitor:
                     self._await_release(check_id, state)
         for p, c in clocks.items():
             self.clock.restore(p, c.watermark, c.gaps)
-        for event_id, s in sorted((seen or {}).items(), key=lambda item: item[1].at):
+        seen = seen or {}
+        # In the order applied; the ids alone are sorted (a pair per key would be as big again as a key's record).
+        for event_id in sorted(seen, key=lambda i: seen[i].at):
+            s = seen[event_id]
             state = states.get(s.check_id)
             if state is not None and state.partition == s.partition and s.offset <= state.offset:
                 self._remember(s.check_id, event_id, s.at)

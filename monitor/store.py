@@ -96,6 +96,7 @@ async def load(event_log: EventLog, partitions: set[int]) -> Loaded:
     states: dict[str, CheckState] = {}
     clocks: dict[int, ClockRecord] = {}
     pings_seen: dict[str, SeenRecord] = {}
+    check_ids: dict[str, str] = {}  # one string per check for its seen records (a fleet's keys are millions)
     hours: dict[tuple[int, str, int], HourRecord] = {}
     gates: dict[int, GateRecord] = {}
 
@@ -111,6 +112,9 @@ async def load(event_log: EventLog, partitions: set[int]) -> Loaded:
                     event_id = key[len(_SEEN):].decode()
                     record = _seen_decoder.decode(r.value) if r.value else None
                     if record is not None and record.partition in partitions:
+                        check_id = check_ids.setdefault(record.check_id, record.check_id)
+                        if check_id is not record.check_id:
+                            record = SeenRecord(check_id, record.at, record.partition, record.offset)
                         pings_seen[event_id] = record
                     else:
                         pings_seen.pop(event_id, None)

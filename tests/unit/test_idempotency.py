@@ -218,3 +218,38 @@ def test_a_seen_record_ahead_of_the_state_is_not_trusted():
     monitor.restore({}, {}, seen)
     monitor.fold(record(first, 3))
     assert statuses(monitor) == [("new", "up")]
+
+
+async def test_the_monitor_loads_seen_records_with_one_check_id_string_per_check():
+    other = "1f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
+    ids = [ping_event_id(check, f"k{i}") for i in range(6) for check in (CHECK, other)]
+    values = [store.encode_seen(store.SeenRecord(CHECK if i % 2 == 0 else other, 100.0 + i, i % 3, i))
+              for i in range(len(ids))]
+    records = [Record(store.TOPIC_MONITOR_STATE, 0, i, store.seen_key(e), v, 0) for i, (e, v) in enumerate(zip(ids, values))]
+    records.append(Record(store.TOPIC_MONITOR_STATE, 0, 99, store.seen_key(ids[0]), b"", 0))  # forgotten since
+
+    class Log:
+        async def read_to_end(self, topic, apply, max_records=50_000):
+            apply(records)
+            return len(records)
+
+    loaded = await store.load(Log(), {0, 1})  # partition 2 is another monitor's
+    kept = [i for i in range(1, len(ids)) if i % 3 != 2]
+    assert sorted(loaded.seen) == sorted(ids[i] for i in kept)
+    for i in kept:
+        s = loaded.seen[ids[i]]
+        assert (s.check_id, s.at, s.partition, s.offset) == (CHECK if i % 2 == 0 else other, 100.0 + i, i % 3, i)
+    assert len({id(s.check_id) for s in loaded.seen.values()}) == 2
+
+
+def test_the_monitor_restores_keys_in_the_order_they_were_applied():
+    monitor = new_monitor()
+    first = ping("success", 0)
+    monitor.fold(record(first, 10))
+    state = monitor.states[CHECK]
+    at = first.received_at.timestamp()
+    keys = [ping_event_id(CHECK, f"k{i}") for i in range(5)]
+    seen = {k: store.SeenRecord(CHECK, at - 10 * i, 0, i) for i, k in enumerate(keys)}  # newest first
+    restarted = new_monitor()
+    restarted.restore({CHECK: state}, {}, seen)
+    assert restarted.recent[CHECK].ids() == keys[::-1]
