@@ -102,25 +102,17 @@ def free_port(avoid: int | None = None) -> int:
     own, below the system's ephemeral ports: a port a test picked, then left free while it restarts what
     listens there, is then neither picked by the other worker nor taken by a client's connection."""
     bounds = os.environ.get(FREE_PORTS)
-    if bounds:
-        low, high = (int(b) for b in bounds.split("-"))
-        for _ in range(1000):
-            port = random.randint(low, high)
-            if port == avoid:
-                continue
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-        raise RuntimeError(f"no free loopback port in {FREE_PORTS}={bounds}")
-    while True:
+    low, high = (int(b) for b in bounds.split("-")) if bounds else (0, 0)  # 0: the system picks
+    for _ in range(1000):
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
+            try:
+                s.bind(("127.0.0.1", random.randint(low, high)))
+            except OSError:  # taken (in a range)
+                continue
             port = s.getsockname()[1]
         if port != avoid:
             return port
+    raise RuntimeError("no free loopback port" + (f" in {FREE_PORTS}={bounds}" if bounds else ""))
 
 
 def _port_open(port: int) -> bool:

@@ -99,7 +99,7 @@ _PREFLIGHT = {
 }
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FORMAT_NAME = re.compile(r"[A-Za-z0-9_]+")
-TRAILING_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNORECASE)
+TRAILING_FORMAT = re.compile(rf"\bFORMAT\s+({FORMAT_NAME.pattern})\s*;?\s*$", re.IGNORECASE)
 _ERROR_CODE = re.compile(r"Code: (\d+)\.")
 
 # Error codes to HTTP statuses as ClickHouse maps them (src/Server/HTTP/exceptionCodeToHTTPStatus.cpp), and a
