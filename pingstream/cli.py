@@ -123,7 +123,8 @@ async def _run_services(config: Config, names: list[str]) -> None:
     _install_signals(stop)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     event_log = open_eventlog(config)
-    await event_log.start()
+    if not await _start_log(event_log, config, stop):
+        return
     health.check("event log", lambda: event_log.unavailable)
     clickhouse = None
     sql_server = None
@@ -199,6 +200,30 @@ async def _run_services(config: Config, names: list[str]) -> None:
         await event_log.close()  # bounded too (Kafka: a few seconds to flush, then it goes)
         if clickhouse is not None:
             await clickhouse.close()
+
+
+LOG_RETRY_MAX_S = 10.0
+
+
+async def _start_log(event_log, config: Config, stop: asyncio.Event) -> bool:
+    """Start the event log. A Kafka broker that does not answer yet (starting, restarting, not reachable)
+    is asked again, sooner then every ``LOG_RETRY_MAX_S``, a line each time, until it answers or the
+    process is stopped (False); a service of the distributed mode may start before its broker. The
+    embedded log's failure (a path it cannot open) does not mend by waiting: it is raised."""
+    delay = 0.5
+    while True:
+        try:
+            await event_log.start()
+            return True
+        except LogUnavailable as exc:
+            if not config.kafka:
+                raise
+            log.warning("%s; trying again in %g s", exc, delay)
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+            return False
+        except TimeoutError:
+            delay = min(delay * 2, LOG_RETRY_MAX_S)
 
 
 ENGINE_RELEASE_S = 60.0

@@ -141,8 +141,13 @@ class KafkaEventLog(EventLog):
         return f"Kafka unreachable for {asyncio.get_running_loop().time() - self._down_since:.0f} s ({self._down_reason})"
 
     async def start(self) -> None:
-        await self.ensure_topics(list(KNOWN_TOPICS))
-        self._producers = await self._new_producers()
+        """Connect (the topics made if missing, a producer per lane); LogUnavailable when the broker does
+        not answer (the services try again: ``pingstream.cli``)."""
+        try:
+            await self.ensure_topics(list(KNOWN_TOPICS))
+            self._producers = await self._new_producers()
+        except (KafkaError, OSError) as exc:  # OSError: TimeoutError too
+            raise LogUnavailable(f"Kafka at {self.bootstrap} not reachable: {exc or exc.__class__.__name__}") from exc
         self._last_ack = asyncio.get_running_loop().time()
         _AVAILABLE.set(1)
         self._senders = [asyncio.create_task(self._send_loop(lane), name=f"kafka-send-{lane}")
@@ -343,8 +348,8 @@ class KafkaEventLog(EventLog):
         if not missing:
             return
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=30_000)
-        await admin.start()
         try:
+            await admin.start()
             existing = set(await admin.list_topics())
             new = [
                 NewTopic(

@@ -182,11 +182,50 @@ async def test_kafka_broker_down_means_503_then_everything_recovers(own_kafka_br
     assert during[503] > 0, f"no 503 while the broker was down: {during}"
     assert pinger.retry_after_missing == 0
     assert set(pinger.statuses) <= {200, 503}, pinger.statuses
-    await asyncio.sleep(5)  # the projector reconnects and drains
+    await _wait_projected(projector.env, len(pinger.acked))  # the projector reconnects and drains
     projector.stop()
-    figures = assert_exactly_once(projector.env, pinger.acked)
+    figures = assert_exactly_once(projector.env, pinger.acked, output="".join(projector.output))
     FIGURES["kafka down"] = {**figures, "statuses": dict(pinger.statuses)}
     print("kafka broker stop/start:", FIGURES["kafka down"])
+
+
+async def _wait_projected(env: dict, n: int, prefix: str = "f", timeout_s: float = 90.0) -> None:
+    """Until ``pings`` holds ``n`` rows of pings of ours (asked through the running projector's SQL endpoint;
+    the database is there once it reached its broker), or the time is up (the caller's counts then fail)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            [row] = await asyncio.to_thread(
+                sql, env, f"SELECT count() AS n FROM pings WHERE startsWith(body, '{prefix}')")
+            if int(row["n"]) >= n:
+                return
+        except RuntimeError:  # no database yet, or the endpoint not listening yet
+            pass
+        await asyncio.sleep(0.5)
+
+
+async def test_services_started_before_their_broker_wait_for_it(own_kafka_broker, services, tmp_path):
+    """The distributed mode's services may start before their broker answers (it starts, restarts, or the
+    network is not there yet): each says so and asks again, instead of ending with a traceback, and works
+    as usual once the broker is back."""
+    common = {"PINGSTREAM_KAFKA": own_kafka_broker.bootstrap, "PINGSTREAM_PARTITIONS": "4"}
+    keys = parse_keys(run_cli("project", "create", "faults", env={**common, "PINGSTREAM_DATA": str(tmp_path / "cli")}))
+    own_kafka_broker.stop()
+    projector = services("projector", {**common, "PINGSTREAM_DATA": str(tmp_path / "projector")})
+    projector.wait_output(r"Kafka at \S+ not reachable.*trying again in", timeout_s=60)
+    await asyncio.sleep(1)
+    assert projector.proc.poll() is None, projector.tail()
+    own_kafka_broker.start()
+    edge = services("ingest", {**common, "PINGSTREAM_DATA": str(tmp_path / "edge"), "PINGSTREAM_CLICKHOUSE": "off"},
+                    port=True)
+    check = await _create_check(edge.url, keys["api_key"])
+    pinger = Pinger([f"{edge.url}/ping/{check}"], concurrency=4)
+    await pinger.run_for(2)
+    assert pinger.statuses[200] > 0 and set(pinger.statuses) == {200}, pinger.statuses
+    await _wait_projected(projector.env, len(pinger.acked))
+    projector.stop()
+    assert "Traceback" not in "".join(projector.output), projector.tail()
+    assert_exactly_once(projector.env, pinger.acked, output="".join(projector.output))
 
 
 async def test_kill_9_of_a_kafka_edge_loses_no_acknowledged_ping(kafka_bootstrap, services, tmp_path):
