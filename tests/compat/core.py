@@ -77,7 +77,7 @@ def evaluate(scenario: dict, result: ScenarioResult, allowlist: list[dict]) -> l
     out = []
     expected = scenario["responses"]
     for i, (exp, got) in enumerate(zip(expected, result.steps)):
-        diffs = [d for d in compare(exp, got.response, got.settled_s) if not any(_allowed(r, scenario["id"], d) for r in allowlist)]
+        diffs = [d for d in compare(exp, got.response, got.settled_s, got.late_s) if not any(_allowed(r, scenario["id"], d) for r in allowlist)]
         if diffs:
             out.append({"step": i, "request": got.request, "diffs": diffs, "attempts": got.attempts})
     if len(expected) != len(result.steps):

@@ -71,6 +71,7 @@ class StepResult:
     response: dict  # normalised: status, headers, body
     attempts: int = 1
     settled_s: float = 0.0  # time this scenario has spent repeating reads so far (durations may include it)
+    late_s: float = 0.0  # time it has run so far, less the waits it asks for (times of its steps may be as old)
 
 
 @dataclass
@@ -171,9 +172,11 @@ class Runner:
         result = ScenarioResult(scenario["id"])
         n = 0
         settled_s = 0.0
+        begun, waited_s = time.monotonic(), 0.0
         for step in scenario["steps"]:
             if "wait" in step:
                 await asyncio.sleep(step["wait"])
+                waited_s += step["wait"]
                 continue
             exp = expected[n] if expected is not None and n < len(expected) else None
             n += 1
@@ -187,6 +190,7 @@ class Runner:
                 snapshot = norm.snapshot()
                 if attempts == 1:  # a repeated read is judged as of the first: when Healthchecks answered it
                     t_req = time.time()
+                    late_s = time.monotonic() - begun - waited_s
                 status, headers, body = await self._send(session, req)
                 resp = _scope(step, norm.response(status, headers, body, t_req))
                 now = time.monotonic()
@@ -201,7 +205,7 @@ class Runner:
             if attempts > 1:
                 settled_s += time.monotonic() - started
             result.steps.append(StepResult(request=_describe(req), response=resp, attempts=attempts,
-                                           settled_s=settled_s))
+                                           settled_s=settled_s, late_s=late_s))
             for var, path in (step.get("save") or {}).items():
                 try:
                     env[var] = _dig(json.loads(body), _fill(path, env))

@@ -182,8 +182,10 @@ class Normaliser:
         return self.text(value)
 
 
-def compare(expected: dict, actual: dict, settled_s: float = 0.0) -> list[dict]:
-    """Differences between two normalised answers: [{"where", "expected", "actual"}]."""
+def compare(expected: dict, actual: dict, settled_s: float = 0.0, late_s: float = 0.0) -> list[dict]:
+    """Differences between two normalised answers: [{"where", "expected", "actual"}]. ``settled_s``: the time
+    the scenario spent so far waiting for pingstream's read model; ``late_s``: the time it has run so far,
+    less the waits it asks for (see ``_near_now``)."""
     out: list[dict] = []
     if expected.get("status") != actual.get("status"):
         out.append({"where": "status", "expected": expected.get("status"), "actual": actual.get("status")})
@@ -198,7 +200,7 @@ def compare(expected: dict, actual: dict, settled_s: float = 0.0) -> list[dict]:
             out.append({"where": "body", "expected": expected.get("json", expected.get("body")),
                         "actual": actual.get("json", actual.get("body"))})
         else:
-            _diff(expected["json"], actual["json"], "body", out, 1 + int(settled_s + 0.999), id(expected))
+            _diff(expected["json"], actual["json"], "body", out, 1 + int(settled_s + 0.999), id(expected), late_s)
     elif expected.get("body") != actual.get("body"):
         out.append({"where": "body", "expected": expected.get("body"), "actual": actual.get("body")})
     return out
@@ -207,18 +209,18 @@ def compare(expected: dict, actual: dict, settled_s: float = 0.0) -> list[dict]:
 _MISSING = "<absent>"
 
 
-def _diff(e, a, where: str, out: list, slack_s: int = 1, answer: int = 0) -> None:
+def _diff(e, a, where: str, out: list, slack_s: int = 1, answer: int = 0, late_s: float = 0.0) -> None:
     """``answer``: which recorded answer this is (for WHOLE_SECONDS)."""
     if isinstance(e, dict) and isinstance(a, dict):
         for k in list(e) + [k for k in a if k not in e]:
-            _diff(e.get(k, _MISSING), a.get(k, _MISSING), f"{where}.{k}", out, slack_s, answer)
+            _diff(e.get(k, _MISSING), a.get(k, _MISSING), f"{where}.{k}", out, slack_s, answer, late_s)
     elif isinstance(e, list) and isinstance(a, list):
         if len(e) != len(a):
             out.append({"where": f"{where}[len]", "expected": len(e), "actual": len(a)})
         for i in range(min(len(e), len(a))):
-            _diff(e[i], a[i], f"{where}[{i}]", out, slack_s, answer)
+            _diff(e[i], a[i], f"{where}[{i}]", out, slack_s, answer, late_s)
     elif (e != a or type(e) is not type(a)) and not _same_duration(e, a, slack_s) \
-            and not _whole_second(e, a, where, answer) and not _near_now(e, a):
+            and not _whole_second(e, a, where, answer) and not _near_now(e, a, late_s):
         out.append({"where": where, "expected": e, "actual": a})
 
 
@@ -237,16 +239,25 @@ def _same_duration(expected, actual, slack_s: int = 1) -> bool:
 
 _TIMESTAMP = re.compile(r"<ts\[(us|s)(z|naive)?\]:([^>]+)>\Z")
 _NOW = {"now", "now+0m"}  # "now-0m" is never written: round() gives 0, and 0 prints "+0"
+_MINUTES_AGO = re.compile(r"now-(\d+)m\Z")
 
 
-def _near_now(expected, actual) -> bool:
+def _near_now(expected, actual, late_s: float = 0.0) -> bool:
     """``now`` (within 15 s of the request) against ``now+0m`` (within 30 s, either side): both are the time
     of a step of the same scenario, 15 s apart only when a loaded machine slowed one side's reads (each
-    scenario's later times are a minute or more away, and keep their own labels)."""
+    scenario's later times are a minute or more away, and keep their own labels). Healthchecks' ``now``
+    against pingstream's ``now-Nm`` likewise, when pingstream's run of the scenario so far (``late_s``: its
+    time less the waits it asks for, which Healthchecks' run had too) is long enough for a step of it to
+    be that old: N minutes ago, rounded, is at least (N - 0.5) minutes."""
     if not (isinstance(expected, str) and isinstance(actual, str)):
         return False
     me, ma = _TIMESTAMP.match(expected), _TIMESTAMP.match(actual)
-    return bool(me and ma and me.group(1, 2) == ma.group(1, 2) and {me.group(3), ma.group(3)} == _NOW)
+    if not (me and ma and me.group(1, 2) == ma.group(1, 2) and me.group(3) in _NOW):
+        return False
+    if ma.group(3) in _NOW:
+        return True
+    ago = _MINUTES_AGO.match(ma.group(3))
+    return bool(ago and (int(ago.group(1)) - 0.5) * 60 <= late_s + 15)
 
 # Where a timestamp with microseconds on one side had none on the other (see _whole_second), in this
 # process's replays so far, once per recorded answer and place (a read the harness repeats, and the final

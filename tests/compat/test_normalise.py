@@ -55,3 +55,15 @@ def test_now_and_under_half_a_minute_from_it_are_the_same(late_s, same):
     hc = _answer({"pings": [{"date": _iso(now - 2, 123456)}]}, now)
     ps = _answer({"pings": [{"date": _iso(now + late_s, 123456)}]}, now)
     assert (normalise.compare(hc, ps) == []) is same
+
+
+@pytest.mark.parametrize("ago_s, late_s, same", [(70, 60, True), (70, 10, False), (130, 60, False), (130, 120, True),
+                                                 (-70, 600, False)])
+def test_a_time_of_an_earlier_step_may_be_as_old_as_the_scenario_has_run_longer(ago_s, late_s, same):
+    """Healthchecks' ``<ts:now>`` against pingstream's ``<ts:now-Nm>``: the same step's time when pingstream's
+    run of the scenario so far (less the waits it asks for) took that long, on a loaded machine; a time
+    ahead of the request never is."""
+    now = time.time()
+    hc = _answer({"flips": [{"timestamp": _iso(now - 2, 0)}]}, now)
+    ps = _answer({"flips": [{"timestamp": _iso(now - ago_s, 0)}]}, now)
+    assert (normalise.compare(hc, ps, late_s=late_s) == []) is same

@@ -338,9 +338,11 @@ async def test_under_load_a_read_ahead_batch_goes_when_the_handler_waits():
     of max_wait_s (here longer than the whole trickle)."""
     started, seen = await _batches_under_a_trickle(ready_records=20, per_ms=4, handle_s=0.05, max_wait_s=2.0)
     assert len(seen) >= 5, seen
-    assert seen[0][0] - started < 0.2, "the first batch goes once it holds ready_records and the handler waits"
+    # Bounds far under max_wait_s (2 s), which is what a batch that waited for its window would show: the
+    # handler's 50 ms and the loop's turns take 0.05-0.06 s here, and up to 0.23 s was seen beside a busy suite.
+    assert seen[0][0] - started < 1.0, "the first batch goes once it holds ready_records and the handler waits"
     gaps = [b[0] - a[0] for a, b in zip(seen, seen[1:-1])]
-    assert max(gaps) < 0.2, gaps  # the handler's 50 ms and the loop's turns, never max_wait_s
+    assert max(gaps) < 1.0, gaps
 
 
 async def test_busy_a_read_ahead_batch_gathers_for_the_busy_wait():
