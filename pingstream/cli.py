@@ -25,13 +25,14 @@ import signal
 import socket
 import sys
 import tempfile
+from typing import Awaitable, Callable
 from urllib.parse import quote
 
 from checks.spec import project_name_error
 from schemas.events import Project
 
 from runtime import adminkey, health, memory, metrics, supervisor
-from runtime.clickhouse import ClickHouse, Unavailable
+from runtime.clickhouse import ClickHouse, Unavailable, Unreachable
 from runtime.config import Config, ConfigError
 from runtime.eventlog import open_eventlog
 from runtime.eventlog.base import LogUnavailable
@@ -69,14 +70,48 @@ def _print_project(config: Config, project: Project, out=None) -> None:
     )
 
 
-async def _open_clickhouse(config: Config, migrate: bool) -> ClickHouse:
-    clickhouse = ClickHouse(config.clickhouse, config.clickhouse_database, migrate=migrate)
-    try:
-        await clickhouse.start()
-    except BaseException:
-        await clickhouse.close()
-        raise
-    return clickhouse
+async def _open_clickhouse(config: Config, migrate: bool, stop: asyncio.Event) -> ClickHouse | None:
+    """The configured ClickHouse, started; a server a writer needs that does not answer yet is asked
+    again (``_until_answered``); None when the process was stopped first."""
+    opened: list[ClickHouse] = []
+
+    async def start() -> None:
+        clickhouse = ClickHouse(config.clickhouse, config.clickhouse_database, migrate=migrate)
+        try:
+            await clickhouse.start()
+        except BaseException:
+            await clickhouse.close()
+            raise
+        opened.append(clickhouse)
+
+    if not await _until_answered(start, lambda exc: isinstance(exc, Unreachable), stop):
+        return None
+    return opened[0]
+
+
+RETRY_MAX_S = 10.0
+
+
+async def _until_answered(start: Callable[[], Awaitable[None]], may_mend: Callable[[Exception], bool],
+                          stop: asyncio.Event) -> bool:
+    """``start()`` until it works (True), or until the process is stopped (False). A failure that waiting
+    may mend (``may_mend``: a broker or a server that does not answer yet; a service of the distributed
+    mode may start before them) is a warning line, and is tried again 0.5 s later, then 1, 2, 4... up to
+    ``RETRY_MAX_S``; any other is raised."""
+    delay = 0.5
+    while True:
+        try:
+            await start()
+            return True
+        except Exception as exc:
+            if not may_mend(exc):
+                raise
+            log.warning("%s; trying again in %g s", exc, delay)
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+            return False
+        except TimeoutError:
+            delay = min(delay * 2, RETRY_MAX_S)
 
 
 SQL_PORT_FILE = "sql-port"  # in the data directory while a process serves the SQL endpoint
@@ -123,7 +158,9 @@ async def _run_services(config: Config, names: list[str]) -> None:
     _install_signals(stop)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     event_log = open_eventlog(config)
-    if not await _start_log(event_log, config, stop):
+    # The embedded log's failure (a path it cannot open) does not mend by waiting.
+    if not await _until_answered(event_log.start, lambda exc: bool(config.kafka) and isinstance(exc, LogUnavailable),
+                                 stop):
         return
     health.check("event log", lambda: event_log.unavailable)
     clickhouse = None
@@ -133,7 +170,9 @@ async def _run_services(config: Config, names: list[str]) -> None:
             await _wait_for_engine_released(config, stop)
         if "projector" in names or ("ingest" in names and config.clickhouse != "off"):
             # Only the projector writes (and migrates the DDL); an edge reads, perhaps through a read-only endpoint.
-            clickhouse = await _open_clickhouse(config, migrate="projector" in names)
+            clickhouse = await _open_clickhouse(config, migrate="projector" in names, stop=stop)
+            if clickhouse is None:
+                return
         tasks = []
         if clickhouse is not None and clickhouse.embedded and config.sql_port is not None:
             sql_server = await _start_sql_server(config, clickhouse)
@@ -200,30 +239,6 @@ async def _run_services(config: Config, names: list[str]) -> None:
         await event_log.close()  # bounded too (Kafka: a few seconds to flush, then it goes)
         if clickhouse is not None:
             await clickhouse.close()
-
-
-LOG_RETRY_MAX_S = 10.0
-
-
-async def _start_log(event_log, config: Config, stop: asyncio.Event) -> bool:
-    """Start the event log. A Kafka broker that does not answer yet (starting, restarting, not reachable)
-    is asked again, sooner then every ``LOG_RETRY_MAX_S``, a line each time, until it answers or the
-    process is stopped (False); a service of the distributed mode may start before its broker. The
-    embedded log's failure (a path it cannot open) does not mend by waiting: it is raised."""
-    delay = 0.5
-    while True:
-        try:
-            await event_log.start()
-            return True
-        except LogUnavailable as exc:
-            if not config.kafka:
-                raise
-            log.warning("%s; trying again in %g s", exc, delay)
-        try:
-            await asyncio.wait_for(stop.wait(), delay)
-            return False
-        except TimeoutError:
-            delay = min(delay * 2, LOG_RETRY_MAX_S)
 
 
 ENGINE_RELEASE_S = 60.0

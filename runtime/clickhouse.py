@@ -46,6 +46,16 @@ class Unavailable(Exception):
     """The read model cannot be reached; the message names what is missing."""
 
 
+class Unreachable(Unavailable):
+    """A ClickHouse server that does not answer (yet): waiting may mend it."""
+
+
+def _first_line(exc: Exception, limit: int = 300) -> str:
+    """An error's message, its first line and at most ``limit`` characters (clickhouse-connect's run long)."""
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else exc.__class__.__name__)[:limit]
+
+
 def describe(dsn: str) -> str:
     """A DSN as it may be shown: scheme, host and port, or the engine's path; never a password."""
     if dsn == "off":
@@ -300,9 +310,15 @@ class ClickHouse:
                 raise Unavailable(f"{self.describe()} could not be opened: {exc}") from None
             raise
         except OperationalError as exc:
-            if self.embedded or self.migrate:
+            if self.embedded:
                 raise
+            if self.migrate:  # a writer needs it: its service waits for it (pingstream.cli)
+                raise Unreachable(f"{self.describe()} does not answer: {_first_line(exc)}") from None
             log.warning("%s is unreachable (%s); reads answer 503 until it answers", self.describe(), exc)
+        except DatabaseError as exc:  # it answers, and refuses (a wrong password, no such database...)
+            if self.embedded:
+                raise
+            raise Unavailable(f"{self.describe()} refused: {_first_line(exc)}") from None
 
     async def watch(self, stop: asyncio.Event, interval_s: float = 1.0) -> None:
         """Until ``stop``: ask a server whether it answers (ClickHouse's ``GET /ping``) every ``interval_s``,

@@ -1,0 +1,77 @@
+"""A service of the distributed mode started before its broker or its ClickHouse server answers waits for
+them (``pingstream.cli._until_answered``); the end-to-end form is in tests/e2e/test_faults.py."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pingstream import cli
+from runtime.clickhouse import Unreachable
+from runtime.kafkabroker import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_a_start_that_may_mend_is_tried_again_until_it_works(monkeypatch, caplog):
+    monkeypatch.setattr(cli, "RETRY_MAX_S", 0.02)
+    attempts = []
+
+    async def start():
+        attempts.append(time.monotonic())
+        if len(attempts) < 4:
+            raise Unreachable("ClickHouse at http://127.0.0.1:1 does not answer: refused")
+
+    assert await cli._until_answered(start, lambda exc: isinstance(exc, Unreachable), asyncio.Event())
+    assert len(attempts) == 4
+    warned = [r.getMessage() for r in caplog.records if "trying again" in r.getMessage()]
+    assert len(warned) == 3 and "does not answer" in warned[0]
+
+
+async def test_a_stop_ends_the_wait_and_another_failure_is_raised_at_once():
+    stop = asyncio.Event()
+
+    async def unreachable():
+        stop.set()  # as SIGTERM while it waits
+        raise Unreachable("not yet")
+
+    assert await cli._until_answered(unreachable, lambda exc: isinstance(exc, Unreachable), stop) is False
+
+    async def refused():
+        raise ValueError("a wrong password does not mend by waiting")
+
+    with pytest.raises(ValueError):
+        await cli._until_answered(refused, lambda exc: isinstance(exc, Unreachable), asyncio.Event())
+
+
+def test_a_projector_whose_clickhouse_server_does_not_answer_waits_then_stops_on_sigterm(tmp_path):
+    """No traceback, no exit: it says so and asks again until SIGTERM, then ends with 0."""
+    env = {**os.environ, "PINGSTREAM_DATA": str(tmp_path), "PINGSTREAM_KAFKA": "",
+           "PINGSTREAM_CLICKHOUSE": f"http://127.0.0.1:{free_port()}"}
+    proc = subprocess.Popen([sys.executable, "-m", "pingstream.cli", "projector"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while sum("trying again" in line for line in lines) < 2 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+        assert sum("does not answer" in line and "trying again" in line for line in lines) >= 2, "".join(lines)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        lines.append(out)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, "".join(lines)
+    assert "Traceback" not in "".join(lines)
