@@ -32,7 +32,7 @@ os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError, ProgrammingError
 
-from runtime.memory import trim_heap
+from runtime.memory import trim_heap, unmap_unread_library_pages
 from schemas import ddl
 from schemas.events import as_utc
 
@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 log = logging.getLogger(__name__)
+
+
+CHDB_LIBRARY = "_chdb"  # in the path of chdb's extension module (``_chdb.abi3.so``): the engine's code
 
 
 class Unavailable(Exception):
@@ -305,6 +308,8 @@ class ClickHouse:
             self.client = await self.run_raw(connect, self.dsn, self.database, self.migrate)
             if self.embedded:
                 _opened_here.add(os.path.realpath(urlsplit(self.dsn).path))
+                unmapped = unmap_unread_library_pages(CHDB_LIBRARY)
+                log.debug("embedded engine open: %.0f MB of chdb's library unmapped (pages not run yet)", unmapped)
         except ProgrammingError as exc:
             if self.embedded:
                 raise Unavailable(f"{self.describe()} could not be opened: {exc}") from None
@@ -520,6 +525,7 @@ class ClickHouse:
 
         if self.embedded:
             client.command("SYSTEM JEMALLOC PURGE")
+            unmap_unread_library_pages(CHDB_LIBRARY)  # what the load's code brought in beside what it ran
         pa.default_memory_pool().release_unused()
         trim_heap()
 
