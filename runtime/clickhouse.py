@@ -42,7 +42,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-CHDB_LIBRARY = "_chdb"  # in the path of chdb's extension module (``_chdb.abi3.so``): the engine's code
+# The libraries whose pages not run are unmapped (runtime.memory.unmap_unread_library_pages): every shared object
+# of the process, chiefly chdb's (``_chdb.abi3.so``, 530 MB) and Arrow's (the inserts' tables, 70 MB).
+ENGINE_LIBRARIES = ".so"
 
 
 class Unavailable(Exception):
@@ -308,8 +310,8 @@ class ClickHouse:
             self.client = await self.run_raw(connect, self.dsn, self.database, self.migrate)
             if self.embedded:
                 _opened_here.add(os.path.realpath(urlsplit(self.dsn).path))
-                unmapped = unmap_unread_library_pages(CHDB_LIBRARY)
-                log.debug("embedded engine open: %.0f MB of chdb's library unmapped (pages not run yet)", unmapped)
+                unmapped = unmap_unread_library_pages(ENGINE_LIBRARIES)
+                log.debug("embedded engine open: %.0f MB of its libraries unmapped (pages not run yet)", unmapped)
         except ProgrammingError as exc:
             if self.embedded:
                 raise Unavailable(f"{self.describe()} could not be opened: {exc}") from None
@@ -525,7 +527,7 @@ class ClickHouse:
 
         if self.embedded:
             client.command("SYSTEM JEMALLOC PURGE")
-            unmap_unread_library_pages(CHDB_LIBRARY)  # what the load's code brought in beside what it ran
+            unmap_unread_library_pages(ENGINE_LIBRARIES)  # what the load's code brought in beside what it ran
         pa.default_memory_pool().release_unused()
         trim_heap()
 
