@@ -12,12 +12,14 @@ import logging
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTP
+from aiokafka.errors import KafkaError
 
 from .base import Consumer, Record, TopicPartition, as_record
 
 log = logging.getLogger(__name__)
 
 CONSUMER_CALL_S = 10.0  # longest a consumer's commit, end offsets or close may take
+START_RETRY_MAX_S = 10.0
 
 
 class KafkaConsumer(Consumer):
@@ -29,6 +31,24 @@ class KafkaConsumer(Consumer):
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
+        """Join (or, without a group, take every partition). A broker that does not answer (a service whose
+        broker went away after its log started) is asked again, 0.5 s later, then 1, 2, 4... up to
+        ``START_RETRY_MAX_S``, a warning each time: the service waits for its broker rather than end, as its
+        log's start does (``pingstream.cli``); stopping the service cancels the wait."""
+        delay = 0.5
+        while True:
+            try:
+                await self._start()
+                return
+            except (KafkaError, OSError) as exc:  # OSError: TimeoutError too
+                await self.close()  # the half-started consumer
+                log.warning("Kafka at %s not reachable for a consumer%s: %s; trying again in %g s",
+                            self._log.bootstrap, f" of {self.group}" if self.group else "",
+                            exc or exc.__class__.__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, START_RETRY_MAX_S)
+
+    async def _start(self) -> None:
         await self._log.ensure_topics(self.topics)
         names = [self._log.name(t) for t in self.topics]
         self._consumer = AIOKafkaConsumer(
