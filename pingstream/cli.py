@@ -32,7 +32,7 @@ from checks.spec import project_name_error
 from schemas.events import Project
 
 from runtime import adminkey, health, memory, metrics, supervisor
-from runtime.clickhouse import ClickHouse, Unavailable, Unreachable
+from runtime.clickhouse import ClickHouse, Held, Unavailable, Unreachable
 from runtime.config import Config, ConfigError
 from runtime.eventlog import open_eventlog
 from runtime.eventlog.base import LogUnavailable
@@ -71,9 +71,17 @@ def _print_project(config: Config, project: Project, out=None) -> None:
 
 
 async def _open_clickhouse(config: Config, migrate: bool, stop: asyncio.Event) -> ClickHouse | None:
-    """The configured ClickHouse, started; a server a writer needs that does not answer yet is asked
-    again (``_until_answered``); None when the process was stopped first."""
+    """The configured ClickHouse, started; None when the process was stopped first. A writer (the projector)
+    asks again (``_until_answered``) when a server does not answer yet, and, for ``ENGINE_RELEASE_S``, when
+    another process holds the embedded engine's data path: one stopping, or a ``pingstream sql`` run
+    while no process served it. A reader (an edge) given a path another process holds ends at once."""
     opened: list[ClickHouse] = []
+    held_until = asyncio.get_running_loop().time() + ENGINE_RELEASE_S
+
+    def may_mend(exc: Exception) -> bool:
+        if isinstance(exc, Unreachable):
+            return True
+        return migrate and isinstance(exc, Held) and asyncio.get_running_loop().time() < held_until
 
     async def start() -> None:
         clickhouse = ClickHouse(config.clickhouse, config.clickhouse_database, migrate=migrate)
@@ -84,7 +92,7 @@ async def _open_clickhouse(config: Config, migrate: bool, stop: asyncio.Event) -
             raise
         opened.append(clickhouse)
 
-    if not await _until_answered(start, lambda exc: isinstance(exc, Unreachable), stop):
+    if not await _until_answered(start, may_mend, stop):
         return None
     return opened[0]
 

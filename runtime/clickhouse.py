@@ -55,6 +55,10 @@ class Unreachable(Unavailable):
     """A ClickHouse server that does not answer (yet): waiting may mend it."""
 
 
+class Held(Unavailable):
+    """The embedded engine's data path is held by another process (one stopping, a ``pingstream sql``)."""
+
+
 def _first_line(exc: Exception, limit: int = 300) -> str:
     """An error's message, its first line and at most ``limit`` characters (clickhouse-connect's run long)."""
     text = str(exc).strip().splitlines()
@@ -303,7 +307,7 @@ class ClickHouse:
         a writer, and an embedded engine that cannot be opened, raise."""
         if held_by_another_process(self.dsn):
             # Asked before opening: chdb would print its own error lines and raise a vague one.
-            raise Unavailable(
+            raise Held(
                 f"{self.describe()} is held by another process (one process per data path); read it through "
                 "that process's SQL endpoint: PINGSTREAM_CLICKHOUSE=http://pingstream:<admin key>@127.0.0.1:<sql port>")
         try:

@@ -13,6 +13,7 @@ import itertools
 import uuid
 import time
 from collections import Counter
+from pathlib import Path
 
 import aiohttp
 
@@ -189,19 +190,26 @@ async def test_kafka_broker_down_means_503_then_everything_recovers(own_kafka_br
     print("kafka broker stop/start:", FIGURES["kafka down"])
 
 
-async def _wait_projected(env: dict, n: int, prefix: str = "f", timeout_s: float = 90.0) -> None:
+async def _wait_projected(env: dict, n: int, prefix: str = "f", timeout_s: float = 90.0) -> bool:
     """Until ``pings`` holds ``n`` rows of pings of ours (asked through the running projector's SQL endpoint;
-    the database is there once it reached its broker), or the time is up (the caller's counts then fail)."""
+    the database is there once it reached its broker): False if the time is up first. Asked only once the
+    projector serves its endpoint: before, ``pingstream sql`` would open the engine itself, and hold it
+    while the projector opens it (the projector then waits for it, ``pingstream.cli._open_clickhouse``)."""
     deadline = time.monotonic() + timeout_s
+    served = Path(env["PINGSTREAM_DATA"]) / "sql-port"
     while time.monotonic() < deadline:
+        if not served.exists():
+            await asyncio.sleep(0.5)
+            continue
         try:
             [row] = await asyncio.to_thread(
                 sql, env, f"SELECT count() AS n FROM pings WHERE startsWith(body, '{prefix}')")
             if int(row["n"]) >= n:
-                return
+                return True
         except RuntimeError:  # no database yet, or the endpoint not listening yet
             pass
         await asyncio.sleep(0.5)
+    return False
 
 
 async def test_services_started_before_their_broker_wait_for_it(own_kafka_broker, services, tmp_path):
@@ -222,8 +230,9 @@ async def test_services_started_before_their_broker_wait_for_it(own_kafka_broker
     pinger = Pinger([f"{edge.url}/ping/{check}"], concurrency=4)
     await pinger.run_for(2)
     assert pinger.statuses[200] > 0 and set(pinger.statuses) == {200}, pinger.statuses
-    await _wait_projected(projector.env, len(pinger.acked))
+    projected = await _wait_projected(projector.env, len(pinger.acked))
     projector.stop()
+    assert projected, f"{len(pinger.acked)} acknowledged pings not projected within 90 s:\n{projector.tail(60)}"
     assert "Traceback" not in "".join(projector.output), projector.tail()
     assert_exactly_once(projector.env, pinger.acked, output="".join(projector.output))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+from runtime.eventlog.base import LogUnavailable
 from runtime.eventlog.kafka import KafkaEventLog
 from schemas.events import TOPIC_PINGS
 
@@ -23,7 +24,12 @@ async def test_a_consumer_started_while_the_broker_is_away_joins_once_it_is_back
         await asyncio.to_thread(own_kafka_broker.start)
         await asyncio.wait_for(starting, 60)
         try:
-            await log.produce(TOPIC_PINGS, b"after the broker came back", key=b"k")
+            for _ in range(120):  # the log's producer refuses records until its probe finds the broker back
+                try:
+                    await log.produce(TOPIC_PINGS, b"after the broker came back", key=b"k")
+                    break
+                except LogUnavailable:
+                    await asyncio.sleep(0.5)
             got = []
             for _ in range(100):
                 got += await consumer.getmany(timeout_ms=500)

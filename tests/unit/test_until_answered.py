@@ -75,3 +75,39 @@ def test_a_projector_whose_clickhouse_server_does_not_answer_waits_then_stops_on
             proc.wait()
     assert proc.returncode == 0, "".join(lines)
     assert "Traceback" not in "".join(lines)
+
+
+_HOLD = "import chdb, sys, time; c = chdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(float(sys.argv[2]))"
+
+
+def test_a_projector_whose_engine_another_process_holds_waits_for_it(tmp_path):
+    """Another process holds the embedded engine's data path (a ``pingstream sql`` run a moment before, an
+    engine still stopping): the projector waits for it, then opens it, instead of ending."""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(tmp_path / "clickhouse"), "6"], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    proc = None
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        env = {**os.environ, "PINGSTREAM_DATA": str(tmp_path), "PINGSTREAM_KAFKA": "", "PINGSTREAM_SQL_PORT": "0",
+               "PINGSTREAM_SQL_NATIVE_PORT": "off"}
+        env.pop("PINGSTREAM_CLICKHOUSE", None)
+        proc = subprocess.Popen([sys.executable, "-m", "pingstream.cli", "projector"], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines = []
+        deadline = time.monotonic() + 90
+        while not any("SQL (ClickHouse HTTP interface)" in line for line in lines) and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+        text = "".join(lines)
+        assert "held by another process" in text and "trying again" in text, text
+        assert "SQL (ClickHouse HTTP interface)" in text, text  # opened once the holder let it go
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, text + out
+    finally:
+        for p in (proc, holder):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
