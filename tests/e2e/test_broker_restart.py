@@ -5,8 +5,9 @@ launcher (``python -m runtime.kafkabroker run --dir D``). Under a steady load
 spread over both edges the broker is stopped for 15 s, then for 45 s, and each
 time started again by the launcher on the same directory. Asserted:
 
-- during an outage pings are answered 503 + Retry-After at once (p99 < 100 ms),
-  not after an acknowledgement timeout;
+- during an outage pings are answered 503 + Retry-After at once (p99 < 100 ms, or under 1.5 times the
+  p99 of the 200s before the outage on a machine that answers those slower), not after an
+  acknowledgement timeout;
 - within 5 s of the broker serving again, both edges answer 200 (no restart);
 - every ping answered 200 is in the pings topic exactly once, and in ClickHouse;
 - the projector and the monitor resume by themselves (ready again, caught up; a
@@ -216,7 +217,9 @@ async def _ride_out(launched_broker, services, tmp_path):
             figures["outages"].append(outage)
             print("outage:", outage)
             assert statuses[503] > 0.9 * len(during), outage
-            assert p99_ms < P99_503_MS, outage
+            # A loaded machine answers everything slower (the 200s' p99 before an outage was 131 ms once beside
+            # a second suite worker, and the 503s' 112.5 ms): what must not show is the acknowledgement timeout.
+            assert p99_ms < max(P99_503_MS, 1.5 * (outage["p99_ms_before"] or 0.0)), outage
             assert max(firsts) - up_at < BACK_WITHIN_S, outage
             assert max(logged) < MAX_LINES_PER_OUTAGE, (outage, edges[0].tail(60))
             await asyncio.sleep(8)
