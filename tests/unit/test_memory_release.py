@@ -45,7 +45,7 @@ def test_trim_heap_runs():
 
 
 _LIBRARY_USE = r"""
-import json, sys, tempfile
+import json, sys
 from runtime import memory
 
 def resident(part):
@@ -62,7 +62,7 @@ import chdb
 loaded = resident("_chdb")
 unmapped = memory.unmap_unread_library_pages("_chdb")
 after = resident("_chdb")
-session = chdb.connect(tempfile.mkdtemp())
+session = chdb.connect(sys.argv[1])
 session.query("CREATE TABLE t (a UInt64, s String) ENGINE = MergeTree ORDER BY a")
 session.query("INSERT INTO t SELECT number, toString(number) FROM numbers(100000)")
 answer = session.query("SELECT count(), sum(a), uniqExact(s) FROM t", "CSV").bytes().decode().strip()
@@ -72,10 +72,11 @@ print(json.dumps({"loaded": loaded, "unmapped": unmapped, "after": after, "used"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/smaps and madvise: Linux")
-def test_chdb_pages_not_run_are_unmapped_and_the_engine_runs_on():
+def test_chdb_pages_not_run_are_unmapped_and_the_engine_runs_on(tmp_path):
     """In a process of its own: the library's pages as the file has them go, the written ones stay (the
     process would crash without them), and the engine answers right, bringing back what it runs."""
-    out = subprocess.run([sys.executable, "-c", _LIBRARY_USE], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", _LIBRARY_USE, str(tmp_path / "engine")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     assert figures["answer"] == "100000,4999950000,100000"
