@@ -18,6 +18,7 @@ from pathlib import Path
 import aiohttp
 
 from bench.procs import parse_keys, run_cli, sql
+from pingstream.cli import SQL_PORT_FILE
 
 FIGURES: dict[str, dict] = {}
 
@@ -196,7 +197,7 @@ async def _wait_projected(env: dict, n: int, prefix: str = "f", timeout_s: float
     projector serves its endpoint: before, ``pingstream sql`` would open the engine itself, and hold it
     while the projector opens it (the projector then waits for it, ``pingstream.cli._open_clickhouse``)."""
     deadline = time.monotonic() + timeout_s
-    served = Path(env["PINGSTREAM_DATA"]) / "sql-port"
+    served = Path(env["PINGSTREAM_DATA"]) / SQL_PORT_FILE
     while time.monotonic() < deadline:
         if not served.exists():
             await asyncio.sleep(0.5)
