@@ -32,6 +32,7 @@ from checks.spec import project_name_error
 from schemas.events import Project
 
 from runtime import adminkey, health, memory, metrics, supervisor
+from runtime.backoff import Stopped, until_answered
 from runtime.clickhouse import ClickHouse, Held, Unavailable, Unreachable
 from runtime.config import Config, ConfigError
 from runtime.eventlog import open_eventlog
@@ -72,11 +73,14 @@ def _print_project(config: Config, project: Project, out=None) -> None:
 
 async def _open_clickhouse(config: Config, migrate: bool, stop: asyncio.Event) -> ClickHouse | None:
     """The configured ClickHouse, started; None when the process was stopped first. A writer (the projector)
-    asks again (``_until_answered``) when a server does not answer yet, and, for ``ENGINE_RELEASE_S``, when
-    another process holds the embedded engine's data path: one stopping, or a ``pingstream sql`` run
-    while no process served it. A reader (an edge) given a path another process holds ends at once."""
+    asks again (``_until_answered``) when a server does not answer yet, and, for ``ENGINE_RELEASE_S`` in
+    all, waits while another process holds the embedded engine's data path: one stopping (``up`` killed
+    with -9: its children got SIGTERM and finish their last batch), or a ``pingstream sql`` run while no
+    process served it. A reader (an edge) given a path another process holds ends at once."""
     opened: list[ClickHouse] = []
     held_until = asyncio.get_running_loop().time() + ENGINE_RELEASE_S
+    if migrate and not await _engine_released(config, stop, held_until):
+        return None
 
     def may_mend(exc: Exception) -> bool:
         if isinstance(exc, Unreachable):
@@ -97,29 +101,17 @@ async def _open_clickhouse(config: Config, migrate: bool, stop: asyncio.Event) -
     return opened[0]
 
 
-RETRY_MAX_S = 10.0
-
-
 async def _until_answered(start: Callable[[], Awaitable[None]], may_mend: Callable[[Exception], bool],
                           stop: asyncio.Event) -> bool:
     """``start()`` until it works (True), or until the process is stopped (False). A failure that waiting
     may mend (``may_mend``: a broker or a server that does not answer yet; a service of the distributed
-    mode may start before them) is a warning line, and is tried again 0.5 s later, then 1, 2, 4... up to
-    ``RETRY_MAX_S``; any other is raised."""
-    delay = 0.5
-    while True:
-        try:
-            await start()
-            return True
-        except Exception as exc:
-            if not may_mend(exc):
-                raise
-            log.warning("%s; trying again in %g s", exc, delay)
-        try:
-            await asyncio.wait_for(stop.wait(), delay)
-            return False
-        except TimeoutError:
-            delay = min(delay * 2, RETRY_MAX_S)
+    mode may start before them) is a warning line, and is tried again (``runtime.backoff``: 0.5 s later,
+    then 1, 2, 4... up to 10 s); any other is raised."""
+    try:
+        await until_answered(start, may_mend=may_mend, stop=stop, logger=log)
+    except Stopped:
+        return False
+    return True
 
 
 SQL_PORT_FILE = "sql-port"  # in the data directory while a process serves the SQL endpoint
@@ -174,8 +166,6 @@ async def _run_services(config: Config, names: list[str]) -> None:
     clickhouse = None
     sql_server = None
     try:
-        if "engine" in names:
-            await _wait_for_engine_released(config, stop)
         if "projector" in names or ("ingest" in names and config.clickhouse != "off"):
             # Only the projector writes (and migrates the DDL); an edge reads, perhaps through a read-only endpoint.
             clickhouse = await _open_clickhouse(config, migrate="projector" in names, stop=stop)
@@ -252,21 +242,21 @@ async def _run_services(config: Config, names: list[str]) -> None:
 ENGINE_RELEASE_S = 60.0
 
 
-async def _wait_for_engine_released(config: Config, stop: asyncio.Event) -> None:
-    """An engine started while the one before still stops (``up`` killed with -9: its children got
-    SIGTERM and finish their last batch) waits for it to let the embedded engine go, within a bound."""
+async def _engine_released(config: Config, stop: asyncio.Event, deadline: float) -> bool:
+    """Wait (looking every 0.2 s) until no other process holds the embedded engine, or ``deadline`` (the
+    loop's time) passes; False when the process was stopped first."""
     from runtime.clickhouse import held_by_another_process
 
-    deadline = asyncio.get_running_loop().time() + ENGINE_RELEASE_S
     if held_by_another_process(config.clickhouse):
-        log.info("the embedded engine is still held by another process (one stopping?); waiting up to %g s",
-                 ENGINE_RELEASE_S)
+        log.info("the embedded engine is held by another process (one stopping?); waiting up to %g s",
+                 deadline - asyncio.get_running_loop().time())
     while held_by_another_process(config.clickhouse) and asyncio.get_running_loop().time() < deadline:
         try:
             await asyncio.wait_for(stop.wait(), 0.2)
-            return
-        except asyncio.TimeoutError:
+            return False
+        except TimeoutError:
             pass
+    return True
 
 
 async def _notify_when(started: asyncio.Event, stop: asyncio.Event) -> None:

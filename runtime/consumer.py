@@ -17,8 +17,8 @@ the rest the same way for all of them:
   (``on_assignment``), and again after a refused commit (partitions moved to
   another member meanwhile: that member reads the batch again);
 - ``retry`` retries a transient failure with capped exponential backoff until
-  it works, or gives up with ``Stopped`` once ``stop`` is set: the shell then
-  ends without committing the batch;
+  it works (``runtime.backoff``), or gives up with ``Stopped`` once ``stop`` is
+  set: the shell then ends without committing the batch;
 - a progress line (records/s, batches, and whatever the service adds) every
   ``log_every_s``; the lag gauges every ``LAG_EVERY_S``; a line per batch at DEBUG on the logger
   ``batches.<name>`` (how old its oldest record was when it was read, cut and committed, how long
@@ -44,6 +44,7 @@ import time
 from typing import Awaitable, Callable, NamedTuple
 
 from runtime import health, metrics
+from runtime.backoff import Stopped, until_answered
 from runtime.eventlog.base import Consumer, Record, TopicPartition
 
 log = logging.getLogger(__name__)
@@ -66,10 +67,6 @@ class Batch(NamedTuple):
     replayed: bool = False  # cut again as it was before a restart: its effects may be in place already
 
 
-class Stopped(Exception):
-    """A step kept failing while the service was stopping: the batch stays uncommitted."""
-
-
 class Stalled(Exception):
     """The loop did not turn within its watchdog bound: hung. The process should end (non-zero)."""
 
@@ -84,21 +81,13 @@ async def retry(
     max_backoff_s: float = 30.0,
 ):
     """``await attempt()`` until it returns, waiting longer after each failure (a database or an
-    endpoint may be away for a while). Raises ``Stopped`` when it fails once ``stop`` is set;
-    without ``stop`` it retries until cancelled."""
-    backoff = first_backoff_s
+    endpoint may be away for a while; ``runtime.backoff``). Raises ``Stopped`` when it fails once
+    ``stop`` is set, or ``stop`` is set while it waits; without ``stop`` it retries until cancelled."""
     beat = _beat.get()
-    while True:
-        if beat is not None:  # waiting on a database or the log is not hanging
-            beat.beat()
-        try:
-            return await attempt()
-        except Exception as exc:
-            if stop is not None and stop.is_set():
-                raise Stopped(f"{what} failed while stopping: {exc}") from exc
-            logger.error("%s failed (%s: %s); retrying in %.1fs", what, exc.__class__.__name__, str(exc)[:300], backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, max_backoff_s)
+    return await until_answered(
+        attempt, stop=stop, logger=logger, level=logging.ERROR, first_s=first_backoff_s, max_s=max_backoff_s,
+        describe=lambda exc: f"{what} failed ({exc.__class__.__name__}: {str(exc)[:300]})",
+        on_try=beat.beat if beat is not None else None)
 
 
 _partition_of = operator.itemgetter(0, 1)  # a Record's (topic, partition)

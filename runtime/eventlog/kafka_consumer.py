@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTP
 from aiokafka.errors import KafkaError
 
+from ..backoff import until_answered
 from .base import Consumer, Record, TopicPartition, as_record
 
 log = logging.getLogger(__name__)
@@ -33,20 +34,21 @@ class KafkaConsumer(Consumer):
     async def start(self) -> None:
         """Join (or, without a group, take every partition). A broker that does not answer (a service whose
         broker went away after its log started) is asked again, 0.5 s later, then 1, 2, 4... up to
-        ``START_RETRY_MAX_S``, a warning each time: the service waits for its broker rather than end, as its
-        log's start does (``pingstream.cli``); stopping the service cancels the wait."""
-        delay = 0.5
-        while True:
+        ``START_RETRY_MAX_S``, a warning each time (``runtime.backoff``): the service waits for its broker
+        rather than end, as its log's start does (``pingstream.cli``); stopping the service cancels the wait."""
+        async def attempt() -> None:
             try:
                 await self._start()
-                return
-            except (KafkaError, OSError) as exc:  # OSError: TimeoutError too
+            except BaseException:
                 await self.close()  # the half-started consumer
-                log.warning("Kafka at %s not reachable for a consumer%s: %s; trying again in %g s",
-                            self._log.bootstrap, f" of {self.group}" if self.group else "",
-                            exc or exc.__class__.__name__, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, START_RETRY_MAX_S)
+                raise
+
+        whose = f" of {self.group}" if self.group else ""
+        await until_answered(
+            attempt, may_mend=lambda exc: isinstance(exc, (KafkaError, OSError)),  # OSError: TimeoutError too
+            describe=lambda exc: f"Kafka at {self._log.bootstrap} not reachable for a consumer{whose}: "
+                                 f"{exc or exc.__class__.__name__}",
+            logger=log, max_s=START_RETRY_MAX_S)
 
     async def _start(self) -> None:
         await self._log.ensure_topics(self.topics)

@@ -48,7 +48,7 @@ async def test_failing_inserts_are_retried_and_nothing_is_committed_early(tmp_pa
         await asyncio.sleep(3)
         assert not task.done()
         assert await _uncommitted(log) == 200, "offsets committed while inserts fail"
-        failures = [r for r in caplog.records if "failed" in r.getMessage() and "retrying" in r.getMessage()]
+        failures = [r for r in caplog.records if "failed" in r.getMessage() and "trying again" in r.getMessage()]
         assert len(failures) >= 2, "no backoff and retry logged"
         [(rows,)] = await clickhouse.query("SELECT count() FROM pings")
         assert rows == 0

@@ -231,7 +231,7 @@ async def test_a_transient_failure_is_retried_then_committed(caplog):
 
     await run_until(shell_for(consumer, handle), lambda: consumer.commits, stop)
     assert len(attempts) == 3 and consumer.commits == [{P0: 4}]
-    failures = [r for r in caplog.records if "test insert failed" in r.getMessage() and "retrying" in r.getMessage()]
+    failures = [r for r in caplog.records if "test insert failed" in r.getMessage() and "trying again" in r.getMessage()]
     assert len(failures) == 2
 
 

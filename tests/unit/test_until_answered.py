@@ -1,5 +1,6 @@
 """A service of the distributed mode started before its broker or its ClickHouse server answers waits for
-them (``pingstream.cli._until_answered``); the end-to-end form is in tests/e2e/test_faults.py."""
+them (``pingstream.cli._until_answered``, on ``runtime.backoff``, the loop every retry uses); the end-to-end
+form is in tests/e2e/test_faults.py."""
 
 from __future__ import annotations
 
@@ -14,41 +15,65 @@ from pathlib import Path
 import pytest
 
 from pingstream import cli
+from runtime import backoff
 from runtime.clickhouse import Unreachable
+from runtime.consumer import retry
 from runtime.kafkabroker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def test_a_start_that_may_mend_is_tried_again_until_it_works(monkeypatch, caplog):
-    monkeypatch.setattr(cli, "RETRY_MAX_S", 0.02)
+async def test_a_failure_that_may_mend_is_tried_again_with_growing_waits_until_it_works(caplog):
     attempts = []
 
     async def start():
         attempts.append(time.monotonic())
         if len(attempts) < 4:
             raise Unreachable("ClickHouse at http://127.0.0.1:1 does not answer: refused")
+        return "answered"
 
-    assert await cli._until_answered(start, lambda exc: isinstance(exc, Unreachable), asyncio.Event())
-    assert len(attempts) == 4
+    got = await backoff.until_answered(start, may_mend=lambda exc: isinstance(exc, Unreachable),
+                                       stop=asyncio.Event(), first_s=0.01, max_s=0.02)
+    assert got == "answered" and len(attempts) == 4
+    waits = [b - a for a, b in zip(attempts, attempts[1:])]
+    assert waits[0] >= 0.01 and waits[1] >= 0.02 and waits[2] >= 0.02  # doubled, then capped
     warned = [r.getMessage() for r in caplog.records if "trying again" in r.getMessage()]
-    assert len(warned) == 3 and "does not answer" in warned[0]
+    assert len(warned) == 3 and "does not answer" in warned[0] and "trying again in 0.01 s" in warned[0]
 
 
-async def test_a_stop_ends_the_wait_and_another_failure_is_raised_at_once():
+async def test_a_stop_ends_the_wait_at_once_and_another_failure_is_raised_at_once():
     stop = asyncio.Event()
+    attempts = []
 
     async def unreachable():
-        stop.set()  # as SIGTERM while it waits
+        attempts.append(1)
+        asyncio.get_running_loop().call_later(0.05, stop.set)  # as SIGTERM while it waits
         raise Unreachable("not yet")
 
+    started = time.monotonic()
     assert await cli._until_answered(unreachable, lambda exc: isinstance(exc, Unreachable), stop) is False
+    assert time.monotonic() - started < 0.4 and attempts == [1]  # not the 0.5 s wait, and no try after the stop
 
     async def refused():
         raise ValueError("a wrong password does not mend by waiting")
 
     with pytest.raises(ValueError):
         await cli._until_answered(refused, lambda exc: isinstance(exc, Unreachable), asyncio.Event())
+
+
+async def test_a_shell_step_stopped_while_it_waits_gives_up_at_once():
+    """A batch step whose database is away gives up as soon as the service stops, not after its wait (up to 30 s):
+    the batch stays uncommitted and is read again."""
+    stop = asyncio.Event()
+
+    async def insert():
+        raise ConnectionError("database away")
+
+    asyncio.get_running_loop().call_later(0.1, stop.set)
+    started = time.monotonic()
+    with pytest.raises(backoff.Stopped):
+        await retry("insert", insert, stop=stop, first_backoff_s=5)
+    assert time.monotonic() - started < 2
 
 
 def test_a_projector_whose_clickhouse_server_does_not_answer_waits_then_stops_on_sigterm(tmp_path):
@@ -101,7 +126,7 @@ def test_a_projector_whose_engine_another_process_holds_waits_for_it(tmp_path):
                 break
             lines.append(line)
         text = "".join(lines)
-        assert "held by another process" in text and "trying again" in text, text
+        assert "held by another process" in text, text
         assert "SQL (ClickHouse HTTP interface)" in text, text  # opened once the holder let it go
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
