@@ -81,8 +81,9 @@ class Rows:
     """Rows for each table in the DDL's column order (see COLUMNS): lists of tuples, but for ``pings``,
     kept as columns: the events themselves (and their index among the folded events), plus what the fold
     adds to each: ``n``, the duration, the event id of the start it ends. The projector sends ClickHouse
-    each ping's record with those values, and ClickHouse makes the pings and runs rows (projector/wire.py);
-    ``ping_columns``, ``pings`` and ``runs`` are the same rows made in Python (from full ``PingEvent``s)."""
+    each ping's record with those values, and ClickHouse makes the pings rows (projector/wire.py), and from
+    them the runs rows (the view ``runs_mv``, schemas/ddl.py); ``ping_columns``, ``pings`` and ``runs`` are
+    the same rows made in Python (from full ``PingEvent``s)."""
 
     ping_events: list = field(default_factory=list)  # the PingEvents that make a pings row, in order
     ping_index: list[int] = field(default_factory=list)  # the index of each of them in the folded events
@@ -102,6 +103,7 @@ class Rows:
             [e.kind for e in ev], [e.exit_status for e in ev], [e.rid for e in ev], [e.received_at for e in ev],
             [e.method for e in ev], [e.scheme for e in ev], [e.remote_addr for e in ev], [e.user_agent for e in ev],
             [e.body for e in ev], [e.body_size for e in ev], [e.source for e in ev], self.ping_durations,
+            self.ping_starts,
         ]
 
     @property
@@ -115,7 +117,7 @@ class Rows:
 
 COLUMNS = {
     "pings": ["event_id", "check_id", "project_id", "n", "kind", "exit_status", "rid", "received_at", "method",
-              "scheme", "remote_addr", "user_agent", "body", "body_size", "source", "duration_s"],
+              "scheme", "remote_addr", "user_agent", "body", "body_size", "source", "duration_s", "start_event_id"],
     "runs": ["event_id", "start_event_id", "check_id", "project_id", "rid", "started_at", "finished_at",
              "duration_s", "outcome", "exit_status"],
     "transitions": ["event_id", "check_id", "project_id", "from_status", "to_status", "at", "reason",

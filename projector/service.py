@@ -9,8 +9,9 @@ consumer shell (``runtime.consumer``); each goes through, in this order:
    the dead-letter topic) and the pure fold, after loading from ``check_state``
    the state of checks not in memory (a restart resumes from there; no history
    is replayed);
-3. inserts into pings, runs (both made by ClickHouse from the ping records and
-   the fold's values, see ``wire``), transitions, ping_keys, checks (the
+3. inserts into pings (made by ClickHouse from the ping records and the fold's
+   values, see ``wire``; the view ``runs_mv`` makes the runs rows of those that end
+   a run), transitions, ping_keys, checks (the
    registry's records, see ``catalog``), then check_state, each with an
    ``insert_deduplication_token`` derived from the batch's offsets;
 4. commit of the offsets (by the shell, once ``handle`` returned).
@@ -73,7 +74,7 @@ BUSY_WAIT_S = 0.4
 KAFKA_BUSY_WAIT_S = 0.3
 KAFKA_BUSY_READ_MS = 20
 TABLE_COLUMNS = {**COLUMNS, "checks": catalog.COLUMNS}
-# Inserts but pings' and runs' are Arrow tables (``ClickHouse.insert_arrow``: read in place by embedded chdb, an
+# Inserts but the pings' are Arrow tables (``ClickHouse.insert_arrow``: read in place by embedded chdb, an
 # ArrowStream for a server), each column converted by Arrow in C (a fraction of the time clickhouse-connect's
 # Native encoder takes value by value); up to SMALL_INSERT_ROWS rows, a literal VALUES clause (half the fixed
 # cost). A table with a column type ``arrow_type`` does not map goes through that encoder, its UUID and
@@ -83,7 +84,7 @@ _offset_of = operator.itemgetter(2)  # a Record's offset
 _event_of = operator.itemgetter(0)
 _check_id = operator.attrgetter("check_id")
 _REGISTRY_TYPES = frozenset(catalog.REGISTRY_TYPES)
-_FROM_RECORDS = {"pings": wire.PINGS_SELECT, "runs": wire.RUNS_SELECT}
+_FROM_RECORDS = {"pings": wire.PINGS_SELECT}
 # The keyed pings a restarted projector reads back (``Projector._load_keys``): per check, those of the window
 # before its newest, the newest ``most`` of them, oldest first (as they were applied).
 _KEYS_SQL = (
@@ -271,19 +272,16 @@ class Projector:
             # A deletion repeats its check's last row, as the batches before this one wrote it.
             known = await self.known_checks(catalog.deleted_ids(prepared.registry))
             checks = catalog.check_rows(prepared.registry, known)
-            pings = runs = None
+            pings = None
             if rows.ping_index:
+                # The runs rows are made by ClickHouse from the pings rows (the view runs_mv): no insert of theirs.
                 pings = small_ping_rows(rows, prepared.sources)
-                if pings is not None:  # a few pings: their rows and the runs' go as VALUES (see SMALL_INSERT_ROWS)
-                    runs = rows.runs
-                else:
-                    source = ping_source(rows.ping_index, prepared.sources, rows)
-                    pings = Columns(source, len(rows.ping_index))
-                    runs = Columns(source, len(rows.runs)) if rows.runs else None
+                if pings is None:  # more than a few pings (a few go as VALUES: see SMALL_INSERT_ROWS)
+                    pings = Columns(ping_source(rows.ping_index, prepared.sources, rows), len(rows.ping_index))
             # The tables but check_state at once (their inserts overlap: see ClickHouse.insert_columns), each
             # to its end whatever the others do, so no insert of this batch still runs when it is retried.
             tables = [(table, data) for table, data in (
-                ("pings", pings), ("runs", runs), ("transitions", rows.transitions),
+                ("pings", pings), ("transitions", rows.transitions),
                 ("ping_keys", rows.ping_keys), ("checks", checks),
             ) if data]
             done = await asyncio.gather(*(self.insert(table, data, f"{token}:{table}") for table, data in tables),
@@ -383,17 +381,18 @@ def small_ping_rows(rows: Rows, sources: list[Record]) -> list[tuple] | None:
         events = [decode_event(sources[i][4]) for i in index]
     except ValueError:  # msgspec's DecodeError and ValidationError
         return None
-    return Rows(ping_events=events, ping_n=rows.ping_n, ping_durations=rows.ping_durations).pings
+    return Rows(ping_events=events, ping_n=rows.ping_n, ping_durations=rows.ping_durations,
+                ping_starts=rows.ping_starts).pings
 
 
 def ping_source(index: list[int], sources: list[Record], rows: Rows) -> Callable[[], list[list]]:
-    """What the pings' and the runs' inserts send (``wire.PINGS_SOURCE``): each ping row's record, by its
-    index among the folded events, and what the fold adds to it."""
+    """What the pings insert sends (``wire.PINGS_SOURCE``): each ping row's record, by its index among the
+    folded events, and what the fold adds to it (made once: an insert tried again sends the same)."""
 
     made: list[list[list]] = []
 
     def make() -> list[list]:
-        if not made:  # once for both inserts (two threads racing here would both make the same; the first is kept)
+        if not made:
             if len(index) == len(sources):  # every folded event made a row: the records in order
                 records = list(map(_value_of, sources))
             else:

@@ -7,9 +7,9 @@ A ``PingEvent`` record is read twice, by two parsers of the same bytes:
   msgspec skips the rest (body, user agent, address...) without making a Python object of it.
   Every other event type decodes as ``schemas.events`` decodes it.
 - ``PINGS_SELECT`` makes the ``pings`` row in ClickHouse from the record itself (``JSONExtract``
-  into a named tuple, parsed once), beside the values the fold adds (``n``, ``duration_s``);
-  ``RUNS_SELECT`` the ``runs`` row of a ping that ends a run, from the same record and the
-  start's event id.
+  into a named tuple, parsed once), beside the values the fold adds (``n``, ``duration_s``, and for
+  a ping that ends a run, the start's event id, from which the view ``runs_mv`` makes the ``runs``
+  row: schemas/ddl.py).
 
 Both read the record as the contract encodes it (msgspec JSON: bytes as base64, datetimes as RFC 3339,
 UTC). A field the record leaves out takes the contract's default. The body is decoded leniently
@@ -57,19 +57,6 @@ PINGS_SELECT = (
     f"parseDateTime64BestEffort({_field('received_at')}, 6, 'UTC'), ifNull({_field('method')}, 'GET'), "
     f"ifNull({_field('scheme')}, 'http'), ifNull({_field('remote_addr')}, ''), ifNull({_field('user_agent')}, ''), "
     f"tryBase64Decode(ifNull({_field('body')}, '')), ifNull({_field('body_size')}, 0), "
-    f"ifNull({_field('source')}, 'ping'), duration_s "
-    f"FROM (SELECT JSONExtract(record, 'Tuple({_RECORD})') AS p, n, duration_s FROM {{source}})"
-)
-
-# The runs columns (projector.fold.COLUMNS["runs"] order) from the pings that end a run: the start's time is
-# the end's less the duration, exact (the duration is a whole number of microseconds under 72 hours).
-RUNS_SELECT = (
-    f"SELECT toUUID({_field('event_id')}), toUUID(start_event_id), toUUID({_field('check_id')}), "
-    f"toUUID({_field('project_id')}), CAST({_field('rid')}, 'Nullable(UUID)'), "
-    "subtractMicroseconds(finished_at, toInt64(round(duration_s * 1000000))), "
-    f"finished_at, assumeNotNull(duration_s), {_field('kind')}, {_field('exit_status')} "
-    "FROM (SELECT JSONExtract(record, 'Tuple(event_id String, check_id String, project_id String, kind String, "
-    "exit_status Nullable(UInt8), rid Nullable(String), received_at String)') AS p, "
-    f"parseDateTime64BestEffort({_field('received_at')}, 6, 'UTC') AS finished_at, duration_s, start_event_id "
-    "FROM {source} WHERE start_event_id IS NOT NULL)"
+    f"ifNull({_field('source')}, 'ping'), duration_s, CAST(start_event_id, 'Nullable(UUID)') "
+    f"FROM (SELECT JSONExtract(record, 'Tuple({_RECORD})') AS p, n, duration_s, start_event_id FROM {{source}})"
 )

@@ -226,6 +226,20 @@ STATEMENTS: list[str] = [
     ORDER BY (check_id, at, alert_id, channel_id)
     {_DEDUP}
     """,
+    # A run's row is made by ClickHouse from its completion's pings row (issue #17): the pings row names the start
+    # it ends (NULL for a ping that ends no run), and this view writes the runs row from it, so the projector sends
+    # its records once and ClickHouse parses them once (a second insert re-parsed every record for the runs).
+    # The runs rows feed the rollup views as before; a pings block dropped as a duplicate feeds none of them.
+    "ALTER TABLE {db}.pings ADD COLUMN IF NOT EXISTS start_event_id Nullable(UUID)",
+    # (The WHERE is in a subquery: the outer SELECT's aliases have the pings columns' names, and an alias wins.)
+    """
+    CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.runs_mv TO {db}.runs AS
+    SELECT event_id, assumeNotNull(start_event_id) AS start_event_id, check_id, project_id, rid,
+           subtractMicroseconds(received_at, toInt64(round(assumeNotNull(duration_s) * 1000000))) AS started_at,
+           received_at AS finished_at, assumeNotNull(duration_s) AS duration_s, kind AS outcome, exit_status
+    FROM (SELECT event_id, start_event_id, check_id, project_id, rid, received_at, duration_s, kind, exit_status
+          FROM {db}.pings WHERE start_event_id IS NOT NULL)
+    """,
 ]
 
 

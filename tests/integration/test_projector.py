@@ -218,7 +218,7 @@ async def test_a_failed_insert_is_retried_without_losing_rows(log, clickhouse):
     await ping(log, "success", t0 + timedelta(seconds=3), rid=RID)
     records = await _pings_read(log)
     projector = Projector(clickhouse, log)
-    failed = _fail_once(projector, "runs")
+    failed = _fail_once(projector, "check_state")  # the last insert: the pings (and the runs) are in
     token = batch_token(ranges_of(records))
     await retry("insert", lambda: projector.process(records, token), stop=asyncio.Event())
     assert failed
@@ -284,7 +284,7 @@ async def test_batches_after_a_failed_write_are_each_written_once_whole(log, cli
     B and C, read meanwhile, follow: A, B and C are each written once, whole."""
     a, b, c = await _batches(log, 3)
     projector = Projector(clickhouse, log)
-    failed = _fail_once(projector, "runs")
+    failed = _fail_once(projector, "check_state")
     with pytest.raises(ConnectionError):
         await projector.process(a, batch_token(ranges_of(a)))
     await projector.process(a, batch_token(ranges_of(a)))  # the retry
@@ -324,7 +324,7 @@ async def test_a_journaled_batch_over_two_partitions_is_cut_again_behind_a_backl
     assert all(r.offset > 3 for r in rest + following)
 
 
-async def test_a_runs_block_inserted_twice_is_counted_once_in_the_rollups(log, clickhouse):
+async def test_a_pings_block_inserted_twice_is_counted_once_in_the_runs_and_the_rollups(log, clickhouse):
     t0 = utcnow()
     await ping(log, "start", t0)
     await ping(log, "success", t0 + timedelta(seconds=3))
@@ -332,9 +332,10 @@ async def test_a_runs_block_inserted_twice_is_counted_once_in_the_rollups(log, c
     projector = Projector(clickhouse, log)
     prepared = await projector.prepare(records)
     rows = prepared.rows
-    runs = Columns(ping_source(rows.ping_index, prepared.sources, rows), len(rows.runs))  # as ``write`` has them
+    pings = Columns(ping_source(rows.ping_index, prepared.sources, rows), len(rows.ping_index))  # as ``write`` has them
     for _ in range(2):  # a crash after this insert and before check_state: the replay sends it again
-        await projector.insert("runs", runs, "token:runs")
+        await projector.insert("pings", pings, "token:pings")
+    assert await count(clickhouse, "SELECT count() FROM pings") == 2
     assert await count(clickhouse, "SELECT count() FROM runs") == 1
     assert await count(clickhouse, "SELECT countMerge(runs) FROM durations_hourly") == 1
     assert await count(clickhouse, "SELECT countMerge(runs) FROM durations_daily") == 1

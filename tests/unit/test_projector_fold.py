@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projector.fold import CheckFold, fold, state_from_row, state_row
+from projector.fold import COLUMNS, CheckFold, fold, state_from_row, state_row
 from schemas.events import Paused, PingEvent, Resumed, Transition
 
 CHECK = "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
@@ -31,7 +31,7 @@ def run(events, states=None):
 
 
 def durations(rows) -> list:
-    return [r[-1] for r in rows.pings]
+    return [r[COLUMNS["pings"].index("duration_s")] for r in rows.pings]
 
 
 def test_start_then_success_has_a_duration_and_a_run():
@@ -329,11 +329,14 @@ def test_properties(raw):
         assert states[CHECK].n_pings == len(events)
     by_kind = {e.event_id: e for e in events}
     n_runs = 0
+    duration, start = COLUMNS["pings"].index("duration_s"), COLUMNS["pings"].index("start_event_id")
     for row in rows.pings:
-        d = row[-1]
+        d = row[duration]
+        assert (d is None) == (row[start] is None)  # a ping names the start it ends exactly when it has a duration
         if d is not None:
             n_runs += 1
             assert by_kind[row[0]].kind in ("success", "fail")
+            assert by_kind[row[start]].kind == "start"
             assert 0 <= d <= 72 * 3600
     assert n_runs == len(rows.runs)
     # every run pairs a start with the same rid, each start used at most once
