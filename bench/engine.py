@@ -1,8 +1,10 @@
 """The CPU `pingstream up` spends at fixed ping rates, in steady state, per process.
 
-    python -m bench.engine [--rates 1000,6000] [--duration 30] [--settle 5] [--baseline DIR] [--rounds 2] [--no-save]
+    python -m bench.engine [--rates 1000,6000] [--duration 30] [--settle 5] [--baseline DIR] [--rounds 2] [--runs]
+                           [--no-save]
 
-Starts `pingstream up` (embedded, as users start it) with one check and sends it GET pings in an open loop,
+Starts `pingstream up` (embedded, as users start it) with one check and sends it GET pings in an open loop
+(with ``--runs``, every other one to ``/start``, so half of them end a run),
 each rate for ``--duration`` seconds, one rate after the other. Each process's CPU is read from /proc once a
 second; the first ``--settle`` seconds of each rate are left out (start-up, the first batches and their parts),
 the rest averaged. Prints the cores of the engine (the projector, the monitor and the notifier in one process)
@@ -38,7 +40,7 @@ import uvloop  # noqa: E402
 from bench.checkout import describe  # noqa: E402
 from bench.cpu import cpu_seconds  # noqa: E402
 from bench.edge import UpServer, _children  # noqa: E402
-from bench.loadgen import open_loop  # noqa: E402
+from bench.loadgen import open_loop, request_bytes  # noqa: E402
 from bench.procs import Sampling  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "engine.json"
@@ -73,13 +75,17 @@ class Sampler(Sampling):
         self._last, self._at = cpu, now
 
 
-def measure(root: Path, rates: list[float], duration_s: float, settle_s: float) -> list[dict]:
-    """One start of `up` from the checkout ``root``; each rate in turn."""
+def measure(root: Path, rates: list[float], duration_s: float, settle_s: float, runs: bool = False) -> list[dict]:
+    """One start of `up` from the checkout ``root``; each rate in turn. ``runs``: every other ping a start, so
+    about half of them end a run (a fleet whose jobs report their starts), instead of successes alone."""
     data = tempfile.mkdtemp(prefix="bench-engine-")
     server = UpServer(os.path.join(data, "up"), {}, root=root)
     out = []
     try:
         path = f"/ping/{server.check_id}"
+        if runs:
+            start, success = request_bytes(path + "/start"), request_bytes(path)
+            path = lambda i: start if i % 2 == 0 else success  # noqa: E731
         for rate in rates:
             with Sampler(server.proc.pid) as sampler:
                 result = uvloop.run(open_loop(server.port, path, rate, duration_s))
@@ -109,17 +115,19 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=5.0, help="seconds of each rate left out at its start")
     parser.add_argument("--baseline", help="another checkout whose `up` runs interleaved with this one's")
     parser.add_argument("--rounds", type=int, default=1, help="starts of `up` per variant")
+    parser.add_argument("--runs", action="store_true", help="every other ping a start (half the pings end a run)")
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     variants = ([("baseline", Path(args.baseline).resolve())] if args.baseline else []) + [("this", ROOT)]
     runs: dict[str, list[list[dict]]] = {name: [] for name, _ in variants}
-    print(f"`pingstream up` at {', '.join(f'{r:.0f}' for r in rates)} pings/s, {args.duration:.0f} s each "
+    print(f"`pingstream up` at {', '.join(f'{r:.0f}' for r in rates)} pings/s"
+          f"{' (every other one a start)' if args.runs else ''}, {args.duration:.0f} s each "
           f"(the first {args.settle:.0f} s left out), {args.rounds} round(s)"
           + (f"; baseline: {describe(variants[0][1])}" if args.baseline else ""), flush=True)
     for _ in range(args.rounds):
         for name, root in variants:
-            runs[name].append(measure(root, rates, args.duration, args.settle))
+            runs[name].append(measure(root, rates, args.duration, args.settle, args.runs))
 
     summary = {}
     for i, rate in enumerate(rates):

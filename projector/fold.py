@@ -82,8 +82,8 @@ class Rows:
     kept as columns: the events themselves (and their index among the folded events), plus what the fold
     adds to each: ``n``, the duration, the event id of the start it ends. The projector sends ClickHouse
     each ping's record with those values, and ClickHouse makes the pings rows (projector/wire.py), and from
-    them the runs rows (the view ``runs_mv``, schemas/ddl.py); ``ping_columns``, ``pings`` and ``runs`` are
-    the same rows made in Python (from full ``PingEvent``s)."""
+    them the runs rows (the views of ``pings_ending_runs``, schemas/ddl.py); ``ping_columns``, ``pings`` and
+    ``runs`` are the same rows made in Python (from full ``PingEvent``s)."""
 
     ping_events: list = field(default_factory=list)  # the PingEvents that make a pings row, in order
     ping_index: list[int] = field(default_factory=list)  # the index of each of them in the folded events

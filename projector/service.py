@@ -10,8 +10,8 @@ consumer shell (``runtime.consumer``); each goes through, in this order:
    the state of checks not in memory (a restart resumes from there; no history
    is replayed);
 3. inserts into pings (made by ClickHouse from the ping records and the fold's
-   values, see ``wire``; the view ``runs_mv`` makes the runs rows of those that end
-   a run), transitions, ping_keys, checks (the
+   values, see ``wire``; through ``pings_ending_runs``, whose views also make the
+   runs rows, when some end a run), transitions, ping_keys, checks (the
    registry's records, see ``catalog``), then check_state, each with an
    ``insert_deduplication_token`` derived from the batch's offsets;
 4. commit of the offsets (by the shell, once ``handle`` returned).
@@ -85,6 +85,9 @@ _event_of = operator.itemgetter(0)
 _check_id = operator.attrgetter("check_id")
 _REGISTRY_TYPES = frozenset(catalog.REGISTRY_TYPES)
 _FROM_RECORDS = {"pings": wire.PINGS_SELECT}
+# Where the pings rows of a batch that ends runs go: a Null table whose views write them into ``pings`` and their
+# runs into ``runs`` (schemas/ddl.py).
+PINGS_ENDING_RUNS = "pings_ending_runs"
 # The keyed pings a restarted projector reads back (``Projector._load_keys``): per check, those of the window
 # before its newest, the newest ``most`` of them, oldest first (as they were applied).
 _KEYS_SQL = (
@@ -274,7 +277,6 @@ class Projector:
             checks = catalog.check_rows(prepared.registry, known)
             pings = None
             if rows.ping_index:
-                # The runs rows are made by ClickHouse from the pings rows (the view runs_mv): no insert of theirs.
                 pings = small_ping_rows(rows, prepared.sources)
                 if pings is None:  # more than a few pings (a few go as VALUES: see SMALL_INSERT_ROWS)
                     pings = Columns(ping_source(rows.ping_index, prepared.sources, rows), len(rows.ping_index))
@@ -284,8 +286,10 @@ class Projector:
                 ("pings", pings), ("transitions", rows.transitions),
                 ("ping_keys", rows.ping_keys), ("checks", checks),
             ) if data]
-            done = await asyncio.gather(*(self.insert(table, data, f"{token}:{table}") for table, data in tables),
-                                        return_exceptions=True)
+            # Pings that end runs go through PINGS_ENDING_RUNS, whose views write them and their runs (schemas/ddl.py).
+            into = {"pings": PINGS_ENDING_RUNS} if rows.runs else {}
+            done = await asyncio.gather(*(self.insert(table, data, f"{token}:{table}", into.get(table))
+                                          for table, data in tables), return_exceptions=True)
             for outcome in done:
                 if isinstance(outcome, BaseException):
                     raise outcome
@@ -316,7 +320,9 @@ class Projector:
             f"insert {t['insert']:.1f}s; {len(self.states)} checks in memory"
         )
 
-    async def insert(self, table: str, data: list[tuple] | Columns, token: str) -> None:
+    async def insert(self, table: str, data: list[tuple] | Columns, token: str, into: str | None = None) -> None:
+        """Insert ``data``, rows of ``table`` (``TABLE_COLUMNS``), into ``into`` (by default ``table`` itself; a
+        table with the same columns otherwise, as ``PINGS_ENDING_RUNS``), in one block under ``token``."""
         # The views feeding the rollups dedupe the block too (by default ClickHouse still pushes a block
         # the source table dropped as a duplicate into its views: a replayed batch counted runs twice).
         settings = {"insert_deduplication_token": token, "deduplicate_blocks_in_dependent_materialized_views": 1}
@@ -330,13 +336,14 @@ class Projector:
 
         names = TABLE_COLUMNS[table]
         if table in _FROM_RECORDS and isinstance(data, Columns):  # made by ClickHouse from the records (wire.py)
-            await self.ch.insert_select(table, names, _FROM_RECORDS[table], wire.PINGS_SOURCE, data.make, settings)
+            await self.ch.insert_select(into or table, names, _FROM_RECORDS[table], wire.PINGS_SOURCE, data.make,
+                                        settings)
             self._insert_observed(table, data, started)
             return
         if table != "checks" and not isinstance(data, Columns) and len(data) <= SMALL_INSERT_ROWS:
             # A few rows (check_state's under light load, the transitions of a batch): a literal VALUES clause
             # costs half what an Arrow table's INSERT ... SELECT does. (``checks`` rows hold arrays and maps.)
-            await self.ch.insert_values(table, names, data, settings)
+            await self.ch.insert_values(into or table, names, data, settings)
             self._insert_observed(table, data, started)
             return
 
@@ -358,9 +365,10 @@ class Projector:
 
         if isinstance(plan[0], str):  # a type Arrow is not mapped for here: clickhouse-connect's Native encoder
             await self.ch.run(lambda client: client.insert(
-                table, columns(), column_names=names, column_type_names=plan, column_oriented=True, settings=settings))
+                into or table, columns(), column_names=names, column_type_names=plan, column_oriented=True,
+                settings=settings))
         else:
-            await self.ch.insert_columns(table, names, plan, columns, settings)
+            await self.ch.insert_columns(into or table, names, plan, columns, settings)
         self._insert_observed(table, data, started)
 
     @staticmethod

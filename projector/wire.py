@@ -8,8 +8,8 @@ A ``PingEvent`` record is read twice, by two parsers of the same bytes:
   Every other event type decodes as ``schemas.events`` decodes it.
 - ``PINGS_SELECT`` makes the ``pings`` row in ClickHouse from the record itself (``JSONExtract``
   into a named tuple, parsed once), beside the values the fold adds (``n``, ``duration_s``, and for
-  a ping that ends a run, the start's event id, from which the view ``runs_mv`` makes the ``runs``
-  row: schemas/ddl.py).
+  a ping that ends a run, the start's event id, from which a view of ``pings_ending_runs`` makes
+  the ``runs`` row: schemas/ddl.py).
 
 Both read the record as the contract encodes it (msgspec JSON: bytes as base64, datetimes as RFC 3339,
 UTC). A field the record leaves out takes the contract's default. The body is decoded leniently

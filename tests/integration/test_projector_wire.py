@@ -1,5 +1,5 @@
 """The pings rows made by ClickHouse from the records (projector/wire.py), and the runs rows made from them (the
-view runs_mv), on real chdb: every column as the events have it, the same as the rows built in Python from fully
+views of pings_ending_runs), on real chdb: every column as the events have it, the same as the rows built in Python from fully
 decoded events and sent as Arrow
 columns (the reference), on tricky pings."""
 
@@ -89,7 +89,8 @@ async def test_it_stores_every_column_as_the_python_reference_does(clickhouse, p
 
     monkeypatch.setattr(clickhouse, "insert_select", spied)
     await Projector(clickhouse, None).process(records, "token-1")
-    assert sorted(selected) == ([] if path == "values" else ["pings"])  # the runs rows: made from the pings rows
+    # The runs rows are made from the pings rows, by the views of the table a batch that ends runs goes into.
+    assert sorted(selected) == ([] if path == "values" else [service.PINGS_ENDING_RUNS])
 
     reference = fold({}, [(decode(r.value), r.offset) for r in records])  # the full events, in Python
     await _reference(clickhouse, "pings", reference.pings)
@@ -138,9 +139,38 @@ async def test_a_pings_block_inserted_twice_under_its_token_is_stored_once(click
     rows = prepared.rows
     source = ping_source(rows.ping_index, prepared.sources, rows)
     for _ in range(2):  # a crash after this insert and before check_state: the replay sends it again
-        await projector.insert("pings", Columns(source, len(rows.ping_index)), "token:pings")
+        await projector.insert("pings", Columns(source, len(rows.ping_index)), "token:pings", service.PINGS_ENDING_RUNS)
     assert await clickhouse.query("SELECT count() FROM pings") == [(len(events),)]
     assert await clickhouse.query("SELECT count() FROM runs") == [(3,)]  # made by the view, once
+
+
+async def test_a_batch_that_ends_no_run_goes_into_pings_itself(clickhouse, path, monkeypatch):
+    """No view's pipeline for it (``up``'s small batches of pings without starts); one that ends runs goes
+    through ``pings_ending_runs``, and both land in ``pings`` alike."""
+    targets = []
+    for name in ("insert_select", "insert_values"):
+        real = getattr(clickhouse, name)
+
+        async def spied(table, *args, real=real, **kwargs):
+            targets.append(table)
+            return await real(table, *args, **kwargs)
+
+        monkeypatch.setattr(clickhouse, name, spied)
+    check = str(uuid7())
+    at = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+    plain = [PingEvent(event_id=uuid7(), check_id=check, project_id=PROJECT, kind=kind, received_at=at + timedelta(seconds=i))
+             for i, kind in enumerate(["success", "log", "start"])]
+    ending = [PingEvent(event_id=uuid7(), check_id=check, project_id=PROJECT, kind="success",
+                        received_at=at + timedelta(seconds=9))]
+    projector = Projector(clickhouse, None)
+    await projector.process(_records([encode(e) for e in plain]), "token-1")
+    assert [t for t in targets if t.startswith("pings")] == ["pings"]
+    records = [r._replace(offset=r.offset + len(plain)) for r in _records([encode(e) for e in ending])]
+    await projector.process(records, "token-2")
+    assert [t for t in targets if t.startswith("pings")] == ["pings", service.PINGS_ENDING_RUNS]
+    assert await clickhouse.query("SELECT count(), countIf(start_event_id IS NOT NULL) FROM pings") == [(4, 1)]
+    assert await clickhouse.query("SELECT toString(start_event_id), duration_s FROM runs") == [(plain[2].event_id, 7.0)]
+    assert await clickhouse.query("SELECT countMerge(runs) FROM durations_daily") == [(1,)]
 
 
 def test_the_light_decoder_reads_what_the_fold_needs_as_the_contract_does():
