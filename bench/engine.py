@@ -83,12 +83,14 @@ def measure(root: Path, rates: list[float], duration_s: float, settle_s: float, 
     out = []
     try:
         path = f"/ping/{server.check_id}"
-        if runs:
-            start, success = request_bytes(path + "/start"), request_bytes(path)
-            path = lambda i: start if i % 2 == 0 else success  # noqa: E731
+        start, success = request_bytes(path + "/start"), request_bytes(path)
+
+        def request(i: int) -> bytes:
+            return start if runs and i % 2 == 0 else success
+
         for rate in rates:
             with Sampler(server.proc.pid) as sampler:
-                result = uvloop.run(open_loop(server.port, path, rate, duration_s))
+                result = uvloop.run(open_loop(server.port, request, rate, duration_s))
             steady = sampler.seconds[int(settle_s):] or sampler.seconds
             engine = statistics.fmean(s.get("engine", 0.0) for s in steady)
             edges = statistics.fmean(s.get("edges", 0.0) for s in steady)

@@ -73,11 +73,11 @@ def _print_project(config: Config, project: Project, out=None) -> None:
 
 async def _open_clickhouse(config: Config, migrate: bool, stop: asyncio.Event) -> ClickHouse | None:
     """The configured ClickHouse, started; None when the process was stopped first. A writer (the projector)
-    asks again (``_until_answered``) when a server does not answer yet, and, for ``ENGINE_RELEASE_S`` in
-    all, waits while another process holds the embedded engine's data path: one stopping (``up`` killed
-    with -9: its children got SIGTERM and finish their last batch), or a ``pingstream sql`` run while no
-    process served it. A reader (an edge) given a path another process holds ends at once."""
-    opened: list[ClickHouse] = []
+    asks again (``runtime.backoff``, as ``_until_answered``) when a server does not answer yet, and, for
+    ``ENGINE_RELEASE_S`` in all, waits while another process holds the embedded engine's data path: one
+    stopping (``up`` killed with -9: its children got SIGTERM and finish their last batch), or a
+    ``pingstream sql`` run while no process served it. A reader (an edge) given a path another process holds
+    ends at once."""
     held_until = asyncio.get_running_loop().time() + ENGINE_RELEASE_S
     if migrate and not await _engine_released(config, stop, held_until):
         return None
@@ -87,18 +87,19 @@ async def _open_clickhouse(config: Config, migrate: bool, stop: asyncio.Event) -
             return True
         return migrate and isinstance(exc, Held) and asyncio.get_running_loop().time() < held_until
 
-    async def start() -> None:
+    async def start() -> ClickHouse:
         clickhouse = ClickHouse(config.clickhouse, config.clickhouse_database, migrate=migrate)
         try:
             await clickhouse.start()
         except BaseException:
             await clickhouse.close()
             raise
-        opened.append(clickhouse)
+        return clickhouse
 
-    if not await _until_answered(start, may_mend, stop):
+    try:
+        return await until_answered(start, may_mend=may_mend, stop=stop, logger=log)
+    except Stopped:
         return None
-    return opened[0]
 
 
 async def _until_answered(start: Callable[[], Awaitable[None]], may_mend: Callable[[Exception], bool],

@@ -395,18 +395,14 @@ def small_ping_rows(rows: Rows, sources: list[Record]) -> list[tuple] | None:
 
 def ping_source(index: list[int], sources: list[Record], rows: Rows) -> Callable[[], list[list]]:
     """What the pings insert sends (``wire.PINGS_SOURCE``): each ping row's record, by its index among the
-    folded events, and what the fold adds to it (made once: an insert tried again sends the same)."""
-
-    made: list[list[list]] = []
+    folded events, and what the fold adds to it."""
 
     def make() -> list[list]:
-        if not made:
-            if len(index) == len(sources):  # every folded event made a row: the records in order
-                records = list(map(_value_of, sources))
-            else:
-                records = [sources[i][4] for i in index]
-            made.append([records, rows.ping_n, rows.ping_durations, rows.ping_starts])
-        return made[0]
+        if len(index) == len(sources):  # every folded event made a row: the records in order
+            records = list(map(_value_of, sources))
+        else:
+            records = [sources[i][4] for i in index]
+        return [records, rows.ping_n, rows.ping_durations, rows.ping_starts]
 
     return make
 

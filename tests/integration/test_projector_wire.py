@@ -1,7 +1,6 @@
-"""The pings rows made by ClickHouse from the records (projector/wire.py), and the runs rows made from them (the
-views of pings_ending_runs), on real chdb: every column as the events have it, the same as the rows built in Python from fully
-decoded events and sent as Arrow
-columns (the reference), on tricky pings."""
+"""The pings rows made by ClickHouse from the records (projector/wire.py), and the runs rows made from them
+(the views of pings_ending_runs), on real chdb: every column as the events have it, the same as the rows built
+in Python from fully decoded events and sent as Arrow columns (the reference), on tricky pings."""
 
 from __future__ import annotations
 
@@ -158,8 +157,8 @@ async def test_a_batch_that_ends_no_run_goes_into_pings_itself(clickhouse, path,
         monkeypatch.setattr(clickhouse, name, spied)
     check = str(uuid7())
     at = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
-    plain = [PingEvent(event_id=uuid7(), check_id=check, project_id=PROJECT, kind=kind, received_at=at + timedelta(seconds=i))
-             for i, kind in enumerate(["success", "log", "start"])]
+    plain = [PingEvent(event_id=uuid7(), check_id=check, project_id=PROJECT, kind=kind,
+                       received_at=at + timedelta(seconds=i)) for i, kind in enumerate(["success", "log", "start"])]
     ending = [PingEvent(event_id=uuid7(), check_id=check, project_id=PROJECT, kind="success",
                         received_at=at + timedelta(seconds=9))]
     projector = Projector(clickhouse, None)
