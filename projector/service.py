@@ -64,7 +64,8 @@ LOG_EVERY_S = 10.0
 # replay.BATCH_WAIT_S or faster (2,500 a second; runtime.consumer.Batches), a batch gathers for BUSY_WAIT_S
 # instead of going as soon as the insert before it is done. A batch's fixed cost (the pings insert's
 # analysis and each table's part, their merges, the journal, the commit) is then paid two or three times
-# a second under load, not ten.
+# a second under load, not ten. The same window holds while the handler is busy half the time or more, as the
+# four inserts of small batches keep it at a few hundred pings a second (runtime.consumer.Batches.BUSY_SHARE).
 BUSY_RECORDS = 250
 BUSY_WAIT_S = 0.4
 # On Kafka (the distributed mode) too, with a window of KAFKA_BUSY_WAIT_S read every KAFKA_BUSY_READ_MS: aiokafka

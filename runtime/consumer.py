@@ -144,10 +144,17 @@ class Batches:
     second under load, not ten or twenty, and leaves the cores to the edges; under light load nothing
     changes. (Counted per batch instead, the rate that keeps a batch of the
     longer window busy is a quarter of the one that makes it so: at a rate between them a service stayed
-    in whichever mode its past left it, its CPU twice as high in one as in the other.)"""
+    in whichever mode its past left it, its CPU twice as high in one as in the other.)
+
+    Busy too while the handler takes ``BUSY_SHARE`` of the time from one batch's cut to the next or more
+    (``handled_s``, which the shell sets after each batch), until that share falls under ``IDLE_SHARE``. At a few
+    hundred records a second a batch's fixed costs (the projector's four inserts and their views: about 0.14 s on a
+    slow machine) kept the handler busy all the time with batches every ``max_wait_s``, and a core with it; the
+    longer window pays them a third as often. (bench/results/projector.md, 2026-12-03.)"""
 
     ready_records = 500
     busy_poll_ms = 10  # while the handler is busy and records are held: read what gathered this often
+    BUSY_SHARE, IDLE_SHARE = 0.5, 0.2  # of the time between cuts spent handling: busy from the first, until the second
 
     def __init__(self, consumer: Consumer, max_records: int, max_wait_s: float = 0.0, poll_ms: int = 200,
                  busy_records: int | None = None, busy_wait_s: float | None = None,
@@ -168,6 +175,7 @@ class Batches:
         self.read_at = 0.0  # monotonic time the last batch's first records were read (0: not known)
         self._busy = False  # records come at busy_records per max_wait_s or faster (see the class docstring)
         self._cut_at = 0.0  # monotonic time the last batch was cut (0: none yet)
+        self.handled_s = 0.0  # how long the handler took over its last batch since the last cut (set by the shell)
 
     async def _read(self, max_records: int, timeout_ms: int) -> list[Record]:
         """One read of the consumer (a subclass may look at each read's records as they come)."""
@@ -201,9 +209,13 @@ class Batches:
             now = time.monotonic()
             since, self._cut_at = self._cut_at or self.read_at or now, now
             window = max(self.max_wait_s, 0.001)
-            rate = len(batch.records) / max(now - since, window)  # records a second since the last batch
+            interval = max(now - since, window)
+            rate = len(batch.records) / interval  # records a second since the last batch
             busy_rate = self.busy_records / window
-            self._busy = rate >= (busy_rate / 2 if self._busy else busy_rate)
+            # Of that time, the handler's (over the batch before: with read-ahead, this one went when it was done).
+            share, self.handled_s = self.handled_s / interval, 0.0
+            self._busy = (rate >= (busy_rate / 2 if self._busy else busy_rate)
+                          or share >= (self.IDLE_SHARE if self._busy else self.BUSY_SHARE))
         return batch
 
     async def _next_read_ahead(self, stop: asyncio.Event) -> Batch:
@@ -416,6 +428,7 @@ class ConsumerShell:
                 return False
             self.positions.update(offsets)
         if batch.records:
+            self.batches.handled_s = time.monotonic() - started
             metrics.BATCH_RECORDS.labels(self.name).observe(len(batch.records))
             if self.batch_log.isEnabledFor(logging.DEBUG):
                 self._log_batch(batch, cut_at, read_at, started, handled)

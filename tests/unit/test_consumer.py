@@ -371,6 +371,49 @@ async def test_busy_with_busy_read_ms_the_batch_still_gathers_but_is_read_as_it_
     assert sum(n for _, n in seen) == sum(n for _, n in seen_once) == 1200
 
 
+async def _gaps_behind_a_handler(handle_s, seconds: float = 1.6) -> list[float]:
+    """A read-ahead shell (window 0.05 s, busy window 0.3 s, a record rate that never makes it busy) over
+    records arriving every 10 ms; ``handle_s(elapsed)`` is how long the handler takes a batch handed to it
+    ``elapsed`` seconds in. The gaps between the batches handed over, with when each later one was."""
+    consumer = FakeConsumer()
+    batches = Batches(consumer, max_records=1_000_000, max_wait_s=0.05, poll_ms=50, busy_records=10_000,
+                      busy_wait_s=0.3)
+    seen: list[float] = []
+    started = time.monotonic()
+
+    async def handle(batch: Batch):
+        if batch.records:
+            seen.append(time.monotonic())
+            await asyncio.sleep(handle_s(seen[-1] - started))
+
+    shell = ConsumerShell("test", consumer, handle, batches=batches, read_ahead=True)
+    stop = asyncio.Event()
+    task = asyncio.create_task(shell.run(stop))
+    while time.monotonic() - started < seconds:
+        consumer.append(0)
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 5.0)
+    return [(b - a, b - started) for a, b in zip(seen, seen[1:])]
+
+
+async def test_a_handler_busy_half_the_time_or_more_makes_the_batches_gather_for_the_busy_wait():
+    """Few records, but each batch costs the handler 0.1 s against a 0.05 s window: with batches cut as soon
+    as it waits, it would be busy all the time. Its share of the time makes the shell busy, so the batches
+    gather for busy_wait_s and it pays its cost about a third as often; once it takes little, short
+    windows again."""
+    gaps = await _gaps_behind_a_handler(lambda elapsed: 0.1 if elapsed < 1.0 else 0.002, seconds=1.8)
+    slow = [gap for gap, at in gaps[2:] if at < 1.0]
+    assert slow and all(gap >= 0.28 for gap in slow), gaps
+    fast = [gap for gap, at in gaps if at > 1.5]  # a share of 0.002 s over 0.3 s leaves busy
+    assert fast and max(fast) < 0.2, gaps
+
+
+async def test_a_handler_that_takes_little_keeps_the_short_window():
+    gaps = await _gaps_behind_a_handler(lambda elapsed: 0.005)
+    assert len(gaps) >= 8 and max(gap for gap, _ in gaps[1:]) < 0.2, gaps
+
+
 async def test_under_light_load_a_read_ahead_batch_still_waits_its_time():
     started, seen = await _batches_under_a_trickle(ready_records=10_000, per_ms=1, handle_s=0.0, max_wait_s=0.25)
     assert seen and seen[0][0] - started >= 0.25  # fewer than ready_records: the batch's time, as before
