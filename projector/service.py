@@ -61,17 +61,18 @@ GROUP = "pingstream-projector"
 TOPICS = [TOPIC_PINGS, TOPIC_TRANSITIONS, TOPIC_CHECKS]
 LOG_EVERY_S = 10.0
 # On the embedded log (`up`, the edges on the same cores): once records come at BUSY_RECORDS per
-# replay.BATCH_WAIT_S or faster (2,500 a second; runtime.consumer.Batches), a batch gathers for BUSY_WAIT_S
-# instead of going as soon as the insert before it is done. A batch's fixed cost (the pings insert's
-# analysis and each table's part, their merges, the journal, the commit) is then paid two or three times
-# a second under load, not ten. The same window holds while the handler is busy half the time or more, as the
-# four inserts of small batches keep it at a few hundred pings a second (runtime.consumer.Batches.BUSY_SHARE).
-BUSY_RECORDS = 250
+# replay.BATCH_WAIT_S or faster (2,500 a second; runtime.consumer.Batches), or the handler is busy half the time
+# or more (Batches.BUSY_SHARE), a batch gathers for BUSY_WAIT_S whatever it holds, instead of going as soon as it
+# holds Batches.ready_records and the insert before it is done. A batch's fixed cost (the pings insert's analysis
+# and each table's part, their merges, the journal, the commit) is then paid two or three times a second under
+# load, not ten.
+BUSY_RECORDS = 1000
 BUSY_WAIT_S = 0.4
 # On Kafka (the distributed mode) too, with a window of KAFKA_BUSY_WAIT_S read every KAFKA_BUSY_READ_MS: aiokafka
 # fetches a partition again only once its fetched records are taken, so a window read once at its end left the
 # pings on the broker behind a fetch of the empty partitions waiting out its fetch_max_wait_ms. At 10,000
-# pings/s (bench/e2e.py) the projector took 0.28-0.37 cores against 0.44-0.48 with a batch per insert.
+# pings/s (bench/e2e.py) the projector took 0.28-0.37 cores against 0.44-0.48 with a batch per insert. (Shorter
+# than the idle window: at that rate ping -> queryable's p99 is near its bound of 1 s.)
 KAFKA_BUSY_WAIT_S = 0.3
 KAFKA_BUSY_READ_MS = 20
 TABLE_COLUMNS = {**COLUMNS, "checks": catalog.COLUMNS}
@@ -460,7 +461,10 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
         batches = Batcher(consumer, await projector.journal_tail(), decode=_timed(projector, Projector.decode))
         # Under load, fewer and bigger inserts leave the cores to the edges; on Kafka a shorter window, read as it
         # goes (see KAFKA_BUSY_WAIT_S).
-        batches.busy_records = BUSY_RECORDS
+        # Not busy, a batch holding BUSY_RECORDS goes before its window's end (as soon as the handler waits): records
+        # that come that fast make the shell busy anyway. (With the default, 500, a batch went every quarter of a
+        # second at 2,000 records/s, where busy windows take 0.4 s: about 1.3x the engine's CPU at 1,000 pings/s.)
+        batches.busy_records = batches.ready_records = BUSY_RECORDS
         if config.kafka is None:
             batches.busy_wait_s = BUSY_WAIT_S
         else:
