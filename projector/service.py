@@ -1,7 +1,7 @@
 """The projector service: pings and transitions from the log into ClickHouse, exactly once in effect.
 
-Batches (up to ``BATCH_MAX`` records; under load what came during the last one's
-handling, else ``BATCH_WAIT_S`` after the first, see ``replay``) come from the
+Batches (up to ``BATCH_MAX`` records; what came within ``BATCH_WAIT_S`` of the first, or
+sooner, once ``BUSY_RECORDS`` came and the handler waits; see ``replay``) come from the
 consumer shell (``runtime.consumer``); each goes through, in this order:
 
 1. journal: the offsets it covers, per partition, into ``projector_batches``;
