@@ -24,7 +24,7 @@ BATCH_MAX = 50_000
 # goes when the handler waits). A batch costs its inserts' fixed costs (about 30-65 ms of CPU for a few records on
 # a slow machine: ClickHouse's parts, their files and merges), so at a few pings a second a window of 0.1 s made
 # about four batches a second, a ping and the transition it caused in two; 0.4 s keeps ping -> queryable under
-# half a second and took the engine 0.6-0.8x the CPU at 2-50 pings/s (bench/results/engine.md, 2026-12-03).
+# half a second and took the engine 0.5-0.8x the CPU at 2-50 pings/s (bench/results/engine.md, 2026-12-03).
 BATCH_WAIT_S = 0.4
 _REPLAY_READ_MAX = 4  # batches' worth of records read at most while looking for the journaled batch
 

@@ -150,7 +150,7 @@ class Batches:
     (``handled_s``, which the shell sets after each batch), until that share falls under ``IDLE_SHARE``. At a few
     hundred records a second a batch's fixed costs (the projector's four inserts and their views: about 0.14 s on a
     slow machine) kept the handler busy all the time with batches every ``max_wait_s``, and a core with it; the
-    longer window pays them a third as often. (bench/results/projector.md, 2026-12-03.)"""
+    longer window pays them a third as often. (bench/results/engine.md, 2026-12-03.)"""
 
     ready_records = 500
     busy_poll_ms = 10  # while the handler is busy and records are held: read what gathered this often
