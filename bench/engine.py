@@ -1,13 +1,14 @@
 """The CPU `pingstream up` spends at fixed ping rates, in steady state, per process.
 
     python -m bench.engine [--rates 1000,6000] [--duration 30] [--settle 5] [--baseline DIR] [--rounds 2] [--runs]
-                           [--no-save]
+                           [--fresh] [--no-save]
 
 Starts `pingstream up` (embedded, as users start it) with one check and sends it GET pings in an open loop
 (with ``--runs``, every other one to ``/start``, so half of them end a run),
-each rate for ``--duration`` seconds, one rate after the other. Each process's CPU is read from /proc once a
-second; the first ``--settle`` seconds of each rate are left out (start-up, the first batches and their parts),
-the rest averaged. Prints the cores of the engine (the projector, the monitor and the notifier in one process)
+each rate for ``--duration`` seconds, one rate after the other (with ``--fresh``, each in an `up` of its own: a
+rate that follows others in the same `up` also pays the merges of their parts). Each process's CPU is read from
+/proc once a second; the first ``--settle`` seconds of each rate are left out (start-up, the first batches and
+their parts), the rest averaged. Prints the cores of the engine (the projector, the monitor and the notifier in one process)
 and of the edges, and the engine's CPU per ping.
 
 The edge's closed-loop benchmark (bench/edge.py) measures `up` against the edge alone at full speed; this one
@@ -118,6 +119,7 @@ def main() -> None:
     parser.add_argument("--baseline", help="another checkout whose `up` runs interleaved with this one's")
     parser.add_argument("--rounds", type=int, default=1, help="starts of `up` per variant")
     parser.add_argument("--runs", action="store_true", help="every other ping a start (half the pings end a run)")
+    parser.add_argument("--fresh", action="store_true", help="a fresh `up` for each rate, not one for them all")
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
@@ -129,7 +131,11 @@ def main() -> None:
           + (f"; baseline: {describe(variants[0][1])}" if args.baseline else ""), flush=True)
     for _ in range(args.rounds):
         for name, root in variants:
-            runs[name].append(measure(root, rates, args.duration, args.settle, args.runs))
+            if args.fresh:  # a start of `up` per rate: no rate measured on the parts and merges of the ones before
+                runs[name].append([m for rate in rates
+                                   for m in measure(root, [rate], args.duration, args.settle, args.runs)])
+            else:
+                runs[name].append(measure(root, rates, args.duration, args.settle, args.runs))
 
     summary = {}
     for i, rate in enumerate(rates):

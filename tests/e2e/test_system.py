@@ -116,11 +116,13 @@ async def test_transitions_over_http_and_webhooks(system, aiohttp_server):
     """ping → log → monitor → transition → projector → API status and /flips/, and a webhook POST."""
     s, received = await _with_webhook(system, aiohttp_server)
     async with aiohttp.ClientSession() as session:
-        check = await _create_check(session, s, name="fast", timeout=1, grace=1)
+        # A check is up for `timeout` after a ping and read as such once the projector has the ping (p99 about
+        # 0.5 s, its batch window 0.4 s of it): 2 s, so that a suite's load on two cores does not use it all up.
+        check = await _create_check(session, s, name="fast", timeout=2, grace=1)
         assert (await session.get(f"{s.url}/ping/{check['uuid']}")).status == 200
         doc = await _wait_for(lambda: _get_check(session, s, check["uuid"]), lambda d: d["status"] == "up", 5)
         assert doc["status"] == "up"
-        doc = await _wait_for(lambda: _get_check(session, s, check["uuid"]), lambda d: d["status"] == "down", 8)
+        doc = await _wait_for(lambda: _get_check(session, s, check["uuid"]), lambda d: d["status"] == "down", 10)
         assert doc["status"] == "down"
         # the status is computed at read time, the flip comes with the monitor's transition (as
         # Healthchecks' sendalerts records it a moment after the check reads down); newest first
