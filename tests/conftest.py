@@ -19,6 +19,19 @@ os.environ.setdefault("PINGSTREAM_SQL_PORT", "0")
 os.environ.setdefault("PINGSTREAM_SQL_NATIVE_PORT", "0")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _temporary_files_under_basetemp(tmp_path_factory):
+    """The processes the tests start write their temporary files under pytest's base directory (kept for the last
+    three runs), not in the machine's /tmp: a chdb process killed with -9 leaves its own behind."""
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("tmpdir"))
+    yield
+    if before is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before
+
+
 @pytest.fixture(scope="session")
 def chdb_dsn(tmp_path_factory) -> str:
     """One chdb data path for the whole test process (chdb allows one process per path),
