@@ -4,7 +4,7 @@
                            [--fresh] [--no-save]
 
 Starts `pingstream up` (embedded, as users start it) with one check and sends it GET pings in an open loop
-(with ``--runs``, every other one to ``/start``, so half of them end a run),
+(with ``--runs``, every other one to ``/start``, so half of them end a run; at rate 0, none: the idle system),
 each rate for ``--duration`` seconds, one rate after the other (with ``--fresh``, each in an `up` of its own: a
 rate that follows others in the same `up` also pays the merges of their parts). Each process's CPU is read from
 /proc once a second; the first ``--settle`` seconds of each rate are left out (start-up, the first batches and
@@ -91,18 +91,24 @@ def measure(root: Path, rates: list[float], duration_s: float, settle_s: float, 
 
         for rate in rates:
             with Sampler(server.proc.pid) as sampler:
-                result = uvloop.run(open_loop(server.port, request, rate, duration_s))
+                if rate > 0:
+                    result = uvloop.run(open_loop(server.port, request, rate, duration_s))
+                else:  # idle: no pings, the edges' clock ticks only
+                    time.sleep(duration_s)
+                    result = {"p99_ms": 0.0, "statuses": {}}
             steady = sampler.seconds[int(settle_s):] or sampler.seconds
             engine = statistics.fmean(s.get("engine", 0.0) for s in steady)
             edges = statistics.fmean(s.get("edges", 0.0) for s in steady)
             out.append({
                 "rate": rate, "engine_cores": engine, "edge_cores": edges,
-                "engine_us_per_ping": engine / rate * 1e6, "edge_us_per_ping": edges / rate * 1e6,
+                "engine_us_per_ping": engine / rate * 1e6 if rate else None,
+                "edge_us_per_ping": edges / rate * 1e6 if rate else None,
                 "engine_cores_min": min(s.get("engine", 0.0) for s in steady),
                 "engine_cores_max": max(s.get("engine", 0.0) for s in steady),
                 "seconds": len(steady), "p99_ms": result["p99_ms"], "statuses": result["statuses"],
             })
-            print(f"  {root.name:>12} {rate:7.0f}/s: engine {engine:.3f} cores ({engine / rate * 1e6:6.1f} us/ping, "
+            per_ping = f"{engine / rate * 1e6:6.1f} us/ping, " if rate else ""
+            print(f"  {root.name:>12} {rate:7.0f}/s: engine {engine:.3f} cores ({per_ping}"
                   f"{out[-1]['engine_cores_min']:.2f}-{out[-1]['engine_cores_max']:.2f} per second), "
                   f"edges {edges:.3f} cores; ack p99 {result['p99_ms']:.1f} ms {result['statuses']}", flush=True)
     finally:
@@ -113,7 +119,7 @@ def measure(root: Path, rates: list[float], duration_s: float, settle_s: float, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", default="1000,6000", help="pings per second, comma-separated")
+    parser.add_argument("--rates", default="1000,6000", help="pings per second, comma-separated (0: idle)")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load per rate")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds of each rate left out at its start")
     parser.add_argument("--baseline", help="another checkout whose `up` runs interleaved with this one's")
@@ -141,7 +147,8 @@ def main() -> None:
     for i, rate in enumerate(rates):
         line = {name: statistics.median(r[i]["engine_cores"] for r in runs[name]) for name, _ in variants}
         summary[f"{rate:.0f}"] = line
-        text = ", ".join(f"{name} {cores:.3f} cores ({cores / rate * 1e6:.1f} us/ping)" for name, cores in line.items())
+        text = ", ".join(f"{name} {cores:.3f} cores" + (f" ({cores / rate * 1e6:.1f} us/ping)" if rate else "")
+                         for name, cores in line.items())
         if args.baseline:
             ratios = [b[i]["engine_cores"] / a[i]["engine_cores"] for a, b in zip(runs["baseline"], runs["this"])]
             summary[f"{rate:.0f}"]["ratios"] = ratios
