@@ -39,11 +39,17 @@ _ERRORS = metrics.PRODUCE_ERRORS.labels("sqlite")
 
 MAX_GROUP = 20_000  # records per group commit
 DRAIN_S = 0.1  # longest the writer thread commits back to back before other work on it gets a turn
+WATCH_S = 0.05  # how often a process looks at the heads other processes publish, while its consumers wait
 
 
 def _wake(waiter: asyncio.Future) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+def _moved(before: dict[tuple[str, int], int], after: dict[tuple[str, int], int]) -> set[str]:
+    """The topics with a partition whose head differs between two readings of the published heads."""
+    return {tp[0] for tp, head in after.items() if before.get(tp) != head}
 
 
 class SqliteEventLog(EventLog):
@@ -61,7 +67,8 @@ class SqliteEventLog(EventLog):
         self._failure = "event log is not started"
         self._partitions: dict[str, int] = {}
         self._heads: dict[tuple[str, int], int] = {}  # next offset per partition, as last committed (WriteLock)
-        self._waiting: dict[str, list[asyncio.Future]] = {}  # per topic, who waits for this process to write to it
+        self._waiting: dict[str, list[asyncio.Future]] = {}  # per topic, who waits for records (wait_written)
+        self._watcher: asyncio.Task | None = None  # reads the published heads for them (_watch_heads)
         self._lock = threading.Lock()
         self._write_lock: WriteLock | None = None  # across processes, on the writer thread
         self.shared_reads = SharedReads()  # its consumers' reads of the file (sqlite_reads.py)
@@ -122,6 +129,9 @@ class SqliteEventLog(EventLog):
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await asyncio.get_running_loop().run_in_executor(self._writer, conn.close)
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
         if self._write_lock is not None:
             self._write_lock.close()
         self.published_heads.close()
@@ -300,16 +310,27 @@ class SqliteEventLog(EventLog):
         self._heads.update(next_offset)
         return results
 
-    async def wait_written(self, timeout_s: float, topics: list[str]) -> None:
-        """Wake when this process commits records to one of ``topics``, or after ``timeout_s`` (other
-        writers). Commits to other topics do not wake: the edge's registry follower sleeps through
-        its pings."""
-        # A future woken by the write or by a timer: an idle consumer polls here every few tens of ms, and
-        # ``asyncio.wait_for`` made a task and a timeout for each wait.
+    async def wait_written(self, timeout_s: float, topics: list[str],
+                           seen: dict[tuple[str, int], int] | None = None) -> None:
+        """Wake when records are committed to one of ``topics``: by this process, at once; by another, within
+        ``WATCH_S`` (the process's one watcher of the published heads sees a partition of them move); or after
+        ``timeout_s``. Commits to other topics do not wake: the edge's registry follower sleeps through its pings.
+
+        ``seen``: the published heads the caller last looked at (``published_heads.get()``). Should they have
+        moved for ``topics`` since, it returns at once; without them (none were published, or they could not be
+        read) only this process's commits wake it, and the caller polls."""
+        # A future woken by the write, the watcher or a timer: ``asyncio.wait_for`` made a task and a timeout
+        # for each wait.
         loop = asyncio.get_running_loop()
         woken = loop.create_future()
         for topic in topics:
             self._waiting.setdefault(topic, []).append(woken)
+        if seen:
+            heads = self.published_heads.get()
+            if heads and heads is not seen and _moved(seen, heads).intersection(topics):
+                _wake(woken)
+            else:
+                self._watch(loop)
         timer = loop.call_later(timeout_s, _wake, woken)
         try:
             await woken
@@ -319,6 +340,27 @@ class SqliteEventLog(EventLog):
                 waiting = self._waiting.get(topic)
                 if waiting is not None and woken in waiting:
                     waiting.remove(woken)
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the watcher of the published heads on ``loop``, unless it runs."""
+        watcher = self._watcher
+        if watcher is None or watcher.done() or watcher.get_loop() is not loop:
+            self._watcher = loop.create_task(self._watch_heads(), name="sqlite-log-heads-watcher")
+
+    async def _watch_heads(self) -> None:
+        """While consumers of this process wait, read the heads other processes publish every ``WATCH_S``, and
+        wake those waiting for a topic whose head moved. One read of the lock file for the whole process: each
+        consumer looking for itself every 50 ms made about 200 reads and wake-ups a second in an idle engine."""
+        last = self.published_heads.get()
+        while any(self._waiting.values()):
+            await asyncio.sleep(WATCH_S)
+            heads = self.published_heads.get()
+            if not heads or heads is last:
+                continue
+            moved, last = _moved(last, heads), heads
+            for topic in moved:
+                for woken in self._waiting.pop(topic, ()):
+                    _wake(woken)
 
     # --- maintenance ---
 

@@ -21,7 +21,7 @@ _offset_of = operator.itemgetter(2)
 
 _COMMIT_SQL = ("INSERT INTO group_offsets(grp, topic, partition, offset) VALUES {} "
                "ON CONFLICT(grp, topic, partition) DO UPDATE SET offset=excluded.offset")
-_POLL_S = 0.05  # how often an idle consumer looks for records written by other processes
+_POLL_S = 0.05  # how often an idle consumer looks for records of other processes when no heads are published
 FULL_READ_S = 1.0  # a consumer asks SQLite for every partition at least this often, whatever the heads say
 
 
@@ -62,17 +62,17 @@ class SqliteConsumer(Consumer):
     def assignment(self) -> set[TopicPartition]:
         return set(self._positions)
 
-    def _wanted(self) -> list[tuple[TopicPartition, int]]:
-        """The partitions to read, at their positions: those whose published head (``PublishedHeads``) is
-        past this consumer's position; every partition once every ``FULL_READ_S``, and whenever no heads
-        were published. A partition the heads leave out has had no record since they were first published
-        (a writer adds each partition it writes to them)."""
+    def _wanted(self) -> tuple[list[tuple[TopicPartition, int]], dict]:
+        """The partitions to read, at their positions, and the published heads (``PublishedHeads``) that said so:
+        those whose published head is past this consumer's position; every partition once every
+        ``FULL_READ_S``, and whenever no heads were published. A partition the heads leave out has had no record
+        since they were first published (a writer adds each partition it writes to them)."""
         now = time.monotonic()
         heads = self._log.published_heads.get()
         if not heads or now >= self._full_read_at:
             self._full_read_at = now + FULL_READ_S
-            return list(self._positions.items())
-        return [(tp, position) for tp, position in self._positions.items() if heads.get(tp, 0) > position]
+            return list(self._positions.items()), heads
+        return [(tp, position) for tp, position in self._positions.items() if heads.get(tp, 0) > position], heads
 
     def _read(self, wanted: list[tuple[TopicPartition, int]], max_records: int) -> list[tuple[TopicPartition, list]]:
         """The records read, per partition."""
@@ -91,7 +91,7 @@ class SqliteConsumer(Consumer):
     async def getmany(self, max_records: int = 10_000, timeout_ms: int = 200) -> list[Record]:
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
-            wanted = self._wanted()
+            wanted, heads = self._wanted()
             read = await self._run(self._read, wanted, max_records) if wanted else []
             if read:
                 records: list[Record] = []
@@ -102,7 +102,11 @@ class SqliteConsumer(Consumer):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            await self._log.wait_written(min(_POLL_S, remaining), self._topics)
+            if heads:  # woken when they move for these topics (or at the next full read)
+                await self._log.wait_written(min(max(0.0, self._full_read_at - time.monotonic()), remaining),
+                                             self._topics, heads)
+            else:
+                await self._log.wait_written(min(_POLL_S, remaining), self._topics)
 
     async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
         if self._group is None:

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from runtime.eventlog import sqlite_consumer, sqlite_db
+from runtime.eventlog import sqlite, sqlite_consumer, sqlite_db
 from runtime.eventlog.base import LogUnavailable
 from runtime.eventlog.sqlite import SqliteEventLog
 
@@ -277,3 +277,35 @@ async def test_records_the_heads_do_not_show_are_read_within_a_full_read(tmp_pat
         got += await consumer.getmany(timeout_ms=2_000)
         assert [r.value for r in got] == [b"b-unpublished"]
         await consumer.close()
+
+
+async def test_consumers_waiting_on_another_writer_share_one_reader_of_its_heads(tmp_path, monkeypatch):
+    """Consumers waiting for records another process writes (the engine's, for the edges' pings) are woken by
+    one watcher of the published heads per log object, which reads the lock file every ``WATCH_S``: not by
+    each consumer looking for itself (an idle engine read it about 200 times a second). A consumer of a topic
+    the other process writes to is woken within about ``WATCH_S``; one of another topic sleeps on."""
+    monkeypatch.setattr(sqlite_consumer, "FULL_READ_S", 3600.0)
+    path = tmp_path / "log.sqlite3"
+    async with _two_writers(path) as (a, b):
+        await a.produce("pings", b"p0", partition=0)
+        await a.produce("checks", b"c0", partition=0)
+        consumers = [b.consumer(["pings"] if i else ["checks"], group=None) for i in range(6)]
+        for consumer in consumers:
+            await consumer.start()
+            assert len(await consumer.getmany(timeout_ms=0)) == 1
+        reads = []
+        original = b.published_heads.get
+        monkeypatch.setattr(b.published_heads, "get", lambda: reads.append(1) or original())
+        waiting = [asyncio.ensure_future(c.getmany(timeout_ms=3_000)) for c in consumers]
+        await asyncio.sleep(1.0)
+        assert not any(w.done() for w in waiting)
+        assert len(reads) <= 1.0 / sqlite.WATCH_S + 3 * len(consumers) + 5, len(reads)  # 120 before
+        started = asyncio.get_running_loop().time()
+        await a.produce("pings", b"p1", partition=0)
+        got = await asyncio.gather(*waiting[1:])
+        assert asyncio.get_running_loop().time() - started < 0.5
+        assert [[r.value for r in records] for records in got] == [[b"p1"]] * 5
+        assert not waiting[0].done()  # "checks": nothing for it
+        assert await waiting[0] == []
+        for consumer in consumers:
+            await consumer.close()
