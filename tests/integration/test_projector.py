@@ -23,6 +23,7 @@ from schemas.events import (
     TOPIC_TRANSITIONS,
     PingEvent,
     PingFacts,
+    Tick,
     Transition,
     encode,
     utcnow,
@@ -160,6 +161,44 @@ async def test_a_restart_resumes_from_clickhouse_state(log, clickhouse, tmp_path
     await projector.halt()
     [(n, duration)] = await clickhouse.query("SELECT n, duration_s FROM pings FINAL WHERE kind = 'fail'")
     assert (n, duration) == (2, 7.0)
+
+
+async def _committed(log, group: str) -> dict[TopicPartition, int]:
+    consumer = log.consumer(projector_service.TOPICS, group=group)
+    await consumer.start()
+    positions = await consumer.positions()
+    await consumer.close()
+    return positions
+
+
+async def test_a_batch_of_clock_ticks_alone_is_committed_without_a_journal_entry(log, clickhouse, tmp_path):
+    """The edges tick every partition about once a second: an idle system's batches hold nothing the projector
+    writes. They are committed, and journal nothing (an insert into ClickHouse each); a batch that writes
+    starts after them, where the journal must start (the replay re-cuts a journaled batch from the committed
+    offsets)."""
+    projector = Running(log, clickhouse, tmp_path)
+    pings_partitions = [TopicPartition(TOPIC_PINGS, p) for p in range(2)]
+    for second in range(3):
+        for tp in pings_partitions:
+            await log.produce(TOPIC_PINGS, encode(Tick(event_id=uuid7(), at=utcnow(), partition=tp.partition)),
+                              partition=tp.partition)
+        await asyncio.sleep(0.5 if second < 2 else 0)
+
+    async def ticks_committed():
+        committed = await _committed(log, projector_service.GROUP)
+        return all(committed.get(tp) == 3 for tp in pings_partitions)
+
+    assert await wait_until(ticks_committed)
+    journaled = "SELECT count() FROM projector_batches WHERE consumer = 'pingstream-projector'"
+    assert await count(clickhouse, journaled) == 0
+    event = await ping(log, "success")
+    assert await wait_until(lambda: count(clickhouse, "SELECT count() FROM pings FINAL"))
+    await projector.halt()
+    assert await count(clickhouse, journaled) == 1
+    tp = TopicPartition(TOPIC_PINGS, log_partition(event.check_id))
+    (first, last, _token), = (await Projector(clickhouse, log).journal_tail()).values()
+    assert (first, last) == (3, 3)
+    assert (await _committed(log, projector_service.GROUP))[tp] == 4
 
 
 async def test_a_crash_between_insert_and_commit_replays_the_same_blocks(log, clickhouse, tmp_path):
