@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import math
 import operator
 import os
 import time
@@ -246,7 +247,9 @@ class Batches:
                     await _first(stop, waiting, step)
                 wait_ms = 0
             elif idle:
-                wait_ms = max(0, int((due - time.monotonic()) * 1000))
+                # Rounded up: the last millisecond before ``due`` rounded down to 0 spun the loop, a read of
+                # nothing after another (about 24 a batch).
+                wait_ms = max(1, math.ceil((due - time.monotonic()) * 1000))
             else:
                 # The handler is busy: let records gather a moment, then take them all in one read.
                 await asyncio.sleep(self.busy_poll_ms / 1000)

@@ -8,6 +8,7 @@ import re
 import time
 
 import pytest
+import uvloop
 
 from runtime.consumer import Batch, Batches, ConsumerShell, Stopped, retry
 from runtime.eventlog.base import TopicPartition
@@ -539,3 +540,32 @@ async def test_it_logs_each_batch_at_debug_with_where_its_records_time_went(capl
     read, cut, committed, _, handled, _ = map(int, m.groups())
     assert 300 <= read <= cut <= committed
     assert handled >= 49 and committed - cut >= handled - 2  # figures rounded to the millisecond
+
+
+def test_a_read_ahead_batch_waits_out_its_window_without_spinning():
+    """A record alone, the handler waiting: the batch waits for its window's end, then takes what came in one
+    read. (The wait was rounded down to whole milliseconds: in the window's last one it read without waiting,
+    again and again, about 24 reads of nothing a batch in an idle engine.) On uvloop, as the services run: its
+    timers count whole milliseconds and may end up to one before the time asked."""
+    uvloop.run(_a_lone_record_batched_five_times())
+
+
+async def _a_lone_record_batched_five_times() -> None:
+    for _ in range(5):
+        consumer = FakeConsumer()
+        timeouts = []
+        read = consumer.getmany
+
+        async def getmany(max_records: int = 10_000, timeout_ms: int = 200):
+            timeouts.append(timeout_ms)
+            return await read(max_records, timeout_ms)
+
+        consumer.getmany = getmany
+        batches = Batches(consumer, max_records=10_000, max_wait_s=0.0505, poll_ms=1000)
+        batches.waiting = asyncio.Event()
+        batches.waiting.set()  # the handler waits
+        consumer.append(0)
+        started = time.monotonic()
+        batch = await batches.next(asyncio.Event())
+        assert len(batch.records) == 1 and time.monotonic() - started >= 0.05
+        assert timeouts.count(0) == 1, timeouts  # the last read, at the window's end
