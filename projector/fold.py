@@ -80,17 +80,16 @@ class CheckFold(msgspec.Struct, kw_only=True):
 class Rows:
     """Rows for each table in the DDL's column order (see COLUMNS): lists of tuples, but for ``pings``,
     kept as columns: the events themselves (and their index among the folded events), plus what the fold
-    adds to each: ``n``, the duration, the event id of the start it ends. The projector sends ClickHouse
-    each ping's record with those values, and ClickHouse makes the pings rows (projector/wire.py), and from
-    them the runs rows (the views of ``pings_ending_runs``, schemas/ddl.py); ``ping_columns``, ``pings`` and
-    ``runs`` are the same rows made in Python (from full ``PingEvent``s)."""
+    adds to each: ``n``, the duration, the event id of the start it ends (a ping with one ends a run). The
+    projector sends ClickHouse each ping's record with those values, and ClickHouse makes the pings rows
+    (projector/wire.py), and from them the runs rows (the views of ``pings_ending_runs``, schemas/ddl.py);
+    ``ping_columns``, ``pings`` and ``runs`` are the same rows made in Python (from full ``PingEvent``s)."""
 
     ping_events: list = field(default_factory=list)  # the PingEvents that make a pings row, in order
     ping_index: list[int] = field(default_factory=list)  # the index of each of them in the folded events
     ping_n: list[int] = field(default_factory=list)
     ping_durations: list[float | None] = field(default_factory=list)
     ping_starts: list[str | None] = field(default_factory=list)  # the event id of the start a ping ends (a run)
-    runs: list[tuple] = field(default_factory=list)
     transitions: list[tuple] = field(default_factory=list)
     ping_keys: list[tuple] = field(default_factory=list)
     touched: dict[str, CheckFold] = field(default_factory=dict)  # check_state rows, one per check
@@ -110,6 +109,22 @@ class Rows:
     def pings(self) -> list[tuple]:
         """The pings rows as tuples."""
         return list(zip(*self.ping_columns())) if self.ping_events else []
+
+    @property
+    def n_runs(self) -> int:
+        """How many of the pings end a run."""
+        starts = self.ping_starts
+        return len(starts) - starts.count(None)
+
+    @property
+    def runs(self) -> list[tuple]:
+        """The runs rows as tuples, one per ping that ends a run (it started ``duration`` before the ping)."""
+        return [
+            (e.event_id, start_id, e.check_id, e.project_id, e.rid, e.received_at - timedelta(seconds=duration),
+             e.received_at, duration, e.kind, e.exit_status)
+            for e, start_id, duration in zip(self.ping_events, self.ping_starts, self.ping_durations)
+            if start_id is not None
+        ]
 
     def check_state_rows(self, updated_at: datetime) -> list[tuple]:
         return [state_row(s, updated_at) for s in self.touched.values()]
@@ -219,11 +234,7 @@ def apply_ping(state: CheckFold, event: PingEvent, offset: int, rows: Rows) -> b
             start = _pair(state, event)
             if start is not None:
                 duration = (received_at - start.at).total_seconds()
-                start_id = start.event_id
-                rows.runs.append((
-                    event_id, start.event_id, event.check_id, event.project_id, rid, start.at,
-                    received_at, duration, kind, event.exit_status,
-                ))
+                start_id = start.event_id  # a run: Rows.runs
         # Check.ping: the last duration, and whether the run in progress ends (see the module docstring).
         run_start = state.run_start
         if run_start is None:
@@ -314,7 +325,7 @@ def fold(
     touched = rows.touched
     ping_events, ping_n, ping_durations = rows.ping_events, rows.ping_n, rows.ping_durations
     ping_index, ping_starts = rows.ping_index, rows.ping_starts
-    runs, transitions, ping_keys = rows.runs, rows.transitions, rows.ping_keys
+    transitions, ping_keys = rows.transitions, rows.ping_keys
     astuple = msgspec.structs.astuple
     appliers = _APPLY.get
     for i, (event, offset) in enumerate(events):
@@ -327,7 +338,7 @@ def fold(
             state = states[check_id] = CheckFold(check_id=check_id, project_id=event.project_id)
         # The apply functions replace ``starts`` rather than change it, so this shallow copy undoes them.
         saved = astuple(state)
-        marks = (len(ping_events), len(runs), len(transitions), len(ping_keys))
+        marks = (len(ping_events), len(transitions), len(ping_keys))
         try:
             applied = apply(state, event, offset, rows)
         except Exception as exc:
@@ -337,7 +348,7 @@ def fold(
                 setattr(state, name, value)
             m = marks[0]
             del ping_events[m:], ping_n[m:], ping_durations[m:], ping_starts[m:]
-            del runs[marks[1]:], transitions[marks[2]:], ping_keys[marks[3]:]
+            del transitions[marks[1]:], ping_keys[marks[2]:]
             on_error(i, exc)
             continue
         if len(ping_events) != marks[0]:

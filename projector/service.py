@@ -289,7 +289,7 @@ class Projector:
                 ("ping_keys", rows.ping_keys), ("checks", checks),
             ) if data]
             # Pings that end runs go through PINGS_ENDING_RUNS, whose views write them and their runs (schemas/ddl.py).
-            into = {"pings": PINGS_ENDING_RUNS} if rows.runs else {}
+            into = {"pings": PINGS_ENDING_RUNS} if rows.n_runs else {}
             done = await asyncio.gather(*(self.insert(table, data, f"{token}:{table}", into.get(table))
                                           for table, data in tables), return_exceptions=True)
             for outcome in done:
@@ -308,7 +308,7 @@ class Projector:
         self.timings["insert"] += time.perf_counter() - started
         self.counts["records"] += prepared.n_records
         self.counts["pings"] += len(rows.ping_events)
-        self.counts["runs"] += len(rows.runs)
+        self.counts["runs"] += rows.n_runs
         self.counts["transitions"] += len(rows.transitions)
         self.counts["poison"] += len(prepared.poison)
         self.counts["batches"] += 1
