@@ -4,7 +4,8 @@ Batches (up to ``BATCH_MAX`` records; what came within ``BATCH_WAIT_S`` of the f
 sooner, once ``BUSY_RECORDS`` came and the handler waits; see ``replay``) come from the
 consumer shell (``runtime.consumer``); each goes through, in this order:
 
-1. journal: the offsets it covers, per partition, into ``projector_batches``;
+1. journal: the offsets it covers, per partition, into the embedded log's file (``EventLog.write_journal``),
+   or on Kafka into ClickHouse's ``projector_batches``;
 2. decode (a ping as the fold reads it, ``wire.PingFacts``; poison records go to
    the dead-letter topic) and the pure fold, after loading from ``check_state``
    the state of checks not in memory (a restart resumes from there; no history
@@ -198,7 +199,13 @@ class Projector:
     # --- journal -----------------------------------------------------------------
 
     async def journal_tail(self) -> dict[TopicPartition, tuple[int, int, str]]:
-        """The last batch journaled per partition: (first, last, token)."""
+        """The last batch journaled per partition: (first, last, token). Kept by the log where it can
+        (the embedded one: a row per partition in its file), in ClickHouse otherwise (Kafka)."""
+        kept = await self.log.read_journal(self.consumer)
+        if kept:
+            return {TopicPartition(t, int(p)): (int(f), int(last), tok) for t, p, f, last, tok in kept}
+        # Kafka, or an embedded log whose projector journaled into ClickHouse before (its last batch may be
+        # uncommitted: it is cut again as it was).
 
         def query(client):
             return client.query(
@@ -211,9 +218,12 @@ class Projector:
         return {TopicPartition(t, int(p)): (int(f), int(last), tok) for t, p, f, last, tok in await self.ch.run(query)}
 
     async def write_journal(self, ranges: dict[TopicPartition, tuple[int, int]], token: str) -> None:
-        rows = [(self.consumer, tp.topic, tp.partition, first, last, token) for tp, (first, last) in ranges.items()]
+        entries = [(tp.topic, tp.partition, first, last, token) for tp, (first, last) in ranges.items()]
+        if await self.log.write_journal(self.consumer, entries):
+            return
         await self.ch.insert_values(
-            "projector_batches", ["consumer", "topic", "partition", "first_offset", "last_offset", "token"], rows)
+            "projector_batches", ["consumer", "topic", "partition", "first_offset", "last_offset", "token"],
+            [(self.consumer, *entry) for entry in entries])
 
     # --- one batch ---------------------------------------------------------------
 

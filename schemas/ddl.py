@@ -134,7 +134,8 @@ STATEMENTS: list[str] = [
     "ALTER TABLE {db}.check_state ADD COLUMN IF NOT EXISTS transitions_offset Int64 DEFAULT -1",
     # Which records each projector batch held (per partition), written before its rows: a batch
     # replayed after a crash is cut at the same offsets, so its insert blocks and their
-    # deduplication tokens are identical and the rollup views never count a run twice.
+    # deduplication tokens are identical and the rollup views never count a run twice. On Kafka; the
+    # embedded log keeps this journal in its own file (EventLog.write_journal).
     """
     CREATE TABLE IF NOT EXISTS {db}.projector_batches (
         consumer String,

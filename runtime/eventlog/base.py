@@ -118,6 +118,15 @@ class EventLog(abc.ABC):
         """``from_end``: where there is no committed offset (a new group; with ``group=None``,
         everywhere) start at the end of the partition instead of its beginning."""
 
+    # A consumer group's journal: per partition, the last batch it cut, (topic, partition, first offset, last offset,
+    # token), written before the batch's effects (the projector's, projector/replay.py). A log that keeps one
+    # returns True and a list; one that does not (Kafka: ClickHouse keeps it there) False and None.
+    async def write_journal(self, group: str, entries: list[tuple[str, int, int, int, str]]) -> bool:
+        return False
+
+    async def read_journal(self, group: str) -> list[tuple[str, int, int, int, str]] | None:
+        return None
+
     async def read_to_end(self, topic: str, apply: Callable[[list[Record]], None], max_records: int = 50_000) -> int:
         """Every record of ``topic``, from its beginning to its end as of the call, read by a consumer of no
         group (a compacted topic read back at start): ``apply`` gets the records of each read, in order per

@@ -189,16 +189,38 @@ async def test_a_batch_of_clock_ticks_alone_is_committed_without_a_journal_entry
         return all(committed.get(tp) == 3 for tp in pings_partitions)
 
     assert await wait_until(ticks_committed)
-    journaled = "SELECT count() FROM projector_batches WHERE consumer = 'pingstream-projector'"
-    assert await count(clickhouse, journaled) == 0
+    assert await Projector(clickhouse, log).journal_tail() == {}
     event = await ping(log, "success")
     assert await wait_until(lambda: count(clickhouse, "SELECT count() FROM pings FINAL"))
     await projector.halt()
-    assert await count(clickhouse, journaled) == 1
     tp = TopicPartition(TOPIC_PINGS, log_partition(event.check_id))
-    (first, last, _token), = (await Projector(clickhouse, log).journal_tail()).values()
-    assert (first, last) == (3, 3)
+    [(journaled, (first, last, _token))] = (await Projector(clickhouse, log).journal_tail()).items()
+    assert journaled == tp and (first, last) == (3, 3)
     assert (await _committed(log, projector_service.GROUP))[tp] == 4
+
+
+async def test_the_embedded_log_keeps_the_journal_and_a_clickhouse_journal_before_it_is_replayed(log, clickhouse):
+    """On the embedded log the journal is a row per partition in the log's file (a commit there, not an insert
+    into chdb and a part), the last batch's. A projector that journaled into ClickHouse before (an earlier
+    version) left its last batch there: with nothing in the log's journal, that one is read."""
+    t0 = utcnow()
+    for i in range(3):
+        await ping(log, "start", t0 + timedelta(seconds=i))
+    records = await _pings_read(log)
+    tp = TopicPartition(TOPIC_PINGS, log_partition(CHECK))
+    legacy = {tp: (0, 1)}
+    await clickhouse.insert_values("projector_batches", ["consumer", "topic", "partition", "first_offset",
+                                                         "last_offset", "token"],
+                                   [(projector_service.GROUP, tp.topic, tp.partition, 0, 1, batch_token(legacy))])
+    projector = Projector(clickhouse, log)
+    assert await projector.journal_tail() == {tp: (0, 1, batch_token(legacy))}
+    ranges = ranges_of(records[:2])
+    await projector.write_journal(ranges, batch_token(ranges))
+    ranges = ranges_of(records[2:])
+    await projector.write_journal(ranges, "the last")
+    assert await Projector(clickhouse, log).journal_tail() == {tp: (2, 2, "the last")}
+    assert await log.read_journal(projector_service.GROUP) == [(tp.topic, tp.partition, 2, 2, "the last")]
+    assert await count(clickhouse, "SELECT count() FROM projector_batches") == 1  # the earlier version's only
 
 
 async def test_a_crash_between_insert_and_commit_replays_the_same_blocks(log, clickhouse, tmp_path):
