@@ -8,8 +8,8 @@ Starts `pingstream up` (embedded, as users start it) with one check and sends it
 each rate for ``--duration`` seconds, one rate after the other (with ``--fresh``, each in an `up` of its own: a
 rate that follows others in the same `up` also pays the merges of their parts). Each process's CPU is read from
 /proc once a second; the first ``--settle`` seconds of each rate are left out (start-up, the first batches and
-their parts), the rest averaged. Prints the cores of the engine (the projector, the monitor and the notifier in one process)
-and of the edges, and the engine's CPU per ping.
+their parts), the rest averaged. Prints the cores of the engine (the projector, the monitor and the notifier in one
+process) and of the edges, and the engine's CPU per ping.
 
 The edge's closed-loop benchmark (bench/edge.py) measures `up` against the edge alone at full speed; this one
 measures what the engine costs below that, where fleets mostly are: its fixed costs per batch (the inserts'

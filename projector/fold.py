@@ -305,8 +305,7 @@ def _applier(event: object) -> Callable[[CheckFold, object, int, Rows], bool] | 
 
 def folds_any(events: list[tuple[object, int]]) -> bool:
     """Whether any of the ``(event, offset)`` pairs is of a type ``fold`` applies (the edges' clock ticks are not)."""
-    appliers = _APPLY.get
-    return any(appliers(type(event)) or _applier(event) for event, _ in events)
+    return any(_applier(event) for event, _ in events)
 
 
 def fold(

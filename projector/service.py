@@ -201,12 +201,8 @@ class Projector:
     async def journal_tail(self) -> dict[TopicPartition, tuple[int, int, str]]:
         """The last batch journaled per partition: (first, last, token). Kept by the log where it can
         (the embedded one: a row per partition in its file), in ClickHouse otherwise (Kafka)."""
-        kept = await self.log.read_journal(self.consumer)
-        if kept:
-            return {TopicPartition(t, int(p)): (int(f), int(last), tok) for t, p, f, last, tok in kept}
-        # Kafka, or an embedded log whose projector journaled into ClickHouse before (its last batch may be
-        # uncommitted: it is cut again as it was).
-
+        # ClickHouse's: Kafka's, or that of an embedded log with nothing journaled yet, whose projector journaled
+        # there before (its last batch may be uncommitted: it is cut again as it was).
         def query(client):
             return client.query(
                 "SELECT topic, partition, argMax(first_offset, first_offset), argMax(last_offset, first_offset), "
@@ -215,7 +211,8 @@ class Projector:
                 parameters={"c": self.consumer},
             ).result_rows
 
-        return {TopicPartition(t, int(p)): (int(f), int(last), tok) for t, p, f, last, tok in await self.ch.run(query)}
+        rows = await self.log.read_journal(self.consumer) or await self.ch.run(query)
+        return {TopicPartition(t, int(p)): (int(f), int(last), tok) for t, p, f, last, tok in rows}
 
     async def write_journal(self, ranges: dict[TopicPartition, tuple[int, int]], token: str) -> None:
         entries = [(tp.topic, tp.partition, first, last, token) for tp, (first, last) in ranges.items()]
