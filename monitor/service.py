@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 
 from runtime import deadletter, metrics
 from runtime.config import Config
@@ -57,10 +58,12 @@ def gap_threshold(config: Config) -> float:
 
 
 async def _produce_all(event_log: EventLog, topic: str, items: list[tuple[bytes | None, bytes]]) -> None:
-    # All produces are issued at once (the log groups them into one commit / batch) and
-    # awaited together; issue order is kept per partition, so a check's transitions stay in order.
+    # All records are handed to the log at once, in order (the log groups them into one commit / batch and keeps
+    # their order per partition, so a check's transitions stay in order), and awaited together: as futures, not a
+    # task each (a busy monitor produces one per ping). ``_consume`` made the topics' partition counts known, so
+    # no record takes ``produce``'s slower way, which could put it behind the ones after it.
     if items:
-        await asyncio.gather(*(event_log.produce(topic, value, key=key) for key, value in items))
+        await asyncio.gather(*[event_log.send(topic, value, key=key) for key, value in items])
 
 
 async def run(
@@ -121,6 +124,7 @@ async def _follow_parents(event_log: EventLog, monitor: Monitor, stop: asyncio.E
 
 async def _consume(event_log: EventLog, monitor: Monitor, stop: asyncio.Event, batch_max: int) -> None:
     await event_log.partitions(store.TOPIC_MONITOR_STATE)  # create the state topic with the pings' partition count
+    await event_log.partitions(TOPIC_TRANSITIONS)  # its partition count known before the first send (_produce_all)
     last_compact = time.monotonic()
 
     async def assigned(partitions: set[TopicPartition]) -> None:
@@ -160,9 +164,8 @@ async def _consume(event_log: EventLog, monitor: Monitor, stop: asyncio.Event, b
         for record, exc in poison:
             await retry("monitor dead letter", lambda: deadletter.send(event_log, "monitor", record, exc),
                         stop=stop, logger=log)
-        for e in out:
-            if isinstance(e, Transition):
-                metrics.TRANSITIONS.labels(e.from_status, e.to_status).inc()
+        for (frm, to), n in Counter((e.from_status, e.to_status) for e in out if isinstance(e, Transition)).items():
+            metrics.TRANSITIONS.labels(frm, to).inc(n)
         await retry("monitor state", lambda: _produce_all(event_log, store.TOPIC_MONITOR_STATE, state_records),
                     stop=stop, logger=log)
         if time.monotonic() - last_compact >= _COMPACT_EVERY_S and hasattr(event_log, "compact"):

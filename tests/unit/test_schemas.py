@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import uuid
 from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas import events
 
@@ -58,6 +61,13 @@ def test_uuid7_is_time_ordered_and_versioned():
 def test_stable_id_is_deterministic():
     assert events.stable_id("check", "p", "slug") == events.stable_id("check", "p", "slug")
     assert events.stable_id("check", "p", "slug") != events.stable_id("check", "p", "slug2")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.text(st.characters(blacklist_categories=("Cs",))), min_size=1, max_size=5))
+def test_stable_id_is_uuid5_of_the_parts(parts):
+    """The ids stored so far are ``uuid.uuid5``'s: the formatting done by hand must give the same string."""
+    assert events.stable_id(*parts) == str(uuid.uuid5(events._NAMESPACE, "\x1f".join(parts)))
 
 
 def test_uuid7_random_bits_are_never_shared_by_threads_or_a_forked_child():
