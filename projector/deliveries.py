@@ -1,9 +1,12 @@
 """The notifier's delivery outcomes (``pingstream.deliveries``) into ClickHouse's ``notifications``.
 
 A loop of its own in the projector process (its own consumer group): read a batch, insert its
-rows with a deduplication token derived from the batch's offsets, then commit. A batch read
-again after a crash is the same block and is dropped, and the table keeps one row per alert and
-channel (the latest outcome) in any case.
+rows, then commit. A batch read again after a crash is inserted again: the table keeps one row
+per alert and channel (the latest outcome), and reads merge (``FINAL``). No deduplication (by
+token, or by the block's hash, which the table's deduplication window would otherwise use):
+a process killed between MergeTree's recording of a block's token and its part's rename leaves
+the token without the part, and the block sent again under it would be dropped
+(``Projector.check_replayed``).
 """
 
 from __future__ import annotations
@@ -16,8 +19,6 @@ from runtime.clickhouse import ClickHouse
 from runtime.consumer import Batch, ConsumerShell, retry
 from runtime.eventlog.base import EventLog
 from schemas.events import TOPIC_DELIVERIES, Delivery, decode
-
-from .replay import batch_token, ranges_of
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,9 @@ async def run(event_log: EventLog, clickhouse: ClickHouse, stop: asyncio.Event) 
         rows = rows_of(batch.records)
         if not rows:
             return
-        settings = {"insert_deduplication_token": batch_token(ranges_of(batch.records))}
 
         def insert(client):
-            client.insert("notifications", rows, column_names=COLUMNS, settings=settings)
+            client.insert("notifications", rows, column_names=COLUMNS, settings={"insert_deduplicate": 0})
 
         await retry("notifications insert", lambda: clickhouse.run(insert), stop=stop, logger=log)
         metrics.INSERT_ROWS.labels("notifications").inc(len(rows))

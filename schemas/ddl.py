@@ -13,6 +13,32 @@ from __future__ import annotations
 # ``{db}`` is replaced by the database name (an identifier checked at start-up).
 _DEDUP = "SETTINGS non_replicated_deduplication_window = 10000"
 
+# The SELECTs of the views that make the runs from the pings that end them and the rollups from the runs, with
+# ``{source}`` for what they read (and ``{bucket}``, the rollup's bucket function): the views' own, and the
+# projector's when it writes again what ClickHouse dropped of a replayed batch (projector/service.py).
+# (The WHERE is in a subquery: the outer SELECT's aliases have the pings columns' names, and an alias wins.)
+RUNS_OF_PINGS = """
+    SELECT event_id, assumeNotNull(start_event_id) AS start_event_id, check_id, project_id, rid,
+           subtractMicroseconds(received_at, toInt64(round(assumeNotNull(duration_s) * 1000000))) AS started_at,
+           received_at AS finished_at, assumeNotNull(duration_s) AS duration_s, kind AS outcome, exit_status
+    FROM (SELECT event_id, start_event_id, check_id, project_id, rid, received_at, duration_s, kind, exit_status
+          FROM {source} WHERE start_event_id IS NOT NULL)
+    """
+ROLLUP_OF_RUNS = """
+    SELECT check_id, project_id, {bucket}(finished_at) AS bucket,
+           countState() AS runs,
+           countIfState(outcome = 'fail') AS failures,
+           quantilesTDigestState(0.5, 0.95, 0.99)(duration_s) AS duration
+    FROM {source} GROUP BY check_id, project_id, bucket
+    """
+ROLLUPS = {"durations_hourly": "toStartOfHour", "durations_daily": "toStartOfDay"}  # each rollup's bucket function
+
+
+def _rollup_view(table: str) -> str:
+    return (f"\n    CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.{table}_mv TO {{db}}.{table} AS"
+            + ROLLUP_OF_RUNS.replace("{bucket}", ROLLUPS[table]).replace("{source}", "{db}.runs"))
+
+
 STATEMENTS: list[str] = [
     "CREATE DATABASE IF NOT EXISTS {db}",
     f"""
@@ -98,14 +124,7 @@ STATEMENTS: list[str] = [
     ) ENGINE = AggregatingMergeTree
     ORDER BY (project_id, check_id, bucket)
     """,
-    """
-    CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.durations_hourly_mv TO {db}.durations_hourly AS
-    SELECT check_id, project_id, toStartOfHour(finished_at) AS bucket,
-           countState() AS runs,
-           countIfState(outcome = 'fail') AS failures,
-           quantilesTDigestState(0.5, 0.95, 0.99)(duration_s) AS duration
-    FROM {db}.runs GROUP BY check_id, project_id, bucket
-    """,
+    _rollup_view("durations_hourly"),
     """
     CREATE TABLE IF NOT EXISTS {db}.durations_daily (
         check_id UUID,
@@ -117,14 +136,7 @@ STATEMENTS: list[str] = [
     ) ENGINE = AggregatingMergeTree
     ORDER BY (project_id, check_id, bucket)
     """,
-    """
-    CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.durations_daily_mv TO {db}.durations_daily AS
-    SELECT check_id, project_id, toStartOfDay(finished_at) AS bucket,
-           countState() AS runs,
-           countIfState(outcome = 'fail') AS failures,
-           quantilesTDigestState(0.5, 0.95, 0.99)(duration_s) AS duration
-    FROM {db}.runs GROUP BY check_id, project_id, bucket
-    """,
+    _rollup_view("durations_daily"),
     # When a row became visible: ping → queryable latency, measured per row (bench/e2e.py).
     "ALTER TABLE {db}.pings ADD COLUMN IF NOT EXISTS inserted_at DateTime64(6, 'UTC') DEFAULT now64(6)",
     # The projector's fold state: open starts (rid, time, event id) and the offsets already applied,
@@ -239,15 +251,8 @@ STATEMENTS: list[str] = [
     CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.pings_ending_runs_pings TO {db}.pings AS
     SELECT * FROM {db}.pings_ending_runs
     """,
-    # (The WHERE is in a subquery: the outer SELECT's aliases have the pings columns' names, and an alias wins.)
-    """
-    CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.pings_ending_runs_runs TO {db}.runs AS
-    SELECT event_id, assumeNotNull(start_event_id) AS start_event_id, check_id, project_id, rid,
-           subtractMicroseconds(received_at, toInt64(round(assumeNotNull(duration_s) * 1000000))) AS started_at,
-           received_at AS finished_at, assumeNotNull(duration_s) AS duration_s, kind AS outcome, exit_status
-    FROM (SELECT event_id, start_event_id, check_id, project_id, rid, received_at, duration_s, kind, exit_status
-          FROM {db}.pings_ending_runs WHERE start_event_id IS NOT NULL)
-    """,
+    "\n    CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.pings_ending_runs_runs TO {db}.runs AS"
+    + RUNS_OF_PINGS.replace("{source}", "{db}.pings_ending_runs"),
 ]
 
 

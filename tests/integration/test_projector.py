@@ -385,6 +385,59 @@ async def test_a_journaled_batch_over_two_partitions_is_cut_again_behind_a_backl
     assert all(r.offset > 3 for r in rest + following)
 
 
+# The tables a batch with runs writes, and what a part lost to a crash takes from them (see the test below).
+_LOST = ("pings", "runs", "durations_hourly", "durations_daily", "transitions", "check_state")
+
+
+async def test_a_replayed_batch_writes_again_what_clickhouse_dropped_for_a_part_a_crash_lost(log, clickhouse,
+                                                                                              tmp_path):
+    """A process killed between MergeTree's recording of a block's token and the rename of its part leaves the
+    token and not the part: the replay's block is then dropped as a duplicate (Projector.check_replayed). Here a
+    mutation takes the batch's rows out of every table the batch wrote and leaves the tokens recorded, as such
+    a crash does; the replay finds the rows missing and writes them once, the rollups included."""
+    t0 = utcnow() - timedelta(minutes=5)
+    for i in range(4):
+        await ping(log, "start", t0 + timedelta(seconds=10 * i), rid=RID)
+        await ping(log, "success", t0 + timedelta(seconds=10 * i + 3), rid=RID)
+    await log.produce(TOPIC_TRANSITIONS, encode(_transition("new", "up", t0, "new", "up")), key=CHECK.encode())
+    consumer = log.consumer(projector_service.TOPICS, group=projector_service.GROUP)
+    await consumer.start()
+    records = await consumer.getmany(timeout_ms=500)
+    await consumer.close()
+    crashed = Projector(clickhouse, log)
+    ranges = ranges_of(records)
+    await crashed.write_journal(ranges, batch_token(ranges))
+    await crashed.process(records, batch_token(ranges))
+    for table in _LOST:
+        await clickhouse.run(lambda c, t=table: c.command(
+            f"ALTER TABLE {t} DELETE WHERE check_id = '{CHECK}' SETTINGS mutations_sync = 2"))
+    again = Projector(clickhouse, log)  # what ClickHouse does with the batch sent again as it was: nothing
+    await again.process(records, batch_token(ranges))
+    assert await count(clickhouse, "SELECT count() FROM pings") == 0
+    assert await count(clickhouse, "SELECT count() FROM runs") == 0
+
+    projector = Running(log, clickhouse, tmp_path)  # a restart: the journaled batch is replayed, then checked
+
+    async def all_in():
+        return await count(clickhouse, "SELECT count() FROM check_state FINAL WHERE n_pings = 8") == 1
+
+    assert await wait_until(all_in)
+    await projector.halt()
+    assert await count(clickhouse, "SELECT count() FROM pings") == 8
+    assert await count(clickhouse, "SELECT count() FROM runs") == 4
+    assert await count(clickhouse, "SELECT count() FROM transitions") == 1
+    for rollup in ("durations_hourly", "durations_daily"):
+        assert await count(clickhouse, f"SELECT countMerge(runs) FROM {rollup}") == 4
+        assert await count(clickhouse, f"SELECT toUInt64(quantilesTDigestMerge(0.5, 0.95, 0.99)(duration)[1]) "
+                                       f"FROM {rollup}") == 3
+
+    restarted = Running(log, clickhouse, tmp_path)  # nothing journaled is left to replay: nothing changes
+    await asyncio.sleep(1.0)
+    await restarted.halt()
+    assert await count(clickhouse, "SELECT count() FROM pings") == 8
+    assert await count(clickhouse, "SELECT countMerge(runs) FROM durations_hourly") == 4
+
+
 async def test_a_pings_block_inserted_twice_is_counted_once_in_the_runs_and_the_rollups(log, clickhouse):
     t0 = utcnow()
     await ping(log, "start", t0)
