@@ -1,5 +1,6 @@
 """kill -9 of the projector and of the monitor at random points, 10 times each, under load; and of
-the children of ``pingstream up`` (its engine and its edges), which its supervisor restarts.
+the children of ``pingstream up`` (its engine and its edges), which its supervisor restarts; and of `up`'s
+engine held by gdb at the rename of a ClickHouse part (the one moment a crash costs ClickHouse a block).
 
 The test process plays the edge: it writes pings (and clock ticks) into the
 embedded log while the service runs as a real process that gets SIGKILL at
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import platform
 import random
 import re
 import signal
@@ -320,4 +322,74 @@ async def test_up_with_no_edge_process_runs_everything_in_one(system):
         async with http.get(f"{up.url}/ping/{up.keys['ping_key']}/one-process?create=1") as answer:
             assert answer.status == 201
     assert not _children(up.proc.pid)
+    assert up.stop() == 0
+
+
+async def test_up_engine_killed_while_a_part_takes_its_place_loses_no_ping(system, tmp_path):
+    """kill -9 of `up`'s engine at the one moment a crash costs ClickHouse a block for good: MergeTree has recorded
+    the block's deduplication token and not yet renamed its part into place (gdb holds the engine on the
+    ``rename`` of a ``tmp_insert_`` directory). The replayed batch's block is then dropped as a duplicate of a part
+    that is not there, and the projector writes it again (``Projector.check_replayed``): every acknowledged ping
+    is stored once."""
+    up = system(PINGSTREAM_EDGE_PROCESSES="1")
+    env = {"PINGSTREAM_DATA": up.env["PINGSTREAM_DATA"], "PINGSTREAM_KAFKA": ""}
+    url = f"{up.url}/ping/{up.keys['ping_key']}/held-part"
+    acknowledged: list[str] = []
+
+    async def send(http, prefix: str, n: int) -> None:
+        for i in range(n):
+            async with http.post(url, data=f"{prefix}-{i}") as answer:
+                assert answer.status == 200
+                acknowledged.append(f"{prefix}-{i}")
+
+    def stored() -> Counter:
+        return Counter(r["body"] for r in sql(env, "SELECT body FROM pings FINAL WHERE check_id IN "
+                                                   "(SELECT id FROM checks FINAL WHERE slug = 'held-part')"))
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
+        async with http.get(f"{url}?create=1") as answer:
+            assert answer.status == 201
+        engine = next(p for p, c in (await _wait_children(up, 2)).items() if c == "engine")
+        await send(http, "before", 10)
+        deadline = time.monotonic() + 30
+        while set(acknowledged) - set(stored()):
+            assert time.monotonic() < deadline, "the first pings were not stored"
+            await asyncio.sleep(0.2)
+        # The first argument of rename(2) in a register (no debug symbols needed): the engine stops, and is killed,
+        # on the rename of the next part an insert writes.
+        first = "$x0" if platform.machine() in ("aarch64", "arm64") else "$rdi"
+        held = tmp_path / "gdb.log"
+        with open(held, "w") as out:
+            gdb = await asyncio.create_subprocess_exec(
+                "gdb", "-p", str(engine), "-batch", "-nx", "-ex", "set pagination off",
+                "-ex", f'break rename if $_regex((char *) {first}, ".*/tmp_insert_.*")', "-ex", "continue",
+                "-ex", f"print (char *) {first}", "-ex", f"shell kill -9 {engine}", "-ex", "quit",
+                stdout=out, stderr=asyncio.subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while "Breakpoint 1 at" not in held.read_text():  # attached, the breakpoint set
+                assert time.monotonic() < deadline and gdb.returncode is None, held.read_text()[-2000:]
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1)  # and the engine let go again ("continue")
+            await send(http, "held", 20)
+            await asyncio.wait_for(gdb.wait(), 60)
+        finally:
+            if gdb.returncode is None:  # never left attached: the engine would stay stopped
+                gdb.kill()
+                await gdb.wait()
+    assert "tmp_insert_" in held.read_text(), held.read_text()[-2000:]
+    await _wait_children(up, 2)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            found = stored()
+        except RuntimeError:  # the restarted engine's SQL endpoint is not up yet
+            found = Counter()
+        missing = set(acknowledged) - set(found)
+        if not missing or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert not missing, f"{len(missing)} acknowledged pings lost: {sorted(missing)[:5]}\n{up.tail()}"
+    assert max(found.values()) == 1, "a ping stored twice"
+    assert any("ClickHouse had dropped some of it" in line for line in up.output), up.tail()
     assert up.stop() == 0
