@@ -225,18 +225,21 @@ class Projector:
 
     # --- one batch ---------------------------------------------------------------
 
-    async def replay(self, records: list[Record], token: str, decoded: tuple | None = None) -> None:
-        """The journaled batch, read again after a restart: processed as before the crash (the same blocks under
-        the same tokens), then checked (``check_replayed``)."""
+    async def replay(self, records: list[Record], token: str, decoded: tuple | None = None,
+                     after: str = "a restart") -> None:
+        """A batch written once already, in part or whole: the journaled batch read again after a restart, or one
+        whose write failed (``after``). Processed as before (the same blocks under the same tokens), then checked
+        (``check_replayed``): a write that failed after ClickHouse recorded a block's token leaves the token
+        without the part too."""
         prepared = await self.prepare(records, decoded)
         written = await self.write(prepared, token)
         repaired = await self.check_replayed(prepared, written)
         if repaired:
-            log.warning("replayed the journaled batch of %d records after a restart; ClickHouse had dropped some of "
-                        "it (the rows of a part a crash kept from taking its place): written again, by table: %s",
-                        len(records), ", ".join(f"{table} {n}" for table, n in repaired.items()))
+            log.warning("wrote again the batch of %d records after %s; ClickHouse had dropped some of it (the rows "
+                        "of a part that did not take its place): written again, by table: %s", len(records), after,
+                        ", ".join(f"{table} {n}" for table, n in repaired.items()))
         else:
-            log.info("replayed the journaled batch of %d records after a restart", len(records))
+            log.info("wrote again the batch of %d records after %s", len(records), after)
 
     async def process(self, records: list[Record], token: str, decoded: tuple | None = None) -> dict[str, object]:
         """Fold ``records`` on the states and write what they make; ``decoded``: ``decode(records)``, if
@@ -621,10 +624,16 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
         # Retried until they work: nothing is committed meanwhile, so the log keeps every record.
         if not batch.replayed:
             await retry("projector journal", lambda: projector.write_journal(ranges, token), stop=stop, logger=log)
-            await retry("projector insert", lambda: projector.process(batch.records, token, decoded), stop=stop,
-                        logger=log)
-            return committed
-        await retry("projector replay", lambda: projector.replay(batch.records, token, decoded), stop=stop, logger=log)
+        tries = []
+
+        async def write() -> None:  # a batch written before, by a process that died or by a failed try: checked
+            tries.append(None)
+            if batch.replayed or len(tries) > 1:
+                await projector.replay(batch.records, token, decoded, "a restart" if batch.replayed else "a failure")
+            else:
+                await projector.process(batch.records, token, decoded)
+
+        await retry("projector insert", write, stop=stop, logger=log)
         return committed
 
     reported: list[set] = []

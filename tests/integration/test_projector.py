@@ -438,6 +438,38 @@ async def test_a_replayed_batch_writes_again_what_clickhouse_dropped_for_a_part_
     assert await count(clickhouse, "SELECT countMerge(runs) FROM durations_hourly") == 4
 
 
+async def test_a_write_that_failed_after_clickhouse_kept_its_token_is_checked_when_tried_again(
+        log, clickhouse, tmp_path, monkeypatch):
+    """An insert that fails once ClickHouse recorded its block's token (and not its part) leaves the same state as
+    a crash there: the retry's block is dropped. A batch tried again is checked as a replayed one."""
+    real, failed = Projector.insert, []
+
+    async def insert(self, table, data, token, into=None):
+        await real(self, table, data, token, into)
+        if table == "pings" and not failed:
+            failed.append(token)
+            await self.ch.run(lambda c: c.command(
+                f"ALTER TABLE pings DELETE WHERE check_id = '{CHECK}' SETTINGS mutations_sync = 2"))
+            raise ConnectionError("ClickHouse went away after recording the block's token")
+
+    monkeypatch.setattr(Projector, "insert", insert)
+    t0 = utcnow() - timedelta(minutes=5)
+    for i in range(3):
+        await ping(log, "start", t0 + timedelta(seconds=10 * i), rid=RID)
+        await ping(log, "success", t0 + timedelta(seconds=10 * i + 3), rid=RID)
+    projector = Running(log, clickhouse, tmp_path)
+
+    async def all_in():
+        return await count(clickhouse, "SELECT count() FROM check_state FINAL WHERE n_pings = 6") == 1
+
+    assert await wait_until(all_in)
+    await projector.halt()
+    assert failed
+    assert await count(clickhouse, "SELECT count() FROM pings FINAL") == 6
+    assert await count(clickhouse, "SELECT count() FROM runs FINAL") == 3
+    assert await count(clickhouse, "SELECT countMerge(runs) FROM durations_hourly") == 3
+
+
 async def test_a_pings_block_inserted_twice_is_counted_once_in_the_runs_and_the_rollups(log, clickhouse):
     t0 = utcnow()
     await ping(log, "start", t0)
