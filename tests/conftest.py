@@ -73,6 +73,7 @@ _skipped: dict[str, list[str]] = {name: [] for name in _BACKENDS}
 # a library missing) fails the run too.
 _ALLOWED_SKIPS = (
     "cannot mount a tmpfs here",  # tests/edge/test_disk_mount.py: test_disk_full.py covers a full disk
+    "cannot attach a debugger here",  # tests/e2e/test_kill.py (gdb): test_projector.py covers the repair it shows
     "fuzzing switched off",  # PINGSTREAM_FUZZ_CASES=0
     "/proc/self/smaps and madvise: Linux",
     "not under make test's workers",

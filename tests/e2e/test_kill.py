@@ -16,12 +16,14 @@ import os
 import platform
 import random
 import re
+import shutil
 import signal
 import sqlite3
 import time
 from collections import Counter
 
 import aiohttp
+import pytest
 
 from bench.procs import Service, sql
 from runtime.eventlog.sqlite import SqliteEventLog
@@ -359,6 +361,9 @@ async def test_up_engine_killed_while_a_part_takes_its_place_loses_no_ping(syste
         # on the rename of the next part an insert writes.
         first = "$x0" if platform.machine() in ("aarch64", "arm64") else "$rdi"
         held = tmp_path / "gdb.log"
+        if shutil.which("gdb") is None:
+            pytest.skip("cannot attach a debugger here (no gdb); test_projector.py's token-without-rows tests "
+                        "cover the repair")
         with open(held, "w") as out:
             gdb = await asyncio.create_subprocess_exec(
                 "gdb", "-p", str(engine), "-batch", "-nx", "-ex", "set pagination off",
@@ -368,6 +373,9 @@ async def test_up_engine_killed_while_a_part_takes_its_place_loses_no_ping(syste
         try:
             deadline = time.monotonic() + 30
             while "Breakpoint 1 at" not in held.read_text():  # attached, the breakpoint set
+                if "ptrace: Operation not permitted" in held.read_text():
+                    pytest.skip("cannot attach a debugger here (ptrace refused); test_projector.py's "
+                                "token-without-rows tests cover the repair")
                 assert time.monotonic() < deadline and gdb.returncode is None, held.read_text()[-2000:]
                 await asyncio.sleep(0.1)
             await asyncio.sleep(1)  # and the engine let go again ("continue")
