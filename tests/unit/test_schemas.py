@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from pathlib import Path
 
@@ -56,6 +57,10 @@ def test_uuid7_is_time_ordered_and_versioned():
     b = events.uuid7(now_ns=2_000_000_000_000)
     assert a < b
     assert uuid.UUID(a).version == 7
+    for _ in range(2000):  # RFC 9562's layout: the ms timestamp, version 7, the variant's two bits 10
+        ns = time.time_ns()
+        u = uuid.UUID(events.uuid7(now_ns=ns))
+        assert (u.version, u.variant, u.int >> 80) == (7, uuid.RFC_4122, ns // 1_000_000)
 
 
 def test_stable_id_is_deterministic():
