@@ -17,10 +17,14 @@ from projector import service as projector_service
 from projector.replay import Batcher, batch_token, ranges_of
 from projector.service import Columns, Projector, ping_source
 from runtime.consumer import retry
+from checks import idempotency
 from schemas.events import (
+    TOPIC_CHECKS,
     TOPIC_DEAD_LETTER,
     TOPIC_PINGS,
     TOPIC_TRANSITIONS,
+    CheckConfig,
+    CheckUpserted,
     PingEvent,
     PingFacts,
     Tick,
@@ -386,7 +390,7 @@ async def test_a_journaled_batch_over_two_partitions_is_cut_again_behind_a_backl
 
 
 # The tables a batch with runs writes, and what a part lost to a crash takes from them (see the test below).
-_LOST = ("pings", "runs", "durations_hourly", "durations_daily", "transitions", "check_state")
+_LOST = ("pings", "runs", "durations_hourly", "durations_daily", "transitions", "check_state", "ping_keys")
 
 
 async def test_a_replayed_batch_writes_again_what_clickhouse_dropped_for_a_part_a_crash_lost(log, clickhouse,
@@ -400,6 +404,11 @@ async def test_a_replayed_batch_writes_again_what_clickhouse_dropped_for_a_part_
         await ping(log, "start", t0 + timedelta(seconds=10 * i), rid=RID)
         await ping(log, "success", t0 + timedelta(seconds=10 * i + 3), rid=RID)
     await log.produce(TOPIC_TRANSITIONS, encode(_transition("new", "up", t0, "new", "up")), key=CHECK.encode())
+    keyed = PingEvent(event_id=idempotency.ping_event_id(CHECK, "job-42"), check_id=CHECK, project_id=PROJECT,
+                      kind="log", received_at=t0 + timedelta(seconds=50))
+    await log.produce(TOPIC_PINGS, encode(keyed), key=CHECK.encode())
+    config = CheckConfig(id=CHECK, project_id=PROJECT, name="held", created=t0)
+    await log.produce(TOPIC_CHECKS, encode(CheckUpserted(event_id=uuid7(), check=config)), key=CHECK.encode())
     consumer = log.consumer(projector_service.TOPICS, group=projector_service.GROUP)
     await consumer.start()
     records = await consumer.getmany(timeout_ms=500)
@@ -411,6 +420,8 @@ async def test_a_replayed_batch_writes_again_what_clickhouse_dropped_for_a_part_
     for table in _LOST:
         await clickhouse.run(lambda c, t=table: c.command(
             f"ALTER TABLE {t} DELETE WHERE check_id = '{CHECK}' SETTINGS mutations_sync = 2"))
+    await clickhouse.run(lambda c: c.command(
+        f"ALTER TABLE checks DELETE WHERE id = '{CHECK}' SETTINGS mutations_sync = 2"))
     again = Projector(clickhouse, log)  # what ClickHouse does with the batch sent again as it was: nothing
     await again.process(records, batch_token(ranges))
     assert await count(clickhouse, "SELECT count() FROM pings") == 0
@@ -419,13 +430,15 @@ async def test_a_replayed_batch_writes_again_what_clickhouse_dropped_for_a_part_
     projector = Running(log, clickhouse, tmp_path)  # a restart: the journaled batch is replayed, then checked
 
     async def all_in():
-        return await count(clickhouse, "SELECT count() FROM check_state FINAL WHERE n_pings = 8") == 1
+        return await count(clickhouse, "SELECT count() FROM check_state FINAL WHERE n_pings = 9") == 1
 
     assert await wait_until(all_in)
     await projector.halt()
-    assert await count(clickhouse, "SELECT count() FROM pings") == 8
+    assert await count(clickhouse, "SELECT count() FROM pings") == 9
     assert await count(clickhouse, "SELECT count() FROM runs") == 4
     assert await count(clickhouse, "SELECT count() FROM transitions") == 1
+    assert await count(clickhouse, "SELECT count() FROM ping_keys") == 1
+    assert await count(clickhouse, "SELECT count() FROM checks WHERE name = 'held'") == 1
     for rollup in ("durations_hourly", "durations_daily"):
         assert await count(clickhouse, f"SELECT countMerge(runs) FROM {rollup}") == 4
         assert await count(clickhouse, f"SELECT toUInt64(quantilesTDigestMerge(0.5, 0.95, 0.99)(duration)[1]) "
@@ -434,7 +447,7 @@ async def test_a_replayed_batch_writes_again_what_clickhouse_dropped_for_a_part_
     restarted = Running(log, clickhouse, tmp_path)  # nothing journaled is left to replay: nothing changes
     await asyncio.sleep(1.0)
     await restarted.halt()
-    assert await count(clickhouse, "SELECT count() FROM pings") == 8
+    assert await count(clickhouse, "SELECT count() FROM pings") == 9
     assert await count(clickhouse, "SELECT countMerge(runs) FROM durations_hourly") == 4
 
 
