@@ -26,7 +26,7 @@ from runtime import deadletter, metrics
 from runtime.config import Config
 from runtime.consumer import Batch, Batches, ConsumerShell, retry
 from runtime.eventlog.base import EventLog, TopicPartition
-from runtime.registry import follow
+from runtime.registry import Followed, follow
 from schemas.events import TOPIC_PINGS, TOPIC_TRANSITIONS, Transition, decode, encode
 
 from . import store
@@ -50,6 +50,25 @@ BATCH_WAIT_S = 0.1
 BUSY_RECORDS = 250
 BUSY_WAIT_S = 0.4
 _LOAD_TIMEOUT_S = 60.0
+# How long a batch with a ping of a check the monitor has no plan for waits for its registry follower to read what
+# the log held (the check was created just before, in another process): judged by the default plan, a new check's
+# first failure would be final with its failure threshold not yet known.
+REGISTRY_WAIT_S = 5.0
+
+
+class FollowedPlans(PlanBook, Followed):
+    """The monitor's plans, as its registry follower keeps them: ``caught_up`` waits until they hold what the log
+    held (``runtime.registry.Followed``)."""
+
+    def __init__(self) -> None:
+        PlanBook.__init__(self)
+        Followed.__init__(self)
+
+
+def names_unknown_check(records, plans: PlanBook) -> bool:
+    """Whether a ping among ``records`` is of a check ``plans`` has no plan for (clock ticks have no key)."""
+    known = plans.plans
+    return any(r.key is not None and r.topic == TOPIC_PINGS and r.key.decode() not in known for r in records)
 
 
 def gap_threshold(config: Config) -> float:
@@ -75,7 +94,7 @@ async def run(
     batch_max: int = 10_000,
 ) -> None:
     """Run the monitor until ``stop`` is set. Its state lives in the log (``monitor.store``)."""
-    plans = PlanBook()
+    plans = FollowedPlans()
     ready = asyncio.Event()
     registry_task = asyncio.create_task(follow(plans, event_log, ready, stop, name="monitor registry"),
                                         name="monitor-registry")
@@ -148,6 +167,8 @@ async def _consume(event_log: EventLog, monitor: Monitor, stop: asyncio.Event, b
     async def handle(batch: Batch) -> None:
         # Called for empty batches too: registry changes and the clock's deadlines need no new record.
         nonlocal last_compact
+        if isinstance(monitor.plans, Followed) and names_unknown_check(batch.records, monitor.plans):
+            await monitor.plans.caught_up(REGISTRY_WAIT_S)
         for record in batch.records:
             monitor.fold(record)
         monitor.reconfigure()

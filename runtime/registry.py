@@ -69,23 +69,18 @@ def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
 
 
-class Registry:
+class Followed:
+    """A book ``follow`` folds the registry topic into, which can be waited on until it holds what the log held
+    (``caught_up``): the edges' and the notifier's ``Registry``, the monitor's ``PlanBook``."""
+
     def __init__(self) -> None:
-        self.projects: dict[str, Project] = {}
-        self.checks: dict[str, CheckConfig] = {}
-        self.channels: dict[str, ChannelConfig] = {}
-        self._by_ping_key: dict[bytes, Project] = {}  # digest -> project
-        self._by_api_key: dict[bytes, tuple[Project, bool]] = {}  # digest -> (project, read_only)
-        self._by_slug: dict[tuple[str, str], set[str]] = defaultdict(set)  # (project, slug) -> ids
-        # project -> its check ids, in the order of self.checks (a dict as an ordered set)
-        self._by_project: dict[str, dict[str, None]] = defaultdict(dict)
         # Set by ``follow``: the log's end of the registry topic, what has been folded, who waits for it.
         self._end_offsets = None
         self._seen: dict = {}
         self._waiting: list[tuple[dict, asyncio.Future]] = []
 
     async def caught_up(self, timeout_s: float = 2.0) -> None:
-        """Wait (at most ``timeout_s``) until this registry holds every registry event in the log when
+        """Wait (at most ``timeout_s``) until this book holds every registry event in the log when
         called: what another process (another edge behind the same port) wrote just before is seen
         here too. At once when nothing new is in the log, or when no follower runs."""
         if self._end_offsets is None:
@@ -119,6 +114,19 @@ class Registry:
                 else:
                     still.append((end, waiter))
             self._waiting = still
+
+
+class Registry(Followed):
+    def __init__(self) -> None:
+        super().__init__()
+        self.projects: dict[str, Project] = {}
+        self.checks: dict[str, CheckConfig] = {}
+        self.channels: dict[str, ChannelConfig] = {}
+        self._by_ping_key: dict[bytes, Project] = {}  # digest -> project
+        self._by_api_key: dict[bytes, tuple[Project, bool]] = {}  # digest -> (project, read_only)
+        self._by_slug: dict[tuple[str, str], set[str]] = defaultdict(set)  # (project, slug) -> ids
+        # project -> its check ids, in the order of self.checks (a dict as an ordered set)
+        self._by_project: dict[str, dict[str, None]] = defaultdict(dict)
 
     # --- folding events ---
 
@@ -272,7 +280,7 @@ async def follow(
         await consumer.start()
         end = await consumer.end_offsets()
         seen: dict = {}
-        syncable = isinstance(registry, Registry)  # follow() folds other books too (the monitor's)
+        syncable = isinstance(registry, Followed)
         if syncable:
             registry._seen = seen
             registry._end_offsets = consumer.end_offsets

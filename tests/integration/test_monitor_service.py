@@ -255,3 +255,51 @@ async def test_a_restarted_monitor_s_volume_gate_still_holds_a_drop(tmp_path):
         assert ups == set(ids)  # back up on day 0 after the days' down, the quiet ones never down again
     finally:
         await log.close()
+
+
+class _SlowRegistry:
+    """The log, but its registry readers hand over what they read ``delay_s`` late, once caught up at start (a
+    busy process's follower behind its pings consumer)."""
+
+    def __init__(self, log: SqliteEventLog, delay_s: float) -> None:
+        self._log, self._delay_s = log, delay_s
+
+    def __getattr__(self, name):
+        return getattr(self._log, name)
+
+    def consumer(self, topics, group, **kw):
+        consumer = self._log.consumer(topics, group, **kw)
+        if topics != [TOPIC_CHECKS]:
+            return consumer
+        getmany, delay_s, started = consumer.getmany, self._delay_s, []
+
+        async def slow(*a, **kw):
+            records = await getmany(*a, **kw)
+            if records and started:
+                await asyncio.sleep(delay_s)
+            started.append(True)
+            return records
+
+        consumer.getmany = slow
+        return consumer
+
+
+async def test_a_new_checks_first_pings_wait_for_its_plan(world):
+    """A check created while the monitor runs, and pinged at once: its pings are judged by its plan (two
+    failures to go down), not by the default one, however late the registry follower reads it."""
+    log, config, edge = world
+    monitor = Running(config, _SlowRegistry(log, 1.0))
+    await edge.ping()
+    await wait_for(log, lambda ev: ("new", "up") in flips(ev))
+    fresh = CheckConfig(id=str(uuid7()), project_id=PROJECT, timeout_s=3600, grace_s=60, failure_threshold=2,
+                        created=utcnow())
+    await log.produce(TOPIC_CHECKS, encode(CheckUpserted(event_id=uuid7(), check=fresh)), key=fresh.id.encode())
+    for kind in ("success", "fail"):
+        event = PingEvent(event_id=uuid7(), check_id=fresh.id, project_id=PROJECT, kind=kind, received_at=utcnow())
+        await log.produce(TOPIC_PINGS, encode(event), key=fresh.id.encode())
+    events = await wait_for(log, lambda ev: any(e.check_id == fresh.id for e in ev if isinstance(e, Transition)))
+    await asyncio.sleep(1.5)  # a down, were the failure judged by the default plan, is there by now
+    events = await read_all(log)
+    await monitor.halt()
+    assert [(e.from_status, e.to_status) for e in events if isinstance(e, Transition) and e.check_id == fresh.id] \
+        == [("new", "up")]  # one failure of two: still up
