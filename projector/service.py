@@ -487,13 +487,20 @@ class Projector:
         metrics.INSERT_ROWS.labels(table).inc(data.n if isinstance(data, Columns) else len(data))
 
 
+_RUNS_SCRATCH = "runs_again_"  # the names of _write_runs_again's scratch tables begin so
+
+
 def _write_runs_again(client, event_ids: list[str]) -> int:
     """The runs rows of these pings (written already), made as the runs view makes them, into ``runs`` without
     going through its rollup views: into a scratch table of the same kind, whose partitions are then attached
     (``ATTACH PARTITION ... FROM`` copies parts; no view sees them). Returns how many."""
     if not event_ids:
         return 0
-    scratch = f"runs_again_{uuid7().replace('-', '')}"
+    for (left,) in client.query(  # a scratch table a crash left behind (its runs are attached or written again)
+            "SELECT name FROM system.tables WHERE database = currentDatabase() AND startsWith(name, {p:String})",
+            parameters={"p": _RUNS_SCRATCH}).result_rows:
+        client.command(f"DROP TABLE IF EXISTS {left} SYNC")
+    scratch = f"{_RUNS_SCRATCH}{uuid7().replace('-', '')}"
     client.command(f"CREATE TABLE {scratch} AS runs")
     try:
         for ids in id_chunks(event_ids):

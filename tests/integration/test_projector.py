@@ -427,6 +427,7 @@ async def test_a_replayed_batch_writes_again_what_clickhouse_dropped_for_a_part_
     assert await count(clickhouse, "SELECT count() FROM pings") == 0
     assert await count(clickhouse, "SELECT count() FROM runs") == 0
 
+    await clickhouse.run(lambda c: c.command("CREATE TABLE runs_again_left AS runs"))  # as a crash would leave it
     projector = Running(log, clickhouse, tmp_path)  # a restart: the journaled batch is replayed, then checked
 
     async def all_in():
@@ -439,6 +440,8 @@ async def test_a_replayed_batch_writes_again_what_clickhouse_dropped_for_a_part_
     assert await count(clickhouse, "SELECT count() FROM transitions") == 1
     assert await count(clickhouse, "SELECT count() FROM ping_keys") == 1
     assert await count(clickhouse, "SELECT count() FROM checks WHERE name = 'held'") == 1
+    assert await count(clickhouse, "SELECT count() FROM system.tables WHERE database = currentDatabase() "
+                                   "AND startsWith(name, 'runs_again_')") == 0  # the scratch tables, left or not
     for rollup in ("durations_hourly", "durations_daily"):
         assert await count(clickhouse, f"SELECT countMerge(runs) FROM {rollup}") == 4
         assert await count(clickhouse, f"SELECT toUInt64(quantilesTDigestMerge(0.5, 0.95, 0.99)(duration)[1]) "
