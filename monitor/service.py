@@ -167,8 +167,8 @@ async def _consume(event_log: EventLog, monitor: Monitor, stop: asyncio.Event, b
     async def handle(batch: Batch) -> None:
         # Called for empty batches too: registry changes and the clock's deadlines need no new record.
         nonlocal last_compact
-        if isinstance(monitor.plans, Followed) and names_unknown_check(batch.records, monitor.plans):
-            await monitor.plans.caught_up(REGISTRY_WAIT_S)
+        if names_unknown_check(batch.records, monitor.plans):
+            await monitor.plans.caught_up(REGISTRY_WAIT_S)  # FollowedPlans, as ``run`` made them
         for record in batch.records:
             monitor.fold(record)
         monitor.reconfigure()

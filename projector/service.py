@@ -305,9 +305,7 @@ class Projector:
             checks = catalog.check_rows(prepared.registry, known)
             pings = None
             if rows.ping_index:
-                pings = small_ping_rows(rows, prepared.sources)
-                if pings is None:  # more than a few pings (a few go as VALUES: see SMALL_INSERT_ROWS)
-                    pings = Columns(ping_source(rows.ping_index, prepared.sources, rows), len(rows.ping_index))
+                pings = ping_data(rows, prepared.sources)
             # The tables but check_state at once (their inserts overlap: see ClickHouse.insert_columns), each
             # to its end whatever the others do, so no insert of this batch still runs when it is retried.
             tables = [(table, data) for table, data in (
@@ -343,7 +341,7 @@ class Projector:
     # --- a replayed batch, checked ---------------------------------------------------
 
     async def check_replayed(self, prepared: Prepared, written: dict[str, object]) -> dict[str, int]:
-        """After a restart, once the journaled batch was written again: what ClickHouse dropped of it is written
+        """Once a batch written before (``replay``) was written again: what ClickHouse dropped of it is written
         again; returns the rows so written, by table.
 
         The batch's blocks carry the tokens they had before the crash, so ClickHouse drops those it holds. It
@@ -371,9 +369,8 @@ class Projector:
             lost = Rows(ping_events=[events[k] for k in keep], ping_index=[rows.ping_index[k] for k in keep],
                         ping_n=[rows.ping_n[k] for k in keep], ping_durations=[rows.ping_durations[k] for k in keep],
                         ping_starts=[rows.ping_starts[k] for k in keep])
-            pings = small_ping_rows(lost, prepared.sources) or Columns(
-                ping_source(lost.ping_index, prepared.sources, lost), len(keep))
-            await self.insert("pings", pings, f"{again}:pings")  # into pings itself: the runs are looked at next
+            # Into pings itself, not through the views of pings_ending_runs: the runs are looked at next.
+            await self.insert("pings", ping_data(lost, prepared.sources), f"{again}:pings")
             count("pings", len(keep))
         run_ids = [e.event_id for e, start in zip(events, rows.ping_starts) if start is not None]
         present = await self._present("runs", run_ids)
@@ -539,19 +536,27 @@ def _write_rollup_again(client, rollup: str, run_ids: list[str], token: str) -> 
             if rolled == truth:
                 continue
             if truth - rolled == batch_n:
-                short.append((check_id, at, ids))
+                short.append((check_id, at, ids, batch_n))
             else:
                 log.error("%s counts %d runs of check %s at %s, the runs table %d (the replayed batch: %d); "
                           "left as it is", rollup, rolled, check_id, at, truth, batch_n)
     written = 0
     in_bucket = f"(SELECT * FROM {ours} WHERE check_id = {{c:UUID}} AND {bucket}(finished_at) = {{at:DateTime('UTC')}})"
     select = ROLLUP_OF_RUNS.replace("{bucket}", bucket).replace("{source}", in_bucket)
-    for check_id, at, ids in short:
+    for check_id, at, ids, batch_n in short:
         client.command(f"INSERT INTO {rollup} SETTINGS insert_deduplication_token = {{token:String}} {select}",
                        parameters={"ids": ids, "c": check_id, "at": at, "token": f"{token}:{check_id}:{at}"})
-        written += int(client.query(f"SELECT count() FROM {in_bucket}",
-                                    parameters={"ids": ids, "c": check_id, "at": at}).result_rows[0][0])
+        written += batch_n
     return written
+
+
+def ping_data(rows: Rows, sources: list[Record]) -> list[tuple] | Columns:
+    """What the pings insert of ``rows`` sends: a few rows as tuples (VALUES: see SMALL_INSERT_ROWS), more as
+    the records and what the fold adds to them (``ping_source``)."""
+    pings = small_ping_rows(rows, sources)
+    if pings is None:
+        pings = Columns(ping_source(rows.ping_index, sources, rows), len(rows.ping_index))
+    return pings
 
 
 def small_ping_rows(rows: Rows, sources: list[Record]) -> list[tuple] | None:
