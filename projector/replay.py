@@ -4,6 +4,9 @@ ClickHouse drops a block it has seen under the same ``insert_deduplication_token
 The token comes from the batch's offsets (``batch_token``), so a batch that was
 journaled and inserted but not committed before a crash must be cut again at
 exactly the same offsets; ``Batcher`` does that, then reads on as ``Batches``.
+The same holds for partitions a running projector is given by its group (Kafka): their
+last owner may have died in the middle of a batch (``Batcher._given``). A journaled batch
+whose partitions the group split between several members is read on without it (logged).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import asyncio
 import hashlib
 import logging
 from itertools import chain
-from typing import Callable
+from typing import Awaitable, Callable
 
 from runtime.consumer import Batch, Batches, last_offsets
 from runtime.eventlog.base import Record, TopicPartition
@@ -56,9 +59,16 @@ class Batcher(Batches):
         max_records: int = BATCH_MAX,
         max_wait_s: float = BATCH_WAIT_S,
         decode: Callable[[list[Record]], object] | None = None,
+        journal: Callable[[], Awaitable[dict[TopicPartition, tuple[int, int, str]]]] | None = None,
     ) -> None:
         super().__init__(consumer, max_records, max_wait_s, poll_ms=200)
         self.replay = dict(replay)
+        # ``journal()``: the journal's last batch per partition, read again for the partitions this consumer is
+        # given while it runs (a rebalance: the member that had them may have died in the middle of a batch).
+        # ``looked``: the partitions whose journal was looked at since they were given (None: before the first
+        # batch, whose partitions the journal read at the start covers).
+        self.journal = journal
+        self.looked: set[TopicPartition] | None = None
         # ``decode(records)`` (pure: record by record, no state) is run on each read's records as soon as they
         # come, so with the shell's read-ahead a batch is decoded while the one before it is inserted (the
         # engine runs without the GIL). It returns a tuple of lists, and the decoding of a batch is the
@@ -84,11 +94,51 @@ class Batcher(Batches):
     async def next(self, stop: asyncio.Event) -> Batch:
         """The next batch; ``replayed`` when it is the journaled one, cut as before."""
         batch = await self._next(stop)
+        if self.journal is not None and batch.records:
+            batch = await self._given(batch, stop)
         if self.decode is not None and batch.records:
             # At most the batch being handled and the one read ahead: a batch that was never asked for
             # (the shell stopped) does not pin its records.
             self._decoded = self._decoded[-1:] + [(batch.records, self._decode_batch(batch.records))]
         return batch
+
+    async def _given(self, batch: Batch, stop: asyncio.Event) -> Batch:
+        """``batch``, or, when it holds records of partitions given to this consumer since it last looked (a
+        rebalance moved them here), the journaled batch of their last owner, first.
+
+        A member that died in the middle of a batch journaled it and wrote part of it, and committed nothing: the
+        member given its partitions reads those records again from the committed offsets, and must cut them as
+        the journal says, so that its blocks carry the dead member's tokens and ClickHouse drops what was written
+        (a batch cut otherwise counts its runs in the rollups twice). A partition given back to this consumer is
+        looked at again: the journal names its last batch, which is cut and written again under the same tokens
+        if it was not committed (a commit refused by the rebalance), as after a restart."""
+        partitions = {TopicPartition(r.topic, r.partition) for r in batch.records}
+        if self.looked is None:  # the journal read at the start covers the first batch's partitions
+            self.looked = partitions
+            return batch
+        assigned = self.consumer.assignment()
+        if assigned:
+            self.looked &= assigned  # a partition taken away is looked at again once given back
+        given = partitions - self.looked
+        self.looked |= partitions
+        if not given or batch.replayed:
+            return batch
+        tail = await self.journal()
+        firsts: dict[TopicPartition, int] = {}
+        for r in batch.records:
+            firsts.setdefault(TopicPartition(r.topic, r.partition), r.offset)
+        # A batch not committed starts at the committed offset, where this read began: other entries were committed.
+        tokens = {entry[2] for tp, entry in tail.items() if tp in given and firsts.get(tp) == entry[0]}
+        # The whole batch of each such token: its block and token span all its partitions.
+        journaled = {tp: entry for tp, entry in tail.items() if entry[2] in tokens}
+        if not journaled:
+            return batch
+        self.looked |= set(journaled)
+        log.info("projector: partitions given to this member (%s): their last journaled batch first",
+                 ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(journaled)))
+        self.held = batch.records + self.held  # read again through the journal's cut
+        self.replay.update(journaled)
+        return await self._next(stop)
 
     def _decode_batch(self, records: list[Record]) -> tuple:
         """``decode(records)`` from the decoded reads the batch is made of; reads of records the batch
@@ -99,13 +149,17 @@ class Batcher(Batches):
             if read[0] is not records[at]:
                 break
             if at + len(read) <= n:
-                if read[-1] is not records[at + len(read) - 1]:
+                # The read whole, record for record (a batch cut again from the journal, as ``_given`` makes one,
+                # takes some records of a read and not others).
+                if read != records[at:at + len(read)]:
                     break
                 parts.append(result)
                 at += len(read)
                 self._reads.pop(0)
             else:  # the batch ends within this read (it was full): the rest starts the next batch
                 k = n - at
+                if read[:k] != records[at:]:
+                    break
                 parts.append(self.decode(read[:k]))
                 self._reads[0] = (read[k:], self.decode(read[k:]))
                 at = n
@@ -172,8 +226,14 @@ class Batcher(Batches):
             firsts.setdefault(tp, r.offset)
             lasts[tp] = r.offset
         assigned = self.consumer.assignment()  # may still be empty before a group consumer's first fetch
-        stale = {tok for tp, (first, _, tok) in self.replay.items()
-                 if (assigned and tp not in assigned) or (tp in firsts and firsts[tp] != first)}
+        elsewhere = {tok for tp, (_, _, tok) in self.replay.items() if assigned and tp not in assigned}
+        committed = {tok for tp, (first, _, tok) in self.replay.items() if tp in firsts and firsts[tp] != first}
+        stale = elsewhere | committed
+        split = {tok for tp, (first, _, tok) in self.replay.items()
+                 if tok in elsewhere - committed and firsts.get(tp) == first}
+        if split:  # its blocks cannot be made again here: cut otherwise, its runs may count twice in the rollups
+            log.warning("projector: a journaled batch not committed spans partitions the group gave to other members "
+                        "too; reading on without it (%d token(s))", len(split))
         self.replay = {tp: v for tp, v in self.replay.items() if v[2] not in stale}
         if not self.replay:
             return Batch(self.split(records))

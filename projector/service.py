@@ -641,7 +641,8 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
         async def write() -> None:  # a batch written before, by a process that died or by a failed try: checked
             tries.append(None)
             if batch.replayed or len(tries) > 1:
-                await projector.replay(batch.records, token, decoded, "a restart" if batch.replayed else "a failure")
+                await projector.replay(batch.records, token, decoded,
+                                       "a restart or a move of its partitions" if batch.replayed else "a failure")
             else:
                 await projector.process(batch.records, token, decoded)
 
@@ -659,7 +660,8 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
         log.info("projector assignment: %d partitions", len(partitions))
 
     async with event_log.consumer(TOPICS, group=GROUP) as consumer:
-        batches = Batcher(consumer, await projector.journal_tail(), decode=_timed(projector, Projector.decode))
+        batches = Batcher(consumer, await projector.journal_tail(), decode=_timed(projector, Projector.decode),
+                          journal=projector.journal_tail)
         # Under load, fewer and bigger inserts leave the cores to the edges; on Kafka a shorter window, read as it
         # goes (see KAFKA_BUSY_WAIT_S).
         # Not busy, a batch holding BUSY_RECORDS goes before its window's end (as soon as the handler waits): records

@@ -190,3 +190,80 @@ async def test_after_a_busy_batch_the_next_gathers_for_the_busy_wait():
         busy = await batcher.next(stop)
         elapsed = asyncio.get_running_loop().time() - started
     assert busy.records and 0.3 <= elapsed < 1.0, elapsed  # not max_wait_s: the last batch was busy
+
+
+async def test_partitions_given_while_running_start_with_their_last_owners_journaled_batch():
+    # This member had p2; a rebalance gives it p0 and p1, whose last owner journaled a batch over both and died
+    # before committing it. That batch comes first, cut as journaled, decoded as its own records; p2's own
+    # journal entry was committed (its reading is past it) and changes nothing.
+    P2 = TopicPartition(TOPIC, 2)
+    consumer = _Greedy(partitions=3)
+    consumer.assigned = {P2}
+    consumer.append(2, 5)
+    dead = batch_token({P0: (0, 3), P1: (0, 3)})
+    journal = {P0: (0, 3, dead), P1: (0, 3, dead), P2: (0, 4, "mine")}
+    looked = []
+
+    async def tail():
+        looked.append(None)
+        return journal
+
+    batcher = Batcher(consumer, {}, max_records=50, max_wait_s=0.0, decode=_decode, journal=tail)
+    first = await batcher.next(asyncio.Event())
+    assert ranges_of(first.records) == {P2: (0, 4)} and not looked  # the start's journal read covers it
+    consumer.assigned |= {P0, P1}
+    consumer.append(0, 10)
+    consumer.append(1, 10)
+    consumer.append(2, 2)
+    replayed = await batcher.next(asyncio.Event())
+    assert replayed.replayed and ranges_of(replayed.records) == {P0: (0, 3), P1: (0, 3)}
+    assert batch_token(ranges_of(replayed.records)) == dead
+    assert batcher.decoded(replayed.records) == _decode(replayed.records)
+    following = await batcher.next(asyncio.Event())
+    assert not following.replayed
+    assert ranges_of(following.records) == {P0: (4, 9), P1: (4, 9), P2: (5, 6)}
+    assert batcher.decoded(following.records) == _decode(following.records)
+    assert len(looked) == 1  # once per partition given, not per batch
+    consumer.append(0, 3)
+    await batcher.next(asyncio.Event())
+    assert len(looked) == 1
+
+
+async def test_a_partition_given_back_is_looked_at_again():
+    consumer = FakeConsumer(partitions=2)
+    consumer.append(0, 3)
+    consumer.append(1, 3)
+    looked = []
+
+    async def tail():
+        looked.append(None)
+        return {}
+
+    batcher = Batcher(consumer, {}, max_records=50, max_wait_s=0.0, journal=tail)
+    await batcher.next(asyncio.Event())
+    consumer.assigned = {P0}  # p1 taken away...
+    consumer.append(0, 1)
+    await batcher.next(asyncio.Event())
+    consumer.assigned = {P0, P1}  # ...and given back
+    consumer.append(1, 1)
+    batch = await batcher.next(asyncio.Event())
+    assert ranges_of(batch.records) == {P1: (3, 3)} and len(looked) == 1
+
+
+async def test_a_journaled_batch_split_between_members_is_read_on_with_a_warning(caplog):
+    P2 = TopicPartition(TOPIC, 2)
+    consumer = FakeConsumer(partitions=3)
+    consumer.assigned = {P2}
+    consumer.append(2, 2)
+    dead = batch_token({P0: (0, 3), P1: (0, 3)})
+
+    async def tail():
+        return {P0: (0, 3, dead), P1: (0, 3, dead)}
+
+    batcher = Batcher(consumer, {}, max_records=50, max_wait_s=0.0, journal=tail)
+    await batcher.next(asyncio.Event())
+    consumer.assigned |= {P0}  # p1 went to another member
+    consumer.append(0, 6)
+    batch = await batcher.next(asyncio.Event())
+    assert not batch.replayed and ranges_of(batch.records) == {P0: (0, 5)}
+    assert "spans partitions the group gave to other members" in caplog.text

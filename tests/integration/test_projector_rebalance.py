@@ -1,0 +1,90 @@
+"""Two projectors in one group on the real Kafka broker, one ClickHouse: a member dies in the middle of a batch.
+
+The dead member journaled its batch and wrote part of it (its pings and their runs, through the rollup views),
+not its check_state, and committed nothing. The survivor, already running, is given the dead member's partitions
+by the group's rebalance and reads them again from the committed offsets. It must write that batch as the dead
+one cut it, under the same tokens, or the runs it holds are counted twice in the rollups (``runs`` and ``pings``
+merge a row written twice by its key; an ``AggregatingMergeTree`` cannot).
+
+Both members run in this process on one chdb, as two processes share a ClickHouse server in the distributed mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import timedelta
+
+from runtime.config import Config
+from projector import service as projector_service
+from schemas.events import TOPIC_PINGS, PingEvent, encode, utcnow, uuid7
+
+PROJECT = "019ab7ef-0000-7000-8000-000000000002"
+CHECKS = 40
+
+
+def _shares(caplog) -> list[int]:
+    """The partition counts the members were last given, as they logged them (the last two)."""
+    return [int(r.getMessage().split()[2]) for r in caplog.records
+            if r.getMessage().startswith("projector assignment:")][-2:]
+
+
+async def test_a_member_dying_mid_batch_has_its_batch_written_once_by_the_member_given_its_partitions(
+        kafka_log, clickhouse, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="projector")
+    monkeypatch.setattr(projector_service, "GROUP", f"projector-{uuid7()}")
+    stalled = asyncio.Event()  # the doomed member is stuck before its check_state insert
+    never = asyncio.Event()
+    members = []
+
+    class Member(projector_service.Projector):
+        def __init__(self, *a, **kw) -> None:
+            super().__init__(*a, **kw)
+            self.doomed = not members  # the first member made dies in its first batch with pings
+            members.append(self)
+
+        async def insert(self, table, data, token, into=None):
+            if self.doomed and table == "check_state":
+                stalled.set()
+                await never.wait()  # until cancelled: killed with its check_state not written
+            await super().insert(table, data, token, into)
+
+    monkeypatch.setattr(projector_service, "Projector", Member)
+    config = Config.from_env({}, data_dir=tmp_path)
+    stop = asyncio.Event()
+    doomed = asyncio.create_task(projector_service.run(config, kafka_log, clickhouse, stop))
+    survivor = asyncio.create_task(projector_service.run(config, kafka_log, clickhouse, stop))
+    try:
+        # Both members in the group, each with its share of the partitions, before any ping.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and sum(_shares(caplog)) != len(projector_service.TOPICS) * 4:
+            await asyncio.sleep(0.1)
+        assert len(_shares(caplog)) >= 2, "the two members did not share the partitions"
+        checks = [str(uuid7()) for _ in range(CHECKS)]
+        now = utcnow()
+        for i, c in enumerate(checks):  # a run per check: a start, then its success 2 s later
+            for kind, at in (("start", now), ("success", now + timedelta(seconds=2))):
+                e = PingEvent(event_id=uuid7(), check_id=c, project_id=PROJECT, kind=kind, received_at=at)
+                await kafka_log.produce(TOPIC_PINGS, encode(e), key=c.encode())
+        await asyncio.wait_for(stalled.wait(), 60)
+        doomed.cancel()  # its consumer leaves the group: the survivor is given its partitions
+        await asyncio.gather(doomed, return_exceptions=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            [(n,)] = await clickhouse.query("SELECT sum(n_pings) FROM check_state FINAL")
+            if n == 2 * CHECKS:
+                break
+            await asyncio.sleep(0.3)
+    finally:
+        stop.set()
+        never.set()
+        await asyncio.wait_for(asyncio.gather(doomed, survivor, return_exceptions=True), 60)
+    [(n,)] = await clickhouse.query("SELECT sum(n_pings) FROM check_state FINAL")
+    [(pings,)] = await clickhouse.query("SELECT count() FROM pings FINAL")
+    [(runs,)] = await clickhouse.query("SELECT count() FROM runs FINAL")
+    rolled = {table: (await clickhouse.query(f"SELECT countMerge(runs) FROM {table}"))[0][0]
+              for table in ("durations_hourly", "durations_daily")}
+    assert (n, pings, runs) == (2 * CHECKS, 2 * CHECKS, CHECKS)
+    assert rolled == {"durations_hourly": CHECKS, "durations_daily": CHECKS}, "runs counted twice in the rollups"
+    assert any("their last journaled batch first" in r.getMessage() for r in caplog.records)
