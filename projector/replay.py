@@ -6,7 +6,9 @@ journaled and inserted but not committed before a crash must be cut again at
 exactly the same offsets; ``Batcher`` does that, then reads on as ``Batches``.
 The same holds for partitions a running projector is given by its group (Kafka): their
 last owner may have died in the middle of a batch (``Batcher._given``). A journaled batch
-whose partitions the group split between several members is read on without it (logged).
+whose partitions the group split between several members is made whole by each of them,
+its part in the others' partitions read outside the group (``read_range``); each commits
+its own partitions only. Without ``read_range`` it is read on without (logged).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class Batcher(Batches):
         max_wait_s: float = BATCH_WAIT_S,
         decode: Callable[[list[Record]], object] | None = None,
         journal: Callable[[], Awaitable[dict[TopicPartition, tuple[int, int, str]]]] | None = None,
+        read_range: Callable[[str, int, int, int], Awaitable[list[Record]]] | None = None,
     ) -> None:
         super().__init__(consumer, max_records, max_wait_s, poll_ms=200)
         self.replay = dict(replay)
@@ -69,6 +72,10 @@ class Batcher(Batches):
         # batch, whose partitions the journal read at the start covers).
         self.journal = journal
         self.looked: set[TopicPartition] | None = None
+        # ``read_range(topic, partition, first, last)``: a journaled batch's records in a partition the group gave
+        # to another member, read outside the group, so that the batch is made again whole here (its tokens
+        # span all its partitions); the member that has the partition does the same, and ClickHouse keeps one.
+        self.read_range = read_range
         # ``decode(records)`` (pure: record by record, no state) is run on each read's records as soon as they
         # come, so with the shell's read-ahead a batch is decoded while the one before it is inserted (the
         # engine runs without the GIL). It returns a tuple of lists, and the decoding of a batch is the
@@ -135,7 +142,7 @@ class Batcher(Batches):
             return batch
         self.looked |= set(journaled)
         log.info("projector: partitions given to this member (%s): their last journaled batch first",
-                 ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(journaled)))
+                 ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(given & set(journaled))))
         self.held = batch.records + self.held  # read again through the journal's cut
         self.replay.update(journaled)
         return await self._next(stop)
@@ -176,6 +183,7 @@ class Batcher(Batches):
         self.read_at = 0.0
         records, self.held = self.held, []
         while not stop.is_set():
+            records += await self._read_elsewhere(records)
             cut = self._cut_replayed(records)
             if cut is not None:
                 return cut
@@ -195,6 +203,29 @@ class Batcher(Batches):
             log.warning("projector: the journaled batch could not be cut again; reading on without it")
             self.replay = {}
         return Batch(self.split(records))
+
+    async def _read_elsewhere(self, records: list[Record]) -> list[Record]:
+        """The records of a journaled batch not committed (its first records here are where it began) in its
+        partitions the group gave to other members, read outside the group (``read_range``); none without it."""
+        assigned = self.consumer.assignment()
+        if self.read_range is None or not assigned:
+            return []
+        firsts: dict[TopicPartition, int] = {}
+        for r in records:
+            firsts.setdefault(TopicPartition(r.topic, r.partition), r.offset)
+        open_here = {tok for tp, (first, _, tok) in self.replay.items() if tp in assigned and firsts.get(tp) == first}
+        wanted = [(tp, first, last) for tp, (first, last, tok) in self.replay.items()
+                  if tok in open_here and tp not in assigned and tp not in firsts]
+        out: list[Record] = []
+        for tp, first, last in wanted:
+            try:
+                out += await self.read_range(tp.topic, tp.partition, first, last)
+            except Exception as exc:  # noqa: BLE001 - then it is read on without, as _cut_replayed warns
+                log.warning("projector: %s/%d of a journaled batch could not be read: %r", tp.topic, tp.partition, exc)
+        if wanted:
+            log.info("projector: a journaled batch spans partitions of other members: %d records of %d of them read "
+                     "outside the group, to make it again whole", len(out), len(wanted))
+        return out
 
     async def _drop_unreachable(self, records: list[Record]) -> None:
         """Forget a journaled batch's part in a partition that has not shown up and never will: this
@@ -226,7 +257,9 @@ class Batcher(Batches):
             firsts.setdefault(tp, r.offset)
             lasts[tp] = r.offset
         assigned = self.consumer.assignment()  # may still be empty before a group consumer's first fetch
-        elsewhere = {tok for tp, (_, _, tok) in self.replay.items() if assigned and tp not in assigned}
+        # Tokens with a partition of another member's (unless its records were read here: ``_read_elsewhere``).
+        elsewhere = {tok for tp, (_, _, tok) in self.replay.items()
+                     if assigned and tp not in assigned and tp not in firsts}
         committed = {tok for tp, (first, _, tok) in self.replay.items() if tp in firsts and firsts[tp] != first}
         stale = elsewhere | committed
         split = {tok for tp, (first, _, tok) in self.replay.items()

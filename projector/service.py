@@ -647,6 +647,12 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
                 await projector.process(batch.records, token, decoded)
 
         await retry("projector insert", write, stop=stop, logger=log)
+        owned = batches.consumer.assignment()
+        if batch.replayed and owned and not owned.issuperset(committed):
+            # A journaled batch made again whole (replay.Batcher.read_range): the partitions other members have are
+            # theirs to commit, and the states of their checks theirs to keep.
+            committed = {tp: offset for tp, offset in committed.items() if tp in owned}
+            projector.forget()
         return committed
 
     reported: list[set] = []
@@ -661,7 +667,7 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
 
     async with event_log.consumer(TOPICS, group=GROUP) as consumer:
         batches = Batcher(consumer, await projector.journal_tail(), decode=_timed(projector, Projector.decode),
-                          journal=projector.journal_tail)
+                          journal=projector.journal_tail, read_range=getattr(event_log, "read_range", None))
         # Under load, fewer and bigger inserts leave the cores to the edges; on Kafka a shorter window, read as it
         # goes (see KAFKA_BUSY_WAIT_S).
         # Not busy, a batch holding BUSY_RECORDS goes before its window's end (as soon as the handler waits): records

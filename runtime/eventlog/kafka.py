@@ -58,7 +58,7 @@ from schemas.events import (
 )
 
 from .base import EventLog, LogUnavailable, partition_for
-from .kafka_consumer import KafkaConsumer
+from .kafka_consumer import KafkaConsumer, read_range
 
 log = logging.getLogger(__name__)
 _LATENCY = metrics.PRODUCE_SECONDS.labels("kafka")
@@ -574,3 +574,7 @@ class KafkaEventLog(EventLog):
 
     def consumer(self, topics: list[str], group: str | None, *, from_end: bool = False) -> KafkaConsumer:
         return KafkaConsumer(self, topics, group, from_end=from_end)
+
+    async def read_range(self, topic: str, partition: int, first: int, last: int) -> list:
+        """The records of ``topic``'s ``partition`` from offset ``first`` to ``last``, outside any group."""
+        return await read_range(self, topic, partition, first, last)

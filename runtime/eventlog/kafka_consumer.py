@@ -122,3 +122,25 @@ class KafkaConsumer(Consumer):
                     await consumer.stop()
             except TimeoutError:
                 log.warning("Kafka consumer did not stop within %g s; leaving it", CONSUMER_CALL_S)
+
+
+async def read_range(log_, topic: str, partition: int, first: int, last: int) -> list[Record]:
+    """The records of one partition from offset ``first`` to ``last`` (committed ones; a compacted topic may
+    have fewer), read by a consumer of no group that takes only that partition. Bounded by CONSUMER_CALL_S."""
+    kafka_tp = KafkaTP(log_.name(topic), partition)
+    consumer = AIOKafkaConsumer(bootstrap_servers=log_.bootstrap, enable_auto_commit=False,
+                                isolation_level="read_committed", max_partition_fetch_bytes=4 * 1024 * 1024)
+    out: list[Record] = []
+    try:
+        async with asyncio.timeout(CONSUMER_CALL_S):
+            await consumer.start()
+            consumer.assign([kafka_tp])
+            consumer.seek(kafka_tp, first)
+            while await consumer.position(kafka_tp) <= last:
+                fetched = await consumer.getmany(kafka_tp, timeout_ms=200)
+                out += [as_record((topic, partition, m.offset, m.key, m.value, m.timestamp))
+                        for m in fetched.get(kafka_tp, ()) if m.offset <= last]
+    finally:
+        await consumer.stop()
+    return out
+

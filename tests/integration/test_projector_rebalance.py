@@ -16,6 +16,8 @@ import logging
 import time
 from datetime import timedelta
 
+import pytest
+
 from runtime.config import Config
 from projector import service as projector_service
 from schemas.events import TOPIC_PINGS, PingEvent, encode, utcnow, uuid7
@@ -24,14 +26,15 @@ PROJECT = "019ab7ef-0000-7000-8000-000000000002"
 CHECKS = 40
 
 
-def _shares(caplog) -> list[int]:
-    """The partition counts the members were last given, as they logged them (the last two)."""
+def _shares(caplog, n: int) -> list[int]:
+    """The partition counts the members were last given, as they logged them (the last ``n``)."""
     return [int(r.getMessage().split()[2]) for r in caplog.records
-            if r.getMessage().startswith("projector assignment:")][-2:]
+            if r.getMessage().startswith("projector assignment:")][-n:]
 
 
-async def test_a_member_dying_mid_batch_has_its_batch_written_once_by_the_member_given_its_partitions(
-        kafka_log, clickhouse, tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("n_members", [2, 3])
+async def test_a_member_dying_mid_batch_has_its_batch_written_once_by_the_members_given_its_partitions(
+        n_members, kafka_log, clickhouse, tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="projector")
     monkeypatch.setattr(projector_service, "GROUP", f"projector-{uuid7()}")
     stalled = asyncio.Event()  # the doomed member is stuck before its check_state insert
@@ -54,13 +57,14 @@ async def test_a_member_dying_mid_batch_has_its_batch_written_once_by_the_member
     config = Config.from_env({}, data_dir=tmp_path)
     stop = asyncio.Event()
     doomed = asyncio.create_task(projector_service.run(config, kafka_log, clickhouse, stop))
-    survivor = asyncio.create_task(projector_service.run(config, kafka_log, clickhouse, stop))
+    survivors = [asyncio.create_task(projector_service.run(config, kafka_log, clickhouse, stop))
+                 for _ in range(n_members - 1)]
     try:
         # Both members in the group, each with its share of the partitions, before any ping.
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and sum(_shares(caplog)) != len(projector_service.TOPICS) * 4:
+        while time.monotonic() < deadline and sum(_shares(caplog, n_members)) != len(projector_service.TOPICS) * 4:
             await asyncio.sleep(0.1)
-        assert len(_shares(caplog)) >= 2, "the two members did not share the partitions"
+        assert len(_shares(caplog, n_members)) == n_members, "the members did not share the partitions"
         checks = [str(uuid7()) for _ in range(CHECKS)]
         now = utcnow()
         for i, c in enumerate(checks):  # a run per check: a start, then its success 2 s later
@@ -79,7 +83,7 @@ async def test_a_member_dying_mid_batch_has_its_batch_written_once_by_the_member
     finally:
         stop.set()
         never.set()
-        await asyncio.wait_for(asyncio.gather(doomed, survivor, return_exceptions=True), 60)
+        await asyncio.wait_for(asyncio.gather(doomed, *survivors, return_exceptions=True), 60)
     [(n,)] = await clickhouse.query("SELECT sum(n_pings) FROM check_state FINAL")
     [(pings,)] = await clickhouse.query("SELECT count() FROM pings FINAL")
     [(runs,)] = await clickhouse.query("SELECT count() FROM runs FINAL")
@@ -88,3 +92,12 @@ async def test_a_member_dying_mid_batch_has_its_batch_written_once_by_the_member
     assert (n, pings, runs) == (2 * CHECKS, 2 * CHECKS, CHECKS)
     assert rolled == {"durations_hourly": CHECKS, "durations_daily": CHECKS}, "runs counted twice in the rollups"
     assert any("their last journaled batch first" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_partitions_range_is_read_outside_any_group(kafka_log):
+    for i in range(10):
+        await kafka_log.produce(TOPIC_PINGS, f"r{i}".encode(), partition=1)
+    await kafka_log.produce(TOPIC_PINGS, b"other", partition=0)
+    records = await kafka_log.read_range(TOPIC_PINGS, 1, 3, 6)
+    assert [(r.topic, r.partition, r.offset, r.value) for r in records] == [
+        (TOPIC_PINGS, 1, o, f"r{o}".encode()) for o in range(3, 7)]

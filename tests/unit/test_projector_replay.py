@@ -267,3 +267,32 @@ async def test_a_journaled_batch_split_between_members_is_read_on_with_a_warning
     batch = await batcher.next(asyncio.Event())
     assert not batch.replayed and ranges_of(batch.records) == {P0: (0, 5)}
     assert "spans partitions the group gave to other members" in caplog.text
+
+
+async def test_a_journaled_batch_split_between_members_is_made_whole_with_the_others_records():
+    # The group gave p0 here and p1 to another member; the dead member's batch spans both. Its p1 part is read
+    # outside the group, so the batch (and its token) is the dead member's whole.
+    P2 = TopicPartition(TOPIC, 2)
+    consumer = FakeConsumer(partitions=3)
+    consumer.assigned = {P2}
+    consumer.append(2, 2)
+    consumer.append(1, 6)
+    dead = batch_token({P0: (0, 3), P1: (0, 2)})
+    asked = []
+
+    async def tail():
+        return {P0: (0, 3, dead), P1: (0, 2, dead)}
+
+    async def read_range(topic, partition, first, last):
+        asked.append((partition, first, last))
+        return consumer.logs[TopicPartition(topic, partition)][first:last + 1]
+
+    batcher = Batcher(consumer, {}, max_records=50, max_wait_s=0.0, journal=tail, read_range=read_range)
+    await batcher.next(asyncio.Event())
+    consumer.assigned |= {P0}
+    consumer.append(0, 6)
+    batch = await batcher.next(asyncio.Event())
+    assert batch.replayed and ranges_of(batch.records) == {P0: (0, 3), P1: (0, 2)}
+    assert batch_token(ranges_of(batch.records)) == dead and asked == [(1, 0, 2)]
+    following = await batcher.next(asyncio.Event())
+    assert ranges_of(following.records) == {P0: (4, 5)}
