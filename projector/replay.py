@@ -219,9 +219,14 @@ class Batcher(Batches):
         out: list[Record] = []
         for tp, first, last in wanted:
             try:
-                out += await self.read_range(tp.topic, tp.partition, first, last)
+                got = await self.read_range(tp.topic, tp.partition, first, last)
             except Exception as exc:  # noqa: BLE001 - then it is read on without, as _cut_replayed warns
                 log.warning("projector: %s/%d of a journaled batch could not be read: %r", tp.topic, tp.partition, exc)
+                continue
+            if got and got[0].offset == first and got[-1].offset == last:
+                out += got
+            else:  # not there whole (a compacted topic): read on without it, as _cut_replayed warns
+                log.warning("projector: %s/%d of a journaled batch is not in the log whole", tp.topic, tp.partition)
         if wanted:
             log.info("projector: a journaled batch spans partitions of other members: %d records of %d of them read "
                      "outside the group, to make it again whole", len(out), len(wanted))

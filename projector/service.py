@@ -647,12 +647,13 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
                 await projector.process(batch.records, token, decoded)
 
         await retry("projector insert", write, stop=stop, logger=log)
-        owned = batches.consumer.assignment()
-        if batch.replayed and owned and not owned.issuperset(committed):
-            # A journaled batch made again whole (replay.Batcher.read_range): the partitions other members have are
-            # theirs to commit, and the states of their checks theirs to keep.
-            committed = {tp: offset for tp, offset in committed.items() if tp in owned}
-            projector.forget()
+        if batch.replayed:
+            owned = batches.consumer.assignment()
+            if owned and not owned.issuperset(committed):
+                # A journaled batch made again whole (replay.Batcher.read_range): the partitions other members have
+                # are theirs to commit, and the states of their checks theirs to keep.
+                committed = {tp: offset for tp, offset in committed.items() if tp in owned}
+                projector.forget()
         return committed
 
     reported: list[set] = []

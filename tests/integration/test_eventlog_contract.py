@@ -51,6 +51,19 @@ async def drain(log: EventLog, topic: str, group: str | None, expect: int, timeo
     return out
 
 
+async def produce(log: EventLog, topic: str, value: bytes, **kw) -> tuple[int, int]:
+    """``log.produce``, a refused record sent again (up to 5 times), as a pinging client does after a 503.
+    (librdkafka may report a record of a topic just made as delivered without an offset: it is refused then,
+    runtime/eventlog/rdkafka.py, and it may have been written after all: a duplicate, never a loss.)"""
+    for attempt in range(5):
+        try:
+            return await log.produce(topic, value, **kw)
+        except LogUnavailable:
+            if attempt == 4:
+                raise
+            await asyncio.sleep(0.2)
+
+
 async def test_order_is_kept_per_key(backend):
     acknowledged: dict[str, tuple[int, int]] = {}  # value -> (partition, offset) its produce answered
     async with new_log(backend) as log:
@@ -59,14 +72,7 @@ async def test_order_is_kept_per_key(backend):
         async def writer(key: bytes) -> None:
             for seq in range(60):
                 value = f"{key.decode()}:{seq}"
-                for attempt in range(5):  # a refused record is sent again, as a pinging client does after a 503
-                    try:
-                        acknowledged[value] = await log.produce("contract.order", value.encode(), key=key)
-                        break
-                    except LogUnavailable:
-                        if attempt == 4:
-                            raise
-                        await asyncio.sleep(0.2)
+                acknowledged[value] = await produce(log, "contract.order", value.encode(), key=key)
 
         await asyncio.gather(*(writer(k) for k in keys))
         records = await drain(log, "contract.order", None, expect=300)
@@ -150,12 +156,13 @@ async def test_keys_and_values_come_back_byte_for_byte(backend):
     alone and mixed in one group commit (the SQLite log takes a faster path for plain text)."""
     odd = [b"", b"a\x00b", b"\xff\xfe\x80", "é€😀".encode(), b'{"k": "\\u0000"}', bytes(range(256))]
     async with new_log(backend) as log:
-        await asyncio.gather(*(log.produce("contract.bytes", v, key=b"k") for v in odd))
+        await asyncio.gather(*(produce(log, "contract.bytes", v, key=b"k") for v in odd))
         for v in odd:  # one at a time too: each alone in its commit
-            await log.produce("contract.bytes", v, key=b"k\x00" + v[:3] if v else None, partition=0)
+            await produce(log, "contract.bytes", v, key=b"k\x00" + v[:3] if v else None, partition=0)
         records = await drain(log, "contract.bytes", None, expect=2 * len(odd))
     values = sorted(r.value for r in records)
-    assert values == sorted(odd * 2)
+    # Each value twice; a record refused and sent again (see produce) may be there a third time, never altered.
+    assert set(values) == set(odd) and all(2 <= values.count(v) <= 3 for v in odd)
     keys = {r.key for r in records}
     assert b"k" in keys and b"k\x00a\x00b" in keys and b"k\x00\xff\xfe\x80" in keys
 
