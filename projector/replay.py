@@ -19,7 +19,7 @@ import logging
 from itertools import chain
 from typing import Awaitable, Callable
 
-from runtime.consumer import Batch, Batches, last_offsets
+from runtime.consumer import Batch, Batches, last_offsets, partitions_of
 from runtime.eventlog.base import Record, TopicPartition
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,14 @@ def batch_token(ranges: dict[TopicPartition, tuple[int, int]]) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
+def first_offsets(records: list[Record]) -> dict[TopicPartition, int]:
+    """Per partition, the offset of the first of ``records``."""
+    return last_offsets(records[::-1])
+
+
 def ranges_of(records: list[Record]) -> dict[TopicPartition, tuple[int, int]]:
     """Per partition, the (first, last) offsets of ``records``."""
-    firsts = last_offsets(records[::-1])
+    firsts = first_offsets(records)
     return {tp: (firsts[tp], last) for tp, last in last_offsets(records).items()}
 
 
@@ -119,7 +124,7 @@ class Batcher(Batches):
         (a batch cut otherwise counts its runs in the rollups twice). A partition given back to this consumer is
         looked at again: the journal names its last batch, which is cut and written again under the same tokens
         if it was not committed (a commit refused by the rebalance), as after a restart."""
-        partitions = {TopicPartition(r.topic, r.partition) for r in batch.records}
+        partitions = partitions_of(batch.records)
         if self.looked is None:  # the journal read at the start covers the first batch's partitions
             self.looked = partitions
             return batch
@@ -131,9 +136,7 @@ class Batcher(Batches):
         if not given or batch.replayed:
             return batch
         tail = await self.journal()
-        firsts: dict[TopicPartition, int] = {}
-        for r in batch.records:
-            firsts.setdefault(TopicPartition(r.topic, r.partition), r.offset)
+        firsts = first_offsets(batch.records)
         # A batch not committed starts at the committed offset, where this read began: other entries were committed.
         tokens = {entry[2] for tp, entry in tail.items() if tp in given and firsts.get(tp) == entry[0]}
         # The whole batch of each such token: its block and token span all its partitions.
@@ -210,9 +213,7 @@ class Batcher(Batches):
         assigned = self.consumer.assignment()
         if self.read_range is None or not assigned:
             return []
-        firsts: dict[TopicPartition, int] = {}
-        for r in records:
-            firsts.setdefault(TopicPartition(r.topic, r.partition), r.offset)
+        firsts = first_offsets(records)
         open_here = {tok for tp, (first, _, tok) in self.replay.items() if tp in assigned and firsts.get(tp) == first}
         wanted = [(tp, first, last) for tp, (first, last, tok) in self.replay.items()
                   if tok in open_here and tp not in assigned and tp not in firsts]
@@ -255,12 +256,7 @@ class Batcher(Batches):
 
     def _cut_replayed(self, records: list[Record]) -> Batch | None:
         """The journaled batch once it has been read whole; None to read on."""
-        firsts: dict[TopicPartition, int] = {}
-        lasts: dict[TopicPartition, int] = {}
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            firsts.setdefault(tp, r.offset)
-            lasts[tp] = r.offset
+        firsts, lasts = first_offsets(records), last_offsets(records)
         assigned = self.consumer.assignment()  # may still be empty before a group consumer's first fetch
         # Tokens with a partition of another member's (unless its records were read here: ``_read_elsewhere``).
         elsewhere = {tok for tp, (_, _, tok) in self.replay.items()

@@ -102,6 +102,11 @@ def last_offsets(records: list[Record]) -> dict[TopicPartition, int]:
     return {TopicPartition(*tp): offset for tp, offset in last.items()}
 
 
+def partitions_of(records: list[Record]) -> set[TopicPartition]:
+    """The partitions ``records`` are of (in C loops: batches hold thousands)."""
+    return {TopicPartition(*tp) for tp in set(map(_partition_of, records))}
+
+
 def next_offsets(records: list[Record]) -> Offsets:
     """Per partition, the offset after the last of ``records``: what committing them means."""
     return {tp: offset + 1 for tp, offset in last_offsets(records).items()}
