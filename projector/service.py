@@ -38,7 +38,7 @@ import logging
 import operator
 import time
 from collections import defaultdict
-from typing import Callable, NamedTuple
+from typing import Awaitable, Callable, NamedTuple
 
 from runtime import deadletter, metrics
 from runtime.clickhouse import SMALL_INSERT_ROWS, ClickHouse, arrow_type, id_chunks
@@ -231,15 +231,25 @@ class Projector:
         whose write failed (``after``). Processed as before (the same blocks under the same tokens), then checked
         (``check_replayed``): a write that failed after ClickHouse recorded a block's token leaves the token
         without the part too."""
-        prepared = await self.prepare(records, decoded)
-        written = await self.write(prepared, token)
-        repaired = await self.check_replayed(prepared, written)
+        await self.rewrite(await self.prepare(records, decoded), token, after)
+
+    async def rewrite(self, prepared: Prepared, token: str, after: str = "a restart") -> None:
+        """``replay``'s writing of a folded batch: its tables, each checked, then check_state, checked. check_state
+        comes after the check of the others, as it comes last in any write: a crash while checking leaves the
+        batch to be folded and checked again at the next replay (its offsets in check_state would fold nothing)."""
+        repaired: dict[str, int] = {}
+
+        async def check(written: dict[str, object]) -> None:
+            repaired.update(await self.check_replayed(prepared, written, token))
+
+        await self.write(prepared, token, check)
+        records = prepared.n_records
         if repaired:
             log.warning("wrote again the batch of %d records after %s; ClickHouse had dropped some of it (the rows "
-                        "of a part that did not take its place): written again, by table: %s", len(records), after,
+                        "of a part that did not take its place): written again, by table: %s", records, after,
                         ", ".join(f"{table} {n}" for table, n in repaired.items()))
         else:
-            log.info("wrote again the batch of %d records after %s", len(records), after)
+            log.info("wrote again the batch of %d records after %s", records, after)
 
     async def process(self, records: list[Record], token: str, decoded: tuple | None = None) -> dict[str, object]:
         """Fold ``records`` on the states and write what they make; ``decoded``: ``decode(records)``, if
@@ -294,9 +304,11 @@ class Projector:
                 sources.append(r)
         return events, sources, poison, registry
 
-    async def write(self, prepared: Prepared, token: str) -> dict[str, object]:
-        """Insert what a folded batch makes; returns it by table (rows, or ``Columns`` for the pings), for
-        ``check_replayed``."""
+    async def write(self, prepared: Prepared, token: str,
+                    check: Callable[[dict[str, object]], Awaitable[None]] | None = None) -> dict[str, object]:
+        """Insert what a folded batch makes; returns it by table (rows, or ``Columns`` for the pings). ``check``
+        (a replayed batch's: ``rewrite``) is given what was written, by table, once before check_state and
+        then check_state's rows."""
         started = time.perf_counter()
         rows = prepared.rows
         try:
@@ -319,8 +331,12 @@ class Projector:
             for outcome in done:
                 if isinstance(outcome, BaseException):
                     raise outcome
+            if check is not None:
+                await check(dict(tables))
             if prepared.state_rows:  # last: its offsets say the rest is in
                 await self.insert("check_state", prepared.state_rows, f"{token}:check_state")
+                if check is not None:
+                    await check({"check_state": prepared.state_rows})
             for record, exc in prepared.poison:
                 await deadletter.send(self.log, "projector", record, exc)
         except BaseException:
@@ -340,9 +356,10 @@ class Projector:
 
     # --- a replayed batch, checked ---------------------------------------------------
 
-    async def check_replayed(self, prepared: Prepared, written: dict[str, object]) -> dict[str, int]:
-        """Once a batch written before (``replay``) was written again: what ClickHouse dropped of it is written
-        again; returns the rows so written, by table.
+    async def check_replayed(self, prepared: Prepared, written: dict[str, object], token: str) -> dict[str, int]:
+        """Once a batch written before (``replay``) was written again, the tables of ``written`` (``write`` gives
+        check_state apart, after the others): what ClickHouse dropped of it is written again; returns the rows so
+        written, by table.
 
         The batch's blocks carry the tokens they had before the crash, so ClickHouse drops those it holds. It
         also drops one it does not hold: MergeTree records a block's token in its deduplication log before the
@@ -353,7 +370,9 @@ class Projector:
         asked for the batch's rows (by event id; check_state and checks by version), and what is missing is
         written again under a token of its own: rows of tables that merge by key (a duplicate is merged away);
         the runs around their rollup views (a scratch table attached: ``_write_runs_again``); the rollups only
-        where they count fewer runs than the runs table holds, by the batch's runs of those buckets."""
+        where they count fewer runs than the runs table holds, by the batch's runs of those buckets, under tokens
+        derived from the batch's (``token``), the same for every member that checks the batch
+        (``_write_rollup_again``)."""
         rows = prepared.rows
         again = f"again:{uuid7()}"  # its own each time: a crash while writing again leaves this token behind too
         repaired: dict[str, int] = {}
@@ -362,7 +381,7 @@ class Projector:
             if n:
                 repaired[table] = n
 
-        events = rows.ping_events
+        events = rows.ping_events if "pings" in written else []
         present = await self._present("pings", [e.event_id for e in events])
         keep = [k for k, e in enumerate(events) if e.event_id not in present]
         if keep:
@@ -376,7 +395,7 @@ class Projector:
         present = await self._present("runs", run_ids)
         count("runs", await self.ch.run(_write_runs_again, [i for i in run_ids if i not in present]))
         for rollup in ROLLUPS:
-            count(rollup, await self.ch.run(_write_rollup_again, rollup, run_ids, f"{again}:{rollup}"))
+            count(rollup, await self.ch.run(_write_rollup_again, rollup, run_ids, f"{token}:again:{rollup}"))
         for table, key in (("transitions", 0), ("ping_keys", 0)):
             data = written.get(table) or []
             present = await self._present(table, [row[key] for row in data])
@@ -484,7 +503,19 @@ class Projector:
         metrics.INSERT_ROWS.labels(table).inc(data.n if isinstance(data, Columns) else len(data))
 
 
-_RUNS_SCRATCH = "runs_again_"  # the names of _write_runs_again's scratch tables begin so
+_RUNS_SCRATCH = "runs_again_"  # the names of _write_runs_again's scratch tables begin so, then a UUIDv7's hex
+_SCRATCH_LEFT_S = 3600  # a scratch table made this long ago was left by a crash (one in use lives seconds)
+
+
+def _left_behind(name: str, now_ms: int) -> bool:
+    """Whether a scratch table of ``_write_runs_again`` is one a crash left (and not one another member of the
+    group is writing): older than ``_SCRATCH_LEFT_S`` by the time in its name, or of a name not so made."""
+    suffix = name[len(_RUNS_SCRATCH):]
+    try:
+        made_ms = int(suffix[:12], 16) if len(suffix) == 32 else None
+    except ValueError:
+        made_ms = None
+    return made_ms is None or now_ms - made_ms > _SCRATCH_LEFT_S * 1000
 
 
 def _write_runs_again(client, event_ids: list[str]) -> int:
@@ -496,7 +527,8 @@ def _write_runs_again(client, event_ids: list[str]) -> int:
     for (left,) in client.query(  # a scratch table a crash left behind (its runs are attached or written again)
             "SELECT name FROM system.tables WHERE database = currentDatabase() AND startsWith(name, {p:String})",
             parameters={"p": _RUNS_SCRATCH}).result_rows:
-        client.command(f"DROP TABLE IF EXISTS {left} SYNC")
+        if _left_behind(left, time.time_ns() // 1_000_000):
+            client.command(f"DROP TABLE IF EXISTS {left} SYNC")
     scratch = f"{_RUNS_SCRATCH}{uuid7().replace('-', '')}"
     client.command(f"CREATE TABLE {scratch} AS runs")
     try:
@@ -512,42 +544,79 @@ def _write_runs_again(client, event_ids: list[str]) -> int:
     return len(event_ids)
 
 
+_BATCH_RUNS = "(SELECT * FROM runs FINAL WHERE event_id IN {ids:Array(UUID)})"  # a chunk of the batch's runs
+# Writing a rollup again is tried this many times, each under the next token (``_write_rollup_again``).
+ROLLUP_ATTEMPTS = 4
+
+
 def _write_rollup_again(client, rollup: str, run_ids: list[str], token: str) -> int:
     """The runs of ``run_ids`` into ``rollup`` where it counts fewer runs than ``runs`` holds, in the buckets they
     fall in, by as many as the batch has there (where it counts more, or fewer by another number, it is logged:
-    which runs it lacks is not known). Returns how many runs it was given."""
+    which runs it lacks is not known). Returns how many runs were missing and are counted now.
+
+    Several members of a group may check the same replayed batch at once (a dead member's partitions split
+    between survivors: projector/replay.py), and a rollup is not merged by key: a bucket written again twice
+    counts its runs twice. So each member writes a bucket under the same token, derived from the batch's
+    (``token``), and ClickHouse keeps one. A token may also stand without its part (a crash while writing again:
+    ``check_replayed``), which drops every later block under it: so a bucket still short once its block was sent
+    is sent again under the next token (``:1``, ``:2``...), which members reach only in that order and only
+    after finding the bucket short, so no token lands twice."""
     if not run_ids:
         return 0
+    short = _rollup_short(client, rollup, run_ids)
+    missing = sum(n for *_, n in short)
+    for attempt in range(ROLLUP_ATTEMPTS):
+        if not short:
+            break
+        if attempt:
+            log.warning("%s: %d buckets still short after they were written again; again under a new token",
+                        rollup, len(short))
+        _top_up(client, rollup, short, f"{token}:{attempt}")
+        short = _rollup_short(client, rollup, run_ids)
+    if short:
+        log.error("%s: %d buckets still short of the batch's runs after %d writes; left as they are",
+                  rollup, len(short), ROLLUP_ATTEMPTS)
+    return missing - sum(n for *_, n in short)
+
+
+def _rollup_short(client, rollup: str, run_ids: list[str]) -> list[tuple[int, str, object, list[str], int]]:
+    """The buckets of ``rollup`` that count the batch's runs there (``run_ids``) fewer than ``runs`` holds, by
+    exactly that many: (chunk of ``run_ids``, check_id, bucket, the chunk's ids, how many runs)."""
     bucket = ROLLUPS[rollup]
-    ours = "(SELECT * FROM runs FINAL WHERE event_id IN {ids:Array(UUID)})"
-    short: list[tuple] = []
-    for ids in id_chunks(run_ids):
+    short = []
+    for k, ids in enumerate(id_chunks(run_ids)):
         rows = client.query(
             f"SELECT toString(b.check_id), b.bucket, b.n, t.n, r.n FROM "
-            f"(SELECT check_id, {bucket}(finished_at) AS bucket, count() AS n FROM {ours} GROUP BY check_id, bucket) b "
+            f"(SELECT check_id, {bucket}(finished_at) AS bucket, count() AS n FROM {_BATCH_RUNS} "
+            f"GROUP BY check_id, bucket) b "
             f"LEFT JOIN (SELECT check_id, {bucket}(finished_at) AS bucket, count() AS n FROM runs FINAL "
-            f"WHERE (check_id, {bucket}(finished_at)) IN (SELECT check_id, {bucket}(finished_at) FROM {ours}) "
+            f"WHERE (check_id, {bucket}(finished_at)) IN (SELECT check_id, {bucket}(finished_at) FROM {_BATCH_RUNS}) "
             f"GROUP BY check_id, bucket) t ON b.check_id = t.check_id AND b.bucket = t.bucket "
             f"LEFT JOIN (SELECT check_id, bucket, countMerge(runs) AS n FROM {rollup} "
-            f"WHERE (check_id, bucket) IN (SELECT check_id, {bucket}(finished_at) FROM {ours}) "
+            f"WHERE (check_id, bucket) IN (SELECT check_id, {bucket}(finished_at) FROM {_BATCH_RUNS}) "
             f"GROUP BY check_id, bucket) r ON b.check_id = r.check_id AND b.bucket = r.bucket",
             parameters={"ids": ids}, settings={"join_use_nulls": 0}).result_rows
         for check_id, at, batch_n, truth, rolled in rows:
             if rolled == truth:
                 continue
             if truth - rolled == batch_n:
-                short.append((check_id, at, ids, batch_n))
+                short.append((k, check_id, at, ids, batch_n))
             else:
                 log.error("%s counts %d runs of check %s at %s, the runs table %d (the replayed batch: %d); "
                           "left as it is", rollup, rolled, check_id, at, truth, batch_n)
-    written = 0
-    in_bucket = f"(SELECT * FROM {ours} WHERE check_id = {{c:UUID}} AND {bucket}(finished_at) = {{at:DateTime('UTC')}})"
+    return short
+
+
+def _top_up(client, rollup: str, short: list[tuple], token: str) -> None:
+    """The batch's runs of each bucket of ``short`` (``_rollup_short``) into ``rollup``, each under ``token`` and
+    the bucket's place: the same blocks from whoever sends them."""
+    bucket = ROLLUPS[rollup]
+    in_bucket = (f"(SELECT * FROM {_BATCH_RUNS} "
+                 f"WHERE check_id = {{c:UUID}} AND {bucket}(finished_at) = {{at:DateTime('UTC')}})")
     select = ROLLUP_OF_RUNS.replace("{bucket}", bucket).replace("{source}", in_bucket)
-    for check_id, at, ids, batch_n in short:
+    for k, check_id, at, ids, _ in short:
         client.command(f"INSERT INTO {rollup} SETTINGS insert_deduplication_token = {{token:String}} {select}",
-                       parameters={"ids": ids, "c": check_id, "at": at, "token": f"{token}:{check_id}:{at}"})
-        written += batch_n
-    return written
+                       parameters={"ids": ids, "c": check_id, "at": at, "token": f"{token}:{k}:{check_id}:{at}"})
 
 
 def ping_data(rows: Rows, sources: list[Record]) -> list[tuple] | Columns:

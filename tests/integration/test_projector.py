@@ -486,6 +486,91 @@ async def test_a_write_that_failed_after_clickhouse_kept_its_token_is_checked_wh
     assert await count(clickhouse, "SELECT countMerge(runs) FROM durations_hourly") == 3
 
 
+async def test_members_writing_a_rollup_again_at_once_count_its_runs_once(log, clickhouse, monkeypatch):
+    """Two members of a group that split a dead member's partitions each replay and check its batch, at once. Both
+    find a rollup bucket short of the batch's runs before either writes it again (here: each member's first look
+    is given what was there before either wrote); both write it under the same token, so it counts the runs once
+    (under tokens of their own, 8 runs for 4). A token standing without its part (a crash while writing again)
+    is passed by the next token."""
+    t0 = utcnow() - timedelta(minutes=5)
+    for i in range(4):
+        await ping(log, "start", t0 + timedelta(seconds=10 * i), rid=RID)
+        await ping(log, "success", t0 + timedelta(seconds=10 * i + 3), rid=RID)
+    records = await _pings_read(log)
+    token = batch_token(ranges_of(records))
+    await Projector(clickhouse, log).process(records, token)
+    run_ids = [row[0] for row in await clickhouse.query("SELECT toString(event_id) FROM runs")]
+    assert len(run_ids) == 4
+
+    async def lose_the_rollups_keeping_their_tokens():  # and check_state: the dead member did not write it
+        for table in (*projector_service.ROLLUPS, "check_state"):
+            await clickhouse.run(lambda c, t=table: c.command(
+                f"ALTER TABLE {t} DELETE WHERE check_id = '{CHECK}' SETTINGS mutations_sync = 2"))
+
+    async def rolled() -> list[int]:
+        return [await count(clickhouse, f"SELECT countMerge(runs) FROM {t}") for t in projector_service.ROLLUPS]
+
+    await lose_the_rollups_keeping_their_tokens()
+    real_short, looks = projector_service._rollup_short, []
+
+    def short_as_first_seen(client, rollup, ids):
+        looks.append(rollup)
+        if looks.count(rollup) == 1:  # the first member's look, before it writes
+            first_seen[rollup] = real_short(client, rollup, ids)
+        if looks.count(rollup) == 3:  # the second member's, made at the same moment
+            return first_seen[rollup]
+        return real_short(client, rollup, ids)
+
+    first_seen: dict[str, list] = {}
+    monkeypatch.setattr(projector_service, "_rollup_short", short_as_first_seen)
+    members = [Projector(clickhouse, log) for _ in range(2)]
+    prepared = [await member.prepare(records) for member in members]  # both fold it before either writes
+    for member, batch in zip(members, prepared):
+        await member.rewrite(batch, token)
+    assert all(sum(n for *_, n in seen) == 4 for seen in first_seen.values()) and len(first_seen) == 2
+    assert await rolled() == [4, 4]
+    monkeypatch.setattr(projector_service, "_rollup_short", real_short)
+
+    await lose_the_rollups_keeping_their_tokens()  # the tokens of the first write stand without their parts
+    assert await rolled() == [0, 0]
+    await Projector(clickhouse, log).replay(records, token)
+    assert await rolled() == [4, 4]
+
+
+async def test_a_crash_while_a_replayed_batch_is_checked_leaves_it_to_be_checked_again(log, clickhouse,
+                                                                                      monkeypatch):
+    """check_state comes after the check of the other tables: a replay that dies while writing a rollup again
+    leaves the batch unfolded, so the next replay folds it and writes the rollup (check_state written first, the
+    next replay folded nothing and the rollups stayed at 0)."""
+    t0 = utcnow() - timedelta(minutes=5)
+    for i in range(3):
+        await ping(log, "start", t0 + timedelta(seconds=10 * i), rid=RID)
+        await ping(log, "success", t0 + timedelta(seconds=10 * i + 3), rid=RID)
+    records = await _pings_read(log)
+    token = batch_token(ranges_of(records))
+    crashed = Projector(clickhouse, log)
+    assert not _fail_once(crashed, "check_state")
+    with pytest.raises(ConnectionError):  # the first member died before its check_state
+        await crashed.process(records, token)
+    for rollup in projector_service.ROLLUPS:  # its rollups' parts lost, their tokens left
+        await clickhouse.run(lambda c, t=rollup: c.command(
+            f"ALTER TABLE {t} DELETE WHERE check_id = '{CHECK}' SETTINGS mutations_sync = 2"))
+    real_top_up = projector_service._top_up
+
+    def top_up_and_die(client, rollup, short, tok):
+        raise ConnectionError("the process died while writing a rollup again")
+
+    monkeypatch.setattr(projector_service, "_top_up", top_up_and_die)
+    with pytest.raises(ConnectionError):
+        await Projector(clickhouse, log).replay(records, token)
+    assert await count(clickhouse, f"SELECT count() FROM check_state WHERE check_id = '{CHECK}'") == 0
+    monkeypatch.setattr(projector_service, "_top_up", real_top_up)
+    await Projector(clickhouse, log).replay(records, token)
+    for rollup in projector_service.ROLLUPS:
+        assert await count(clickhouse, f"SELECT countMerge(runs) FROM {rollup}") == 3
+    assert await count(clickhouse, "SELECT count() FROM check_state FINAL WHERE n_pings = 6") == 1
+
+
 async def test_a_pings_block_inserted_twice_is_counted_once_in_the_runs_and_the_rollups(log, clickhouse):
     t0 = utcnow()
     await ping(log, "start", t0)

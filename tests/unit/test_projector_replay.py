@@ -296,3 +296,15 @@ async def test_a_journaled_batch_split_between_members_is_made_whole_with_the_ot
     assert batch_token(ranges_of(batch.records)) == dead and asked == [(1, 0, 2)]
     following = await batcher.next(asyncio.Event())
     assert ranges_of(following.records) == {P0: (4, 5)}
+
+
+def test_a_scratch_table_of_runs_written_again_is_dropped_only_once_a_crash_left_it():
+    from projector.service import _RUNS_SCRATCH, _SCRATCH_LEFT_S, _left_behind
+    from schemas.events import uuid7
+
+    now_ms = 1_800_000_000_000
+    made = _RUNS_SCRATCH + uuid7(now_ns=now_ms * 1_000_000).replace("-", "")
+    assert not _left_behind(made, now_ms + 5_000)  # another member's, being written
+    assert _left_behind(made, now_ms + _SCRATCH_LEFT_S * 1000 + 1)
+    assert _left_behind(_RUNS_SCRATCH + "left", now_ms)  # not of a name so made
+    assert _left_behind(_RUNS_SCRATCH + "z" * 32, now_ms)
