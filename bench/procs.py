@@ -49,6 +49,8 @@ _KEY_PATTERNS = (
     ("admin_key", r"^admin key:\s+(\S+)"),
     ("sql_url", r"^SQL \(ClickHouse HTTP interface\):\s+(\S+)"),
     ("sql_native", r"^SQL \(ClickHouse native protocol\):\s+(\S+)"),
+    ("sql_https", r"^SQL \(ClickHouse HTTPS interface\):\s+(\S+)"),
+    ("sql_native_tls", r"^SQL \(ClickHouse native protocol, TLS\):\s+(\S+)"),
 )
 
 

@@ -34,7 +34,7 @@ from schemas.events import Project
 from runtime import adminkey, health, memory, metrics, supervisor
 from runtime.backoff import Stopped, until_answered
 from runtime.clickhouse import ClickHouse, Held, Unavailable, Unreachable
-from runtime.config import Config, ConfigError
+from runtime.config import Config, ConfigError, tls_server_context
 from runtime.eventlog import open_eventlog
 from runtime.eventlog.base import LogUnavailable
 from runtime.registry import create_project
@@ -124,25 +124,34 @@ async def _start_sql_server(config: Config, clickhouse: ClickHouse):
     from runtime.sqlserver import SqlServer
 
     key, created = adminkey.load_or_create(config.data_dir)
+    tls = tls_server_context(config.sql_tls_cert, config.sql_tls_key) if config.sql_tls_cert else None
     server = SqlServer(clickhouse, key, config.sql_host, config.sql_port,
                        max_execution_time_s=config.sql_max_execution_time_s,
-                       max_result_rows=config.sql_max_result_rows, port_file=config.data_dir / SQL_PORT_FILE)
+                       max_result_rows=config.sql_max_result_rows, port_file=config.data_dir / SQL_PORT_FILE,
+                       tls=tls, https_port=config.sql_https_port)
     await server.start()
     if created:
         print(f"admin key: {key}  (the SQL endpoint's password; `pingstream admin-key` prints it again)", flush=True)
     print(f"SQL (ClickHouse HTTP interface): {server.url}  user {adminkey.USER}, password: the admin key", flush=True)
-    if config.sql_native_port is not None:
-        from runtime.nativeserver import NativeServer
+    if server.https_url:
+        print(f"SQL (ClickHouse HTTPS interface): {server.https_url}  the same user and password", flush=True)
+    from runtime.nativeserver import NativeServer
 
-        native = NativeServer(server, config.sql_host, config.sql_native_port)
+    for port, what, variable, context in (
+            (config.sql_native_port, "native protocol", "PINGSTREAM_SQL_NATIVE_PORT", None),
+            (config.sql_native_tls_port if tls else None, "native protocol, TLS", "PINGSTREAM_SQL_NATIVE_TLS_PORT",
+             tls)):
+        if port is None:
+            continue
+        native = NativeServer(server, config.sql_host, port, context)
         try:
             await native.start()
         except OSError as exc:  # the port taken: the system runs, without the native protocol
-            print(f"SQL (ClickHouse native protocol): not served: {config.sql_host}:{config.sql_native_port}: "
-                  f"{exc.strerror} (PINGSTREAM_SQL_NATIVE_PORT)", flush=True)
+            print(f"SQL (ClickHouse {what}): not served: {config.sql_host}:{port}: {exc.strerror} ({variable})",
+                  flush=True)
         else:
             server.on_stop(native.stop)
-            print(f"SQL (ClickHouse native protocol): {native.address}  the same user and password", flush=True)
+            print(f"SQL (ClickHouse {what}): {native.address}  the same user and password", flush=True)
     return server
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import ssl
 from pathlib import Path
 
 
@@ -19,6 +20,9 @@ class ConfigError(ValueError):
 # so a ClickHouse server on the same machine does not collide with it.
 DEFAULT_SQL_PORT = 8124
 DEFAULT_SQL_NATIVE_PORT = 9001  # ClickHouse's native protocol is on 9000, as its HTTP interface is on 8123
+# The same over TLS, given a certificate: ClickHouse serves them on 8443 (https_port) and 9440 (tcp_port_secure).
+DEFAULT_SQL_HTTPS_PORT = 8444
+DEFAULT_SQL_NATIVE_TLS_PORT = 9441
 
 
 def _number(env: dict, name: str, default, lo, hi, parse, what: str):
@@ -90,6 +94,35 @@ def _sql_port(env: dict, name: str = "PINGSTREAM_SQL_PORT", default: int = DEFAU
     if raw.lower() == "off":
         return None
     return _int(env, name, default, 0, 65535)
+
+
+def _sql_tls(env: dict) -> tuple[Path | None, Path | None]:
+    """``PINGSTREAM_SQL_TLS_CERT`` and ``PINGSTREAM_SQL_TLS_KEY``: both or neither, and a pair the SQL endpoint's
+    TLS ports can serve (``tls_server_context``), so a wrong one stops the start with its reason."""
+    cert, key = (env.get(name) or None for name in ("PINGSTREAM_SQL_TLS_CERT", "PINGSTREAM_SQL_TLS_KEY"))
+    if cert is None and key is None:
+        return None, None
+    if cert is None or key is None:
+        missing = "PINGSTREAM_SQL_TLS_CERT" if cert is None else "PINGSTREAM_SQL_TLS_KEY"
+        raise ConfigError(f"{missing}: not set (TLS for the SQL endpoint needs a certificate and its key)")
+    tls_server_context(Path(cert), Path(key))
+    return Path(cert), Path(key)
+
+
+def tls_server_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server's TLS context (TLS 1.2 or later) for the certificate chain ``cert`` and its private key ``key``, PEM
+    files; ``ConfigError`` saying which and why when they cannot be served."""
+    for name, path in (("PINGSTREAM_SQL_TLS_CERT", cert), ("PINGSTREAM_SQL_TLS_KEY", key)):
+        if not path.is_file():
+            raise ConfigError(f"{name}={path}: no such file")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except OSError as exc:  # ssl.SSLError among them: not PEM, or a key of another certificate
+        reason = getattr(exc, "reason", None) or "not a PEM certificate chain and its private key"
+        raise ConfigError(f"PINGSTREAM_SQL_TLS_CERT={cert} / _KEY={key}: cannot be served: {reason}") from None
+    return context
 
 
 def _flag(env: dict, name: str) -> bool:
@@ -164,6 +197,11 @@ class Config:
     sql_host: str = "127.0.0.1"
     sql_port: int | None = DEFAULT_SQL_PORT  # None = off; 0 = any free port
     sql_native_port: int | None = DEFAULT_SQL_NATIVE_PORT  # ClickHouse's native protocol (runtime/nativeserver.py)
+    # Both, over TLS too, on ports of their own, when a certificate and its key are given (PEM files).
+    sql_tls_cert: Path | None = None
+    sql_tls_key: Path | None = None
+    sql_https_port: int | None = DEFAULT_SQL_HTTPS_PORT
+    sql_native_tls_port: int | None = DEFAULT_SQL_NATIVE_TLS_PORT
     sql_max_execution_time_s: float = 10.0  # a query running longer is cut (it holds the engine's thread)
     sql_max_result_rows: int = 1_000_000
     webhook_allow_private: bool = False  # alerts may go to loopback, link-local and private addresses
@@ -200,8 +238,11 @@ class Config:
         database = env.get("PINGSTREAM_CLICKHOUSE_DATABASE") or "pingstream"
         if not database.replace("_", "").isalnum():
             raise ConfigError(f"PINGSTREAM_CLICKHOUSE_DATABASE={database!r}: letters, digits and _ only")
+        sql_tls_cert, sql_tls_key = _sql_tls(env)
         config = cls(
             data_dir=data_dir,
+            sql_tls_cert=sql_tls_cert,
+            sql_tls_key=sql_tls_key,
             kafka=env.get("PINGSTREAM_KAFKA") or None,
             clickhouse=clickhouse,
             clickhouse_database=database,
@@ -231,6 +272,8 @@ class Config:
             sql_host=env.get("PINGSTREAM_SQL_HOST") or "127.0.0.1",
             sql_port=_sql_port(env),
             sql_native_port=_sql_port(env, "PINGSTREAM_SQL_NATIVE_PORT", DEFAULT_SQL_NATIVE_PORT),
+            sql_https_port=_sql_port(env, "PINGSTREAM_SQL_HTTPS_PORT", DEFAULT_SQL_HTTPS_PORT),
+            sql_native_tls_port=_sql_port(env, "PINGSTREAM_SQL_NATIVE_TLS_PORT", DEFAULT_SQL_NATIVE_TLS_PORT),
             sql_max_execution_time_s=_float(env, "PINGSTREAM_SQL_MAX_EXECUTION_TIME_S", 10.0, 0.1, 3600.0),
             # Not below 10,000: clients read system.settings (~1,900 rows) when they connect.
             sql_max_result_rows=_int(env, "PINGSTREAM_SQL_MAX_RESULT_ROWS", 1_000_000, 10_000, 10**12),

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 import struct
 
 from . import adminkey, chcompress, logthrottle, native
@@ -118,10 +119,11 @@ class NativeServer:
     """The native protocol on ``host:port`` for ``sql``'s engine session (``await start()``, ``port``, ``await
     stop()``); ``sql`` must be started first."""
 
-    def __init__(self, sql: SqlServer, host: str, port: int) -> None:
+    def __init__(self, sql: SqlServer, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
         self.sql = sql
         self.host = host
         self.port = port
+        self.tls = tls  # over TLS (ClickHouse's tcp_port_secure)
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.Task] = set()
 
@@ -130,9 +132,10 @@ class NativeServer:
         return f"{self.host}:{self.port}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=1 << 20)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=1 << 20, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("SQL (ClickHouse native protocol) on %s, user %s", self.address, adminkey.USER)
+        log.info("SQL (ClickHouse native protocol%s) on %s, user %s", ", TLS" if self.tls else "", self.address,
+                 adminkey.USER)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -152,8 +155,8 @@ class NativeServer:
         self._connections.add(task)
         try:
             await _Connection(self.sql, _Wire(reader), writer).run()
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
-            pass  # the client went away, or said nothing in time
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, ssl.SSLError):
+            pass  # the client went away, said nothing in time, or broke its TLS
         except ProtocolError as exc:
             log.info("native client %s: %s", writer.get_extra_info("peername"), exc)
         except Exception:  # ours: loud, and the connection ends

@@ -15,7 +15,9 @@ other process can open the engine. This server lets them, and any ClickHouse cli
   ``X-ClickHouse-User`` / ``X-ClickHouse-Key`` headers, or as ``user`` / ``password`` parameters;
 - answers carry ``X-ClickHouse-Query-Id``, ``-Format``, ``-Summary``, ``-Timezone`` and
   ``-Server-Display-Name``; errors are ``Code: N. DB::Exception: ...`` with
-  ``X-ClickHouse-Exception-Code``, as ClickHouse sends them (clients turn them into their exceptions).
+  ``X-ClickHouse-Exception-Code``, as ClickHouse sends them (clients turn them into their exceptions);
+- the same over TLS on a port of its own (``https_port``: ClickHouse's https_port), given a server context
+  (PINGSTREAM_SQL_TLS_CERT / _KEY: runtime/config.py), the plain port served still.
 
 What is enforced, is enforced by the engine: queries run on a chdb session of their own whose
 settings are ``readonly=1`` (no INSERT, ALTER, CREATE, DROP, no table functions that reach files or
@@ -38,6 +40,7 @@ import base64
 import json
 import logging
 import re
+import ssl
 import uuid
 import warnings
 from pathlib import Path
@@ -140,13 +143,19 @@ class _Closing(asyncio.Protocol):
 class _BoundedSite(web.BaseSite):
     """aiohttp's TCP site with at most ``limit`` connections open at once."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int, limit: int) -> None:
-        super().__init__(runner, shutdown_timeout=2.0)
+    def __init__(self, runner: web.AppRunner, host: str, port: int, limit: int,
+                 tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(runner, shutdown_timeout=2.0, ssl_context=tls)
         self._host, self._port, self._limit = host, port, limit
 
     @property
     def name(self) -> str:
-        return f"http://{self._host}:{self._port}"
+        return f"{'https' if self._ssl_context else 'http'}://{self._host}:{self._port}"
+
+    @property
+    def port(self) -> int:
+        """The port bound (asked 0: any free one)."""
+        return self._server.sockets[0].getsockname()[1]
 
     async def start(self) -> None:
         await super().start()
@@ -159,7 +168,7 @@ class _BoundedSite(web.BaseSite):
             return server()
 
         self._server = await asyncio.get_running_loop().create_server(connection, self._host, self._port,
-                                                                      backlog=self._backlog)
+                                                                      backlog=self._backlog, ssl=self._ssl_context)
 
 
 class ClickHouseError(Exception):
@@ -197,11 +206,14 @@ class SqlServer:
     (``pingstream sql`` finds it there)."""
 
     def __init__(self, clickhouse: ClickHouse, admin_key: str, host: str, port: int, *,
-                 max_execution_time_s: float, max_result_rows: int, port_file: Path | None = None) -> None:
+                 max_execution_time_s: float, max_result_rows: int, port_file: Path | None = None,
+                 tls: ssl.SSLContext | None = None, https_port: int | None = None) -> None:
         self.clickhouse = clickhouse
         self.admin_key = admin_key
         self.host = host
         self.port = port
+        self.tls = tls
+        self.https_port = https_port if tls is not None else None  # served beside ``port`` with ``tls``
         self.port_file = port_file
         self.database = clickhouse.database
         self.settings = {
@@ -221,6 +233,10 @@ class SqlServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def https_url(self) -> str | None:
+        return f"https://{self.host}:{self.https_port}" if self.https_port is not None else None
+
     async def start(self) -> None:
         self._session = await self.clickhouse.run(self._open_session)
         app = web.Application(client_max_size=MAX_QUERY_BYTES)
@@ -235,13 +251,19 @@ class SqlServer:
         # aiohttp's keep-alive timeout (75 s) closes a connection idle between requests, or before its first.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = _BoundedSite(self._runner, self.host, self.port, MAX_CONNECTIONS)
+        sites = [_BoundedSite(self._runner, self.host, self.port, MAX_CONNECTIONS)]
+        if self.https_port is not None:  # the same answers over TLS, on a port of their own (ClickHouse's https_port)
+            sites.append(_BoundedSite(self._runner, self.host, self.https_port, MAX_CONNECTIONS, self.tls))
         try:
-            await site.start()
+            for site in sites:
+                await site.start()
         except BaseException:
             await self._runner.cleanup()
             raise
-        self.port = self._runner.addresses[0][1]  # the one bound (PINGSTREAM_SQL_PORT=0: any free port)
+        self.port = sites[0].port  # the one bound (PINGSTREAM_SQL_PORT=0: any free port)
+        if self.https_port is not None:
+            self.https_port = sites[1].port
+            log.info("SQL (ClickHouse HTTPS interface) on %s", self.https_url)
         if self.port_file is not None:
             self.port_file.write_text(f"{self.port}\n")
         log.info("SQL (ClickHouse HTTP interface) on %s, user %s", self.url, adminkey.USER)

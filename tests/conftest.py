@@ -14,9 +14,11 @@ from runtime.kafkabroker import FREE_PORTS
 pytest_plugins = ["tests.kafka_fixture"]
 
 # Every `pingstream up` / projector a test starts serves live SQL on free ports, never the fixed
-# defaults (8124, 9001), so test processes never collide with each other or with a running system.
+# defaults (8124, 9001, 8444, 9441), so test processes never collide with each other or with a running system.
 os.environ.setdefault("PINGSTREAM_SQL_PORT", "0")
 os.environ.setdefault("PINGSTREAM_SQL_NATIVE_PORT", "0")
+os.environ.setdefault("PINGSTREAM_SQL_HTTPS_PORT", "0")  # served only with a certificate
+os.environ.setdefault("PINGSTREAM_SQL_NATIVE_TLS_PORT", "0")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -35,3 +35,18 @@ def test_clickhouse_go_reads_the_endpoint_with_every_compression(goclient, sql_e
     bodies = [f'body {method} 200 "42\\n"' for method in ("LZ4", "ZSTD", "NONE")]  # ch-go's blocks, decompress=1
     natives = [f"native-{name} {expected}" for name in ("none", "lz4", "zstd")]
     assert out.stdout.splitlines() == [f"{name} {expected}" for name in names] + natives + bodies, out.stdout
+
+
+def test_clickhouse_go_reads_the_endpoint_over_tls(goclient, sql_endpoint_with, certificate):
+    """Grafana's client over HTTPS and the native protocol over TLS (PINGSTREAM_SQL_TLS_CERT / _KEY), verifying the
+    certificate against the test's authority; with the machine's authorities instead, the handshake fails."""
+    ca, cert, key = certificate
+    up, host, port, _ = sql_endpoint_with(PINGSTREAM_SQL_TLS_CERT=cert, PINGSTREAM_SQL_TLS_KEY=key)
+    https = up.keys["sql_https"].removeprefix("https://")
+    out = subprocess.run([str(goclient), f"{host}:{port}", up.keys["admin_key"], up.keys["sql_native"], https,
+                          up.keys["sql_native_tls"], str(ca)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr[-4000:]
+    lines = out.stdout.splitlines()
+    expected = f"ok 300000 {sum(range(300_000))} 1 200000 error=true"
+    assert lines[:2] == [f"tls-http {expected}", f"tls-native {expected}"], out.stdout
+    assert lines[2].startswith("tls-untrusted ") and "certificate" in lines[2] and "ok" not in lines[2].split()[1:2]

@@ -1,11 +1,15 @@
 // A clickhouse-go client of the SQL endpoint over HTTP and over the native protocol, as Grafana's ClickHouse data
 // source uses them: prints one line per protocol and compression setting, which tests/e2e/test_sql_go.py
-// compares. Arguments: the HTTP interface's host:port, the admin key, the native protocol's host:port.
+// compares. Arguments: the HTTP interface's host:port, the admin key, the native protocol's host:port; then,
+// optionally, the HTTPS interface's host:port, the native protocol's over TLS, and the PEM file of the authority
+// their certificate is verified against.
 package main
 
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net/http"
@@ -34,12 +38,29 @@ func main() {
 		{"deflate-http", &clickhouse.Compression{Method: clickhouse.CompressionDeflate}, httpCompression},
 		{"br-http", &clickhouse.Compression{Method: clickhouse.CompressionBrotli}, httpCompression},
 	}
+	if len(os.Args) > 6 { // over TLS only
+		authority, err := os.ReadFile(os.Args[6])
+		if err != nil {
+			fmt.Println("authority:", err)
+			return
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(authority) {
+			fmt.Println("authority: no certificate in", os.Args[6])
+			return
+		}
+		verified := &tls.Config{RootCAs: roots}
+		fmt.Println("tls-http", probe(clickhouse.HTTP, os.Args[4], methods[1].compression, nil, verified))
+		fmt.Println("tls-native", probe(clickhouse.Native, os.Args[5], methods[1].compression, nil, verified))
+		fmt.Println("tls-untrusted", probe(clickhouse.Native, os.Args[5], nil, nil, &tls.Config{}))
+		return
+	}
 	for _, m := range methods {
-		fmt.Println(m.name, probe(clickhouse.HTTP, os.Args[1], m.compression, m.settings))
+		fmt.Println(m.name, probe(clickhouse.HTTP, os.Args[1], m.compression, m.settings, nil))
 	}
 	// The native protocol (Grafana's default), at the address given third.
 	for _, m := range methods[:3] {
-		fmt.Println("native-"+m.name, probe(clickhouse.Native, os.Args[3], m.compression, m.settings))
+		fmt.Println("native-"+m.name, probe(clickhouse.Native, os.Args[3], m.compression, m.settings, nil))
 	}
 	for _, method := range []compress.Method{compress.LZ4, compress.ZSTD, compress.None} {
 		fmt.Println("body", method, compressedBody(method))
@@ -63,13 +84,15 @@ func compressedBody(method compress.Method) string {
 	return fmt.Sprintf("%d %q", res.StatusCode, answer)
 }
 
-func probe(protocol clickhouse.Protocol, addr string, compression *clickhouse.Compression, settings clickhouse.Settings) string {
+func probe(protocol clickhouse.Protocol, addr string, compression *clickhouse.Compression, settings clickhouse.Settings,
+	secure *tls.Config) string {
 	conn, err := clickhouse.Open(&clickhouse.Options{
 		Addr:        []string{addr},
 		Protocol:    protocol,
 		Auth:        clickhouse.Auth{Database: "pingstream", Username: "pingstream", Password: os.Args[2]},
 		Compression: compression,
 		Settings:    settings,
+		TLS:         secure,
 	})
 	if err != nil {
 		return "open: " + err.Error()
