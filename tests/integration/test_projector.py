@@ -486,31 +486,40 @@ async def test_a_write_that_failed_after_clickhouse_kept_its_token_is_checked_wh
     assert await count(clickhouse, "SELECT countMerge(runs) FROM durations_hourly") == 3
 
 
+async def _batch_of_runs(log, n: int) -> tuple[list, str]:
+    """``n`` runs of CHECK (a start, then a success 3 s later), read as one batch; and the batch's token."""
+    t0 = utcnow() - timedelta(minutes=5)
+    for i in range(n):
+        await ping(log, "start", t0 + timedelta(seconds=10 * i), rid=RID)
+        await ping(log, "success", t0 + timedelta(seconds=10 * i + 3), rid=RID)
+    records = await _pings_read(log)
+    return records, batch_token(ranges_of(records))
+
+
+async def _lose(clickhouse, tables) -> None:
+    """CHECK's rows out of ``tables``, the tokens of their blocks left: what a crash between MergeTree's recording
+    of a token and its part's rename leaves."""
+    for table in tables:
+        await clickhouse.run(lambda c, t=table: c.command(
+            f"ALTER TABLE {t} DELETE WHERE check_id = '{CHECK}' SETTINGS mutations_sync = 2"))
+
+
 async def test_members_writing_a_rollup_again_at_once_count_its_runs_once(log, clickhouse, monkeypatch):
     """Two members of a group that split a dead member's partitions each replay and check its batch, at once. Both
     find a rollup bucket short of the batch's runs before either writes it again (here: each member's first look
     is given what was there before either wrote); both write it under the same token, so it counts the runs once
     (under tokens of their own, 8 runs for 4). A token standing without its part (a crash while writing again)
     is passed by the next token."""
-    t0 = utcnow() - timedelta(minutes=5)
-    for i in range(4):
-        await ping(log, "start", t0 + timedelta(seconds=10 * i), rid=RID)
-        await ping(log, "success", t0 + timedelta(seconds=10 * i + 3), rid=RID)
-    records = await _pings_read(log)
-    token = batch_token(ranges_of(records))
+    records, token = await _batch_of_runs(log, 4)
     await Projector(clickhouse, log).process(records, token)
     run_ids = [row[0] for row in await clickhouse.query("SELECT toString(event_id) FROM runs")]
     assert len(run_ids) == 4
 
-    async def lose_the_rollups_keeping_their_tokens():  # and check_state: the dead member did not write it
-        for table in (*projector_service.ROLLUPS, "check_state"):
-            await clickhouse.run(lambda c, t=table: c.command(
-                f"ALTER TABLE {t} DELETE WHERE check_id = '{CHECK}' SETTINGS mutations_sync = 2"))
-
     async def rolled() -> list[int]:
         return [await count(clickhouse, f"SELECT countMerge(runs) FROM {t}") for t in projector_service.ROLLUPS]
 
-    await lose_the_rollups_keeping_their_tokens()
+    lost = (*projector_service.ROLLUPS, "check_state")  # check_state: the dead member did not write it
+    await _lose(clickhouse, lost)
     real_short, looks = projector_service._rollup_short, []
 
     def short_as_first_seen(client, rollup, ids):
@@ -531,7 +540,7 @@ async def test_members_writing_a_rollup_again_at_once_count_its_runs_once(log, c
     assert await rolled() == [4, 4]
     monkeypatch.setattr(projector_service, "_rollup_short", real_short)
 
-    await lose_the_rollups_keeping_their_tokens()  # the tokens of the first write stand without their parts
+    await _lose(clickhouse, lost)  # the tokens of the first write stand without their parts
     assert await rolled() == [0, 0]
     await Projector(clickhouse, log).replay(records, token)
     assert await rolled() == [4, 4]
@@ -542,19 +551,12 @@ async def test_a_crash_while_a_replayed_batch_is_checked_leaves_it_to_be_checked
     """check_state comes after the check of the other tables: a replay that dies while writing a rollup again
     leaves the batch unfolded, so the next replay folds it and writes the rollup (check_state written first, the
     next replay folded nothing and the rollups stayed at 0)."""
-    t0 = utcnow() - timedelta(minutes=5)
-    for i in range(3):
-        await ping(log, "start", t0 + timedelta(seconds=10 * i), rid=RID)
-        await ping(log, "success", t0 + timedelta(seconds=10 * i + 3), rid=RID)
-    records = await _pings_read(log)
-    token = batch_token(ranges_of(records))
+    records, token = await _batch_of_runs(log, 3)
     crashed = Projector(clickhouse, log)
     assert not _fail_once(crashed, "check_state")
     with pytest.raises(ConnectionError):  # the first member died before its check_state
         await crashed.process(records, token)
-    for rollup in projector_service.ROLLUPS:  # its rollups' parts lost, their tokens left
-        await clickhouse.run(lambda c, t=rollup: c.command(
-            f"ALTER TABLE {t} DELETE WHERE check_id = '{CHECK}' SETTINGS mutations_sync = 2"))
+    await _lose(clickhouse, projector_service.ROLLUPS)  # its rollups' parts lost, their tokens left
     real_top_up = projector_service._top_up
 
     def top_up_and_die(client, rollup, short, tok):
