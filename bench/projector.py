@@ -156,6 +156,7 @@ async def drain(kind: str, where: str, partitions: int, expected: int, tmp: Path
         "rows_in_pings": rows[0][0],
         "runs": runs[0][0],
         "batches": projector.counts["batches"],
+        "batches_folded_ahead": projector.counts["folded ahead"],  # while the one before was written
         "wall_s": round(wall_s, 3),
         "events_per_s": round(expected / wall_s),
         "cpu_s": round(cpu_s, 3),  # every thread of the process: Python's, the log's, chdb's
@@ -249,7 +250,8 @@ def compare(args, kind: str, bootstrap: str | None) -> dict:
             shutil.rmtree(run_dir, ignore_errors=True)
             results[name].append(r)
             print(f"  {kind} {name:8s} pass {i // len(variants) + 1}: {r['events_per_s']:7d} events/s "
-                  f"({r['events_per_s_after_first_batch']}/s after the first batch, {r['wall_s']:.2f}s), "
+                  f"({r['events_per_s_after_first_batch']}/s after the first batch, {r['wall_s']:.2f}s; "
+                  f"{r['batches']} batches, {r.get('batches_folded_ahead', 0)} folded ahead), "
                   f"{r['events_per_cpu_s']} events per CPU-second; time: "
                   + ", ".join(f"{k} {v:.0%}" for k, v in r["share"].items()), flush=True)
             if r.get("cpu_us_per_event_by_thread"):

@@ -88,14 +88,29 @@ class Batcher(Batches):
         self.decode = decode
         self._reads: list[tuple[list[Record], tuple]] = []  # decoded reads not yet in a batch, in read order
         self._decoded: list[tuple[list[Record], object]] = []  # (a batch's records, what decode made of them)
+        self.latest: Batch | None = None  # the last batch cut (``following``)
+        self._was_cut = asyncio.Event()
 
-    def decoded(self, records: list[Record]) -> object | None:
-        """What ``decode`` made of this very batch (the same list), if it ran; None otherwise."""
+    def decoded(self, records: list[Record], keep: bool = False) -> object | None:
+        """What ``decode`` made of this very batch (the same list), if it ran; None otherwise. Given once, unless
+        ``keep``."""
         for i, (held, result) in enumerate(self._decoded):
             if held is records:
-                del self._decoded[i]
+                if not keep:
+                    del self._decoded[i]
                 return result
         return None
+
+    async def following(self, batch: Batch, until: asyncio.Future) -> Batch | None:
+        """The batch cut after ``batch`` (the shell's read-ahead), once it is; None if ``until`` is done first."""
+        while self.latest is batch:
+            cut = asyncio.ensure_future(self._was_cut.wait())
+            await asyncio.wait({cut, until}, return_when=asyncio.FIRST_COMPLETED)
+            if not cut.done():
+                cut.cancel()
+                return None
+            self._was_cut.clear()
+        return self.latest
 
     async def _read(self, max_records: int, timeout_ms: int) -> list[Record]:
         got = await super()._read(max_records, timeout_ms)
@@ -112,6 +127,8 @@ class Batcher(Batches):
             # At most the batch being handled and the one read ahead: a batch that was never asked for
             # (the shell stopped) does not pin its records.
             self._decoded = self._decoded[-1:] + [(batch.records, self._decode_batch(batch.records))]
+        self.latest = batch
+        self._was_cut.set()
         return batch
 
     async def _given(self, batch: Batch, stop: asyncio.Event) -> Batch:

@@ -122,6 +122,7 @@ class Prepared(NamedTuple):
     registry: list[tuple[object, int, int]]  # registry records (event, offset, timestamp_ms) for ``checks``
     n_records: int
     sources: list[Record]  # the record each folded event came from (``rows.ping_index`` points into it)
+    generation: int = 0  # the projector's ``generation`` when it was folded
 
 
 class Projector:
@@ -132,13 +133,18 @@ class Projector:
         self.log = event_log
         self.consumer = consumer
         self.states: dict[str, CheckFold] = {}
+        self.generation = 0  # one more at each ``forget``: a fold made before it stands on states gone since
         self.counts = defaultdict(int)
         self.timings = defaultdict(float)  # seconds spent in decode, load, fold, insert
         self.wire_types: dict[str, list] = {}  # per table: the Arrow (or Native) types its columns are sent as
 
     # --- state -----------------------------------------------------------------
 
-    async def load_states(self, check_ids: set[str]) -> None:
+    async def load_states(self, check_ids: set[str]) -> bool:
+        """The states of ``check_ids`` not in memory, from check_state. False when they were forgotten meanwhile
+        (``forget``; a batch folded ahead: ``run``): then none of what was read is kept."""
+        generation = self.generation
+        loaded: dict[str, CheckFold] = {}
         for chunk in id_chunks(c for c in check_ids if c not in self.states):
 
             def query(client, chunk=chunk):
@@ -146,12 +152,16 @@ class Projector:
                     "SELECT * FROM check_state FINAL WHERE check_id IN {ids:Array(UUID)}", parameters={"ids": chunk}
                 ).named_results())
 
-            loaded = {}
             for row in await self.ch.run(query):
                 state = state_from_row(row)
-                self.states[state.check_id] = loaded[state.check_id] = state
-            if loaded:
-                await self._load_keys(loaded)
+                loaded[state.check_id] = state
+        if loaded:
+            await self._load_keys(loaded)
+        if generation != self.generation:
+            return False
+        for check_id, state in loaded.items():
+            self.states.setdefault(check_id, state)
+        return True
 
     async def _load_keys(self, states: dict[str, CheckFold]) -> None:
         """The keyed pings (Idempotency-Key) each state has counted and may still see retried: rows of
@@ -183,6 +193,7 @@ class Projector:
         """Partitions moved (rebalance), or a write failed: the states are read again from ClickHouse
         (other projectors may have advanced those checks; check_state holds what was written)."""
         self.states.clear()
+        self.generation += 1
 
     async def known_checks(self, check_ids: set[str]) -> dict[str, tuple]:
         """The latest ``checks`` rows of these checks (a deletion repeats its check's last one)."""
@@ -256,8 +267,11 @@ class Projector:
         it was done already. Returns what was written, by table (``write``)."""
         return await self.write(await self.prepare(records, decoded), token)
 
-    async def prepare(self, records: list[Record], decoded: tuple | None = None) -> Prepared:
-        """Decode (unless done already), load the missing states, fold."""
+    async def prepare(self, records: list[Record], decoded: tuple | None = None,
+                      ahead_of: int | None = None) -> Prepared | None:
+        """Decode (unless done already), load the missing states, fold. ``ahead_of``: the ``generation`` of the
+        batch being written meanwhile (this one is folded ahead: ``run``); None, with nothing folded, when the states
+        were forgotten since (that write failed)."""
         t0 = time.perf_counter()
         events, sources, poison, registry = decoded if decoded is not None else self.decode(records)
         poison = list(poison)  # the fold adds to it: a retry of the batch starts again from what decoding found
@@ -267,7 +281,11 @@ class Projector:
         except AttributeError:  # an event without a check (a Tick)
             check_ids = {getattr(e, "check_id", None) for e, _ in events}
             check_ids.discard(None)
-        await self.load_states(check_ids)
+        while not await self.load_states(check_ids):
+            if ahead_of is not None:
+                return None
+        if ahead_of is not None and self.generation != ahead_of:
+            return None
         t2 = time.perf_counter()
         rows = fold(self.states, events, on_error=lambda i, exc: poison.append((sources[i], exc)))
         state_rows = rows.check_state_rows(utcnow())
@@ -275,7 +293,7 @@ class Projector:
         self.timings["decode"] += t1 - t0
         self.timings["load"] += t2 - t1
         self.timings["fold"] += t3 - t2
-        return Prepared(rows, state_rows, poison, registry, len(records), sources)
+        return Prepared(rows, state_rows, poison, registry, len(records), sources, self.generation)
 
     @staticmethod
     def decode(records: list[Record]) -> tuple[list, list, list, list]:
@@ -658,6 +676,43 @@ def ping_source(index: list[int], sources: list[Record], rows: Rows) -> Callable
     return make
 
 
+def _folded_ahead(projector: Projector, ahead: list[tuple[Batch, Prepared]], batch: Batch) -> Prepared | None:
+    """``batch`` as ``_fold_ahead`` folded it while the one before it was written, if it did and that fold still
+    stands (no ``forget`` since)."""
+    if not ahead:
+        return None
+    folded, prepared = ahead.pop()
+    if prepared.generation != projector.generation:
+        return None  # the states it stood on are gone (a failed write, a rebalance): folded again from ClickHouse
+    if folded is not batch:  # not the batch handled next: the states are ahead of what is written
+        log.warning("a batch folded ahead was not the next one handled; the states are read again")
+        projector.forget()
+        return None
+    return prepared
+
+
+async def _fold_ahead(projector: Projector, batches: Batcher, batch: Batch, writing: asyncio.Future,
+                      generation: int, ahead: list[tuple[Batch, Prepared]]) -> None:
+    """While ``batch`` is written (``writing``), fold the batch read after it, on the states ``batch`` left
+    (``generation``): the event loop folds while the engine inserts, instead of after. A write that fails forgets
+    the states, which drops this fold (``Projector.prepare``, ``_folded_ahead``). Only a batch cut as it comes: a
+    replayed one, or one that writes nothing, is handled as before."""
+    upcoming = await batches.following(batch, writing)
+    if upcoming is None or upcoming.replayed or not upcoming.records or writing.done():
+        return
+    decoded = batches.decoded(upcoming.records, keep=True)
+    if decoded is None or writes_nothing(decoded):
+        return
+    try:
+        prepared = await projector.prepare(upcoming.records, decoded, ahead_of=generation)
+    except Exception as exc:  # noqa: BLE001 - folded again when its turn comes, and its error met then
+        log.debug("folding a batch ahead failed (%s); it is folded in its turn", exc)
+        return
+    if prepared is not None:
+        ahead.append((upcoming, prepared))
+        projector.counts["folded ahead"] += 1
+
+
 def writes_nothing(decoded: tuple) -> bool:
     """Whether a batch, as ``Projector.decode`` made it, has nothing to write: no poison record, no registry
     record, no event the fold applies."""
@@ -689,12 +744,15 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
     _tune_gc()
     projector = Projector(clickhouse, event_log)
 
+    ahead: list[tuple[Batch, Prepared]] = []  # the batch read ahead, folded while the one before it was written
+
     async def handle(batch: Batch) -> dict[TopicPartition, int] | None:
         if not batch.records:
             return None
         ranges = ranges_of(batch.records)
         committed = {tp: last + 1 for tp, (_, last) in ranges.items()}  # what the shell commits
         decoded = batches.decoded(batch.records)  # decoded when it was read (pure: nothing of the state)
+        prepared = _folded_ahead(projector, ahead, batch)
         if decoded is not None and writes_nothing(decoded):
             # The edges' clock ticks alone (an idle system: a batch a second): no row to write, so no journal entry
             # either (an insert into ClickHouse, a part a second); committed, as the next journaled batch must start
@@ -706,16 +764,34 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
         if not batch.replayed:
             await retry("projector journal", lambda: projector.write_journal(ranges, token), stop=stop, logger=log)
         tries = []
+        folded = asyncio.Event()  # this batch's fold is done, on its first try: the next one may be folded
 
         async def write() -> None:  # a batch written before, by a process that died or by a failed try: checked
+            nonlocal prepared
             tries.append(None)
             if batch.replayed or len(tries) > 1:
+                folded.set()
                 await projector.replay(batch.records, token, decoded,
                                        "a restart or a move of its partitions" if batch.replayed else "a failure")
             else:
-                await projector.process(batch.records, token, decoded)
+                if prepared is None:
+                    prepared = await projector.prepare(batch.records, decoded)
+                folded.set()
+                await projector.write(prepared, token)
 
-        await retry("projector insert", write, stop=stop, logger=log)
+        writing = asyncio.ensure_future(retry("projector insert", write, stop=stop, logger=log))
+        fold_done = asyncio.ensure_future(folded.wait())
+        try:
+            await asyncio.wait({writing, fold_done}, return_when=asyncio.FIRST_COMPLETED)
+            if not batch.replayed and len(tries) == 1 and prepared is not None and not writing.done():
+                await _fold_ahead(projector, batches, batch, writing, prepared.generation, ahead)
+            await writing
+        except BaseException:
+            writing.cancel()  # stopping (or ours failing): the write ends with it, as when it was awaited alone
+            await asyncio.gather(writing, return_exceptions=True)
+            raise
+        finally:
+            fold_done.cancel()
         if batch.replayed:
             owned = batches.consumer.assignment()
             if owned and not owned.issuperset(committed):

@@ -16,7 +16,7 @@ from reads import checks as queries
 from projector import service as projector_service
 from projector.replay import Batcher, batch_token, ranges_of
 from projector.service import Columns, Projector, ping_source
-from runtime.consumer import retry
+from runtime.consumer import Batch, retry
 from checks import idempotency
 from schemas.events import (
     TOPIC_CHECKS,
@@ -571,6 +571,101 @@ async def test_a_crash_while_a_replayed_batch_is_checked_leaves_it_to_be_checked
     for rollup in projector_service.ROLLUPS:
         assert await count(clickhouse, f"SELECT countMerge(runs) FROM {rollup}") == 3
     assert await count(clickhouse, "SELECT count() FROM check_state FINAL WHERE n_pings = 6") == 1
+
+
+def _folding_ahead(monkeypatch, batch_max: int, fail_at: int | None = None) -> tuple[list, list]:
+    """The service's projector with batches of ``batch_max`` records and inserts slow enough (50 ms) that the next
+    batch is read and folded while one is written; with ``fail_at``, the pings insert of that batch fails once
+    after its fold and the next one's. Returns (the projectors made, the batches whose insert failed)."""
+    made, failed = [], []
+
+    class Small(projector_service.Batcher):
+        def __init__(self, consumer, replay, **kwargs) -> None:
+            super().__init__(consumer, replay, max_records=batch_max, **kwargs)
+
+    class Slow(Projector):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+        async def insert(self, table, data, token, into=None):
+            await asyncio.sleep(0.05)
+            if table == "pings" and self.counts["batches"] + 1 == fail_at and not failed:
+                failed.append(self.counts["folded ahead"])
+                raise ConnectionError("ClickHouse went away")
+            await super().insert(table, data, token, into)
+
+    monkeypatch.setattr(projector_service, "Batcher", Small)
+    monkeypatch.setattr(projector_service, "Projector", Slow)
+    return made, failed
+
+
+@pytest.mark.parametrize("fail_at", [None, 3])
+async def test_batches_folded_while_the_one_before_is_written_write_each_run_once(log, clickhouse, tmp_path,
+                                                                                 monkeypatch, fail_at):
+    """The event loop folds the batch read ahead while the engine inserts the one before it. Its fold stands on the
+    states that batch left; a write that fails forgets them, and the batch folded ahead is folded again from
+    ClickHouse in its turn: every ping, run and rollup once either way."""
+    made, failed = _folding_ahead(monkeypatch, batch_max=20, fail_at=fail_at)
+    t0 = utcnow() - timedelta(minutes=30)
+    for i in range(60):
+        await ping(log, "start", t0 + timedelta(seconds=20 * i), rid=RID)
+        await ping(log, "success", t0 + timedelta(seconds=20 * i + 3), rid=RID)
+    projector = Running(log, clickhouse, tmp_path)
+
+    async def all_in():
+        return await count(clickhouse, "SELECT count() FROM check_state FINAL WHERE n_pings = 120") == 1
+
+    assert await wait_until(all_in, 30)
+    await projector.halt()
+    [folding] = made
+    assert folding.counts["folded ahead"] >= 3, dict(folding.counts)
+    if fail_at is not None:
+        assert failed and failed[0] >= fail_at, failed  # the batch after the failing one had been folded ahead
+    assert await count(clickhouse, "SELECT count() FROM pings FINAL") == 120
+    assert await count(clickhouse, "SELECT count() FROM runs FINAL") == 60
+    assert await count(clickhouse, "SELECT uniqExact(n) FROM pings FINAL") == 120
+    for rollup in projector_service.ROLLUPS:
+        assert await count(clickhouse, f"SELECT countMerge(runs) FROM {rollup}") == 60
+    assert await count(clickhouse, "SELECT toUInt64(round(max(duration_s))) FROM runs FINAL") == 3
+
+
+async def test_a_fold_ahead_met_by_a_failed_write_folds_nothing(log):
+    """The write of the batch before fails (``forget``) while the batch folded ahead reads its states: that fold
+    gives up and leaves the states as the failure left them (empty); a fold in its turn reads them again."""
+    await ping(log, "start", rid=RID)
+    await ping(log, "success", rid=RID)
+    records = await _pings_read(log)
+
+    class Forgetting:  # ClickHouse, answering the states' read once the write before has failed
+        def __init__(self) -> None:
+            self.reads = 0
+
+        async def run(self, fn, *args):
+            self.reads += 1
+            if self.reads == 1:
+                projector.forget()
+            return []
+
+    projector = Projector(clickhouse=Forgetting(), event_log=log)
+    generation = projector.generation
+    assert await projector.prepare(records, ahead_of=generation) is None
+    assert projector.states == {} and projector.generation == generation + 1
+    prepared = await projector.prepare(records)  # in its turn: read again, folded
+    assert prepared.generation == generation + 1 and projector.states[CHECK].n_pings == 2
+    assert len(prepared.rows.ping_events) == 2
+
+
+def test_a_batch_folded_ahead_is_used_only_by_its_own_turn_while_its_states_stand(caplog):
+    batch, other = Batch([object()], replayed=False), Batch([object()], replayed=False)
+    projector = Projector(clickhouse=None, event_log=None)
+    prepared = projector_service.Prepared(None, [], [], [], 1, [], projector.generation)
+    assert projector_service._folded_ahead(projector, [(batch, prepared)], batch) is prepared
+    projector.states["x"] = object()
+    assert projector_service._folded_ahead(projector, [(batch, prepared)], other) is None
+    assert projector.states == {} and "folded ahead was not the next one" in caplog.text  # forgotten: read again
+    assert projector_service._folded_ahead(projector, [(batch, prepared)], batch) is None  # stood on those states
+    assert projector_service._folded_ahead(projector, [], batch) is None
 
 
 async def test_a_pings_block_inserted_twice_is_counted_once_in_the_runs_and_the_rollups(log, clickhouse):
