@@ -105,9 +105,11 @@ class Batcher(Batches):
         """The batch cut after ``batch`` (the shell's read-ahead), once it is; None if ``until`` is done first."""
         while self.latest is batch:
             cut = asyncio.ensure_future(self._was_cut.wait())
-            await asyncio.wait({cut, until}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                await asyncio.wait({cut, until}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                cut.cancel()  # nothing when it is done
             if not cut.done():
-                cut.cancel()
                 return None
             self._was_cut.clear()
         return self.latest

@@ -707,6 +707,7 @@ async def _fold_ahead(projector: Projector, batches: Batcher, batch: Batch, writ
         prepared = await projector.prepare(upcoming.records, decoded, ahead_of=generation)
     except Exception as exc:  # noqa: BLE001 - folded again when its turn comes, and its error met then
         log.debug("folding a batch ahead failed (%s); it is folded in its turn", exc)
+        projector.forget()  # whatever of it the states took: read again from what is written
         return
     if prepared is not None:
         ahead.append((upcoming, prepared))

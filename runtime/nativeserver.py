@@ -19,7 +19,8 @@ of a newer revision is left out, as ClickHouse leaves it out for an older client
   per block of the result (Native laid out for the revision, runtime/native.py; in ClickHouse's compressed
   blocks when the client asked, runtime/chcompress.py), Progress, then EndOfStream; or an Exception.
 
-Strings are a varint length then bytes; integers little-endian.
+Strings are a varint length then bytes; integers little-endian. The same is served over TLS on a port of its
+own when the server is given a TLS context (ClickHouse's tcp_port_secure; pingstream/cli.py).
 """
 
 from __future__ import annotations

@@ -91,6 +91,22 @@ async def _pings_read(log) -> list:
     return records
 
 
+async def _runs(log, n: int, every_s: int = 10) -> None:
+    """``n`` runs of CHECK, ``every_s`` apart and ended minutes ago: a start, then a success 3 s later."""
+    t0 = utcnow() - timedelta(seconds=every_s * n + 300)
+    for i in range(n):
+        await ping(log, "start", t0 + timedelta(seconds=every_s * i), rid=RID)
+        await ping(log, "success", t0 + timedelta(seconds=every_s * i + 3), rid=RID)
+
+
+async def _until_folded(clickhouse, n_pings: int, timeout_s: float = 10.0) -> bool:
+    """Whether CHECK's check_state counts ``n_pings`` within ``timeout_s``."""
+    async def all_in():
+        return await count(clickhouse, f"SELECT count() FROM check_state FINAL WHERE n_pings = {n_pings}") == 1
+
+    return await wait_until(all_in, timeout_s)
+
+
 def _fail_once(projector: Projector, table: str) -> list[str]:
     """Make the projector's first insert into ``table`` fail as a lost ClickHouse would; the list
     returned holds the table once that happened."""
@@ -469,16 +485,9 @@ async def test_a_write_that_failed_after_clickhouse_kept_its_token_is_checked_wh
             raise ConnectionError("ClickHouse went away after recording the block's token")
 
     monkeypatch.setattr(Projector, "insert", insert)
-    t0 = utcnow() - timedelta(minutes=5)
-    for i in range(3):
-        await ping(log, "start", t0 + timedelta(seconds=10 * i), rid=RID)
-        await ping(log, "success", t0 + timedelta(seconds=10 * i + 3), rid=RID)
+    await _runs(log, 3)
     projector = Running(log, clickhouse, tmp_path)
-
-    async def all_in():
-        return await count(clickhouse, "SELECT count() FROM check_state FINAL WHERE n_pings = 6") == 1
-
-    assert await wait_until(all_in)
+    assert await _until_folded(clickhouse, 6)
     await projector.halt()
     assert failed
     assert await count(clickhouse, "SELECT count() FROM pings FINAL") == 6
@@ -487,11 +496,8 @@ async def test_a_write_that_failed_after_clickhouse_kept_its_token_is_checked_wh
 
 
 async def _batch_of_runs(log, n: int) -> tuple[list, str]:
-    """``n`` runs of CHECK (a start, then a success 3 s later), read as one batch; and the batch's token."""
-    t0 = utcnow() - timedelta(minutes=5)
-    for i in range(n):
-        await ping(log, "start", t0 + timedelta(seconds=10 * i), rid=RID)
-        await ping(log, "success", t0 + timedelta(seconds=10 * i + 3), rid=RID)
+    """``n`` runs of CHECK (``_runs``), read as one batch; and the batch's token."""
+    await _runs(log, n)
     records = await _pings_read(log)
     return records, batch_token(ranges_of(records))
 
@@ -607,16 +613,9 @@ async def test_batches_folded_while_the_one_before_is_written_write_each_run_onc
     states that batch left; a write that fails forgets them, and the batch folded ahead is folded again from
     ClickHouse in its turn: every ping, run and rollup once either way."""
     made, failed = _folding_ahead(monkeypatch, batch_max=20, fail_at=fail_at)
-    t0 = utcnow() - timedelta(minutes=30)
-    for i in range(60):
-        await ping(log, "start", t0 + timedelta(seconds=20 * i), rid=RID)
-        await ping(log, "success", t0 + timedelta(seconds=20 * i + 3), rid=RID)
+    await _runs(log, 60, every_s=20)
     projector = Running(log, clickhouse, tmp_path)
-
-    async def all_in():
-        return await count(clickhouse, "SELECT count() FROM check_state FINAL WHERE n_pings = 120") == 1
-
-    assert await wait_until(all_in, 30)
+    assert await _until_folded(clickhouse, 120, 30)
     await projector.halt()
     [folding] = made
     assert folding.counts["folded ahead"] >= 3, dict(folding.counts)

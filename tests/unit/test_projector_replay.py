@@ -308,3 +308,20 @@ def test_a_scratch_table_of_runs_written_again_is_dropped_only_once_a_crash_left
     assert _left_behind(made, now_ms + _SCRATCH_LEFT_S * 1000 + 1)
     assert _left_behind(_RUNS_SCRATCH + "left", now_ms)  # not of a name so made
     assert _left_behind(_RUNS_SCRATCH + "z" * 32, now_ms)
+
+
+async def test_the_batch_cut_after_one_is_given_once_it_is_cut_or_not_at_all_once_the_write_ends():
+    consumer = FakeConsumer()
+    consumer.append(0, 10)
+    batcher = Batcher(consumer, {}, max_records=5)
+    first = await batcher.next(asyncio.Event())
+    written = asyncio.get_running_loop().create_future()
+    waiting = asyncio.ensure_future(batcher.following(first, written))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    second = await batcher.next(asyncio.Event())  # the shell's read-ahead
+    assert await waiting is second
+    never = asyncio.ensure_future(batcher.following(second, written))
+    await asyncio.sleep(0)
+    written.set_result(None)  # the write ended before a next batch was cut
+    assert await never is None
