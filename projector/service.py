@@ -771,7 +771,6 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
             nonlocal prepared
             tries.append(None)
             if batch.replayed or len(tries) > 1:
-                folded.set()
                 await projector.replay(batch.records, token, decoded,
                                        "a restart or a move of its partitions" if batch.replayed else "a failure")
             else:
