@@ -741,6 +741,18 @@ def _tune_gc() -> None:
     gc.set_threshold(max(gen0, 50_000), max(gen1, 20), max(gen2, 20))
 
 
+async def _warn_if_not_copartitioned(event_log: EventLog) -> None:
+    """A check's pings and transitions are in partitions of the same number only when both topics have as many
+    (the producers place a record by its key, modulo the topic's partitions): projectors of one group are given the
+    same numbers of each topic (runtime/eventlog/kafka_consumer.py), and with topics of different counts they
+    would fold one check apart."""
+    counts = [len(await event_log.partitions(topic)) for topic in (TOPIC_PINGS, TOPIC_TRANSITIONS)]
+    if counts[0] != counts[1]:
+        log.error("the topics %s and %s have %d and %d partitions: a check's records of the two are in partitions of "
+                  "different numbers, which the projectors of a group of several fold apart; give both as many",
+                  TOPIC_PINGS, TOPIC_TRANSITIONS, *counts)
+
+
 async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop: asyncio.Event) -> None:
     _tune_gc()
     projector = Projector(clickhouse, event_log)
@@ -812,6 +824,7 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
         log.info("projector assignment: %d partitions", len(partitions))
 
     async with event_log.consumer(TOPICS, group=GROUP) as consumer:
+        await _warn_if_not_copartitioned(event_log)
         batches = Batcher(consumer, await projector.journal_tail(), decode=_timed(projector, Projector.decode),
                           journal=projector.journal_tail, read_range=getattr(event_log, "read_range", None))
         # Under load, fewer and bigger inserts leave the cores to the edges; on Kafka a shorter window, read as it

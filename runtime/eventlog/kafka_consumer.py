@@ -3,6 +3,12 @@
 It never auto-commits (a service commits after its effects are done), reads committed records
 only, and every call that needs the broker (commit, end offsets, close) is bounded, so a broker
 outage is a refused commit or an error for the service's loop, never a hang.
+
+A group gives its members partitions by range, topic by topic (``GROUP_ASSIGNORS``): each member has the same
+partition numbers of every topic it reads with the others (of as many partitions), so the records of one key (a
+check), whatever their topic, go to one member. A projector folds a check's pings and transitions into one state;
+aiokafka's default, round robin over every topic's partitions at once, gave a check's pings to one member and its
+transitions to another as soon as a group had three (tests/integration/test_group_copartitioning_kafka.py).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import logging
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTP
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
 from ..backoff import until_answered
@@ -21,6 +28,11 @@ log = logging.getLogger(__name__)
 
 CONSUMER_CALL_S = 10.0  # longest a consumer's commit, end offsets or close may take
 START_RETRY_MAX_S = 10.0
+# By range alone (see the module docstring). Offered with round robin after it (what members of earlier versions
+# offered), aiokafka's members rejoined the group again and again and never settled (hundreds of generations in
+# seconds); so a group's members are upgraded together: a member offering range does not join one whose members
+# offer round robin until they have left.
+GROUP_ASSIGNORS = (RangePartitionAssignor,)
 
 
 class KafkaConsumer(Consumer):
@@ -63,6 +75,7 @@ class KafkaConsumer(Consumer):
             heartbeat_interval_ms=2000,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_wait_ms=100,
+            partition_assignment_strategy=GROUP_ASSIGNORS,
         )
         await self._consumer.start()
         if self.group is None:

@@ -1,0 +1,52 @@
+"""The members of a consumer group over several topics keyed by check (the projector's pings and transitions, the
+notifier's) on the real broker: each member is given the same partitions of each topic, so the records of a check,
+whatever their topic, go to one member.
+
+A projector folds a check's pings and its transitions into one state (projector/fold.py): were a check's pings
+partition given to one member and its transitions partition to another, two members would each fold the check from
+a state that lacks the other's records, and write it over each other's. aiokafka's default (round robin over every
+topic's partitions at once) does that with three members of four partitions each: pings 0 to the second member,
+transitions 0 to the third. (Five members on four partitions: one waits, with none.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from projector import service as projector_service
+from schemas.events import TOPIC_PINGS, TOPIC_TRANSITIONS, uuid7
+
+
+def _by_topic(assigned) -> dict[str, set[int]]:
+    out: dict[str, set[int]] = {}
+    for tp in assigned:
+        out.setdefault(tp.topic, set()).add(tp.partition)
+    return out
+
+
+@pytest.mark.parametrize("n_members", [2, 3, 5])
+async def test_a_groups_members_have_the_same_partitions_of_each_topic_keyed_by_check(n_members, kafka_log):
+    group = f"copartition-{uuid7()}"
+    consumers = [kafka_log.consumer(projector_service.TOPICS, group=group) for _ in range(n_members)]
+    try:
+        await asyncio.gather(*(c.start() for c in consumers))
+        total = 0
+        for topic in projector_service.TOPICS:
+            total += len(await kafka_log.partitions(topic))
+        deadline, before = time.monotonic() + 60, None
+        while True:  # each member fetches (and so takes part in rebalances) until the group settles
+            await asyncio.gather(*(c.getmany(timeout_ms=100) for c in consumers))
+            shares = [c.assignment() for c in consumers]
+            if sum(map(len, shares)) == len(set().union(*shares)) == total and shares == before:
+                break  # every partition given, to one member each, as at the last look
+            before = shares
+            assert time.monotonic() < deadline, f"the group did not settle: {shares}"
+        assert sum(1 for share in shares if share) == min(n_members, 4), shares  # 4 partitions a topic: 4 at work
+        for share in shares:
+            topics = _by_topic(share)
+            assert topics.get(TOPIC_PINGS, set()) == topics.get(TOPIC_TRANSITIONS, set()), shares
+    finally:
+        await asyncio.gather(*(c.close() for c in consumers), return_exceptions=True)
