@@ -237,21 +237,32 @@ class Projector:
     # --- one batch ---------------------------------------------------------------
 
     async def replay(self, records: list[Record], token: str, decoded: tuple | None = None,
-                     after: str = "a restart") -> None:
+                     after: str = "a restart", owned: set[TopicPartition] | None = None) -> None:
         """A batch written once already, in part or whole: the journaled batch read again after a restart, or one
         whose write failed (``after``). Processed as before (the same blocks under the same tokens), then checked
         (``check_replayed``): a write that failed after ClickHouse recorded a block's token leaves the token
-        without the part too."""
-        await self.rewrite(await self.prepare(records, decoded), token, after)
+        without the part too.
 
-    async def rewrite(self, prepared: Prepared, token: str, after: str = "a restart") -> None:
+        ``owned``: the partitions this member has (None: all of them). A batch made whole from partitions other
+        members have (projector/replay.py) is written whole, but the check_state rows and the rollups of their
+        checks are theirs to write and check: each of them replays the batch too, and folds their checks again
+        only if their check_state is still as it was before the batch."""
+        decoded = decoded if decoded is not None else self.decode(records)
+        theirs = set() if owned is None else _checks_elsewhere(decoded, owned)
+        await self.rewrite(await self.prepare(records, decoded), token, after, theirs)
+
+    async def rewrite(self, prepared: Prepared, token: str, after: str = "a restart",
+                      theirs: set[str] = frozenset()) -> None:
         """``replay``'s writing of a folded batch: its tables, each checked, then check_state, checked. check_state
         comes after the check of the others, as it comes last in any write: a crash while checking leaves the
-        batch to be folded and checked again at the next replay (its offsets in check_state would fold nothing)."""
+        batch to be folded and checked again at the next replay (its offsets in check_state would fold nothing).
+        ``theirs``: checks whose check_state and rollups other members write (``replay``)."""
         repaired: dict[str, int] = {}
+        if theirs:
+            prepared = prepared._replace(state_rows=[row for row in prepared.state_rows if row[0] not in theirs])
 
         async def check(written: dict[str, object]) -> None:
-            repaired.update(await self.check_replayed(prepared, written, token))
+            repaired.update(await self.check_replayed(prepared, written, token, theirs))
 
         await self.write(prepared, token, check)
         records = prepared.n_records
@@ -374,7 +385,8 @@ class Projector:
 
     # --- a replayed batch, checked ---------------------------------------------------
 
-    async def check_replayed(self, prepared: Prepared, written: dict[str, object], token: str) -> dict[str, int]:
+    async def check_replayed(self, prepared: Prepared, written: dict[str, object], token: str,
+                             theirs: set[str] = frozenset()) -> dict[str, int]:
         """Once a batch written before (``replay``) was written again, the tables of ``written`` (``write`` gives
         check_state apart, after the others): what ClickHouse dropped of it is written again; returns the rows so
         written, by table.
@@ -390,7 +402,10 @@ class Projector:
         the runs around their rollup views (a scratch table attached: ``_write_runs_again``); the rollups only
         where they count fewer runs than the runs table holds, by the batch's runs of those buckets, under tokens
         derived from the batch's (``token``), the same for every member that checks the batch
-        (``_write_rollup_again``)."""
+        (``_write_rollup_again``); and only the buckets of checks whose partitions this member has (not
+        ``theirs``). A rollup bucket is looked at while other inserts may be half done (their runs part in, their
+        rollup parts not yet): the member that has a check's partition writes its next batches only once this one
+        is done, and the other members' inserts of this batch are looked past (``_steady_short``)."""
         rows = prepared.rows
         again = f"again:{uuid7()}"  # its own each time: a crash while writing again leaves this token behind too
         repaired: dict[str, int] = {}
@@ -409,11 +424,13 @@ class Projector:
             # Into pings itself, not through the views of pings_ending_runs: the runs are looked at next.
             await self.insert("pings", ping_data(lost, prepared.sources), f"{again}:pings")
             count("pings", len(keep))
-        run_ids = [e.event_id for e, start in zip(events, rows.ping_starts) if start is not None]
+        ends = [e for e, start in zip(events, rows.ping_starts) if start is not None]
+        run_ids = [e.event_id for e in ends]
         present = await self._present("runs", run_ids)
         count("runs", await self.ch.run(_write_runs_again, [i for i in run_ids if i not in present]))
+        ours = [e.event_id for e in ends if e.check_id not in theirs]  # the runs of checks in this member's partitions
         for rollup in ROLLUPS:
-            count(rollup, await self.ch.run(_write_rollup_again, rollup, run_ids, f"{token}:again:{rollup}"))
+            count(rollup, await _write_rollup_again(self.ch, rollup, ours, f"{token}:again:{rollup}"))
         for table, key in (("transitions", 0), ("ping_keys", 0)):
             data = written.get(table) or []
             present = await self._present(table, [row[key] for row in data])
@@ -567,7 +584,7 @@ _BATCH_RUNS = "(SELECT * FROM runs FINAL WHERE event_id IN {ids:Array(UUID)})"  
 ROLLUP_ATTEMPTS = 4
 
 
-def _write_rollup_again(client, rollup: str, run_ids: list[str], token: str) -> int:
+async def _write_rollup_again(ch: ClickHouse, rollup: str, run_ids: list[str], token: str) -> int:
     """The runs of ``run_ids`` into ``rollup`` where it counts fewer runs than ``runs`` holds, in the buckets they
     fall in, by as many as the batch has there (where it counts more, or fewer by another number, it is logged:
     which runs it lacks is not known). Returns how many runs were missing and are counted now.
@@ -578,10 +595,11 @@ def _write_rollup_again(client, rollup: str, run_ids: list[str], token: str) -> 
     (``token``), and ClickHouse keeps one. A token may also stand without its part (a crash while writing again:
     ``check_replayed``), which drops every later block under it: so a bucket still short once its block was sent
     is sent again under the next token (``:1``, ``:2``...), which members reach only in that order and only
-    after finding the bucket short, so no token lands twice."""
+    after finding the bucket short, so no token lands twice. A bucket is short when two looks
+    (``_steady_short``) find it so."""
     if not run_ids:
         return 0
-    short = _rollup_short(client, rollup, run_ids)
+    short = await _steady_short(ch, rollup, run_ids)
     missing = sum(n for *_, n in short)
     for attempt in range(ROLLUP_ATTEMPTS):
         if not short:
@@ -589,12 +607,32 @@ def _write_rollup_again(client, rollup: str, run_ids: list[str], token: str) -> 
         if attempt:
             log.warning("%s: %d buckets still short after they were written again; again under a new token",
                         rollup, len(short))
-        _top_up(client, rollup, short, f"{token}:{attempt}")
-        short = _rollup_short(client, rollup, run_ids)
+        await ch.run(_top_up, rollup, short, f"{token}:{attempt}")
+        short = await _steady_short(ch, rollup, run_ids)
     if short:
         log.error("%s: %d buckets still short of the batch's runs after %d writes; left as they are",
                   rollup, len(short), ROLLUP_ATTEMPTS)
     return missing - sum(n for *_, n in short)
+
+
+# How far apart the two looks at a rollup are that must both find a bucket short (``_steady_short``): many times
+# the moment between an insert's runs part and its rollup parts (milliseconds).
+STEADY_S = 1.0
+
+
+async def _steady_short(ch: ClickHouse, rollup: str, run_ids: list[str]) -> list[tuple]:
+    """The buckets ``_rollup_short`` finds short of the batch's runs at two looks ``STEADY_S`` apart, by them both
+    times. A look made while an insert is half done (its runs part in, its rollup parts not yet: they are parts of
+    different tables, made one after the other) counts that insert's runs in the runs table only: a bucket it makes
+    short by exactly the batch's runs there, once, is not written again. (The other members that replay the same
+    batch write it while this one looks: their rollup blocks land then, unless their tokens stood already.)"""
+    short = await ch.run(_rollup_short, rollup, run_ids)
+    if not short:
+        return short
+    await asyncio.sleep(STEADY_S)
+    first = {(k, check_id, at, n) for k, check_id, at, _, n in short}
+    return [bucket for bucket in await ch.run(_rollup_short, rollup, run_ids)
+            if (bucket[0], bucket[1], bucket[2], bucket[4]) in first]
 
 
 def _rollup_short(client, rollup: str, run_ids: list[str]) -> list[tuple[int, str, object, list[str], int]]:
@@ -674,6 +712,21 @@ def ping_source(index: list[int], sources: list[Record], rows: Rows) -> Callable
         return [records, rows.ping_n, rows.ping_durations, rows.ping_starts]
 
     return make
+
+
+def _checks_elsewhere(decoded: tuple, owned: set[TopicPartition]) -> set[str]:
+    """The checks of a decoded batch (``Projector.decode``) none of whose records is in a partition of ``owned``."""
+    events, sources = decoded[0], decoded[1]
+    here: set[str] = set()
+    seen: set[str] = set()
+    for (event, _), record in zip(events, sources):
+        check_id = getattr(event, "check_id", None)
+        if check_id is None:
+            continue
+        seen.add(check_id)
+        if TopicPartition(record.topic, record.partition) in owned:
+            here.add(check_id)
+    return seen - here
 
 
 def _folded_ahead(projector: Projector, ahead: list[tuple[Batch, Prepared]], batch: Batch) -> Prepared | None:
@@ -783,8 +836,12 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
             nonlocal prepared
             tries.append(None)
             if batch.replayed or len(tries) > 1:
+                # The check_state and rollups of checks whose partitions another member has are its to write and
+                # check: it writes their next batches, whose inserts a check here could meet half done (replay).
+                owned = batches.consumer.assignment() or None  # none known yet (before a first fetch): all
                 await projector.replay(batch.records, token, decoded,
-                                       "a restart or a move of its partitions" if batch.replayed else "a failure")
+                                       "a restart or a move of its partitions" if batch.replayed else "a failure",
+                                       owned)
             else:
                 if prepared is None:
                     prepared = await projector.prepare(batch.records, decoded)
