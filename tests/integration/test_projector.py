@@ -879,3 +879,32 @@ async def test_the_tables_written_each_batch_merge_with_a_wider_selector(clickho
     assert await clickhouse.run(migrate_again) == [
         f"ALTER TABLE {clickhouse.database}.runs MODIFY SETTING merge_selector_base = 10"]
     assert "merge_selector_base = 10" in (await clickhouse.run(settings))["runs"]
+
+
+async def test_the_projector_says_so_when_a_checks_pings_and_transitions_cannot_share_a_member(tmp_path, caplog):
+    """Projectors of a group are given the same partition numbers of each topic (Kafka's range assignment): a check's
+    pings and transitions go to one member only when both topics have as many partitions."""
+    path = tmp_path / "log.sqlite3"
+    for topic, partitions in ((TOPIC_PINGS, 2), (TOPIC_TRANSITIONS, 3)):  # made by logs of different defaults
+        made = SqliteEventLog(path, default_partitions=partitions)
+        await made.start()
+        await made.partitions(topic)
+        await made.close()
+    mixed = SqliteEventLog(path, default_partitions=2)
+    await mixed.start()
+    try:
+        await projector_service._warn_if_not_copartitioned(mixed)
+        assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+            f"the topics {TOPIC_PINGS} and {TOPIC_TRANSITIONS} have 2 and 3 partitions: a check's records of the two "
+            "are in partitions of different numbers, which the projectors of a group of several fold apart; give "
+            "both as many"]
+    finally:
+        await mixed.close()
+    caplog.clear()
+    even = SqliteEventLog(tmp_path / "even.sqlite3", default_partitions=4)
+    await even.start()
+    try:
+        await projector_service._warn_if_not_copartitioned(even)
+        assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    finally:
+        await even.close()
