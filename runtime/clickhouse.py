@@ -262,10 +262,42 @@ VALUES_SETTINGS = {"date_time_input_format": "best_effort"}
 IDS_PER_QUERY = 2_000
 
 
-def id_chunks(ids) -> list[list]:
-    """``ids`` cut into lists that each fit one array parameter (``IDS_PER_QUERY``)."""
+def id_chunks(ids) -> list[list | ArrayText]:
+    """``ids`` cut into chunks that each fit one array parameter (``IDS_PER_QUERY``): lists, or, where every id of
+    one is a UUID's text, that array's text (``uuid_array``)."""
     ids = list(ids)
-    return [ids[i:i + IDS_PER_QUERY] for i in range(0, len(ids), IDS_PER_QUERY)]
+    return [uuid_array(ids[i:i + IDS_PER_QUERY]) for i in range(0, len(ids), IDS_PER_QUERY)]
+
+
+class ArrayText:
+    """An array parameter's value as ClickHouse reads it, sent as it is (clickhouse-connect sends ``str()`` of a
+    value of a type it does not know). Iterable as the ids it holds."""
+
+    __slots__ = ("ids", "text")
+
+    def __init__(self, ids: list[str], text: str) -> None:
+        self.ids, self.text = ids, text
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __iter__(self):
+        return iter(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+_UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def uuid_array(ids: list) -> list | ArrayText:
+    """``ids`` as the value of an ``Array(UUID)`` parameter: written at once when each is a UUID's text, which needs
+    no escaping (clickhouse-connect escapes a string character by character: 13 ms for 2,500 ids, half of a
+    projector's load of their states); as they are otherwise."""
+    if not ids or not all(type(i) is str and _UUID_TEXT.fullmatch(i) for i in ids):
+        return ids
+    return ArrayText(ids, "['" + "','".join(ids) + "']")
 
 
 def values_clause(rows: Sequence[Sequence]) -> str:
