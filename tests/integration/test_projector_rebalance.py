@@ -20,7 +20,7 @@ import pytest
 
 from runtime.config import Config
 from projector import service as projector_service
-from schemas.events import TOPIC_PINGS, PingEvent, encode, utcnow, uuid7
+from schemas.events import TOPIC_PINGS, TOPIC_TRANSITIONS, PingEvent, Transition, encode, utcnow, uuid7
 
 PROJECT = "019ab7ef-0000-7000-8000-000000000002"
 CHECKS = 40
@@ -103,3 +103,51 @@ async def test_a_partitions_range_is_read_outside_any_group(kafka_log):
     records = await kafka_log.read_range(TOPIC_PINGS, 1, 3, 6)
     assert [(r.topic, r.partition, r.offset, r.value) for r in records] == [
         (TOPIC_PINGS, 1, o, f"r{o}".encode()) for o in range(3, 7)]
+
+
+async def test_three_projectors_fold_a_checks_pings_and_transitions_into_one_state(kafka_log, clickhouse, tmp_path,
+                                                                                   monkeypatch, caplog):
+    """Three projectors in one group, each check pinged, then called down by the monitor (a transition), then pinged
+    again. The member given a check's pings must be the one given its transitions: a member folding the pings alone
+    writes the check's state last without the transition (its transitions offset still -1) and over the other's.
+    (aiokafka's round robin gave pings 0 and transitions 0 to different members of three.)"""
+    caplog.set_level(logging.INFO, logger="projector")
+    monkeypatch.setattr(projector_service, "GROUP", f"projector-{uuid7()}")
+    config = Config.from_env({}, data_dir=tmp_path)
+    stop = asyncio.Event()
+    members = [asyncio.create_task(projector_service.run(config, kafka_log, clickhouse, stop)) for _ in range(3)]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _shared(caplog, 3):
+            await asyncio.sleep(0.1)
+        assert _shared(caplog, 3), "the members did not share the partitions"
+        checks = [str(uuid7()) for _ in range(CHECKS)]
+        t0 = utcnow() - timedelta(minutes=10)
+
+        async def ping_all(at) -> None:
+            for c in checks:
+                e = PingEvent(event_id=uuid7(), check_id=c, project_id=PROJECT, kind="success", received_at=at)
+                await kafka_log.produce(TOPIC_PINGS, encode(e), key=c.encode())
+
+        async def folded(sql: str, n: int) -> None:
+            deadline = time.monotonic() + 60
+            while (await clickhouse.query(sql))[0][0] != n:
+                assert time.monotonic() < deadline, sql
+                await asyncio.sleep(0.2)
+
+        await ping_all(t0)
+        await folded("SELECT countIf(n_pings = 1) FROM check_state FINAL", CHECKS)
+        for c in checks:  # the monitor: each check missed its deadline
+            down = Transition(event_id=uuid7(), check_id=c, project_id=PROJECT, from_status="up", to_status="down",
+                              at=t0 + timedelta(minutes=2), reason="missed deadline", from_base="up", to_base="down")
+            await kafka_log.produce(TOPIC_TRANSITIONS, encode(down), key=c.encode())
+        await folded("SELECT countIf(status = 'down') FROM check_state FINAL", CHECKS)
+        await ping_all(t0 + timedelta(minutes=5))
+        await folded("SELECT countIf(n_pings = 2) FROM check_state FINAL", CHECKS)
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*members, return_exceptions=True), 60)
+    states = await clickhouse.query("SELECT status, n_pings, transitions_offset >= 0 FROM check_state FINAL")
+    assert sorted(set(states)) == [("up", 2, 1)], "a check's state was written without its transition"
+    [(flips,)] = await clickhouse.query("SELECT count() FROM transitions FINAL")
+    assert flips == CHECKS
