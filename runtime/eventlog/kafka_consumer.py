@@ -8,7 +8,8 @@ A group gives its members partitions by range, topic by topic (``GROUP_ASSIGNORS
 partition numbers of every topic it reads with the others (of as many partitions), so the records of one key (a
 check), whatever their topic, go to one member. A projector folds a check's pings and transitions into one state;
 aiokafka's default, round robin over every topic's partitions at once, gave a check's pings to one member and its
-transitions to another as soon as a group had three (tests/integration/test_group_copartitioning_kafka.py).
+transitions to another as soon as a group had three (tests/integration/test_group_copartitioning_kafka.py; three
+projectors then wrote every check's state without its transition: tests/integration/test_projector_rebalance.py).
 """
 
 from __future__ import annotations
