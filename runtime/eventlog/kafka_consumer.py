@@ -20,7 +20,7 @@ import logging
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTP
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import KafkaError
+from aiokafka.errors import InconsistentGroupProtocolError, KafkaError
 
 from ..backoff import until_answered
 from .base import Consumer, Record, TopicPartition, as_record
@@ -34,6 +34,11 @@ START_RETRY_MAX_S = 10.0
 # seconds); so a group's members are upgraded together: a member offering range does not join one whose members
 # offer round robin until they have left.
 GROUP_ASSIGNORS = (RangePartitionAssignor,)
+
+
+class MixedGroup(RuntimeError):
+    """This member and the others of its group offer no partition assignment in common (``GROUP_ASSIGNORS``): the
+    group refuses it for as long as they are in it."""
 
 
 class KafkaConsumer(Consumer):
@@ -92,7 +97,13 @@ class KafkaConsumer(Consumer):
         return {TopicPartition(self._log.plain(tp.topic), tp.partition) for tp in self._consumer.assignment()}
 
     async def getmany(self, max_records: int = 10_000, timeout_ms: int = 200) -> list[Record]:
-        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        try:
+            batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        except InconsistentGroupProtocolError:
+            raise MixedGroup(
+                f"consumer group {self.group!r}: its other members assign partitions otherwise (an earlier pingstream "
+                "by round robin, this one by range, so that a check's records of every topic go to one member); stop "
+                "or upgrade them, then start this one again") from None
         out: list[Record] = []
         for tp, msgs in batches.items():
             topic, partition = self._log.plain(tp.topic), tp.partition  # once per partition, not per record

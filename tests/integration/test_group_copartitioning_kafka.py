@@ -50,3 +50,31 @@ async def test_a_groups_members_have_the_same_partitions_of_each_topic_keyed_by_
             assert topics.get(TOPIC_PINGS, set()) == topics.get(TOPIC_TRANSITIONS, set()), shares
     finally:
         await asyncio.gather(*(c.close() for c in consumers), return_exceptions=True)
+
+
+async def test_a_member_joining_a_group_that_assigns_by_round_robin_is_told_why_it_cannot(kafka_log):
+    """Members of an earlier pingstream (aiokafka's round robin) and of this one (range) share no assignment: the
+    group refuses the newcomer, which says so in words an operator can act on."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+    from runtime.eventlog.kafka_consumer import MixedGroup
+
+    group = f"mixed-{uuid7()}"
+    await kafka_log.ensure_topics([TOPIC_PINGS])
+    earlier = AIOKafkaConsumer(kafka_log.name(TOPIC_PINGS), bootstrap_servers=kafka_log.bootstrap, group_id=group,
+                               enable_auto_commit=False, partition_assignment_strategy=(RoundRobinPartitionAssignor,))
+    await earlier.start()
+    newer = kafka_log.consumer([TOPIC_PINGS], group=group)
+    try:
+        deadline = time.monotonic() + 30
+        while not earlier.assignment():
+            await earlier.getmany(timeout_ms=200)
+            assert time.monotonic() < deadline, "the earlier member was given no partitions"
+        await newer.start()
+        with pytest.raises(MixedGroup, match="round robin"):
+            while time.monotonic() < deadline:
+                await newer.getmany(timeout_ms=200)
+    finally:
+        await newer.close()
+        await earlier.stop()
