@@ -570,13 +570,19 @@ def _write_runs_again(client, event_ids: list[str]) -> int:
         for ids in id_chunks(event_ids):
             client.command(f"INSERT INTO {scratch} " + RUNS_OF_PINGS.replace(
                 "{source}", "(SELECT * FROM pings FINAL WHERE event_id IN {ids:Array(UUID)})"), parameters={"ids": ids})
-        for (partition,) in client.query(
-                "SELECT DISTINCT partition_id FROM system.parts WHERE database = currentDatabase() "
-                "AND table = {t:String} AND active", parameters={"t": scratch}).result_rows:
-            client.command(f"ALTER TABLE runs ATTACH PARTITION ID '{partition}' FROM {scratch}")
+        attach_parts(client, scratch, "runs")
     finally:
         client.command(f"DROP TABLE IF EXISTS {scratch} SYNC")
     return len(event_ids)
+
+
+def attach_parts(client, source: str, table: str) -> None:
+    """Every part of ``source`` copied into ``table`` (of the same structure), partition by partition: ``table``'s
+    materialized views do not see them."""
+    for (partition,) in client.query(
+            "SELECT DISTINCT partition_id FROM system.parts WHERE database = currentDatabase() "
+            "AND table = {t:String} AND active", parameters={"t": source}).result_rows:
+        client.command(f"ALTER TABLE {table} ATTACH PARTITION ID '{partition}' FROM {source}")
 
 
 _BATCH_RUNS = "(SELECT * FROM runs FINAL WHERE event_id IN {ids:Array(UUID)})"  # a chunk of the batch's runs
@@ -630,9 +636,14 @@ async def _steady_short(ch: ClickHouse, rollup: str, run_ids: list[str]) -> list
     if not short:
         return short
     await asyncio.sleep(STEADY_S)
-    first = {(k, check_id, at, n) for k, check_id, at, _, n in short}
-    return [bucket for bucket in await ch.run(_rollup_short, rollup, run_ids)
-            if (bucket[0], bucket[1], bucket[2], bucket[4]) in first]
+    first = set(map(_bucket_seen, short))
+    return [bucket for bucket in await ch.run(_rollup_short, rollup, run_ids) if _bucket_seen(bucket) in first]
+
+
+def _bucket_seen(bucket: tuple) -> tuple:
+    """A bucket ``_rollup_short`` found short, as two looks compare it: its chunk, check, time and the runs missing."""
+    k, check_id, at, _, n = bucket
+    return k, check_id, at, n
 
 
 def _rollup_short(client, rollup: str, run_ids: list[str]) -> list[tuple[int, str, object, list[str], int]]:

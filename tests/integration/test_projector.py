@@ -593,9 +593,7 @@ async def _half_done_insert(clickhouse) -> str:
         c.command(f"INSERT INTO {scratch} SELECT generateUUIDv4(), generateUUIDv4(), check_id, project_id, rid, "
                   f"started_at, finished_at, duration_s, outcome, exit_status FROM runs FINAL "
                   f"WHERE check_id = '{CHECK}'")
-        for (partition,) in c.query(f"SELECT DISTINCT partition_id FROM system.parts WHERE database = "
-                                    f"currentDatabase() AND table = '{scratch}' AND active").result_rows:
-            c.command(f"ALTER TABLE runs ATTACH PARTITION ID '{partition}' FROM {scratch}")
+        projector_service.attach_parts(c, scratch, "runs")
 
     await clickhouse.run(make)
     return scratch
