@@ -51,7 +51,7 @@ MAX_OPEN_STARTS = 64  # per check: concurrent runs distinguished by rid; older o
 COMPLETIONS = frozenset({"success", "fail"})
 
 
-class OpenStart(msgspec.Struct, array_like=True, frozen=True):
+class OpenStart(msgspec.Struct, array_like=True, frozen=True, gc=False):
     rid: str | None
     at: datetime
     event_id: str

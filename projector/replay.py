@@ -19,7 +19,7 @@ import logging
 from itertools import chain
 from typing import Awaitable, Callable
 
-from runtime.consumer import Batch, Batches, last_offsets, partitions_of
+from runtime.consumer import Batch, Batches, first_offsets, last_offsets
 from runtime.eventlog.base import Record, TopicPartition
 
 log = logging.getLogger(__name__)
@@ -37,17 +37,6 @@ _REPLAY_READ_MAX = 4  # batches' worth of records read at most while looking for
 def batch_token(ranges: dict[TopicPartition, tuple[int, int]]) -> str:
     text = ";".join(f"{tp.topic}/{tp.partition}:{a}-{b}" for tp, (a, b) in sorted(ranges.items()))
     return hashlib.sha1(text.encode()).hexdigest()
-
-
-def first_offsets(records: list[Record]) -> dict[TopicPartition, int]:
-    """Per partition, the offset of the first of ``records``."""
-    return last_offsets(records[::-1])
-
-
-def ranges_of(records: list[Record]) -> dict[TopicPartition, tuple[int, int]]:
-    """Per partition, the (first, last) offsets of ``records``."""
-    firsts = first_offsets(records)
-    return {tp: (firsts[tp], last) for tp, last in last_offsets(records).items()}
 
 
 class Batcher(Batches):
@@ -143,7 +132,7 @@ class Batcher(Batches):
         (a batch cut otherwise counts its runs in the rollups twice). A partition given back to this consumer is
         looked at again: the journal names its last batch, which is cut and written again under the same tokens
         if it was not committed (a commit refused by the rebalance), as after a restart."""
-        partitions = partitions_of(batch.records)
+        partitions = set(batch.ranges)
         if self.looked is None:  # the journal read at the start covers the first batch's partitions
             self.looked = partitions
             return batch
@@ -155,7 +144,7 @@ class Batcher(Batches):
         if not given or batch.replayed:
             return batch
         tail = await self.journal()
-        firsts = first_offsets(batch.records)
+        firsts = {tp: first for tp, (first, _) in batch.ranges.items()}
         # A batch not committed starts at the committed offset, where this read began: other entries were committed.
         tokens = {entry[2] for tp, entry in tail.items() if tp in given and firsts.get(tp) == entry[0]}
         # The whole batch of each such token: its block and token span all its partitions.

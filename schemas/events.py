@@ -41,7 +41,10 @@ Status = Literal["new", "up", "grace", "down", "started", "paused"]
 ScheduleKind = Literal["simple", "cron", "oncalendar"]
 
 
-class _Event(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
+class _Event(msgspec.Struct, frozen=True, tag_field="type", kw_only=True, gc=False):
+    """``gc=False``: an event holds values and structs of values, never itself, so the cycle collector need not
+    track it (a projector's batch makes 50,000 of them at once; the collector walked each)."""
+
     event_id: str
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import uuid
 
 from checks.spec import unique_key
-from projector.replay import batch_token, ranges_of
+from projector.replay import batch_token
+from runtime.consumer import ranges_of
 from projector.service import Projector
 from runtime.registry import create_project
 from schemas.events import TOPIC_PINGS, PingEvent, encode, utcnow, uuid7

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from projector.replay import batch_token, ranges_of
+from projector.replay import batch_token
+from runtime.consumer import ranges_of
 from projector.service import Projector
 from runtime.eventlog.sqlite import SqliteEventLog
 from runtime.registry import event_key

@@ -14,7 +14,8 @@ from runtime.eventlog.base import TopicPartition, partition_for
 from runtime.eventlog.sqlite import SqliteEventLog
 from reads import checks as queries
 from projector import service as projector_service
-from projector.replay import Batcher, batch_token, ranges_of
+from projector.replay import Batcher, batch_token
+from runtime.consumer import ranges_of
 from projector.service import Columns, Projector, ping_source
 from runtime.consumer import Batch, retry
 from checks import idempotency
@@ -263,7 +264,8 @@ async def test_a_crash_between_insert_and_commit_replays_the_same_blocks(log, cl
     consumer = log.consumer(projector_service.TOPICS, group=projector_service.GROUP)
     await consumer.start()
     batcher = Batcher(consumer, await Projector(clickhouse, log).journal_tail())
-    batch, replayed = await batcher.next(asyncio.Event())
+    cut = await batcher.next(asyncio.Event())
+    batch, replayed = cut.records, cut.replayed
     await consumer.close()
     assert replayed and [r.offset for r in batch] == [r.offset for r in records]
 
@@ -397,9 +399,11 @@ async def test_a_journaled_batch_over_two_partitions_is_cut_again_behind_a_backl
     consumer = log.consumer(projector_service.TOPICS, group=projector_service.GROUP)
     await consumer.start()
     batcher = Batcher(consumer, await Projector(clickhouse, log).journal_tail(), max_records=8)
-    batch, replayed = await batcher.next(asyncio.Event())
+    cut = await batcher.next(asyncio.Event())
+    batch, replayed = cut.records, cut.replayed
     rest = [r for r in batcher.held]
-    following, again = await batcher.next(asyncio.Event())
+    cut = await batcher.next(asyncio.Event())
+    following, again = cut.records, cut.replayed
     await consumer.close()
     assert replayed and ranges_of(batch) == journaled
     assert not again and following

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from projector.service import Projector
-from projector.replay import batch_token, ranges_of
+from projector.replay import batch_token
+from runtime.consumer import ranges_of
 from runtime.registry import event_key
 from schemas.events import TOPIC_CHECKS, CheckConfig, CheckDeleted, CheckUpserted, ProjectUpserted, Project, encode, utcnow, uuid7
 

@@ -10,8 +10,8 @@ import time
 import pytest
 import uvloop
 
-from runtime.consumer import Batch, Batches, ConsumerShell, Stopped, retry
-from runtime.eventlog.base import TopicPartition
+from runtime.consumer import Batch, Batches, ConsumerShell, Stopped, next_offsets, partitions_of, ranges_of, retry
+from runtime.eventlog.base import Record, TopicPartition
 
 from .fake_consumer import TOPIC, FakeConsumer, offsets
 
@@ -19,6 +19,21 @@ P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
 
 
 # --- batches -------------------------------------------------------------------
+
+
+def _records(*runs: tuple[int, range]) -> list[Record]:
+    return [Record(TOPIC, partition, offset, b"k", b"v", 0) for partition, offsets_ in runs for offset in offsets_]
+
+
+def test_a_batchs_ranges_are_its_partitions_first_and_last_offsets_however_its_records_run():
+    runs = _records((0, range(5, 9)), (1, range(0, 3)), (0, range(9, 12)), (1, range(3, 4)), (2, range(7, 8)))
+    one_by_one = [r for pair in zip(_records((0, range(0, 100))), _records((1, range(50, 150)))) for r in pair]
+    expected = {P0: (5, 11), P1: (0, 3), TopicPartition(TOPIC, 2): (7, 7)}
+    assert ranges_of(runs) == expected and ranges_of(one_by_one) == {P0: (0, 99), P1: (50, 149)}
+    assert ranges_of([]) == {} and next_offsets(runs) == {P0: 12, P1: 4, TopicPartition(TOPIC, 2): 8}
+    assert partitions_of(one_by_one) == {P0, P1}
+    batch = Batch(runs)
+    assert batch.ranges == expected and batch.next_offsets == next_offsets(runs) and batch.ranges is batch.ranges
 
 
 async def test_it_cuts_a_batch_at_max_records():

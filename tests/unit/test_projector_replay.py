@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from projector.replay import Batcher, batch_token, ranges_of
+from projector.replay import Batcher, batch_token
+from runtime.consumer import ranges_of
 from runtime.eventlog.base import TopicPartition
 
 from .fake_consumer import TOPIC, FakeConsumer, offsets
