@@ -1,6 +1,6 @@
 """Projector throughput: a pre-filled log (SQLite, then Kafka) drained by one projector into embedded chdb.
 
-    .venv/bin/python -m bench.projector [--pings 200000] [--checks 10000] [--partitions 4] [--logs sqlite,kafka]
+    .venv/bin/python -m bench.projector [--pings 200000] [--checks 10000] [--partitions 4] [--logs sqlite,kafka[,kafka-aiokafka]]
                                         [--baseline DIR] [--rounds 2] [--quick]
 
 Generates ``--pings`` pings (runs of start + success/fail with a rid, now and then a log
@@ -46,6 +46,7 @@ from bench.cpu import cpu_seconds  # noqa: E402 (the standard library only: see 
 
 RESULTS = ROOT / "bench" / "results" / "projector.json"
 _KAFKA_FILL_CHUNK = 5000
+KAFKA_KINDS = ("kafka", "kafka-aiokafka")
 
 
 def make_pings(n: int, checks: int, seed: int = 7) -> list:
@@ -87,12 +88,14 @@ async def fill(log, records: list[tuple[bytes, bytes]]) -> None:
 
 
 def open_log(kind: str, where: str, partitions: int):
-    """``where``: the SQLite file, or ``bootstrap|prefix`` for Kafka."""
-    if kind == "kafka":
+    """``where``: the SQLite file, or ``bootstrap|prefix`` for Kafka (``kafka``: read as configured by default, with
+    librdkafka; ``kafka-aiokafka``: read with aiokafka, ``PINGSTREAM_KAFKA_CONSUMER=aiokafka``)."""
+    if kind in KAFKA_KINDS:
         from runtime.eventlog.kafka import KafkaEventLog
 
         bootstrap, prefix = where.split("|")
-        return KafkaEventLog(bootstrap, default_partitions=partitions, prefix=prefix)
+        return KafkaEventLog(bootstrap, default_partitions=partitions, prefix=prefix,
+                             consumer_client="aiokafka" if kind == "kafka-aiokafka" else "librdkafka")
     from runtime.eventlog.sqlite import SqliteEventLog
 
     return SqliteEventLog(Path(where), default_partitions=partitions)
@@ -311,7 +314,7 @@ def main() -> None:
         args.pings, args.rounds = 100_000, 1
     broker, bootstrap = None, os.environ.get("PINGSTREAM_KAFKA")
     kinds = args.logs.split(",")
-    if "kafka" in kinds and not bootstrap:
+    if set(KAFKA_KINDS) & set(kinds) and not bootstrap:
         from bench.procs import scratch_broker
 
         broker = scratch_broker(partitions=args.partitions)

@@ -88,6 +88,15 @@ def _kafka_client(env: dict) -> str:
     return raw
 
 
+def _kafka_consumer(env: dict) -> str:
+    """``PINGSTREAM_KAFKA_CONSUMER``: what reads records from Kafka (runtime/eventlog/rdkafka_consumer.py,
+    kafka_consumer.py)."""
+    raw = (env.get("PINGSTREAM_KAFKA_CONSUMER") or KAFKA_CLIENTS[1]).strip().lower()
+    if raw not in KAFKA_CLIENTS:
+        raise ConfigError(f"PINGSTREAM_KAFKA_CONSUMER={raw!r}: expected one of {', '.join(KAFKA_CLIENTS)}")
+    return raw
+
+
 def _sql_port(env: dict, name: str = "PINGSTREAM_SQL_PORT", default: int = DEFAULT_SQL_PORT) -> int | None:
     """``PINGSTREAM_SQL_PORT`` (or ``PINGSTREAM_SQL_NATIVE_PORT``): a port (0 = any free one), or ``off``."""
     raw = (env.get(name) or "").strip()
@@ -183,6 +192,7 @@ class Config:
     kafka_ack_timeout_s: float = 10.0  # a produce not acknowledged by then answers 503
     kafka_producers: int = 2  # producers per process, each with its share of the partitions (runtime/eventlog/kafka.py)
     kafka_client: str = "aiokafka"  # or librdkafka: what sends the records (runtime/eventlog/rdkafka.py)
+    kafka_consumer: str = "librdkafka"  # or aiokafka: what reads them (runtime/eventlog/rdkafka_consumer.py)
     webhooks: tuple[tuple[str, str], ...] = ()  # (project id, URL): where transitions are POSTed
     metrics_port: int = 0  # /metrics of a projector or monitor process (the edge serves it on its own port)
     idle_timeout_s: float = 15.0  # a connection with no complete request head by then is closed (slowloris)
@@ -259,6 +269,7 @@ class Config:
             kafka_ack_timeout_s=_float(env, "PINGSTREAM_KAFKA_ACK_TIMEOUT_S", 10.0, 0.5, 300.0),
             kafka_producers=_int(env, "PINGSTREAM_KAFKA_PRODUCERS", 2, 1, 64),
             kafka_client=_kafka_client(env),
+            kafka_consumer=_kafka_consumer(env),
             webhooks=_webhooks(env.get("PINGSTREAM_WEBHOOKS") or ""),
             metrics_port=_int(env, "PINGSTREAM_METRICS_PORT", 0, 0, 65535),
             idle_timeout_s=_float(env, "PINGSTREAM_IDLE_TIMEOUT_S", 15.0, 0.5, 3600.0),

@@ -14,6 +14,7 @@ def open_eventlog(config) -> EventLog:
             prefix=config.kafka_prefix,
             ack_timeout_s=config.kafka_ack_timeout_s,
             producers=config.kafka_producers,
+            consumer_client=config.kafka_consumer,
         )
     from .sqlite import SqliteEventLog
 

@@ -57,8 +57,9 @@ from schemas.events import (
     TOPIC_TRANSITIONS,
 )
 
-from .base import EventLog, LogUnavailable, partition_for
+from .base import Consumer, EventLog, LogUnavailable, partition_for
 from .kafka_consumer import KafkaConsumer, read_range
+from .rdkafka_consumer import RdKafkaConsumer
 
 log = logging.getLogger(__name__)
 _LATENCY = metrics.PRODUCE_SECONDS.labels("kafka")
@@ -96,8 +97,10 @@ class KafkaEventLog(EventLog):
         replication_factor: int = 1,
         ack_timeout_s: float = ACK_TIMEOUT_S,
         producers: int = 1,
+        consumer_client: str = "librdkafka",
     ) -> None:
         self.bootstrap = bootstrap
+        self.consumer_client = consumer_client  # what reads (``consumer``): librdkafka's or aiokafka's
         self.default_partitions = default_partitions
         self.prefix = prefix
         self.replication_factor = replication_factor
@@ -572,8 +575,12 @@ class KafkaEventLog(EventLog):
             while queue:
                 self._reject(queue.popleft()[4], LogUnavailable(reason))
 
-    def consumer(self, topics: list[str], group: str | None, *, from_end: bool = False) -> KafkaConsumer:
-        return KafkaConsumer(self, topics, group, from_end=from_end)
+    def consumer(self, topics: list[str], group: str | None, *, from_end: bool = False) -> Consumer:
+        """A consumer of ``topics`` (``PINGSTREAM_KAFKA_CONSUMER``): librdkafka's (rdkafka_consumer.py) or aiokafka's
+        (kafka_consumer.py); both offer the range assignor, so members of either kind may share a group."""
+        if self.consumer_client == "aiokafka":
+            return KafkaConsumer(self, topics, group, from_end=from_end)
+        return RdKafkaConsumer(self, topics, group, from_end=from_end)
 
     async def read_range(self, topic: str, partition: int, first: int, last: int) -> list:
         """The records of ``topic``'s ``partition`` from offset ``first`` to ``last``, outside any group."""

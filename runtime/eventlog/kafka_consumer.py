@@ -1,4 +1,5 @@
-"""Reading the distributed log: a Kafka consumer (aiokafka) behind the ``Consumer`` interface.
+"""Reading the distributed log: a Kafka consumer (aiokafka) behind the ``Consumer`` interface, what reads with
+``PINGSTREAM_KAFKA_CONSUMER=aiokafka`` (librdkafka's, rdkafka_consumer.py, is the default).
 
 It never auto-commits (a service commits after its effects are done), reads committed records
 only, and every call that needs the broker (commit, end offsets, close) is bounded, so a broker
@@ -39,6 +40,13 @@ GROUP_ASSIGNORS = (RangePartitionAssignor,)
 class MixedGroup(RuntimeError):
     """This member and the others of its group offer no partition assignment in common (``GROUP_ASSIGNORS``): the
     group refuses it for as long as they are in it."""
+
+
+def mixed_group(group: str | None) -> MixedGroup:
+    return MixedGroup(
+        f"consumer group {group!r}: its other members assign partitions otherwise (an earlier pingstream by round "
+        "robin, this one by range, so that a check's records of every topic go to one member); stop or upgrade them, "
+        "then start this one again")
 
 
 class KafkaConsumer(Consumer):
@@ -100,10 +108,7 @@ class KafkaConsumer(Consumer):
         try:
             batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         except InconsistentGroupProtocolError:
-            raise MixedGroup(
-                f"consumer group {self.group!r}: its other members assign partitions otherwise (an earlier pingstream "
-                "by round robin, this one by range, so that a check's records of every topic go to one member); stop "
-                "or upgrade them, then start this one again") from None
+            raise mixed_group(self.group) from None
         out: list[Record] = []
         for tp, msgs in batches.items():
             topic, partition = self._log.plain(tp.topic), tp.partition  # once per partition, not per record

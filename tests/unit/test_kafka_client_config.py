@@ -1,4 +1,5 @@
-"""PINGSTREAM_KAFKA_CLIENT chooses what sends records to Kafka (nothing connects here: the logs are only built)."""
+"""PINGSTREAM_KAFKA_CLIENT chooses what sends records to Kafka, PINGSTREAM_KAFKA_CONSUMER what reads them (nothing
+connects here: the logs and consumers are only built)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,17 @@ def test_librdkafka_sends_through_one_pipelined_producer():
 def test_an_unknown_client_is_a_configuration_error():
     with pytest.raises(ConfigError, match="PINGSTREAM_KAFKA_CLIENT='kafka-python': expected one of aiokafka, librdkafka"):
         Config.from_env({**KAFKA, "PINGSTREAM_KAFKA_CLIENT": "kafka-python"})
+
+
+def test_librdkafka_reads_by_default_and_aiokafka_on_request():
+    from runtime.eventlog.kafka_consumer import KafkaConsumer
+    from runtime.eventlog.rdkafka_consumer import RdKafkaConsumer
+
+    assert isinstance(open_eventlog(Config.from_env(KAFKA)).consumer(["t"], "g"), RdKafkaConsumer)
+    chosen = open_eventlog(Config.from_env({**KAFKA, "PINGSTREAM_KAFKA_CONSUMER": " AIOKafka"}))
+    assert isinstance(chosen.consumer(["t"], None), KafkaConsumer)
+    with pytest.raises(ConfigError, match="PINGSTREAM_KAFKA_CONSUMER='java': expected one of aiokafka, librdkafka"):
+        Config.from_env({**KAFKA, "PINGSTREAM_KAFKA_CONSUMER": "java"})
 
 
 class _Delivered:
