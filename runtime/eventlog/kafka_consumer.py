@@ -42,6 +42,24 @@ class MixedGroup(RuntimeError):
     group refuses it for as long as they are in it."""
 
 
+async def start_waiting(consumer, start, undo, mendable: tuple[type[BaseException], ...]) -> None:
+    """``await start()`` until it works, ``undo()`` after each failure (the half-started consumer); a failure of
+    the ``mendable`` kinds (the broker away) is said and tried again (``runtime.backoff``), anything else raised."""
+    async def attempt() -> None:
+        try:
+            await start()
+        except BaseException:
+            await undo()
+            raise
+
+    whose = f" of {consumer.group}" if consumer.group else ""
+    await until_answered(
+        attempt, may_mend=lambda exc: isinstance(exc, mendable),
+        describe=lambda exc: f"Kafka at {consumer._log.bootstrap} not reachable for a consumer{whose}: "
+                             f"{exc or exc.__class__.__name__}",
+        logger=log, max_s=START_RETRY_MAX_S)
+
+
 def mixed_group(group: str | None) -> MixedGroup:
     return MixedGroup(
         f"consumer group {group!r}: its other members assign partitions otherwise (an earlier pingstream by round "
@@ -62,19 +80,7 @@ class KafkaConsumer(Consumer):
         broker went away after its log started) is asked again, 0.5 s later, then 1, 2, 4... up to
         ``START_RETRY_MAX_S``, a warning each time (``runtime.backoff``): the service waits for its broker
         rather than end, as its log's start does (``pingstream.cli``); stopping the service cancels the wait."""
-        async def attempt() -> None:
-            try:
-                await self._start()
-            except BaseException:
-                await self.close()  # the half-started consumer
-                raise
-
-        whose = f" of {self.group}" if self.group else ""
-        await until_answered(
-            attempt, may_mend=lambda exc: isinstance(exc, (KafkaError, OSError)),  # OSError: TimeoutError too
-            describe=lambda exc: f"Kafka at {self._log.bootstrap} not reachable for a consumer{whose}: "
-                                 f"{exc or exc.__class__.__name__}",
-            logger=log, max_s=START_RETRY_MAX_S)
+        await start_waiting(self, self._start, self.close, (KafkaError, OSError))  # OSError: TimeoutError too
 
     async def _start(self) -> None:
         await self._log.ensure_topics(self.topics)

@@ -27,9 +27,8 @@ import uuid
 
 from runtime import logthrottle
 
-from ..backoff import until_answered
 from .base import Consumer, LogUnavailable, Record, TopicPartition, as_record
-from .kafka_consumer import CONSUMER_CALL_S, START_RETRY_MAX_S, mixed_group
+from .kafka_consumer import CONSUMER_CALL_S, mixed_group, start_waiting
 
 log = logging.getLogger(__name__)
 _LIBRDKAFKA_LOG = logging.getLogger("librdkafka.consumer")
@@ -90,19 +89,7 @@ class RdKafkaConsumer(Consumer):
     async def start(self) -> None:
         """Join the group (or, without one, take every partition), asking again while the broker does not answer
         (``runtime.backoff``, as ``KafkaConsumer.start``)."""
-        async def attempt() -> None:
-            try:
-                await self._start()
-            except BaseException:
-                await self._drop()  # the half-started consumer; the next try makes another
-                raise
-
-        whose = f" of {self.group}" if self.group else ""
-        await until_answered(
-            attempt, may_mend=lambda exc: isinstance(exc, (LogUnavailable, OSError)),
-            describe=lambda exc: f"Kafka at {self._log.bootstrap} not reachable for a consumer{whose}: "
-                                 f"{exc or exc.__class__.__name__}",
-            logger=log, max_s=START_RETRY_MAX_S)
+        await start_waiting(self, self._start, self._drop, (LogUnavailable, OSError))
 
     async def _start(self) -> None:
         from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer as Librdkafka
