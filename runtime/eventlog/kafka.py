@@ -577,7 +577,7 @@ class KafkaEventLog(EventLog):
 
     def consumer(self, topics: list[str], group: str | None, *, from_end: bool = False) -> Consumer:
         """A consumer of ``topics`` (``PINGSTREAM_KAFKA_CONSUMER``): librdkafka's (rdkafka_consumer.py) or aiokafka's
-        (kafka_consumer.py); both offer the range assignor, so members of either kind may share a group."""
+        (kafka_consumer.py); both assign by range, and a group's members are switched together."""
         if self.consumer_client == "aiokafka":
             return KafkaConsumer(self, topics, group, from_end=from_end)
         return RdKafkaConsumer(self, topics, group, from_end=from_end)

@@ -3,7 +3,9 @@
 What a Kafka log reads with (``KafkaEventLog.consumer``; ``PINGSTREAM_KAFKA_CONSUMER``, by default); its contract is
 ``kafka_consumer.KafkaConsumer``'s: no auto-commit (a service commits after its effects are done), committed
 records only, the group's partitions given by range (a member has the same partition numbers of every topic:
-a check's records go to one member; aiokafka's members offer the same assignor, so both may share a group), and
+a check's records go to one member; a group is switched from one client to the other as a whole: members of
+both kinds agree on the assignor, but such a group did not settle under load, tests/integration/
+test_group_copartitioning_kafka.py), and
 every call that needs the broker bounded by ``CONSUMER_CALL_S``.
 
 Why: aiokafka parses fetched records in Python on the event loop's thread, about 6 us a record (a
