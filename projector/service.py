@@ -837,7 +837,7 @@ async def run(config: Config, event_log: EventLog, clickhouse: ClickHouse, stop:
         if not batch.records:
             return None
         ranges = batch.ranges
-        committed = {tp: last + 1 for tp, (_, last) in ranges.items()}  # what the shell commits
+        committed = batch.next_offsets  # what the shell commits
         decoded = batches.decoded(batch.records)  # decoded when it was read (pure: nothing of the state)
         prepared = _folded_ahead(projector, ahead, batch)
         if decoded is not None and writes_nothing(decoded):
