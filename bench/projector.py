@@ -1,7 +1,7 @@
 """Projector throughput: a pre-filled log (SQLite, then Kafka) drained by one projector into embedded chdb.
 
     .venv/bin/python -m bench.projector [--pings 200000] [--checks 10000] [--partitions 4] [--logs sqlite,kafka[,kafka-aiokafka]]
-                                        [--baseline DIR] [--rounds 2] [--quick]
+                                        [--baseline DIR] [--rounds 2] [--quick] [--stages]
 
 Generates ``--pings`` pings (runs of start + success/fail with a rid, now and then a log
 ping, small bodies) over ``--checks`` checks and writes them to a log once per log kind.
@@ -11,6 +11,11 @@ embedded chdb, in a process of its own, and reports events/s and where the time 
 state load, fold, ClickHouse inserts, and the rest: reading the log, journal, commit), and the CPU
 each of its threads used per event after the first batch (``/proc/self/task``): the event loop's,
 the inserting threads', the log reader's, chdb's own.
+
+``--stages`` measures instead, in a pass of its own, what each stage of the projector costs a batch at a time with
+nothing overlapping (read the log, decode, load states, fold, write into ClickHouse, journal and commit), as CPU
+seconds of every thread of the process per event: the one-core cost of an event, and the events/s one core
+would do (the issue's "on one core"; a drain overlaps the stages on the cores it has).
 
 ``--baseline DIR`` names another checkout of pingstream (for instance
 ``git worktree add --detach ../base main``): its passes run that checkout's projector,
@@ -45,6 +50,7 @@ from bench.checkout import describe  # noqa: E402 (the standard library only, as
 from bench.cpu import cpu_seconds  # noqa: E402 (the standard library only: see bench/cpu.py)
 
 RESULTS = ROOT / "bench" / "results" / "projector.json"
+STAGES_RESULTS = ROOT / "bench" / "results" / "projector-stages.json"
 _KAFKA_FILL_CHUNK = 5000
 KAFKA_KINDS = ("kafka", "kafka-aiokafka")
 
@@ -175,6 +181,72 @@ async def drain(kind: str, where: str, partitions: int, expected: int, tmp: Path
     return result
 
 
+STAGES = ("read", "decode", "load", "fold", "write", "journal and commit")
+
+
+async def stage_costs(kind: str, where: str, partitions: int, expected: int, tmp: Path) -> dict:
+    """The projector's stages one after the other, a batch at a time (``Projector``'s own steps, as ``handle`` runs
+    them, without the shell's overlap): CPU seconds of the whole process per event in each (``time.process_time``:
+    every thread, chdb's and the log's too), and what one core would do at that cost."""
+    from projector import service
+    from projector.fold import fold
+    from projector.replay import BATCH_MAX, batch_token
+    from runtime.clickhouse import ClickHouse
+    from runtime.consumer import Batch
+    from schemas.events import utcnow, uuid7
+
+    group = f"bench-{uuid7()}"
+    log = open_log(kind, where, partitions)
+    await log.start()
+    clickhouse = ClickHouse(f"chdb:///{tmp / 'clickhouse'}", "bench")
+    await clickhouse.start()
+    from clickhouse_connect.driver import options
+
+    options.pd  # noqa: B018 (imported on a process's first insert: not a stage's cost)
+    service._tune_gc()  # as service.run does
+    projector = service.Projector(clickhouse, log, group)
+    cpu = dict.fromkeys(STAGES, 0.0)
+    clock = time.process_time
+    async with log.consumer(service.TOPICS, group=group) as consumer:
+        # Each stage over every batch before the next stage: no stage's CPU is counted in another's (chdb's
+        # merges after an insert, say, while the log is read).
+        records: list = []
+        started = clock()
+        while len(records) < expected:
+            records += await consumer.getmany(max_records=min(BATCH_MAX, expected - len(records)), timeout_ms=1000)
+        cpu["read"] += clock() - started
+        batches = [Batch(records[at:at + BATCH_MAX]) for at in range(0, len(records), BATCH_MAX)]
+        del records
+        started = clock()
+        decoded = [projector.decode(batch.records) for batch in batches]
+        cpu["decode"] += clock() - started
+        prepared = []
+        for batch, (events, sources, _, _) in zip(batches, decoded):
+            started = clock()
+            await projector.load_states({event.check_id for event, _ in events})
+            cpu["load"] += clock() - started
+            started = clock()
+            rows = fold(projector.states, events)
+            prepared.append(service.Prepared(rows, rows.check_state_rows(utcnow()), [], [], len(batch.records),
+                                             sources))
+            cpu["fold"] += clock() - started
+        for batch, folded in zip(batches, prepared):
+            token = batch_token(batch.ranges)
+            started = clock()
+            await projector.write(folded, token)
+            cpu["write"] += clock() - started
+            started = clock()
+            await projector.write_journal(batch.ranges, token)
+            await consumer.commit(batch.next_offsets)
+            cpu["journal and commit"] += clock() - started
+    rows = await clickhouse.query("SELECT count() FROM pings FINAL")
+    await clickhouse.close()
+    await log.close()
+    assert rows[0][0] == expected, rows
+    us = {stage: round(seconds / expected * 1e6, 2) for stage, seconds in cpu.items()}
+    return {"cpu_us_per_event": us, "one_core_events_per_s": round(expected / sum(cpu.values()))}
+
+
 def thread_cpu() -> dict[int, tuple[str, float]]:
     """Each thread of this process: its name and the CPU seconds it used so far (``/proc/self/task``).
     Python's threads by their Python name (the event loop's is ``main``; a pool's without its number),
@@ -204,9 +276,12 @@ def per_event_by_thread(before: dict, after: dict, events: int) -> dict[str, flo
 
 
 def run_pass(code: Path, kind: str, where: str, args, tmp: Path) -> dict:
-    """One drain in a fresh process whose ``projector``, ``runtime`` and ``schemas`` come from ``code``."""
+    """One drain (or with ``--stages``, one measure of the stages) in a fresh process whose ``projector``,
+    ``runtime`` and ``schemas`` come from ``code``."""
     command = [sys.executable, "-m", "bench.projector", "--drain", kind, "--where", where, "--code", str(code),
                "--pings", str(args.pings), "--partitions", str(args.partitions), "--tmp", str(tmp)]
+    if args.stages:
+        command.append("--stages")
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"pass ({code}) failed:\n{out.stderr[-3000:]}")
@@ -252,6 +327,11 @@ def compare(args, kind: str, bootstrap: str | None) -> dict:
             r = run_pass(code, kind, where, args, run_dir)
             shutil.rmtree(run_dir, ignore_errors=True)
             results[name].append(r)
+            if args.stages:
+                print(f"  {kind} {name:8s} pass {i // len(variants) + 1}: "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_us_per_event"].items())
+                      + f" us/event: one core {r['one_core_events_per_s']} events/s", flush=True)
+                continue
             print(f"  {kind} {name:8s} pass {i // len(variants) + 1}: {r['events_per_s']:7d} events/s "
                   f"({r['events_per_s_after_first_batch']}/s after the first batch, {r['wall_s']:.2f}s; "
                   f"{r['batches']} batches, {r.get('batches_folded_ahead', 0)} folded ahead), "
@@ -260,6 +340,8 @@ def compare(args, kind: str, bootstrap: str | None) -> dict:
             if r.get("cpu_us_per_event_by_thread"):
                 print("    CPU per event after the first batch, by thread (us): "
                       + ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_us_per_event_by_thread"].items()), flush=True)
+    if args.stages:
+        return stage_summary(args, kind, results)
     summary = {
         "note": f"{kind} log -> embedded chdb, one projector process per pass; passes interleaved on one log; "
                 "pandas import (once per process) done before timing",
@@ -285,6 +367,22 @@ def compare(args, kind: str, bootstrap: str | None) -> dict:
     return summary
 
 
+def stage_summary(args, kind: str, results: dict[str, list[dict]]) -> dict:
+    """``--stages``: the median CPU per event of each stage and of them all, per checkout."""
+    summary = {"note": f"{kind} log -> embedded chdb, the projector's stages one after the other, a batch at a time; "
+                       "CPU of every thread of the process per event", "log": kind,
+               "when": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+               "args": {**vars(args), "baseline": describe(args.baseline)}, "passes": results, "median": {}}
+    for name, rs in results.items():
+        stages = {stage: round(statistics.median(r["cpu_us_per_event"][stage] for r in rs), 2) for stage in STAGES}
+        one_core = round(statistics.median(r["one_core_events_per_s"] for r in rs))
+        summary["median"][name] = {"cpu_us_per_event": stages, "one_core_events_per_s": one_core}
+        print(f"projector stages, {kind} -> chdb, {name} (median of {len(rs)}): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()) + f" us/event; one core {one_core} events/s",
+              flush=True)
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pings", type=int, default=200_000)
@@ -295,6 +393,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="passes per variant (A, B, A, B, ...)")
     parser.add_argument("--quick", action="store_true", help="100,000 pings, one round: about half the time")
     parser.add_argument("--no-save", action="store_true")
+    parser.add_argument("--stages", action="store_true",
+                        help="each stage's CPU per event, one after the other (one core), instead of drains")
     parser.add_argument("--drain", help=argparse.SUPPRESS)  # one pass, in its own process (run_pass)
     parser.add_argument("--where", help=argparse.SUPPRESS)
     parser.add_argument("--code", help=argparse.SUPPRESS)
@@ -307,7 +407,8 @@ def main() -> None:
             from uvloop import run as run_loop
         except ImportError:
             run_loop = asyncio.run
-        result = run_loop(drain(args.drain, args.where, args.partitions, args.pings, Path(args.tmp)))
+        measure = stage_costs if args.stages else drain
+        result = run_loop(measure(args.drain, args.where, args.partitions, args.pings, Path(args.tmp)))
         print(json.dumps(result))
         return
     if args.quick:
@@ -326,7 +427,7 @@ def main() -> None:
             broker.stop()
     if not args.no_save:
         RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        (STAGES_RESULTS if args.stages else RESULTS).write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

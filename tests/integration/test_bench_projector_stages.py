@@ -1,0 +1,31 @@
+"""bench/projector.py --stages: each stage of the projector measured apart, on a small SQLite log (a process of its
+own, with its own embedded ClickHouse, as the benchmark runs it)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGES = ("read", "decode", "load", "fold", "write", "journal and commit")
+
+
+def test_the_stages_are_measured_one_after_the_other_and_every_ping_is_written(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.projector", "--pings", "3000", "--checks", "50", "--logs", "sqlite",
+         "--rounds", "1", "--stages", "--no-save"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    # The pass asserts that pings holds every ping it read (stage_costs); its summary line names each stage.
+    [line] = [line for line in out.stdout.splitlines() if line.startswith("projector stages, sqlite")]
+    figures = dict(re.findall(r"(read|decode|load|fold|write|journal and commit) ([0-9.]+)", line))
+    assert set(figures) == set(STAGES), line
+    assert all(float(figures[stage]) > 0 for stage in ("read", "decode", "fold", "write")), line
+    one_core = int(re.search(r"one core (\d+) events/s", line).group(1))
+    # The events/s of one core is the inverse of the stages' sum (to the rounding of the figures shown).
+    total_us = sum(float(v) for v in figures.values())
+    assert abs(one_core - 1e6 / total_us) <= 0.02 * one_core, line
+
