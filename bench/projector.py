@@ -12,10 +12,11 @@ state load, fold, ClickHouse inserts, and the rest: reading the log, journal, co
 each of its threads used per event after the first batch (``/proc/self/task``): the event loop's,
 the inserting threads', the log reader's, chdb's own.
 
-``--stages`` measures instead, in a pass of its own, what each stage of the projector costs a batch at a time with
-nothing overlapping (read the log, decode, load states, fold, write into ClickHouse, journal and commit), as CPU
-seconds of every thread of the process per event: the one-core cost of an event, and the events/s one core
-would do (the issue's "on one core"; a drain overlaps the stages on the cores it has).
+``--stages`` measures instead, in a pass of its own, what each stage of the projector costs with nothing
+overlapping (read the log, decode, load states, fold, write into ClickHouse, journal and commit; each stage over
+every batch before the next stage begins), as CPU seconds of every thread of the process per event: the one-core
+cost of an event, and the events/s one core would do (the issue's "on one core"; a drain overlaps the stages on
+the cores it has).
 
 ``--baseline DIR`` names another checkout of pingstream (for instance
 ``git worktree add --detach ../base main``): its passes run that checkout's projector,
@@ -185,9 +186,10 @@ STAGES = ("read", "decode", "load", "fold", "write", "journal and commit")
 
 
 async def stage_costs(kind: str, where: str, partitions: int, expected: int, tmp: Path) -> dict:
-    """The projector's stages one after the other, a batch at a time (``Projector``'s own steps, as ``handle`` runs
-    them, without the shell's overlap): CPU seconds of the whole process per event in each (``time.process_time``:
-    every thread, chdb's and the log's too), and what one core would do at that cost."""
+    """The projector's stages one after the other (``Projector``'s own steps, as ``handle`` runs them, on batches of
+    ``BATCH_MAX``, without the shell's overlap; each stage over every batch before the next one): CPU seconds of the
+    whole process per event in each (``time.process_time``: every thread, chdb's and the log's too), and what one
+    core would do at that cost."""
     from projector import service
     from projector.fold import fold
     from projector.replay import BATCH_MAX, batch_token
