@@ -1,7 +1,7 @@
 """Projector throughput: a pre-filled log (SQLite, then Kafka) drained by one projector into embedded chdb.
 
     .venv/bin/python -m bench.projector [--pings 200000] [--checks 10000] [--partitions 4] [--logs sqlite,kafka[,kafka-aiokafka]]
-                                        [--baseline DIR] [--rounds 2] [--quick] [--stages]
+                                        [--baseline DIR] [--rounds 2] [--quick] [--stages | --no-write]
 
 Generates ``--pings`` pings (runs of start + success/fail with a rid, now and then a log
 ping, small bodies) over ``--checks`` checks and writes them to a log once per log kind.
@@ -17,6 +17,10 @@ overlapping (read the log, decode, load states, fold, write into ClickHouse, jou
 every batch before the next stage begins), as CPU seconds of every thread of the process per event: the one-core
 cost of an event, and the events/s one core would do (the issue's "on one core"; a drain overlaps the stages on
 the cores it has).
+
+``--no-write`` drains as ever but inserts nothing (``Projector.write`` counts the batch and returns): what reading,
+decoding and folding reach alone, on the one interpreter lock they share, whatever ClickHouse does (saved apart,
+``bench/results/projector-no-write.json``).
 
 ``--baseline DIR`` names another checkout of pingstream (for instance
 ``git worktree add --detach ../base main``): its passes run that checkout's projector,
@@ -52,6 +56,7 @@ from bench.cpu import cpu_seconds  # noqa: E402 (the standard library only: see 
 
 RESULTS = ROOT / "bench" / "results" / "projector.json"
 STAGES_RESULTS = ROOT / "bench" / "results" / "projector-stages.json"
+NO_WRITE_RESULTS = ROOT / "bench" / "results" / "projector-no-write.json"
 _KAFKA_FILL_CHUNK = 5000
 KAFKA_KINDS = ("kafka", "kafka-aiokafka")
 
@@ -111,8 +116,9 @@ def open_log(kind: str, where: str, partitions: int):
 # --- one pass, in its own process --------------------------------------------------------------
 
 
-async def drain(kind: str, where: str, partitions: int, expected: int, tmp: Path) -> dict:
-    """Run one projector over the log until it processed ``expected`` records; its figures."""
+async def drain(kind: str, where: str, partitions: int, expected: int, tmp: Path, no_write: bool = False) -> dict:
+    """Run one projector over the log until it processed ``expected`` records; its figures. ``no_write``: its
+    batches are read, decoded and folded as ever, and written nowhere (``--no-write``)."""
     from projector import service
     from runtime.clickhouse import ClickHouse
     from runtime.config import Config
@@ -130,6 +136,14 @@ async def drain(kind: str, where: str, partitions: int, expected: int, tmp: Path
         def __init__(self, *a, **kw) -> None:
             super().__init__(*a, **kw)
             projectors.append(self)
+
+        if no_write:
+            async def write(self, prepared, token, check=None) -> dict:
+                """Nothing inserted: the batch counted as ``Projector.write`` counts one it wrote."""
+                self.counts["records"] += prepared.n_records
+                self.counts["pings"] += len(prepared.rows.ping_events)
+                self.counts["batches"] += 1
+                return {}
 
     service.Projector = Observed
     # clickhouse-connect imports pandas on a process's first insert (~0.4 s, once): not the steady state.
@@ -178,7 +192,7 @@ async def drain(kind: str, where: str, partitions: int, expected: int, tmp: Path
         "seconds": {**{k: round(v, 3) for k, v in t.items()}, "other": round(wall_s - accounted, 3)},
         "share": {**{k: round(v / wall_s, 3) for k, v in t.items()}, "other": round(1 - accounted / wall_s, 3)},
     }
-    assert result["rows_in_pings"] == expected, result
+    assert result["rows_in_pings"] == (0 if no_write else expected), result
     return result
 
 
@@ -284,6 +298,8 @@ def run_pass(code: Path, kind: str, where: str, args, tmp: Path) -> dict:
                "--pings", str(args.pings), "--partitions", str(args.partitions), "--tmp", str(tmp)]
     if args.stages:
         command.append("--stages")
+    if args.no_write:
+        command.append("--no-write")
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"pass ({code}) failed:\n{out.stderr[-3000:]}")
@@ -346,7 +362,8 @@ def compare(args, kind: str, bootstrap: str | None) -> dict:
         return stage_summary(args, kind, results)
     summary = {
         "note": f"{kind} log -> embedded chdb, one projector process per pass; passes interleaved on one log; "
-                "pandas import (once per process) done before timing",
+                "pandas import (once per process) done before timing"
+                + ("; nothing inserted (--no-write)" if args.no_write else ""),
         "log": kind,
         "when": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "args": {**vars(args), "baseline": describe(args.baseline)},
@@ -365,7 +382,8 @@ def compare(args, kind: str, bootstrap: str | None) -> dict:
         line += (f"; this/baseline per round: events/s {summary['ratios_events_per_s']} "
                  f"(median {summary['ratio_events_per_s_median']}x), per CPU-second {summary['ratios_events_per_cpu_s']} "
                  f"(median {summary['ratio_events_per_cpu_s_median']}x)")
-    print(f"projector, {kind} -> chdb (median of {args.rounds}): {line}", flush=True)
+    where_to = "nowhere (--no-write)" if args.no_write else "chdb"
+    print(f"projector, {kind} -> {where_to} (median of {args.rounds}): {line}", flush=True)
     return summary
 
 
@@ -397,6 +415,8 @@ def main() -> None:
     parser.add_argument("--no-save", action="store_true")
     parser.add_argument("--stages", action="store_true",
                         help="each stage's CPU per event, one after the other (one core), instead of drains")
+    parser.add_argument("--no-write", action="store_true",
+                        help="drains that insert nothing: what reading, decoding and folding alone reach")
     parser.add_argument("--drain", help=argparse.SUPPRESS)  # one pass, in its own process (run_pass)
     parser.add_argument("--where", help=argparse.SUPPRESS)
     parser.add_argument("--code", help=argparse.SUPPRESS)
@@ -409,8 +429,11 @@ def main() -> None:
             from uvloop import run as run_loop
         except ImportError:
             run_loop = asyncio.run
-        measure = stage_costs if args.stages else drain
-        result = run_loop(measure(args.drain, args.where, args.partitions, args.pings, Path(args.tmp)))
+        if args.stages:
+            measure = stage_costs(args.drain, args.where, args.partitions, args.pings, Path(args.tmp))
+        else:
+            measure = drain(args.drain, args.where, args.partitions, args.pings, Path(args.tmp), args.no_write)
+        result = run_loop(measure)
         print(json.dumps(result))
         return
     if args.quick:
@@ -429,7 +452,8 @@ def main() -> None:
             broker.stop()
     if not args.no_save:
         RESULTS.parent.mkdir(exist_ok=True)
-        (STAGES_RESULTS if args.stages else RESULTS).write_text(json.dumps(results, indent=2) + "\n")
+        saved = STAGES_RESULTS if args.stages else NO_WRITE_RESULTS if args.no_write else RESULTS
+        saved.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
