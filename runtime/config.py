@@ -80,20 +80,13 @@ def _webhooks(value: str) -> tuple[tuple[str, str], ...]:
 KAFKA_CLIENTS = ("aiokafka", "librdkafka")
 
 
-def _kafka_client(env: dict) -> str:
-    """``PINGSTREAM_KAFKA_CLIENT``: what sends records to Kafka (runtime/eventlog/kafka.py, rdkafka.py)."""
-    raw = (env.get("PINGSTREAM_KAFKA_CLIENT") or KAFKA_CLIENTS[0]).strip().lower()
+def _kafka_client(env: dict, name: str, default: str) -> str:
+    """A Kafka client of ``KAFKA_CLIENTS`` named by ``name``: ``PINGSTREAM_KAFKA_CLIENT``, what sends records
+    (runtime/eventlog/kafka.py, rdkafka.py), or ``PINGSTREAM_KAFKA_CONSUMER``, what reads them
+    (runtime/eventlog/rdkafka_consumer.py, kafka_consumer.py)."""
+    raw = (env.get(name) or default).strip().lower()
     if raw not in KAFKA_CLIENTS:
-        raise ConfigError(f"PINGSTREAM_KAFKA_CLIENT={raw!r}: expected one of {', '.join(KAFKA_CLIENTS)}")
-    return raw
-
-
-def _kafka_consumer(env: dict) -> str:
-    """``PINGSTREAM_KAFKA_CONSUMER``: what reads records from Kafka (runtime/eventlog/rdkafka_consumer.py,
-    kafka_consumer.py)."""
-    raw = (env.get("PINGSTREAM_KAFKA_CONSUMER") or KAFKA_CLIENTS[1]).strip().lower()
-    if raw not in KAFKA_CLIENTS:
-        raise ConfigError(f"PINGSTREAM_KAFKA_CONSUMER={raw!r}: expected one of {', '.join(KAFKA_CLIENTS)}")
+        raise ConfigError(f"{name}={raw!r}: expected one of {', '.join(KAFKA_CLIENTS)}")
     return raw
 
 
@@ -268,8 +261,8 @@ class Config:
             rate_limit_burst=_float(env, "PINGSTREAM_RATE_LIMIT_BURST", 20.0, 1.0, 1e6),
             kafka_ack_timeout_s=_float(env, "PINGSTREAM_KAFKA_ACK_TIMEOUT_S", 10.0, 0.5, 300.0),
             kafka_producers=_int(env, "PINGSTREAM_KAFKA_PRODUCERS", 2, 1, 64),
-            kafka_client=_kafka_client(env),
-            kafka_consumer=_kafka_consumer(env),
+            kafka_client=_kafka_client(env, "PINGSTREAM_KAFKA_CLIENT", "aiokafka"),
+            kafka_consumer=_kafka_client(env, "PINGSTREAM_KAFKA_CONSUMER", "librdkafka"),
             webhooks=_webhooks(env.get("PINGSTREAM_WEBHOOKS") or ""),
             metrics_port=_int(env, "PINGSTREAM_METRICS_PORT", 0, 0, 65535),
             idle_timeout_s=_float(env, "PINGSTREAM_IDLE_TIMEOUT_S", 15.0, 0.5, 3600.0),
