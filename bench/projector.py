@@ -116,20 +116,31 @@ def open_log(kind: str, where: str, partitions: int):
 # --- one pass, in its own process --------------------------------------------------------------
 
 
-async def drain(kind: str, where: str, partitions: int, expected: int, tmp: Path, no_write: bool = False) -> dict:
-    """Run one projector over the log until it processed ``expected`` records; its figures. ``no_write``: its
-    batches are read, decoded and folded as ever, and written nowhere (``--no-write``)."""
-    from projector import service
+async def _started(kind: str, where: str, partitions: int, tmp: Path):
+    """A pass's log and embedded ClickHouse, started; clickhouse-connect's import of pandas (on a process's first
+    insert, ~0.4 s, once) done, as it is not the steady state."""
     from runtime.clickhouse import ClickHouse
-    from runtime.config import Config
-    from schemas.events import uuid7
-
-    service.GROUP = f"bench-{uuid7()}"  # a group of its own: every pass reads the log from its start
 
     log = open_log(kind, where, partitions)
     await log.start()
     clickhouse = ClickHouse(f"chdb:///{tmp / 'clickhouse'}", "bench")
     await clickhouse.start()
+    from clickhouse_connect.driver import options
+
+    options.pd  # noqa: B018
+    return log, clickhouse
+
+
+async def drain(kind: str, where: str, partitions: int, expected: int, tmp: Path, no_write: bool = False) -> dict:
+    """Run one projector over the log until it processed ``expected`` records; its figures. ``no_write``: its
+    batches are read, decoded and folded as ever, and written nowhere (``--no-write``)."""
+    from projector import service
+    from runtime.config import Config
+    from schemas.events import uuid7
+
+    service.GROUP = f"bench-{uuid7()}"  # a group of its own: every pass reads the log from its start
+
+    log, clickhouse = await _started(kind, where, partitions, tmp)
     projectors = []
 
     class Observed(service.Projector):  # the run's own Projector, kept for its timings
@@ -146,10 +157,6 @@ async def drain(kind: str, where: str, partitions: int, expected: int, tmp: Path
                 return {}
 
     service.Projector = Observed
-    # clickhouse-connect imports pandas on a process's first insert (~0.4 s, once): not the steady state.
-    from clickhouse_connect.driver import options
-
-    options.pd  # noqa: B018
     stop = asyncio.Event()
     config = Config.from_env({}, data_dir=tmp)
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -207,18 +214,11 @@ async def stage_costs(kind: str, where: str, partitions: int, expected: int, tmp
     from projector import service
     from projector.fold import fold
     from projector.replay import BATCH_MAX, batch_token
-    from runtime.clickhouse import ClickHouse
     from runtime.consumer import Batch
     from schemas.events import utcnow, uuid7
 
     group = f"bench-{uuid7()}"
-    log = open_log(kind, where, partitions)
-    await log.start()
-    clickhouse = ClickHouse(f"chdb:///{tmp / 'clickhouse'}", "bench")
-    await clickhouse.start()
-    from clickhouse_connect.driver import options
-
-    options.pd  # noqa: B018 (imported on a process's first insert: not a stage's cost)
+    log, clickhouse = await _started(kind, where, partitions, tmp)
     service._tune_gc()  # as service.run does
     projector = service.Projector(clickhouse, log, group)
     cpu = dict.fromkeys(STAGES, 0.0)
