@@ -19,10 +19,10 @@ The latency is also split at the edge's ``received_at``: before it (the generato
 edge's accept queue) and after it (ack, log, projector, insert). ``cpu_cores`` is each process
 tree's CPU over the load, in cores (the broker's and the generator's too): who holds the
 machine; ``runqueue_threads`` how many of its threads waited for a core, on average.
-``--batches`` logs the projector's batches (``batches.projector`` at DEBUG) and summarises them
-as the pings see them: records per batch, how old its oldest record was when it was read (the
-log's share), cut (the batch window's) and committed, how long the projector took to handle and
-to commit it.
+``--batches`` logs the projector's batches (``batches.projector`` at DEBUG; in ``up``, its engine
+process's) and summarises them as the pings see them: records per batch, how old its oldest record
+was when it was read (the log's share), cut (the batch window's) and committed, how long the
+projector took to handle and to commit it.
 
 Prints a table, writes bench/results/e2e.json and bench/results/e2e.png
 (latency p50/p99 against rate). Loopback only; bounded in time and count.
@@ -71,14 +71,14 @@ def _start(mode: str, data: Path, bootstrap: str | None, args) -> tuple[list[Ser
     """The services, the edge among them, the projector's env (for queries) and the keys."""
     # --connections may exceed the per-address bound of the edge: the load comes from one address.
     base = {"PINGSTREAM_DATA": str(data), "PINGSTREAM_LOG_LEVEL": "WARNING", "PINGSTREAM_MAX_CONNECTIONS_PER_CLIENT": "0"}
-    if mode == "embedded":
-        up = Service("up", {**base, "PINGSTREAM_KAFKA": ""}, free_port()).start()
+    batches = {"PINGSTREAM_LOG_LEVEL": "WARNING,batches.projector=DEBUG,projector=INFO"} if args.batches else {}
+    if mode == "embedded":  # up's projector runs in its engine process, which writes to up's output
+        up = Service("up", {**base, "PINGSTREAM_KAFKA": "", **batches}, free_port()).start()
         return [up], up, up.env, up.keys
     common = {**base, "PINGSTREAM_KAFKA": bootstrap, "PINGSTREAM_KAFKA_PREFIX": f"b{os.urandom(4).hex()}.",
               "PINGSTREAM_PARTITIONS": "8"}
     keys = parse_keys(run_cli("project", "create", "bench", env=common))
-    projector_env = {**common, "PINGSTREAM_LOG_LEVEL": "WARNING,batches=DEBUG,projector=INFO"} if args.batches else common
-    projector = Service("projector", projector_env).start()
+    projector = Service("projector", {**common, **batches}).start()
     monitor = Service("monitor", {**common, "PINGSTREAM_DATA": str(data / "monitor")}).start()
     # The distributed edge as deployed on one machine: `pingstream ingest` supervising
     # PINGSTREAM_EDGE_PROCESSES edges on one port (SO_REUSEPORT).
@@ -215,7 +215,7 @@ def run_rate(mode: str, rate: float, args, bootstrap: str | None, broker_pid: in
     for values in (latencies, before_edge, after_edge):
         values.sort()
     latencies += [math.inf] * (sent - visible)  # never visible: infinitely late
-    projector = next((p for p in procs if p.command == "projector"), None)
+    projector = next((p for p in procs if p.command in ("projector", "up")), None)
     return {
         "mode": mode, "rate": rate, "sent": sent, "acked": load["statuses"].get(200, 0), "visible": visible,
         "statuses": load["statuses"], "ack_p50_ms": load["p50_ms"], "ack_p99_ms": load["p99_ms"],
@@ -269,7 +269,7 @@ def main() -> None:
                         help="at most this many connections; beyond, requests wait in the generator (counted)")
     parser.add_argument("--kafka-edges", type=int, default=2, help="edge processes of `pingstream ingest` (kafka)")
     parser.add_argument("--modes", default="embedded,kafka")
-    parser.add_argument("--batches", action="store_true", help="log and summarise the projector's batches (kafka)")
+    parser.add_argument("--batches", action="store_true", help="log and summarise the projector's batches")
     parser.add_argument("--logs", help="write each service's output to this directory (<mode>-<rate>-<command>.log)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="runs per rate and mode, the modes taking turns; the median round (by p99) is kept")
