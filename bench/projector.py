@@ -389,8 +389,8 @@ def compare(args, kind: str, bootstrap: str | None) -> dict:
 
 def stage_summary(args, kind: str, results: dict[str, list[dict]]) -> dict:
     """``--stages``: the median CPU per event of each stage and of them all, per checkout."""
-    summary = {"note": f"{kind} log -> embedded chdb, the projector's stages one after the other, a batch at a time; "
-                       "CPU of every thread of the process per event", "log": kind,
+    summary = {"note": f"{kind} log -> embedded chdb, the projector's stages one after the other, each over every "
+                       "batch before the next; CPU of every thread of the process per event", "log": kind,
                "when": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                "args": {**vars(args), "baseline": describe(args.baseline)}, "passes": results, "median": {}}
     for name, rs in results.items():
